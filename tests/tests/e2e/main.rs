@@ -1,5 +1,6 @@
 //! End-to-end tests: a temporary git repo, the real server, the real agent.
 
+mod cli;
 mod converge;
 mod failures;
 mod kill;

@@ -1,0 +1,132 @@
+//! The commands around the main loop: check, compile + masterless apply,
+//! the daemon and its shutdown, usage errors.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use drover_tests::{apply, bin, report_list};
+
+use crate::World;
+
+fn run(cmd: &mut Command) -> drover_tests::Output {
+    let out = cmd.output().expect("command runs");
+    drover_tests::Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn check_accepts_the_example_site_and_lists_every_error_of_a_broken_one() {
+    let site = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/site");
+    run(Command::new(bin("drover-server")).args(["check", "--repo", site])).expect_code(0);
+
+    let w = World::start();
+    w.repo.write(
+        "roles/base.toml",
+        "[[file]]\npath = \"relative\"\nmode = \"0999\"\n",
+    );
+    let out = run(Command::new(bin("drover-server"))
+        .args(["check", "--repo"])
+        .arg(&w.repo.path));
+    out.expect_code(1);
+    assert!(out.stderr.contains("roles/base.toml:2:"), "{}", out.stderr);
+    assert!(out.stderr.contains("roles/base.toml:3:"), "{}", out.stderr);
+}
+
+#[test]
+fn compiled_catalog_applies_masterless_and_a_repo_directory_too() {
+    let w = World::start();
+    let out = run(Command::new(bin("drover-server"))
+        .args(["compile", "--node", "web-1", "--repo"])
+        .arg(&w.repo.path));
+    out.expect_code(0);
+    let catalog = w.tmp.path().join("catalog.json");
+    fs_err::write(&catalog, &out.stdout).unwrap();
+
+    let state = w.tmp.path().join("apply-state");
+    apply(&[catalog.to_str().unwrap()], &state).expect_code(2);
+    assert_eq!(w.read("etc/app.conf"), "port = 8080\nworkers = 8\n");
+    apply(&[catalog.to_str().unwrap()], &state).expect_code(0);
+
+    // The repository directory itself, compiled by the agent.
+    fs_err::write(w.managed("etc/logo.txt"), "hand edit\n").unwrap();
+    let repo = w.repo.path.to_str().unwrap();
+    let out = apply(&[repo, "--node", "web-1", "--noop"], &state);
+    out.expect_code(2);
+    assert!(out.stdout.contains("-hand edit"), "{}", out.stdout);
+    apply(&[repo, "--node", "web-1"], &state).expect_code(2);
+    assert_eq!(w.read("etc/logo.txt"), "drover\n");
+}
+
+#[test]
+fn daemon_runs_on_its_interval_and_stops_cleanly_on_sigterm() {
+    let w = World::start();
+    let config = w.tmp.path().join("agent.toml");
+    let state = w.tmp.path().join("daemon-state");
+    fs_err::write(
+        &config,
+        format!(
+            "server = \"{}\"\nnode = \"web-1\"\nstate_dir = \"{}\"\ninterval_secs = 1\nsplay_secs = 0\n",
+            w.server.url,
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(bin("drover-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .spawn()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, list) = w
+            .server
+            .request("GET", "/api/v1/nodes/web-1/reports?limit=10", None);
+        if status == 200 && report_list(&list).len() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not report twice: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(w.read("etc/app.conf"), "port = 8080\nworkers = 8\n");
+
+    let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    for binary in ["drover-agent", "drover-server"] {
+        let out = run(Command::new(bin(binary)).arg("--no-such-flag"));
+        out.expect_code(64);
+        let out = run(Command::new(bin(binary)).arg("--help"));
+        out.expect_code(0);
+    }
+    let out = run(Command::new(bin("drover-agent")).args([
+        "run",
+        "--once",
+        "--config",
+        "/nonexistent/agent.toml",
+    ]));
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("/nonexistent/agent.toml"),
+        "{}",
+        out.stderr
+    );
+}
