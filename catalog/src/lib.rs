@@ -1,12 +1,52 @@
-//! drover's pure core: the catalog model, and (in later modules) parsing,
-//! validation and compilation of a catalog repository held in memory.
+//! drover's pure core: the catalog model, and parsing, validation and
+//! compilation of a catalog repository held in memory.
 //!
 //! Invariant: this crate does no I/O and knows nothing of HTTP, git or the
 //! local system. The server hands it files; the agent hands it nothing but a
 //! compiled [`Catalog`].
+//!
+//! Parsing has two stages: [`raw`] mirrors the TOML (with spans), then
+//! classification, data, rendering and the dependency graph produce the
+//! validated [`Catalog`].
+//!
+//! Choices where the format spec is silent:
+//! - `nodes.toml`: `facts` keys are dotted paths (quoted `"os.id"` or a
+//!   nested table); values match when equal as values or as strings. The
+//!   last matching entry with `environment` sets the pin.
+//! - Roles: includes come before their includer; [`Compiled::roles`] lists
+//!   the expanded roles in that order. A later role's `[vars]` override an
+//!   earlier one's, and a hierarchy level naming `{{ role }}` ranks later
+//!   roles as more specific.
+//! - A hierarchy level that renders with an empty segment (a missing fact)
+//!   is skipped.
+//! - `source`, `template` and `unit_template` are repo paths starting with
+//!   `files/` or `templates/`; `{% include %}` names are relative to
+//!   `templates/` (the prefix is optional) and never reach outside it.
+//!   Template files keep their trailing newline and are never HTML-escaped.
+//! - A broken role or data file fails only the nodes that use it;
+//!   [`Repository::parse`] fails only on `drover.toml` and `nodes.toml`.
 
 pub mod model;
 pub mod report;
 
-pub use model::{Catalog, CatalogRequest, Facts, Mode, Resource, ResourceId, Spec};
+mod check;
+mod classify;
+mod compile;
+mod data;
+mod diagnostic;
+mod graph;
+mod kinds;
+pub mod raw;
+mod render;
+mod repo;
+mod resources;
+mod values;
+
+pub use check::check;
+pub use classify::Classification;
+pub use compile::{CompileRequest, Compiled};
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use model::{Catalog, CatalogRequest, Facts, Mode, Resource, ResourceId, Spec, sha256_hex};
+pub use render::TEMPLATE_FUEL;
+pub use repo::{DEFAULT_HIERARCHY, RepoFiles, Repository};
 pub use report::{Report, ResourceReport};

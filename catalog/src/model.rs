@@ -548,10 +548,18 @@ mod tests {
         let r: Resource = serde_json::from_str(json).unwrap();
         assert_eq!(r.id.kind(), Kind::File);
         assert_eq!(r.id.name(), "/etc/motd");
-        assert_eq!(r.meta.require, vec![ResourceId::new(Kind::Directory, "/etc")]);
-        let Spec::File(f) = &r.spec else { panic!("not a file") };
+        assert_eq!(
+            r.meta.require,
+            vec![ResourceId::new(Kind::Directory, "/etc")]
+        );
+        let Spec::File(f) = &r.spec else {
+            panic!("not a file")
+        };
         assert!(f.backup, "backup defaults to true");
-        let expected = json.replace(r#""path":"/etc/motd","#, r#""path":"/etc/motd","ensure":"present","#);
+        let expected = json.replace(
+            r#""path":"/etc/motd","#,
+            r#""path":"/etc/motd","ensure":"present","#,
+        );
         assert_eq!(serde_json::to_string(&r).unwrap(), expected);
     }
 

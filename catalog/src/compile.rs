@@ -1,0 +1,103 @@
+//! Compiling a repository for one node into a [`Catalog`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use minijinja::context;
+
+use crate::data::{LevelContext, table_to_json};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::graph;
+use crate::model::{Catalog, Facts};
+use crate::render::Renderer;
+use crate::repo::{Repository, Role};
+use crate::resources::{Builder, Decl};
+
+/// What to compile: one node, as it describes itself, at one commit.
+#[derive(Debug, Clone, Copy)]
+pub struct CompileRequest<'a> {
+    pub node: &'a str,
+    pub facts: &'a Facts,
+    /// The environment (branch) being compiled; `Catalog::environment`.
+    pub environment: &'a str,
+    pub commit: &'a str,
+}
+
+/// A compiled catalog and the file contents it references.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// `contents` left empty: content travels by hash.
+    pub catalog: Catalog,
+    /// sha256 (lowercase hex) -> bytes, for every file the catalog references.
+    pub contents: BTreeMap<String, Arc<[u8]>>,
+    /// Every role of the node after include expansion, included roles first.
+    pub roles: Vec<String>,
+}
+
+impl Repository {
+    /// Compiles the node's catalog, or returns every error found.
+    pub fn compile(&self, req: &CompileRequest<'_>) -> Result<Compiled, Diagnostics> {
+        let (_, roots) = self
+            .classify_with_locs(req.node, req.facts)
+            .map_err(Diagnostics::one)?;
+        let roles = self.expand_roles(&roots).map_err(Diagnostics)?;
+        let level_cx = LevelContext {
+            node: req.node,
+            facts: req.facts,
+            environment: req.environment,
+        };
+        let vars = self.node_vars(&level_cx, &roles).map_err(Diagnostics)?;
+        let ctx = context! {
+            node => req.node,
+            facts => req.facts,
+            vars => table_to_json(&vars),
+            environment => req.environment,
+            commit => req.commit,
+        };
+        let renderer = Renderer::new(Arc::clone(&self.files), Some(ctx));
+        let decls = self.declare(&roles, &renderer).map_err(Diagnostics)?;
+        let linked = graph::link(decls).map_err(Diagnostics)?;
+        let catalog = Catalog {
+            node: req.node.to_owned(),
+            environment: req.environment.to_owned(),
+            commit: req.commit.to_owned(),
+            version: Catalog::compute_version(&linked.resources),
+            resources: linked.resources,
+            contents: BTreeMap::new(),
+        };
+        Ok(Compiled {
+            catalog,
+            contents: linked.contents,
+            roles: roles.iter().map(|r| r.name.clone()).collect(),
+        })
+    }
+
+    /// Every resource of the roles, rendered and checked one by one.
+    pub(crate) fn declare(
+        &self,
+        roles: &[&Role],
+        renderer: &Renderer,
+    ) -> Result<Vec<Decl>, Vec<Diagnostic>> {
+        let mut decls = Vec::new();
+        let mut errors = Vec::new();
+        for role in roles {
+            let mut builder = Builder {
+                renderer,
+                src: &role.source,
+                files: &self.files,
+                errors: Vec::new(),
+            };
+            for raw in &role.resources {
+                decls.extend(builder.build(raw));
+            }
+            // in file order, whatever the kind tables' order
+            builder.errors.sort_by_key(|e| (e.line, e.col));
+            errors.append(&mut builder.errors);
+        }
+        if errors.is_empty() {
+            Ok(decls)
+        } else {
+            Err(errors)
+        }
+    }
+}

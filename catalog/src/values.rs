@@ -1,0 +1,148 @@
+//! Checks and conversions of single field values: paths, modes, ensure
+//! words, memory sizes, CPU counts.
+
+use crate::model::{ContainerEnsure, Ensure, PackageEnsure, ServiceEnsure};
+
+/// Why `path` is not an absolute, normalised path, if it is not.
+pub(crate) fn path_problem(path: &str) -> Option<&'static str> {
+    if path.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if !path.starts_with('/') {
+        Some("it is not absolute")
+    } else if path == "/" {
+        None
+    } else if path.ends_with('/') {
+        Some("it ends with a slash")
+    } else if path.contains("//") {
+        Some("it contains `//`")
+    } else if path.split('/').any(|s| s == "." || s == "..") {
+        Some("it contains a `.` or `..` segment")
+    } else {
+        None
+    }
+}
+
+/// Why a repo path given in `field` is not a plain path under `dir/`.
+pub(crate) fn repo_path_problem(path: &str, dir: &str) -> Option<String> {
+    let Some(rest) = path.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) else {
+        return Some(format!("it is not under `{dir}/`"));
+    };
+    if rest.is_empty()
+        || rest
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Some("it must be a plain relative path (no `..`, `.` or empty segments)".into());
+    }
+    None
+}
+
+pub(crate) fn ensure_present(s: &str) -> Option<Ensure> {
+    match s {
+        "present" => Some(Ensure::Present),
+        "absent" => Some(Ensure::Absent),
+        _ => None,
+    }
+}
+
+pub(crate) fn ensure_service(s: &str) -> Option<ServiceEnsure> {
+    match s {
+        "running" => Some(ServiceEnsure::Running),
+        "stopped" => Some(ServiceEnsure::Stopped),
+        _ => None,
+    }
+}
+
+pub(crate) fn ensure_container(s: &str) -> Option<ContainerEnsure> {
+    match s {
+        "running" => Some(ContainerEnsure::Running),
+        "stopped" => Some(ContainerEnsure::Stopped),
+        "absent" => Some(ContainerEnsure::Absent),
+        _ => None,
+    }
+}
+
+pub(crate) fn ensure_package(s: &str) -> Option<PackageEnsure> {
+    match s.trim() {
+        "" => None,
+        "installed" | "present" => Some(PackageEnsure::Installed),
+        "absent" => Some(PackageEnsure::Absent),
+        v => Some(PackageEnsure::Version(v.to_owned())),
+    }
+}
+
+/// `"256m"`, `"1g"`, `"512MiB"`, `"1048576"`: binary units, as Docker reads them.
+pub(crate) fn parse_memory(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let power = match unit.trim() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 1,
+        "m" | "mb" | "mib" => 2,
+        "g" | "gb" | "gib" => 3,
+        "t" | "tb" | "tib" => 4,
+        _ => return None,
+    };
+    let bytes = (number * 1024f64.powi(power)).round();
+    (1.0..u64::MAX as f64)
+        .contains(&bytes)
+        .then_some(bytes as u64)
+}
+
+/// CPUs (`0.5`, `2`) as millicpus.
+pub(crate) fn cpus_to_milli(cpus: f64) -> Option<u64> {
+    let milli = (cpus * 1000.0).round();
+    (cpus.is_finite() && (1.0..1e12).contains(&milli)).then_some(milli as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_be_absolute_and_normalised() {
+        assert_eq!(path_problem("/etc/motd"), None);
+        assert_eq!(path_problem("/"), None);
+        for bad in [
+            "etc/motd",
+            "/etc/",
+            "/etc//motd",
+            "/etc/../motd",
+            "/etc/./x",
+            "/a\0b",
+            "",
+        ] {
+            assert!(path_problem(bad).is_some(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn repo_paths_stay_under_their_directory() {
+        assert_eq!(repo_path_problem("files/motd", "files"), None);
+        for bad in [
+            "motd",
+            "/files/motd",
+            "files/../nodes.toml",
+            "files/",
+            "filesx/a",
+        ] {
+            assert!(repo_path_problem(bad, "files").is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn memory_sizes_use_binary_units() {
+        assert_eq!(parse_memory("256m"), Some(256 << 20));
+        assert_eq!(parse_memory("1g"), Some(1 << 30));
+        assert_eq!(parse_memory("1.5k"), Some(1536));
+        assert_eq!(parse_memory("100"), Some(100));
+        assert_eq!(parse_memory("lots"), None);
+        assert_eq!(parse_memory("1x"), None);
+        assert_eq!(cpus_to_milli(0.5), Some(500));
+        assert_eq!(cpus_to_milli(0.0), None);
+    }
+}
