@@ -1,0 +1,265 @@
+//! The command line: `serve`, and the offline `compile` and `check`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+use drover_catalog::Facts;
+
+use crate::config::Overrides;
+use crate::git::{self, GitDir, Tree};
+use drover_catalog::{self, CompileRequest, Diagnostic, Repository};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover-server",
+    version,
+    about = "drover's server: compiles catalogs from git, serves them, stores reports"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve catalogs, files, reports, the dashboard and metrics.
+    Serve(ServeArgs),
+    /// Print one node's compiled catalog as JSON.
+    Compile(CompileArgs),
+    /// Validate the whole repository; exit 1 listing every error.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file [default: /etc/drover/server.toml, may be missing]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Catalog repository: a git URL or path (mirrored), or a plain directory (development mode)
+    #[arg(long, value_name = "PATH_OR_URL")]
+    pub repo: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8140]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory: database, git mirror [default: /var/lib/drover-server]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL [default: sqlite://DATA_DIR/drover.db]
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Seconds between repository refreshes [default: 60]
+    #[arg(long, value_name = "N")]
+    pub refresh_interval_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            repo: self.repo.clone(),
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone(),
+            refresh_interval_secs: self.refresh_interval_secs,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// Catalog repository: a plain directory or a git repository (bare or not)
+    #[arg(long, value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Branch to compile (git) [default: HEAD's branch; `production` for a directory]
+    #[arg(long = "env", value_name = "BRANCH")]
+    pub env: Option<String>,
+    /// Node name
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// The node's facts as a JSON object [default: {}]
+    #[arg(long, value_name = "FILE.json")]
+    pub facts: Option<PathBuf>,
+    /// Leave out the embedded file contents
+    #[arg(long)]
+    pub no_contents: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Catalog repository: a plain directory or a git repository (bare or not)
+    #[arg(long, value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Branch to check (git) [default: HEAD's branch]
+    #[arg(long = "env", value_name = "BRANCH")]
+    pub env: Option<String>,
+    /// Directory of NODE.json facts files; each node is compiled too
+    #[arg(long, value_name = "DIR")]
+    pub facts_dir: Option<PathBuf>,
+}
+
+/// One snapshot of a local repository.
+struct Local {
+    environment: String,
+    commit: String,
+    tree: Tree,
+}
+
+fn load_local(repo: &Path, env: Option<&str>) -> anyhow::Result<Local> {
+    if !repo.is_dir() {
+        bail!("catalog repository {} is not a directory", repo.display());
+    }
+    let local = match GitDir::detect(repo) {
+        Some(dir) => {
+            let environment = match env {
+                Some(env) => env.to_owned(),
+                None => dir.head_branch().with_context(|| {
+                    format!(
+                        "HEAD of {} is not on a branch\nhint: pass --env BRANCH",
+                        repo.display()
+                    )
+                })?,
+            };
+            let commit = dir.branch_commit(&environment)?;
+            let tree = dir.read_tree(&commit)?;
+            Local {
+                environment,
+                commit,
+                tree,
+            }
+        }
+        None => {
+            let tree = git::read_dir_tree(repo)?;
+            Local {
+                environment: env.unwrap_or("production").to_owned(),
+                commit: git::content_id(&tree.files),
+                tree,
+            }
+        }
+    };
+    for note in &local.tree.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(local)
+}
+
+fn read_facts(path: &Path) -> anyhow::Result<Facts> {
+    let text = fs_err::read_to_string(path)?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("invalid facts file {}", path.display()))?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => bail!("facts file {} must hold a JSON object", path.display()),
+    }
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+}
+
+/// `drover-server compile`: exit 0 with the catalog on stdout, 1 on errors.
+pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
+    let facts = match &args.facts {
+        Some(path) => read_facts(path)?,
+        None => Facts::new(),
+    };
+    let mut local = load_local(&args.repo, args.env.as_deref())?;
+    let mut repo = match Repository::parse(std::mem::take(&mut local.tree.files)) {
+        Ok(repo) => repo,
+        Err(d) => {
+            print_diagnostics(&d.0);
+            return Ok(1);
+        }
+    };
+    // Without --env, a pin in nodes.toml chooses the branch, as on the server.
+    if args.env.is_none() && GitDir::detect(&args.repo).is_some() {
+        let class = match repo.classify(&args.node, &facts) {
+            Ok(class) => class,
+            Err(d) => {
+                print_diagnostics(&d.0);
+                return Ok(1);
+            }
+        };
+        if let Some(pin) = class.environment.filter(|p| *p != local.environment) {
+            local = load_local(&args.repo, Some(&pin))?;
+            repo = match Repository::parse(std::mem::take(&mut local.tree.files)) {
+                Ok(repo) => repo,
+                Err(d) => {
+                    print_diagnostics(&d.0);
+                    return Ok(1);
+                }
+            };
+        }
+    }
+    let compiled = match repo.compile(&CompileRequest {
+        node: &args.node,
+        facts: &facts,
+        environment: &local.environment,
+        commit: &local.commit,
+    }) {
+        Ok(compiled) => compiled,
+        Err(d) => {
+            print_diagnostics(&d.0);
+            return Ok(1);
+        }
+    };
+    let mut catalog = compiled.catalog;
+    catalog.contents = if args.no_contents {
+        Default::default()
+    } else {
+        compiled
+            .contents
+            .iter()
+            .map(|(sha, bytes)| {
+                (
+                    sha.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(bytes),
+                )
+            })
+            .collect()
+    };
+    println!("{}", serde_json::to_string_pretty(&catalog)?);
+    Ok(0)
+}
+
+/// `drover-server check`: exit 0 clean, 1 with every error on stderr.
+pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
+    let mut nodes = Vec::new();
+    if let Some(dir) = &args.facts_dir {
+        let mut paths: Vec<PathBuf> = fs_err::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        paths.sort();
+        for path in paths {
+            if path.extension().is_some_and(|e| e == "json") {
+                let node = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .with_context(|| {
+                        format!("facts file {} has no UTF-8 node name", path.display())
+                    })?
+                    .to_owned();
+                nodes.push((node, read_facts(&path)?));
+            }
+        }
+    }
+    let local = load_local(&args.repo, args.env.as_deref())?;
+    let diagnostics =
+        drover_catalog::check(local.tree.files, &local.environment, &local.commit, &nodes);
+    if diagnostics.is_empty() {
+        eprintln!(
+            "ok: environment `{}` at {} ({} node(s) compiled)",
+            local.environment,
+            local.commit,
+            nodes.len()
+        );
+        Ok(0)
+    } else {
+        print_diagnostics(&diagnostics);
+        eprintln!("{} error(s)", diagnostics.len());
+        Ok(1)
+    }
+}

@@ -1,0 +1,244 @@
+//! Compiling a node's catalog: environment choice, the in-memory cache, and
+//! the last-good rule (a commit that fails to compile never reaches a node).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use drover_catalog::model::sha256_hex;
+use drover_catalog::{Catalog, CatalogRequest, Facts};
+
+use crate::db::{self, CompileError};
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use drover_catalog::{CompileRequest, Diagnostics};
+
+/// A catalog that compiled, with the roles the node got.
+#[derive(Debug)]
+pub struct Compiled {
+    pub catalog: Catalog,
+    pub roles: Vec<String>,
+}
+
+type Outcome = Result<Arc<Compiled>, CompileError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    environment: String,
+    commit: String,
+    node: String,
+    facts: String,
+}
+
+/// Compile results per (environment, commit, node, facts hash); cleared when
+/// a refresh moves a commit.
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: Mutex<HashMap<CacheKey, Outcome>>,
+}
+
+/// Enough for every node of a big site several times over; past it the
+/// cache starts again rather than grow without bound.
+const CACHE_LIMIT: usize = 20_000;
+
+impl Cache {
+    fn get(&self, key: &CacheKey) -> Option<Outcome> {
+        self.lock().get(key).cloned()
+    }
+
+    fn put(&self, key: CacheKey, outcome: Outcome) {
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(key, outcome);
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Outcome>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn failure(environment: &str, commit: &str, diagnostics: Vec<String>) -> CompileError {
+    CompileError {
+        environment: environment.to_owned(),
+        commit: commit.to_owned(),
+        diagnostics,
+        at: jiff::Timestamp::now(),
+    }
+}
+
+fn lines(d: &Diagnostics) -> Vec<String> {
+    d.0.iter().map(ToString::to_string).collect()
+}
+
+/// Compiles `node` for `facts` in the requested (else default) environment,
+/// or in the environment its `nodes.toml` entry pins. Contents of a good
+/// compile are stored in the database before the catalog can be served.
+pub async fn compile_node(
+    state: &AppState,
+    node: &str,
+    facts: &Facts,
+    requested: Option<&str>,
+) -> Result<Outcome, AppError> {
+    let snapshots = &state.snapshots;
+    let env = requested.map_or_else(|| snapshots.default_environment(), str::to_owned);
+    let missing = |env: &str| {
+        let known: Vec<String> = snapshots.list().iter().map(|s| s.name.clone()).collect();
+        failure(
+            env,
+            "",
+            vec![format!(
+                "environment `{env}` does not exist (known: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )],
+        )
+    };
+    let Some(mut snap) = snapshots.get(&env) else {
+        return Ok(Err(missing(&env)));
+    };
+    let repo = match &snap.repo {
+        Ok(repo) => repo.clone(),
+        Err(diagnostics) => return Ok(Err(failure(&env, &snap.commit, diagnostics.clone()))),
+    };
+    match repo.classify(node, facts) {
+        Err(d) => return Ok(Err(failure(&env, &snap.commit, lines(&d)))),
+        Ok(class) => {
+            if let Some(pin) = class.environment.filter(|pin| *pin != env) {
+                let Some(pinned) = snapshots.get(&pin) else {
+                    return Ok(Err(missing(&pin)));
+                };
+                snap = pinned;
+            }
+        }
+    }
+    let repo = match &snap.repo {
+        Ok(repo) => repo.clone(),
+        Err(diagnostics) => {
+            return Ok(Err(failure(&snap.name, &snap.commit, diagnostics.clone())));
+        }
+    };
+    let key = CacheKey {
+        environment: snap.name.clone(),
+        commit: snap.commit.clone(),
+        node: node.to_owned(),
+        facts: sha256_hex(&serde_json::to_vec(facts).unwrap_or_default()),
+    };
+    if let Some(outcome) = state.cache.get(&key) {
+        return Ok(outcome);
+    }
+    let (environment, commit) = (snap.name.clone(), snap.commit.clone());
+    let (node_owned, facts_owned) = (node.to_owned(), facts.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        repo.compile(&CompileRequest {
+            node: &node_owned,
+            facts: &facts_owned,
+            environment: &environment,
+            commit: &commit,
+        })
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("compile task failed: {e}")))?;
+    let outcome = match result {
+        Ok(compiled) => {
+            Metrics::inc(&state.metrics.compiles);
+            db::store_contents(
+                &state.db,
+                compiled
+                    .contents
+                    .iter()
+                    .map(|(sha, bytes)| (sha, &bytes[..])),
+            )
+            .await?;
+            let mut catalog = compiled.catalog;
+            catalog.contents.clear();
+            Ok(Arc::new(Compiled {
+                catalog,
+                roles: compiled.roles,
+            }))
+        }
+        Err(d) => {
+            Metrics::inc(&state.metrics.compile_errors);
+            Err(failure(&snap.name, &snap.commit, lines(&d)))
+        }
+    };
+    state.cache.put(key, outcome.clone());
+    Ok(outcome)
+}
+
+/// The catalog route: compile, record, and fall back to the last good catalog.
+pub async fn serve_catalog(
+    state: &AppState,
+    node: &str,
+    request: &CatalogRequest,
+) -> Result<Catalog, AppError> {
+    let requested = request.environment.as_deref();
+    db::record_request(&state.db, node, &request.facts, requested).await?;
+    match compile_node(state, node, &request.facts, requested).await? {
+        Ok(compiled) => {
+            db::record_served(&state.db, &compiled.catalog, &compiled.roles).await?;
+            Ok(compiled.catalog.clone())
+        }
+        Err(error) => {
+            tracing::warn!(
+                node,
+                environment = %error.environment,
+                commit = %error.commit,
+                errors = %error.diagnostics.join("; "),
+                "catalog does not compile"
+            );
+            db::set_compile_error(&state.db, node, Some(&error)).await?;
+            match db::last_good(&state.db, node).await? {
+                Some(catalog) => Ok(catalog),
+                None => Err(AppError::Compile {
+                    message: format!(
+                        "the catalog of node `{node}` does not compile in environment `{}`{}",
+                        error.environment,
+                        if error.commit.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" at commit {}", error.commit)
+                        }
+                    ),
+                    diagnostics: error.diagnostics,
+                }),
+            }
+        }
+    }
+}
+
+/// After a refresh moved `changed` environments: recompiles every known node
+/// of those environments with its stored facts, so compile errors show
+/// without waiting for the node. Nothing is served: only errors change.
+pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(), AppError> {
+    let changed: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
+    let default_env = state.snapshots.default_environment();
+    for node in db::nodes(&state.db).await? {
+        if node.last_seen_at.is_none() {
+            continue; // only reports so far: no facts to compile with
+        }
+        let requested = node.requested_environment.as_deref();
+        let wanted = requested.unwrap_or(&default_env);
+        let served = node.environment.as_deref().unwrap_or(wanted);
+        if !changed.contains(wanted) && !changed.contains(served) {
+            continue;
+        }
+        let facts: Facts = match node.facts {
+            serde_json::Value::Object(map) => map,
+            _ => Facts::new(),
+        };
+        let error = compile_node(state, &node.name, &facts, requested)
+            .await?
+            .err();
+        db::set_compile_error(&state.db, &node.name, error.as_ref()).await?;
+    }
+    Ok(())
+}

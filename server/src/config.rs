@@ -1,0 +1,163 @@
+//! Server configuration: `server.toml` merged with command-line overrides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Where `serve` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/drover/server.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8140";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/drover-server";
+pub const DEFAULT_REFRESH_SECS: u64 = 60;
+
+/// The keys `server.toml` may hold; an unknown key is an error that names it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub repo: Option<String>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub refresh_interval_secs: Option<u64>,
+    pub default_environment: Option<String>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub repo: Option<String>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub refresh_interval_secs: Option<u64>,
+}
+
+/// The resolved configuration of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A local path or a git URL; a plain directory (no git) is development mode.
+    pub repo: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// sqlx URL, `sqlite://DATA/drover.db` by default.
+    pub database_url: String,
+    pub refresh_interval: Duration,
+    /// Environment of nodes that ask for none and have no pin.
+    pub default_environment: Option<String>,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn new(repo: impl Into<String>, data_dir: impl Into<PathBuf>) -> Config {
+        let data_dir = data_dir.into();
+        Config {
+            repo: repo.into(),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("default listen address parses"),
+            database_url: default_database_url(&data_dir),
+            data_dir,
+            refresh_interval: Duration::from_secs(DEFAULT_REFRESH_SECS),
+            default_environment: None,
+        }
+    }
+
+    /// Reads the config file (the default one may be missing) and applies overrides.
+    pub fn load(overrides: Overrides) -> anyhow::Result<Config> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
+            None => FileConfig::default(),
+        };
+        Config::merge(file, overrides)
+    }
+
+    fn merge(file: FileConfig, o: Overrides) -> anyhow::Result<Config> {
+        let Some(repo) = o.repo.or(file.repo) else {
+            bail!(
+                "no catalog repository configured\nhint: pass --repo PATH_OR_URL or set `repo` in the config file"
+            );
+        };
+        let listen_text = o
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text.parse().with_context(|| {
+            format!(
+                "invalid listen address `{listen_text}`\nhint: use HOST:PORT, e.g. 127.0.0.1:8140"
+            )
+        })?;
+        let data_dir = o
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database_url = o
+            .database
+            .or(file.database)
+            .unwrap_or_else(|| default_database_url(&data_dir));
+        let secs = o
+            .refresh_interval_secs
+            .or(file.refresh_interval_secs)
+            .unwrap_or(DEFAULT_REFRESH_SECS);
+        if secs == 0 {
+            bail!("refresh_interval_secs must be at least 1");
+        }
+        Ok(Config {
+            repo,
+            listen,
+            data_dir,
+            database_url,
+            refresh_interval: Duration::from_secs(secs),
+            default_environment: file.default_environment,
+        })
+    }
+}
+
+fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("drover.db").display())
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = fs_err::read_to_string(path)?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<FileConfig>("repo = \"/r\"\nlistne = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_and_defaults_fill_in() {
+        let file = FileConfig {
+            repo: Some("/file".into()),
+            listen: Some("0.0.0.0:1".into()),
+            ..FileConfig::default()
+        };
+        let over = Overrides {
+            repo: Some("/cli".into()),
+            data_dir: Some("/d".into()),
+            ..Overrides::default()
+        };
+        let c = Config::merge(file, over).unwrap();
+        assert_eq!(c.repo, "/cli");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:1");
+        assert_eq!(c.database_url, "sqlite:///d/drover.db");
+        assert_eq!(c.refresh_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn missing_repo_is_an_error_with_a_hint() {
+        let err = Config::merge(FileConfig::default(), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("hint: pass --repo"), "{err}");
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP routes, grouped by who calls them.
+
+pub mod meta;
+pub mod node;
+pub mod operator;
