@@ -1,1 +1,88 @@
-fn main() {}
+//! drover-agent: parse the command line, dispatch, turn the outcome into an exit code.
+
+mod apply;
+mod cli;
+mod client;
+mod config;
+mod daemon;
+mod diff;
+mod engine;
+mod facts;
+mod fsutil;
+mod lock;
+mod resources;
+mod run;
+mod state;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Command, RunArgs};
+use crate::config::{FileConfig, Overrides, Settings};
+use crate::daemon::Signals;
+
+/// The run could not happen (lock held, no catalog, bad config).
+const EXIT_CANNOT_RUN: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code as u8),
+    };
+    let result = match cli.command {
+        Command::Facts => facts(),
+        Command::Run(args) => run(&args),
+        Command::Apply(args) => apply(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CANNOT_RUN)
+        }
+    }
+}
+
+fn facts() -> Result<u8> {
+    let facts = facts::gather()?;
+    println!("{}", serde_json::to_string_pretty(&facts)?);
+    Ok(0)
+}
+
+fn run(args: &RunArgs) -> Result<u8> {
+    let file = FileConfig::load(args.common.config.as_deref())?;
+    let settings = Settings::resolve(
+        file,
+        Overrides {
+            common: Some(&args.common),
+            server: args.server.as_deref(),
+            environment: args.environment.as_deref(),
+        },
+    )?;
+    let signals = Signals::install()?;
+    if !args.once {
+        return Ok(daemon::run_daemon(&settings, signals) as u8);
+    }
+    let report = run::run_once(&settings, &signals.stop)?;
+    let code = report.exit_code();
+    Ok(match (args.detailed_exitcodes, code & 4 != 0) {
+        (true, _) => code as u8,
+        (false, true) => 1,
+        (false, false) => 0,
+    })
+}
+
+fn apply(args: &cli::ApplyArgs) -> Result<u8> {
+    let file = FileConfig::load(args.common.config.as_deref())?;
+    let settings = Settings::resolve(
+        file,
+        Overrides {
+            common: Some(&args.common),
+            ..Overrides::default()
+        },
+    )?;
+    let signals = Signals::install()?;
+    let code = apply::apply(&args.path, args.facts.as_deref(), &settings, &signals.stop)?;
+    Ok(code as u8)
+}

@@ -72,7 +72,7 @@ pub struct CompileArgs {
     /// Catalog repository: a plain directory or a git repository (bare or not)
     #[arg(long, value_name = "PATH")]
     pub repo: PathBuf,
-    /// Branch to compile (git) [default: HEAD's branch; `production` for a directory]
+    /// Branch to compile from git objects [default: the work tree of a checkout, HEAD's branch of a bare repository]
     #[arg(long = "env", value_name = "BRANCH")]
     pub env: Option<String>,
     /// Node name
@@ -91,7 +91,7 @@ pub struct CheckArgs {
     /// Catalog repository: a plain directory or a git repository (bare or not)
     #[arg(long, value_name = "PATH")]
     pub repo: PathBuf,
-    /// Branch to check (git) [default: HEAD's branch]
+    /// Branch to check from git objects [default: the work tree of a checkout, HEAD's branch of a bare repository]
     #[arg(long = "env", value_name = "BRANCH")]
     pub env: Option<String>,
     /// Directory of NODE.json facts files; each node is compiled too
@@ -110,7 +110,11 @@ fn load_local(repo: &Path, env: Option<&str>) -> anyhow::Result<Local> {
     if !repo.is_dir() {
         bail!("catalog repository {} is not a directory", repo.display());
     }
-    let local = match GitDir::detect(repo) {
+    // Without --env, a checkout is read as the user sees it (its work tree),
+    // so `check` validates edits before they are committed. --env, or a bare
+    // repository, reads a branch from git objects as the server does.
+    let work_tree = env.is_none() && repo.join(".git").exists();
+    let local = match GitDir::detect(repo).filter(|_| !work_tree) {
         Some(dir) => {
             let environment = match env {
                 Some(env) => env.to_owned(),
@@ -131,8 +135,12 @@ fn load_local(repo: &Path, env: Option<&str>) -> anyhow::Result<Local> {
         }
         None => {
             let tree = git::read_dir_tree(repo)?;
+            let branch = GitDir::detect(repo).and_then(|dir| dir.head_branch());
             Local {
-                environment: env.unwrap_or("production").to_owned(),
+                environment: env
+                    .map(str::to_owned)
+                    .or(branch)
+                    .unwrap_or_else(|| "production".to_owned()),
                 commit: git::content_id(&tree.files),
                 tree,
             }

@@ -1,0 +1,221 @@
+//! `drover-agent apply PATH`: masterless convergence from a compiled catalog
+//! file or a catalog repository directory; no server, no report posting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use drover_catalog::report::CachedCatalog;
+use drover_catalog::{Catalog, CompileRequest, Facts, RepoFiles, Repository, sha256_hex};
+
+use crate::config::Settings;
+use crate::engine::{self, EngineConfig};
+use crate::lock::RunLock;
+use crate::resources::ContentSource;
+use crate::run::{build_report, ms};
+use crate::state::{Durations, LastRun, StateDir};
+
+/// Contents by sha256, all verified when loaded.
+#[derive(Debug, Default)]
+pub struct LocalContents(pub BTreeMap<String, Arc<[u8]>>);
+
+impl ContentSource for LocalContents {
+    fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>> {
+        self.0
+            .get(sha256)
+            .cloned()
+            .ok_or_else(|| anyhow!("the catalog references content {sha256} but does not embed it"))
+    }
+}
+
+/// Converges from PATH; returns the detailed exit code. `Err` = the run could not happen.
+pub fn apply(
+    path: &Path,
+    facts_file: Option<&Path>,
+    settings: &Settings,
+    stop: &AtomicBool,
+) -> Result<i32> {
+    let started_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    let _lock = RunLock::acquire(&settings.lock_file)?;
+    let (catalog, contents) = if fs_err::metadata(path)?.is_dir() {
+        compile_repository(path, &settings.node, facts_file)?
+    } else {
+        load_compiled(path)?
+    };
+    let load_ms = ms(started.elapsed());
+    let state = StateDir::new(&settings.state_dir);
+    let apply_started = Instant::now();
+    let applied = engine::apply(
+        &catalog,
+        &EngineConfig {
+            noop: settings.noop,
+            backups: state.backups(),
+            contents: &contents,
+            previous: None,
+            stop,
+            timeout: Some((started, settings.run_timeout)),
+            verbose: true,
+        },
+    );
+    let apply_ms = ms(apply_started.elapsed());
+    let report = build_report(
+        &catalog,
+        settings.noop,
+        started_at,
+        applied,
+        CachedCatalog::NotUsed,
+        None,
+    );
+    let durations = Durations {
+        catalog: load_ms,
+        apply: apply_ms,
+        total: ms(started.elapsed()),
+    };
+    if let Err(e) = state.write_last_run(&LastRun::of(&report, durations)) {
+        eprintln!("warning: cannot write the run summary: {e:#}");
+    }
+    println!(
+        "{}",
+        engine::summary_line(&report.resources, started.elapsed())
+    );
+    Ok(report.exit_code())
+}
+
+/// A compiled catalog JSON file with its `contents` embedded (sha256 -> base64).
+pub fn load_compiled(path: &Path) -> Result<(Catalog, LocalContents)> {
+    let bytes = fs_err::read(path)?;
+    let mut catalog: Catalog = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a compiled catalog", path.display()))?;
+    drop(bytes);
+    let mut contents = BTreeMap::new();
+    for (sha, b64) in std::mem::take(&mut catalog.contents) {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .with_context(|| format!("{}: content {sha} is not valid base64", path.display()))?;
+        let actual = sha256_hex(&data);
+        if actual != sha {
+            bail!(
+                "{}: embedded content {sha} has sha256 {actual}",
+                path.display()
+            );
+        }
+        contents.insert(sha, Arc::from(data));
+    }
+    Ok((catalog, LocalContents(contents)))
+}
+
+/// Compiles a catalog repository directory for `node`.
+pub fn compile_repository(
+    dir: &Path,
+    node: &str,
+    facts_file: Option<&Path>,
+) -> Result<(Catalog, LocalContents)> {
+    let facts: Facts = match facts_file {
+        Some(file) => serde_json::from_slice(&fs_err::read(file)?)
+            .with_context(|| format!("{} is not a JSON object of facts", file.display()))?,
+        None => crate::facts::gather()?,
+    };
+    let files = read_repository(dir)?;
+    let repo = Repository::parse(files)
+        .map_err(|d| anyhow!("{d}"))
+        .with_context(|| format!("the repository {} does not parse", dir.display()))?;
+    let compiled = repo
+        .compile(&CompileRequest {
+            node,
+            facts: &facts,
+            environment: "production",
+            commit: "local",
+        })
+        .map_err(|d| anyhow!("{d}"))
+        .with_context(|| format!("the catalog of node `{node}` does not compile"))?;
+    Ok((compiled.catalog, LocalContents(compiled.contents)))
+}
+
+/// Every file under `dir` except `.git/`, keyed by `/`-separated relative path.
+/// Symlinks are refused, never followed: the repository must not reach outside itself.
+pub fn read_repository(dir: &Path) -> Result<RepoFiles> {
+    let mut files = RepoFiles::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in fs_err::read_dir(&current)? {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                bail!(
+                    "refusing to read symlink {} in the repository\nhint: copy the file instead of linking it",
+                    path.display()
+                );
+            }
+            if kind.is_dir() {
+                if entry.file_name() != ".git" {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let relative = path.strip_prefix(dir).expect("walk stays under dir");
+            let key = relative
+                .to_str()
+                .ok_or_else(|| anyhow!("{} has a non-UTF-8 name", path.display()))?
+                .to_owned();
+            files.insert(key, fs_err::read(&path)?);
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_walk_skips_git_and_refuses_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(dir.path().join(".git/objects")).unwrap();
+        fs_err::create_dir_all(dir.path().join("roles")).unwrap();
+        fs_err::write(dir.path().join(".git/HEAD"), "x").unwrap();
+        fs_err::write(dir.path().join("nodes.toml"), "").unwrap();
+        fs_err::write(dir.path().join("roles/base.toml"), "").unwrap();
+        let files = read_repository(dir.path()).unwrap();
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            ["nodes.toml", "roles/base.toml"]
+        );
+        fs_err::os::unix::fs::symlink("/etc/passwd", dir.path().join("roles/evil.toml")).unwrap();
+        let err = read_repository(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("refusing to read symlink"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compiled_catalog_contents_are_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let good = sha256_hex(b"hi");
+        let json = |sha: &str| {
+            format!(
+                r#"{{"node":"n","environment":"e","commit":"c","version":"v","resources":[],"contents":{{"{sha}":"aGk="}}}}"#
+            )
+        };
+        fs_err::write(&path, json(&good)).unwrap();
+        let (_, contents) = load_compiled(&path).unwrap();
+        assert_eq!(&*contents.fetch(&good).unwrap(), b"hi");
+        fs_err::write(&path, json(&sha256_hex(b"other"))).unwrap();
+        assert!(
+            load_compiled(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("has sha256")
+        );
+    }
+}

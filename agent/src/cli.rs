@@ -1,0 +1,147 @@
+//! The command line: subcommands and flags (the contract of interfaces.md).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code of a usage error (sysexits' EX_USAGE); clap's own default, 2,
+/// would collide with "something changed".
+pub const EXIT_USAGE: i32 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover-agent",
+    version,
+    about = "Converges this node to its drover catalog and reports what changed"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch this node's catalog from the server, converge, post the report
+    Run(RunArgs),
+    /// Converge from a compiled catalog JSON file or a catalog repository directory
+    Apply(ApplyArgs),
+    /// Print this node's facts as JSON
+    Facts,
+}
+
+/// Flags shared by `run` and `apply` that override the configuration file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    /// Configuration file (default /etc/drover/agent.toml, optional)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's name (default: the hostname)
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Report what would change, change nothing
+    #[arg(long)]
+    pub noop: bool,
+    /// Agent state: cached catalog, report spool, backups, last run summary
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The run lock (default /run/drover-agent.lock, or STATE_DIR/run.lock
+    /// when the state dir is set explicitly)
+    #[arg(long, value_name = "FILE")]
+    pub lock_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The drover server (default http://127.0.0.1:8140)
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Run once and exit instead of running as a daemon
+    #[arg(long)]
+    pub once: bool,
+    /// Exit 0 unchanged, 2 changed, 4 failures, 6 both (with --once)
+    #[arg(long)]
+    pub detailed_exitcodes: bool,
+    /// The environment (branch) to ask the server for
+    #[arg(long, value_name = "ENV")]
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// A compiled catalog JSON file or a catalog repository directory
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Facts (a JSON object) used to compile a repository directory
+    /// (default: this node's gathered facts)
+    #[arg(long, value_name = "FILE")]
+    pub facts: Option<PathBuf>,
+}
+
+/// Parses argv; on failure prints clap's message and returns the exit code
+/// (0 for --help/--version, 64 for a usage error).
+pub fn parse() -> Result<Cli, i32> {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from<I, T>(args: I) -> Result<Cli, i32>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(cli),
+        Err(err) => {
+            use clap::error::ErrorKind;
+            let code = match err.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_USAGE,
+            };
+            // Printing to a closed pipe is not worth a panic.
+            let _ = err.print();
+            Err(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = parse_from([
+            "drover-agent",
+            "run",
+            "--once",
+            "--noop",
+            "--detailed-exitcodes",
+            "--server",
+            "http://x:1",
+            "--state-dir",
+            "/tmp/s",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert!(run.once && run.detailed_exitcodes && run.common.noop);
+        assert_eq!(run.server.as_deref(), Some("http://x:1"));
+        assert_eq!(run.common.state_dir, Some(PathBuf::from("/tmp/s")));
+    }
+
+    #[test]
+    fn usage_errors_map_to_64_and_help_to_0() {
+        assert_eq!(
+            parse_from(["drover-agent", "run", "--bogus"]).unwrap_err(),
+            64
+        );
+        assert_eq!(parse_from(["drover-agent"]).unwrap_err(), 64);
+        assert_eq!(parse_from(["drover-agent", "apply"]).unwrap_err(), 64);
+        assert_eq!(parse_from(["drover-agent", "--help"]).unwrap_err(), 0);
+        assert_eq!(parse_from(["drover-agent", "--version"]).unwrap_err(), 0);
+    }
+}

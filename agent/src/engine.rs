@@ -1,0 +1,391 @@
+//! The convergence engine: walks a catalog in its dependency order, skips
+//! what depends on a failure, collects refreshes, and reports every resource.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use drover_catalog::report::{ResourceReport, ResourceStatus};
+use drover_catalog::{Catalog, ResourceId, Spec};
+
+use crate::resources::{self, ContentSource, Env, Flags};
+
+/// Why the remaining resources were not tried.
+pub const INTERRUPTED: &str = "run interrupted: the agent is stopping";
+
+pub struct EngineConfig<'a> {
+    pub noop: bool,
+    /// STATE/backups.
+    pub backups: PathBuf,
+    pub contents: &'a dyn ContentSource,
+    /// The catalog applied last time: a change to an identical spec is drift repair.
+    pub previous: Option<&'a Catalog>,
+    /// Set by SIGTERM/SIGINT; checked between resources, never during one.
+    pub stop: &'a AtomicBool,
+    /// run_timeout_secs, from the start of the run.
+    pub timeout: Option<(Instant, Duration)>,
+    /// Print one line per change (and failure) as it happens.
+    pub verbose: bool,
+}
+
+#[derive(Debug)]
+pub struct Applied {
+    pub resources: Vec<ResourceReport>,
+    /// Set when the run stopped early (signal or timeout).
+    pub stopped: Option<String>,
+}
+
+pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
+    let managed = catalog
+        .resources
+        .iter()
+        .filter(|r| r.id.kind().is_path())
+        .map(|r| r.id.name())
+        .collect();
+    let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
+    let previous: HashMap<&ResourceId, &Spec> = cfg
+        .previous
+        .map(|p| p.resources.iter().map(|r| (&r.id, &r.spec)).collect())
+        .unwrap_or_default();
+    let mut status: HashMap<&ResourceId, ResourceStatus> =
+        HashMap::with_capacity(catalog.resources.len());
+    let mut reports = Vec::with_capacity(catalog.resources.len());
+    let mut stopped: Option<String> = None;
+
+    for resource in &catalog.resources {
+        let started = Instant::now();
+        if stopped.is_none() {
+            stopped = stop_reason(cfg);
+        }
+        let mut report = ResourceReport {
+            id: resource.id.clone(),
+            status: ResourceStatus::Unchanged,
+            corrective: false,
+            events: Vec::new(),
+            diff: None,
+            error: None,
+            refreshed: false,
+            duration_ms: 0.0,
+        };
+        if let Some(reason) = &stopped {
+            report.status = ResourceStatus::Skipped;
+            report.error = Some(reason.clone());
+        } else if let Some((dep, dep_status)) = resource
+            .meta
+            .require
+            .iter()
+            .find_map(|d| status.get(d).filter(|s| is_failure(**s)).map(|s| (d, *s)))
+        {
+            let how = if dep_status == ResourceStatus::Failed {
+                "failed"
+            } else {
+                "was skipped"
+            };
+            report.status = ResourceStatus::Skipped;
+            report.error = Some(format!("skipped: dependency {dep} {how}"));
+        } else {
+            let flags = Flags {
+                noop: cfg.noop || resource.meta.noop,
+                sensitive: resource.meta.sensitive,
+            };
+            // Several changed sources collapse into one refresh. File-like
+            // kinds have no refresh action; the kinds that do come later.
+            report.refreshed = resource
+                .meta
+                .subscribe
+                .iter()
+                .any(|s| status.get(s) == Some(&ResourceStatus::Changed));
+            match resources::converge(&resource.spec, &mut env, flags) {
+                Ok(outcome) if outcome.changed() => {
+                    report.status = if flags.noop {
+                        ResourceStatus::Noop
+                    } else {
+                        ResourceStatus::Changed
+                    };
+                    report.corrective = previous.get(&resource.id) == Some(&&resource.spec);
+                    report.events = outcome.events;
+                    report.diff = outcome.diff;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    report.status = ResourceStatus::Failed;
+                    report.error = Some(format!("{e:#}"));
+                }
+            }
+        }
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        status.insert(&resource.id, report.status);
+        if cfg.verbose {
+            print_resource(&report);
+        }
+        reports.push(report);
+    }
+    Applied {
+        resources: reports,
+        stopped,
+    }
+}
+
+fn stop_reason(cfg: &EngineConfig<'_>) -> Option<String> {
+    if cfg.stop.load(Ordering::SeqCst) {
+        return Some(INTERRUPTED.to_owned());
+    }
+    match cfg.timeout {
+        Some((start, limit)) if start.elapsed() >= limit => Some(format!(
+            "run timed out after {} s (run_timeout_secs): the remaining resources were skipped",
+            limit.as_secs()
+        )),
+        _ => None,
+    }
+}
+
+fn is_failure(s: ResourceStatus) -> bool {
+    matches!(s, ResourceStatus::Failed | ResourceStatus::Skipped)
+}
+
+/// `changed file:/x: content 3a4b5c6d.. -> 9c1d2e3f.., mode 0600 -> 0644`,
+/// then the diff; failures and skips go to stderr.
+pub fn print_resource(r: &ResourceReport) {
+    match r.status {
+        ResourceStatus::Unchanged => {}
+        ResourceStatus::Changed | ResourceStatus::Noop => {
+            let verb = if r.status == ResourceStatus::Noop {
+                "would change"
+            } else {
+                "changed"
+            };
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{verb} {}: {}", r.id, describe_events(r));
+            if let Some(diff) = &r.diff {
+                let _ = write!(out, "{diff}");
+                if !diff.ends_with('\n') {
+                    let _ = writeln!(out);
+                }
+            }
+        }
+        ResourceStatus::Failed | ResourceStatus::Skipped => {
+            let verb = if r.status == ResourceStatus::Failed {
+                "failed"
+            } else {
+                "skipped"
+            };
+            let error = r.error.as_deref().unwrap_or("");
+            let error = error.strip_prefix("skipped: ").unwrap_or(error);
+            eprintln!("{verb} {}: {error}", r.id);
+        }
+    }
+}
+
+pub fn describe_events(r: &ResourceReport) -> String {
+    let short = |property: &str, v: &Option<String>| match v {
+        None => "absent".to_owned(),
+        Some(v) if property == "content" && v.len() > 8 => format!("{}..", &v[..8]),
+        Some(v) => v.clone(),
+    };
+    let mut parts: Vec<String> = r
+        .events
+        .iter()
+        .map(|e| match e.property.as_str() {
+            "purged" => format!("purged {}", e.previous.as_deref().unwrap_or("")),
+            p => format!("{p} {} -> {}", short(p, &e.previous), short(p, &e.desired)),
+        })
+        .collect();
+    if r.refreshed {
+        parts.push("refreshed".into());
+    }
+    parts.join(", ")
+}
+
+/// `N resources: X changed, Y failed, Z skipped in T ms`.
+pub fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
+    let count = |f: fn(ResourceStatus) -> bool| resources.iter().filter(|r| f(r.status)).count();
+    let changed = count(|s| matches!(s, ResourceStatus::Changed | ResourceStatus::Noop));
+    let failed = count(|s| s == ResourceStatus::Failed);
+    let skipped = count(|s| s == ResourceStatus::Skipped);
+    // The same shape in noop (where "changed" counts what would change), so
+    // scripts parse one format; the per-resource lines say "would change".
+    format!(
+        "{} resources: {changed} changed, {failed} failed, {skipped} skipped in {} ms",
+        resources.len(),
+        elapsed.as_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_catalog::Resource;
+    use drover_catalog::model::{Ensure, FileSpec, Meta, PackageEnsure, PackageSpec, sha256_hex};
+
+    use super::*;
+    use crate::resources::testing::MapSource;
+
+    fn file(path: &str, content: &[u8], require: &[&str], subscribe: &[&str]) -> Resource {
+        let ids = |v: &[&str]| {
+            v.iter()
+                .map(|s| ResourceId::try_from(s.to_string()).unwrap())
+                .collect()
+        };
+        Resource {
+            id: ResourceId::try_from(format!("file:{path}")).unwrap(),
+            spec: Spec::File(FileSpec {
+                path: path.into(),
+                ensure: Ensure::Present,
+                sha256: Some(sha256_hex(content)),
+                size: Some(content.len() as u64),
+                mode: None,
+                owner: None,
+                group: None,
+                backup: true,
+                validate: None,
+            }),
+            meta: Meta {
+                require: ids(require),
+                subscribe: ids(subscribe),
+                ..Meta::default()
+            },
+        }
+    }
+
+    fn catalog(resources: Vec<Resource>) -> Catalog {
+        Catalog {
+            node: "n".into(),
+            environment: "production".into(),
+            commit: "c".into(),
+            version: Catalog::compute_version(&resources),
+            resources,
+            contents: Default::default(),
+        }
+    }
+
+    fn config<'a>(
+        source: &'a MapSource,
+        stop: &'a AtomicBool,
+        previous: Option<&'a Catalog>,
+    ) -> EngineConfig<'a> {
+        EngineConfig {
+            noop: false,
+            backups: "/nonexistent/backups".into(),
+            contents: source,
+            previous,
+            stop,
+            timeout: None,
+            verbose: false,
+        }
+    }
+
+    #[test]
+    fn failed_dependency_skips_dependents_and_refresh_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let (a, b, c, d) = (p("a"), p("missing/b"), p("c"), p("d"));
+        let source = MapSource::with(&[b"x"]);
+        let stop = AtomicBool::new(false);
+        let (ida, idb, idc) = (
+            format!("file:{a}"),
+            format!("file:{b}"),
+            format!("file:{c}"),
+        );
+        let cat = catalog(vec![
+            file(&a, b"x", &[], &[]),
+            file(&b, b"x", &[], &[]),
+            file(&c, b"x", &[&idb], &[]),
+            file(&d, b"x", &[&ida, &idc], &[&ida]),
+        ]);
+        let applied = apply(&cat, &config(&source, &stop, None));
+        let st: Vec<_> = applied.resources.iter().map(|r| r.status).collect();
+        assert_eq!(
+            st[..3],
+            [
+                ResourceStatus::Changed,
+                ResourceStatus::Failed,
+                ResourceStatus::Skipped
+            ]
+        );
+        assert_eq!(
+            applied.resources[2].error.as_deref(),
+            Some(format!("skipped: dependency {idb} failed").as_str())
+        );
+        assert_eq!(applied.resources[3].status, ResourceStatus::Skipped);
+        assert!(
+            applied.resources[3]
+                .error
+                .as_deref()
+                .unwrap()
+                .ends_with(&format!("{idc} was skipped"))
+        );
+
+        let cat2 = catalog(vec![
+            file(&a, b"x", &[], &[]),
+            file(&d, b"x", &[&ida], &[&ida]),
+        ]);
+        fs_err::remove_file(&a).unwrap();
+        let applied = apply(&cat2, &config(&source, &stop, None));
+        assert!(
+            applied.resources[1].refreshed,
+            "a changed, so d got a refresh"
+        );
+    }
+
+    #[test]
+    fn unsupported_kinds_fail_honestly_and_corrective_marks_drift() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a").to_string_lossy().into_owned();
+        let pkg = Resource {
+            id: ResourceId::try_from("package:nginx".to_string()).unwrap(),
+            spec: Spec::Package(PackageSpec {
+                name: "nginx".into(),
+                ensure: PackageEnsure::Installed,
+            }),
+            meta: Meta::default(),
+        };
+        let cat = catalog(vec![file(&a, b"x", &[], &[]), pkg]);
+        let source = MapSource::with(&[b"x"]);
+        let stop = AtomicBool::new(false);
+        let applied = apply(&cat, &config(&source, &stop, Some(&cat)));
+        assert!(
+            applied.resources[0].corrective,
+            "same spec as last time: drift repair"
+        );
+        assert_eq!(applied.resources[1].status, ResourceStatus::Failed);
+        assert_eq!(
+            applied.resources[1].error.as_deref(),
+            Some("the agent cannot converge `package` resources yet")
+        );
+    }
+
+    #[test]
+    fn stop_flag_skips_the_rest_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a").to_string_lossy().into_owned();
+        let source = MapSource::with(&[b"x"]);
+        let stop = AtomicBool::new(true);
+        let applied = apply(
+            &catalog(vec![file(&a, b"x", &[], &[])]),
+            &config(&source, &stop, None),
+        );
+        assert_eq!(applied.stopped.as_deref(), Some(INTERRUPTED));
+        assert_eq!(applied.resources[0].status, ResourceStatus::Skipped);
+        assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
+    fn noop_run_reports_noop_and_summary_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a").to_string_lossy().into_owned();
+        let source = MapSource::with(&[b"x"]);
+        let stop = AtomicBool::new(false);
+        let mut cfg = config(&source, &stop, None);
+        cfg.noop = true;
+        let applied = apply(&catalog(vec![file(&a, b"x", &[], &[])]), &cfg);
+        assert_eq!(applied.resources[0].status, ResourceStatus::Noop);
+        assert!(!dir.path().join("a").exists());
+        let line = summary_line(&applied.resources, Duration::from_millis(3));
+        assert_eq!(line, "1 resources: 1 changed, 0 failed, 0 skipped in 3 ms");
+        assert!(
+            describe_events(&applied.resources[0])
+                .starts_with("ensure absent -> present, content absent -> ")
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! This node's facts: what the server's classification and templates can see.
+//!
+//! Everything comes from the kernel and a few small files under /etc and
+//! /proc; nothing spawns a process or touches the network, so it stays fast.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use drover_catalog::Facts;
+use serde_json::{Value, json};
+
+pub fn hostname() -> Result<String> {
+    let name = nix::unistd::gethostname().context("cannot read the hostname")?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// Gathers the facts of the running node.
+pub fn gather() -> Result<Facts> {
+    let hostname = hostname()?;
+    let uts = nix::sys::utsname::uname().context("uname failed")?;
+    let os_release = fs_err::read_to_string("/etc/os-release")
+        .or_else(|_| fs_err::read_to_string("/usr/lib/os-release"))
+        .unwrap_or_default();
+    let meminfo = fs_err::read_to_string("/proc/meminfo").unwrap_or_default();
+    let hosts = fs_err::read_to_string("/etc/hosts").unwrap_or_default();
+    let processors = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (interfaces, ip) = interfaces();
+
+    let os = parse_os_release(&os_release);
+    let value = json!({
+        "hostname": hostname,
+        "fqdn": fqdn(&hostname, &hosts),
+        "os": {
+            "id": os.get("ID").cloned().unwrap_or_else(|| "linux".into()),
+            "version_id": os.get("VERSION_ID"),
+            "name": os.get("NAME").or(os.get("PRETTY_NAME")),
+            "pretty_name": os.get("PRETTY_NAME"),
+            "codename": os.get("VERSION_CODENAME"),
+            "id_like": os.get("ID_LIKE"),
+            "family": "linux",
+        },
+        "kernel": {
+            "name": uts.sysname().to_string_lossy(),
+            "release": uts.release().to_string_lossy(),
+            "version": uts.version().to_string_lossy(),
+        },
+        "architecture": uts.machine().to_string_lossy(),
+        "processors": { "count": processors },
+        "memory": { "total_bytes": mem_total_bytes(&meminfo) },
+        "networking": { "interfaces": interfaces, "ip": ip },
+        "agent_version": env!("CARGO_PKG_VERSION"),
+    });
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// `KEY=value` lines of os-release, with shell quoting removed.
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.starts_with('#') {
+                return None;
+            }
+            let (k, v) = line.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            Some((k.trim().to_owned(), v.replace("\\\"", "\"")))
+        })
+        .collect()
+}
+
+pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The hostname if it is already dotted, else the first dotted name that
+/// /etc/hosts gives it (no DNS: facts must not hang on a resolver).
+pub fn fqdn(hostname: &str, hosts: &str) -> String {
+    if hostname.contains('.') {
+        return hostname.to_owned();
+    }
+    hosts
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| {
+            let names: Vec<&str> = l.split_whitespace().skip(1).collect();
+            names.contains(&hostname).then(|| {
+                names
+                    .iter()
+                    .find(|n| n.starts_with(hostname) && n.contains('.'))
+                    .map(|n| (*n).to_owned())
+            })?
+        })
+        .next()
+        .unwrap_or_else(|| hostname.to_owned())
+}
+
+fn interfaces() -> (Value, Value) {
+    let mut map: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut first_ip: Option<String> = None;
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for ifa in addrs {
+            let entry = map.entry(ifa.interface_name.clone()).or_default();
+            let Some(addr) = ifa.address else { continue };
+            let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            match ip {
+                IpAddr::V4(v4) => {
+                    if first_ip.is_none() && !v4.is_loopback() {
+                        first_ip = Some(v4.to_string());
+                    }
+                    entry.0.push(v4.to_string());
+                }
+                IpAddr::V6(v6) => entry.1.push(v6.to_string()),
+            }
+        }
+    }
+    let interfaces: serde_json::Map<String, Value> = map
+        .into_iter()
+        .map(|(name, (v4, v6))| (name, json!({ "ipv4": v4, "ipv6": v6 })))
+        .collect();
+    (
+        Value::Object(interfaces),
+        first_ip.map_or(Value::Null, Value::String),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_is_unquoted() {
+        let os = parse_os_release("ID=debian\nVERSION_ID=\"12\"\n# c\nNAME='Debian GNU/Linux'\n");
+        assert_eq!(os["ID"], "debian");
+        assert_eq!(os["VERSION_ID"], "12");
+        assert_eq!(os["NAME"], "Debian GNU/Linux");
+    }
+
+    #[test]
+    fn meminfo_total_in_bytes() {
+        assert_eq!(
+            mem_total_bytes("MemTotal:       2048 kB\nMemFree: 1 kB\n"),
+            Some(2048 * 1024)
+        );
+        assert_eq!(mem_total_bytes(""), None);
+    }
+
+    #[test]
+    fn fqdn_from_hosts() {
+        let hosts = "127.0.0.1 localhost\n10.0.0.5 web-1.example.com web-1 # me\n";
+        assert_eq!(fqdn("web-1", hosts), "web-1.example.com");
+        assert_eq!(fqdn("db", hosts), "db");
+        assert_eq!(fqdn("a.b", ""), "a.b");
+    }
+
+    #[test]
+    fn gathered_facts_have_the_contract_keys() {
+        let facts = gather().unwrap();
+        for key in [
+            "hostname",
+            "fqdn",
+            "os",
+            "kernel",
+            "architecture",
+            "processors",
+            "memory",
+        ] {
+            assert!(facts.contains_key(key), "missing {key}");
+        }
+        assert_eq!(facts["os"]["family"], "linux");
+        assert!(facts["processors"]["count"].as_u64().unwrap() >= 1);
+        assert!(facts["networking"]["interfaces"].is_object());
+    }
+}

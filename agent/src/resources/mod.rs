@@ -1,0 +1,388 @@
+//! Resource kinds the agent converges. Every kind has the same shape:
+//! observe the current state, diff it against the desired one (events), and
+//! apply the difference unless in noop.
+
+pub mod directory;
+pub mod file;
+pub mod symlink;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::Metadata;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use drover_catalog::report::Event;
+use drover_catalog::{Mode, Spec};
+use nix::unistd::{Gid, Group, Uid, User};
+use sha2::{Digest, Sha256};
+
+/// Where file content comes from: the server by hash, or a compiled catalog's
+/// embedded `contents`. Callers verify the hash of what they get.
+pub trait ContentSource {
+    fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>>;
+}
+
+/// Per-resource switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    /// Observe and diff only.
+    pub noop: bool,
+    /// Never show content or values, only hashes.
+    pub sensitive: bool,
+}
+
+/// What converging one resource found (and, unless noop, did).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub events: Vec<Event>,
+    pub diff: Option<String>,
+}
+
+impl Outcome {
+    pub fn changed(&self) -> bool {
+        !self.events.is_empty()
+    }
+}
+
+/// Long-lived state shared by every resource of one run: caches and buffers,
+/// so a no-change run over many files allocates almost nothing per resource.
+pub struct Env<'a> {
+    pub contents: &'a dyn ContentSource,
+    /// STATE/backups: replaced content by sha256.
+    pub backups: PathBuf,
+    /// Every path the catalog manages (for directory purge).
+    pub managed: BTreeSet<&'a str>,
+    pub names: Names,
+    buf: Vec<u8>,
+    swept: HashSet<PathBuf>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(
+        contents: &'a dyn ContentSource,
+        backups: PathBuf,
+        managed: BTreeSet<&'a str>,
+    ) -> Self {
+        Env {
+            contents,
+            backups,
+            managed,
+            names: Names::default(),
+            buf: Vec::new(),
+            swept: HashSet::new(),
+        }
+    }
+
+    /// sha256 of a file's content, read through one reusable buffer.
+    pub fn hash_file(&mut self, path: &Path) -> Result<String> {
+        if self.buf.is_empty() {
+            self.buf.resize(64 * 1024, 0);
+        }
+        let mut file = fs_err::File::open(path)?;
+        let mut hasher = Sha256::new();
+        loop {
+            let n = match file.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            hasher.update(&self.buf[..n]);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Content by hash, verified.
+    pub fn fetch_verified(&self, sha256: &str) -> Result<Arc<[u8]>> {
+        let bytes = self.contents.fetch(sha256)?;
+        let actual = drover_catalog::model::sha256_hex(&bytes);
+        if actual != sha256 {
+            bail!("content fetched for sha256 {sha256} has sha256 {actual}; refusing to write it");
+        }
+        Ok(bytes)
+    }
+
+    /// Removes temp files a killed run left in `dir`, once per directory per run.
+    pub fn sweep_stale_temps(&mut self, dir: &Path) {
+        if !self.swept.contains(dir) {
+            crate::fsutil::remove_stale_temps(dir);
+            self.swept.insert(dir.to_owned());
+        }
+    }
+
+    /// Whether `path` or something below it is managed by the catalog.
+    pub fn is_managed(&self, path: &str) -> bool {
+        if self.managed.contains(path) {
+            return true;
+        }
+        let prefix = format!("{path}/");
+        self.managed
+            .range(prefix.as_str()..)
+            .next()
+            .is_some_and(|p| p.starts_with(&prefix))
+    }
+}
+
+/// Converges one resource.
+pub fn converge(spec: &Spec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+    match spec {
+        Spec::File(f) => file::converge(f, env, flags),
+        Spec::Directory(d) => directory::converge(d, env, flags),
+        Spec::Symlink(s) => symlink::converge(s, env, flags),
+        other => bail!(
+            "the agent cannot converge `{}` resources yet",
+            other.kind().as_str()
+        ),
+    }
+}
+
+pub fn event(property: &str, previous: Option<String>, desired: Option<String>) -> Event {
+    Event {
+        property: property.to_owned(),
+        previous,
+        desired,
+        message: None,
+    }
+}
+
+/// lstat that maps "not there" to `None`.
+pub fn observe(path: &Path) -> Result<Option<Metadata>> {
+    match fs_err::symlink_metadata(path) {
+        Ok(md) => Ok(Some(md)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Puppet's rule: the agent never creates missing parents implicitly.
+pub fn require_parent(path: &Path) -> Result<()> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    match fs_err::metadata(parent) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "parent {} of {} is not a directory",
+            parent.display(),
+            path.display()
+        ),
+        Err(_) => bail!(
+            "parent directory {} does not exist\nhint: manage it with a directory resource",
+            parent.display()
+        ),
+    }
+}
+
+pub fn describe_type(md: &Metadata) -> &'static str {
+    let t = md.file_type();
+    if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symlink"
+    } else if t.is_file() {
+        "file"
+    } else {
+        "special file"
+    }
+}
+
+/// Desired mode/owner/group, owner and group already resolved to ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WantMeta<'s> {
+    pub mode: Option<Mode>,
+    pub owner: Option<(u32, &'s str)>,
+    pub group: Option<(u32, &'s str)>,
+}
+
+impl<'s> WantMeta<'s> {
+    pub fn resolve(
+        names: &mut Names,
+        mode: Option<Mode>,
+        owner: Option<&'s str>,
+        group: Option<&'s str>,
+    ) -> Result<Self> {
+        let owner = owner.map(|o| names.uid(o).map(|id| (id, o))).transpose()?;
+        let group = group.map(|g| names.gid(g).map(|id| (id, g))).transpose()?;
+        Ok(WantMeta { mode, owner, group })
+    }
+
+    /// Events for a metadata difference; `current` None means "being created".
+    pub fn events(&self, names: &mut Names, current: Option<&Metadata>, events: &mut Vec<Event>) {
+        if let Some(mode) = self.mode {
+            let now = current.map(|md| Mode::from_bits(md.mode()));
+            if now != Some(mode) {
+                events.push(event(
+                    "mode",
+                    now.map(|m| m.to_string()),
+                    Some(mode.to_string()),
+                ));
+            }
+        }
+        if let Some((uid, name)) = self.owner
+            && current.map(MetadataExt::uid) != Some(uid)
+        {
+            let prev = current.map(|md| names.user_name(md.uid()));
+            events.push(event("owner", prev, Some(name.to_owned())));
+        }
+        if let Some((gid, name)) = self.group
+            && current.map(MetadataExt::gid) != Some(gid)
+        {
+            let prev = current.map(|md| names.group_name(md.gid()));
+            events.push(event("group", prev, Some(name.to_owned())));
+        }
+    }
+
+    /// Fixes owner, group and mode of an existing path in place.
+    pub fn apply(&self, path: &Path, current: &Metadata) -> Result<()> {
+        let uid = self.owner.map(|o| o.0).filter(|&u| u != current.uid());
+        let gid = self.group.map(|g| g.0).filter(|&g| g != current.gid());
+        if uid.is_some() || gid.is_some() {
+            fs_err::os::unix::fs::lchown(path, uid, gid)?;
+        }
+        // chown clears setuid/setgid bits, so the mode goes last (and is re-set
+        // whenever ownership changed).
+        if let Some(mode) = self.mode
+            && (uid.is_some() || gid.is_some() || Mode::from_bits(current.mode()) != mode)
+        {
+            fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode.bits()))?;
+        }
+        Ok(())
+    }
+}
+
+/// User and group lookups, cached: /etc/passwd is read once per name per run.
+#[derive(Debug, Default)]
+pub struct Names {
+    uids: HashMap<String, u32>,
+    gids: HashMap<String, u32>,
+    user_names: HashMap<u32, String>,
+    group_names: HashMap<u32, String>,
+}
+
+impl Names {
+    pub fn uid(&mut self, name: &str) -> Result<u32> {
+        if let Some(&uid) = self.uids.get(name) {
+            return Ok(uid);
+        }
+        let uid = match User::from_name(name)
+            .with_context(|| format!("cannot look up user `{name}`"))?
+        {
+            Some(user) => user.uid.as_raw(),
+            None => match name.parse::<u32>() {
+                Ok(uid) => uid,
+                Err(_) => bail!(
+                    "unknown user `{name}`\nhint: create it first (a user resource is ordered before its files)"
+                ),
+            },
+        };
+        self.uids.insert(name.to_owned(), uid);
+        Ok(uid)
+    }
+
+    pub fn gid(&mut self, name: &str) -> Result<u32> {
+        if let Some(&gid) = self.gids.get(name) {
+            return Ok(gid);
+        }
+        let gid = match Group::from_name(name)
+            .with_context(|| format!("cannot look up group `{name}`"))?
+        {
+            Some(group) => group.gid.as_raw(),
+            None => match name.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => bail!(
+                    "unknown group `{name}`\nhint: create it first (a group resource is ordered before its files)"
+                ),
+            },
+        };
+        self.gids.insert(name.to_owned(), gid);
+        Ok(gid)
+    }
+
+    pub fn user_name(&mut self, uid: u32) -> String {
+        self.user_names
+            .entry(uid)
+            .or_insert_with(|| match User::from_uid(Uid::from_raw(uid)) {
+                Ok(Some(u)) => u.name,
+                _ => uid.to_string(),
+            })
+            .clone()
+    }
+
+    pub fn group_name(&mut self, gid: u32) -> String {
+        self.group_names
+            .entry(gid)
+            .or_insert_with(|| match Group::from_gid(Gid::from_raw(gid)) {
+                Ok(Some(g)) => g.name,
+                _ => gid.to_string(),
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A content source over a map, for unit tests of the kinds.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use anyhow::{Result, anyhow};
+
+    #[derive(Default)]
+    pub struct MapSource(pub HashMap<String, Arc<[u8]>>);
+
+    impl MapSource {
+        pub fn with(contents: &[&[u8]]) -> Self {
+            MapSource(
+                contents
+                    .iter()
+                    .map(|c| (drover_catalog::model::sha256_hex(c), Arc::from(*c)))
+                    .collect(),
+            )
+        }
+    }
+
+    impl super::ContentSource for MapSource {
+        fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>> {
+            self.0
+                .get(sha256)
+                .cloned()
+                .ok_or_else(|| anyhow!("no content {sha256}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_covers_ancestors_of_managed_paths() {
+        let source = testing::MapSource::default();
+        let env = Env::new(
+            &source,
+            PathBuf::from("/b"),
+            ["/d/a", "/d/sub/x"].into_iter().collect(),
+        );
+        assert!(env.is_managed("/d/a"));
+        assert!(env.is_managed("/d/sub"));
+        assert!(!env.is_managed("/d/su"));
+        assert!(!env.is_managed("/d/b"));
+    }
+
+    #[test]
+    fn unknown_owner_is_a_clear_error_and_root_resolves() {
+        let mut names = Names::default();
+        assert_eq!(names.uid("root").unwrap(), 0);
+        assert_eq!(names.gid("0").unwrap(), 0);
+        let err = names.uid("no-such-user-drover").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown user `no-such-user-drover`"),
+            "{err}"
+        );
+    }
+}

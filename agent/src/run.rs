@@ -1,0 +1,204 @@
+//! One agent run against the server: lock, deliver the spool, fetch the
+//! catalog (or fall back to the cached one), converge, report.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use drover_catalog::report::{CachedCatalog, ResourceStatus};
+use drover_catalog::{Catalog, CatalogRequest, Report};
+
+use crate::client::{CatalogAnswer, Client, Posted};
+use crate::config::Settings;
+use crate::engine::{self, Applied, EngineConfig};
+use crate::lock::RunLock;
+use crate::resources::ContentSource;
+use crate::state::{Durations, LastRun, StateDir};
+
+/// Runs once; `Err` means the run could not happen at all (exit 1).
+pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
+    let started_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    let _lock = RunLock::acquire(&settings.lock_file)?;
+    let state = StateDir::new(&settings.state_dir);
+    fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
+    let client = Client::new(&settings.server, &settings.node, settings.http_timeout);
+    let queue_clear = deliver_spool(&state, &client);
+
+    let facts = crate::facts::gather()?;
+    let cached = state.cached_catalog().filter(|c| c.node == settings.node);
+    let request = CatalogRequest {
+        facts,
+        environment: settings.environment.clone(),
+    };
+    let answer = client.catalog(&request, cached.as_ref().map(|c| c.version.as_str()));
+    let (catalog, fresh, cached_use, error) = match (answer, cached.clone()) {
+        (Ok(CatalogAnswer::Fresh(catalog)), _) => (catalog, true, CachedCatalog::NotUsed, None),
+        (Ok(CatalogAnswer::NotModified), Some(cached)) => {
+            (cached, false, CachedCatalog::NotUsed, None)
+        }
+        (Ok(CatalogAnswer::NotModified), None) => {
+            return Err(anyhow!(
+                "the server answered 304 Not Modified but there is no cached catalog"
+            ));
+        }
+        (Err(e), Some(cached)) => {
+            let why = format!("{e:#}; applied the cached catalog {}", cached.version);
+            eprintln!("warning: {why}");
+            (cached, false, CachedCatalog::OnFailure, Some(why))
+        }
+        (Err(e), None) => {
+            return Err(e.context(format!(
+                "no catalog for node `{}` and no cached catalog in {}",
+                settings.node,
+                settings.state_dir.display()
+            )));
+        }
+    };
+    let catalog_ms = ms(started.elapsed());
+
+    let apply_started = Instant::now();
+    let applied = engine::apply(
+        &catalog,
+        &EngineConfig {
+            noop: settings.noop,
+            backups: state.backups(),
+            contents: &client as &dyn ContentSource,
+            previous: cached.as_ref(),
+            stop,
+            timeout: Some((started, settings.run_timeout)),
+            verbose: true,
+        },
+    );
+    let apply_ms = ms(apply_started.elapsed());
+    let clean =
+        applied.stopped.is_none() && !applied.resources.iter().any(|r| is_failure(r.status));
+    let report = build_report(
+        &catalog,
+        settings.noop,
+        started_at,
+        applied,
+        cached_use,
+        error,
+    );
+
+    if fresh && clean && !settings.noop {
+        state.store_catalog(&catalog)?;
+    }
+    deliver(&state, &client, &report, queue_clear);
+    let durations = Durations {
+        catalog: catalog_ms,
+        apply: apply_ms,
+        total: ms(started.elapsed()),
+    };
+    state.write_last_run(&LastRun::of(&report, durations))?;
+    println!(
+        "{}",
+        engine::summary_line(&report.resources, started.elapsed())
+    );
+    Ok(report)
+}
+
+fn is_failure(s: ResourceStatus) -> bool {
+    matches!(s, ResourceStatus::Failed | ResourceStatus::Skipped)
+}
+
+pub fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn build_report(
+    catalog: &Catalog,
+    noop: bool,
+    started_at: jiff::Timestamp,
+    applied: Applied,
+    cached_catalog: CachedCatalog,
+    error: Option<String>,
+) -> Report {
+    let error = match (error, applied.stopped) {
+        (Some(e), Some(s)) => Some(format!("{e}; {s}")),
+        (e, s) => e.or(s),
+    };
+    Report {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        node: catalog.node.clone(),
+        environment: catalog.environment.clone(),
+        commit: catalog.commit.clone(),
+        catalog_version: catalog.version.clone(),
+        noop,
+        started_at,
+        finished_at: jiff::Timestamp::now(),
+        status: Report::summarize(&applied.resources),
+        cached_catalog,
+        error,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        resources: applied.resources,
+    }
+}
+
+/// Posts spooled reports oldest first; stops at the first that cannot be
+/// delivered (so order holds). Returns whether the queue is now empty.
+pub fn deliver_spool(state: &StateDir, client: &Client) -> bool {
+    let spooled = match state.spooled() {
+        Ok(spooled) => spooled,
+        Err(e) => {
+            eprintln!("warning: cannot read the report spool: {e:#}");
+            return false;
+        }
+    };
+    for path in spooled {
+        let json = match fs_err::read(&path) {
+            Ok(json) => json,
+            Err(e) => {
+                eprintln!("warning: {e}");
+                return false;
+            }
+        };
+        let done = match client.post_report(&json) {
+            Ok(Posted::Stored) => state.unspool(&path),
+            Ok(Posted::Rejected(why)) => state.reject(&path).map(|to| {
+                eprintln!(
+                    "warning: the server rejected spooled report {} ({why}); moved to {}",
+                    path.display(),
+                    to.display()
+                );
+            }),
+            Err(e) => {
+                eprintln!("warning: spooled reports stay queued: {e:#}");
+                return false;
+            }
+        };
+        if let Err(e) = done {
+            eprintln!("warning: {e:#}");
+            return false;
+        }
+    }
+    true
+}
+
+/// Posts this run's report, or spools it (behind older ones, keeping order).
+fn deliver(state: &StateDir, client: &Client, report: &Report, queue_clear: bool) {
+    let spool = |why: String| match state.spool(report) {
+        Ok(path) => eprintln!("warning: {why}; report spooled in {}", path.display()),
+        Err(e) => eprintln!("error: {why}, and spooling the report failed: {e:#}"),
+    };
+    if !queue_clear {
+        spool("older reports are still queued".into());
+        return;
+    }
+    let json = match serde_json::to_vec(report) {
+        Ok(json) => json,
+        Err(e) => return eprintln!("error: cannot serialize the report: {e}"),
+    };
+    match client.post_report(&json) {
+        Ok(Posted::Stored) => {}
+        Ok(Posted::Rejected(why)) => {
+            // Kept for inspection, out of the delivery queue.
+            if let Ok(path) = state.spool(report) {
+                let _ = state.reject(&path);
+            }
+            eprintln!("error: the server rejected the report: {why}");
+        }
+        Err(e) => spool(format!("{e:#}")),
+    }
+}

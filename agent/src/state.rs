@@ -1,0 +1,272 @@
+//! The agent's state directory: the last good catalog, the report spool,
+//! backups of replaced files, and the last run summary. Every write is atomic.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use drover_catalog::report::{ResourceStatus, RunStatus};
+use drover_catalog::{Catalog, Report};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{self, write_state_file};
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+
+    fn catalog_path(&self) -> PathBuf {
+        self.root.join("catalog.json")
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.root.join("spool")
+    }
+
+    /// The last catalog applied successfully; an unreadable cache counts as none.
+    pub fn cached_catalog(&self) -> Option<Catalog> {
+        let path = self.catalog_path();
+        let bytes = match fs_err::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return None,
+            Err(e) => {
+                eprintln!("warning: ignoring the cached catalog: {e}");
+                return None;
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(catalog) => Some(catalog),
+            Err(e) => {
+                eprintln!(
+                    "warning: ignoring the cached catalog {}: {e}",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    pub fn store_catalog(&self, catalog: &Catalog) -> Result<()> {
+        let json = serde_json::to_vec(catalog).context("cannot serialize the catalog")?;
+        write_state_file(&self.catalog_path(), &json)
+    }
+
+    /// Queues a report that could not be posted. Names sort in spooling order.
+    pub fn spool(&self, report: &Report) -> Result<PathBuf> {
+        let nanos = jiff::Timestamp::now().as_nanosecond();
+        let path = self
+            .spool_dir()
+            .join(format!("{nanos:024}-{}.json", report.run_id));
+        let json = serde_json::to_vec(report).context("cannot serialize the report")?;
+        write_state_file(&path, &json)?;
+        Ok(path)
+    }
+
+    /// Spooled reports, oldest first.
+    pub fn spooled(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.spool_dir();
+        let entries = match fs_err::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut paths = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let is_report = path.extension().is_some_and(|e| e == "json")
+                && path
+                    .file_name()
+                    .is_some_and(|n| !n.to_string_lossy().starts_with('.'));
+            if is_report && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        Ok(paths)
+    }
+
+    pub fn unspool(&self, path: &Path) -> Result<()> {
+        fs_err::remove_file(path)?;
+        fsutil::sync_parent(path)
+    }
+
+    /// Moves a report the server refused as malformed aside, so it never blocks the queue.
+    pub fn reject(&self, path: &Path) -> Result<PathBuf> {
+        let dir = self.spool_dir().join("rejected");
+        fs_err::create_dir_all(&dir)?;
+        let target = dir.join(
+            path.file_name()
+                .context("spooled report has no file name")?,
+        );
+        fs_err::rename(path, &target)?;
+        fsutil::sync_parent(path)?;
+        Ok(target)
+    }
+
+    pub fn write_last_run(&self, summary: &LastRun) -> Result<()> {
+        let json =
+            serde_json::to_vec_pretty(summary).context("cannot serialize the run summary")?;
+        write_state_file(&self.root.join("last_run.json"), &json)
+    }
+}
+
+/// STATE/last_run.json: what monitoring checks without asking the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub run_id: String,
+    pub node: String,
+    pub started_at: jiff::Timestamp,
+    pub finished_at: jiff::Timestamp,
+    pub status: RunStatus,
+    pub noop: bool,
+    pub catalog_version: String,
+    pub cached_catalog: bool,
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub durations_ms: Durations,
+    pub resources: Counts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Durations {
+    /// Fetching the catalog (0 for a local apply).
+    pub catalog: f64,
+    pub apply: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub total: usize,
+    pub unchanged: usize,
+    pub changed: usize,
+    pub noop: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub corrective: usize,
+}
+
+impl LastRun {
+    pub fn of(report: &Report, durations_ms: Durations) -> LastRun {
+        let mut counts = Counts {
+            total: report.resources.len(),
+            ..Counts::default()
+        };
+        for r in &report.resources {
+            match r.status {
+                ResourceStatus::Unchanged => counts.unchanged += 1,
+                ResourceStatus::Changed => counts.changed += 1,
+                ResourceStatus::Noop => counts.noop += 1,
+                ResourceStatus::Failed => counts.failed += 1,
+                ResourceStatus::Skipped => counts.skipped += 1,
+            }
+            counts.corrective += usize::from(r.corrective);
+        }
+        LastRun {
+            run_id: report.run_id.clone(),
+            node: report.node.clone(),
+            started_at: report.started_at,
+            finished_at: report.finished_at,
+            status: report.status,
+            noop: report.noop,
+            catalog_version: report.catalog_version.clone(),
+            cached_catalog: report.cached_catalog
+                == drover_catalog::report::CachedCatalog::OnFailure,
+            exit_code: report.exit_code(),
+            error: report.error.clone(),
+            durations_ms,
+            resources: counts,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use drover_catalog::report::CachedCatalog;
+
+    use super::*;
+
+    pub fn report(run_id: &str) -> Report {
+        Report {
+            run_id: run_id.into(),
+            node: "n".into(),
+            environment: "production".into(),
+            commit: "c".into(),
+            catalog_version: "v".into(),
+            noop: false,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: jiff::Timestamp::UNIX_EPOCH,
+            status: RunStatus::Unchanged,
+            cached_catalog: CachedCatalog::NotUsed,
+            error: None,
+            agent_version: "0".into(),
+            resources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn spool_keeps_order_and_rejects_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert!(state.spooled().unwrap().is_empty());
+        // run ids that sort the other way round: order comes from spool time.
+        let first = state.spool(&report("zzz")).unwrap();
+        let second = state.spool(&report("aaa")).unwrap();
+        assert_eq!(
+            state.spooled().unwrap(),
+            vec![first.clone(), second.clone()]
+        );
+        let rejected = state.reject(&first).unwrap();
+        assert!(rejected.exists());
+        assert_eq!(state.spooled().unwrap(), vec![second.clone()]);
+        state.unspool(&second).unwrap();
+        assert!(state.spooled().unwrap().is_empty());
+    }
+
+    #[test]
+    fn catalog_cache_round_trips_and_corruption_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert!(state.cached_catalog().is_none());
+        let catalog = Catalog {
+            node: "n".into(),
+            environment: "e".into(),
+            commit: "c".into(),
+            version: Catalog::compute_version(&[]),
+            resources: vec![],
+            contents: Default::default(),
+        };
+        state.store_catalog(&catalog).unwrap();
+        assert_eq!(state.cached_catalog(), Some(catalog));
+        fs_err::write(dir.path().join("catalog.json"), "{").unwrap();
+        assert!(state.cached_catalog().is_none());
+    }
+
+    #[test]
+    fn last_run_counts_statuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let summary = LastRun::of(&report("r"), Durations::default());
+        state.write_last_run(&summary).unwrap();
+        let back: LastRun =
+            serde_json::from_slice(&fs_err::read(dir.path().join("last_run.json")).unwrap())
+                .unwrap();
+        assert_eq!(back, summary);
+        assert_eq!(back.exit_code, 0);
+    }
+}

@@ -1,0 +1,468 @@
+//! drover-agent driven through its command line: exit codes, apply, run
+//! against a small in-process fake server, spooling, locking, signals.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use drover_catalog::model::{Ensure, FileSpec, Meta, sha256_hex};
+use drover_catalog::{Catalog, Resource, ResourceId, Spec};
+
+const BIN: &str = env!("CARGO_BIN_EXE_drover-agent");
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn file_resource(path: &Path, content: &[u8]) -> Resource {
+    let path = path.to_string_lossy().into_owned();
+    Resource {
+        id: ResourceId::try_from(format!("file:{path}")).unwrap(),
+        spec: Spec::File(FileSpec {
+            path,
+            ensure: Ensure::Present,
+            sha256: Some(sha256_hex(content)),
+            size: Some(content.len() as u64),
+            mode: None,
+            owner: None,
+            group: None,
+            backup: true,
+            validate: None,
+        }),
+        meta: Meta::default(),
+    }
+}
+
+fn catalog(node: &str, files: &[(&Path, &[u8])]) -> (Catalog, BTreeMap<String, Vec<u8>>) {
+    let resources: Vec<Resource> = files.iter().map(|(p, c)| file_resource(p, c)).collect();
+    let contents = files
+        .iter()
+        .map(|(_, c)| (sha256_hex(c), c.to_vec()))
+        .collect();
+    let catalog = Catalog {
+        node: node.into(),
+        environment: "production".into(),
+        commit: "abc".into(),
+        version: Catalog::compute_version(&resources),
+        resources,
+        contents: BTreeMap::new(),
+    };
+    (catalog, contents)
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_exits_0() {
+    assert_eq!(agent(&["run", "--no-such-flag"]).status.code(), Some(64));
+    assert_eq!(agent(&[]).status.code(), Some(64));
+    assert_eq!(agent(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn facts_prints_json() {
+    let out = agent(&["facts"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(facts["os"]["family"], "linux");
+    assert!(facts["hostname"].is_string());
+}
+
+#[test]
+fn bad_config_key_exits_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    fs_err::write(&config, "sever = \"http://x\"\n").unwrap();
+    let out = agent(&["run", "--once", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("sever"), "{}", text(&out));
+}
+
+#[test]
+fn apply_compiled_catalog_then_noop_then_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("motd");
+    let state = dir.path().join("state");
+    let (mut cat, contents) = catalog("n1", &[(&target, b"hello\n")]);
+    cat.contents = contents
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.encode(v),
+            )
+        })
+        .collect();
+    let json = dir.path().join("catalog.json");
+    fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
+    let args = [
+        "apply",
+        json.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+
+    let out = agent(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("changed file:{}", target.display())),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("1 resources: 1 changed, 0 failed, 0 skipped in"));
+    assert_eq!(fs_err::read(&target).unwrap(), b"hello\n");
+    assert!(state.join("last_run.json").exists());
+
+    assert_eq!(
+        agent(&args).status.code(),
+        Some(0),
+        "second apply changes nothing"
+    );
+
+    fs_err::write(&target, "drifted\n").unwrap();
+    let mut noop = args.to_vec();
+    noop.push("--noop");
+    let out = agent(&noop);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("would change") && text(&out).contains("-drifted\n+hello\n"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        fs_err::read(&target).unwrap(),
+        b"drifted\n",
+        "noop changes nothing"
+    );
+
+    let lock = fs_err::File::create(state.join("run.lock"))
+        .unwrap()
+        .into_file();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let out = agent(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("another run holds the lock"),
+        "{}",
+        text(&out)
+    );
+    drop(held);
+    assert_eq!(
+        agent(&args).status.code(),
+        Some(2),
+        "the drift is repaired once the lock is free"
+    );
+}
+
+#[test]
+fn apply_repository_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let target = dir.path().join("out.txt");
+    fs_err::create_dir_all(repo.join("roles")).unwrap();
+    fs_err::write(
+        repo.join("nodes.toml"),
+        "[[node]]\nmatch = \"*\"\nroles = [\"base\"]\n",
+    )
+    .unwrap();
+    let role = format!(
+        "[[file]]\npath = \"{}\"\ncontent = \"node {{{{ node }}}}\\n\"\n",
+        target.display()
+    );
+    fs_err::write(repo.join("roles/base.toml"), role).unwrap();
+    let facts = dir.path().join("facts.json");
+    fs_err::write(&facts, r#"{"os": {"id": "debian"}}"#).unwrap();
+    let state = dir.path().join("state");
+    let out = agent(&[
+        "apply",
+        repo.to_str().unwrap(),
+        "--node",
+        "web-1",
+        "--facts",
+        facts.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(fs_err::read_to_string(&target).unwrap(), "node web-1\n");
+}
+
+/// A small HTTP server playing drover-server's node API.
+#[derive(Default)]
+struct Fake {
+    catalog: Option<Catalog>,
+    contents: BTreeMap<String, Vec<u8>>,
+    reports: Vec<serde_json::Value>,
+    if_none_match: Vec<Option<String>>,
+    down: bool,
+}
+
+fn serve(fake: Arc<Mutex<Fake>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let (mut length, mut inm) = (0usize, None);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("if-none-match:") {
+                    inm = Some(line["if-none-match:".len()..].trim().to_owned());
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut f = fake.lock().unwrap();
+            let parts: Vec<&str> = request_line.split_whitespace().collect();
+            let (status, reply): (&str, Vec<u8>) = if f.down {
+                ("503 Service Unavailable", br#"{"error":"down"}"#.to_vec())
+            } else if parts[1].ends_with("/catalog") {
+                f.if_none_match.push(inm.clone());
+                let cat = f.catalog.clone().unwrap();
+                if inm == Some(format!("\"{}\"", cat.version)) {
+                    ("304 Not Modified", Vec::new())
+                } else {
+                    ("200 OK", serde_json::to_vec(&cat).unwrap())
+                }
+            } else if parts[1].ends_with("/reports") {
+                f.reports.push(serde_json::from_slice(&body).unwrap());
+                ("201 Created", b"{}".to_vec())
+            } else if let Some(sha) = parts[1].rsplit_once("/files/").map(|(_, s)| s.to_owned()) {
+                match f.contents.get(&sha) {
+                    Some(c) => ("200 OK", c.clone()),
+                    None => ("404 Not Found", br#"{"error":"no"}"#.to_vec()),
+                }
+            } else {
+                ("404 Not Found", Vec::new())
+            };
+            drop(f);
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                reply.len()
+            );
+            let _ = stream.write_all(&reply);
+        }
+    });
+    url
+}
+
+#[test]
+fn run_once_fetches_caches_falls_back_and_spools_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("app.conf");
+    let state = dir.path().join("state");
+    let (cat, contents) = catalog("n1", &[(&target, b"v1\n")]);
+    let version = cat.version.clone();
+    let fake = Arc::new(Mutex::new(Fake {
+        catalog: Some(cat),
+        contents,
+        ..Fake::default()
+    }));
+    let url = serve(Arc::clone(&fake));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--once",
+            "--detailed-exitcodes",
+            "--server",
+            &url,
+            "--node",
+            "n1",
+        ];
+        args.extend(["--state-dir", state.to_str().unwrap()]);
+        args.extend(extra);
+        agent(&args)
+    };
+
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(fs_err::read(&target).unwrap(), b"v1\n");
+    assert!(
+        state.join("catalog.json").exists(),
+        "a clean fresh run caches the catalog"
+    );
+    assert_eq!(fake.lock().unwrap().reports.len(), 1);
+
+    // Unchanged catalog: 304 and nothing to do.
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        fake.lock().unwrap().if_none_match.last().unwrap(),
+        &Some(format!("\"{version}\""))
+    );
+
+    // Server down: the cached catalog is applied, the report is spooled.
+    fake.lock().unwrap().down = true;
+    fs_err::remove_file(&target).unwrap();
+    let out = run(&[]);
+    // Content cannot be fetched while the server is down: the resource fails.
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let spooled: Vec<_> = fs_err::read_dir(state.join("spool"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(spooled.len(), 1, "{}", text(&out));
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+
+    // Back up: the two spooled reports go first, oldest first, then this run's.
+    fake.lock().unwrap().down = false;
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let f = fake.lock().unwrap();
+    assert_eq!(f.reports.len(), 5, "two posted, two spooled, one posted");
+    assert_eq!(f.reports[2]["cached_catalog"], "on_failure");
+    assert!(f.reports[2]["error"].as_str().unwrap().contains("503"));
+    let at = |i: usize| {
+        f.reports[i]["started_at"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    assert!(at(2) < at(3), "spooled reports are delivered oldest first");
+    assert_eq!(f.reports[4]["cached_catalog"], "not_used");
+    assert_eq!(
+        f.reports[4]["resources"][0]["corrective"], true,
+        "same spec as cached: drift repair"
+    );
+    let left: Vec<_> = fs_err::read_dir(state.join("spool"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .collect();
+    assert!(left.is_empty());
+}
+
+#[test]
+fn run_once_without_server_or_cache_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let state = dir.path().join("state");
+    let out = agent(&[
+        "run",
+        "--once",
+        "--server",
+        &url,
+        "--node",
+        "n1",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no cached catalog"), "{}", text(&out));
+}
+
+#[test]
+fn daemon_stops_on_sigterm_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let state: PathBuf = dir.path().join("state");
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--server",
+            "http://127.0.0.1:9",
+            "--node",
+            "n1",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "daemon did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sigterm_finishes_the_current_resource_and_skips_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (mut cat, contents) = catalog("n1", &[(&a, b"a\n"), (&b, b"b\n")]);
+    if let Spec::File(f) = &mut cat.resources[0].spec {
+        f.validate = Some("sleep 1".into());
+    }
+    cat.contents = contents
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                base64::engine::general_purpose::STANDARD.encode(v),
+            )
+        })
+        .collect();
+    let json = dir.path().join("catalog.json");
+    fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
+    let state = dir.path().join("state");
+    let child = Command::new(BIN)
+        .args([
+            "apply",
+            json.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert_eq!(
+        fs_err::read(&a).unwrap(),
+        b"a\n",
+        "the current resource finished"
+    );
+    assert!(!b.exists(), "the rest was skipped");
+    assert!(
+        text(&out).contains("run interrupted: the agent is stopping"),
+        "{}",
+        text(&out)
+    );
+    let last: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(state.join("last_run.json")).unwrap()).unwrap();
+    assert_eq!(last["error"], "run interrupted: the agent is stopping");
+}
