@@ -4,6 +4,7 @@ mod apply;
 mod cli;
 mod client;
 mod config;
+mod contents;
 mod daemon;
 mod diff;
 mod engine;

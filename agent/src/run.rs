@@ -10,6 +10,7 @@ use drover_catalog::{Catalog, CatalogRequest, Report};
 
 use crate::client::{CatalogAnswer, Client, Posted};
 use crate::config::Settings;
+use crate::contents::StoreFirst;
 use crate::engine::{self, Applied, EngineConfig};
 use crate::lock::RunLock;
 use crate::resources::ContentSource;
@@ -57,13 +58,17 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
     };
     let catalog_ms = ms(started.elapsed());
 
+    let store = state.content_store();
     let apply_started = Instant::now();
     let applied = engine::apply(
         &catalog,
         &EngineConfig {
             noop: settings.noop,
             backups: state.backups(),
-            contents: &client as &dyn ContentSource,
+            contents: &StoreFirst {
+                store: &store,
+                upstream: &client as &dyn ContentSource,
+            },
             previous: cached.as_ref(),
             stop,
             timeout: Some((started, settings.run_timeout)),
@@ -71,8 +76,10 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         },
     );
     let apply_ms = ms(apply_started.elapsed());
-    let clean =
-        applied.stopped.is_none() && !applied.resources.iter().any(|r| is_failure(r.status));
+    let changed = applied
+        .resources
+        .iter()
+        .any(|r| r.status == ResourceStatus::Changed);
     let report = build_report(
         &catalog,
         settings.noop,
@@ -82,8 +89,16 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         error,
     );
 
-    if fresh && clean && !settings.noop {
+    // A fresh catalog is cached once applied, even with failures: it is the
+    // server's current desired state, and the next run repairs what failed.
+    if fresh && !settings.noop {
         state.store_catalog(&catalog)?;
+    }
+    if (fresh || changed)
+        && !settings.noop
+        && let Err(e) = store.sync_with(&catalog)
+    {
+        eprintln!("warning: cannot update the content store: {e:#}");
     }
     deliver(&state, &client, &report, queue_clear);
     let durations = Durations {
@@ -97,10 +112,6 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         engine::summary_line(&report.resources, started.elapsed())
     );
     Ok(report)
-}
-
-fn is_failure(s: ResourceStatus) -> bool {
-    matches!(s, ResourceStatus::Failed | ResourceStatus::Skipped)
 }
 
 pub fn ms(d: std::time::Duration) -> f64 {

@@ -29,6 +29,11 @@ impl StateDir {
         self.root.join("backups")
     }
 
+    /// STATE/content: the contents the cached catalog references.
+    pub fn content_store(&self) -> crate::contents::ContentStore {
+        crate::contents::ContentStore::new(self.root.join("content"))
+    }
+
     fn catalog_path(&self) -> PathBuf {
         self.root.join("catalog.json")
     }

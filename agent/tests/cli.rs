@@ -316,27 +316,30 @@ fn run_once_fetches_caches_falls_back_and_spools_in_order() {
         &Some(format!("\"{version}\""))
     );
 
-    // Server down: the cached catalog is applied, the report is spooled.
+    // Server down: the cached catalog is applied, with content from the
+    // agent's content store, and the report is spooled.
     fake.lock().unwrap().down = true;
     fs_err::remove_file(&target).unwrap();
     let out = run(&[]);
-    // Content cannot be fetched while the server is down: the resource fails.
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(fs_err::read(&target).unwrap(), b"v1\n");
     let spooled: Vec<_> = fs_err::read_dir(state.join("spool"))
         .unwrap()
         .flatten()
         .collect();
     assert_eq!(spooled.len(), 1, "{}", text(&out));
     let out = run(&[]);
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // Back up: the two spooled reports go first, oldest first, then this run's.
     fake.lock().unwrap().down = false;
+    fs_err::write(&target, b"drift\n").unwrap();
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let f = fake.lock().unwrap();
     assert_eq!(f.reports.len(), 5, "two posted, two spooled, one posted");
     assert_eq!(f.reports[2]["cached_catalog"], "on_failure");
+    assert_eq!(f.reports[2]["resources"][0]["corrective"], true);
     assert!(f.reports[2]["error"].as_str().unwrap().contains("503"));
     let at = |i: usize| {
         f.reports[i]["started_at"]

@@ -1,0 +1,183 @@
+//! The content store, STATE/content/<sha256>: the file contents the cached
+//! catalog references, so a node converges from its cached catalog (drift
+//! repaired included) while the server is away.
+//!
+//! It holds exactly the contents of the last catalog applied: filled by
+//! fetches and by copying managed files already right on disk, pruned of
+//! what that catalog no longer references.
+
+use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use drover_catalog::model::{Ensure, sha256_hex};
+use drover_catalog::{Catalog, Spec};
+
+use crate::fsutil::write_state_file;
+use crate::resources::ContentSource;
+
+pub struct ContentStore {
+    dir: PathBuf,
+}
+
+impl ContentStore {
+    pub fn new(dir: PathBuf) -> ContentStore {
+        ContentStore { dir }
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(sha256)
+    }
+
+    /// Stored content whose hash still matches; a damaged entry is dropped.
+    pub fn get(&self, sha256: &str) -> Option<Arc<[u8]>> {
+        let path = self.path(sha256);
+        let bytes = fs_err::read(&path).ok()?;
+        if sha256_hex(&bytes) == sha256 {
+            return Some(Arc::from(bytes));
+        }
+        eprintln!(
+            "warning: dropping damaged stored content {}",
+            path.display()
+        );
+        let _ = fs_err::remove_file(&path);
+        None
+    }
+
+    pub fn put(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
+        write_state_file(&self.path(sha256), bytes)
+    }
+
+    /// Makes the store hold what `catalog` references: keeps what is there,
+    /// copies managed files that already have their desired content, and
+    /// removes contents no longer referenced.
+    pub fn sync_with(&self, catalog: &Catalog) -> Result<()> {
+        let mut wanted = HashSet::new();
+        for resource in &catalog.resources {
+            let Spec::File(file) = &resource.spec else {
+                continue;
+            };
+            let (Ensure::Present, Some(sha)) = (file.ensure, &file.sha256) else {
+                continue;
+            };
+            wanted.insert(sha.as_str());
+            if self.path(sha).exists() {
+                continue;
+            }
+            if let Ok(bytes) = fs_err::read(&file.path)
+                && &sha256_hex(&bytes) == sha
+            {
+                self.put(sha, &bytes)?;
+            }
+        }
+        let entries = match fs_err::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(|n| wanted.contains(n)) {
+                let _ = fs_err::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Contents from the store first, else from `upstream` (then stored).
+pub struct StoreFirst<'a> {
+    pub store: &'a ContentStore,
+    pub upstream: &'a dyn ContentSource,
+}
+
+impl ContentSource for StoreFirst<'_> {
+    fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>> {
+        if let Some(bytes) = self.store.get(sha256) {
+            return Ok(bytes);
+        }
+        let bytes = self.upstream.fetch(sha256)?;
+        if sha256_hex(&bytes) == sha256
+            && let Err(e) = self.store.put(sha256, &bytes)
+        {
+            eprintln!("warning: cannot keep content {sha256}: {e:#}");
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use anyhow::bail;
+    use drover_catalog::Resource;
+    use drover_catalog::model::{FileSpec, Meta, ResourceId};
+
+    use super::*;
+
+    struct Offline;
+
+    impl ContentSource for Offline {
+        fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>> {
+            bail!("server away, cannot fetch {sha256}")
+        }
+    }
+
+    fn file(path: &str, content: &[u8]) -> Resource {
+        Resource {
+            id: ResourceId::try_from(format!("file:{path}")).unwrap(),
+            spec: Spec::File(FileSpec {
+                path: path.to_owned(),
+                ensure: Ensure::Present,
+                sha256: Some(sha256_hex(content)),
+                size: Some(content.len() as u64),
+                mode: None,
+                owner: None,
+                group: None,
+                backup: true,
+                validate: None,
+            }),
+            meta: Meta::default(),
+        }
+    }
+
+    #[test]
+    fn sync_copies_right_files_and_prunes_the_rest_then_serves_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::new(dir.path().join("content"));
+        let managed = dir.path().join("a").display().to_string();
+        fs_err::write(&managed, b"desired").unwrap();
+        store.put(&sha256_hex(b"old"), b"old").unwrap();
+        let resources = vec![file(&managed, b"desired")];
+        let catalog = Catalog {
+            node: "n".into(),
+            environment: "e".into(),
+            commit: "c".into(),
+            version: Catalog::compute_version(&resources),
+            resources,
+            contents: BTreeMap::new(),
+        };
+        store.sync_with(&catalog).unwrap();
+        assert!(store.get(&sha256_hex(b"old")).is_none());
+
+        let source = StoreFirst {
+            store: &store,
+            upstream: &Offline,
+        };
+        assert_eq!(&*source.fetch(&sha256_hex(b"desired")).unwrap(), b"desired");
+        assert!(source.fetch(&sha256_hex(b"other")).is_err());
+    }
+
+    #[test]
+    fn damaged_entries_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::new(dir.path().to_owned());
+        let sha = sha256_hex(b"good");
+        fs_err::write(dir.path().join(&sha), b"evil").unwrap();
+        assert!(store.get(&sha).is_none());
+        assert!(!dir.path().join(&sha).exists());
+    }
+}
