@@ -19,8 +19,16 @@ fn run(cmd: &mut Command) -> drover_tests::Output {
 
 #[test]
 fn check_accepts_the_example_site_and_lists_every_error_of_a_broken_one() {
-    let site = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/site");
-    run(Command::new(bin("drover-server")).args(["check", "--repo", site])).expect_code(0);
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let out = run(Command::new(bin("drover-server")).args([
+        "check",
+        "--repo",
+        &format!("{examples}/site"),
+        "--facts-dir",
+        &format!("{examples}/facts"),
+    ]));
+    out.expect_code(0);
+    assert!(out.stdout.contains("1 node(s) compiled"), "{}", out.stdout);
 
     let w = World::start();
     w.repo.write(
