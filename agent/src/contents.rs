@@ -114,7 +114,7 @@ mod tests {
 
     use anyhow::bail;
     use drover_catalog::Resource;
-    use drover_catalog::model::{FileSpec, Meta, ResourceId};
+    use drover_catalog::model::FileSpec;
 
     use super::*;
 
@@ -127,21 +127,7 @@ mod tests {
     }
 
     fn file(path: &str, content: &[u8]) -> Resource {
-        Resource {
-            id: ResourceId::try_from(format!("file:{path}")).unwrap(),
-            spec: Spec::File(FileSpec {
-                path: path.to_owned(),
-                ensure: Ensure::Present,
-                sha256: Some(sha256_hex(content)),
-                size: Some(content.len() as u64),
-                mode: None,
-                owner: None,
-                group: None,
-                backup: true,
-                validate: None,
-            }),
-            meta: Meta::default(),
-        }
+        Resource::new(Spec::File(FileSpec::with_content(path, content)))
     }
 
     #[test]

@@ -216,7 +216,7 @@ pub fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use drover_catalog::Resource;
-    use drover_catalog::model::{Ensure, FileSpec, Meta, PackageEnsure, PackageSpec, sha256_hex};
+    use drover_catalog::model::{FileSpec, Meta, PackageEnsure, PackageSpec};
 
     use super::*;
     use crate::resources::testing::MapSource;
@@ -228,23 +228,12 @@ mod tests {
                 .collect()
         };
         Resource {
-            id: ResourceId::try_from(format!("file:{path}")).unwrap(),
-            spec: Spec::File(FileSpec {
-                path: path.into(),
-                ensure: Ensure::Present,
-                sha256: Some(sha256_hex(content)),
-                size: Some(content.len() as u64),
-                mode: None,
-                owner: None,
-                group: None,
-                backup: true,
-                validate: None,
-            }),
             meta: Meta {
                 require: ids(require),
                 subscribe: ids(subscribe),
                 ..Meta::default()
             },
+            ..Resource::new(Spec::File(FileSpec::with_content(path, content)))
         }
     }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use drover_catalog::model::{Ensure, FileSpec, Meta, sha256_hex};
-use drover_catalog::{Catalog, Resource, ResourceId, Spec};
+use drover_catalog::model::{FileSpec, sha256_hex};
+use drover_catalog::{Catalog, Resource, Spec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drover-agent");
 
@@ -28,22 +28,10 @@ fn text(out: &Output) -> String {
 }
 
 fn file_resource(path: &Path, content: &[u8]) -> Resource {
-    let path = path.to_string_lossy().into_owned();
-    Resource {
-        id: ResourceId::try_from(format!("file:{path}")).unwrap(),
-        spec: Spec::File(FileSpec {
-            path,
-            ensure: Ensure::Present,
-            sha256: Some(sha256_hex(content)),
-            size: Some(content.len() as u64),
-            mode: None,
-            owner: None,
-            group: None,
-            backup: true,
-            validate: None,
-        }),
-        meta: Meta::default(),
-    }
+    Resource::new(Spec::File(FileSpec::with_content(
+        &path.to_string_lossy(),
+        content,
+    )))
 }
 
 fn catalog(node: &str, files: &[(&Path, &[u8])]) -> (Catalog, BTreeMap<String, Vec<u8>>) {

@@ -180,6 +180,17 @@ pub struct Resource {
     pub meta: Meta,
 }
 
+impl Resource {
+    /// A resource with default metaparameters, its id derived from the spec.
+    pub fn new(spec: Spec) -> Resource {
+        Resource {
+            id: ResourceId::new(spec.kind(), spec.name()),
+            spec,
+            meta: Meta::default(),
+        }
+    }
+}
+
 /// Metaparameters, normalised (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
@@ -227,6 +238,21 @@ pub enum Spec {
 }
 
 impl Spec {
+    /// The NAME of the resource's id: the path of a file-like kind, else its name.
+    pub fn name(&self) -> &str {
+        match self {
+            Spec::File(s) => &s.path,
+            Spec::Directory(s) => &s.path,
+            Spec::Symlink(s) => &s.path,
+            Spec::Package(s) => &s.name,
+            Spec::Service(s) => &s.name,
+            Spec::Container(s) => &s.name,
+            Spec::User(s) => &s.name,
+            Spec::Group(s) => &s.name,
+            Spec::Exec(s) => &s.name,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Spec::File(_) => Kind::File,
@@ -323,6 +349,23 @@ pub struct FileSpec {
     /// Command run on the new content before it replaces the old; `%` is the temp path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validate: Option<String>,
+}
+
+impl FileSpec {
+    /// A present file with this content and no managed metadata.
+    pub fn with_content(path: &str, content: &[u8]) -> FileSpec {
+        FileSpec {
+            path: path.to_owned(),
+            ensure: Ensure::Present,
+            sha256: Some(sha256_hex(content)),
+            size: Some(content.len() as u64),
+            mode: None,
+            owner: None,
+            group: None,
+            backup: true,
+            validate: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ fn check_accepts_the_example_site_and_lists_every_error_of_a_broken_one() {
         &format!("{examples}/facts"),
     ]));
     out.expect_code(0);
-    assert!(out.stdout.contains("1 node(s) compiled"), "{}", out.stdout);
+    assert!(out.stderr.contains("1 node(s) compiled"), "{}", out.stderr);
 
     let w = World::start();
     w.repo.write(

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use drover_catalog::model::{Ensure, FileSpec, Meta, ResourceId, Spec, sha256_hex};
+use drover_catalog::model::{FileSpec, Spec, sha256_hex};
 use drover_catalog::{Catalog, Mode, Resource};
 use drover_tests::{apply, bin};
 
@@ -32,21 +32,11 @@ fn catalog(root: &Path, generation: usize) -> Catalog {
             sha.clone(),
             base64::engine::general_purpose::STANDARD.encode(&bytes),
         );
-        resources.push(Resource {
-            id: ResourceId::try_from(format!("file:{path}")).unwrap(),
-            spec: Spec::File(FileSpec {
-                path,
-                ensure: Ensure::Present,
-                sha256: Some(sha),
-                size: Some(SIZE as u64),
-                mode: Some(Mode::parse("0644").unwrap()),
-                owner: None,
-                group: None,
-                backup: false,
-                validate: None,
-            }),
-            meta: Meta::default(),
-        });
+        resources.push(Resource::new(Spec::File(FileSpec {
+            mode: Some(Mode::parse("0644").unwrap()),
+            backup: false,
+            ..FileSpec::with_content(&path, &bytes)
+        })));
     }
     Catalog {
         node: "kill-test".into(),
