@@ -360,6 +360,21 @@ mod tests {
     }
 
     #[test]
+    fn run_timeout_skips_the_rest_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a").to_string_lossy().into_owned();
+        let source = MapSource::with(&[b"x"]);
+        let stop = AtomicBool::new(false);
+        let mut cfg = config(&source, &stop, None);
+        cfg.timeout = Some((std::time::Instant::now(), Duration::ZERO));
+        let applied = apply(&catalog(vec![file(&a, b"x", &[], &[])]), &cfg);
+        let reason = applied.stopped.expect("the run stopped");
+        assert!(reason.contains("run_timeout_secs"), "{reason}");
+        assert_eq!(applied.resources[0].status, ResourceStatus::Skipped);
+        assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
     fn noop_run_reports_noop_and_summary_counts() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a").to_string_lossy().into_owned();
