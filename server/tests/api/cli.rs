@@ -1,0 +1,149 @@
+//! The binary: a real port, SIGTERM, and the compile/check commands.
+
+use super::*;
+
+#[tokio::test]
+async fn the_binary_listens_on_a_real_port_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let tmp = TempDir::new().unwrap();
+    let repo = tmp.path().join("site");
+    write(
+        &repo,
+        &[
+            ("nodes.toml", NODES),
+            ("roles/base.toml", BASE),
+            ("files/motd", "hi\n"),
+        ],
+    );
+    let config = tmp.path().join("server.toml");
+    write(
+        tmp.path(),
+        &[("server.toml", "refresh_interval_secs = 5\n")],
+    );
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(&repo)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("drover-server listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("ok"), "{response}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+}
+
+#[test]
+fn compile_and_check_commands_report_errors_with_locations() {
+    let tmp = TempDir::new().unwrap();
+    let repo = tmp.path().join("site");
+    write(
+        &repo,
+        &[
+            ("nodes.toml", NODES),
+            ("roles/base.toml", BASE),
+            ("files/motd", "hi\n"),
+        ],
+    );
+    let out = bin()
+        .args(["compile", "--node", "web-1", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let catalog: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        catalog["contents"][sha(b"hi\n")],
+        "aGkK",
+        "contents embedded as base64"
+    );
+    let out = bin()
+        .args(["compile", "--no-contents", "--node", "web-1", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let catalog: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(catalog.get("contents").is_none());
+    let ok = bin().args(["check", "--repo"]).arg(&repo).status().unwrap();
+    assert_eq!(ok.code(), Some(0));
+
+    write(
+        &repo,
+        &[(
+            "roles/base.toml",
+            "[[file]]\npath = \"/x\"\nsource = \"files/none\"\n",
+        )],
+    );
+    let out = bin()
+        .args(["compile", "--node", "web-1", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("roles/base.toml:"), "{stderr}");
+    let facts_dir = tmp.path().join("facts");
+    write(&facts_dir, &[("web-1.json", "{\"hostname\": \"web-1\"}")]);
+    let out = bin()
+        .args(["check", "--repo"])
+        .arg(&repo)
+        .arg("--facts-dir")
+        .arg(&facts_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("roles/base.toml:"));
+
+    let usage = bin().args(["compile", "--bogus"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(64));
+    assert_eq!(bin().arg("--help").output().unwrap().status.code(), Some(0));
+
+    write(tmp.path(), &[("bad.toml", "listne = \"x\"\n")]);
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(tmp.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listne"));
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(tmp.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an explicit config file must exist"
+    );
+}

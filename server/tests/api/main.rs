@@ -1,0 +1,168 @@
+//! Handler tests: the router called without a socket over a temp data dir,
+//! plus one real server process on 127.0.0.1:0 and the offline commands.
+
+mod cli;
+mod git;
+mod routes;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use drover_server::{AppState, Config, app};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+const NODES: &str = "[[node]]\nmatch = \"*\"\nroles = [\"base\"]\n";
+const BASE: &str = "[[file]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\nmode = \"0644\"\n\n\
+                    [[file]]\npath = \"/etc/hello\"\ncontent = \"hello {{ node }}\\n\"\n";
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let path = root.join(path);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(&path, text).unwrap();
+    }
+}
+
+fn sha(bytes: &[u8]) -> String {
+    drover_catalog::model::sha256_hex(bytes)
+}
+
+/// A server over a temp data dir, its refresh loop running.
+struct TestContext {
+    _tmp: TempDir,
+    repo: PathBuf,
+    router: Router,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl TestContext {
+    /// Development mode: `repo` is a plain directory.
+    async fn directory() -> TestContext {
+        let tmp = TempDir::new().unwrap();
+        let repo = tmp.path().join("site");
+        write(
+            &repo,
+            &[
+                ("nodes.toml", NODES),
+                ("roles/base.toml", BASE),
+                ("files/motd", "welcome\n"),
+            ],
+        );
+        TestContext::start(tmp, repo.clone(), repo.display().to_string()).await
+    }
+
+    async fn start(tmp: TempDir, repo: PathBuf, source: String) -> TestContext {
+        let mut config = Config::new(source, tmp.path().join("data"));
+        // Long enough that only the hook refreshes during a test.
+        config.refresh_interval = std::time::Duration::from_secs(3600);
+        let state = AppState::open(config).await.unwrap();
+        let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+        state.spawn_background(&shutdown, &tracker);
+        TestContext {
+            _tmp: tmp,
+            repo,
+            router: app(state),
+            shutdown,
+            tracker,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, parts.headers, bytes)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Bytes) {
+        let (status, _, body) = self
+            .send(Request::get(uri).body(Body::empty()).unwrap())
+            .await;
+        (status, body)
+    }
+
+    async fn get_json(&self, uri: &str) -> Value {
+        let (status, body) = self.get(uri).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn post(&self, uri: &str, body: impl Into<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let req = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn catalog(&self, node: &str) -> (StatusCode, HeaderMap, Value) {
+        let body = json!({"facts": {"hostname": node, "os": {"id": "debian"}}}).to_string();
+        let (status, headers, bytes) = self
+            .post(&format!("/api/v1/nodes/{node}/catalog"), body)
+            .await;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, value)
+    }
+
+    async fn hook(&self) {
+        let (status, _, body) = self.post("/api/v1/hooks/git", "").await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["refreshed"], true, "the hook waits for its refresh");
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+fn report(node: &str, run_id: &str, status: &str, finished: &str) -> Value {
+    json!({
+        "run_id": run_id, "node": node, "environment": "production", "commit": "c1",
+        "catalog_version": "v1", "noop": false,
+        "started_at": "2025-01-01T00:00:00Z", "finished_at": finished,
+        "status": status, "cached_catalog": "not_used", "agent_version": "0.1.0",
+        "resources": [
+            {"id": "file:/etc/motd", "status": "changed", "corrective": false,
+             "events": [{"property": "content", "previous": null, "desired": "abc"}],
+             "duration_ms": 1.5},
+            {"id": "file:/etc/hello", "status": "unchanged", "duration_ms": 0.1}
+        ]
+    })
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_drover-server"))
+}
+
+/// `drover-server compile ARGS --repo REPO`, which must succeed; its catalog.
+fn compile_json(args: &[&str], repo: &Path) -> Value {
+    let out = bin()
+        .arg("compile")
+        .args(args)
+        .arg("--repo")
+        .arg(repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
