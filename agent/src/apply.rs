@@ -8,9 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use base64::Engine as _;
 use drover_catalog::report::CachedCatalog;
-use drover_catalog::{Catalog, CompileRequest, Facts, RepoFiles, Repository, sha256_hex};
+use drover_catalog::{Catalog, CompileRequest, Facts, RepoFiles, Repository};
 
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig};
@@ -92,20 +91,12 @@ pub fn load_compiled(path: &Path) -> Result<(Catalog, LocalContents)> {
     let mut catalog: Catalog = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a compiled catalog", path.display()))?;
     drop(bytes);
-    let mut contents = BTreeMap::new();
-    for (sha, b64) in std::mem::take(&mut catalog.contents) {
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_bytes())
-            .with_context(|| format!("{}: content {sha} is not valid base64", path.display()))?;
-        let actual = sha256_hex(&data);
-        if actual != sha {
-            bail!(
-                "{}: embedded content {sha} has sha256 {actual}",
-                path.display()
-            );
-        }
-        contents.insert(sha, Arc::from(data));
-    }
+    let contents = catalog
+        .take_embedded_contents()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?
+        .into_iter()
+        .map(|(sha, bytes)| (sha, Arc::from(bytes)))
+        .collect();
     Ok((catalog, LocalContents(contents)))
 }
 
@@ -174,6 +165,8 @@ pub fn read_repository(dir: &Path) -> Result<RepoFiles> {
 
 #[cfg(test)]
 mod tests {
+    use drover_catalog::sha256_hex;
+
     use super::*;
 
     #[test]

@@ -9,7 +9,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use drover_catalog::model::{FileSpec, sha256_hex};
 use drover_catalog::{Catalog, Resource, Spec};
 
@@ -83,15 +82,7 @@ fn apply_compiled_catalog_then_noop_then_lock() {
     let target = dir.path().join("motd");
     let state = dir.path().join("state");
     let (mut cat, contents) = catalog("n1", &[(&target, b"hello\n")]);
-    cat.contents = contents
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                base64::engine::general_purpose::STANDARD.encode(v),
-            )
-        })
-        .collect();
+    cat.embed_contents(contents.iter().map(|(sha, b)| (sha, &b[..])));
     let json = dir.path().join("catalog.json");
     fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
     let args = [
@@ -414,15 +405,7 @@ fn sigterm_finishes_the_current_resource_and_skips_the_rest() {
     if let Spec::File(f) = &mut cat.resources[0].spec {
         f.validate = Some("sleep 1".into());
     }
-    cat.contents = contents
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                base64::engine::general_purpose::STANDARD.encode(v),
-            )
-        })
-        .collect();
+    cat.embed_contents(contents.iter().map(|(sha, b)| (sha, &b[..])));
     let json = dir.path().join("catalog.json");
     fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
     let state = dir.path().join("state");

@@ -49,6 +49,36 @@ impl Catalog {
         sha256_hex(&canonical)
     }
 
+    /// Embeds file contents (sha256 -> bytes) in `contents`, base64-encoded,
+    /// so the catalog applies with no server.
+    pub fn embed_contents<'a>(
+        &mut self,
+        contents: impl IntoIterator<Item = (&'a String, &'a [u8])>,
+    ) {
+        use base64::Engine as _;
+        for (sha, bytes) in contents {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+            self.contents.insert(sha.clone(), encoded);
+        }
+    }
+
+    /// Takes the embedded contents out, decoded and checked against their hashes.
+    pub fn take_embedded_contents(&mut self) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        use base64::Engine as _;
+        let mut decoded = BTreeMap::new();
+        for (sha, encoded) in std::mem::take(&mut self.contents) {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|e| format!("embedded content {sha} is not valid base64: {e}"))?;
+            let actual = sha256_hex(&bytes);
+            if actual != sha {
+                return Err(format!("embedded content {sha} has sha256 {actual}"));
+            }
+            decoded.insert(sha, bytes);
+        }
+        Ok(decoded)
+    }
+
     pub fn resource(&self, id: &ResourceId) -> Option<&Resource> {
         self.resources.iter().find(|r| &r.id == id)
     }
@@ -604,6 +634,26 @@ mod tests {
             r#""path":"/etc/motd","ensure":"present","#,
         );
         assert_eq!(serde_json::to_string(&r).unwrap(), expected);
+    }
+
+    #[test]
+    fn embedded_contents_round_trip_and_are_checked() {
+        let mut catalog = Catalog {
+            node: "n".into(),
+            environment: "e".into(),
+            commit: "c".into(),
+            version: Catalog::compute_version(&[]),
+            resources: vec![],
+            contents: BTreeMap::new(),
+        };
+        let sha = sha256_hex(b"hello");
+        catalog.embed_contents([(&sha, &b"hello"[..])]);
+        let mut tampered = catalog.clone();
+        assert_eq!(catalog.take_embedded_contents().unwrap()[&sha], b"hello");
+        assert!(catalog.contents.is_empty());
+        tampered.contents.insert(sha.clone(), "d29ybGQ=".into()); // "world"
+        let err = tampered.take_embedded_contents().unwrap_err();
+        assert!(err.contains("has sha256"), "{err}");
     }
 
     #[test]

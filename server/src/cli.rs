@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use drover_catalog::Facts;
 
@@ -215,20 +214,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         }
     };
     let mut catalog = compiled.catalog;
-    catalog.contents = if args.no_contents {
-        Default::default()
-    } else {
-        compiled
-            .contents
-            .iter()
-            .map(|(sha, bytes)| {
-                (
-                    sha.clone(),
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                )
-            })
-            .collect()
-    };
+    if !args.no_contents {
+        catalog.embed_contents(compiled.contents.iter().map(|(sha, b)| (sha, &b[..])));
+    }
     println!("{}", serde_json::to_string_pretty(&catalog)?);
     Ok(0)
 }

@@ -6,15 +6,7 @@ use super::*;
 async fn the_binary_listens_on_a_real_port_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader, Read, Write};
     let tmp = TempDir::new().unwrap();
-    let repo = tmp.path().join("site");
-    write(
-        &repo,
-        &[
-            ("nodes.toml", NODES),
-            ("roles/base.toml", BASE),
-            ("files/motd", "hi\n"),
-        ],
-    );
+    let repo = site(tmp.path(), "hi\n");
     let config = tmp.path().join("server.toml");
     write(
         tmp.path(),
@@ -62,15 +54,7 @@ async fn the_binary_listens_on_a_real_port_and_stops_on_sigterm() {
 #[test]
 fn compile_and_check_commands_report_errors_with_locations() {
     let tmp = TempDir::new().unwrap();
-    let repo = tmp.path().join("site");
-    write(
-        &repo,
-        &[
-            ("nodes.toml", NODES),
-            ("roles/base.toml", BASE),
-            ("files/motd", "hi\n"),
-        ],
-    );
+    let repo = site(tmp.path(), "hi\n");
     let out = bin()
         .args(["compile", "--node", "web-1", "--repo"])
         .arg(&repo)

@@ -30,6 +30,20 @@ fn write(root: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// TMP/site: a one-role catalog managing /etc/motd with `motd` as content.
+fn site(tmp: &Path, motd: &str) -> PathBuf {
+    let repo = tmp.join("site");
+    write(
+        &repo,
+        &[
+            ("nodes.toml", NODES),
+            ("roles/base.toml", BASE),
+            ("files/motd", motd),
+        ],
+    );
+    repo
+}
+
 fn sha(bytes: &[u8]) -> String {
     drover_catalog::model::sha256_hex(bytes)
 }
@@ -47,15 +61,7 @@ impl TestContext {
     /// Development mode: `repo` is a plain directory.
     async fn directory() -> TestContext {
         let tmp = TempDir::new().unwrap();
-        let repo = tmp.path().join("site");
-        write(
-            &repo,
-            &[
-                ("nodes.toml", NODES),
-                ("roles/base.toml", BASE),
-                ("files/motd", "welcome\n"),
-            ],
-        );
+        let repo = site(tmp.path(), "welcome\n");
         TestContext::start(tmp, repo.clone(), repo.display().to_string()).await
     }
 

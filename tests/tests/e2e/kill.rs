@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use drover_catalog::model::{FileSpec, Spec, sha256_hex};
 use drover_catalog::{Catalog, Mode, Resource};
 use drover_tests::{apply, bin};
@@ -27,25 +26,23 @@ fn catalog(root: &Path, generation: usize) -> Catalog {
     for i in 0..FILES {
         let path = root.join(format!("f{i:03}")).display().to_string();
         let bytes = content(i, generation);
-        let sha = sha256_hex(&bytes);
-        contents.insert(
-            sha.clone(),
-            base64::engine::general_purpose::STANDARD.encode(&bytes),
-        );
         resources.push(Resource::new(Spec::File(FileSpec {
             mode: Some(Mode::parse("0644").unwrap()),
             backup: false,
             ..FileSpec::with_content(&path, &bytes)
         })));
+        contents.insert(sha256_hex(&bytes), bytes);
     }
-    Catalog {
+    let mut catalog = Catalog {
         node: "kill-test".into(),
         environment: "production".into(),
         commit: format!("generation-{generation}"),
         version: Catalog::compute_version(&resources),
         resources,
-        contents,
-    }
+        contents: BTreeMap::new(),
+    };
+    catalog.embed_contents(contents.iter().map(|(sha, b)| (sha, &b[..])));
+    catalog
 }
 
 /// A small xorshift generator: the trials are random but reproducible from the printed seed.
