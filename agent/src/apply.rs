@@ -80,7 +80,7 @@ pub fn apply(
     }
     println!(
         "{}",
-        engine::summary_line(&report.resources, started.elapsed())
+        crate::output::summary_line(&report.resources, started.elapsed())
     );
     Ok(report.exit_code())
 }

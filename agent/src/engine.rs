@@ -2,15 +2,14 @@
 //! what depends on a failure, collects refreshes, and reports every resource.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use drover_catalog::report::{ResourceReport, ResourceStatus};
-use drover_catalog::{Catalog, ResourceId, Spec};
+use drover_catalog::{Catalog, Resource, ResourceId, Spec};
 
-use crate::resources::{self, ContentSource, Env, Flags};
+use crate::resources::{self, ContentSource, Env, Flags, Refresh};
 
 /// Why the remaining resources were not tried.
 pub const INTERRUPTED: &str = "run interrupted: the agent is stopping";
@@ -89,14 +88,9 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
             let flags = Flags {
                 noop: cfg.noop || resource.meta.noop,
                 sensitive: resource.meta.sensitive,
+                refresh: refresh_for(resource, &status),
             };
-            // Several changed sources collapse into one refresh. File-like
-            // kinds have no refresh action; the kinds that do come later.
-            report.refreshed = resource
-                .meta
-                .subscribe
-                .iter()
-                .any(|s| status.get(s) == Some(&ResourceStatus::Changed));
+            report.refreshed = flags.refresh != Refresh::None;
             match resources::converge(&resource.spec, &mut env, flags) {
                 Ok(outcome) if outcome.changed() => {
                     report.status = if flags.noop {
@@ -118,7 +112,7 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         status.insert(&resource.id, report.status);
         if cfg.verbose {
-            print_resource(&report);
+            crate::output::print_resource(&report);
         }
         reports.push(report);
     }
@@ -126,6 +120,20 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         resources: reports,
         stopped,
     }
+}
+
+/// Several changed sources collapse into one refresh; sources that only
+/// would have changed (noop) make a simulated one.
+fn refresh_for(resource: &Resource, status: &HashMap<&ResourceId, ResourceStatus>) -> Refresh {
+    let mut refresh = Refresh::None;
+    for source in &resource.meta.subscribe {
+        match status.get(source) {
+            Some(ResourceStatus::Changed) => return Refresh::Pending,
+            Some(ResourceStatus::Noop) => refresh = Refresh::Simulated,
+            _ => {}
+        }
+    }
+    refresh
 }
 
 fn stop_reason(cfg: &EngineConfig<'_>) -> Option<String> {
@@ -145,77 +153,8 @@ fn is_failure(s: ResourceStatus) -> bool {
     matches!(s, ResourceStatus::Failed | ResourceStatus::Skipped)
 }
 
-/// `changed file:/x: content 3a4b5c6d.. -> 9c1d2e3f.., mode 0600 -> 0644`,
-/// then the diff; failures and skips go to stderr.
-pub fn print_resource(r: &ResourceReport) {
-    match r.status {
-        ResourceStatus::Unchanged => {}
-        ResourceStatus::Changed | ResourceStatus::Noop => {
-            let verb = if r.status == ResourceStatus::Noop {
-                "would change"
-            } else {
-                "changed"
-            };
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{verb} {}: {}", r.id, describe_events(r));
-            if let Some(diff) = &r.diff {
-                let _ = write!(out, "{diff}");
-                if !diff.ends_with('\n') {
-                    let _ = writeln!(out);
-                }
-            }
-        }
-        ResourceStatus::Failed | ResourceStatus::Skipped => {
-            let verb = if r.status == ResourceStatus::Failed {
-                "failed"
-            } else {
-                "skipped"
-            };
-            let error = r.error.as_deref().unwrap_or("");
-            let error = error.strip_prefix("skipped: ").unwrap_or(error);
-            eprintln!("{verb} {}: {error}", r.id);
-        }
-    }
-}
-
-pub fn describe_events(r: &ResourceReport) -> String {
-    let short = |property: &str, v: &Option<String>| match v {
-        None => "absent".to_owned(),
-        Some(v) if property == "content" && v.len() > 8 => format!("{}..", &v[..8]),
-        Some(v) => v.clone(),
-    };
-    let mut parts: Vec<String> = r
-        .events
-        .iter()
-        .map(|e| match e.property.as_str() {
-            "purged" => format!("purged {}", e.previous.as_deref().unwrap_or("")),
-            p => format!("{p} {} -> {}", short(p, &e.previous), short(p, &e.desired)),
-        })
-        .collect();
-    if r.refreshed {
-        parts.push("refreshed".into());
-    }
-    parts.join(", ")
-}
-
-/// `N resources: X changed, Y failed, Z skipped in T ms`.
-pub fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
-    let count = |f: fn(ResourceStatus) -> bool| resources.iter().filter(|r| f(r.status)).count();
-    let changed = count(|s| matches!(s, ResourceStatus::Changed | ResourceStatus::Noop));
-    let failed = count(|s| s == ResourceStatus::Failed);
-    let skipped = count(|s| s == ResourceStatus::Skipped);
-    // The same shape in noop (where "changed" counts what would change), so
-    // scripts parse one format; the per-resource lines say "would change".
-    format!(
-        "{} resources: {changed} changed, {failed} failed, {skipped} skipped in {} ms",
-        resources.len(),
-        elapsed.as_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use drover_catalog::Resource;
     use drover_catalog::model::{FileSpec, Meta, PackageEnsure, PackageSpec};
 
     use super::*;
@@ -385,10 +324,10 @@ mod tests {
         let applied = apply(&catalog(vec![file(&a, b"x", &[], &[])]), &cfg);
         assert_eq!(applied.resources[0].status, ResourceStatus::Noop);
         assert!(!dir.path().join("a").exists());
-        let line = summary_line(&applied.resources, Duration::from_millis(3));
+        let line = crate::output::summary_line(&applied.resources, Duration::from_millis(3));
         assert_eq!(line, "1 resources: 1 changed, 0 failed, 0 skipped in 3 ms");
         assert!(
-            describe_events(&applied.resources[0])
+            crate::output::describe_events(&applied.resources[0])
                 .starts_with("ensure absent -> present, content absent -> ")
         );
     }

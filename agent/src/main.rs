@@ -11,6 +11,7 @@ mod engine;
 mod facts;
 mod fsutil;
 mod lock;
+mod output;
 mod resources;
 mod run;
 mod state;

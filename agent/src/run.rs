@@ -109,7 +109,7 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
     state.write_last_run(&LastRun::of(&report, durations))?;
     println!(
         "{}",
-        engine::summary_line(&report.resources, started.elapsed())
+        crate::output::summary_line(&report.resources, started.elapsed())
     );
     Ok(report)
 }

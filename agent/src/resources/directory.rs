@@ -177,7 +177,7 @@ mod tests {
             &mut env,
             Flags {
                 noop,
-                sensitive: false,
+                ..Flags::default()
             },
         )
     }

@@ -217,7 +217,7 @@ mod tests {
             &mut env,
             Flags {
                 noop,
-                sensitive: false,
+                ..Flags::default()
             },
         )
     }

@@ -2,8 +2,12 @@
 //! observe the current state, diff it against the desired one (events), and
 //! apply the difference unless in noop.
 
+pub mod account;
 pub mod directory;
+pub mod exec;
 pub mod file;
+pub mod package;
+pub mod service;
 pub mod symlink;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -32,6 +36,32 @@ pub struct Flags {
     pub noop: bool,
     /// Never show content or values, only hashes.
     pub sensitive: bool,
+    /// Whether a subscribed resource changed in this run.
+    pub refresh: Refresh,
+}
+
+/// A refresh sent by the resources this one subscribes to. Several changed
+/// sources make one refresh: a service restarts once per run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Refresh {
+    #[default]
+    None,
+    /// A source changed: act on it (restart, run) unless this resource is noop.
+    Pending,
+    /// A source only would have changed (it was noop): report, never act.
+    Simulated,
+}
+
+impl Flags {
+    /// What to do about a refresh: `Some(true)` act, `Some(false)` only
+    /// report that it would act, `None` there is none.
+    pub fn refresh_action(&self) -> Option<bool> {
+        match self.refresh {
+            Refresh::None => None,
+            Refresh::Pending => Some(!self.noop),
+            Refresh::Simulated => Some(false),
+        }
+    }
 }
 
 /// What converging one resource found (and, unless noop, did).
@@ -56,6 +86,8 @@ pub struct Env<'a> {
     /// Every path the catalog manages (for directory purge).
     pub managed: BTreeSet<&'a str>,
     pub names: Names,
+    /// The systemd connection, opened by the first service resource.
+    pub services: service::Services,
     buf: Vec<u8>,
     swept: HashSet<PathBuf>,
 }
@@ -71,6 +103,7 @@ impl<'a> Env<'a> {
             backups,
             managed,
             names: Names::default(),
+            services: service::Services::default(),
             buf: Vec::new(),
             swept: HashSet::new(),
         }
@@ -132,6 +165,14 @@ pub fn converge(spec: &Spec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome>
         Spec::File(f) => file::converge(f, env, flags),
         Spec::Directory(d) => directory::converge(d, env, flags),
         Spec::Symlink(s) => symlink::converge(s, env, flags),
+        Spec::Service(s) => service::converge(s, env, flags),
+        Spec::Exec(s) => exec::converge(s, env, flags),
+        Spec::User(s) => account::converge_user(s, env, flags),
+        Spec::Group(s) => account::converge_group(s, env, flags),
+        // Packages converge in batches, one apt transaction each: see the engine.
+        Spec::Package(s) => package::converge_batch(&[(s, flags)], env)
+            .pop()
+            .expect("one result per package"),
         other => bail!(
             "the agent cannot converge `{}` resources yet",
             other.kind().as_str()

@@ -122,7 +122,7 @@ mod tests {
             &mut env,
             Flags {
                 noop,
-                sensitive: false,
+                ..Flags::default()
             },
         )
     }
