@@ -1,7 +1,7 @@
 //! The convergence engine: walks a catalog in its dependency order, skips
 //! what depends on a failure, collects refreshes, and reports every resource.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use drover_catalog::report::{ResourceReport, ResourceStatus};
 use drover_catalog::{Catalog, Resource, ResourceId, Spec};
 
-use crate::resources::{self, ContentSource, Env, Flags, Refresh};
+use anyhow::Result;
+
+use crate::resources::{self, ContentSource, Env, Flags, Outcome, Refresh};
 
 /// Why the remaining resources were not tried.
 pub const INTERRUPTED: &str = "run interrupted: the agent is stopping";
@@ -50,12 +52,14 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         .unwrap_or_default();
     let mut status: HashMap<&ResourceId, ResourceStatus> =
         HashMap::with_capacity(catalog.resources.len());
+    // Results of packages converged ahead of their turn, in a batch.
+    let mut batched: HashMap<usize, (Result<Outcome>, Duration)> = HashMap::new();
     let mut reports = Vec::with_capacity(catalog.resources.len());
     let mut stopped: Option<String> = None;
 
-    for resource in &catalog.resources {
+    for (index, resource) in catalog.resources.iter().enumerate() {
         let started = Instant::now();
-        if stopped.is_none() {
+        if stopped.is_none() && !batched.contains_key(&index) {
             stopped = stop_reason(cfg);
         }
         let mut report = ResourceReport {
@@ -68,48 +72,37 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
             refreshed: false,
             duration_ms: 0.0,
         };
-        if let Some(reason) = &stopped {
+        let mut duration = None;
+        if let Some((result, took)) = batched.remove(&index) {
+            // Already converged with its batch: it happened, so report it.
+            record(&mut report, result, flags_for(resource, cfg, &status));
+            duration = Some(took);
+        } else if let Some(reason) = &stopped {
             report.status = ResourceStatus::Skipped;
             report.error = Some(reason.clone());
-        } else if let Some((dep, dep_status)) = resource
-            .meta
-            .require
-            .iter()
-            .find_map(|d| status.get(d).filter(|s| is_failure(**s)).map(|s| (d, *s)))
-        {
-            let how = if dep_status == ResourceStatus::Failed {
-                "failed"
-            } else {
-                "was skipped"
-            };
+        } else if let Some(why) = failed_dependency(resource, &status) {
             report.status = ResourceStatus::Skipped;
-            report.error = Some(format!("skipped: dependency {dep} {how}"));
+            report.error = Some(why);
         } else {
-            let flags = Flags {
-                noop: cfg.noop || resource.meta.noop,
-                sensitive: resource.meta.sensitive,
-                refresh: refresh_for(resource, &status),
-            };
+            let flags = flags_for(resource, cfg, &status);
             report.refreshed = flags.refresh != Refresh::None;
-            match resources::converge(&resource.spec, &mut env, flags) {
-                Ok(outcome) if outcome.changed() => {
-                    report.status = if flags.noop {
-                        ResourceStatus::Noop
-                    } else {
-                        ResourceStatus::Changed
-                    };
-                    report.corrective = previous.get(&resource.id) == Some(&&resource.spec);
-                    report.events = outcome.events;
-                    report.diff = outcome.diff;
+            let result = match &resource.spec {
+                Spec::Package(_) => {
+                    let (result, took) =
+                        converge_packages(catalog, index, cfg, &status, &mut env, &mut batched);
+                    duration = Some(took);
+                    result
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    report.status = ResourceStatus::Failed;
-                    report.error = Some(format!("{e:#}"));
-                }
-            }
+                spec => resources::converge(spec, &mut env, flags),
+            };
+            record(&mut report, result, flags);
         }
-        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        report.corrective = matches!(
+            report.status,
+            ResourceStatus::Changed | ResourceStatus::Noop
+        ) && previous.get(&resource.id) == Some(&&resource.spec);
+        let duration = duration.unwrap_or_else(|| started.elapsed());
+        report.duration_ms = duration.as_secs_f64() * 1000.0;
         status.insert(&resource.id, report.status);
         if cfg.verbose {
             crate::output::print_resource(&report);
@@ -120,6 +113,117 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         resources: reports,
         stopped,
     }
+}
+
+fn flags_for(
+    resource: &Resource,
+    cfg: &EngineConfig<'_>,
+    status: &HashMap<&ResourceId, ResourceStatus>,
+) -> Flags {
+    Flags {
+        noop: cfg.noop || resource.meta.noop,
+        sensitive: resource.meta.sensitive,
+        refresh: refresh_for(resource, status),
+    }
+}
+
+/// `skipped: dependency X failed` when something this resource requires did not converge.
+fn failed_dependency(
+    resource: &Resource,
+    status: &HashMap<&ResourceId, ResourceStatus>,
+) -> Option<String> {
+    let (dep, dep_status) = resource
+        .meta
+        .require
+        .iter()
+        .find_map(|d| status.get(d).filter(|s| is_failure(**s)).map(|s| (d, *s)))?;
+    let how = if dep_status == ResourceStatus::Failed {
+        "failed"
+    } else {
+        "was skipped"
+    };
+    Some(format!("skipped: dependency {dep} {how}"))
+}
+
+fn record(report: &mut ResourceReport, result: Result<Outcome>, flags: Flags) {
+    match result {
+        Ok(outcome) if outcome.changed() => {
+            report.status = if flags.noop {
+                ResourceStatus::Noop
+            } else {
+                ResourceStatus::Changed
+            };
+            report.events = outcome.events;
+            report.diff = outcome.diff;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            report.status = ResourceStatus::Failed;
+            report.error = Some(format!("{e:#}"));
+        }
+    }
+}
+
+/// Converges the package at `index` together with every later package that
+/// could go now (all it requires has converged, or is in the batch): one
+/// apt transaction. The others' results wait in `batched` for their turn.
+fn converge_packages(
+    catalog: &Catalog,
+    index: usize,
+    cfg: &EngineConfig<'_>,
+    status: &HashMap<&ResourceId, ResourceStatus>,
+    env: &mut Env<'_>,
+    batched: &mut HashMap<usize, (Result<Outcome>, Duration)>,
+) -> (Result<Outcome>, Duration) {
+    let started = Instant::now();
+    let batch = package_batch(&catalog.resources, index, status);
+    let specs: Vec<_> = batch
+        .iter()
+        .map(|&i| {
+            let resource = &catalog.resources[i];
+            let Spec::Package(spec) = &resource.spec else {
+                unreachable!("package_batch picks packages only")
+            };
+            (spec, flags_for(resource, cfg, status))
+        })
+        .collect();
+    let results = resources::package::converge_batch(&specs, env);
+    // One transaction: its time is shared evenly among its packages.
+    let each = started.elapsed() / u32::try_from(batch.len()).unwrap_or(u32::MAX);
+    let mut first = None;
+    for (i, result) in batch.into_iter().zip(results) {
+        if i == index {
+            first = Some(result);
+        } else {
+            batched.insert(i, (result, each));
+        }
+    }
+    (first.expect("the batch starts with `index`"), each)
+}
+
+/// `index` and the later packages whose requirements are all converged or in the batch.
+fn package_batch(
+    resources: &[Resource],
+    index: usize,
+    status: &HashMap<&ResourceId, ResourceStatus>,
+) -> Vec<usize> {
+    let mut members: HashSet<&ResourceId> = HashSet::new();
+    let mut batch = Vec::new();
+    for (i, r) in resources.iter().enumerate().skip(index) {
+        if !matches!(r.spec, Spec::Package(_)) {
+            continue;
+        }
+        let ready = r
+            .meta
+            .require
+            .iter()
+            .all(|d| members.contains(d) || status.get(d).is_some_and(|s| !is_failure(*s)));
+        if ready {
+            members.insert(&r.id);
+            batch.push(i);
+        }
+    }
+    batch
 }
 
 /// Several changed sources collapse into one refresh; sources that only
@@ -260,15 +364,11 @@ mod tests {
     fn unsupported_kinds_fail_honestly_and_corrective_marks_drift() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a").to_string_lossy().into_owned();
-        let pkg = Resource {
-            id: ResourceId::try_from("package:nginx".to_string()).unwrap(),
-            spec: Spec::Package(PackageSpec {
-                name: "nginx".into(),
-                ensure: PackageEnsure::Installed,
-            }),
-            meta: Meta::default(),
-        };
-        let cat = catalog(vec![file(&a, b"x", &[], &[]), pkg]);
+        let container: Resource = serde_json::from_str(
+            r#"{"id":"container:web","kind":"container","name":"web","image":"nginx"}"#,
+        )
+        .unwrap();
+        let cat = catalog(vec![file(&a, b"x", &[], &[]), container]);
         let source = MapSource::with(&[b"x"]);
         let stop = AtomicBool::new(false);
         let applied = apply(&cat, &config(&source, &stop, Some(&cat)));
@@ -279,8 +379,44 @@ mod tests {
         assert_eq!(applied.resources[1].status, ResourceStatus::Failed);
         assert_eq!(
             applied.resources[1].error.as_deref(),
-            Some("the agent cannot converge `package` resources yet")
+            Some("the agent cannot converge `container` resources yet")
         );
+    }
+
+    #[test]
+    fn packages_batch_when_all_they_require_has_converged() {
+        let package = |name: &str, require: &[&str]| Resource {
+            meta: Meta {
+                require: require
+                    .iter()
+                    .map(|s| ResourceId::try_from(s.to_string()).unwrap())
+                    .collect(),
+                ..Meta::default()
+            },
+            ..Resource::new(Spec::Package(PackageSpec {
+                name: name.into(),
+                ensure: PackageEnsure::Installed,
+            }))
+        };
+        let resources = vec![
+            package("a", &[]),
+            file("/etc/apt/sources.list.d/x.list", b"x", &[], &[]),
+            package("b", &["package:a"]),
+            package("c", &["file:/etc/apt/sources.list.d/x.list"]),
+            package("d", &["package:c"]),
+            package("e", &[]),
+        ];
+        let none = HashMap::new();
+        assert_eq!(package_batch(&resources, 0, &none), [0, 2, 5]);
+        let source_done: HashMap<&ResourceId, ResourceStatus> =
+            [(&resources[1].id, ResourceStatus::Changed)].into();
+        assert_eq!(package_batch(&resources, 3, &source_done), [3, 4, 5]);
+        let source_failed: HashMap<&ResourceId, ResourceStatus> = [
+            (&resources[0].id, ResourceStatus::Changed),
+            (&resources[1].id, ResourceStatus::Failed),
+        ]
+        .into();
+        assert_eq!(package_batch(&resources, 2, &source_failed), [2, 5]);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Env<'a> {
     pub names: Names,
     /// The systemd connection, opened by the first service resource.
     pub services: service::Services,
+    /// `apt-get update` ran in this run (it runs at most once).
+    pub apt_updated: bool,
     buf: Vec<u8>,
     swept: HashSet<PathBuf>,
 }
@@ -104,6 +106,7 @@ impl<'a> Env<'a> {
             managed,
             names: Names::default(),
             services: service::Services::default(),
+            apt_updated: false,
             buf: Vec::new(),
             swept: HashSet::new(),
         }
