@@ -4,6 +4,8 @@
 //! The binaries are the ones `cargo build --workspace --bins` left next to
 //! the test executable (`scripts/test` builds them first).
 
+pub mod node;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
