@@ -120,10 +120,17 @@ fn flags_for(
     cfg: &EngineConfig<'_>,
     status: &HashMap<&ResourceId, ResourceStatus>,
 ) -> Flags {
+    let noop = cfg.noop || resource.meta.noop;
+    let refresh = match refresh_for(resource, status) {
+        // A noop source in a real run: nothing happened, so there is nothing
+        // for a resource that is itself not noop to react to.
+        Refresh::Simulated if !noop => Refresh::None,
+        refresh => refresh,
+    };
     Flags {
-        noop: cfg.noop || resource.meta.noop,
+        noop,
         sensitive: resource.meta.sensitive,
-        refresh: refresh_for(resource, status),
+        refresh,
     }
 }
 

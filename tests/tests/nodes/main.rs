@@ -1,6 +1,9 @@
 //! Tests on booted Debian nodes (tests/src/node.rs): systemd is PID 1, each
 //! node has its own hostname and address on a lab network with the host.
 
+mod site;
+mod system;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
