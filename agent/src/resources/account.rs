@@ -45,7 +45,11 @@ pub fn converge_user(spec: &UserSpec, env: &mut Env<'_>, flags: Flags) -> Result
             usermod_args(spec, have)
         }
     };
-    if !flags.noop {
+    if flags.noop {
+        if current.is_none() {
+            env.names.plan_user(&spec.name);
+        }
+    } else {
         run_tool(&args)?;
         // Lookups cached earlier in this run may now be wrong.
         env.names = Default::default();
@@ -87,7 +91,11 @@ pub fn converge_group(spec: &GroupSpec, env: &mut Env<'_>, flags: Flags) -> Resu
             _ => return Ok(Outcome::default()),
         },
     };
-    if !flags.noop {
+    if flags.noop {
+        if current.is_none() {
+            env.names.plan_group(&spec.name);
+        }
+    } else {
         run_tool(&args)?;
         env.names = Default::default();
     }

@@ -306,7 +306,27 @@ pub struct Names {
     group_names: HashMap<u32, String>,
 }
 
+/// The id a noop run gives a user or group that it would have created: no
+/// real account has it (it is chown's "leave unchanged"), and noop applies nothing.
+pub const PLANNED_ID: u32 = u32::MAX;
+
 impl Names {
+    /// In noop, a user resource that would create `name`: later resources
+    /// resolve it to [`PLANNED_ID`] instead of failing.
+    pub fn plan_user(&mut self, name: &str) {
+        self.uids.insert(name.to_owned(), PLANNED_ID);
+    }
+
+    /// The group counterpart of [`Names::plan_user`].
+    pub fn plan_group(&mut self, name: &str) {
+        self.gids.insert(name.to_owned(), PLANNED_ID);
+    }
+
+    /// Whether this noop run only would have created user `name`.
+    pub fn is_planned_user(&self, name: &str) -> bool {
+        self.uids.get(name) == Some(&PLANNED_ID)
+    }
+
     pub fn uid(&mut self, name: &str) -> Result<u32> {
         if let Some(&uid) = self.uids.get(name) {
             return Ok(uid);
@@ -415,6 +435,18 @@ mod tests {
         assert!(env.is_managed("/d/sub"));
         assert!(!env.is_managed("/d/su"));
         assert!(!env.is_managed("/d/b"));
+    }
+
+    #[test]
+    fn a_user_planned_in_noop_resolves_without_existing() {
+        let mut names = Names::default();
+        assert!(names.uid("drover-planned").is_err());
+        names.plan_user("drover-planned");
+        names.plan_group("drover-planned");
+        assert_eq!(names.uid("drover-planned").unwrap(), PLANNED_ID);
+        assert_eq!(names.gid("drover-planned").unwrap(), PLANNED_ID);
+        assert!(names.is_planned_user("drover-planned"));
+        assert!(!names.is_planned_user("root"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::site::{Site, entry};
 
 /// A package from the node's apt repository, its config file, a service with
 /// its own unit, a user and group owning a directory, and a guarded exec.
-fn demo_role(greeting: &str) -> String {
+fn demo_role(greeting: &str, version: &str, shell: &str) -> String {
     format!(
         r#"
 [vars]
@@ -18,7 +18,7 @@ ensure = "installed"
 
 [[package]]
 name = "drover-probe"
-ensure = "1.0"
+ensure = "{version}"
 
 [[group]]
 name = "demo"
@@ -28,7 +28,11 @@ name = "demo"
 group = "demo"
 groups = ["audio"]
 home = "/srv/demo"
-shell = "/bin/sh"
+shell = "{shell}"
+
+[[user]]
+name = "leaver"
+ensure = "absent"
 
 [[directory]]
 path = "/srv/demo"
@@ -67,6 +71,15 @@ require = ["directory:/srv/demo"]
     )
 }
 
+/// apt transactions so far, from apt's own history.
+fn apt_transactions(node: &Node) -> usize {
+    let out = node.sh("cat /var/log/apt/history.log 2>/dev/null || true");
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with("Start-Date:"))
+        .count()
+}
+
 fn starts(node: &Node) -> usize {
     let out = node.exec(&["cat", "/var/log/demo-starts"]);
     out.expect_code(0).stdout.lines().count()
@@ -75,13 +88,52 @@ fn starts(node: &Node) -> usize {
 #[test]
 fn system_kinds_converge_once_restart_on_change_and_repair_drift() {
     let lab = Lab::new();
-    let site = Site::start(&lab, &demo_role("hello"));
+    let site = Site::start(&lab, &demo_role("hello", "1.0", "/bin/sh"));
     let node = Node::boot(&lab, "sys-1");
     node.install_agent();
+    node.exec(&["useradd", "leaver"]).expect_code(0);
 
-    // First run converges everything; the second changes nothing.
+    // Noop first: it says what it would do, apt's plan included, and does nothing.
+    let noop = site.run(&node, &["--noop"]);
+    noop.expect_code(2);
+    for line in [
+        "would change package:hello: ensure absent -> 2.10-3",
+        "would change user:demo: ensure absent -> present",
+        "would change user:leaver: ensure present -> absent",
+        "would change service:demo: ",
+        "would change exec:seed: returns notrun -> 0",
+    ] {
+        assert!(
+            noop.stdout.contains(line),
+            "no `{line}` in\n{}",
+            noop.stdout
+        );
+    }
+    let resources = site.latest_resources(&node);
+    let hello = entry(&resources, "package:hello");
+    assert!(
+        hello["events"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("apt would: Inst hello"),
+        "{hello}"
+    );
+    node.exec(&["hello"]).expect_code(127);
+    node.exec(&["id", "demo"]).expect_code(1);
+    node.exec(&["id", "leaver"]).expect_code(0);
+    node.exec(&["systemctl", "cat", "demo"]).expect_code(1);
+    assert_eq!(apt_transactions(&node), 0);
+
+    // First run converges everything, both packages in one apt transaction;
+    // the second run changes nothing.
     let first = site.run(&node, &[]);
     first.expect_code(2);
+    assert_eq!(
+        apt_transactions(&node),
+        1,
+        "one apt transaction for all packages"
+    );
+    node.exec(&["id", "leaver"]).expect_code(1);
     assert_eq!(
         node.exec(&["hello"]).expect_code(0).stdout,
         "Hello, world!\n"
@@ -115,7 +167,7 @@ fn system_kinds_converge_once_restart_on_change_and_repair_drift() {
     assert_eq!(starts(&node), 1);
 
     // A config change in git: noop reports the restart it would make...
-    site.update_role(&demo_role("bonjour"));
+    site.update_role(&demo_role("bonjour", "2.0", "/bin/bash"));
     let noop = site.run(&node, &["--noop"]);
     noop.expect_code(2);
     assert!(
@@ -144,6 +196,18 @@ fn system_kinds_converge_once_restart_on_change_and_repair_drift() {
     assert_eq!(starts(&node), 2, "one restart for one changed config file");
     let conf = node.exec(&["cat", "/etc/demo.conf"]);
     assert_eq!(conf.expect_code(0).stdout, "greeting = bonjour\n");
+    let probe = node.exec(&["cat", "/usr/share/drover-probe/version"]);
+    assert_eq!(
+        probe.expect_code(0).stdout.trim(),
+        "2.0",
+        "the exact version moved"
+    );
+    let shell = node.exec(&["getent", "passwd", "demo"]);
+    assert!(
+        shell.expect_code(0).stdout.trim().ends_with(":/bin/bash"),
+        "{}",
+        shell.stdout
+    );
     site.run(&node, &[]).expect_code(0);
     assert_eq!(starts(&node), 2);
 

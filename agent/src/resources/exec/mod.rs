@@ -22,7 +22,7 @@ pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 /// Puppet's default; `timeout_secs = 0` means no limit.
 const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
-pub fn converge(spec: &ExecSpec, _env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub fn converge(spec: &ExecSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     let refresh = flags.refresh_action();
     if spec.refreshonly && refresh.is_none() {
         return Ok(Outcome::default());
@@ -31,6 +31,16 @@ pub fn converge(spec: &ExecSpec, _env: &mut Env<'_>, flags: Flags) -> Result<Out
         && observe(Path::new(path))?.is_some()
     {
         return Ok(Outcome::default());
+    }
+    if flags.noop
+        && let Some(user) = &spec.user
+        && env.names.is_planned_user(user)
+    {
+        let mut would = event("returns", Some("notrun".into()), Some("0".into()));
+        would.message = Some(format!(
+            "would run once user `{user}` exists (this noop run would create it); guards not evaluated"
+        ));
+        return Ok(single(would));
     }
     let how = invocation(spec)?;
     if !guards_allow(spec, &how)? {
