@@ -1,5 +1,7 @@
-//! Daemon mode: one event loop over [`Event`], runs on a per-node splay then
-//! every interval, and a graceful stop on SIGTERM/SIGINT.
+//! Daemon mode: one event loop over [`Event`]: runs on a per-node splay then
+//! every interval, a run at once on SIGHUP (`systemctl reload`), a graceful
+//! stop on SIGTERM/SIGINT. Under systemd it says when it is ready, shows its
+//! status and feeds the watchdog (see [`crate::systemd`]).
 
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
@@ -9,57 +11,99 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config::Settings;
+use crate::output;
+use crate::state::StateDir;
+use crate::systemd::Notifier;
+use crate::systemd::status::{self, LastOutcome};
+use crate::systemd::watchdog::{self, RunBudget};
 
 /// Everything that can wake the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// Time for a run.
     Tick,
+    /// Time to tell systemd the loop still turns (a watchdog ping).
+    Heartbeat,
+    /// SIGHUP (`systemctl reload`): run now, or right after the current run.
+    RunNow,
     /// SIGTERM or SIGINT.
     Shutdown,
 }
 
-/// The stop flag (checked between resources) and a socket that a signal
-/// writes to, so a sleep ends the moment a signal arrives.
+/// The stop flag (checked between resources), the run-now flag, and a socket
+/// that a signal writes to, so a sleep ends the moment a signal arrives.
 pub struct Signals {
     pub stop: Arc<AtomicBool>,
+    run_now: Arc<AtomicBool>,
     wake: UnixStream,
 }
 
 impl Signals {
-    /// Installs the handlers. A second signal while stopping exits at once.
+    /// SIGTERM and SIGINT stop; a second one while stopping exits at once.
     pub fn install() -> Result<Signals> {
+        Self::install_handlers(false)
+    }
+
+    /// Also SIGHUP, which asks for a run now (daemon mode; elsewhere it
+    /// keeps its default of ending the process).
+    pub fn install_with_reload() -> Result<Signals> {
+        Self::install_handlers(true)
+    }
+
+    fn install_handlers(reload: bool) -> Result<Signals> {
         let stop = Arc::new(AtomicBool::new(false));
+        let run_now = Arc::new(AtomicBool::new(false));
         let (wake, notify) = UnixStream::pair().context("cannot create the signal socket")?;
         for signal in [SIGTERM, SIGINT] {
             signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
             signal_hook::flag::register(signal, Arc::clone(&stop))?;
             signal_hook::low_level::pipe::register(signal, notify.try_clone()?)?;
         }
-        Ok(Signals { stop, wake })
+        if reload {
+            signal_hook::flag::register(SIGHUP, Arc::clone(&run_now))?;
+            signal_hook::low_level::pipe::register(SIGHUP, notify.try_clone()?)?;
+        }
+        Ok(Signals {
+            stop,
+            run_now,
+            wake,
+        })
     }
 
     #[cfg(test)]
-    fn from_parts(stop: Arc<AtomicBool>, wake: UnixStream) -> Signals {
-        Signals { stop, wake }
+    fn from_parts(stop: Arc<AtomicBool>, run_now: Arc<AtomicBool>, wake: UnixStream) -> Signals {
+        Signals {
+            stop,
+            run_now,
+            wake,
+        }
     }
 
-    /// Sleeps until `deadline` (-> Tick) or a signal (-> Shutdown).
-    pub fn wait_until(&mut self, deadline: Instant) -> Event {
+    /// Sleeps until `deadline` (-> Tick), a signal (-> Shutdown, RunNow), or,
+    /// when `heartbeat` is set, until that much time has passed (-> Heartbeat).
+    pub fn wait_until(&mut self, deadline: Instant, heartbeat: Option<Duration>) -> Event {
+        let beat = heartbeat.map(|every| Instant::now() + every);
         let mut buf = [0u8; 16];
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return Event::Shutdown;
             }
+            if self.run_now.swap(false, Ordering::SeqCst) {
+                return Event::RunNow;
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Event::Tick;
             }
+            if beat.is_some_and(|beat| now >= beat) {
+                return Event::Heartbeat;
+            }
+            let until = beat.map_or(deadline, |beat| beat.min(deadline));
             // A zero timeout would mean "block forever".
-            let wait = (deadline - now).max(Duration::from_millis(1));
+            let wait = (until - now).max(Duration::from_millis(1));
             if self.wake.set_read_timeout(Some(wait)).is_err() {
                 std::thread::sleep(wait.min(Duration::from_millis(200)));
                 continue;
@@ -89,34 +133,95 @@ pub fn splay_offset(node: &str, splay: Duration) -> Duration {
     Duration::from_secs(n % secs)
 }
 
-/// Runs until a signal; the exit code is 0 on a requested stop.
-pub fn run_daemon(settings: &Settings, mut signals: Signals) -> i32 {
+/// The next run: an interval after the last one started, or, after a run
+/// longer than the interval, a full interval from now.
+fn next_run_after(started: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = started + interval;
+    if next <= now { now + interval } else { next }
+}
+
+/// Runs until a signal; the exit code is 0 on a requested stop. `Err` when
+/// the daemon cannot start (then systemd never sees it ready).
+pub fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
+    let notifier = Notifier::from_env();
+    let cached = prepare_state(settings)?;
     let first = splay_offset(&settings.node, settings.splay);
-    eprintln!(
-        "drover-agent: node `{}`, server {}, first run in {} s, then every {} s",
+    output::info(&format!(
+        "node `{}`, server {}, {cached}, first run in {} s, then every {} s",
         settings.node,
         settings.server,
         first.as_secs(),
         settings.interval.as_secs()
-    );
-    let mut next = Instant::now() + first;
+    ));
+    let mut next_run = Instant::now() + first;
+    let mut last = LastOutcome::None;
+    // Ready before the first run: a run can take minutes, readiness must not wait for it.
+    notifier.ready(&status::idle(first, &last));
     loop {
-        match signals.wait_until(next) {
+        let event = signals.wait_until(next_run, notifier.ping_interval());
+        match event {
             Event::Shutdown => {
-                eprintln!("drover-agent: stopping");
-                return 0;
+                notifier.stopping();
+                output::info("stopping");
+                return Ok(0);
             }
-            Event::Tick => {
+            Event::Heartbeat => {
+                let next_in = next_run.saturating_duration_since(Instant::now());
+                notifier.alive(&status::idle(next_in, &last));
+            }
+            Event::Tick | Event::RunNow => {
+                if event == Event::RunNow {
+                    output::info("run requested (SIGHUP)");
+                }
                 let started = Instant::now();
-                if let Err(e) = crate::run::run_once(settings, &signals.stop) {
-                    eprintln!("error: {e:#}");
-                }
-                next = started + settings.interval;
-                if next <= Instant::now() {
-                    // A run longer than the interval: start the next one a full interval from now.
-                    next = Instant::now() + settings.interval;
-                }
+                last = run_watched(settings, &signals.stop, &notifier);
+                next_run = next_run_after(started, settings.interval, Instant::now());
+                let next_in = next_run.saturating_duration_since(Instant::now());
+                notifier.alive(&status::idle(next_in, &last));
             }
+        }
+    }
+}
+
+/// The state directory exists and the cached catalog (if any) reads as this
+/// node's catalog; says which catalog the first run falls back on.
+fn prepare_state(settings: &Settings) -> Result<String> {
+    let state = StateDir::new(&settings.state_dir);
+    fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
+    Ok(match state.cached_catalog() {
+        Some(c) if c.node == settings.node => format!(
+            "cached catalog {} ({} resources)",
+            c.version,
+            c.resources.len()
+        ),
+        Some(c) => format!("no cached catalog (the cached one is node `{}`'s)", c.node),
+        None => "no cached catalog".to_owned(),
+    })
+}
+
+/// One run, with the watchdog fed only while the run is within its budget.
+fn run_watched(settings: &Settings, stop: &AtomicBool, notifier: &Notifier) -> LastOutcome {
+    notifier.status(status::RUNNING);
+    let run = || crate::run::run_once(settings, stop);
+    let result = match notifier.ping_interval() {
+        None => run(),
+        Some(every) => {
+            let budget =
+                RunBudget::new(Instant::now(), settings.run_timeout, settings.http_timeout);
+            watchdog::feed_during(
+                every,
+                budget,
+                || notifier.watchdog(),
+                || output::error(&budget.overrun_message()),
+                run,
+            )
+        }
+    };
+    match result {
+        Ok(report) => LastOutcome::of(&report),
+        Err(e) => {
+            output::error(&format!("{e:#}"));
+            LastOutcome::could_not_run(&e)
         }
     }
 }
@@ -141,10 +246,11 @@ mod tests {
     fn wait_ticks_at_deadline_and_wakes_on_signal() {
         let (wake, mut notify) = UnixStream::pair().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut signals = Signals::from_parts(Arc::clone(&stop), wake);
+        let run_now = Arc::new(AtomicBool::new(false));
+        let mut signals = Signals::from_parts(Arc::clone(&stop), Arc::clone(&run_now), wake);
         let t = Instant::now();
         assert_eq!(
-            signals.wait_until(t + Duration::from_millis(20)),
+            signals.wait_until(t + Duration::from_millis(20), None),
             Event::Tick
         );
         let flag = Arc::clone(&stop);
@@ -155,7 +261,7 @@ mod tests {
         });
         let t = Instant::now();
         assert_eq!(
-            signals.wait_until(t + Duration::from_secs(60)),
+            signals.wait_until(t + Duration::from_secs(60), None),
             Event::Shutdown
         );
         assert!(
@@ -163,5 +269,42 @@ mod tests {
             "woke on the signal, not the deadline"
         );
         handle.join().unwrap();
+    }
+
+    #[test]
+    fn heartbeats_come_before_the_deadline_and_sighup_asks_for_a_run() {
+        let (wake, mut notify) = UnixStream::pair().unwrap();
+        let run_now = Arc::new(AtomicBool::new(false));
+        let mut signals =
+            Signals::from_parts(Arc::new(AtomicBool::new(false)), Arc::clone(&run_now), wake);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let t = Instant::now();
+        assert_eq!(
+            signals.wait_until(deadline, Some(Duration::from_millis(20))),
+            Event::Heartbeat
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert_eq!(
+            signals.wait_until(soon, Some(Duration::from_secs(60))),
+            Event::Tick,
+            "the deadline wins over a later heartbeat"
+        );
+        run_now.store(true, Ordering::SeqCst);
+        notify.write_all(b"h").unwrap();
+        assert_eq!(signals.wait_until(deadline, None), Event::RunNow);
+        assert!(!run_now.load(Ordering::SeqCst), "one SIGHUP, one run");
+    }
+
+    #[test]
+    fn next_run_is_an_interval_after_the_start_or_from_now_after_a_long_run() {
+        let t = Instant::now();
+        let interval = Duration::from_secs(1800);
+        assert_eq!(
+            next_run_after(t, interval, t + Duration::from_secs(60)),
+            t + interval
+        );
+        let late = t + Duration::from_secs(2000);
+        assert_eq!(next_run_after(t, interval, late), late + interval);
     }
 }

@@ -15,6 +15,7 @@ mod output;
 mod resources;
 mod run;
 mod state;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            output::error(&format!("{e:#}"));
             ExitCode::from(EXIT_CANNOT_RUN)
         }
     }
@@ -62,10 +63,11 @@ fn run(args: &RunArgs) -> Result<u8> {
             environment: args.environment.as_deref(),
         },
     )?;
-    let signals = Signals::install()?;
     if !args.once {
-        return Ok(daemon::run_daemon(&settings, signals) as u8);
+        let signals = Signals::install_with_reload()?;
+        return daemon::run_daemon(&settings, signals).map(|code| code as u8);
     }
+    let signals = Signals::install()?;
     let report = run::run_once(&settings, &signals.stop)?;
     let code = report.exit_code();
     Ok(match (args.detailed_exitcodes, code & 4 != 0) {

@@ -1,41 +1,188 @@
-//! What a run prints: one line per change or failure as it happens, and a
-//! summary line at the end.
+//! What the agent says, and the one place that decides where it goes.
+//!
+//! Plain lines by default: one per change (stdout) or failure (stderr) as it
+//! happens, a summary line at the end, notes and warnings on stderr; scripts
+//! and tests parse them. When systemd connected stderr to the journal, the
+//! same messages become native journal entries with fields instead: the
+//! run's id, node and catalog version, the resource and its status.
 
 use std::io::Write;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use drover_catalog::report::{ResourceReport, ResourceStatus};
+use drover_catalog::Report;
+use drover_catalog::report::{ResourceReport, ResourceStatus, RunStatus};
+
+use crate::systemd::journal::{self, Entry, Priority};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Plain,
+    Journal,
+}
+
+fn sink() -> Sink {
+    static SINK: OnceLock<Sink> = OnceLock::new();
+    *SINK.get_or_init(|| match journal::stderr_is_journal() {
+        true => Sink::Journal,
+        false => Sink::Plain,
+    })
+}
+
+/// Sends `entry` to the journal when that is where output goes, else (or
+/// when the journal refuses it) prints the plain form.
+fn emit(entry: impl FnOnce() -> Entry, plain: impl FnOnce()) {
+    if sink() == Sink::Journal && with_run_fields(entry()).send().is_ok() {
+        return;
+    }
+    plain();
+}
+
+/// What ties an entry to its run.
+#[derive(Debug, Clone)]
+struct RunFields {
+    run_id: String,
+    node: String,
+    catalog_version: Option<String>,
+}
+
+static RUN: Mutex<Option<RunFields>> = Mutex::new(None);
+
+fn current_run() -> std::sync::MutexGuard<'static, Option<RunFields>> {
+    RUN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Entries carry the run's fields while this lives.
+#[must_use]
+#[derive(Debug)]
+pub struct RunScope(());
+
+pub fn run_scope(run_id: &str, node: &str) -> RunScope {
+    *current_run() = Some(RunFields {
+        run_id: run_id.to_owned(),
+        node: node.to_owned(),
+        catalog_version: None,
+    });
+    RunScope(())
+}
+
+impl RunScope {
+    /// Known once the catalog (fresh or cached) is chosen.
+    pub fn catalog_version(&self, version: &str) {
+        if let Some(run) = current_run().as_mut() {
+            run.catalog_version = Some(version.to_owned());
+        }
+    }
+}
+
+impl Drop for RunScope {
+    fn drop(&mut self) {
+        *current_run() = None;
+    }
+}
+
+fn with_run_fields(mut entry: Entry) -> Entry {
+    if let Some(run) = current_run().as_ref() {
+        entry = entry
+            .field("DROVER_RUN_ID", &run.run_id)
+            .field("DROVER_NODE", &run.node);
+        if let Some(version) = &run.catalog_version {
+            entry = entry.field("DROVER_CATALOG_VERSION", version);
+        }
+    }
+    entry
+}
+
+/// A note of the daemon (`drover-agent: stopping`).
+pub fn info(message: &str) {
+    emit(
+        || Entry::new(Priority::Info, message),
+        || eprintln!("drover-agent: {message}"),
+    );
+}
+
+pub fn warning(message: &str) {
+    emit(
+        || Entry::new(Priority::Warning, message),
+        || eprintln!("warning: {message}"),
+    );
+}
+
+pub fn error(message: &str) {
+    emit(
+        || Entry::new(Priority::Error, message),
+        || eprintln!("error: {message}"),
+    );
+}
 
 /// `changed file:/x: content 3a4b5c6d.. -> 9c1d2e3f.., mode 0600 -> 0644`,
 /// then the diff; failures and skips go to stderr.
 pub fn print_resource(r: &ResourceReport) {
-    match r.status {
-        ResourceStatus::Unchanged => {}
-        ResourceStatus::Changed | ResourceStatus::Noop => {
-            let verb = if r.status == ResourceStatus::Noop {
-                "would change"
-            } else {
-                "changed"
-            };
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{verb} {}: {}", r.id, describe_events(r));
-            if let Some(diff) = &r.diff {
-                let _ = write!(out, "{diff}");
-                if !diff.ends_with('\n') {
-                    let _ = writeln!(out);
-                }
+    let Some(line) = resource_line(r) else {
+        return;
+    };
+    emit(
+        || resource_entry(r, &line),
+        || match r.status {
+            ResourceStatus::Changed | ResourceStatus::Noop => {
+                print_change(&line, r.diff.as_deref())
             }
+            _ => eprintln!("{line}"),
+        },
+    );
+}
+
+/// The line printed for a resource; none when it was already right.
+fn resource_line(r: &ResourceReport) -> Option<String> {
+    let error = || {
+        let error = r.error.as_deref().unwrap_or("");
+        error.strip_prefix("skipped: ").unwrap_or(error).to_owned()
+    };
+    let (verb, what) = match r.status {
+        ResourceStatus::Unchanged => return None,
+        ResourceStatus::Changed => ("changed", describe_events(r)),
+        ResourceStatus::Noop => ("would change", describe_events(r)),
+        ResourceStatus::Failed => ("failed", error()),
+        ResourceStatus::Skipped => ("skipped", error()),
+    };
+    Some(format!("{verb} {}: {what}", r.id))
+}
+
+fn print_change(line: &str, diff: Option<&str>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    if let Some(diff) = diff {
+        let _ = write!(out, "{diff}");
+        if !diff.ends_with('\n') {
+            let _ = writeln!(out);
         }
-        ResourceStatus::Failed | ResourceStatus::Skipped => {
-            let verb = if r.status == ResourceStatus::Failed {
-                "failed"
-            } else {
-                "skipped"
-            };
-            let error = r.error.as_deref().unwrap_or("");
-            let error = error.strip_prefix("skipped: ").unwrap_or(error);
-            eprintln!("{verb} {}: {error}", r.id);
-        }
+    }
+}
+
+/// Failed 3 (error), skipped 4 (warning), changed 5 (notice).
+fn resource_entry(r: &ResourceReport, line: &str) -> Entry {
+    let priority = match r.status {
+        ResourceStatus::Failed => Priority::Error,
+        ResourceStatus::Skipped => Priority::Warning,
+        ResourceStatus::Changed | ResourceStatus::Noop => Priority::Notice,
+        ResourceStatus::Unchanged => Priority::Info,
+    };
+    let entry = Entry::new(priority, line)
+        .field("DROVER_RESOURCE", r.id.to_string())
+        .field("DROVER_STATUS", resource_status(r.status));
+    match &r.diff {
+        Some(diff) => entry.field("DROVER_DIFF", diff),
+        None => entry,
+    }
+}
+
+fn resource_status(status: ResourceStatus) -> &'static str {
+    match status {
+        ResourceStatus::Unchanged => "unchanged",
+        ResourceStatus::Changed => "changed",
+        ResourceStatus::Failed => "failed",
+        ResourceStatus::Skipped => "skipped",
+        ResourceStatus::Noop => "noop",
     }
 }
 
@@ -59,6 +206,26 @@ pub fn describe_events(r: &ResourceReport) -> String {
     parts.join(", ")
 }
 
+/// The run's summary line, on stdout or as the run's closing journal entry.
+pub fn print_summary(report: &Report, elapsed: Duration) {
+    let line = summary_line(&report.resources, elapsed);
+    emit(|| summary_entry(report, &line), || println!("{line}"));
+}
+
+/// Failed 3 (error), changed 5 (notice), unchanged 6 (info).
+fn summary_entry(report: &Report, line: &str) -> Entry {
+    let priority = match report.status {
+        RunStatus::Failed => Priority::Error,
+        RunStatus::Changed => Priority::Notice,
+        RunStatus::Unchanged => Priority::Info,
+    };
+    let mut entry = Entry::new(priority, line).field("DROVER_STATUS", report.status.as_str());
+    if let Some(error) = &report.error {
+        entry = entry.field("DROVER_ERROR", error);
+    }
+    entry
+}
+
 /// `N resources: X changed, Y failed, Z skipped in T ms`.
 pub fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
     let count = |f: fn(ResourceStatus) -> bool| resources.iter().filter(|r| f(r.status)).count();
@@ -72,4 +239,105 @@ pub fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
         resources.len(),
         elapsed.as_millis()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_catalog::report::Event;
+
+    use super::*;
+
+    fn resource(status: ResourceStatus) -> ResourceReport {
+        ResourceReport {
+            id: "file:/etc/motd".to_string().try_into().unwrap(),
+            status,
+            corrective: false,
+            events: vec![Event {
+                property: "mode".into(),
+                previous: Some("0600".into()),
+                desired: Some("0644".into()),
+                message: None,
+            }],
+            diff: Some("-a\n+b\n".into()),
+            error: Some("skipped: dependency package:x failed".into()),
+            refreshed: false,
+            duration_ms: 0.0,
+        }
+    }
+
+    fn fields(entry: &Entry) -> Vec<(&str, &str)> {
+        entry.fields.iter().map(|(n, v)| (*n, v.as_str())).collect()
+    }
+
+    #[test]
+    fn resource_lines_are_the_plain_output() {
+        let line = |s| resource_line(&resource(s));
+        assert_eq!(line(ResourceStatus::Unchanged), None);
+        assert_eq!(
+            line(ResourceStatus::Changed).unwrap(),
+            "changed file:/etc/motd: mode 0600 -> 0644"
+        );
+        assert_eq!(
+            line(ResourceStatus::Noop).unwrap(),
+            "would change file:/etc/motd: mode 0600 -> 0644"
+        );
+        assert_eq!(
+            line(ResourceStatus::Skipped).unwrap(),
+            "skipped file:/etc/motd: dependency package:x failed"
+        );
+    }
+
+    #[test]
+    fn resource_entries_carry_priority_and_fields_of_the_run() {
+        let r = resource(ResourceStatus::Changed);
+        let scope = run_scope("run-1", "web-1");
+        scope.catalog_version("v1");
+        let entry = with_run_fields(resource_entry(&r, "changed file:/etc/motd: mode"));
+        drop(scope);
+        assert_eq!(u8::from(entry.priority), 5);
+        assert_eq!(
+            fields(&entry),
+            [
+                ("DROVER_RESOURCE", "file:/etc/motd"),
+                ("DROVER_STATUS", "changed"),
+                ("DROVER_DIFF", "-a\n+b\n"),
+                ("DROVER_RUN_ID", "run-1"),
+                ("DROVER_NODE", "web-1"),
+                ("DROVER_CATALOG_VERSION", "v1"),
+            ]
+        );
+        assert!(
+            entry
+                .fields
+                .iter()
+                .all(|(n, _)| journal::is_valid_field_name(n))
+        );
+        let failed = resource_entry(&resource(ResourceStatus::Failed), "failed");
+        assert_eq!(u8::from(failed.priority), 3);
+        let skipped = resource_entry(&resource(ResourceStatus::Skipped), "skipped");
+        assert_eq!(u8::from(skipped.priority), 4);
+        assert_eq!(
+            fields(&with_run_fields(skipped)).len(),
+            3,
+            "no run fields outside a run"
+        );
+    }
+
+    #[test]
+    fn summary_entry_has_the_run_status() {
+        let mut report = crate::state::tests::report("r");
+        report.status = RunStatus::Failed;
+        report.error = Some("run interrupted".into());
+        let entry = summary_entry(&report, "1 resources: ...");
+        assert_eq!(u8::from(entry.priority), 3);
+        assert_eq!(
+            fields(&entry),
+            [
+                ("DROVER_STATUS", "failed"),
+                ("DROVER_ERROR", "run interrupted")
+            ]
+        );
+        report.status = RunStatus::Unchanged;
+        assert_eq!(u8::from(summary_entry(&report, "").priority), 6);
+    }
 }

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::contents::StoreFirst;
 use crate::engine::{self, Applied, EngineConfig};
 use crate::lock::RunLock;
+use crate::output;
 use crate::resources::ContentSource;
 use crate::state::{Durations, LastRun, StateDir};
 
@@ -20,6 +21,8 @@ use crate::state::{Durations, LastRun, StateDir};
 pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let scope = output::run_scope(&run_id, &settings.node);
     let _lock = RunLock::acquire(&settings.lock_file)?;
     let state = StateDir::new(&settings.state_dir);
     fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
@@ -45,7 +48,7 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         }
         (Err(e), Some(cached)) => {
             let why = format!("{e:#}; applied the cached catalog {}", cached.version);
-            eprintln!("warning: {why}");
+            output::warning(&why);
             (cached, false, CachedCatalog::OnFailure, Some(why))
         }
         (Err(e), None) => {
@@ -57,6 +60,7 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         }
     };
     let catalog_ms = ms(started.elapsed());
+    scope.catalog_version(&catalog.version);
 
     let store = state.content_store();
     let apply_started = Instant::now();
@@ -80,7 +84,8 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         .resources
         .iter()
         .any(|r| r.status == ResourceStatus::Changed);
-    let report = build_report(
+    let report = build_report_of_run(
+        run_id,
         &catalog,
         settings.noop,
         started_at,
@@ -98,7 +103,7 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         && !settings.noop
         && let Err(e) = store.sync_with(&catalog)
     {
-        eprintln!("warning: cannot update the content store: {e:#}");
+        output::warning(&format!("cannot update the content store: {e:#}"));
     }
     deliver(&state, &client, &report, queue_clear);
     let durations = Durations {
@@ -107,10 +112,7 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         total: ms(started.elapsed()),
     };
     state.write_last_run(&LastRun::of(&report, durations))?;
-    println!(
-        "{}",
-        crate::output::summary_line(&report.resources, started.elapsed())
-    );
+    output::print_summary(&report, started.elapsed());
     Ok(report)
 }
 
@@ -126,12 +128,35 @@ pub fn build_report(
     cached_catalog: CachedCatalog,
     error: Option<String>,
 ) -> Report {
+    let run_id = uuid::Uuid::new_v4().to_string();
+    build_report_of_run(
+        run_id,
+        catalog,
+        noop,
+        started_at,
+        applied,
+        cached_catalog,
+        error,
+    )
+}
+
+/// The report of a run whose id was chosen when it started (its journal
+/// entries carry the same id).
+pub fn build_report_of_run(
+    run_id: String,
+    catalog: &Catalog,
+    noop: bool,
+    started_at: jiff::Timestamp,
+    applied: Applied,
+    cached_catalog: CachedCatalog,
+    error: Option<String>,
+) -> Report {
     let error = match (error, applied.stopped) {
         (Some(e), Some(s)) => Some(format!("{e}; {s}")),
         (e, s) => e.or(s),
     };
     Report {
-        run_id: uuid::Uuid::new_v4().to_string(),
+        run_id,
         node: catalog.node.clone(),
         environment: catalog.environment.clone(),
         commit: catalog.commit.clone(),
@@ -153,7 +178,7 @@ pub fn deliver_spool(state: &StateDir, client: &Client) -> bool {
     let spooled = match state.spooled() {
         Ok(spooled) => spooled,
         Err(e) => {
-            eprintln!("warning: cannot read the report spool: {e:#}");
+            output::warning(&format!("cannot read the report spool: {e:#}"));
             return false;
         }
     };
@@ -161,26 +186,26 @@ pub fn deliver_spool(state: &StateDir, client: &Client) -> bool {
         let json = match fs_err::read(&path) {
             Ok(json) => json,
             Err(e) => {
-                eprintln!("warning: {e}");
+                output::warning(&e.to_string());
                 return false;
             }
         };
         let done = match client.post_report(&json) {
             Ok(Posted::Stored) => state.unspool(&path),
             Ok(Posted::Rejected(why)) => state.reject(&path).map(|to| {
-                eprintln!(
-                    "warning: the server rejected spooled report {} ({why}); moved to {}",
+                output::warning(&format!(
+                    "the server rejected spooled report {} ({why}); moved to {}",
                     path.display(),
                     to.display()
-                );
+                ));
             }),
             Err(e) => {
-                eprintln!("warning: spooled reports stay queued: {e:#}");
+                output::warning(&format!("spooled reports stay queued: {e:#}"));
                 return false;
             }
         };
         if let Err(e) = done {
-            eprintln!("warning: {e:#}");
+            output::warning(&format!("{e:#}"));
             return false;
         }
     }
@@ -190,8 +215,8 @@ pub fn deliver_spool(state: &StateDir, client: &Client) -> bool {
 /// Posts this run's report, or spools it (behind older ones, keeping order).
 fn deliver(state: &StateDir, client: &Client, report: &Report, queue_clear: bool) {
     let spool = |why: String| match state.spool(report) {
-        Ok(path) => eprintln!("warning: {why}; report spooled in {}", path.display()),
-        Err(e) => eprintln!("error: {why}, and spooling the report failed: {e:#}"),
+        Ok(path) => output::warning(&format!("{why}; report spooled in {}", path.display())),
+        Err(e) => output::error(&format!("{why}, and spooling the report failed: {e:#}")),
     };
     if !queue_clear {
         spool("older reports are still queued".into());
@@ -199,7 +224,7 @@ fn deliver(state: &StateDir, client: &Client, report: &Report, queue_clear: bool
     }
     let json = match serde_json::to_vec(report) {
         Ok(json) => json,
-        Err(e) => return eprintln!("error: cannot serialize the report: {e}"),
+        Err(e) => return output::error(&format!("cannot serialize the report: {e}")),
     };
     match client.post_report(&json) {
         Ok(Posted::Stored) => {}
@@ -208,7 +233,7 @@ fn deliver(state: &StateDir, client: &Client, report: &Report, queue_clear: bool
             if let Ok(path) = state.spool(report) {
                 let _ = state.reject(&path);
             }
-            eprintln!("error: the server rejected the report: {why}");
+            output::error(&format!("the server rejected the report: {why}"));
         }
         Err(e) => spool(format!("{e:#}")),
     }

@@ -1,0 +1,14 @@
+//! The agent as a systemd service: readiness, status and watchdog pings over
+//! `$NOTIFY_SOCKET` (sd_notify), the watchdog's time budget for a run, the
+//! status line `systemctl status` shows, and the journal's native protocol.
+//!
+//! Everything here is a no-op outside systemd: without `$NOTIFY_SOCKET`
+//! nothing is sent, without `$WATCHDOG_USEC` nothing pings, and output stays
+//! plain lines unless stderr is the journal stream systemd connected.
+
+pub mod journal;
+pub mod notify;
+pub mod status;
+pub mod watchdog;
+
+pub use notify::Notifier;
