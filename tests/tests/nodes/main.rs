@@ -1,6 +1,7 @@
 //! Tests on booted Debian nodes (tests/src/node.rs): systemd is PID 1, each
 //! node has its own hostname and address on a lab network with the host.
 
+mod agent_service;
 mod site;
 mod system;
 
