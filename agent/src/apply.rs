@@ -76,12 +76,9 @@ pub fn apply(
         total: ms(started.elapsed()),
     };
     if let Err(e) = state.write_last_run(&LastRun::of(&report, durations)) {
-        eprintln!("warning: cannot write the run summary: {e:#}");
+        crate::output::warning(&format!("cannot write the run summary: {e:#}"));
     }
-    println!(
-        "{}",
-        crate::output::summary_line(&report.resources, started.elapsed())
-    );
+    crate::output::print_summary(&report, started.elapsed());
     Ok(report.exit_code())
 }
 

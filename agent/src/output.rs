@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use drover_catalog::Report;
-use drover_catalog::report::{ResourceReport, ResourceStatus, RunStatus};
+use drover_catalog::report::{Event, ResourceReport, ResourceStatus, RunStatus};
 
 use crate::systemd::journal::{self, Entry, Priority};
 
@@ -125,7 +125,7 @@ pub fn print_resource(r: &ResourceReport) {
         || resource_entry(r, &line),
         || match r.status {
             ResourceStatus::Changed | ResourceStatus::Noop => {
-                print_change(&line, r.diff.as_deref())
+                print_change(&line, &r.events, r.diff.as_deref())
             }
             _ => eprintln!("{line}"),
         },
@@ -148,9 +148,12 @@ fn resource_line(r: &ResourceReport) -> Option<String> {
     Some(format!("{verb} {}: {what}", r.id))
 }
 
-fn print_change(line: &str, diff: Option<&str>) {
+fn print_change(line: &str, events: &[Event], diff: Option<&str>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
+    for (property, message) in event_notes(events) {
+        let _ = writeln!(out, "  {property}: {message}");
+    }
     if let Some(diff) = diff {
         let _ = write!(out, "{diff}");
         if !diff.ends_with('\n') {
@@ -186,6 +189,18 @@ fn resource_status(status: ResourceStatus) -> &'static str {
     }
 }
 
+/// The first line of each event's message (what apt would do, an exec's
+/// output, why a service restarted), marked when there is more.
+fn event_notes(events: &[Event]) -> impl Iterator<Item = (&str, String)> {
+    events.iter().filter_map(|e| {
+        let message = e.message.as_deref()?.trim();
+        let mut lines = message.lines();
+        let first = lines.next()?;
+        let more = if lines.next().is_some() { " [...]" } else { "" };
+        Some((e.property.as_str(), format!("{first}{more}")))
+    })
+}
+
 pub fn describe_events(r: &ResourceReport) -> String {
     let short = |property: &str, v: &Option<String>| match v {
         None => "absent".to_owned(),
@@ -209,7 +224,13 @@ pub fn describe_events(r: &ResourceReport) -> String {
 /// The run's summary line, on stdout or as the run's closing journal entry.
 pub fn print_summary(report: &Report, elapsed: Duration) {
     let line = summary_line(&report.resources, elapsed);
-    emit(|| summary_entry(report, &line), || println!("{line}"));
+    // A closed pipe (`drover-agent apply ... | head`) is not worth a panic.
+    emit(
+        || summary_entry(report, &line),
+        || {
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        },
+    );
 }
 
 /// Failed 3 (error), changed 5 (notice), unchanged 6 (info).

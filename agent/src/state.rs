@@ -49,17 +49,17 @@ impl StateDir {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return None,
             Err(e) => {
-                eprintln!("warning: ignoring the cached catalog: {e}");
+                crate::output::warning(&format!("ignoring the cached catalog: {e}"));
                 return None;
             }
         };
         match serde_json::from_slice(&bytes) {
             Ok(catalog) => Some(catalog),
             Err(e) => {
-                eprintln!(
-                    "warning: ignoring the cached catalog {}: {e}",
+                crate::output::warning(&format!(
+                    "ignoring the cached catalog {}: {e}",
                     path.display()
-                );
+                ));
                 None
             }
         }

@@ -3,7 +3,6 @@
 //! /etc/passwd, /etc/shadow and /etc/group; the agent never edits them itself.
 
 use std::ffi::CString;
-use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 use drover_catalog::model::{Ensure, GroupSpec, UserSpec};
@@ -217,7 +216,7 @@ fn usermod_args(spec: &UserSpec, have: &Account) -> Vec<String> {
 
 /// Runs one of the shadow tools; its own message is the error.
 fn run_tool(args: &[String]) -> Result<()> {
-    let out = Command::new(&args[0])
+    let out = super::tool(&args[0])
         .args(&args[1..])
         .env("LC_ALL", "C")
         .output()

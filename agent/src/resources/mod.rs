@@ -183,6 +183,17 @@ pub fn converge(spec: &Spec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome>
     }
 }
 
+/// A system tool (apt-get, useradd, journalctl...) to run, without the
+/// variables systemd gave the agent alone: a tool that speaks sd_notify must
+/// not talk to the agent's service manager socket.
+pub fn tool(program: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    for own in ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"] {
+        command.env_remove(own);
+    }
+    command
+}
+
 pub fn event(property: &str, previous: Option<String>, desired: Option<String>) -> Event {
     Event {
         property: property.to_owned(),

@@ -3,7 +3,6 @@
 //! words, and the rest still go ahead.
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use drover_catalog::model::{PackageEnsure, PackageSpec};
@@ -244,7 +243,7 @@ fn install(args: &[String]) -> Result<()> {
 
 /// Runs apt-get non-interactively; on failure the error holds apt's `E:` lines.
 fn apt_get(args: &[&str]) -> Result<String> {
-    let out = Command::new("apt-get")
+    let out = super::tool("apt-get")
         .arg("-q")
         .args(["-o", "DPkg::Lock::Timeout=120"])
         .args(args)
@@ -278,7 +277,7 @@ fn apt_errors(stdout: &str, stderr: &str) -> String {
 
 /// dpkg's view of the named packages: those fully installed, with their version.
 fn query_installed(names: &[&str]) -> Result<Installed> {
-    let out = Command::new("dpkg-query")
+    let out = super::tool("dpkg-query")
         .args([
             "-W",
             "-f",

@@ -97,7 +97,7 @@ fn system_kinds_converge_once_restart_on_change_and_repair_drift() {
     let noop = site.run(&node, &["--noop"]);
     noop.expect_code(2);
     for line in [
-        "would change package:hello: ensure absent -> 2.10-3",
+        "would change package:hello: ensure absent -> 2.10-3\n  ensure: apt would: Inst hello (2.10-3",
         "would change user:demo: ensure absent -> present",
         "would change user:leaver: ensure present -> absent",
         "would change service:demo: ",

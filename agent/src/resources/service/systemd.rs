@@ -2,7 +2,6 @@
 //! waited for (JobRemoved, subscribed before the job is queued) with a bound.
 
 use std::fmt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -383,7 +382,7 @@ fn oneshot_hint(status: &UnitStatus) -> Option<&'static str> {
 
 /// The unit's last journal lines (what `systemctl status` would show).
 fn journal_tail(unit: &str) -> String {
-    let output = Command::new("journalctl")
+    let output = crate::resources::tool("journalctl")
         .args(["-u", unit, "-n", JOURNAL_LINES, "--no-pager", "-o", "cat"])
         .output();
     match output {
