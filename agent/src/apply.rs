@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::engine::{self, EngineConfig};
 use crate::lock::RunLock;
 use crate::resources::ContentSource;
-use crate::run::{build_report, ms};
+use crate::run::{build_report_of_run, ms};
 use crate::state::{Durations, LastRun, StateDir};
 
 /// Contents by sha256, all verified when loaded.
@@ -62,7 +62,8 @@ pub fn apply(
         },
     );
     let apply_ms = ms(apply_started.elapsed());
-    let report = build_report(
+    let report = build_report_of_run(
+        uuid::Uuid::new_v4().to_string(),
         &catalog,
         settings.noop,
         started_at,

@@ -62,16 +62,7 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         if stopped.is_none() && !batched.contains_key(&index) {
             stopped = stop_reason(cfg);
         }
-        let mut report = ResourceReport {
-            id: resource.id.clone(),
-            status: ResourceStatus::Unchanged,
-            corrective: false,
-            events: Vec::new(),
-            diff: None,
-            error: None,
-            refreshed: false,
-            duration_ms: 0.0,
-        };
+        let mut report = ResourceReport::new(resource.id.clone(), ResourceStatus::Unchanged);
         let mut duration = None;
         if let Some((result, took)) = batched.remove(&index) {
             // Already converged with its batch: it happened, so report it.

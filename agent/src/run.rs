@@ -120,26 +120,6 @@ pub fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-pub fn build_report(
-    catalog: &Catalog,
-    noop: bool,
-    started_at: jiff::Timestamp,
-    applied: Applied,
-    cached_catalog: CachedCatalog,
-    error: Option<String>,
-) -> Report {
-    let run_id = uuid::Uuid::new_v4().to_string();
-    build_report_of_run(
-        run_id,
-        catalog,
-        noop,
-        started_at,
-        applied,
-        cached_catalog,
-        error,
-    )
-}
-
 /// The report of a run whose id was chosen when it started (its journal
 /// entries carry the same id).
 pub fn build_report_of_run(

@@ -104,6 +104,22 @@ pub struct ResourceReport {
     pub duration_ms: f64,
 }
 
+impl ResourceReport {
+    /// A resource with `status` and nothing else to say yet.
+    pub fn new(id: ResourceId, status: ResourceStatus) -> ResourceReport {
+        ResourceReport {
+            id,
+            status,
+            corrective: false,
+            events: Vec::new(),
+            diff: None,
+            error: None,
+            refreshed: false,
+            duration_ms: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResourceStatus {

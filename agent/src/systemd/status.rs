@@ -89,16 +89,7 @@ mod tests {
     use super::*;
 
     fn resource(status: ResourceStatus) -> ResourceReport {
-        ResourceReport {
-            id: "file:/x".to_string().try_into().unwrap(),
-            status,
-            corrective: false,
-            events: Vec::new(),
-            diff: None,
-            error: None,
-            refreshed: false,
-            duration_ms: 0.0,
-        }
+        ResourceReport::new("file:/x".to_string().try_into().unwrap(), status)
     }
 
     #[test]
