@@ -11,7 +11,7 @@ use drover_catalog::{Catalog, Resource, ResourceId, Spec};
 
 use anyhow::Result;
 
-use crate::resources::{self, ContentSource, Env, Flags, Outcome, Refresh};
+use crate::resources::{self, ContentSource, Env, Flags, Outcome};
 
 /// Why the remaining resources were not tried.
 pub const INTERRUPTED: &str = "run interrupted: the agent is stopping";
@@ -76,7 +76,7 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
             report.error = Some(why);
         } else {
             let flags = flags_for(resource, cfg, &status);
-            report.refreshed = flags.refresh != Refresh::None;
+            report.refreshed = flags.refresh;
             let result = match &resource.spec {
                 Spec::Package(_) => {
                     let (result, took) =
@@ -112,16 +112,10 @@ fn flags_for(
     status: &HashMap<&ResourceId, ResourceStatus>,
 ) -> Flags {
     let noop = cfg.noop || resource.meta.noop;
-    let refresh = match refresh_for(resource, status) {
-        // A noop source in a real run: nothing happened, so there is nothing
-        // for a resource that is itself not noop to react to.
-        Refresh::Simulated if !noop => Refresh::None,
-        refresh => refresh,
-    };
     Flags {
         noop,
         sensitive: resource.meta.sensitive,
-        refresh,
+        refresh: refreshed(resource, status, noop),
     }
 }
 
@@ -224,18 +218,23 @@ fn package_batch(
     batch
 }
 
-/// Several changed sources collapse into one refresh; sources that only
-/// would have changed (noop) make a simulated one.
-fn refresh_for(resource: &Resource, status: &HashMap<&ResourceId, ResourceStatus>) -> Refresh {
-    let mut refresh = Refresh::None;
-    for source in &resource.meta.subscribe {
-        match status.get(source) {
-            Some(ResourceStatus::Changed) => return Refresh::Pending,
-            Some(ResourceStatus::Noop) => refresh = Refresh::Simulated,
-            _ => {}
-        }
-    }
-    refresh
+/// Whether a subscribed resource changed. A source that only would have
+/// changed (noop) refreshes a resource that is noop too, which then reports
+/// what it would do; a real resource has nothing to react to.
+fn refreshed(
+    resource: &Resource,
+    status: &HashMap<&ResourceId, ResourceStatus>,
+    noop: bool,
+) -> bool {
+    resource
+        .meta
+        .subscribe
+        .iter()
+        .any(|source| match status.get(source) {
+            Some(ResourceStatus::Changed) => true,
+            Some(ResourceStatus::Noop) => noop,
+            _ => false,
+        })
 }
 
 fn stop_reason(cfg: &EngineConfig<'_>) -> Option<String> {

@@ -7,9 +7,9 @@ use std::ffi::CString;
 use anyhow::{Context as _, Result, bail};
 use drover_catalog::model::{Ensure, GroupSpec, UserSpec};
 use drover_catalog::report::Event;
-use nix::unistd::{Gid, Group, User, getgrouplist};
+use nix::unistd::{Group, User, getgrouplist};
 
-use super::{Env, Flags, Outcome, event};
+use super::{Env, Flags, Names, Outcome, event};
 
 /// A user as the system has it.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +24,7 @@ struct Account {
 }
 
 pub fn converge_user(spec: &UserSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
-    let current = observe_user(&spec.name)?;
+    let current = observe_user(&spec.name, &mut env.names)?;
     let mut events = Vec::new();
     let args = match (spec.ensure, &current) {
         (Ensure::Absent, None) => return Ok(Outcome::default()),
@@ -44,15 +44,14 @@ pub fn converge_user(spec: &UserSpec, env: &mut Env<'_>, flags: Flags) -> Result
             usermod_args(spec, have)
         }
     };
-    if flags.noop {
-        if current.is_none() {
-            env.names.plan_user(&spec.name);
-        }
-    } else {
-        run_tool(&args)?;
-        // Lookups cached earlier in this run may now be wrong.
-        env.names = Default::default();
-    }
+    let creates = current.is_none();
+    carry_out(
+        &args,
+        creates.then_some(&spec.name),
+        Names::plan_user,
+        env,
+        flags,
+    )?;
     Ok(Outcome { events, diff: None })
 }
 
@@ -90,41 +89,56 @@ pub fn converge_group(spec: &GroupSpec, env: &mut Env<'_>, flags: Flags) -> Resu
             _ => return Ok(Outcome::default()),
         },
     };
-    if flags.noop {
-        if current.is_none() {
-            env.names.plan_group(&spec.name);
-        }
-    } else {
-        run_tool(&args)?;
-        env.names = Default::default();
-    }
+    let creates = current.is_none();
+    carry_out(
+        &args,
+        creates.then_some(&spec.name),
+        Names::plan_group,
+        env,
+        flags,
+    )?;
     Ok(Outcome { events, diff: None })
 }
 
-fn observe_user(name: &str) -> Result<Option<Account>> {
+/// Runs the shadow tool, unless noop: then an account it would create is
+/// planned, so the resources after it can name it.
+fn carry_out(
+    args: &[String],
+    creates: Option<&String>,
+    plan: fn(&mut Names, &str),
+    env: &mut Env<'_>,
+    flags: Flags,
+) -> Result<()> {
+    if flags.noop {
+        if let Some(name) = creates {
+            plan(&mut env.names, name);
+        }
+        return Ok(());
+    }
+    run_tool(args)?;
+    // Lookups cached earlier in this run may now be wrong.
+    env.names = Names::default();
+    Ok(())
+}
+
+fn observe_user(name: &str, names: &mut Names) -> Result<Option<Account>> {
     let Some(user) =
         User::from_name(name).with_context(|| format!("cannot look up user `{name}`"))?
     else {
         return Ok(None);
-    };
-    let group_name = |gid: Gid| -> String {
-        match Group::from_gid(gid) {
-            Ok(Some(g)) => g.name,
-            _ => gid.to_string(),
-        }
     };
     let cname = CString::new(name).with_context(|| format!("user name `{name}` holds a NUL"))?;
     let mut groups: Vec<String> = getgrouplist(&cname, user.gid)
         .with_context(|| format!("cannot list the groups of user `{name}`"))?
         .into_iter()
         .filter(|&g| g != user.gid)
-        .map(group_name)
+        .map(|g| names.group_name(g.as_raw()))
         .collect();
     groups.sort();
     groups.dedup();
     Ok(Some(Account {
         uid: user.uid.as_raw(),
-        group: group_name(user.gid),
+        group: names.group_name(user.gid.as_raw()),
         groups,
         home: user.dir.to_string_lossy().into_owned(),
         shell: user.shell.to_string_lossy().into_owned(),

@@ -36,32 +36,10 @@ pub struct Flags {
     pub noop: bool,
     /// Never show content or values, only hashes.
     pub sensitive: bool,
-    /// Whether a subscribed resource changed in this run.
-    pub refresh: Refresh,
-}
-
-/// A refresh sent by the resources this one subscribes to. Several changed
-/// sources make one refresh: a service restarts once per run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Refresh {
-    #[default]
-    None,
-    /// A source changed: act on it (restart, run) unless this resource is noop.
-    Pending,
-    /// A source only would have changed (it was noop): report, never act.
-    Simulated,
-}
-
-impl Flags {
-    /// What to do about a refresh: `Some(true)` act, `Some(false)` only
-    /// report that it would act, `None` there is none.
-    pub fn refresh_action(&self) -> Option<bool> {
-        match self.refresh {
-            Refresh::None => None,
-            Refresh::Pending => Some(!self.noop),
-            Refresh::Simulated => Some(false),
-        }
-    }
+    /// A resource this one subscribes to changed in this run (or, in noop,
+    /// would have): a service restarts, a `refreshonly` exec runs. Several
+    /// changed sources make one refresh. In noop the kind only reports it.
+    pub refresh: bool,
 }
 
 /// What converging one resource found (and, unless noop, did).

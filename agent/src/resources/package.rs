@@ -23,11 +23,11 @@ pub fn converge_batch(specs: &[(&PackageSpec, Flags)], env: &mut Env<'_>) -> Vec
         }
     };
     let mut results: Vec<Option<Result<Outcome>>> = specs.iter().map(|_| None).collect();
-    let mut pending: Vec<usize> = Vec::new();
-    for (i, (spec, _)) in specs.iter().enumerate() {
+    let mut pending: Vec<Change> = Vec::new();
+    for (index, (spec, _)) in specs.iter().enumerate() {
         match wanted_change(spec, installed.get(&spec.name)) {
-            Some(_) => pending.push(i),
-            None => results[i] = Some(Ok(Outcome::default())),
+            Some(arg) => pending.push(Change { index, arg }),
+            None => results[index] = Some(Ok(Outcome::default())),
         }
     }
     if !pending.is_empty() {
@@ -39,88 +39,93 @@ pub fn converge_batch(specs: &[(&PackageSpec, Flags)], env: &mut Env<'_>) -> Vec
         .collect()
 }
 
+/// A package that must change: its index in the batch and its apt-get argument.
+#[derive(Debug)]
+struct Change {
+    index: usize,
+    arg: String,
+}
+
+fn apt_args(changes: &[Change]) -> Vec<String> {
+    changes.iter().map(|c| c.arg.clone()).collect()
+}
+
+/// The same error for every one of `changes`.
+fn fail_all(results: &mut [Option<Result<Outcome>>], changes: &[Change], error: &anyhow::Error) {
+    for c in changes {
+        results[c.index] = Some(Err(anyhow!("{error:#}")));
+    }
+}
+
 /// Simulates the changes, sets aside the packages apt cannot resolve, then
 /// applies the rest (those not in noop) in one transaction.
 fn plan_and_apply(
     specs: &[(&PackageSpec, Flags)],
     installed: &Installed,
-    mut pending: Vec<usize>,
+    mut pending: Vec<Change>,
     env: &mut Env<'_>,
     results: &mut [Option<Result<Outcome>>],
 ) {
-    let arg =
-        |i: usize| wanted_change(specs[i].0, installed.get(&specs[i].0.name)).expect("pending");
-    let mut plan = simulate(&pending.iter().map(|&i| arg(i)).collect::<Vec<_>>());
+    let mut plan = simulate(&apt_args(&pending));
     if plan.is_err() && !env.apt_updated {
         // Stale or missing package lists are the usual cause: refresh once per run.
         env.apt_updated = true;
         if let Err(e) = apt_get(&["update"]) {
-            for &i in &pending {
-                results[i] = Some(Err(anyhow!("{e:#}")));
-            }
-            return;
+            return fail_all(results, &pending, &e);
         }
-        plan = simulate(&pending.iter().map(|&i| arg(i)).collect::<Vec<_>>());
+        plan = simulate(&apt_args(&pending));
     }
     if plan.is_err() {
         // Find the culprits one by one; the others form the transaction.
-        pending.retain(|&i| match simulate(&[arg(i)]) {
+        pending.retain(|c| match simulate(std::slice::from_ref(&c.arg)) {
             Ok(_) => true,
             Err(e) => {
-                let spec = specs[i].0;
+                let spec = specs[c.index].0;
                 let what = format!(
                     "package `{}` cannot be {}",
                     spec.name,
                     describe_ensure(&spec.ensure)
                 );
-                results[i] = Some(Err(e.context(what)));
+                results[c.index] = Some(Err(e.context(what)));
                 false
             }
         });
-        plan = simulate(&pending.iter().map(|&i| arg(i)).collect::<Vec<_>>());
+        plan = simulate(&apt_args(&pending));
     }
     let plan = match plan {
         Ok(plan) => plan,
-        Err(e) => {
-            let e = format!("{e:#}");
-            for &i in &pending {
-                results[i] = Some(Err(anyhow!("{e}")));
-            }
-            return;
-        }
+        Err(e) => return fail_all(results, &pending, &e),
     };
 
-    let (noop, real): (Vec<usize>, Vec<usize>) = pending.iter().partition(|&&i| specs[i].1.noop);
-    let applied = if real.is_empty() {
-        Ok(())
-    } else {
-        install(&real.iter().map(|&i| arg(i)).collect::<Vec<_>>())
-    };
-    let now = match &applied {
-        Ok(()) => query_installed(
-            &real
-                .iter()
-                .map(|&i| specs[i].0.name.as_str())
-                .collect::<Vec<_>>(),
-        ),
-        Err(_) => Ok(Installed::new()),
-    };
-    for &i in &noop {
-        results[i] = Some(Ok(outcome(specs[i].0, installed, &plan, true)));
+    let (noop, real): (Vec<Change>, Vec<Change>) =
+        pending.into_iter().partition(|c| specs[c.index].1.noop);
+    for c in &noop {
+        results[c.index] = Some(Ok(outcome(specs[c.index].0, installed, &plan, true)));
     }
-    for &i in &real {
-        let spec = specs[i].0;
-        results[i] = Some(match (&applied, &now) {
-            (Err(e), _) => Err(anyhow!("{e:#}")),
-            (Ok(()), Err(e)) => Err(anyhow!("{e:#}")),
-            (Ok(()), Ok(now)) => match wanted_change(spec, now.get(&spec.name)) {
-                None => Ok(outcome(spec, installed, &plan, false)),
-                Some(_) => Err(anyhow!(
-                    "apt-get finished but package `{}` is still not {}",
-                    spec.name,
-                    describe_ensure(&spec.ensure)
-                )),
-            },
+    if real.is_empty() {
+        return;
+    }
+    if let Err(e) = install(&apt_args(&real)) {
+        return fail_all(results, &real, &e);
+    }
+    let names: Vec<&str> = real
+        .iter()
+        .map(|c| specs[c.index].0.name.as_str())
+        .collect();
+    let now = match query_installed(&names) {
+        Ok(now) => now,
+        Err(e) => return fail_all(results, &real, &e),
+    };
+    for c in &real {
+        let spec = specs[c.index].0;
+        // Trust dpkg, not apt's exit code: the package must now be as wanted.
+        results[c.index] = Some(match wanted_change(spec, now.get(&spec.name)) {
+            None => Ok(outcome(spec, installed, &plan, false)),
+            Some(_) => Err(anyhow!(
+                "apt-get finished but package `{}` is still not {}",
+                spec.name,
+                describe_ensure(&spec.ensure)
+            )),
         });
     }
 }

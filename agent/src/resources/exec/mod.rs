@@ -23,8 +23,7 @@ pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
 pub fn converge(spec: &ExecSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
-    let refresh = flags.refresh_action();
-    if spec.refreshonly && refresh.is_none() {
+    if spec.refreshonly && !flags.refresh {
         return Ok(Outcome::default());
     }
     if let Some(path) = &spec.creates
@@ -48,12 +47,9 @@ pub fn converge(spec: &ExecSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outc
     }
     let mut ran = event("returns", Some("notrun".into()), Some("0".into()));
     if flags.noop {
-        return Ok(single(ran));
-    }
-    if spec.refreshonly && refresh == Some(false) {
-        ran.message = Some(
-            "would run: the refresh came from a resource that only would change (noop)".into(),
-        );
+        if spec.refreshonly {
+            ran.message = Some("would run: a resource it subscribes to would change".into());
+        }
         return Ok(single(ran));
     }
     let finished = process::run(&spec.command, &how)?;

@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::*;
-use crate::resources::Refresh;
 use crate::resources::testing::MapSource;
 
 fn exec(command: Command) -> ExecSpec {
@@ -152,30 +151,18 @@ fn refreshonly_runs_only_on_a_real_refresh() {
         sensitive: false,
         refresh,
     };
-    assert!(
-        !run_with(&spec, with(false, Refresh::None))
-            .unwrap()
-            .changed()
-    );
-    let simulated = run_with(&spec, with(false, Refresh::Simulated)).unwrap();
+    assert!(!run_with(&spec, with(false, false)).unwrap().changed());
+    let simulated = run_with(&spec, with(true, true)).unwrap();
     assert!(
         message(&simulated).starts_with("would run"),
         "{simulated:?}"
     );
-    assert!(
-        run_with(&spec, with(true, Refresh::Pending))
-            .unwrap()
-            .changed()
-    );
+    assert!(run_with(&spec, with(true, true)).unwrap().changed());
     assert!(
         !marker.exists(),
         "neither a simulated refresh nor noop runs it"
     );
-    assert!(
-        run_with(&spec, with(false, Refresh::Pending))
-            .unwrap()
-            .changed()
-    );
+    assert!(run_with(&spec, with(false, true)).unwrap().changed());
     assert!(marker.exists());
 }
 

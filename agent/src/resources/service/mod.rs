@@ -177,10 +177,8 @@ fn plan(
         plan.job = Some(Job::Restart);
         acted = true;
     }
-    if let Some(act) = flags.refresh_action()
-        && keeps_running
-        && !acted
-    {
+    if flags.refresh && keeps_running && !acted {
+        let act = !flags.noop;
         let message = match act {
             true => "restarted: a subscribed resource changed",
             false => "would restart: a subscribed resource would change (noop)",

@@ -2,7 +2,6 @@
 //! with a plan is checked on booted nodes (tests/).
 
 use super::*;
-use crate::resources::Refresh;
 use systemd::ServiceStatus;
 
 const TEXT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
@@ -34,7 +33,7 @@ fn seen<'a>(text: Option<&'a str>, file_state: Option<&str>, status: UnitStatus)
     }
 }
 
-fn flags(noop: bool, refresh: Refresh) -> Flags {
+fn flags(noop: bool, refresh: bool) -> Flags {
     Flags {
         noop,
         sensitive: false,
@@ -98,7 +97,7 @@ fn a_new_unit_is_written_enabled_reloaded_once_and_started() {
     let p = plan_for(
         &s,
         &seen(None, None, status("not-found", "inactive")),
-        flags(false, Refresh::None),
+        flags(false, false),
     )
     .unwrap();
     let sha = short(&sha256_hex(TEXT.as_bytes()));
@@ -126,7 +125,7 @@ fn a_converged_service_plans_nothing() {
     let p = plan_for(
         &s,
         &seen(Some(TEXT), Some("enabled"), status("loaded", "active")),
-        flags(false, Refresh::None),
+        flags(false, false),
     )
     .unwrap();
     assert!(!p.outcome.changed() && p.outcome.diff.is_none());
@@ -143,7 +142,7 @@ fn a_changed_unit_restarts_a_running_service_once_even_with_a_refresh() {
             Some("disabled"),
             status("loaded", "active"),
         ),
-        flags(false, Refresh::Pending),
+        flags(false, true),
     )
     .unwrap();
     assert_eq!(p.outcome.events.len(), 1, "{:?}", p.outcome.events);
@@ -163,7 +162,7 @@ fn a_loaded_but_stale_unit_is_reloaded_and_restarted() {
     let p = plan_for(
         &spec(None, None, Some(TEXT)),
         &seen(Some(TEXT), Some("static"), st),
-        flags(false, Refresh::None),
+        flags(false, false),
     )
     .unwrap();
     assert_eq!(
@@ -181,25 +180,20 @@ fn a_loaded_but_stale_unit_is_reloaded_and_restarted() {
 fn refresh_restarts_a_running_service_and_noop_only_says_so() {
     let s = spec(running(), None, None);
     let active = || seen(None, Some("enabled"), status("loaded", "active"));
-    let p = plan_for(&s, &active(), flags(false, Refresh::Pending)).unwrap();
+    let p = plan_for(&s, &active(), flags(false, true)).unwrap();
     assert_eq!(summary(&p), ["refresh running -> restarted"]);
     assert_eq!(p.job, Some(Job::Restart));
-    for f in [
-        flags(true, Refresh::Pending),
-        flags(false, Refresh::Simulated),
-    ] {
-        let p = plan_for(&s, &active(), f).unwrap();
-        assert_eq!(summary(&p), ["refresh running -> restarted"]);
-        assert!(
-            p.outcome.events[0]
-                .message
-                .as_deref()
-                .unwrap()
-                .starts_with("would restart")
-        );
-        assert_eq!(p.job, None, "{f:?}");
-    }
-    let unrefreshed = plan_for(&s, &active(), flags(false, Refresh::None)).unwrap();
+    let p = plan_for(&s, &active(), flags(true, true)).unwrap();
+    assert_eq!(summary(&p), ["refresh running -> restarted"]);
+    assert!(
+        p.outcome.events[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("would restart")
+    );
+    assert_eq!(p.job, None, "noop");
+    let unrefreshed = plan_for(&s, &active(), flags(false, false)).unwrap();
     assert!(!unrefreshed.outcome.changed());
 }
 
@@ -208,7 +202,7 @@ fn refresh_does_not_restart_what_was_just_started_stopped_or_is_down() {
     let started = plan_for(
         &spec(running(), None, None),
         &seen(None, Some("enabled"), status("loaded", "failed")),
-        flags(false, Refresh::Pending),
+        flags(false, true),
     )
     .unwrap();
     assert_eq!(summary(&started), ["ensure stopped -> running"]);
@@ -216,7 +210,7 @@ fn refresh_does_not_restart_what_was_just_started_stopped_or_is_down() {
     let stopped = plan_for(
         &spec(Some(ServiceEnsure::Stopped), None, None),
         &seen(None, Some("enabled"), status("loaded", "active")),
-        flags(false, Refresh::Pending),
+        flags(false, true),
     )
     .unwrap();
     assert_eq!(summary(&stopped), ["ensure running -> stopped"]);
@@ -224,7 +218,7 @@ fn refresh_does_not_restart_what_was_just_started_stopped_or_is_down() {
     let unmanaged_down = plan_for(
         &spec(None, None, None),
         &seen(None, Some("enabled"), status("loaded", "inactive")),
-        flags(false, Refresh::Pending),
+        flags(false, true),
     )
     .unwrap();
     assert!(!unmanaged_down.outcome.changed() && unmanaged_down.job.is_none());
@@ -237,7 +231,7 @@ fn enabling_what_cannot_be_enabled_is_a_clear_error() {
         plan_for(
             &on,
             &seen(None, state, status(load, "inactive")),
-            flags(true, Refresh::None),
+            flags(true, false),
         )
         .unwrap_err()
         .to_string()
@@ -251,7 +245,7 @@ fn enabling_what_cannot_be_enabled_is_a_clear_error() {
         let p = plan_for(
             &off,
             &seen(None, state, status("loaded", "inactive")),
-            flags(false, Refresh::None),
+            flags(false, false),
         )
         .unwrap();
         assert!(!p.outcome.changed(), "{state:?}");
@@ -265,7 +259,7 @@ fn enabling_what_cannot_be_enabled_is_a_clear_error() {
             Some("static"),
             status("loaded", "inactive"),
         ),
-        flags(true, Refresh::None),
+        flags(true, false),
     )
     .unwrap();
     assert_eq!(p.enable, Some(true));
@@ -276,7 +270,7 @@ fn starting_a_unit_that_does_not_exist_is_a_clear_error_unless_it_is_being_writt
     let err = plan_for(
         &spec(running(), None, None),
         &seen(None, None, status("not-found", "inactive")),
-        flags(false, Refresh::None),
+        flags(false, false),
     )
     .unwrap_err();
     assert!(
@@ -287,7 +281,7 @@ fn starting_a_unit_that_does_not_exist_is_a_clear_error_unless_it_is_being_writt
     let noop_new = plan_for(
         &spec(running(), None, Some(TEXT)),
         &seen(None, None, status("not-found", "inactive")),
-        flags(true, Refresh::None),
+        flags(true, false),
     )
     .unwrap();
     assert_eq!(noop_new.outcome.events.len(), 2);
@@ -295,7 +289,7 @@ fn starting_a_unit_that_does_not_exist_is_a_clear_error_unless_it_is_being_writt
 
 #[test]
 fn sensitive_units_report_hashes_but_no_diff() {
-    let mut f = flags(false, Refresh::None);
+    let mut f = flags(false, false);
     f.sensitive = true;
     let p = plan_for(
         &spec(None, None, Some(TEXT)),
