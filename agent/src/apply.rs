@@ -53,6 +53,8 @@ pub fn apply(
         &catalog,
         &EngineConfig {
             noop: settings.noop,
+            node: &settings.node,
+            container_socket: &settings.container_socket,
             backups: state.backups(),
             contents: &contents,
             previous: None,

@@ -12,6 +12,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/drover/agent.toml";
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8140";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/drover-agent";
 pub const DEFAULT_LOCK_FILE: &str = "/run/drover-agent.lock";
+pub const DEFAULT_CONTAINER_SOCKET: &str = "/var/run/docker.sock";
 
 /// The configuration file as written; every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +27,8 @@ pub struct FileConfig {
     pub splay_secs: Option<u64>,
     pub run_timeout_secs: Option<u64>,
     pub http_timeout_secs: Option<u64>,
+    /// The Docker Engine API socket (Podman's compatible socket works too).
+    pub container_socket: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -65,6 +68,7 @@ pub struct Settings {
     pub splay: Duration,
     pub run_timeout: Duration,
     pub http_timeout: Duration,
+    pub container_socket: PathBuf,
 }
 
 /// Flags that override the file (`run` passes all of them, `apply` only the common ones).
@@ -115,13 +119,38 @@ impl Settings {
             splay: Duration::from_secs(file.splay_secs.unwrap_or(interval)),
             run_timeout: Duration::from_secs(file.run_timeout_secs.unwrap_or(3600)),
             http_timeout: Duration::from_secs(file.http_timeout_secs.unwrap_or(30)),
+            container_socket: file
+                .container_socket
+                .unwrap_or_else(|| container_socket(std::env::var("DOCKER_HOST").ok())),
         })
     }
+}
+
+/// `unix://PATH` from DOCKER_HOST, as the docker CLI reads it; else the default.
+fn container_socket(docker_host: Option<String>) -> PathBuf {
+    docker_host
+        .as_deref()
+        .and_then(|host| host.strip_prefix("unix://"))
+        .map_or_else(|| PathBuf::from(DEFAULT_CONTAINER_SOCKET), PathBuf::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_container_socket_comes_from_the_file_then_docker_host() {
+        let file = FileConfig::parse("container_socket = \"/run/podman/podman.sock\"\n").unwrap();
+        assert_eq!(
+            file.container_socket.as_deref(),
+            Some(Path::new("/run/podman/podman.sock"))
+        );
+        let from_env = container_socket(Some("unix:///run/user/1000/docker.sock".into()));
+        assert_eq!(from_env, Path::new("/run/user/1000/docker.sock"));
+        for other in [None, Some("tcp://10.0.0.1:2375".to_owned())] {
+            assert_eq!(container_socket(other), Path::new(DEFAULT_CONTAINER_SOCKET));
+        }
+    }
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {

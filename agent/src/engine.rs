@@ -2,7 +2,7 @@
 //! what depends on a failure, collects refreshes, and reports every resource.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,10 @@ pub const INTERRUPTED: &str = "run interrupted: the agent is stopping";
 
 pub struct EngineConfig<'a> {
     pub noop: bool,
+    /// The node's name, on the labels of the containers it runs.
+    pub node: &'a str,
+    /// The Docker Engine API socket.
+    pub container_socket: &'a Path,
     /// STATE/backups.
     pub backups: PathBuf,
     pub contents: &'a dyn ContentSource,
@@ -46,6 +50,7 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         .map(|r| r.id.name())
         .collect();
     let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
+    env.containers = resources::container::Containers::new(cfg.container_socket, cfg.node);
     let previous: HashMap<&ResourceId, &Spec> = cfg
         .previous
         .map(|p| p.resources.iter().map(|r| (&r.id, &r.spec)).collect())
@@ -295,6 +300,8 @@ mod tests {
     ) -> EngineConfig<'a> {
         EngineConfig {
             noop: false,
+            node: "test-node",
+            container_socket: Path::new("/nonexistent/docker.sock"),
             backups: "/nonexistent/backups".into(),
             contents: source,
             previous,
@@ -358,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_kinds_fail_honestly_and_corrective_marks_drift() {
+    fn an_unreachable_engine_fails_its_container_alone_and_corrective_marks_drift() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a").to_string_lossy().into_owned();
         let container: Resource = serde_json::from_str(
@@ -374,9 +381,10 @@ mod tests {
             "same spec as last time: drift repair"
         );
         assert_eq!(applied.resources[1].status, ResourceStatus::Failed);
-        assert_eq!(
-            applied.resources[1].error.as_deref(),
-            Some("the agent cannot converge `container` resources yet")
+        let error = applied.resources[1].error.as_deref().unwrap();
+        assert!(
+            error.starts_with("cannot reach the Docker Engine at /nonexistent/docker.sock"),
+            "{error}"
         );
     }
 

@@ -68,6 +68,8 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         &catalog,
         &EngineConfig {
             noop: settings.noop,
+            node: &settings.node,
+            container_socket: &settings.container_socket,
             backups: state.backups(),
             contents: &StoreFirst {
                 store: &store,

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::container::{Mount, MountSource};
 use crate::diagnostic::Diagnostic;
-use crate::model::{Kind, Meta, Resource, ResourceId, Spec};
+use crate::model::{ContainerSpec, Kind, Meta, Resource, ResourceId, Spec};
 use crate::resources::{Decl, Ref};
 
 /// The linked catalog: resources in dependency order and content by hash.
@@ -156,7 +157,8 @@ fn resolve(
 
 /// Edges nobody writes: the ancestor directories of a path (nearest first;
 /// the nearest managed one is used), and the user and groups a resource
-/// names (used when they are managed).
+/// names, a container's image archive and its bind-mount sources (used when
+/// they are managed).
 fn implicit_requires(spec: &Spec) -> (Vec<ResourceId>, Vec<ResourceId>) {
     let mut dirs = Vec::new();
     let mut out = Vec::new();
@@ -181,7 +183,30 @@ fn implicit_requires(spec: &Spec) -> (Vec<ResourceId>, Vec<ResourceId>) {
     if let Spec::User(u) = spec {
         out.extend(u.groups.iter().map(|g| ResourceId::new(Kind::Group, g)));
     }
+    if let Spec::Container(c) = spec {
+        out.extend(container_paths(c));
+    }
     (dirs, out)
+}
+
+/// The file of a container's `image_archive`, and the file, directory or
+/// symlink at the source of each bind mount.
+fn container_paths(c: &ContainerSpec) -> impl Iterator<Item = ResourceId> + '_ {
+    let archive = c
+        .image_archive
+        .iter()
+        .map(|path| ResourceId::new(Kind::File, path));
+    let binds = c
+        .volumes
+        .iter()
+        .filter_map(|v| match Mount::parse(v).ok()?.source {
+            MountSource::Bind(path) => Some(path.to_string_lossy().into_owned()),
+            MountSource::Volume(_) => None,
+        })
+        .flat_map(|path| {
+            [Kind::File, Kind::Directory, Kind::Symlink].map(|kind| ResourceId::new(kind, &path))
+        });
+    archive.chain(binds)
 }
 
 /// `/a/b/c` -> `/a/b`, `/a`, `/`, nearest first.
@@ -266,7 +291,7 @@ fn topological(
         .collect();
     Err(vec![decls[cycle[0]].loc.error(format!(
         "dependency cycle: {}\nhint: `a -> b` means a must come before b (require, before, notify, \
-         subscribe, parent directories, owners); remove one of these edges",
+         subscribe, parent directories, owners, a container's image archive and bind mounts); remove one of these edges",
         names.join(" -> ")
     ))])
 }

@@ -1,14 +1,17 @@
 //! The kind-specific half of building resources: one function per kind.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::container::{self, Mount, PortMapping, RestartPolicy};
 use crate::diagnostic::Loc;
 use crate::model::{
-    ContainerSpec, DirectorySpec, Ensure, ExecSpec, FileSpec, Healthcheck, ServiceSpec,
+    Command, ContainerSpec, DirectorySpec, Ensure, ExecSpec, FileSpec, Healthcheck, ServiceSpec,
     SymlinkSpec, UserSpec, sha256_hex,
 };
 use crate::raw::{
-    RawContainer, RawDirectory, RawExec, RawFile, RawService, RawSymlink, RawUser, S,
+    RawContainer, RawDirectory, RawExec, RawFile, RawHealthcheck, RawService, RawSymlink, RawUser,
+    S, V,
 };
 use crate::resources::Builder;
 use crate::values;
@@ -173,56 +176,15 @@ impl Builder<'_> {
     }
 
     pub(crate) fn container(&mut self, r: &RawContainer, name: &str) -> Option<ContainerSpec> {
-        let image = self.text(&r.image)?.value;
-        let memory_bytes = r.memory.as_ref().and_then(|m| {
-            let loc = self.loc(m);
-            let parsed = match m.get_ref() {
-                toml::Value::Integer(i) => u64::try_from(*i).ok().filter(|b| *b > 0),
-                toml::Value::String(s) => {
-                    let text = self.renderer.text(s, &loc).map_err(|e| self.errors.push(e)).ok()?;
-                    if !text.exact {
-                        return None;
-                    }
-                    values::parse_memory(&text.value)
-                }
-                _ => None,
-            };
-            if parsed.is_none() {
-                self.fail(loc, "invalid `memory`: expected bytes as an integer or a size such as \"256m\" or \"1g\"");
-            }
-            parsed
-        });
-        let millicpus = r.cpus.as_ref().and_then(|c| {
-            let cpus = match c.get_ref() {
-                toml::Value::Integer(i) => Some(*i as f64),
-                toml::Value::Float(f) => Some(*f),
-                toml::Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            };
-            let milli = cpus.and_then(values::cpus_to_milli);
-            if milli.is_none() {
-                self.fail(
-                    self.loc(c),
-                    "invalid `cpus`: expected a positive number such as 0.5 or 2",
-                );
-            }
-            milli
-        });
-        let healthcheck = r.healthcheck.as_ref().and_then(|h| {
-            let test = match self.command(&h.test, "healthcheck.test")? {
-                crate::model::Command::Argv(argv) => argv,
-                crate::model::Command::Shell(s) => vec!["CMD-SHELL".to_owned(), s],
-            };
-            Some(Healthcheck {
-                test,
-                interval_secs: h.interval,
-                timeout_secs: h.timeout,
-                retries: h.retries,
-            })
-        });
+        // `build` rendered the name already; rendering it again tells whether
+        // it is exact, so a syntax-only check does not judge template text.
+        self.validated(&r.name, container::validate_name);
+        let (image, _) = self.validated(&r.image, container::validate_image)?;
+        self.env_keys(&r.env);
         Some(ContainerSpec {
             name: name.to_owned(),
             image,
+            image_archive: self.opt_path(&r.image_archive, "image_archive"),
             ensure: self
                 .ensure(
                     &r.ensure,
@@ -233,15 +195,143 @@ impl Builder<'_> {
             command: r.command.as_ref().map(|c| self.list(c)),
             entrypoint: r.entrypoint.as_ref().map(|c| self.list(c)),
             env: self.string_map(&r.env, "env"),
-            ports: self.list(&r.ports),
-            volumes: self.list(&r.volumes),
-            restart: self.opt(&r.restart),
+            ports: self.ports(&r.ports),
+            volumes: r
+                .volumes
+                .iter()
+                .filter_map(|s| self.validated(s, Mount::parse))
+                .map(|(text, _)| text)
+                .collect(),
+            restart: r
+                .restart
+                .as_ref()
+                .and_then(|s| self.validated(s, RestartPolicy::parse))
+                .map(|(text, _)| text),
             labels: self.string_map(&r.labels, "labels"),
             user: self.opt(&r.user),
             network: self.opt(&r.network),
-            memory_bytes,
-            millicpus,
-            healthcheck,
+            memory_bytes: r.memory.as_ref().and_then(|m| self.memory(m)),
+            millicpus: r.cpus.as_ref().and_then(|c| self.cpus(c)),
+            healthcheck: r.healthcheck.as_ref().and_then(|h| self.healthcheck(h)),
+            stop_timeout_secs: r.stop_timeout,
+        })
+    }
+
+    /// Renders `s` and, when the text is exact, parses it with `check`; a
+    /// parse error is reported at `s`. Gives the text and the parsed value.
+    fn validated<T>(
+        &mut self,
+        s: &S,
+        check: fn(&str) -> Result<T, String>,
+    ) -> Option<(String, Option<T>)> {
+        let text = self.text(s)?;
+        if !text.exact {
+            return Some((text.value, None));
+        }
+        let parsed = check(&text.value)
+            .map_err(|e| self.fail(self.loc(s), e))
+            .ok();
+        Some((text.value, parsed))
+    }
+
+    /// `ports`: each a valid mapping, and no host port published twice.
+    fn ports(&mut self, items: &[S]) -> Vec<String> {
+        let mut published: Vec<(PortMapping, String, Loc)> = Vec::new();
+        let mut out = Vec::new();
+        for s in items {
+            let Some((text, parsed)) = self.validated(s, PortMapping::parse) else {
+                continue;
+            };
+            if let Some(mapping) = parsed {
+                let loc = self.loc(s);
+                let clash = published
+                    .iter()
+                    .find(|(other, ..)| binds_same_host_port(&mapping, other));
+                if let Some((_, first, first_loc)) = clash {
+                    let msg = format!(
+                        "port `{text}` publishes host port {}/{} again: `{first}` at {first_loc} publishes it already\n\
+                         hint: a host port can be published once per container; choose another HOST_PORT or remove one",
+                        mapping.host_port.unwrap_or_default(),
+                        mapping.protocol
+                    );
+                    self.fail(loc.clone(), msg);
+                }
+                published.push((mapping, text.clone(), loc));
+            }
+            out.push(text);
+        }
+        out
+    }
+
+    /// Environment variable names: not empty, without `=` (Docker's `KEY=VALUE`).
+    fn env_keys(&mut self, env: &BTreeMap<String, V>) {
+        for (key, v) in env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                self.fail(
+                    self.loc(v),
+                    format!(
+                        "`env` key `{key}` is not a variable name: it must be non-empty and contain no `=`"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `memory`: bytes as an integer, or a size such as `"256m"`.
+    fn memory(&mut self, m: &V) -> Option<u64> {
+        let loc = self.loc(m);
+        let parsed = match m.get_ref() {
+            toml::Value::Integer(i) => u64::try_from(*i).ok().filter(|b| *b > 0),
+            toml::Value::String(s) => {
+                let text = self
+                    .renderer
+                    .text(s, &loc)
+                    .map_err(|e| self.errors.push(e))
+                    .ok()?;
+                if !text.exact {
+                    return None;
+                }
+                values::parse_memory(&text.value)
+            }
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.fail(
+                loc,
+                "invalid `memory`: expected bytes as an integer or a size such as \"256m\" or \"1g\"",
+            );
+        }
+        parsed
+    }
+
+    /// `cpus`: a positive number, kept as millicpus.
+    fn cpus(&mut self, c: &V) -> Option<u64> {
+        let cpus = match c.get_ref() {
+            toml::Value::Integer(i) => Some(*i as f64),
+            toml::Value::Float(f) => Some(*f),
+            toml::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let milli = cpus.and_then(values::cpus_to_milli);
+        if milli.is_none() {
+            self.fail(
+                self.loc(c),
+                "invalid `cpus`: expected a positive number such as 0.5 or 2",
+            );
+        }
+        milli
+    }
+
+    fn healthcheck(&mut self, h: &RawHealthcheck) -> Option<Healthcheck> {
+        let test = match self.command(&h.test, "healthcheck.test")? {
+            Command::Argv(argv) => argv,
+            Command::Shell(s) => vec!["CMD-SHELL".to_owned(), s],
+        };
+        Some(Healthcheck {
+            test,
+            interval_secs: h.interval,
+            timeout_secs: h.timeout,
+            retries: h.retries,
         })
     }
 
@@ -275,4 +365,16 @@ impl Builder<'_> {
             timeout_secs: r.timeout,
         })
     }
+}
+
+/// Whether two mappings bind the same host port and protocol on the same
+/// address (no HOST_IP, or an unspecified one, binds every address).
+fn binds_same_host_port(a: &PortMapping, b: &PortMapping) -> bool {
+    let same_address = match (a.host_ip, b.host_ip) {
+        (Some(x), Some(y)) => {
+            x == y || (x.is_ipv4() == y.is_ipv4() && (x.is_unspecified() || y.is_unspecified()))
+        }
+        _ => true,
+    };
+    a.host_port.is_some() && a.host_port == b.host_port && a.protocol == b.protocol && same_address
 }

@@ -25,7 +25,13 @@
 //!   Template files keep their trailing newline and are never HTML-escaped.
 //! - A broken role or data file fails only the nodes that use it;
 //!   [`Repository::parse`] fails only on `drover.toml` and `nodes.toml`.
+//! - Containers: `name`, `image`, `ports`, `volumes` and `restart` are
+//!   checked with Docker's own rules ([`container`]) when the catalog is
+//!   compiled, so a node never gets a value Docker would refuse. A container
+//!   requires the managed file of its `image_archive` and the managed file or
+//!   directory at the source of each bind mount.
 
+pub mod container;
 pub mod model;
 pub mod report;
 

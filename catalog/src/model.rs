@@ -502,6 +502,10 @@ pub struct Healthcheck {
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
+    /// Absolute path of a `docker save` tarball on the node, loaded when
+    /// `image` is not present (for nodes that cannot reach a registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_archive: Option<String>,
     #[serde(default)]
     pub ensure: ContainerEnsure,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -510,13 +514,16 @@ pub struct ContainerSpec {
     pub entrypoint: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Docker's `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`.
+    /// Docker's `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`, validated at
+    /// compile time; read with [`crate::container::PortMapping::parse`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
-    /// `SOURCE:TARGET[:ro]`; an absolute SOURCE is a bind mount, else a named volume.
+    /// `SOURCE:TARGET[:ro|:rw]`; an absolute SOURCE is a bind mount, else a
+    /// named volume. Read with [`crate::container::Mount::parse`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
-    /// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+    /// `no`, `always`, `unless-stopped`, `on-failure[:N]`; read with
+    /// [`crate::container::RestartPolicy::parse`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -533,6 +540,10 @@ pub struct ContainerSpec {
     pub millicpus: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
+    /// Seconds between SIGTERM and SIGKILL when the container is stopped
+    /// (Docker's default: 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -169,6 +169,7 @@ resource!(RawService {
 resource!(RawContainer {
     name: S,
     image: S,
+    image_archive: Option<S>,
     ensure: Option<S>,
     command: Option<Vec<S>>,
     entrypoint: Option<Vec<S>>,
@@ -186,6 +187,7 @@ resource!(RawContainer {
     memory: Option<V>,
     cpus: Option<V>,
     healthcheck: Option<RawHealthcheck>,
+    stop_timeout: Option<u64>,
 });
 
 #[derive(Debug, Clone, Deserialize)]

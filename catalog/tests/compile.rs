@@ -437,6 +437,105 @@ backup = false
     insta::assert_json_snapshot!("every_kind", compiled.catalog.resources);
 }
 
+/// Containers using every field, with the implicit edges to the managed
+/// image archive and bind-mount sources.
+const CONTAINERS: &str = r#"
+//- nodes.toml
+[[node]]
+match = "*"
+roles = ["app"]
+//- roles/app.toml
+[vars]
+port = 8080
+
+[[directory]]
+path = "/srv/app"
+
+[[file]]
+path = "/srv/images/app.tar"
+source = "files/app.tar"
+backup = false
+
+[[file]]
+path = "/srv/app/app.conf"
+content = "port = {{ vars.port }}\n"
+notify = ["container:app"]
+
+[[container]]
+name = "app"
+image = "registry.example.com:5000/team/app:{{ vars.app_version }}"
+image_archive = "/srv/images/app.tar"
+ensure = "running"
+entrypoint = ["/usr/bin/tini", "--"]
+command = ["serve", "--config", "/etc/app/app.conf"]
+env = { RUST_LOG = "info", PORT = "{{ vars.port }}", DEBUG = false }
+ports = ["127.0.0.1:{{ vars.port }}:8080", "[::1]:{{ vars.port }}:8080", "9090", "53:53/udp", "53:53/tcp", "0.0.0.0::443", "[fe80::1]::8443/sctp"]
+volumes = ["/srv/app/app.conf:/etc/app/app.conf:ro", "/srv/app:/var/lib/app:rw", "app-cache:/cache"]
+restart = "on-failure:3"
+labels = { team = "web", tier = 2 }
+user = "1000:1000"
+network = "bridge"
+memory = 268435456
+cpus = "1.5"
+healthcheck = { test = ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/health"], interval = 30 }
+stop_timeout = 20
+
+[[container]]
+name = "old-worker.v1"
+image = "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+ensure = "absent"
+restart = "no"
+//- data/common.toml
+app_version = "1.4.2"
+//- files/app.tar
+not really a tarball
+"#;
+
+#[test]
+fn containers_compile_with_every_field_and_their_implicit_edges() {
+    let compiled = compile(CONTAINERS, "web-1").expect("compiles");
+    insta::assert_json_snapshot!("containers", compiled.catalog.resources);
+    let clean = drover_catalog::check(fixture(CONTAINERS), "production", "c0ffee", &[]);
+    assert_eq!(clean, [], "templated ports are not judged without a node");
+}
+
+#[test]
+fn error_container_values() {
+    let repo = one_role(
+        r#"[[container]]
+name = "web"
+image = "Web:1"
+image_archive = "images/web.tar"
+env = { "A=B" = "x", "" = "y", OK = "z" }
+ports = ["8o:80", "127.0.0.1:8080:80", "8080:81", "8080:81/udp", "[::1]:9000:90", "[::1]:9000:91"]
+volumes = ["data:data", "/srv/data:/data:rx", "logs:/var/log"]
+restart = "sometimes"
+
+[[container]]
+name = "-web"
+image = "busybox"
+ports = ["80:80/http"]
+restart = "on-failure:x"
+"#,
+    );
+    let errors = errors(&repo);
+    for expected in [
+        "roles/r.toml:3:9: `Web:1` is not an image reference",
+        "roles/r.toml:6:10: `8o:80` is not a port mapping: `8o` is not a port number",
+        "roles/r.toml:6:40: port `8080:81` publishes host port 8080/tcp again: `127.0.0.1:8080:80` at roles/r.toml:6:19 publishes it already",
+        "roles/r.toml:7:12: `data:data` is not a volume",
+        "roles/r.toml:8:11: `sometimes` is not a restart policy",
+        "roles/r.toml:4:17: `image_archive` must be an absolute, normalised path: `images/web.tar` (it is not absolute)",
+        "roles/r.toml:11:8: `-web` is not a valid container name",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+    insta::assert_snapshot!("container_values", errors);
+}
+
 #[test]
 fn check_without_facts_lists_every_error_of_every_role() {
     let repo = r#"
@@ -499,7 +598,7 @@ fn error_missing_field_wrong_type_and_bad_values() {
     let repo = one_role("[[file]]\nmode = \"0644\"\n\n[[package]]\nname = 5\n");
     insta::assert_snapshot!("missing_field_and_wrong_type", errors(&repo));
     let repo = one_role(
-        "[[service]]\nname = \"x\"\nensure = \"started\"\n\n[[symlink]]\npath = \"/etc/l\"\n\n[[container]]\nname = \"c\"\nimage = \"i\"\nmemory = \"lots\"\n\n[[file]]\npath = \"/etc/f\"\ncontent = \"a\"\nsource = \"files/f\"\n\n[[directory]]\npath = \"/etc/f\"\n",
+        "[[service]]\nname = \"x\"\nensure = \"started\"\n\n[[symlink]]\npath = \"/etc/l\"\n\n[[container]]\nname = \"web\"\nimage = \"i\"\nmemory = \"lots\"\n\n[[file]]\npath = \"/etc/f\"\ncontent = \"a\"\nsource = \"files/f\"\n\n[[directory]]\npath = \"/etc/f\"\n",
     );
     insta::assert_snapshot!("bad_values", errors(&repo));
 }

@@ -3,6 +3,7 @@
 //! apply the difference unless in noop.
 
 pub mod account;
+pub mod container;
 pub mod directory;
 pub mod exec;
 pub mod file;
@@ -68,6 +69,8 @@ pub struct Env<'a> {
     pub services: service::Services,
     /// `apt-get update` ran in this run (it runs at most once).
     pub apt_updated: bool,
+    /// The Docker Engine connection, opened by the first container resource.
+    pub containers: container::Containers,
     buf: Vec<u8>,
     swept: HashSet<PathBuf>,
 }
@@ -85,6 +88,7 @@ impl<'a> Env<'a> {
             names: Names::default(),
             services: service::Services::default(),
             apt_updated: false,
+            containers: container::Containers::default(),
             buf: Vec::new(),
             swept: HashSet::new(),
         }
@@ -150,14 +154,11 @@ pub fn converge(spec: &Spec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome>
         Spec::Exec(s) => exec::converge(s, env, flags),
         Spec::User(s) => account::converge_user(s, env, flags),
         Spec::Group(s) => account::converge_group(s, env, flags),
+        Spec::Container(s) => container::converge(s, env, flags),
         // Packages converge in batches, one apt transaction each: see the engine.
         Spec::Package(s) => package::converge_batch(&[(s, flags)], env)
             .pop()
             .expect("one result per package"),
-        other => bail!(
-            "the agent cannot converge `{}` resources yet",
-            other.kind().as_str()
-        ),
     }
 }
 
