@@ -52,7 +52,7 @@ fn present(
             describe_type(&md)
         ),
         None => {
-            require_parent(path)?;
+            require_parent(path, env, flags)?;
             out.events
                 .push(event("ensure", None, Some("present".into())));
             want.events(&mut env.names, None, &mut out.events);

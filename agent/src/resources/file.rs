@@ -98,7 +98,7 @@ fn present(
         }
         // Missing, or a symlink that a regular file replaces (as Puppet does).
         current => {
-            require_parent(path)?;
+            require_parent(path, env, flags)?;
             let previous = current.as_ref().map(|_| "symlink".to_owned());
             out.events
                 .push(event("ensure", previous, Some("present".into())));
@@ -245,6 +245,28 @@ mod tests {
         );
         let again = run(&source, backups, &spec(&path, Some(b"two\n")), false).unwrap();
         assert!(!again.changed(), "second run converges to nothing");
+    }
+
+    #[test]
+    fn noop_counts_a_managed_missing_parent_as_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("conf.d");
+        let path = parent.join("f");
+        let source = MapSource::with(&[b"x"]);
+        let noop = Flags {
+            noop: true,
+            ..Flags::default()
+        };
+        let parent_text = parent.to_string_lossy().into_owned();
+        let managed = BTreeSet::from([parent_text.as_str()]);
+        let mut env = Env::new(&source, dir.path().join("b"), managed);
+        let out = converge(&spec(&path, Some(b"x")), &mut env, noop).unwrap();
+        assert_eq!(out.events[0].property, "ensure");
+        assert!(!parent.exists(), "noop made nothing");
+
+        let mut unmanaged = Env::new(&source, dir.path().join("b"), BTreeSet::new());
+        let err = converge(&spec(&path, Some(b"x")), &mut unmanaged, noop).unwrap_err();
+        assert!(err.to_string().starts_with("parent directory"), "{err}");
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn present(
                 .push(event("target", None, Some(target.to_owned())));
         }
         None => {
-            require_parent(path)?;
+            require_parent(path, env, flags)?;
             out.events
                 .push(event("ensure", None, Some("present".into())));
             out.events

@@ -188,7 +188,16 @@ impl Docker {
     pub(super) fn start(&self, name: &str) -> Result<()> {
         self.runtime
             .block_on(self.client.start_container(name, None))
-            .map_err(|e| anyhow!("cannot start container {name}: {}", api_message(&e)))
+            .map_err(|e| {
+                let message = api_message(&e);
+                let port_taken = message.contains("address already in use")
+                    || message.contains("port is already allocated");
+                let hint = match port_taken {
+                    true => "\nhint: something else holds that host port (`ss -ltnp` names the process, `docker ps` the container)",
+                    false => "",
+                };
+                anyhow!("cannot start container {name}: {message}{hint}")
+            })
     }
 
     /// Stops the container, giving it its own `stop_timeout` after SIGTERM.
