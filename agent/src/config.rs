@@ -27,7 +27,7 @@ pub struct FileConfig {
     pub splay_secs: Option<u64>,
     pub run_timeout_secs: Option<u64>,
     pub http_timeout_secs: Option<u64>,
-    /// The Docker Engine API socket (Podman's compatible socket works too).
+    /// The Docker Engine API socket (or Podman's Docker-compatible one).
     pub container_socket: Option<PathBuf>,
 }
 

@@ -225,6 +225,17 @@ impl Server {
 }
 
 /// The array of report summaries, whether the route wraps it or not.
+/// The entry of resource `id` in a report.
+#[track_caller]
+pub fn report_entry<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in report {report:#}"))
+}
+
 pub fn report_list(list: &Value) -> &Vec<Value> {
     list.as_array()
         .or_else(|| list["reports"].as_array())

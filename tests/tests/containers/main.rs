@@ -92,13 +92,7 @@ pub fn container_report(report: &Value, name: &str) -> Value {
 /// The report entry of resource `id`.
 #[track_caller]
 pub fn resource(report: &Value, id: &str) -> Value {
-    report["resources"]
-        .as_array()
-        .expect("resources")
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("{id} not in report {report:#}"))
-        .clone()
+    drover_tests::report_entry(report, id).clone()
 }
 
 /// The event of `property` in a resource's report entry.

@@ -1,18 +1,8 @@
 //! The main loop: create, idempotence, drift repair, noop.
 
-use drover_tests::report_list;
-use serde_json::Value;
+use drover_tests::{report_entry as resource, report_list};
 
 use crate::World;
-
-fn resource<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["resources"]
-        .as_array()
-        .expect("resources")
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("{id} not in report {report:#}"))
-}
 
 #[test]
 fn first_run_creates_second_changes_nothing() {

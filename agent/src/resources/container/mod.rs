@@ -51,10 +51,11 @@ pub fn converge(spec: &ContainerSpec, env: &mut Env<'_>, flags: Flags) -> Result
     let desired = desired::desired(spec, node, &resource)?;
     let image = observe_image(docker, spec, flags)?;
     let plan = plan(spec, &desired, seen.as_ref(), &image, flags);
-    if plan.action == Action::Nothing {
-        if let Some(seen) = seen.as_ref().filter(|s| s.running) {
-            health::check_not_unhealthy(&spec.name, seen)?;
-        }
+    if let Some(seen) = seen
+        .as_ref()
+        .filter(|s| s.running && plan.action == Action::Nothing)
+    {
+        health::check_not_unhealthy(&spec.name, seen)?;
     }
     if !flags.noop {
         apply(&plan, spec, desired, &image, docker)?;
