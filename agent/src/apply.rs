@@ -51,17 +51,7 @@ pub fn apply(
     let apply_started = Instant::now();
     let applied = engine::apply(
         &catalog,
-        &EngineConfig {
-            noop: settings.noop,
-            node: &settings.node,
-            container_socket: &settings.container_socket,
-            backups: state.backups(),
-            contents: &contents,
-            previous: None,
-            stop,
-            timeout: Some((started, settings.run_timeout)),
-            verbose: true,
-        },
+        &EngineConfig::new(settings, state.backups(), &contents, stop, started),
     );
     let apply_ms = ms(apply_started.elapsed());
     let report = build_report_of_run(

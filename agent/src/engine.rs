@@ -11,6 +11,7 @@ use drover_catalog::{Catalog, Resource, ResourceId, Spec};
 
 use anyhow::Result;
 
+use crate::config::Settings;
 use crate::resources::{self, ContentSource, Env, Flags, Outcome};
 
 /// Why the remaining resources were not tried.
@@ -33,6 +34,30 @@ pub struct EngineConfig<'a> {
     pub timeout: Option<(Instant, Duration)>,
     /// Print one line per change (and failure) as it happens.
     pub verbose: bool,
+}
+
+impl<'a> EngineConfig<'a> {
+    /// A run as `settings` describe it, timed from `started`, with no
+    /// previous catalog.
+    pub fn new(
+        settings: &'a Settings,
+        backups: PathBuf,
+        contents: &'a dyn ContentSource,
+        stop: &'a AtomicBool,
+        started: Instant,
+    ) -> EngineConfig<'a> {
+        EngineConfig {
+            noop: settings.noop,
+            node: &settings.node,
+            container_socket: &settings.container_socket,
+            backups,
+            contents,
+            previous: None,
+            stop,
+            timeout: Some((started, settings.run_timeout)),
+            verbose: true,
+        }
+    }
 }
 
 #[derive(Debug)]

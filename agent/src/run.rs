@@ -63,22 +63,16 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
     scope.catalog_version(&catalog.version);
 
     let store = state.content_store();
+    let contents = StoreFirst {
+        store: &store,
+        upstream: &client as &dyn ContentSource,
+    };
     let apply_started = Instant::now();
     let applied = engine::apply(
         &catalog,
         &EngineConfig {
-            noop: settings.noop,
-            node: &settings.node,
-            container_socket: &settings.container_socket,
-            backups: state.backups(),
-            contents: &StoreFirst {
-                store: &store,
-                upstream: &client as &dyn ContentSource,
-            },
             previous: cached.as_ref(),
-            stop,
-            timeout: Some((started, settings.run_timeout)),
-            verbose: true,
+            ..EngineConfig::new(settings, state.backups(), &contents, stop, started)
         },
     );
     let apply_ms = ms(apply_started.elapsed());

@@ -203,12 +203,16 @@ impl Mount {
 }
 
 /// `restart`: what Docker does when the container's process exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RestartPolicy {
+    /// Docker's default.
+    #[default]
     No,
     Always,
     UnlessStopped,
-    OnFailure { max_retries: Option<u32> },
+    OnFailure {
+        max_retries: Option<u32>,
+    },
 }
 
 impl RestartPolicy {

@@ -13,7 +13,6 @@
 //! Needs a running dockerd and Debian's busybox-static (scripts/test installs
 //! both and starts dockerd).
 
-use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -21,7 +20,6 @@ use std::process::Command;
 use std::sync::{Once, OnceLock};
 
 use anyhow::{Context, Result, bail};
-use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
 use crate::Output;
@@ -92,17 +90,7 @@ fn build_once() -> Result<()> {
     if image_is_current() {
         return Ok(());
     }
-    fs_err::create_dir_all(CACHE_DIR)?;
-    let lock_path = format!("{CACHE_DIR}/busybox-image.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open the image build lock {lock_path}"))?;
-    let _lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| errno)
-        .with_context(|| format!("cannot lock {lock_path}"))?;
+    let _lock = crate::lockfile::lock(&Path::new(CACHE_DIR).join("busybox-image.lock"))?;
     if image_is_current() {
         return Ok(());
     }

@@ -5,6 +5,7 @@
 //! the test executable (`scripts/test` builds them first).
 
 pub mod docker;
+pub mod lockfile;
 pub mod node;
 
 use std::io::{BufRead, BufReader};

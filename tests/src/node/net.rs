@@ -5,11 +5,11 @@
 //! so concurrent test processes never share a subnet, and a bridge whose lock
 //! nobody holds is a leftover of a dead process.
 
-use std::fs::OpenOptions;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use super::host::{RUN_DIR, run_ok, tool};
 
@@ -67,19 +67,7 @@ impl Drop for Bridge {
 }
 
 fn try_lock_subnet(subnet: u8) -> Result<Option<Flock<std::fs::File>>> {
-    fs_err::create_dir_all(RUN_DIR)?;
-    let path = format!("{RUN_DIR}/subnet-{subnet}.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the subnet lock {path}"))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(errno).with_context(|| format!("cannot lock {path}")),
-    }
+    crate::lockfile::try_lock(&Path::new(RUN_DIR).join(format!("subnet-{subnet}.lock")))
 }
 
 /// Deletes lab bridges whose subnet lock nobody holds.

@@ -7,13 +7,11 @@
 //! `dv<pid>-<n>`. The directory is created first and removed last, so a
 //! namespace or veth without its directory is a leftover.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use anyhow::Result;
 use nix::sys::signal::Signal;
 
 use super::host::{self, Owner, RUN_DIR};
@@ -128,17 +126,7 @@ impl Place {
 /// Removes the nodes, namespaces, veths and bridges of test processes that are
 /// gone (killed, or crashed before their destructors ran).
 pub(super) fn sweep_leftovers() -> Result<()> {
-    fs_err::create_dir_all(RUN_DIR)?;
-    let path = format!("{RUN_DIR}/sweep.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {path}"))?;
-    let _lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| errno)
-        .with_context(|| format!("cannot lock {path}"))?;
+    let _lock = crate::lockfile::lock(&Path::new(RUN_DIR).join("sweep.lock"))?;
 
     if let Ok(entries) = fs_err::read_dir(NODES_DIR) {
         for entry in entries.filter_map(|entry| entry.ok()) {

@@ -38,7 +38,7 @@ pub(super) struct Desired {
 
 /// The parts of the spec a container is created from: not `ensure` (a
 /// state, not a shape) and not where the image came from.
-pub(super) fn shape(spec: &ContainerSpec) -> String {
+fn shape(spec: &ContainerSpec) -> String {
     let shape = ContainerSpec {
         ensure: ContainerEnsure::Running,
         image_archive: None,
@@ -52,7 +52,7 @@ pub(super) fn desired(spec: &ContainerSpec, node: &str, resource: &str) -> Resul
     let hash = sha256_hex(shape.as_bytes());
     let restart = match &spec.restart {
         Some(text) => RestartPolicy::parse(text).map_err(|e| anyhow!("invalid `restart`: {e}"))?,
-        None => RestartPolicy::No,
+        None => RestartPolicy::default(),
     };
     let memory = spec.memory_bytes.map_or(0, |b| b as i64);
     let nano_cpus = spec.millicpus.map_or(0, |m| m as i64 * 1_000_000);
@@ -109,25 +109,22 @@ fn secs_to_nanos(secs: u64) -> i64 {
 type Ports = (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>);
 
 fn ports(specs: &[String]) -> Result<Ports> {
-    let mut exposed = Vec::new();
-    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut bindings: BTreeMap<String, Vec<PortBinding>> = BTreeMap::new();
     for text in specs {
         let port = PortMapping::parse(text).map_err(|e| anyhow!("invalid `ports`: {e}"))?;
-        let key = port.container_key();
-        if !exposed.contains(&key) {
-            exposed.push(key.clone());
-        }
-        let binding = PortBinding {
-            host_ip: port.host_ip.map(|ip| ip.to_string()),
-            host_port: Some(port.host_port.map(|p| p.to_string()).unwrap_or_default()),
-        };
         bindings
-            .entry(key)
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(binding);
+            .entry(port.container_key())
+            .or_default()
+            .push(PortBinding {
+                host_ip: port.host_ip.map(|ip| ip.to_string()),
+                host_port: Some(port.host_port.map(|p| p.to_string()).unwrap_or_default()),
+            });
     }
-    Ok((exposed, bindings))
+    let exposed = bindings.keys().cloned().collect();
+    Ok((
+        exposed,
+        bindings.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+    ))
 }
 
 /// Bind mounts and named volumes, in Docker's `SOURCE:TARGET[:ro]` form.
@@ -162,12 +159,12 @@ fn api_restart(policy: RestartPolicy) -> ApiRestart {
     }
 }
 
-/// The live restart policy, in the catalog's terms (`None`: unknown name).
-pub(super) fn live_restart(policy: Option<&ApiRestart>) -> Option<RestartPolicy> {
+/// The live restart policy, in the catalog's terms.
+pub(super) fn live_restart(policy: Option<&ApiRestart>) -> RestartPolicy {
     let Some(policy) = policy else {
-        return Some(RestartPolicy::No);
+        return RestartPolicy::No;
     };
-    Some(match policy.name {
+    match policy.name {
         None | Some(RestartPolicyNameEnum::EMPTY | RestartPolicyNameEnum::NO) => RestartPolicy::No,
         Some(RestartPolicyNameEnum::ALWAYS) => RestartPolicy::Always,
         Some(RestartPolicyNameEnum::UNLESS_STOPPED) => RestartPolicy::UnlessStopped,
@@ -177,7 +174,7 @@ pub(super) fn live_restart(policy: Option<&ApiRestart>) -> Option<RestartPolicy>
                 .filter(|n| *n > 0)
                 .and_then(|n| u32::try_from(n).ok()),
         },
-    })
+    }
 }
 
 /// A field whose value differs between the spec a container was made from

@@ -74,7 +74,7 @@ struct Seen {
     health_log: Vec<String>,
     memory: i64,
     nano_cpus: i64,
-    restart: Option<RestartPolicy>,
+    restart: RestartPolicy,
 }
 
 impl From<ContainerInspectResponse> for Seen {
@@ -332,11 +332,10 @@ fn live_differences(seen: &Seen, desired: &Desired) -> Vec<FieldChange> {
         desired::cpus_text(seen.nano_cpus),
         desired::cpus_text(desired.nano_cpus),
     );
-    let restart_text = |p: Option<RestartPolicy>| p.map_or("unknown".into(), desired::restart_text);
     differ(
         "restart",
-        restart_text(seen.restart),
-        restart_text(Some(desired.restart)),
+        desired::restart_text(seen.restart),
+        desired::restart_text(desired.restart),
     );
     changes
 }

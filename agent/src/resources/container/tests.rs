@@ -65,7 +65,7 @@ fn made_from(spec: &ContainerSpec) -> Seen {
         running: true,
         memory: desired.memory,
         nano_cpus: desired.nano_cpus,
-        restart: Some(desired.restart),
+        restart: desired.restart,
         ..Seen::default()
     }
 }
