@@ -33,7 +33,9 @@
 
 pub mod container;
 pub mod model;
+pub mod names;
 pub mod report;
+pub mod signed;
 
 mod check;
 mod classify;

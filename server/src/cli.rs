@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Seconds between repository refreshes [default: 60]
     #[arg(long, value_name = "N")]
     pub refresh_interval_secs: Option<u64>,
+    /// INSECURE: serve plain HTTP without certificates (loopback addresses only)
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 impl ServeArgs {
@@ -62,6 +65,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             database: self.database.clone(),
             refresh_interval_secs: self.refresh_interval_secs,
+            insecure_http: self.insecure_http,
         }
     }
 }

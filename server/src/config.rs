@@ -12,6 +12,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/drover/server.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8140";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/drover-server";
 pub const DEFAULT_REFRESH_SECS: u64 = 60;
+pub const DEFAULT_CERT_LIFETIME_DAYS: u32 = 365;
 
 /// The keys `server.toml` may hold; an unknown key is an error that names it.
 #[derive(Debug, Default, Deserialize)]
@@ -23,6 +24,24 @@ pub struct FileConfig {
     pub database: Option<String>,
     pub refresh_interval_secs: Option<u64>,
     pub default_environment: Option<String>,
+    /// Serve plain HTTP instead of mutual TLS (loopback only).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Extra names and addresses for the server certificate (beyond localhost,
+    /// 127.0.0.1, ::1 and the host name).
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// A file holding the shared enrollment token: a CSR that carries it is signed at once.
+    pub enrollment_token_file: Option<PathBuf>,
+    /// A policy command: gets the node name as its argument and the CSR (PEM)
+    /// on stdin; exit 0 signs.
+    pub autosign_command: Option<Vec<String>>,
+    /// Operator tokens, one per line [default: DATA_DIR/operator-token, made at first start].
+    pub operator_token_file: Option<PathBuf>,
+    /// Lifetime of the certificates the CA signs for nodes and operators.
+    pub cert_lifetime_days: Option<u32>,
+    /// A second, plain-HTTP address serving only `/metrics` without a credential.
+    pub metrics_listen: Option<String>,
 }
 
 /// Command-line values that override the file.
@@ -34,6 +53,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
     pub refresh_interval_secs: Option<u64>,
+    pub insecure_http: bool,
 }
 
 /// The resolved configuration of a running server.
@@ -48,13 +68,23 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Environment of nodes that ask for none and have no pin.
     pub default_environment: Option<String>,
+    /// Plain HTTP on a loopback address, no certificates (development only).
+    pub insecure_http: bool,
+    pub server_names: Vec<String>,
+    pub enrollment_token_file: Option<PathBuf>,
+    pub autosign_command: Option<Vec<String>>,
+    /// Where operator tokens are read from (made with one random token when missing).
+    pub operator_token_file: PathBuf,
+    pub cert_lifetime: Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
     /// A configuration with every default, for tests and embedding.
     pub fn new(repo: impl Into<String>, data_dir: impl Into<PathBuf>) -> Config {
-        let data_dir = data_dir.into();
+        let data_dir: PathBuf = data_dir.into();
         Config {
+            operator_token_file: data_dir.join("operator-token"),
             repo: repo.into(),
             listen: DEFAULT_LISTEN
                 .parse()
@@ -63,6 +93,12 @@ impl Config {
             data_dir,
             refresh_interval: Duration::from_secs(DEFAULT_REFRESH_SECS),
             default_environment: None,
+            insecure_http: false,
+            server_names: Vec::new(),
+            enrollment_token_file: None,
+            autosign_command: None,
+            cert_lifetime: days(DEFAULT_CERT_LIFETIME_DAYS),
+            metrics_listen: None,
         }
     }
 
@@ -86,7 +122,7 @@ impl Config {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen_text.parse().with_context(|| {
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!(
                 "invalid listen address `{listen_text}`\nhint: use HOST:PORT, e.g. 127.0.0.1:8140"
             )
@@ -95,10 +131,34 @@ impl Config {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let insecure_http = o.insecure_http || file.insecure_http;
+        if insecure_http && !listen.ip().is_loopback() {
+            bail!(
+                "insecure plain HTTP is refused on {listen}: it is allowed only on a loopback address\nhint: listen on 127.0.0.1, or drop --insecure-http to serve mutual TLS"
+            );
+        }
+        let metrics_listen = file
+            .metrics_listen
+            .as_deref()
+            .map(|text| {
+                text.parse::<SocketAddr>().with_context(|| {
+                    format!("invalid metrics_listen address `{text}`\nhint: use HOST:PORT")
+                })
+            })
+            .transpose()?;
+        let lifetime_days = file
+            .cert_lifetime_days
+            .unwrap_or(DEFAULT_CERT_LIFETIME_DAYS);
+        if lifetime_days == 0 {
+            bail!("cert_lifetime_days must be at least 1");
+        }
         let database_url = o
             .database
             .or(file.database)
             .unwrap_or_else(|| default_database_url(&data_dir));
+        let operator_token_file = file
+            .operator_token_file
+            .unwrap_or_else(|| data_dir.join("operator-token"));
         let secs = o
             .refresh_interval_secs
             .or(file.refresh_interval_secs)
@@ -113,8 +173,19 @@ impl Config {
             database_url,
             refresh_interval: Duration::from_secs(secs),
             default_environment: file.default_environment,
+            insecure_http,
+            server_names: file.server_names,
+            enrollment_token_file: file.enrollment_token_file,
+            autosign_command: file.autosign_command,
+            operator_token_file,
+            cert_lifetime: days(lifetime_days),
+            metrics_listen,
         })
     }
+}
+
+fn days(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n) * 24 * 3600)
 }
 
 fn default_database_url(data_dir: &Path) -> String {
@@ -153,6 +224,22 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:1");
         assert_eq!(c.database_url, "sqlite:///d/drover.db");
         assert_eq!(c.refresh_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn insecure_http_is_refused_off_loopback() {
+        let over = |listen: &str| Overrides {
+            repo: Some("/r".into()),
+            listen: Some(listen.into()),
+            insecure_http: true,
+            ..Overrides::default()
+        };
+        let err = Config::merge(FileConfig::default(), over("0.0.0.0:8140")).unwrap_err();
+        assert!(err.to_string().contains("only on a loopback"), "{err}");
+        let ok = Config::merge(FileConfig::default(), over("127.0.0.1:8140")).unwrap();
+        assert!(ok.insecure_http);
+        let ok = Config::merge(FileConfig::default(), over("[::1]:8140")).unwrap();
+        assert!(ok.insecure_http);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! directory; it reads the repository through git objects (or a plain
 //! directory in development mode) and never follows a symlink out of it.
 
+pub mod auth;
 pub mod cli;
 pub mod compile;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod routes;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 
 use std::io::Write;
 

@@ -6,6 +6,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::OperatorTokens;
 use crate::compile::{self, Cache};
 use crate::config::Config;
 use crate::db::{self, Db};
@@ -20,6 +21,7 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
+    pub operators: Arc<OperatorTokens>,
 }
 
 impl AppState {
@@ -28,6 +30,7 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         fs_err::create_dir_all(&config.data_dir)?;
         let db = db::open(&config.database_url).await?;
+        let operators = OperatorTokens::load_or_create(&config.operator_token_file)?;
         let (repo, data_dir, default_env) = (
             config.repo.clone(),
             config.data_dir.clone(),
@@ -45,6 +48,7 @@ impl AppState {
             db,
             cache: Arc::default(),
             metrics: Arc::default(),
+            operators: Arc::new(operators),
         };
         refresh(&state).await;
         Ok(state)

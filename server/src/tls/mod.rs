@@ -1,0 +1,3 @@
+//! The server's own certificate authority and its mutual-TLS listener.
+
+pub mod files;
