@@ -54,9 +54,11 @@ pub struct CommonArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The drover server (default http://127.0.0.1:8140)
+    /// The drover server (default https://127.0.0.1:8140)
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Run once and exit instead of running as a daemon
     #[arg(long)]
     pub once: bool,
@@ -66,6 +68,26 @@ pub struct RunArgs {
     /// The environment (branch) to ask the server for
     #[arg(long, value_name = "ENV")]
     pub environment: Option<String>,
+}
+
+/// How `run` gets and checks this node's identity (override agent.toml).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// The server's CA certificate (PEM) to pin at enrollment (ca_file)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// sha256 (hex) of the CA certificate fetched on first use (ca_fingerprint)
+    #[arg(long, value_name = "HEX")]
+    pub ca_fingerprint: Option<String>,
+    /// A file holding the enrollment token (enrollment_token_file)
+    #[arg(long, value_name = "FILE")]
+    pub enrollment_token_file: Option<PathBuf>,
+    /// Seconds to wait for a pending certificate request (wait_for_cert_secs, default 120)
+    #[arg(long, value_name = "SECS")]
+    pub wait_for_cert_secs: Option<u64>,
+    /// INSECURE: talk plain HTTP to a server on a loopback address, without TLS or identity
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,27 +1,253 @@
-//! The agent's side of the HTTP API: catalog, file contents, reports (blocking).
+//! The agent's side of the HTTP API (blocking): [`Http`] is one connection
+//! policy (TLS pinned to the enrolled CA, or plain loopback HTTP), and
+//! [`Client`] the node routes on top of it: catalog, file contents, reports.
+//!
+//! No redirect is ever followed, so no credential goes to another host; the
+//! root store is the pinned CA alone, never the system's roots.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use drover_catalog::signed::{SIGNATURE_HEADER, SignatureError, VerifyingKey};
 use drover_catalog::{Catalog, CatalogRequest};
+use rustls::pki_types::CertificateDer;
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
+use crate::identity::{Identity, Transport};
 use crate::resources::ContentSource;
 
 const MAX_CATALOG_BYTES: u64 = 512 * 1024 * 1024;
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+pub const MAX_SMALL_BYTES: u64 = 1024 * 1024;
 
-pub struct Client {
+/// Whom a connection trusts and what it presents.
+pub enum Trust<'a> {
+    /// `--insecure-http`: plain HTTP to a loopback address, no credential.
+    InsecureHttp,
+    /// Only for the first fetch of the CA, before anything is pinned: TLS
+    /// without verification and without any credential.
+    FirstUse,
+    /// TLS verified by the pinned CA alone; our certificate (and its key,
+    /// PKCS#8 PEM) when we have one.
+    Pinned {
+        ca: &'a CertificateDer<'static>,
+        client: Option<(&'a CertificateDer<'static>, &'a str)>,
+        tls_dir: &'a Path,
+    },
+}
+
+/// One HTTP answer, read whole (bounded).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub signature: Option<String>,
+}
+
+impl Answer {
+    /// The body as JSON of type `T`; `what` names the request in the error.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("the server's answer for {what} is not the expected JSON"))
+    }
+}
+
+/// An HTTP agent bound to one server and one [`Trust`].
+pub struct Http {
     agent: ureq::Agent,
     base: String,
+    tls_dir: Option<PathBuf>,
+}
+
+impl Http {
+    /// `Err` only for a client key that does not parse.
+    pub fn new(base: &str, trust: Trust<'_>, timeout: Duration) -> Result<Http> {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(timeout))
+            .user_agent(concat!("drover-agent/", env!("CARGO_PKG_VERSION")));
+        let mut tls_dir = None;
+        match trust {
+            Trust::InsecureHttp => {}
+            Trust::FirstUse => {
+                config = config
+                    .https_only(true)
+                    .tls_config(tls_builder().disable_verification(true).build());
+            }
+            Trust::Pinned {
+                ca,
+                client,
+                tls_dir: dir,
+            } => {
+                tls_dir = Some(dir.to_owned());
+                let client = match client {
+                    Some((cert, key_pem)) => Some(ClientCert::new_with_certs(
+                        &[Certificate::from_der(cert.as_ref()).to_owned()],
+                        PrivateKey::from_pem(key_pem.as_bytes())
+                            .map_err(|e| anyhow!("this node's key does not parse: {e}"))?,
+                    )),
+                    None => None,
+                };
+                let roots = RootCerts::new_with_certs(&[Certificate::from_der(ca).to_owned()]);
+                config = config
+                    .https_only(true)
+                    .tls_config(tls_builder().root_certs(roots).client_cert(client).build());
+            }
+        }
+        Ok(Http {
+            agent: config.build().new_agent(),
+            base: base.trim_end_matches('/').to_owned(),
+            tls_dir,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn get(&self, path: &str, limit: u64) -> Result<Answer> {
+        let url = format!("{}{path}", self.base);
+        let response = self.agent.get(&url).call();
+        self.read(&url, response, limit)
+    }
+
+    /// POSTs `body`; `headers` are added as given (an `Authorization` too).
+    pub fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        headers: &[(&str, String)],
+        limit: u64,
+    ) -> Result<Answer> {
+        let url = format!("{}{path}", self.base);
+        let mut call = self.agent.post(&url).content_type(content_type);
+        for (name, value) in headers {
+            call = call.header(*name, value);
+        }
+        let response = call.send(body);
+        self.read(&url, response, limit)
+    }
+
+    fn read(
+        &self,
+        url: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        limit: u64,
+    ) -> Result<Answer> {
+        let mut response = response.map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        if (300..400).contains(&status) && status != 304 {
+            bail!(
+                "the server answered {status} for {url}, redirecting to {}; the agent never follows a redirect, so no credential goes to another host\nhint: set `server` to the server's own address",
+                header("location").unwrap_or_else(|| "(no location)".into())
+            );
+        }
+        let signature = header(SIGNATURE_HEADER);
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| anyhow!("reading the answer of {url} failed: {}", self.describe(&e)))?;
+        Ok(Answer {
+            status,
+            body,
+            signature,
+        })
+    }
+
+    fn transport_error(&self, e: ureq::Error) -> anyhow::Error {
+        anyhow!(
+            "cannot reach the server at {}: {}",
+            self.base,
+            self.describe(&e)
+        )
+    }
+
+    /// The error, or what a TLS failure means for this node.
+    fn describe(&self, e: &ureq::Error) -> String {
+        let Some(tls) = rustls_error(e) else {
+            return e.to_string();
+        };
+        let dir = self
+            .tls_dir
+            .as_deref()
+            .map_or_else(|| "STATE/tls".to_owned(), |d| d.display().to_string());
+        describe_tls_failure(tls, &dir)
+    }
+}
+
+fn tls_builder() -> ureq::tls::TlsConfigBuilder {
+    TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+}
+
+fn rustls_error(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
+
+fn describe_tls_failure(e: &rustls::Error, tls_dir: &str) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "the server's certificate is signed by the pinned CA but does not name this address ({e})\nhint: use a server name the certificate holds, or add it to the server's `server_names`"
+        ),
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            format!("the server's certificate has expired ({e})")
+        }
+        E::InvalidCertificate(_) => format!(
+            "the server is not the one this node enrolled with: its certificate does not chain to the pinned CA {tls_dir}/ca.pem ({e})\nhint: if the server's CA was replaced on purpose, remove {tls_dir} to enroll again"
+        ),
+        E::AlertReceived(
+            A::BadCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::CertificateRequired
+            | A::AccessDenied,
+        ) => format!(
+            "the server refused this node's certificate {tls_dir}/cert.pem ({e})\nhint: it may have been revoked; remove {tls_dir} to enroll again"
+        ),
+        _ => format!("TLS failed: {e}"),
+    }
+}
+
+pub struct Client {
+    http: Http,
     node: String,
+    signing_key: VerifyingKey,
 }
 
 #[derive(Debug)]
 pub enum CatalogAnswer {
-    Fresh(Catalog),
+    Fresh(SignedCatalog),
     /// 304: the cached catalog is current.
     NotModified,
+}
+
+/// A catalog whose signature verified over exactly `body`.
+#[derive(Debug)]
+pub struct SignedCatalog {
+    pub catalog: Catalog,
+    pub body: Vec<u8>,
+    pub signature: String,
 }
 
 #[derive(Debug, PartialEq)]
@@ -33,22 +259,30 @@ pub enum Posted {
 }
 
 impl Client {
-    pub fn new(server: &str, node: &str, timeout: Duration) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .user_agent(concat!("drover-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+    /// The node routes, over the identity `ensure` established.
+    pub fn new(server: &str, node: &str, identity: &Identity, timeout: Duration) -> Result<Client> {
+        let trust = match &identity.transport {
+            Transport::InsecureHttp => Trust::InsecureHttp,
+            Transport::Tls(tls) => Trust::Pinned {
+                ca: &tls.ca,
+                client: Some((&tls.cert, &tls.key_pem)),
+                tls_dir: &tls.dir,
+            },
+        };
+        let http = Http::new(server, trust, timeout)?;
+        Ok(Client::over(http, node, identity.signing_key))
+    }
+
+    pub fn over(http: Http, node: &str, signing_key: VerifyingKey) -> Client {
         Client {
-            agent,
-            base: server.trim_end_matches('/').to_owned(),
+            http,
             node: node.to_owned(),
+            signing_key,
         }
     }
 
-    fn url(&self, rest: &str) -> String {
-        format!("{}/api/v1/nodes/{}/{rest}", self.base, self.node)
+    fn path(&self, rest: &str) -> String {
+        format!("/api/v1/nodes/{}/{rest}", self.node)
     }
 
     pub fn catalog(
@@ -56,65 +290,84 @@ impl Client {
         request: &CatalogRequest,
         cached_version: Option<&str>,
     ) -> Result<CatalogAnswer> {
-        let url = self.url("catalog");
-        let mut call = self.agent.post(&url);
+        let path = self.path("catalog");
+        let mut headers = Vec::new();
         if let Some(version) = cached_version {
-            call = call.header("If-None-Match", format!("\"{version}\""));
+            headers.push(("If-None-Match", format!("\"{version}\"")));
         }
-        let mut response = call
-            .send_json(request)
-            .map_err(|e| anyhow!("cannot reach the server at {}: {e}", self.base))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_CATALOG_BYTES)
-            .read_to_vec()
-            .map_err(|e| anyhow!("reading the catalog from {url} failed: {e}"))?;
-        match status {
+        let json = serde_json::to_vec(request).context("cannot serialize the catalog request")?;
+        let answer = self.http.post(
+            &path,
+            "application/json",
+            &json,
+            &headers,
+            MAX_CATALOG_BYTES,
+        )?;
+        match answer.status {
             304 => Ok(CatalogAnswer::NotModified),
-            200 => {
-                let catalog: Catalog = serde_json::from_slice(&body)
-                    .with_context(|| format!("the server sent an invalid catalog from {url}"))?;
-                if catalog.node != self.node {
-                    bail!(
-                        "the server sent the catalog of node `{}` to node `{}`",
-                        catalog.node,
-                        self.node
-                    );
-                }
-                if Catalog::compute_version(&catalog.resources) != catalog.version {
-                    bail!(
-                        "the catalog from {url} does not match its version {}",
-                        catalog.version
-                    );
-                }
-                Ok(CatalogAnswer::Fresh(catalog))
-            }
-            _ => Err(anyhow!(
+            200 => self.verified_catalog(answer).map(CatalogAnswer::Fresh),
+            status => Err(anyhow!(
                 "the server answered {status} for the catalog: {}",
-                error_text(&body)
+                error_text(&answer.body)
             )),
         }
     }
 
+    /// Checks the signature over the exact bytes before anything parses them.
+    fn verified_catalog(&self, answer: Answer) -> Result<SignedCatalog> {
+        let url = format!("{}{}", self.http.base(), self.path("catalog"));
+        let refuse = |e: SignatureError| {
+            anyhow!(
+                "refusing the catalog from {url}: {e}\nhint: the agent applies only catalogs signed with the key it pinned in STATE/tls/catalog-signing.pub"
+            )
+        };
+        let signature = answer
+            .signature
+            .ok_or_else(|| refuse(SignatureError::Missing))?;
+        self.signing_key
+            .verify(&answer.body, &signature)
+            .map_err(refuse)?;
+        let catalog: Catalog = serde_json::from_slice(&answer.body)
+            .with_context(|| format!("the server sent an invalid catalog from {url}"))?;
+        if catalog.node != self.node {
+            bail!(
+                "the server sent the catalog of node `{}` to node `{}`",
+                catalog.node,
+                self.node
+            );
+        }
+        if Catalog::compute_version(&catalog.resources) != catalog.version {
+            bail!(
+                "the catalog from {url} does not match its version {}",
+                catalog.version
+            );
+        }
+        Ok(SignedCatalog {
+            catalog,
+            body: answer.body,
+            signature,
+        })
+    }
+
     /// Posts a report (already serialized, as spooled).
     pub fn post_report(&self, json: &[u8]) -> Result<Posted> {
-        let url = self.url("reports");
-        let mut response = self
-            .agent
-            .post(&url)
-            .content_type("application/json")
-            .send(json)
-            .map_err(|e| anyhow!("cannot reach the server at {}: {e}", self.base))?;
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_vec().unwrap_or_default();
-        match status {
+        let answer = self.http.post(
+            &self.path("reports"),
+            "application/json",
+            json,
+            &[],
+            MAX_SMALL_BYTES,
+        )?;
+        match answer.status {
             200 | 201 => Ok(Posted::Stored),
-            400 | 403 | 422 => Ok(Posted::Rejected(format!("{status}: {}", error_text(&body)))),
-            _ => Err(anyhow!(
+            400 | 403 | 422 => Ok(Posted::Rejected(format!(
+                "{}: {}",
+                answer.status,
+                error_text(&answer.body)
+            ))),
+            status => Err(anyhow!(
                 "the server answered {status} for the report: {}",
-                error_text(&body)
+                error_text(&answer.body)
             )),
         }
     }
@@ -122,26 +375,18 @@ impl Client {
 
 impl ContentSource for Client {
     fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>> {
-        let url = self.url(&format!("files/{sha256}"));
-        let mut response = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| anyhow!("cannot fetch content {sha256} from {}: {e}", self.base))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_FILE_BYTES)
-            .read_to_vec()
-            .map_err(|e| anyhow!("reading content {sha256} from {url} failed: {e}"))?;
-        if status != 200 {
+        let answer = self
+            .http
+            .get(&self.path(&format!("files/{sha256}")), MAX_FILE_BYTES)
+            .with_context(|| format!("cannot fetch content {sha256}"))?;
+        if answer.status != 200 {
             bail!(
-                "the server answered {status} for content {sha256}: {}",
-                error_text(&body)
+                "the server answered {} for content {sha256}: {}",
+                answer.status,
+                error_text(&answer.body)
             );
         }
-        Ok(Arc::from(body))
+        Ok(Arc::from(answer.body))
     }
 }
 
@@ -169,102 +414,4 @@ pub fn error_text(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpListener;
-
-    use super::*;
-
-    /// A one-request HTTP server answering with `status` and `body`; returns the request head.
-    fn serve_once(
-        status: &str,
-        headers: &str,
-        body: &'static str,
-    ) -> (String, std::thread::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let status = status.to_owned();
-        let headers = headers.to_owned();
-        let handle = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body_in = vec![0; length];
-            reader.read_exact(&mut body_in).unwrap();
-            let mut stream = reader.into_inner();
-            write!(stream, "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-            head
-        });
-        (url, handle)
-    }
-
-    #[test]
-    fn not_modified_sends_quoted_etag() {
-        let (url, handle) = serve_once("304 Not Modified", "", "");
-        let client = Client::new(&url, "n1", Duration::from_secs(5));
-        let answer = client
-            .catalog(&CatalogRequest::default(), Some("abc"))
-            .unwrap();
-        assert!(matches!(answer, CatalogAnswer::NotModified));
-        let head = handle.join().unwrap();
-        assert!(head.starts_with("POST /api/v1/nodes/n1/catalog "), "{head}");
-        assert!(
-            head.to_ascii_lowercase().contains("if-none-match: \"abc\""),
-            "{head}"
-        );
-    }
-
-    #[test]
-    fn compile_error_shows_diagnostics() {
-        let body = r#"{"error":"does not compile","diagnostics":["roles/a.toml:1:2: bad"]}"#;
-        let (url, handle) = serve_once(
-            "422 Unprocessable Entity",
-            "Content-Type: application/json\r\n",
-            body,
-        );
-        let client = Client::new(&url, "n1", Duration::from_secs(5));
-        let err = client
-            .catalog(&CatalogRequest::default(), None)
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("422") && err.to_string().contains("roles/a.toml:1:2: bad"),
-            "{err}"
-        );
-        handle.join().unwrap();
-    }
-
-    #[test]
-    fn malformed_report_is_rejected_not_retried() {
-        let (url, handle) = serve_once("400 Bad Request", "", r#"{"error":"bad report"}"#);
-        let client = Client::new(&url, "n1", Duration::from_secs(5));
-        assert_eq!(
-            client.post_report(b"{}").unwrap(),
-            Posted::Rejected("400: bad report".into())
-        );
-        handle.join().unwrap();
-    }
-
-    #[test]
-    fn unreachable_server_is_an_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
-        let client = Client::new(&url, "n1", Duration::from_secs(2));
-        let err = client
-            .catalog(&CatalogRequest::default(), None)
-            .unwrap_err();
-        assert!(err.to_string().contains("cannot reach the server"), "{err}");
-    }
-}
+mod tests;

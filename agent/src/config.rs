@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, TlsArgs};
 
 pub const DEFAULT_CONFIG: &str = "/etc/drover/agent.toml";
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8140";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:8140";
+pub const DEFAULT_WAIT_FOR_CERT_SECS: u64 = 120;
+pub const DEFAULT_RENEW_BEFORE_DAYS: u64 = 30;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/drover-agent";
 pub const DEFAULT_LOCK_FILE: &str = "/run/drover-agent.lock";
 pub const DEFAULT_CONTAINER_SOCKET: &str = "/var/run/docker.sock";
@@ -29,6 +31,18 @@ pub struct FileConfig {
     pub http_timeout_secs: Option<u64>,
     /// The Docker Engine API socket (or Podman's Docker-compatible one).
     pub container_socket: Option<PathBuf>,
+    /// The server's CA certificate (PEM), distributed by the operator; pinned at enrollment.
+    pub ca_file: Option<PathBuf>,
+    /// sha256 (hex) of the CA certificate's DER, checked when the CA is fetched on first use.
+    pub ca_fingerprint: Option<String>,
+    /// A file holding the enrollment token the server autosigns with.
+    pub enrollment_token_file: Option<PathBuf>,
+    /// How long a run waits for a pending certificate request to be signed (0: not at all).
+    pub wait_for_cert_secs: Option<u64>,
+    /// Renew the certificate when it expires within this many days.
+    pub renew_before_days: Option<u64>,
+    /// Plain HTTP to a loopback server: no TLS, no identity. For development only.
+    pub insecure_http: Option<bool>,
 }
 
 impl FileConfig {
@@ -69,6 +83,20 @@ pub struct Settings {
     pub run_timeout: Duration,
     pub http_timeout: Duration,
     pub container_socket: PathBuf,
+    pub tls: TlsSettings,
+    /// The server URL is plain http:// on a loopback address (`--insecure-http`).
+    pub insecure_http: bool,
+}
+
+/// How this node gets and keeps its identity (see [`crate::identity`]).
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    /// Lowercase hex, without separators.
+    pub ca_fingerprint: Option<String>,
+    pub enrollment_token_file: Option<PathBuf>,
+    pub wait_for_cert: Duration,
+    pub renew_before: Duration,
 }
 
 /// Flags that override the file (`run` passes all of them, `apply` only the common ones).
@@ -77,26 +105,21 @@ pub struct Overrides<'a> {
     pub common: Option<&'a CommonArgs>,
     pub server: Option<&'a str>,
     pub environment: Option<&'a str>,
+    pub tls: Option<&'a TlsArgs>,
 }
 
 impl Settings {
     pub fn resolve(file: FileConfig, flags: Overrides<'_>) -> Result<Settings> {
         let common = flags.common.cloned().unwrap_or_default();
+        let tls_flags = flags.tls.cloned().unwrap_or_default();
         let server = flags
             .server
             .map(str::to_owned)
             .or(file.server)
             .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-        if !(server.starts_with("http://") || server.starts_with("https://")) {
-            bail!("invalid server URL `{server}`\nhint: write it as http://HOST:PORT");
-        }
-        let node = match common.node.or(file.node) {
-            Some(node) => node,
-            None => crate::facts::hostname().context("cannot name this node")?,
-        };
-        if node.is_empty() || node.contains('/') {
-            bail!("invalid node name `{node}`");
-        }
+        let insecure_http = tls_flags.insecure_http || file.insecure_http.unwrap_or(false);
+        check_server_url(&server, insecure_http)?;
+        let node = resolve_node(common.node, file.node)?;
         let explicit_state = common.state_dir.or(file.state_dir);
         let lock_file = match (common.lock_file.or(file.lock_file), &explicit_state) {
             (Some(lock), _) => lock,
@@ -108,6 +131,28 @@ impl Settings {
         if interval == 0 {
             bail!("interval_secs must be at least 1");
         }
+        let tls = TlsSettings {
+            ca_file: tls_flags.ca_file.or(file.ca_file),
+            ca_fingerprint: tls_flags
+                .ca_fingerprint
+                .or(file.ca_fingerprint)
+                .map(|f| parse_fingerprint(&f))
+                .transpose()?,
+            enrollment_token_file: tls_flags
+                .enrollment_token_file
+                .or(file.enrollment_token_file),
+            wait_for_cert: Duration::from_secs(
+                tls_flags
+                    .wait_for_cert_secs
+                    .or(file.wait_for_cert_secs)
+                    .unwrap_or(DEFAULT_WAIT_FOR_CERT_SECS),
+            ),
+            renew_before: Duration::from_secs(
+                file.renew_before_days
+                    .unwrap_or(DEFAULT_RENEW_BEFORE_DAYS)
+                    .saturating_mul(86_400),
+            ),
+        };
         Ok(Settings {
             server: server.trim_end_matches('/').to_owned(),
             node,
@@ -122,8 +167,74 @@ impl Settings {
             container_socket: file
                 .container_socket
                 .unwrap_or_else(|| container_socket(std::env::var("DOCKER_HOST").ok())),
+            tls,
+            insecure_http: server.starts_with("http://"),
         })
     }
+}
+
+/// https:// always; http:// only when asked for as insecure, and only to a
+/// loopback address (nothing else can be reached without TLS).
+fn check_server_url(server: &str, insecure_http: bool) -> Result<()> {
+    let uri: ureq::http::Uri = server.parse().map_err(|e| {
+        anyhow!("invalid server URL `{server}`: {e}\nhint: write it as https://HOST:PORT")
+    })?;
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
+        bail!(
+            "invalid server URL `{server}`: it names no host\nhint: write it as https://HOST:PORT"
+        );
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if !insecure_http => bail!(
+            "the server URL `{server}` is plain HTTP, which is insecure: nothing proves the server is yours and anyone on the path can read and change the catalogs\nhint: use https://, or pass --insecure-http (loopback addresses only) for development"
+        ),
+        Some("http") if !is_loopback_ip(host) => bail!(
+            "--insecure-http (insecure_http) works only with a loopback address such as 127.0.0.1 or [::1], not `{host}` in `{server}`\nhint: use https:// for any other server"
+        ),
+        Some("http") => Ok(()),
+        _ => bail!("invalid server URL `{server}`: the scheme must be https://"),
+    }
+}
+
+fn is_loopback_ip(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The node name from `--node`, the file's `node`, or the hostname; a plain host name.
+fn resolve_node(flag: Option<String>, file: Option<String>) -> Result<String> {
+    let (node, source) = match (flag, file) {
+        (Some(node), _) => (node, "--node"),
+        (None, Some(node)) => (node, "`node` in the configuration"),
+        (None, None) => (
+            crate::facts::hostname().context("cannot name this node")?,
+            "this machine's hostname",
+        ),
+    };
+    drover_catalog::names::check_node_name(&node).map_err(|e| {
+        anyhow!("invalid node name from {source}: {e}\nhint: set `node` in agent.toml or pass --node NAME")
+    })?;
+    Ok(node)
+}
+
+/// A sha256 fingerprint as hex, with or without `:` separators, any case.
+pub fn parse_fingerprint(text: &str) -> Result<String> {
+    let hex: String = text
+        .trim()
+        .trim_start_matches("sha256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "invalid ca_fingerprint `{text}`: expected the sha256 of the CA certificate's DER as 64 hex digits\nhint: `openssl x509 -in ca.crt.pem -outform der | sha256sum` prints it on the server"
+        );
+    }
+    Ok(hex)
 }
 
 /// `unix://PATH` from DOCKER_HOST, as the docker CLI reads it; else the default.
@@ -168,7 +279,7 @@ mod tests {
     #[test]
     fn flags_override_file_and_state_dir_moves_the_lock() {
         let file = FileConfig::parse(
-            "server = \"http://file:1\"\nnode = \"n1\"\nstate_dir = \"/s\"\ninterval_secs = 60\n",
+            "server = \"https://file:1\"\nnode = \"n1\"\nstate_dir = \"/s\"\ninterval_secs = 60\n",
         )
         .unwrap();
         let common = CommonArgs {
@@ -179,12 +290,13 @@ mod tests {
             file,
             Overrides {
                 common: Some(&common),
-                server: Some("http://flag:2/"),
+                server: Some("https://flag:2/"),
                 environment: None,
+                tls: None,
             },
         )
         .unwrap();
-        assert_eq!(s.server, "http://flag:2");
+        assert_eq!(s.server, "https://flag:2");
         assert_eq!(s.node, "n2");
         assert_eq!(s.lock_file, PathBuf::from("/s/run.lock"));
         assert_eq!(
@@ -212,5 +324,101 @@ mod tests {
         assert_eq!(s.lock_file, PathBuf::from(DEFAULT_LOCK_FILE));
         assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(s.interval, Duration::from_secs(1800));
+        assert!(!s.insecure_http);
+        assert_eq!(s.tls.wait_for_cert, Duration::from_secs(120));
+        assert_eq!(s.tls.renew_before, Duration::from_secs(30 * 86_400));
+        assert!(s.tls.ca_file.is_none() && s.tls.enrollment_token_file.is_none());
+    }
+
+    #[test]
+    fn plain_http_only_when_asked_for_and_only_on_loopback() {
+        for ok in ["https://drover.example:8140", "https://10.0.0.1"] {
+            check_server_url(ok, false).unwrap();
+        }
+        for loopback in [
+            "http://127.0.0.1:8140",
+            "http://127.1.2.3",
+            "http://[::1]:8140",
+        ] {
+            check_server_url(loopback, true).unwrap();
+            let err = check_server_url(loopback, false).unwrap_err().to_string();
+            assert!(
+                err.contains("insecure") && err.contains("--insecure-http"),
+                "{err}"
+            );
+        }
+        for remote in [
+            "http://10.0.0.1:8140",
+            "http://localhost:8140",
+            "http://drover:8140",
+        ] {
+            let err = check_server_url(remote, true).unwrap_err().to_string();
+            assert!(err.contains("only with a loopback address"), "{err}");
+        }
+        for bad in ["ftp://x", "drover:8140", "https://"] {
+            assert!(check_server_url(bad, true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_keys_come_from_the_file_and_flags_win() {
+        let file = FileConfig::parse(concat!(
+            "node = \"n1\"\n",
+            "ca_file = \"/etc/drover/ca.pem\"\n",
+            "ca_fingerprint = \"AB:CD\"\n",
+        ))
+        .unwrap();
+        let err = Settings::resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("invalid ca_fingerprint `AB:CD`"),
+            "{err}"
+        );
+
+        let colons = ["AB"; 32].join(":");
+        let file = FileConfig::parse(&format!(
+            "node = \"n1\"\nca_file = \"/etc/drover/ca.pem\"\nca_fingerprint = \"{colons}\"\nenrollment_token_file = \"/etc/drover/token\"\nwait_for_cert_secs = 5\nrenew_before_days = 7\ninsecure_http = true\nserver = \"http://127.0.0.1:8140\"\n"
+        ))
+        .unwrap();
+        let flags = TlsArgs {
+            wait_for_cert_secs: Some(0),
+            enrollment_token_file: Some("/run/token".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(
+            file,
+            Overrides {
+                tls: Some(&flags),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(s.insecure_http);
+        assert_eq!(
+            s.tls.ca_file.as_deref(),
+            Some(Path::new("/etc/drover/ca.pem"))
+        );
+        assert_eq!(s.tls.ca_fingerprint, Some("ab".repeat(32)));
+        assert_eq!(
+            s.tls.enrollment_token_file.as_deref(),
+            Some(Path::new("/run/token"))
+        );
+        assert_eq!(s.tls.wait_for_cert, Duration::ZERO);
+        assert_eq!(s.tls.renew_before, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn a_node_name_is_a_host_name_and_the_error_names_its_source() {
+        assert_eq!(
+            resolve_node(Some("web-1.example".into()), None).unwrap(),
+            "web-1.example"
+        );
+        let err = resolve_node(Some("a/b".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from --node") && err.contains("'/'"), "{err}");
+        let err = resolve_node(None, Some("-x".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from `node` in the configuration"), "{err}");
     }
 }

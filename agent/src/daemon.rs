@@ -183,19 +183,26 @@ pub fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
     }
 }
 
-/// The state directory exists and the cached catalog (if any) reads as this
-/// node's catalog; says which catalog the first run falls back on.
+/// The state directory exists; says which catalog the first run falls back
+/// on (the cached one, verified with the pinned signing key).
 fn prepare_state(settings: &Settings) -> Result<String> {
     let state = StateDir::new(&settings.state_dir);
     fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
-    Ok(match state.cached_catalog() {
-        Some(c) if c.node == settings.node => format!(
+    let Some(key) = crate::identity::pinned_signing_key(&settings.state_dir)? else {
+        return Ok("not enrolled yet".to_owned());
+    };
+    Ok(match state.cached_catalog(&key) {
+        Ok(Some(c)) if c.node == settings.node => format!(
             "cached catalog {} ({} resources)",
             c.version,
             c.resources.len()
         ),
-        Some(c) => format!("no cached catalog (the cached one is node `{}`'s)", c.node),
-        None => "no cached catalog".to_owned(),
+        Ok(Some(c)) => format!("no cached catalog (the cached one is node `{}`'s)", c.node),
+        Ok(None) => "no cached catalog".to_owned(),
+        Err(e) => {
+            output::error(&format!("{e:#}"));
+            "no usable cached catalog".to_owned()
+        }
     })
 }
 

@@ -118,6 +118,9 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
             };
             record(&mut report, result, flags);
         }
+        if resource.meta.sensitive {
+            resources::sensitive::hide(&mut report, &resource.spec);
+        }
         report.corrective = matches!(
             report.status,
             ResourceStatus::Changed | ResourceStatus::Noop
@@ -283,6 +286,9 @@ fn stop_reason(cfg: &EngineConfig<'_>) -> Option<String> {
 fn is_failure(s: ResourceStatus) -> bool {
     matches!(s, ResourceStatus::Failed | ResourceStatus::Skipped)
 }
+
+#[cfg(test)]
+mod sensitive_tests;
 
 #[cfg(test)]
 mod tests {

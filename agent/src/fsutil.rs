@@ -27,6 +27,9 @@ pub struct NewFile<'a> {
     pub gid: Option<u32>,
     /// Run on the temp file before the rename; `%` is its path.
     pub validate: Option<&'a str>,
+    /// A failed `validate` names neither its command nor its output (the
+    /// file is sensitive: the command may print the content it checked).
+    pub quiet: bool,
 }
 
 /// A unique temp path next to `target`.
@@ -63,14 +66,15 @@ fn write_temp_then_rename(temp: &Path, target: &Path, file: NewFile<'_>) -> Resu
     out.sync_all()?;
     drop(out);
     if let Some(command) = file.validate {
-        validate(command, temp)?;
+        validate(command, temp, file.quiet)?;
     }
     fs_err::rename(temp, target)?;
     sync_parent(target)
 }
 
-/// Runs a `validate` command against the candidate file; its output is the error.
-pub fn validate(command: &str, candidate: &Path) -> Result<()> {
+/// Runs a `validate` command against the candidate file; its output is
+/// the error, unless `quiet`.
+pub fn validate(command: &str, candidate: &Path, quiet: bool) -> Result<()> {
     let command = command.replace('%', &candidate.to_string_lossy());
     let output = Command::new("/bin/sh")
         .arg("-c")
@@ -79,6 +83,12 @@ pub fn validate(command: &str, candidate: &Path) -> Result<()> {
         .with_context(|| format!("cannot run validate command `{command}`"))?;
     if output.status.success() {
         return Ok(());
+    }
+    if quiet {
+        bail!(
+            "validate command failed ({}); its command and output are hidden: the resource is sensitive",
+            output.status
+        );
     }
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
@@ -116,6 +126,7 @@ pub fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
             uid: None,
             gid: None,
             validate: None,
+            quiet: false,
         },
     )
 }
@@ -156,6 +167,7 @@ mod tests {
             uid: None,
             gid: None,
             validate: None,
+            quiet: false,
         }
     }
 
@@ -189,6 +201,13 @@ mod tests {
         };
         write_atomic(&target, ok).unwrap();
         assert_eq!(fs_err::read(&target).unwrap(), b"good");
+        let quiet = NewFile {
+            validate: Some("echo s3cret; exit 1"),
+            quiet: true,
+            ..plain(b"s3cret")
+        };
+        let err = format!("{:#}", write_atomic(&target, quiet).unwrap_err());
+        assert!(!err.contains("s3cret") && err.contains("hidden"), "{err}");
     }
 
     #[test]

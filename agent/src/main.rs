@@ -10,12 +10,15 @@ mod diff;
 mod engine;
 mod facts;
 mod fsutil;
+mod identity;
 mod lock;
 mod output;
 mod resources;
 mod run;
 mod state;
 mod systemd;
+#[cfg(test)]
+mod testutil;
 
 use std::process::ExitCode;
 
@@ -61,6 +64,7 @@ fn run(args: &RunArgs) -> Result<u8> {
             common: Some(&args.common),
             server: args.server.as_deref(),
             environment: args.environment.as_deref(),
+            tls: Some(&args.tls),
         },
     )?;
     if !args.once {

@@ -125,11 +125,32 @@ pub fn print_resource(r: &ResourceReport) {
         || resource_entry(r, &line),
         || match r.status {
             ResourceStatus::Changed | ResourceStatus::Noop => {
-                print_change(&line, &r.events, r.diff.as_deref())
+                let _ = write!(std::io::stdout().lock(), "{}", change_text(r, &line));
             }
             _ => eprintln!("{line}"),
         },
     );
+}
+
+/// Everything said about a resource, in both forms: the plain text and
+/// the journal entry's message and fields (for tests of what is shown).
+#[cfg(test)]
+pub(crate) fn everything_shown(r: &ResourceReport) -> String {
+    let Some(line) = resource_line(r) else {
+        return String::new();
+    };
+    let entry = resource_entry(r, &line);
+    let fields: Vec<String> = entry
+        .fields
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    format!(
+        "{}\n{}\n{}",
+        change_text(r, &line),
+        entry.message,
+        fields.join("\n")
+    )
 }
 
 /// The line printed for a resource; none when it was already right.
@@ -148,18 +169,19 @@ fn resource_line(r: &ResourceReport) -> Option<String> {
     Some(format!("{verb} {}: {what}", r.id))
 }
 
-fn print_change(line: &str, events: &[Event], diff: Option<&str>) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    for (property, message) in event_notes(events) {
-        let _ = writeln!(out, "  {property}: {message}");
+/// The line, a note per event message, then the diff.
+fn change_text(r: &ResourceReport, line: &str) -> String {
+    let mut out = format!("{line}\n");
+    for (property, message) in event_notes(&r.events) {
+        out.push_str(&format!("  {property}: {message}\n"));
     }
-    if let Some(diff) = diff {
-        let _ = write!(out, "{diff}");
+    if let Some(diff) = &r.diff {
+        out.push_str(diff);
         if !diff.ends_with('\n') {
-            let _ = writeln!(out);
+            out.push('\n');
         }
     }
+    out
 }
 
 /// Failed 3 (error), skipped 4 (warning), changed 5 (notice).

@@ -1,5 +1,6 @@
-//! One agent run against the server: lock, deliver the spool, fetch the
-//! catalog (or fall back to the cached one), converge, report.
+//! One agent run against the server: lock, make sure of the node's identity,
+//! deliver the spool, fetch the signed catalog (or fall back to the cached
+//! one, verified again), converge, report.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use crate::client::{CatalogAnswer, Client, Posted};
 use crate::config::Settings;
 use crate::contents::StoreFirst;
 use crate::engine::{self, Applied, EngineConfig};
+use crate::identity;
 use crate::lock::RunLock;
 use crate::output;
 use crate::resources::ContentSource;
@@ -26,20 +28,37 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
     let _lock = RunLock::acquire(&settings.lock_file)?;
     let state = StateDir::new(&settings.state_dir);
     fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
-    let client = Client::new(&settings.server, &settings.node, settings.http_timeout);
+    let identity = identity::ensure(settings, stop)?;
+    let client = Client::new(
+        &settings.server,
+        &settings.node,
+        &identity,
+        settings.http_timeout,
+    )?;
     let queue_clear = deliver_spool(&state, &client);
 
     let facts = crate::facts::gather()?;
-    let cached = state.cached_catalog().filter(|c| c.node == settings.node);
+    let (cached, cache_refused) = match state.cached_catalog(&identity.signing_key) {
+        Ok(cached) => (cached.filter(|c| c.node == settings.node), false),
+        Err(e) => {
+            output::error(&format!("{e:#}"));
+            (None, true)
+        }
+    };
     let request = CatalogRequest {
         facts,
         environment: settings.environment.clone(),
     };
     let answer = client.catalog(&request, cached.as_ref().map(|c| c.version.as_str()));
     let (catalog, fresh, cached_use, error) = match (answer, cached.clone()) {
-        (Ok(CatalogAnswer::Fresh(catalog)), _) => (catalog, true, CachedCatalog::NotUsed, None),
+        (Ok(CatalogAnswer::Fresh(signed)), _) => (
+            signed.catalog,
+            Some((signed.body, signed.signature)),
+            CachedCatalog::NotUsed,
+            None,
+        ),
         (Ok(CatalogAnswer::NotModified), Some(cached)) => {
-            (cached, false, CachedCatalog::NotUsed, None)
+            (cached, None, CachedCatalog::NotUsed, None)
         }
         (Ok(CatalogAnswer::NotModified), None) => {
             return Err(anyhow!(
@@ -49,13 +68,20 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         (Err(e), Some(cached)) => {
             let why = format!("{e:#}; applied the cached catalog {}", cached.version);
             output::warning(&why);
-            (cached, false, CachedCatalog::OnFailure, Some(why))
+            (cached, None, CachedCatalog::OnFailure, Some(why))
         }
         (Err(e), None) => {
+            let cache = if cache_refused {
+                format!(
+                    "the cached catalog {} was refused (see above)",
+                    state.catalog_path().display()
+                )
+            } else {
+                format!("no cached catalog in {}", settings.state_dir.display())
+            };
             return Err(e.context(format!(
-                "no catalog for node `{}` and no cached catalog in {}",
-                settings.node,
-                settings.state_dir.display()
+                "no catalog for node `{}`, and {cache}",
+                settings.node
             )));
         }
     };
@@ -92,10 +118,12 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
 
     // A fresh catalog is cached once applied, even with failures: it is the
     // server's current desired state, and the next run repairs what failed.
-    if fresh && !settings.noop {
-        state.store_catalog(&catalog)?;
+    if let Some((body, signature)) = &fresh
+        && !settings.noop
+    {
+        state.store_catalog(body, signature)?;
     }
-    if (fresh || changed)
+    if (fresh.is_some() || changed)
         && !settings.noop
         && let Err(e) = store.sync_with(&catalog)
     {

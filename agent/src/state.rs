@@ -1,11 +1,14 @@
-//! The agent's state directory: the last good catalog, the report spool,
-//! backups of replaced files, and the last run summary. Every write is atomic.
+//! The agent's state directory: the last catalog applied (signed), the
+//! report spool, backups of replaced files, and the last run summary (the
+//! node's identity is in STATE/tls, see [`crate::identity`]). Every write is
+//! atomic.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use drover_catalog::report::{ResourceStatus, RunStatus};
+use drover_catalog::signed::{self, SignatureError, VerifyingKey};
 use drover_catalog::{Catalog, Report};
 use serde::{Deserialize, Serialize};
 
@@ -34,40 +37,47 @@ impl StateDir {
         crate::contents::ContentStore::new(self.root.join("content"))
     }
 
-    fn catalog_path(&self) -> PathBuf {
-        self.root.join("catalog.json")
+    /// STATE/catalog.signed: the last catalog applied, in its signed envelope.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.root.join("catalog.signed")
     }
 
     fn spool_dir(&self) -> PathBuf {
         self.root.join("spool")
     }
 
-    /// The last catalog applied successfully; an unreadable cache counts as none.
-    pub fn cached_catalog(&self) -> Option<Catalog> {
+    /// The last catalog applied, verified with `key` before it is parsed.
+    /// `Ok(None)`: there is none; `Err`: there is one, but it must not be
+    /// used (changed after it was signed, or unreadable).
+    pub fn cached_catalog(&self, key: &VerifyingKey) -> Result<Option<Catalog>> {
         let path = self.catalog_path();
-        let bytes = match fs_err::read(&path) {
+        let envelope = match fs_err::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return None,
-            Err(e) => {
-                crate::output::warning(&format!("ignoring the cached catalog: {e}"));
-                return None;
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("cannot read the cached catalog"),
         };
-        match serde_json::from_slice(&bytes) {
-            Ok(catalog) => Some(catalog),
-            Err(e) => {
-                crate::output::warning(&format!(
-                    "ignoring the cached catalog {}: {e}",
-                    path.display()
-                ));
-                None
-            }
-        }
+        let body = signed::open(key, &envelope).map_err(|e| {
+            let why = match e {
+                SignatureError::Mismatch => {
+                    "was changed after the server signed it; refusing to apply it".to_owned()
+                }
+                other => {
+                    format!("is not a catalog the server signed ({other}); refusing to apply it")
+                }
+            };
+            anyhow!(
+                "the cached catalog {} {why}\nhint: the next catalog from the server replaces it",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(body)
+            .map(Some)
+            .with_context(|| format!("the cached catalog {} is not a catalog", path.display()))
     }
 
-    pub fn store_catalog(&self, catalog: &Catalog) -> Result<()> {
-        let json = serde_json::to_vec(catalog).context("cannot serialize the catalog")?;
-        write_state_file(&self.catalog_path(), &json)
+    /// Keeps the exact bytes the server signed, with their signature.
+    pub fn store_catalog(&self, body: &[u8], signature: &str) -> Result<()> {
+        write_state_file(&self.catalog_path(), &signed::seal(body, signature))
     }
 
     /// Queues a report that could not be posted. Names sort in spooling order.
@@ -244,10 +254,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn catalog_cache_round_trips_and_corruption_is_ignored() {
+    fn the_cached_catalog_is_verified_before_every_use() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
-        assert!(state.cached_catalog().is_none());
+        let server =
+            signed::SigningKey::from_pkcs8(&signed::SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let key = server.public_key();
+        assert!(state.cached_catalog(&key).unwrap().is_none());
         let catalog = Catalog {
             node: "n".into(),
             environment: "e".into(),
@@ -256,10 +269,31 @@ pub(crate) mod tests {
             resources: vec![],
             contents: Default::default(),
         };
-        state.store_catalog(&catalog).unwrap();
-        assert_eq!(state.cached_catalog(), Some(catalog));
-        fs_err::write(dir.path().join("catalog.json"), "{").unwrap();
-        assert!(state.cached_catalog().is_none());
+        let body = serde_json::to_vec(&catalog).unwrap();
+        state.store_catalog(&body, &server.sign(&body)).unwrap();
+        assert_eq!(state.cached_catalog(&key).unwrap(), Some(catalog));
+
+        let path = dir.path().join("catalog.signed");
+        let mut tampered = fs_err::read(&path).unwrap();
+        let last = tampered.len() - 2;
+        tampered[last] ^= 1;
+        fs_err::write(&path, &tampered).unwrap();
+        let err = format!("{:#}", state.cached_catalog(&key).unwrap_err());
+        assert!(
+            err.contains(
+                "catalog.signed was changed after the server signed it; refusing to apply it"
+            ),
+            "{err}"
+        );
+
+        fs_err::write(&path, &body).unwrap();
+        let err = format!("{:#}", state.cached_catalog(&key).unwrap_err());
+        assert!(err.contains("is not a catalog the server signed"), "{err}");
+
+        let other =
+            signed::SigningKey::from_pkcs8(&signed::SigningKey::generate_pkcs8().unwrap()).unwrap();
+        state.store_catalog(&body, &other.sign(&body)).unwrap();
+        assert!(state.cached_catalog(&key).is_err(), "signed by another key");
     }
 
     #[test]

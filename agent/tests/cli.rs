@@ -1,54 +1,17 @@
 //! drover-agent driven through its command line: exit codes, apply, run
 //! against a small in-process fake server, spooling, locking, signals.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drover_catalog::model::{FileSpec, sha256_hex};
-use drover_catalog::{Catalog, Resource, Spec};
-
-const BIN: &str = env!("CARGO_BIN_EXE_drover-agent");
-
-fn agent(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn file_resource(path: &Path, content: &[u8]) -> Resource {
-    Resource::new(Spec::File(FileSpec::with_content(
-        &path.to_string_lossy(),
-        content,
-    )))
-}
-
-fn catalog(node: &str, files: &[(&Path, &[u8])]) -> (Catalog, BTreeMap<String, Vec<u8>>) {
-    let resources: Vec<Resource> = files.iter().map(|(p, c)| file_resource(p, c)).collect();
-    let contents = files
-        .iter()
-        .map(|(_, c)| (sha256_hex(c), c.to_vec()))
-        .collect();
-    let catalog = Catalog {
-        node: node.into(),
-        environment: "production".into(),
-        commit: "abc".into(),
-        version: Catalog::compute_version(&resources),
-        resources,
-        contents: BTreeMap::new(),
-    };
-    (catalog, contents)
-}
+use drover_catalog::Spec;
+use support::server::{Fake, serve};
+use support::{BIN, Node, agent, catalog, text};
 
 #[test]
 fn usage_errors_exit_64_and_help_exits_0() {
@@ -177,113 +140,33 @@ fn apply_repository_directory() {
     assert_eq!(fs_err::read_to_string(&target).unwrap(), "node web-1\n");
 }
 
-/// A small HTTP server playing drover-server's node API.
-#[derive(Default)]
-struct Fake {
-    catalog: Option<Catalog>,
-    contents: BTreeMap<String, Vec<u8>>,
-    reports: Vec<serde_json::Value>,
-    if_none_match: Vec<Option<String>>,
-    down: bool,
-}
-
-fn serve(fake: Arc<Mutex<Fake>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let (mut length, mut inm) = (0usize, None);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if lower.starts_with("if-none-match:") {
-                    inm = Some(line["if-none-match:".len()..].trim().to_owned());
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let mut f = fake.lock().unwrap();
-            let parts: Vec<&str> = request_line.split_whitespace().collect();
-            let (status, reply): (&str, Vec<u8>) = if f.down {
-                ("503 Service Unavailable", br#"{"error":"down"}"#.to_vec())
-            } else if parts[1].ends_with("/catalog") {
-                f.if_none_match.push(inm.clone());
-                let cat = f.catalog.clone().unwrap();
-                if inm == Some(format!("\"{}\"", cat.version)) {
-                    ("304 Not Modified", Vec::new())
-                } else {
-                    ("200 OK", serde_json::to_vec(&cat).unwrap())
-                }
-            } else if parts[1].ends_with("/reports") {
-                f.reports.push(serde_json::from_slice(&body).unwrap());
-                ("201 Created", b"{}".to_vec())
-            } else if let Some(sha) = parts[1].rsplit_once("/files/").map(|(_, s)| s.to_owned()) {
-                match f.contents.get(&sha) {
-                    Some(c) => ("200 OK", c.clone()),
-                    None => ("404 Not Found", br#"{"error":"no"}"#.to_vec()),
-                }
-            } else {
-                ("404 Not Found", Vec::new())
-            };
-            drop(f);
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                reply.len()
-            );
-            let _ = stream.write_all(&reply);
-        }
-    });
-    url
-}
-
 #[test]
 fn run_once_fetches_caches_falls_back_and_spools_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("app.conf");
-    let state = dir.path().join("state");
+    let node = Node::new();
+    let target = node.path("app.conf");
+    let state = node.state.clone();
     let (cat, contents) = catalog("n1", &[(&target, b"v1\n")]);
     let version = cat.version.clone();
     let fake = Arc::new(Mutex::new(Fake {
         catalog: Some(cat),
         contents,
-        ..Fake::default()
+        token: Some("s3cret".into()),
+        ..Fake::new()
     }));
-    let url = serve(Arc::clone(&fake));
+    let server = serve(Arc::clone(&fake));
+    let token = node.write("token", "s3cret\n");
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--once",
-            "--detailed-exitcodes",
-            "--server",
-            &url,
-            "--node",
-            "n1",
-        ];
-        args.extend(["--state-dir", state.to_str().unwrap()]);
+        let mut args = vec!["--enrollment-token-file", token.as_str()];
         args.extend(extra);
-        agent(&args)
+        node.run(&server.url, &args)
     };
 
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(fs_err::read(&target).unwrap(), b"v1\n");
     assert!(
-        state.join("catalog.json").exists(),
-        "a clean fresh run caches the catalog"
+        state.join("catalog.signed").exists(),
+        "a clean fresh run caches the signed catalog"
     );
     assert_eq!(fake.lock().unwrap().reports.len(), 1);
 
@@ -351,6 +234,7 @@ fn run_once_without_server_or_cache_exits_1() {
     let out = agent(&[
         "run",
         "--once",
+        "--insecure-http",
         "--server",
         &url,
         "--node",
@@ -359,7 +243,11 @@ fn run_once_without_server_or_cache_exits_1() {
         state.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("no cached catalog"), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("cannot reach the server at {url}")),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -369,6 +257,7 @@ fn daemon_stops_on_sigterm_with_exit_0() {
     let mut child = Command::new(BIN)
         .args([
             "run",
+            "--insecure-http",
             "--server",
             "http://127.0.0.1:9",
             "--node",

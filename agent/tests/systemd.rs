@@ -54,7 +54,7 @@ fn spawn_daemon(dir: &std::path::Path, notify_socket: &str) -> Child {
     // daemon loop needs to go round.
     fs_err::write(
         &config,
-        "server = \"http://127.0.0.1:1\"\nnode = \"n1\"\ninterval_secs = 3600\nsplay_secs = 0\n\
+        "server = \"http://127.0.0.1:1\"\ninsecure_http = true\nnode = \"n1\"\ninterval_secs = 3600\nsplay_secs = 0\n\
          http_timeout_secs = 2\n",
     )
     .unwrap();

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use minijinja::context;
 
-use crate::data::{LevelContext, table_to_json};
+use crate::data::LevelContext;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::graph;
 use crate::model::{Catalog, Facts};
 use crate::render::Renderer;
 use crate::repo::{Repository, Role};
 use crate::resources::{Builder, Decl};
+use crate::secret::Secrets;
 
 /// What to compile: one node, as it describes itself, at one commit.
 #[derive(Debug, Clone, Copy)]
@@ -47,16 +48,18 @@ impl Repository {
             environment: req.environment,
         };
         let vars = self.node_vars(&level_cx, &roles).map_err(Diagnostics)?;
+        let mut secrets = Secrets::default();
         let ctx = context! {
             node => req.node,
             facts => req.facts,
-            vars => table_to_json(&vars),
+            vars => secrets.template_vars(&vars),
             environment => req.environment,
             commit => req.commit,
         };
-        let renderer = Renderer::new(Arc::clone(&self.files), Some(ctx));
-        let decls = self.declare(&roles, &renderer).map_err(Diagnostics)?;
-        let linked = graph::link(decls).map_err(Diagnostics)?;
+        let renderer = Renderer::new(Arc::clone(&self.files), Some(ctx)).with_secrets(secrets);
+        let hide = |errors: Vec<Diagnostic>| scrub(errors, renderer.secrets());
+        let decls = self.declare(&roles, &renderer).map_err(hide)?;
+        let linked = graph::link(decls).map_err(hide)?;
         let catalog = Catalog {
             node: req.node.to_owned(),
             environment: req.environment.to_owned(),
@@ -100,4 +103,18 @@ impl Repository {
             Err(errors)
         }
     }
+}
+
+/// Errors with every sensitive value of the node replaced: an invalid
+/// field may quote what it was rendered to.
+fn scrub(errors: Vec<Diagnostic>, secrets: &Secrets) -> Diagnostics {
+    Diagnostics(
+        errors
+            .into_iter()
+            .map(|mut e| {
+                e.message = secrets.scrub(&e.message);
+                e
+            })
+            .collect(),
+    )
 }

@@ -6,6 +6,7 @@ use minijinja::{Environment, UndefinedBehavior, context};
 use crate::diagnostic::Diagnostic;
 use crate::model::Facts;
 use crate::repo::{Repository, Role};
+use crate::secret;
 
 /// What a hierarchy level may name.
 pub(crate) struct LevelContext<'a> {
@@ -23,14 +24,18 @@ impl Repository {
         roles: &[&Role],
     ) -> Result<toml::Table, Vec<Diagnostic>> {
         let mut vars = toml::Table::new();
+        let mut errors = Vec::new();
         for role in roles {
+            check_secrets(&role.source.path, &role.vars, &mut errors);
             deep_merge(&mut vars, &role.vars);
         }
         let keys = self.data_levels(cx, roles)?;
-        let mut errors = Vec::new();
         for key in keys.iter().rev() {
             match self.data.get(key) {
-                Some(Ok(table)) => deep_merge(&mut vars, table),
+                Some(Ok(table)) => {
+                    check_secrets(&format!("data/{key}.toml"), table, &mut errors);
+                    deep_merge(&mut vars, table);
+                }
                 Some(Err(e)) => errors.push(e.clone()),
                 None => {}
             }
@@ -110,11 +115,25 @@ fn is_level_path(key: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\0'))
 }
 
+/// `{ sensitive = ... }` values that are not strings, as errors of `file`.
+fn check_secrets(file: &str, table: &toml::Table, errors: &mut Vec<Diagnostic>) {
+    errors.extend(
+        secret::malformed(table)
+            .into_iter()
+            .map(|problem| Diagnostic::file(file, problem)),
+    );
+}
+
 /// Tables merge key by key; any other value is replaced by the upper one.
+/// A sensitive value (`{ sensitive = "..." }`) is a leaf, never merged into.
 pub(crate) fn deep_merge(base: &mut toml::Table, upper: &toml::Table) {
     for (key, value) in upper {
         match (base.get_mut(key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(u)) => deep_merge(b, u),
+            (Some(toml::Value::Table(b)), toml::Value::Table(u))
+                if !secret::is_secret_table(b) && !secret::is_secret_table(u) =>
+            {
+                deep_merge(b, u)
+            }
             _ => {
                 base.insert(key.clone(), value.clone());
             }

@@ -30,6 +30,19 @@
 //!   compiled, so a node never gets a value Docker would refuse. A container
 //!   requires the managed file of its `image_archive` and the managed file or
 //!   directory at the source of each bind mount.
+//! - Sensitive values: in `data/**.toml` and role `[vars]`, an inline table
+//!   whose only key is `sensitive`, `password = { sensitive = "s3cret" }`,
+//!   is the string `"s3cret"` to templates and strings (it must be a
+//!   string). A resource becomes sensitive (as with `sensitive = true`:
+//!   values shown as hashes only in reports, logs and diffs) when rendering
+//!   any of its fields, its `content` or its template read such a value
+//!   (through an include, a loop, a filter or a test too), or when its
+//!   fields or file content hold a sensitive value's text anyway (the same
+//!   text given plainly elsewhere, a static `source` file). Such a value is
+//!   a leaf of the data hierarchy: a more specific level replaces it whole.
+//!   It may not be used in a resource's `path` or `name` (the id is shown
+//!   everywhere), and compile errors print `(sensitive)` in its place. The
+//!   compiled catalog itself holds the values the node needs.
 
 pub mod container;
 pub mod model;
@@ -48,6 +61,7 @@ pub mod raw;
 mod render;
 mod repo;
 mod resources;
+mod secret;
 mod values;
 
 pub use check::check;

@@ -233,7 +233,9 @@ pub struct Meta {
     /// Report what would change, change nothing.
     #[serde(default, skip_serializing_if = "is_false")]
     pub noop: bool,
-    /// Values are hidden (hash only) in reports, logs and diffs.
+    /// Values are hidden (hash only) in reports, logs and diffs. Set by
+    /// `sensitive = true`, or by the compiler when the resource used a
+    /// sensitive data value (`{ sensitive = "..." }`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub sensitive: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

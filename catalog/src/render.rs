@@ -8,6 +8,7 @@ use std::sync::Arc;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
 use crate::diagnostic::{Diagnostic, Loc, SourceFile};
+use crate::secret::Secrets;
 
 /// Instructions one template may run before it is stopped: far above what
 /// a real configuration file needs, low enough to end an endless loop fast.
@@ -27,6 +28,8 @@ pub(crate) struct Renderer {
     files: Arc<BTreeMap<String, Arc<[u8]>>>,
     /// `None`: syntax-only mode (no node to render for).
     ctx: Option<Value>,
+    /// The node's sensitive values, and the flag reading one sets.
+    secrets: Secrets,
 }
 
 impl Renderer {
@@ -41,7 +44,27 @@ impl Renderer {
         env.set_path_join_callback(|name, _parent| Cow::Owned(template_name(name)));
         let loader_files = Arc::clone(&files);
         env.set_loader(move |name| load(&loader_files, name));
-        Renderer { env, files, ctx }
+        Renderer {
+            env,
+            files,
+            ctx,
+            secrets: Secrets::default(),
+        }
+    }
+
+    /// A renderer whose context holds `secrets` (see [`Secrets::template_vars`]).
+    pub fn with_secrets(mut self, secrets: Secrets) -> Renderer {
+        self.secrets = secrets;
+        self
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// Whether a template read a sensitive value since the last call.
+    pub fn read_sensitive(&self) -> bool {
+        self.secrets.taint.take()
     }
 
     /// Renders one string of a resource, written at `loc`.

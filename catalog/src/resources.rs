@@ -244,6 +244,8 @@ impl<'a> Builder<'a> {
             RawResource::Exec(r) => (&r.name, Kind::Exec),
         };
         let loc = self.loc(key);
+        // Reads of sensitive values count from here, for this resource.
+        self.renderer.read_sensitive();
         let name = if kind.is_path() {
             self.path(key, "path")?
         } else {
@@ -257,7 +259,18 @@ impl<'a> Builder<'a> {
             }
             text
         };
-        let (spec, meta, content) = match raw {
+        if self.renderer.read_sensitive() {
+            let field = if kind.is_path() { "path" } else { "name" };
+            self.fail(
+                loc,
+                format!(
+                    "`{field}` uses a sensitive value, but a resource id is shown in reports and logs\nhint: name the {} without it; use the value in its other fields",
+                    kind.as_str()
+                ),
+            );
+            return None;
+        }
+        let (spec, mut meta, content) = match raw {
             RawResource::File(r) => {
                 let (spec, content) = self.file(r, &name.value);
                 (Spec::File(spec), self.meta(&r.meta()), content)
@@ -324,6 +337,8 @@ impl<'a> Builder<'a> {
         if self.errors.len() > before {
             return None;
         }
+        meta.sensitive |= self.renderer.read_sensitive()
+            || self.shows_secret(&spec, &meta.tags, content.as_deref());
         Some(Decl {
             id: ResourceId::new(kind, &name.value),
             id_exact: name.exact,
@@ -332,5 +347,32 @@ impl<'a> Builder<'a> {
             meta,
             content,
         })
+    }
+}
+
+impl Builder<'_> {
+    /// Whether a sensitive value of the node appears in the resource even
+    /// though no template read it as one: the same text given plainly in
+    /// other data, or inside a static `source` file.
+    fn shows_secret(&self, spec: &Spec, tags: &[String], content: Option<&[u8]>) -> bool {
+        let secrets = self.renderer.secrets();
+        if secrets.values.is_empty() {
+            return false;
+        }
+        let found = |text: &str| secrets.appears_in(text.as_bytes());
+        let spec = serde_json::to_value(spec).expect("a spec serializes");
+        any_string(&spec, &found)
+            || tags.iter().any(|t| found(t))
+            || content.is_some_and(|bytes| secrets.appears_in(bytes))
+    }
+}
+
+/// Whether `test` holds for any string (or object key) inside `value`.
+fn any_string(value: &serde_json::Value, test: &dyn Fn(&str) -> bool) -> bool {
+    match value {
+        serde_json::Value::String(s) => test(s),
+        serde_json::Value::Array(items) => items.iter().any(|v| any_string(v, test)),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| test(k) || any_string(v, test)),
+        _ => false,
     }
 }

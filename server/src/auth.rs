@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
@@ -67,7 +67,7 @@ impl OperatorTokens {
 
     pub fn accepts(&self, token: &str) -> bool {
         let candidate = digest(token);
-        self.digests.iter().any(|d| *d == candidate)
+        self.digests.contains(&candidate)
     }
 }
 
@@ -107,6 +107,10 @@ impl FromRequestParts<AppState> for Caller {
                 ))
             };
         }
+        // A stale cookie counts as none, so the dashboard offers the login again.
+        if cookie_token(parts).is_some_and(|token| state.operators.accepts(token)) {
+            return Ok(Caller::Operator("cookie".into()));
+        }
         Ok(match parts.extensions.get::<Peer>() {
             Some(Peer::Node(name)) => Caller::Node(name.clone()),
             Some(Peer::Operator(name)) => Caller::Operator(name.clone()),
@@ -115,6 +119,15 @@ impl FromRequestParts<AppState> for Caller {
             None => Caller::Anonymous,
         })
     }
+}
+
+/// The dashboard's login cookie, honoured on GET and HEAD only.
+fn cookie_token(parts: &Parts) -> Option<&str> {
+    if !(parts.method == Method::GET || parts.method == Method::HEAD) {
+        return None;
+    }
+    let cookies = parts.headers.get(header::COOKIE)?.to_str().ok()?;
+    crate::login::token_from_cookies(cookies)
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

@@ -29,6 +29,63 @@ pub enum Command {
     Compile(CompileArgs),
     /// Validate the whole repository; exit 1 listing every error.
     Check(CheckArgs),
+    /// The certificate authority: list, sign and revoke certificates, issue operator certificates.
+    Ca(CaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Configuration file [default: /etc/drover/server.toml, may be missing]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory holding the CA in ca/ [default: /var/lib/drover-server]
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print pending certificate requests and every certificate issued.
+    List,
+    /// Sign NAME's pending certificate request.
+    Sign {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Revoke every valid certificate named NAME, or the one with SERIAL (seen at the next handshake).
+    Revoke {
+        #[arg(value_name = "NAME_OR_SERIAL")]
+        target: String,
+    },
+    /// Issue an operator key and certificate into DIR, with a copy of the CA (for curl or a browser).
+    Operator {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Directory for NAME.key.pem (mode 0600), NAME.crt.pem and ca.pem
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// `drover-server ca ...`: exit 0, or an error (exit 1).
+pub fn ca(args: &CaArgs) -> anyhow::Result<u8> {
+    use crate::tls::{Pki, admin};
+    let config = crate::config::Config::load_without_repo(Overrides {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    })?;
+    let pki = Pki::open_ca(&config.data_dir, config.cert_lifetime)?;
+    let text = match &args.command {
+        CaCommand::List => admin::list(&pki)?,
+        CaCommand::Sign { name } => admin::sign(&pki, name)?,
+        CaCommand::Revoke { target } => admin::revoke(&pki, target)?,
+        CaCommand::Operator { name, out } => admin::operator(&pki, name, out)?,
+    };
+    print!("{text}");
+    Ok(0)
 }
 
 #[derive(Debug, Args)]

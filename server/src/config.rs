@@ -104,11 +104,15 @@ impl Config {
 
     /// Reads the config file (the default one may be missing) and applies overrides.
     pub fn load(overrides: Overrides) -> anyhow::Result<Config> {
-        let file = match &overrides.config {
-            Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
-            None => FileConfig::default(),
-        };
+        let file = FileConfig::find(&overrides)?;
+        Config::merge(file, overrides)
+    }
+
+    /// Like [`Config::load`] for commands that never read the repository
+    /// (`drover-server ca`): `repo` may be missing.
+    pub fn load_without_repo(overrides: Overrides) -> anyhow::Result<Config> {
+        let mut file = FileConfig::find(&overrides)?;
+        file.repo.get_or_insert_with(String::new);
         Config::merge(file, overrides)
     }
 
@@ -190,6 +194,17 @@ fn days(n: u32) -> Duration {
 
 fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("drover.db").display())
+}
+
+impl FileConfig {
+    /// `--config FILE`, else the default file when it exists, else nothing.
+    fn find(overrides: &Overrides) -> anyhow::Result<FileConfig> {
+        match &overrides.config {
+            Some(path) => read_file(path),
+            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG)),
+            None => Ok(FileConfig::default()),
+        }
+    }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

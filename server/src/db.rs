@@ -343,9 +343,10 @@ pub async fn reports(
 }
 
 /// The report body exactly as it was posted.
-pub async fn report_body(db: &Db, run_id: &str) -> Result<Option<String>, DbError> {
+/// The node and the body of one stored report.
+pub async fn report_body(db: &Db, run_id: &str) -> Result<Option<(String, String)>, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT body FROM reports WHERE run_id = ?")
+        sqlx::query_as("SELECT node, body FROM reports WHERE run_id = ?")
             .bind(run_id)
             .fetch_optional(db)
             .await?,

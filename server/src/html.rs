@@ -3,8 +3,9 @@
 use std::fmt::Write;
 
 use axum::extract::State;
-use axum::response::Html;
+use axum::response::{Html, IntoResponse, Redirect, Response};
 
+use crate::auth::Caller;
 use crate::db;
 use crate::error::AppError;
 use crate::routes::operator::environments_view;
@@ -30,7 +31,11 @@ fn opt(s: Option<&str>) -> String {
     escape(s.unwrap_or("-"))
 }
 
-pub async fn index(State(state): State<AppState>) -> Result<Html<String>, AppError> {
+/// `GET /`: operators only; a browser without a credential is sent to `/login`.
+pub async fn index(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    if caller.require_operator().is_err() {
+        return Ok(Redirect::to("/login").into_response());
+    }
     let nodes = db::nodes(&state.db).await?;
     let envs = environments_view(&state).await?;
     let mut h = String::from(
@@ -105,7 +110,7 @@ pub async fn index(State(state): State<AppState>) -> Result<Html<String>, AppErr
         );
     }
     h.push_str("</table>\n</body></html>\n");
-    Ok(Html(h))
+    Ok(Html(h).into_response())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod git;
 pub mod html;
+pub mod login;
 pub mod metrics;
 pub mod routes;
 pub mod snapshot;
@@ -37,7 +38,8 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Every route of the server.
 pub fn app(state: AppState) -> Router {
-    use routes::{meta, node, operator};
+    use routes::{enroll, meta, node, operator};
+    let csr_limit = DefaultBodyLimit::max(enroll::CSR_BODY_LIMIT);
     Router::new()
         .route("/api/v1/nodes", get(operator::nodes))
         .route("/api/v1/nodes/{name}", get(operator::node))
@@ -47,42 +49,88 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/nodes/{name}/reports",
             post(node::report).get(operator::node_reports),
         )
+        .route(
+            "/api/v1/nodes/{name}/certificate",
+            post(enroll::renew).layer(csr_limit),
+        )
+        .route("/api/v1/ca", get(enroll::ca))
+        .route(
+            "/api/v1/certificate_requests/{name}",
+            post(enroll::submit).layer(csr_limit).get(enroll::status),
+        )
         .route("/api/v1/reports/{id}", get(operator::report))
         .route("/api/v1/environments", get(operator::environments))
         .route("/api/v1/hooks/git", post(meta::git_hook))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
         .route("/", get(html::index))
+        .route("/login", get(login::form).post(login::submit))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
+/// Only `GET /metrics`, without a credential, for the `metrics_listen` address.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::meta::metrics_open))
+        .with_state(state)
+}
+
 /// Runs the server until `shutdown` is cancelled: opens state, binds, prints
-/// `drover-server listening on http://ADDR` on stdout once bound, serves,
-/// then waits for background tasks to stop.
+/// `drover-server listening on https://ADDR` (`http://` with insecure_http)
+/// on stdout once bound, serves, then waits for background tasks to stop.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listen = config.listen;
+    let (listen, metrics_listen, insecure) =
+        (config.listen, config.metrics_listen, config.insecure_http);
     let state = AppState::open(config).await?;
+    let tls = if insecure {
+        tracing::warn!(
+            "INSECURE: serving plain HTTP without certificates; every caller is trusted"
+        );
+        None
+    } else {
+        Some(tls::verifier::server_config(&state.pki)?)
+    };
     let tracker = TaskTracker::new();
     state.spawn_background(&shutdown, &tracker);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = bind(listen).await?;
     let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "drover-server listening on http://{addr}")?;
-        out.flush()?;
+    let scheme = if insecure { "http" } else { "https" };
+    announce(&format!("drover-server listening on {scheme}://{addr}"))?;
+    tracing::info!(%addr, scheme, "listening");
+    if let Some(metrics_addr) = metrics_listen {
+        let metrics = bind(metrics_addr).await?;
+        announce(&format!(
+            "drover-server metrics on http://{}",
+            metrics.local_addr()?
+        ))?;
+        let (app, token) = (metrics_app(state.clone()), shutdown.clone());
+        tracker.spawn(async move {
+            let limits = tls::listener::Limits::default();
+            if let Err(e) = tls::listener::serve(metrics, None, app, limits, token).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
     }
-    tracing::info!(%addr, "listening");
-    let token = shutdown.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
-        .context("server failed")?;
+    let limits = tls::listener::Limits::default();
+    let served = tls::listener::serve(listener, tls, app(state), limits, shutdown.clone()).await;
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
+    served.context("server failed")
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// One line on stdout, flushed (the tests and service managers read it).
+fn announce(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
     Ok(())
 }

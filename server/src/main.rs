@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Compile(args) => cli::compile(args),
         Command::Check(args) => cli::check(args),
+        Command::Ca(args) => cli::ca(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

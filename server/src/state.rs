@@ -12,6 +12,8 @@ use crate::config::Config;
 use crate::db::{self, Db};
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshots, Source};
+use crate::tls::Pki;
+use crate::tls::policy::Autosign;
 
 /// Everything handlers share; cheap to clone.
 #[derive(Clone)]
@@ -22,6 +24,10 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
     pub operators: Arc<OperatorTokens>,
+    /// The CA, the server certificate and the catalog signing key.
+    pub pki: Arc<Pki>,
+    /// When certificate requests are signed without an operator.
+    pub autosign: Arc<Autosign>,
 }
 
 impl AppState {
@@ -31,6 +37,8 @@ impl AppState {
         fs_err::create_dir_all(&config.data_dir)?;
         let db = db::open(&config.database_url).await?;
         let operators = OperatorTokens::load_or_create(&config.operator_token_file)?;
+        let pki = Pki::open_or_create(&config.data_dir, &config)?;
+        let autosign = Autosign::from_config(&config)?;
         let (repo, data_dir, default_env) = (
             config.repo.clone(),
             config.data_dir.clone(),
@@ -49,6 +57,8 @@ impl AppState {
             cache: Arc::default(),
             metrics: Arc::default(),
             operators: Arc::new(operators),
+            pki: Arc::new(pki),
+            autosign: Arc::new(autosign),
         };
         refresh(&state).await;
         Ok(state)

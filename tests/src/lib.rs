@@ -110,13 +110,31 @@ impl GitRepo {
     }
 }
 
-/// A running `drover-server serve`, stopped when dropped.
+/// A running `drover-server serve` with mutual TLS and its own CA,
+/// stopped when dropped. Agents enroll with its enrollment token; operator
+/// requests carry its operator token.
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// `https://ADDR`.
     pub url: String,
     repo: PathBuf,
     data_dir: PathBuf,
+    extra_toml: String,
+    extra_args: Vec<String>,
+}
+
+/// What a request presents to the server.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    None,
+    /// `Authorization: Bearer TOKEN`.
+    Token(String),
+    /// A client certificate and its key (PEM files).
+    Cert {
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 impl Server {
@@ -126,7 +144,19 @@ impl Server {
     }
 
     pub fn start_on(repo: &Path, data_dir: &Path, listen: &str) -> Server {
+        Server::start_with(repo, data_dir, listen, "", &[])
+    }
+
+    /// A server whose server.toml also holds `extra_toml`, started with `extra_args`.
+    pub fn start_with(
+        repo: &Path,
+        data_dir: &Path,
+        listen: &str,
+        extra_toml: &str,
+        extra_args: &[&str],
+    ) -> Server {
         fs_err::create_dir_all(data_dir).unwrap();
+        let config = Server::write_config(data_dir, listen, extra_toml);
         let log = fs_err::File::create(data_dir.join("server.log")).unwrap();
         let mut child = Command::new(bin("drover-server"))
             .args([
@@ -136,22 +166,96 @@ impl Server {
                 "--refresh-interval-secs",
                 "3600",
             ])
+            .arg("--config")
+            .arg(config)
             .arg("--repo")
             .arg(repo)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.into_parts().0))
             .spawn()
             .expect("drover-server starts");
-        let addr = read_listen_line(&mut child, data_dir);
+        let url = read_listen_line(&mut child, data_dir);
+        let addr = url
+            .split_once("://")
+            .and_then(|(_, addr)| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {url}"));
         Server {
             child: Some(child),
             addr,
-            url: format!("http://{addr}"),
+            url,
             repo: repo.to_owned(),
             data_dir: data_dir.to_owned(),
+            extra_toml: extra_toml.to_owned(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         }
+    }
+
+    /// DATA/server.toml: autosign with an enrollment token, and the listen
+    /// address in the server certificate.
+    fn write_config(data_dir: &Path, listen: &str, extra_toml: &str) -> PathBuf {
+        let token = data_dir.join("enrollment-token");
+        if !token.exists() {
+            fs_err::write(&token, "enroll-me-please-0123456789\n").unwrap();
+        }
+        let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let path = data_dir.join("server.toml");
+        fs_err::write(
+            &path,
+            format!(
+                "enrollment_token_file = {}\nserver_names = [{}]\n{extra_toml}",
+                toml_str(&token),
+                toml_str(Path::new(host))
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The server's CA certificate (what operators hand to nodes).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("ca/ca.crt.pem")
+    }
+
+    pub fn enrollment_token_file(&self) -> PathBuf {
+        self.data_dir.join("enrollment-token")
+    }
+
+    /// The operator token the server made at first start.
+    pub fn operator_token(&self) -> String {
+        let text = fs_err::read_to_string(self.data_dir.join("operator-token")).unwrap();
+        text.lines().next().unwrap_or_default().trim().to_owned()
+    }
+
+    /// `agent.toml` lines that let an agent enroll with this server.
+    pub fn agent_config(&self) -> String {
+        format!(
+            "ca_file = {}\nenrollment_token_file = {}\n",
+            toml_str(&self.ca_file()),
+            toml_str(&self.enrollment_token_file())
+        )
+    }
+
+    /// Runs `drover-server ARGS --data-dir DATA` (the `ca` commands).
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin("drover-server"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("drover-server runs");
+        Output::from(out)
     }
 
     /// Stops the server (SIGTERM, then waits).
@@ -166,7 +270,14 @@ impl Server {
     /// Starts the server again on the same address and data dir.
     pub fn restart(&mut self) {
         self.stop();
-        let again = Server::start_on(&self.repo, &self.data_dir, &self.addr.to_string());
+        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let again = Server::start_with(
+            &self.repo,
+            &self.data_dir,
+            &self.addr.to_string(),
+            &self.extra_toml,
+            &args,
+        );
         *self = again;
     }
 
@@ -187,25 +298,87 @@ impl Server {
         body
     }
 
-    /// Any request; returns the status and the body as JSON (or a string).
+    /// Any request as an operator; returns the status and the body as JSON (or a string).
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let url = format!("{}{path}", self.url);
-        let response = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("POST", Some(body)) => agent.post(&url).send_json(body),
-            ("POST", None) => agent.post(&url).send_empty(),
-            _ => panic!("unsupported method {method}"),
-        }
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status().as_u16();
-        let text = response.into_body().read_to_string().unwrap_or_default();
+        let credential = Credential::Token(self.operator_token());
+        let body = body.map(|b| b.to_string().into_bytes());
+        let (status, text) = self
+            .request_as(&credential, method, path, body.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
+    }
+
+    /// One request over TLS (verified against this server's CA) presenting
+    /// `credential`. `Err` is a connection or handshake failure, with its text.
+    pub fn request_as(
+        &self,
+        credential: &Credential,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, String), String> {
+        let agent = self.http_client(credential);
+        let url = format!("{}{path}", self.url);
+        let auth = match credential {
+            Credential::Token(token) => Some(format!("Bearer {token}")),
+            _ => None,
+        };
+        let response = match method {
+            "GET" => {
+                let mut req = agent.get(&url);
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                req.call()
+            }
+            "POST" => {
+                let mut req = agent.post(&url);
+                if let Some(auth) = &auth {
+                    req = req.header("Authorization", auth);
+                }
+                match body {
+                    Some(body) => req.content_type("application/json").send(body),
+                    None => req.send_empty(),
+                }
+            }
+            _ => panic!("unsupported method {method}"),
+        };
+        let response = response.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        Ok((status, text))
+    }
+
+    fn http_client(&self, credential: &Credential) -> ureq::Agent {
+        let ca_pem = fs_err::read(self.ca_file()).expect("the server's CA");
+        let roots: Vec<_> = ureq::tls::parse_pem(&ca_pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                _ => None,
+            })
+            .collect();
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
+        if let Credential::Cert { cert, key } = credential {
+            let chain: Vec<_> = ureq::tls::parse_pem(&fs_err::read(cert).unwrap())
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect();
+            let key = ureq::tls::PrivateKey::from_pem(&fs_err::read(key).unwrap())
+                .expect("a PEM private key");
+            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
+        }
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(tls.build())
+            .build()
+            .into()
     }
 
     /// Asks the server to re-read the repository now (the git hook).
@@ -252,13 +425,14 @@ impl Drop for Server {
     }
 }
 
-fn read_listen_line(child: &mut Child, data_dir: &Path) -> SocketAddr {
+/// The `http://ADDR` or `https://ADDR` the server printed once bound.
+fn read_listen_line(child: &mut Child, data_dir: &Path) -> String {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("drover-server listening on http://") {
+            if let Some(url) = line.strip_prefix("drover-server listening on ") {
                 let _ = tx.send(url.trim().to_owned());
                 break;
             }
@@ -267,7 +441,7 @@ fn read_listen_line(child: &mut Child, data_dir: &Path) -> SocketAddr {
         for _ in lines {}
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => addr.parse().expect("socket address"),
+        Ok(url) => url,
         Err(_) => {
             let _ = child.kill();
             let log = fs_err::read_to_string(data_dir.join("server.log")).unwrap_or_default();
@@ -276,19 +450,25 @@ fn read_listen_line(child: &mut Child, data_dir: &Path) -> SocketAddr {
     }
 }
 
-/// Runs `drover-agent` for one node with its own state directory.
+/// Runs `drover-agent` for one node with its own state directory and an
+/// `agent.toml` that enrolls it with the server's token and CA.
 pub struct Agent {
     pub node: String,
     pub server: String,
     pub state_dir: PathBuf,
+    pub config: PathBuf,
 }
 
 impl Agent {
-    pub fn new(node: &str, server: &str, state_dir: &Path) -> Agent {
+    pub fn new(node: &str, server: &Server, state_dir: &Path) -> Agent {
+        let config = state_dir.with_extension("toml");
+        fs_err::create_dir_all(config.parent().unwrap()).unwrap();
+        fs_err::write(&config, server.agent_config()).unwrap();
         Agent {
             node: node.to_owned(),
-            server: server.to_owned(),
+            server: server.url.clone(),
             state_dir: state_dir.to_owned(),
+            config,
         }
     }
 
@@ -296,12 +476,27 @@ impl Agent {
     pub fn run(&self, extra: &[&str]) -> Output {
         let mut cmd = Command::new(bin("drover-agent"));
         cmd.args(["run", "--once", "--detailed-exitcodes"])
+            .arg("--config")
+            .arg(&self.config)
             .args(["--server", &self.server, "--node", &self.node])
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(extra);
         Output::from(cmd.output().expect("drover-agent runs"))
     }
+
+    /// The agent's client certificate and key (after its first run).
+    pub fn credential(&self) -> Credential {
+        Credential::Cert {
+            cert: self.state_dir.join("tls/cert.pem"),
+            key: self.state_dir.join("tls/key.pem"),
+        }
+    }
+}
+
+/// `path` as a TOML basic string.
+pub fn toml_str(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).unwrap()
 }
 
 /// `drover-agent apply` with the given arguments.

@@ -9,6 +9,7 @@ use drover_catalog::model::{Ensure, GroupSpec, UserSpec};
 use drover_catalog::report::Event;
 use nix::unistd::{Group, User, getgrouplist};
 
+use super::sensitive::OUTPUT_HIDDEN;
 use super::{Env, Flags, Names, Outcome, event};
 
 /// A user as the system has it.
@@ -115,7 +116,7 @@ fn carry_out(
         }
         return Ok(());
     }
-    run_tool(args)?;
+    run_tool(args, flags.sensitive)?;
     // Lookups cached earlier in this run may now be wrong.
     env.names = Names::default();
     Ok(())
@@ -228,8 +229,9 @@ fn usermod_args(spec: &UserSpec, have: &Account) -> Vec<String> {
     args
 }
 
-/// Runs one of the shadow tools; its own message is the error.
-fn run_tool(args: &[String]) -> Result<()> {
+/// Runs one of the shadow tools; its own message is the error (for a
+/// `sensitive` account, the tool's name only: its arguments are values).
+fn run_tool(args: &[String], sensitive: bool) -> Result<()> {
     let out = super::tool(&args[0])
         .args(&args[1..])
         .env("LC_ALL", "C")
@@ -240,6 +242,13 @@ fn run_tool(args: &[String]) -> Result<()> {
                 args[0]
             )
         })?;
+    if !out.status.success() && sensitive {
+        bail!(
+            "`{}` failed ({}): arguments and {OUTPUT_HIDDEN}",
+            args[0],
+            out.status
+        );
+    }
     if !out.status.success() {
         bail!(
             "`{}` failed ({}): {}",
@@ -340,5 +349,38 @@ mod tests {
                 "app"
             ]
         );
+    }
+
+    #[test]
+    fn a_sensitive_accounts_tool_failure_and_events_show_no_values() {
+        let args: Vec<String> = [
+            "sh",
+            "-c",
+            "echo \"bad value $0\" >&2; exit 1",
+            "s3cret-home",
+        ]
+        .map(String::from)
+        .to_vec();
+        let plain = run_tool(&args, false).unwrap_err().to_string();
+        assert!(plain.contains("bad value s3cret-home"), "{plain}");
+        let hidden = run_tool(&args, true).unwrap_err().to_string();
+        assert!(!hidden.contains("s3cret"), "{hidden}");
+        assert!(hidden.starts_with("`sh` failed"), "{hidden}");
+
+        let secret = UserSpec {
+            home: Some("/srv/s3cret-home".into()),
+            shell: Some("/bin/s3cret-shell".into()),
+            ..spec()
+        };
+        let mut report = drover_catalog::report::ResourceReport::new(
+            "user:app".to_string().try_into().unwrap(),
+            drover_catalog::report::ResourceStatus::Changed,
+        );
+        report.events = user_events(&secret, &account());
+        assert_eq!(report.events.len(), 2, "home and shell differ");
+        report.error = Some(hidden);
+        crate::resources::sensitive::hide(&mut report, &drover_catalog::Spec::User(secret));
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("s3cret"), "{json}");
     }
 }

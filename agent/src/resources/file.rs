@@ -82,6 +82,7 @@ fn present(
                 uid: Some(want.owner.map_or(md.uid(), |o| o.0)),
                 gid: Some(want.group.map_or(md.gid(), |g| g.0)),
                 validate: spec.validate.as_deref(),
+                quiet: flags.sensitive,
             };
             fsutil::write_atomic(path, file)?;
         }
@@ -124,6 +125,7 @@ fn present(
                 uid: want.owner.map(|o| o.0),
                 gid: want.group.map(|g| g.0),
                 validate: spec.validate.as_deref(),
+                quiet: flags.sensitive,
             };
             fsutil::write_atomic(path, file)?;
         }

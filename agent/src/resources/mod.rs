@@ -8,6 +8,7 @@ pub mod directory;
 pub mod exec;
 pub mod file;
 pub mod package;
+pub mod sensitive;
 pub mod service;
 pub mod symlink;
 

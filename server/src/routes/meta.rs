@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -19,8 +20,15 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
+/// `GET /metrics` on the main listener: operators only (Prometheus sends a
+/// bearer token); `metrics_listen` serves [`metrics_open`] without one.
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    caller.require_operator()?;
+    metrics_open(State(state)).await
+}
+
+/// `GET /metrics` without a credential, for the separate `metrics_listen` address.
+pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, AppError> {
     let nodes = crate::db::status_counts(&state.db).await?;
     let age = state.snapshots.status().0.map(|t| {
         let span = jiff::Timestamp::now().duration_since(t);
@@ -39,7 +47,8 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError
 /// `POST /api/v1/hooks/git`: 202, after waiting up to [`HOOK_WAIT`] for a
 /// refresh that began after the call, so a caller that gets `"refreshed": true`
 /// sees the new commits (and their compile errors) in the API.
-pub async fn git_hook(State(state): State<AppState>) -> Response {
+pub async fn git_hook(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+    caller.require_operator()?;
     let refreshed = state.snapshots.request_refresh(HOOK_WAIT).await;
-    (StatusCode::ACCEPTED, Json(json!({"refreshed": refreshed}))).into_response()
+    Ok((StatusCode::ACCEPTED, Json(json!({"refreshed": refreshed}))).into_response())
 }

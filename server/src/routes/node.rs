@@ -4,11 +4,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use drover_catalog::signed::SIGNATURE_HEADER;
 use drover_catalog::{CatalogRequest, Report};
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::compile;
 use crate::db;
 use crate::error::AppError;
@@ -22,10 +24,12 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
 /// `POST /api/v1/nodes/{name}/catalog`.
 pub async fn catalog(
     State(state): State<AppState>,
+    caller: Caller,
     Path(node): Path<String>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
+    caller.require_node(&node)?;
     let raw = body(raw)?;
     let request: CatalogRequest = if raw.iter().all(u8::is_ascii_whitespace) {
         CatalogRequest::default()
@@ -39,7 +43,24 @@ pub async fn catalog(
     if etag_matches(&headers, &catalog.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    Ok(([(header::ETAG, etag)], Json(catalog)).into_response())
+    // The signature covers exactly these bytes; the agent checks it before
+    // parsing them, and again before each use of its cached copy.
+    let body = serde_json::to_vec(&catalog)
+        .map_err(|e| AppError::Internal(format!("cannot serialize the catalog: {e}")))?;
+    let signature = HeaderValue::from_str(&state.pki.catalog_signer().sign(&body))
+        .map_err(|e| AppError::Internal(format!("signature is not a header value: {e}")))?;
+    Ok((
+        [
+            (header::ETAG, etag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (HeaderName::from_static(SIGNATURE_HEADER), signature),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// `If-None-Match` holds `"VERSION"` (or a list, or `*`).
@@ -63,8 +84,10 @@ fn is_sha256(s: &str) -> bool {
 /// (last served) catalog references.
 pub async fn file(
     State(state): State<AppState>,
+    caller: Caller,
     Path((node, sha)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
+    caller.require_node(&node)?;
     let not_found = || {
         AppError::NotFound(format!(
             "no content {sha} for node `{node}`: its current catalog does not reference it"
@@ -88,9 +111,11 @@ pub async fn file(
 /// `POST /api/v1/nodes/{name}/reports`: 201 new, 200 already stored.
 pub async fn report(
     State(state): State<AppState>,
+    caller: Caller,
     Path(node): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
+    caller.require_node(&node)?;
     let raw = body(raw)?;
     let report: Report = serde_json::from_slice(&raw)
         .map_err(|e| AppError::BadRequest(format!("invalid report: {e}")))?;

@@ -6,20 +6,27 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Caller;
 use crate::db::{self, CompileError, NodeRow, ReportSummary};
 use crate::error::AppError;
 use crate::state::AppState;
 
 /// `GET /api/v1/nodes`.
-pub async fn nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeRow>>, AppError> {
+pub async fn nodes(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<NodeRow>>, AppError> {
+    caller.require_operator()?;
     Ok(Json(db::nodes(&state.db).await?))
 }
 
-/// `GET /api/v1/nodes/{name}`.
+/// `GET /api/v1/nodes/{name}`: operators, and the node itself.
 pub async fn node(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<NodeRow>, AppError> {
+    caller.require_node_or_operator(&name)?;
     db::node(&state.db, &name)
         .await?
         .map(Json)
@@ -36,12 +43,15 @@ pub struct HistoryQuery {
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
-/// `GET /api/v1/nodes/{name}/reports?limit=N&before=RFC3339`, newest first.
+/// `GET /api/v1/nodes/{name}/reports?limit=N&before=RFC3339`, newest first:
+/// operators, and the node itself.
 pub async fn node_reports(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Vec<ReportSummary>>, AppError> {
+    caller.require_node_or_operator(&name)?;
     let before = query
         .before
         .as_deref()
@@ -60,14 +70,24 @@ pub async fn node_reports(
     Ok(Json(db::reports(&state.db, &name, limit, before).await?))
 }
 
-/// `GET /api/v1/reports/{id}`: the report exactly as the agent posted it.
+/// `GET /api/v1/reports/{id}`: the report exactly as the agent posted it,
+/// to operators and to the node that posted it. Another node gets the same
+/// 404 as for a report that does not exist, so run ids cannot be probed.
 pub async fn report(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let body = db::report_body(&state.db, &id)
+    if matches!(caller, Caller::Anonymous) {
+        caller.require_operator()?;
+    }
+    let not_found = || AppError::NotFound(format!("no report with run_id `{id}`"));
+    let (node, body) = db::report_body(&state.db, &id)
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("no report with run_id `{id}`")))?;
+        .ok_or_else(not_found)?;
+    caller
+        .require_node_or_operator(&node)
+        .map_err(|_| not_found())?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -140,6 +160,10 @@ pub async fn environments_view(state: &AppState) -> Result<Environments, AppErro
 }
 
 /// `GET /api/v1/environments`.
-pub async fn environments(State(state): State<AppState>) -> Result<Json<Environments>, AppError> {
+pub async fn environments(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Environments>, AppError> {
+    caller.require_operator()?;
     Ok(Json(environments_view(&state).await?))
 }

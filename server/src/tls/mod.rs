@@ -1,3 +1,89 @@
 //! The server's own certificate authority and its mutual-TLS listener.
+//!
+//! `ca` opens or creates the CA, the server certificate and the catalog
+//! signing key; `store` keeps pending requests, issued certificates and
+//! revocations in `DATA/ca`; `csr` decides which requests may be signed;
+//! `policy` decides when they are signed without an operator; `verifier`
+//! checks client certificates (revocations included) at every handshake;
+//! `listener` is the accept loop; `admin` is `drover-server ca`.
 
+pub mod admin;
+pub mod ca;
+pub mod csr;
 pub mod files;
+pub mod listener;
+pub mod policy;
+pub mod requests;
+pub mod store;
+pub mod verifier;
+
+use base64::Engine as _;
+
+pub use ca::Pki;
+
+/// Subject organisation of node certificates.
+pub const ORG_NODES: &str = "drover nodes";
+/// Subject organisation of operator certificates.
+pub const ORG_OPERATORS: &str = "drover operators";
+
+/// Who a certificate the CA issues is for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum CertKind {
+    Node,
+    Operator,
+}
+
+impl CertKind {
+    pub const ALL: [CertKind; 2] = [CertKind::Node, CertKind::Operator];
+
+    /// The subject organisation that marks this kind.
+    pub fn organization(self) -> &'static str {
+        match self {
+            CertKind::Node => ORG_NODES,
+            CertKind::Operator => ORG_OPERATORS,
+        }
+    }
+
+    /// The word `ca list` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertKind::Node => "node",
+            CertKind::Operator => "operator",
+        }
+    }
+
+    /// The directory under `DATA/ca/certs` holding this kind.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            CertKind::Node => "nodes",
+            CertKind::Operator => "operators",
+        }
+    }
+}
+
+impl std::fmt::Display for CertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `der` as PEM with `label`, 64 characters per line.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// sha256 of `der` as lowercase hex (fingerprints of SubjectPublicKeyInfo).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}

@@ -12,8 +12,16 @@ async fn the_binary_listens_on_a_real_port_and_stops_on_sigterm() {
         tmp.path(),
         &[("server.toml", "refresh_interval_secs = 5\n")],
     );
+    // Plain HTTP keeps this test about the port and the signal (the TLS
+    // listener has its own tests in ca/listener.rs).
     let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .args([
+            "serve",
+            "--insecure-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--repo",
+        ])
         .arg(&repo)
         .arg("--data-dir")
         .arg(tmp.path().join("data"))

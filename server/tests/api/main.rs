@@ -1,6 +1,8 @@
 //! Handler tests: the router called without a socket over a temp data dir,
 //! plus one real server process on 127.0.0.1:0 and the offline commands.
 
+mod auth;
+mod ca;
 mod cli;
 mod git;
 mod routes;
@@ -11,6 +13,7 @@ use std::process::Command;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode, header};
+use drover_server::auth::Peer;
 use drover_server::{AppState, Config, app};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -81,7 +84,17 @@ impl TestContext {
         }
     }
 
+    /// Sends `req` as the caller the route is meant for: node routes as that
+    /// node's certificate, every other route as an operator (auth.rs has
+    /// the tests of who may call what).
     async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let peer = natural_caller(req.method(), req.uri().path());
+        self.send_as(peer, req).await
+    }
+
+    /// Sends `req` over a connection whose TLS handshake proved `peer`.
+    async fn send_as(&self, peer: Peer, mut req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        req.extensions_mut().insert(peer);
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
@@ -134,6 +147,19 @@ impl TestContext {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// The node of a node route (`/api/v1/nodes/NAME/catalog|files|reports`
+/// written by the node), else an operator.
+fn natural_caller(method: &axum::http::Method, path: &str) -> Peer {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", "v1", "nodes", name, "catalog" | "files", ..] => Peer::Node((*name).to_owned()),
+        ["api", "v1", "nodes", name, "reports"] if method == axum::http::Method::POST => {
+            Peer::Node((*name).to_owned())
+        }
+        _ => Peer::Operator("tests".to_owned()),
     }
 }
 

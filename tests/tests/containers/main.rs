@@ -49,7 +49,7 @@ impl World {
         repo.write("roles/app.toml", "# written by the test\n");
         repo.commit("empty role");
         let server = Server::start(&repo.path, &tmp.path().join("server"));
-        let agent = Agent::new(&node, &server.url, &tmp.path().join("agent"));
+        let agent = Agent::new(&node, &server, &tmp.path().join("agent"));
         World {
             docker,
             server,

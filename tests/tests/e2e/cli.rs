@@ -76,9 +76,10 @@ fn daemon_runs_on_its_interval_and_stops_cleanly_on_sigterm() {
     fs_err::write(
         &config,
         format!(
-            "server = \"{}\"\nnode = \"web-1\"\nstate_dir = \"{}\"\ninterval_secs = 1\nsplay_secs = 0\n",
+            "server = \"{}\"\nnode = \"web-1\"\nstate_dir = \"{}\"\ninterval_secs = 1\nsplay_secs = 0\n{}",
             w.server.url,
-            state.display()
+            state.display(),
+            w.server.agent_config()
         ),
     )
     .unwrap();

@@ -66,7 +66,7 @@ fn noop_prints_the_diff_and_changes_nothing() {
         "welcome to web-1\nHAND EDIT\nline three\n",
     )
     .unwrap();
-    let cached = fs_err::read(w.agent.state_dir.join("catalog.json")).unwrap();
+    let cached = fs_err::read(w.agent.state_dir.join("catalog.signed")).unwrap();
     // A new desired state waits on the server: noop must not take it as cached.
     w.repo.write("data/common.toml", "workers = 3\n");
     w.repo.write("data/nodes/web-1.toml", "workers = 9\n");
@@ -81,7 +81,7 @@ fn noop_prints_the_diff_and_changes_nothing() {
     assert_eq!(w.read("motd"), "welcome to web-1\nHAND EDIT\nline three\n");
     assert_eq!(w.read("etc/app.conf"), "port = 8080\nworkers = 8\n");
     assert_eq!(
-        fs_err::read(w.agent.state_dir.join("catalog.json")).unwrap(),
+        fs_err::read(w.agent.state_dir.join("catalog.signed")).unwrap(),
         cached
     );
     let report = w.server.latest_report("web-1");

@@ -33,7 +33,7 @@ impl World {
         }
         repo.commit("initial catalog");
         let server = Server::start(&repo.path, &tmp.path().join("server"));
-        let agent = Agent::new("web-1", &server.url, &tmp.path().join("agent"));
+        let agent = Agent::new("web-1", &server, &tmp.path().join("agent"));
         World {
             tmp,
             repo,

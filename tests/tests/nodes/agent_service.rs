@@ -70,9 +70,15 @@ fn agent_service_reaches_ready_converges_reports_and_survives_restarts() {
         node.write_file(&format!("/root/install/{unit}"), &text, 0o644);
     }
     let steps = readme_install_steps().replace(
-        "server = \"http://drover.example.net:8140\"",
-        &format!("server = \"{}\"\nsplay_secs = 2", site.server.url),
+        "server = \"https://drover.example.net:8140\"",
+        &format!(
+            "server = \"{}\"\nsplay_secs = 2\nenrollment_token_file = \"/etc/drover/enrollment-token\"",
+            site.server.url,
+        ),
     );
+    let ca = fs_err::read(site.server.ca_file()).unwrap();
+    node.write_file("/root/install/ca.pem", &ca, 0o644);
+    site.provision(&node);
     assert!(
         steps.contains(&site.server.url),
         "the README's agent.toml names a server"

@@ -6,6 +6,10 @@ use drover_tests::{GitRepo, Output, Server};
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// agent.toml lines that enroll a node with the files [`Site::provision`] writes.
+pub const ENROLL_CONFIG: &str =
+    "ca_file = \"/etc/drover/ca.pem\"\nenrollment_token_file = \"/etc/drover/enrollment-token\"\n";
+
 pub struct Site {
     pub repo: GitRepo,
     pub server: Server,
@@ -39,13 +43,30 @@ impl Site {
         self.server.refresh();
     }
 
+    /// Puts the server's CA and enrollment token in the node, where
+    /// [`ENROLL_CONFIG`] names them, as an operator's provisioning would.
+    pub fn provision(&self, node: &Node) {
+        let ca = fs_err::read(self.server.ca_file()).unwrap();
+        node.write_file("/etc/drover/ca.pem", &ca, 0o644);
+        let token = fs_err::read(self.server.enrollment_token_file()).unwrap();
+        node.write_file("/etc/drover/enrollment-token", &token, 0o600);
+        node.write_file(
+            "/etc/drover/test-agent.toml",
+            ENROLL_CONFIG.as_bytes(),
+            0o644,
+        );
+    }
+
     /// One `drover-agent run --once --detailed-exitcodes` in the node.
     pub fn run(&self, node: &Node, extra: &[&str]) -> Output {
+        self.provision(node);
         let mut argv = vec![
             "drover-agent",
             "run",
             "--once",
             "--detailed-exitcodes",
+            "--config",
+            "/etc/drover/test-agent.toml",
             "--server",
             &self.server.url,
             "--node",

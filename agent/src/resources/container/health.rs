@@ -9,6 +9,7 @@ use drover_catalog::model::Healthcheck;
 
 use super::Seen;
 use super::docker::Docker;
+use crate::resources::sensitive::OUTPUT_HIDDEN;
 
 /// Docker's defaults for what a healthcheck leaves unset.
 const DEFAULT_INTERVAL_SECS: u64 = 30;
@@ -21,10 +22,12 @@ const POLL: Duration = Duration::from_millis(250);
 const LOG_ENTRIES: usize = 3;
 
 /// After a start: the container is running, and healthy when it has a check.
+/// A `sensitive` container's logs and probe outputs stay out of the error.
 pub(super) fn await_running(
     docker: &Docker,
     name: &str,
     check: Option<&Healthcheck>,
+    sensitive: bool,
 ) -> Result<()> {
     let wait = check.map_or(Duration::ZERO, budget);
     let deadline = Instant::now() + wait;
@@ -33,18 +36,19 @@ pub(super) fn await_running(
             bail!("container {name} disappeared right after it started");
         };
         if !seen.running {
-            bail!(
-                "container {name} exited right after it started\n{}",
-                logs_or_nothing(docker.log_tail(name))
-            );
+            let logs = match sensitive {
+                true => OUTPUT_HIDDEN.to_owned(),
+                false => logs_or_nothing(docker.log_tail(name)),
+            };
+            bail!("container {name} exited right after it started\n{logs}");
         }
         match (check, seen.health) {
             (None, _) | (_, Some(HealthStatusEnum::HEALTHY)) => return Ok(()),
-            (_, Some(HealthStatusEnum::UNHEALTHY)) => bail!(unhealthy(name, &seen)),
+            (_, Some(HealthStatusEnum::UNHEALTHY)) => bail!(unhealthy(name, &seen, sensitive)),
             _ if Instant::now() >= deadline => bail!(
                 "container {name} did not become healthy within {} s (its health is still `starting`){}",
                 wait.as_secs(),
-                probe_log(&seen)
+                probe_log(&seen, sensitive)
             ),
             _ => std::thread::sleep(POLL),
         }
@@ -53,17 +57,17 @@ pub(super) fn await_running(
 
 /// A running container that its own check calls unhealthy is a failure
 /// to see, even when nothing else about it changed.
-pub(super) fn check_not_unhealthy(name: &str, seen: &Seen) -> Result<()> {
+pub(super) fn check_not_unhealthy(name: &str, seen: &Seen, sensitive: bool) -> Result<()> {
     if seen.health == Some(HealthStatusEnum::UNHEALTHY) {
-        bail!(unhealthy(name, seen));
+        bail!(unhealthy(name, seen, sensitive));
     }
     Ok(())
 }
 
-fn unhealthy(name: &str, seen: &Seen) -> String {
+fn unhealthy(name: &str, seen: &Seen, sensitive: bool) -> String {
     format!(
         "container {name} is unhealthy: its healthcheck failed{}",
-        probe_log(seen)
+        probe_log(seen, sensitive)
     )
 }
 
@@ -94,10 +98,11 @@ pub(super) fn last_outputs(log: Vec<HealthcheckResult>) -> Vec<String> {
         .collect()
 }
 
-fn probe_log(seen: &Seen) -> String {
-    match seen.health_log.is_empty() {
-        true => String::new(),
-        false => format!("\nhealth log:\n  {}", seen.health_log.join("\n  ")),
+fn probe_log(seen: &Seen, sensitive: bool) -> String {
+    match (seen.health_log.is_empty(), sensitive) {
+        (true, _) => String::new(),
+        (false, true) => format!("\nhealth log: {OUTPUT_HIDDEN}"),
+        (false, false) => format!("\nhealth log:\n  {}", seen.health_log.join("\n  ")),
     }
 }
 

@@ -22,7 +22,7 @@ use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 use drover_catalog::ResourceId;
 use drover_catalog::container::RestartPolicy;
 use drover_catalog::model::Kind;
-use drover_catalog::model::{ContainerEnsure, ContainerSpec, sha256_hex};
+use drover_catalog::model::{ContainerEnsure, ContainerSpec};
 use drover_catalog::report::Event;
 
 use desired::{Desired, FieldChange, LABEL_NODE, LABEL_RESOURCE, LABEL_SPEC};
@@ -55,10 +55,10 @@ pub fn converge(spec: &ContainerSpec, env: &mut Env<'_>, flags: Flags) -> Result
         .as_ref()
         .filter(|s| s.running && plan.action == Action::Nothing)
     {
-        health::check_not_unhealthy(&spec.name, seen)?;
+        health::check_not_unhealthy(&spec.name, seen, flags.sensitive)?;
     }
     if !flags.noop {
-        apply(&plan, spec, desired, &image, docker)?;
+        apply(&plan, spec, desired, &image, docker, flags.sensitive)?;
     }
     Ok(plan.outcome)
 }
@@ -242,7 +242,7 @@ fn plan(
         );
         let mut events: Vec<Event> = changes
             .into_iter()
-            .map(|c| with_message(change_event(c, flags), &message))
+            .map(|c| with_message(change_event(c), &message))
             .collect();
         if start && !seen.running {
             events.push(event(
@@ -340,12 +340,10 @@ fn live_differences(seen: &Seen, desired: &Desired) -> Vec<FieldChange> {
     changes
 }
 
-fn change_event(change: FieldChange, flags: Flags) -> Event {
-    let hide = |value: Option<String>| match flags.sensitive {
-        true => value.map(|v| sha256_hex(v.as_bytes())[..ID_PREFIX].to_owned()),
-        false => value,
-    };
-    event(&change.field, hide(change.previous), hide(change.desired))
+/// The values as they are: for a sensitive container the engine turns
+/// them into hashes (`resources::sensitive`).
+fn change_event(change: FieldChange) -> Event {
+    event(&change.field, change.previous, change.desired)
 }
 
 /// `; image X pulled` when making the container needs the image first.
@@ -372,6 +370,7 @@ fn apply(
     desired: Desired,
     image: &Image,
     docker: &Docker,
+    sensitive: bool,
 ) -> Result<()> {
     let name = &spec.name;
     let started = match plan.action {
@@ -411,7 +410,7 @@ fn apply(
         }
     };
     if started {
-        health::await_running(docker, name, spec.healthcheck.as_ref())?;
+        health::await_running(docker, name, spec.healthcheck.as_ref(), sensitive)?;
     }
     Ok(())
 }

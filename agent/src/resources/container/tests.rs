@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use drover_catalog::Spec;
 use drover_catalog::model::{ContainerEnsure, ContainerSpec};
 
 use super::desired::{self, LABEL_DESIRED, LABEL_NODE, LABEL_RESOURCE, LABEL_SPEC};
@@ -293,10 +294,13 @@ fn a_refresh_restarts_a_running_container_once() {
 
 #[test]
 fn sensitive_changes_show_hashes_not_values() {
-    let old = spec();
+    let old = ContainerSpec {
+        env: BTreeMap::from([("PASSWORD".into(), "old-s3cret".into())]),
+        ..spec()
+    };
     let seen = made_from(&old);
     let new = ContainerSpec {
-        env: BTreeMap::from([("GREETING".into(), "s3cret".into())]),
+        env: BTreeMap::from([("PASSWORD".into(), "new-s3cret".into())]),
         ..old
     };
     let sensitive = Flags {
@@ -304,13 +308,37 @@ fn sensitive_changes_show_hashes_not_values() {
         ..Flags::default()
     };
     let plan = plan_for(&new, Some(&seen), &local_image(), sensitive);
-    let env = &plan.outcome.events[0];
-    let shown = format!("{:?} {:?}", env.previous, env.desired);
-    assert!(
-        !shown.contains("s3cret") && !shown.contains("hello"),
-        "{shown}"
+    assert_eq!(properties(&plan), ["env"]);
+    let mut report = drover_catalog::report::ResourceReport::new(
+        RESOURCE.to_string().try_into().unwrap(),
+        drover_catalog::report::ResourceStatus::Changed,
     );
-    assert_eq!(env.desired.as_deref().map(str::len), Some(ID_PREFIX));
+    report.events = plan.outcome.events;
+    crate::resources::sensitive::hide(&mut report, &Spec::Container(new));
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("s3cret"), "{json}");
+    let env = &report.events[0];
+    assert!(
+        env.desired.as_deref().unwrap().starts_with("sha256:"),
+        "{json}"
+    );
+    assert_ne!(env.previous, env.desired, "a change still shows as one");
+}
+
+#[test]
+fn a_sensitive_containers_probe_outputs_stay_out_of_its_error() {
+    let seen = Seen {
+        health: Some(HealthStatusEnum::UNHEALTHY),
+        health_log: vec!["exit code 1: token=s3cret rejected".into()],
+        ..made_from(&spec())
+    };
+    let shown = health::check_not_unhealthy("app", &seen, false).unwrap_err();
+    assert!(shown.to_string().contains("token=s3cret"), "{shown}");
+    let hidden = health::check_not_unhealthy("app", &seen, true)
+        .unwrap_err()
+        .to_string();
+    assert!(!hidden.contains("s3cret"), "{hidden}");
+    assert!(hidden.contains("output hidden"), "{hidden}");
 }
 
 #[test]

@@ -101,6 +101,8 @@ struct Plan {
     enable: Option<bool>,
     reload: bool,
     job: Option<Job>,
+    /// A failed job's error leaves out the unit's journal.
+    sensitive: bool,
 }
 
 /// Whether a unit file can be (and is) enabled, from its UnitFileState.
@@ -131,7 +133,10 @@ fn plan(
     seen: &Observed<'_>,
     flags: Flags,
 ) -> Result<Plan> {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        sensitive: flags.sensitive,
+        ..Plan::default()
+    };
     let unit_event = plan_unit_file(spec, unit_path, seen, flags, &mut plan);
     let redefined = unit_event.is_some();
     plan_enabled(spec, unit, seen, &mut plan)?;
@@ -311,6 +316,7 @@ fn apply(
             uid: None,
             gid: None,
             validate: None,
+            quiet: false,
         };
         fsutil::write_atomic(unit_path, file)?;
     }
@@ -323,7 +329,7 @@ fn apply(
         systemd.reload()?;
     }
     if let Some(job) = plan.job {
-        systemd.run(unit, job)?;
+        systemd.run(unit, job, plan.sensitive)?;
     }
     Ok(())
 }

@@ -10,6 +10,8 @@ use zbus::blocking::Connection;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
+use crate::resources::sensitive::OUTPUT_HIDDEN;
+
 /// How long a start, stop or restart may take. A little over systemd's own
 /// default TimeoutStartSec (90 s), so systemd's verdict usually comes first.
 const JOB_TIMEOUT: Duration = Duration::from_secs(100);
@@ -272,8 +274,9 @@ impl Systemd {
     }
 
     /// Runs `job` on `unit` and waits for it; a start or restart must leave
-    /// the unit running, else the error carries its state and journal.
-    pub(super) fn run(&self, unit: &str, job: Job) -> Result<()> {
+    /// the unit running, else the error carries its state and journal (not
+    /// for a `sensitive` unit: its journal may print what it was given).
+    pub(super) fn run(&self, unit: &str, job: Job, sensitive: bool) -> Result<()> {
         let verb = job.verb();
         let mut removed = async_io::block_on(self.jobs.receive_job_removed())
             .context("cannot subscribe to systemd's JobRemoved signal")?;
@@ -294,26 +297,27 @@ impl Systemd {
             None => Err(self.failure(
                 unit,
                 job,
+                sensitive,
                 Some(&format!(
                     "did not finish within {} s (the job may still be running)",
                     JOB_TIMEOUT.as_secs()
                 )),
             )),
             Some("done") if job == Job::Stop => Ok(()),
-            Some("done") => self.check_running(unit, job),
-            Some(result) => Err(self.failure(unit, job, Some(&job_result_note(result)))),
+            Some("done") => self.check_running(unit, job, sensitive),
+            Some(result) => Err(self.failure(unit, job, sensitive, Some(&job_result_note(result)))),
         }
     }
 
     /// After a successful start job: running, and (for `Type=simple`, which
     /// counts as started once forked) still running a moment later.
-    fn check_running(&self, unit: &str, job: Job) -> Result<()> {
+    fn check_running(&self, unit: &str, job: Job, sensitive: bool) -> Result<()> {
         let started = Instant::now();
         loop {
             let status = self.status(unit)?;
             let restarting = status.sub == "auto-restart";
             if restarting || !(status.running() || status.active == "activating") {
-                return Err(self.failure(unit, job, None));
+                return Err(self.failure(unit, job, sensitive, None));
             }
             let simple = status
                 .service
@@ -328,7 +332,7 @@ impl Systemd {
 
     /// `service demo.service failed to start: failed (Result=exit-code, status=1)`,
     /// a note (the job's result) or a hint, then the last journal lines.
-    fn failure(&self, unit: &str, job: Job, note: Option<&str>) -> anyhow::Error {
+    fn failure(&self, unit: &str, job: Job, sensitive: bool, note: Option<&str>) -> anyhow::Error {
         let (state, hint) = match self.status(unit) {
             Ok(status) => (status.describe(), oneshot_hint(&status)),
             Err(e) => (format!("state unknown ({e:#})"), None),
@@ -338,10 +342,10 @@ impl Systemd {
             (None, Some(hint)) => hint.to_owned(),
             (None, None) => String::new(),
         };
+        let journal = journal_unless_sensitive(unit, sensitive);
         anyhow!(
-            "service {unit} failed to {}: {state}{detail}\nlast journal lines:\n{}",
+            "service {unit} failed to {}: {state}{detail}\nlast journal lines:\n{journal}",
             job.verb(),
-            journal_tail(unit)
         )
     }
 }
@@ -378,6 +382,14 @@ fn oneshot_hint(status: &UnitStatus) -> Option<&'static str> {
     exited_cleanly.then_some(
         "; it exited successfully, so it is not running\nhint: a oneshot service needs RemainAfterExit=yes to count as running",
     )
+}
+
+/// The journal lines under a failure; a sensitive unit's are not read.
+fn journal_unless_sensitive(unit: &str, sensitive: bool) -> String {
+    match sensitive {
+        true => OUTPUT_HIDDEN.to_owned(),
+        false => journal_tail(unit),
+    }
 }
 
 /// The unit's last journal lines (what `systemctl status` would show).
@@ -456,6 +468,14 @@ mod tests {
         assert_eq!(
             job_result_note("dependency"),
             "systemd job result `dependency` (a unit it requires failed)"
+        );
+    }
+
+    #[test]
+    fn a_sensitive_units_journal_is_never_read() {
+        assert_eq!(
+            journal_unless_sensitive("drover-no-such-unit.service", true),
+            OUTPUT_HIDDEN
         );
     }
 

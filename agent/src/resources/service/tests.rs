@@ -306,6 +306,36 @@ fn sensitive_units_report_hashes_but_no_diff() {
 }
 
 #[test]
+fn a_sensitive_units_text_shows_nowhere_in_its_report() {
+    let secret_text = "[Service]\nEnvironment=PW=s3cret-Pa55\nExecStart=/bin/true\n";
+    let old_text = "[Service]\nEnvironment=PW=old-s3cret-Pa55\n";
+    let new = spec(running(), Some(true), Some(secret_text));
+    let mut f = flags(true, false);
+    f.sensitive = true;
+    let p = plan_for(
+        &new,
+        &seen(Some(old_text), Some("enabled"), status("loaded", "active")),
+        f,
+    )
+    .unwrap();
+    let mut report = drover_catalog::report::ResourceReport::new(
+        "service:demo".to_string().try_into().unwrap(),
+        drover_catalog::report::ResourceStatus::Noop,
+    );
+    report.events = p.outcome.events;
+    report.diff = p.outcome.diff;
+    crate::resources::sensitive::hide(&mut report, &drover_catalog::Spec::Service(new));
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("s3cret"), "{json}");
+    assert_eq!(report.events[0].property, "unit");
+    assert_eq!(
+        report.events[0].desired.as_deref(),
+        Some(short(&sha256_hex(secret_text.as_bytes())).as_str()),
+        "the unit's own short hash is kept"
+    );
+}
+
+#[test]
 fn the_unit_file_is_read_but_a_symlink_in_its_place_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("demo.service");

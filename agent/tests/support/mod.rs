@@ -1,0 +1,97 @@
+//! Shared by the CLI tests: the agent binary, catalogs, and a fake
+//! drover-server over HTTPS with its own CA.
+#![allow(dead_code)]
+
+pub mod ca;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use drover_catalog::model::{FileSpec, sha256_hex};
+use drover_catalog::{Catalog, Resource, Spec};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_drover-agent");
+
+pub fn agent(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn file_resource(path: &Path, content: &[u8]) -> Resource {
+    Resource::new(Spec::File(FileSpec::with_content(
+        &path.to_string_lossy(),
+        content,
+    )))
+}
+
+pub fn catalog(node: &str, files: &[(&Path, &[u8])]) -> (Catalog, BTreeMap<String, Vec<u8>>) {
+    let resources: Vec<Resource> = files.iter().map(|(p, c)| file_resource(p, c)).collect();
+    let contents = files
+        .iter()
+        .map(|(_, c)| (sha256_hex(c), c.to_vec()))
+        .collect();
+    let catalog = Catalog {
+        node: node.into(),
+        environment: "production".into(),
+        commit: "abc".into(),
+        version: Catalog::compute_version(&resources),
+        resources,
+        contents: BTreeMap::new(),
+    };
+    (catalog, contents)
+}
+
+/// A node `n1` with its own state directory in a temporary directory.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        Node { dir, state }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn tls(&self, name: &str) -> PathBuf {
+        self.state.join("tls").join(name)
+    }
+
+    /// Writes `content` to a file in the node's directory; returns its path.
+    pub fn write(&self, name: &str, content: &str) -> String {
+        let path = self.path(name);
+        fs_err::write(&path, content).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// `run --once --detailed-exitcodes` against `server`.
+    pub fn run(&self, server: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            "--once",
+            "--detailed-exitcodes",
+            "--server",
+            server,
+            "--node",
+            "n1",
+            "--state-dir",
+            self.state.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        agent(&args)
+    }
+}

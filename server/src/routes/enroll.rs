@@ -1,0 +1,163 @@
+//! Enrollment: the CA and catalog key a new agent pins, certificate requests,
+//! and renewal by a node over its own certificate.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::tls::csr::{CheckedCsr, check_csr};
+use crate::tls::policy::Decision;
+use crate::tls::requests::{Recorded, RequestStatus};
+use crate::tls::store::IssuedCert;
+use crate::tls::{CertKind, Pki};
+
+/// Largest request body of the certificate routes (one CSR).
+pub const CSR_BODY_LIMIT: usize = crate::tls::csr::MAX_CSR_PEM;
+
+/// `GET /api/v1/ca`: the CA certificate and the catalog signing key (open).
+pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "ca": state.pki.ca_pem(),
+        "catalog_signing_key": state.pki.catalog_signer().public_key().to_base64(),
+    }))
+}
+
+/// `POST /api/v1/certificate_requests/{name}` (open): signed at once when
+/// the autosign policy says so, else kept for `drover-server ca sign`.
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let csr = checked(&name, raw)?;
+    let token = enrollment_token(&headers);
+    let decision = state.autosign.decide(&csr, token).await;
+    match decision {
+        Decision::Refuse(why) => {
+            log_decision(&csr, "refused", &why);
+            Err(AppError::Forbidden(why))
+        }
+        Decision::Sign(why) => {
+            let cert = blocking(&state, move |pki| pki.sign_csr(CertKind::Node, &csr)).await?;
+            tracing::info!(name = %cert.name, fingerprint = %cert.fingerprint, serial = %cert.serial, why, "certificate request signed");
+            Ok(signed(&cert))
+        }
+        Decision::Pending(why) => {
+            let recorded = {
+                let csr = csr.clone();
+                blocking(&state, move |pki| pki.add_pending(&csr)).await?
+            };
+            match recorded {
+                Recorded::Pending => {
+                    log_decision(&csr, "pending", &why);
+                    Ok(pending(csr.fingerprint()))
+                }
+                Recorded::Conflict { fingerprint } => {
+                    log_decision(&csr, "conflict", "another key already waits for this name");
+                    Err(AppError::Status(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "another key (sha256 {fingerprint}) already has a pending request for `{name}`\nhint: the operator can sign or refuse it with `drover-server ca list` / `ca sign {name}`"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/certificate_requests/{name}` (open).
+pub async fn status(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, AppError> {
+    drover_catalog::names::check_node_name(&name).map_err(AppError::BadRequest)?;
+    let status = {
+        let name = name.clone();
+        blocking(&state, move |pki| pki.request_status(&name)).await?
+    };
+    match status {
+        RequestStatus::Signed(cert) => Ok(signed(&cert)),
+        RequestStatus::Pending(request) => Ok(pending(&request.fingerprint)),
+        RequestStatus::Unknown => Err(AppError::NotFound(format!(
+            "no certificate request and no certificate for `{name}`"
+        ))),
+    }
+}
+
+/// `POST /api/v1/nodes/{name}/certificate`: the node renews over its own
+/// certificate; signed at once.
+pub async fn renew(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    caller.require_node(&name)?;
+    if caller == Caller::Insecure {
+        return Err(AppError::Forbidden(
+            "renewal needs the node's own certificate; this server serves plain HTTP".into(),
+        ));
+    }
+    let csr = checked(&name, raw)?;
+    let cert = blocking(&state, move |pki| pki.sign_csr(CertKind::Node, &csr)).await?;
+    tracing::info!(name = %cert.name, fingerprint = %cert.fingerprint, serial = %cert.serial, "certificate renewed");
+    Ok(signed(&cert))
+}
+
+fn checked(name: &str, raw: Result<Bytes, BytesRejection>) -> Result<CheckedCsr, AppError> {
+    let body = raw.map_err(|r| AppError::Status(r.status(), r.body_text()))?;
+    check_csr(name, &body).map_err(|e| {
+        tracing::info!(name = %name.escape_debug(), error = %e, "certificate request refused");
+        AppError::BadRequest(e.to_string())
+    })
+}
+
+fn enrollment_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(str::trim)
+}
+
+fn log_decision(csr: &CheckedCsr, decision: &str, why: &str) {
+    tracing::info!(
+        name = csr.name(),
+        fingerprint = csr.fingerprint(),
+        decision,
+        why,
+        "certificate request"
+    );
+}
+
+fn signed(cert: &IssuedCert) -> Response {
+    Json(json!({"status": "signed", "certificate": cert.pem})).into_response()
+}
+
+fn pending(fingerprint: &str) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "pending", "fingerprint": fingerprint})),
+    )
+        .into_response()
+}
+
+/// Runs a CA operation (file I/O under a flock) off the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    op: impl FnOnce(&Pki) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, AppError> {
+    let pki: Arc<Pki> = state.pki.clone();
+    tokio::task::spawn_blocking(move || op(&pki))
+        .await
+        .map_err(|e| AppError::Internal(format!("the CA task failed: {e}")))?
+        .map_err(|e| AppError::Internal(format!("{e:#}")))
+}

@@ -1,0 +1,212 @@
+//! What the CA does with requests and certificates: keep a request pending,
+//! sign one, answer "where is my certificate", revoke, issue an operator's.
+//! Every mutation holds the store's flock.
+
+use std::collections::HashSet;
+
+use anyhow::bail;
+use rcgen::KeyPair;
+
+use super::CertKind;
+use super::ca::Pki;
+use super::csr::{CheckedCsr, check_csr};
+use super::store::{IssuedCert, PendingRequest, Revocation};
+
+/// What became of a request that waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// It waits (again, when the same key asked before).
+    Pending,
+    /// Another key already waits for this name.
+    Conflict { fingerprint: String },
+}
+
+/// What `GET /api/v1/certificate_requests/{name}` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestStatus {
+    Signed(IssuedCert),
+    Pending(PendingRequest),
+    Unknown,
+}
+
+/// Everything `drover-server ca list` shows.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub pending: Vec<PendingRequest>,
+    pub certificates: Vec<(IssuedCert, Option<Revocation>)>,
+}
+
+impl Pki {
+    /// Keeps `csr` as its name's pending request.
+    pub fn add_pending(&self, csr: &CheckedCsr) -> anyhow::Result<Recorded> {
+        let lock = self.store().lock()?;
+        if let Some(existing) = self.store().pending(csr.name())? {
+            return Ok(if existing.fingerprint == csr.fingerprint() {
+                Recorded::Pending
+            } else {
+                Recorded::Conflict {
+                    fingerprint: existing.fingerprint,
+                }
+            });
+        }
+        self.store().put_pending(
+            &lock,
+            &PendingRequest {
+                name: csr.name().to_owned(),
+                fingerprint: csr.fingerprint().to_owned(),
+                requested_at: jiff::Timestamp::now(),
+                csr: csr.pem(),
+            },
+        )?;
+        Ok(Recorded::Pending)
+    }
+
+    /// Signs `csr` now (autosign, renewal) and drops its name's pending
+    /// request, which this certificate answers.
+    pub fn sign_csr(&self, kind: CertKind, csr: &CheckedCsr) -> anyhow::Result<IssuedCert> {
+        let lock = self.store().lock()?;
+        let issued = self.issue(&lock, kind, csr.name(), csr)?;
+        if kind == CertKind::Node {
+            self.store().remove_pending(&lock, csr.name())?;
+        }
+        Ok(issued)
+    }
+
+    /// `drover-server ca sign NAME`: signs NAME's pending request.
+    pub fn sign_pending(&self, name: &str) -> anyhow::Result<IssuedCert> {
+        let lock = self.store().lock()?;
+        let Some(request) = self.store().pending(name)? else {
+            bail!(
+                "no pending certificate request for `{name}`\nhint: `drover-server ca list` shows the pending requests"
+            );
+        };
+        let csr = check_csr(name, request.csr.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the pending request for `{name}` is refused: {e}"))?;
+        let issued = self.issue(&lock, CertKind::Node, name, &csr)?;
+        self.store().remove_pending(&lock, name)?;
+        Ok(issued)
+    }
+
+    /// NAME's newest node certificate that is neither revoked nor expired,
+    /// else its pending request.
+    pub fn request_status(&self, name: &str) -> anyhow::Result<RequestStatus> {
+        if let Some(cert) = self.newest_valid_cert(CertKind::Node, name)? {
+            return Ok(RequestStatus::Signed(cert));
+        }
+        Ok(match self.store().pending(name)? {
+            Some(request) => RequestStatus::Pending(request),
+            None => RequestStatus::Unknown,
+        })
+    }
+
+    pub fn newest_valid_cert(
+        &self,
+        kind: CertKind,
+        name: &str,
+    ) -> anyhow::Result<Option<IssuedCert>> {
+        let revoked = self.revoked_serials()?;
+        let now = jiff::Timestamp::now();
+        Ok(self
+            .store()
+            .certs_named(kind, name)?
+            .into_iter()
+            .filter(|c| !c.is_expired(now) && !revoked.contains(&c.serial))
+            .max_by(|a, b| (a.not_before, &a.serial).cmp(&(b.not_before, &b.serial))))
+    }
+
+    fn revoked_serials(&self) -> anyhow::Result<HashSet<String>> {
+        Ok(self
+            .store()
+            .revocations()?
+            .into_iter()
+            .map(|r| r.serial)
+            .collect())
+    }
+
+    /// `drover-server ca revoke NAME_OR_SERIAL`: every unexpired, unrevoked
+    /// certificate of that name (node or operator), or the one with that serial.
+    pub fn revoke(&self, target: &str) -> anyhow::Result<Vec<Revocation>> {
+        let lock = self.store().lock()?;
+        let revoked = self.revoked_serials()?;
+        let now = jiff::Timestamp::now();
+        let all = self.store().all_certs()?;
+        let serial = target.replace(':', "").to_ascii_lowercase();
+        let serial = serial.trim_start_matches("00");
+        let by_serial: Vec<&IssuedCert> = all.iter().filter(|c| c.serial == serial).collect();
+        let by_name: Vec<&IssuedCert> = all
+            .iter()
+            .filter(|c| c.name == target && !c.is_expired(now) && !revoked.contains(&c.serial))
+            .collect();
+        let chosen = match (by_name.is_empty(), by_serial.as_slice()) {
+            (false, []) => by_name,
+            (true, [one]) if revoked.contains(&one.serial) => {
+                bail!(
+                    "certificate {} of `{}` is already revoked",
+                    one.serial,
+                    one.name
+                )
+            }
+            (true, [_]) => by_serial,
+            (false, [_]) => bail!(
+                "`{target}` is both a certificate name and a serial\nhint: revoke by the full serial shown by `drover-server ca list` with colons, e.g. {}",
+                colon_hex(serial)
+            ),
+            (true, []) => bail!(
+                "no valid certificate is named `{target}` or has that serial\nhint: `drover-server ca list` shows the certificates"
+            ),
+            (_, _) => {
+                bail!("serial {serial} is held by several certificates; the CA store is damaged")
+            }
+        };
+        let revoked_at = jiff::Timestamp::now();
+        let new: Vec<Revocation> = chosen
+            .into_iter()
+            .map(|c| Revocation {
+                serial: c.serial.clone(),
+                name: c.name.clone(),
+                kind: c.kind,
+                revoked_at,
+            })
+            .collect();
+        self.store().add_revocations(&lock, &new)?;
+        for r in &new {
+            tracing::info!(name = %r.name, kind = %r.kind, serial = %r.serial, "revoked a certificate");
+        }
+        Ok(new)
+    }
+
+    /// `drover-server ca operator NAME`: a new P-256 key (PEM) and its operator certificate.
+    pub fn issue_operator(&self, name: &str) -> anyhow::Result<(String, IssuedCert)> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let lock = self.store().lock()?;
+        let issued = self.issue(&lock, CertKind::Operator, name, &key)?;
+        Ok((key.serialize_pem(), issued))
+    }
+
+    /// Pending requests and every certificate with its revocation, if any.
+    pub fn listing(&self) -> anyhow::Result<Listing> {
+        let revocations = self.store().revocations()?;
+        let certificates = self
+            .store()
+            .all_certs()?
+            .into_iter()
+            .map(|c| {
+                let revocation = revocations.iter().find(|r| r.serial == c.serial).cloned();
+                (c, revocation)
+            })
+            .collect();
+        Ok(Listing {
+            pending: self.store().all_pending()?,
+            certificates,
+        })
+    }
+}
+
+/// `aabb` as `aa:bb`.
+pub fn colon_hex(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
+}
