@@ -83,11 +83,13 @@ fn daemon_runs_on_its_interval_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut daemon = Command::new(bin("drover-agent"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .spawn()
-        .unwrap();
+    let mut daemon = KillOnDrop(
+        Command::new(bin("drover-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .spawn()
+            .unwrap(),
+    );
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -105,17 +107,27 @@ fn daemon_runs_on_its_interval_and_stops_cleanly_on_sigterm() {
     }
     assert_eq!(w.read("etc/app.conf"), "port = 8080\nworkers = 8\n");
 
-    let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(daemon.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// A child killed when the test ends, even by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
