@@ -313,7 +313,7 @@ mod tests {
         }
     }
 
-    fn catalog(resources: Vec<Resource>) -> Catalog {
+    pub(super) fn catalog(resources: Vec<Resource>) -> Catalog {
         Catalog {
             node: "n".into(),
             environment: "production".into(),
@@ -324,7 +324,7 @@ mod tests {
         }
     }
 
-    fn config<'a>(
+    pub(super) fn config<'a>(
         source: &'a MapSource,
         stop: &'a AtomicBool,
         previous: Option<&'a Catalog>,

@@ -28,46 +28,52 @@ pub enum Peer {
     Operator(String),
 }
 
-/// Operator tokens, kept as sha256 digests so comparing them leaks nothing through timing.
+/// Shared secrets (operator tokens, enrollment tokens), kept as sha256
+/// digests so comparing them leaks nothing through timing.
 #[derive(Debug, Default)]
-pub struct OperatorTokens {
+pub struct Tokens {
     digests: Vec<[u8; 32]>,
 }
 
-impl OperatorTokens {
-    /// Reads one token per line (blank lines and `#` comments skipped). A
-    /// missing file is made with one random token, mode 0600.
-    pub fn load_or_create(path: &Path) -> anyhow::Result<OperatorTokens> {
+/// The shortest token a token file may hold.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Tokens {
+    /// The operator tokens of `path`; a missing file is made with one random
+    /// token, mode 0600.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<Tokens> {
         if !path.exists() {
             let token = random_token()?;
             crate::tls::files::write_private(path, format!("{token}\n").as_bytes())?;
             tracing::info!(path = %path.display(), "made an operator token");
         }
-        let text = fs_err::read_to_string(path).context("cannot read the operator tokens")?;
-        let tokens = OperatorTokens::parse(&text);
-        if tokens.digests.is_empty() {
+        Tokens::read(path, "operator")
+    }
+
+    /// Reads `what` tokens from `path`: one per line, blank lines and `#`
+    /// comments skipped, each at least [`MIN_TOKEN_LEN`] characters.
+    pub fn read(path: &Path, what: &str) -> anyhow::Result<Tokens> {
+        let text = fs_err::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} tokens"))?;
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if lines.is_empty() || lines.iter().any(|l| l.len() < MIN_TOKEN_LEN) {
             anyhow::bail!(
-                "{} holds no operator token\nhint: write one token (at least 16 characters) per line",
+                "{} must hold {what} tokens of at least {MIN_TOKEN_LEN} characters, one per line\nhint: write a long random one, e.g. `openssl rand -hex 32 > {}`",
+                path.display(),
                 path.display()
             );
         }
-        Ok(tokens)
-    }
-
-    pub fn parse(text: &str) -> OperatorTokens {
-        OperatorTokens {
-            digests: text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(digest)
-                .collect(),
-        }
+        Ok(Tokens {
+            digests: lines.into_iter().map(digest).collect(),
+        })
     }
 
     pub fn accepts(&self, token: &str) -> bool {
-        let candidate = digest(token);
-        self.digests.contains(&candidate)
+        self.digests.contains(&digest(token.trim()))
     }
 }
 
@@ -181,13 +187,40 @@ mod tests {
 
     #[test]
     fn tokens_match_exactly() {
-        let tokens =
-            OperatorTokens::parse("# ops\n\n  alpha-token-0123456789 \nbeta-token-0123456789\n");
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("tokens");
+        fs_err::write(
+            &path,
+            "# ops\n\n  alpha-token-0123456789 \nbeta-token-0123456789\n",
+        )
+        .unwrap();
+        let tokens = Tokens::read(&path, "operator").unwrap();
         assert!(tokens.accepts("alpha-token-0123456789"));
         assert!(tokens.accepts("beta-token-0123456789"));
         for wrong in ["", "alpha", "alpha-token-0123456789x", "# ops"] {
             assert!(!tokens.accepts(wrong), "{wrong:?}");
         }
+    }
+
+    #[test]
+    fn a_short_or_empty_token_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("token");
+        for text in [
+            "short\n",
+            "# only a comment\n",
+            "0123456789abcdef0123\nshort\n",
+        ] {
+            fs_err::write(&path, text).unwrap();
+            let err = Tokens::read(&path, "enrollment").unwrap_err();
+            assert!(err.to_string().contains("at least 16 characters"), "{err}");
+        }
+        fs_err::write(&path, "  0123456789abcdef0123  \n").unwrap();
+        assert!(
+            Tokens::read(&path, "enrollment")
+                .unwrap()
+                .accepts("0123456789abcdef0123")
+        );
     }
 
     #[test]

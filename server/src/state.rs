@@ -6,7 +6,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::OperatorTokens;
+use crate::auth::Tokens;
 use crate::compile::{self, Cache};
 use crate::config::Config;
 use crate::db::{self, Db};
@@ -23,7 +23,7 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
-    pub operators: Arc<OperatorTokens>,
+    pub operators: Arc<Tokens>,
     /// The CA, the server certificate and the catalog signing key.
     pub pki: Arc<Pki>,
     /// When certificate requests are signed without an operator.
@@ -36,7 +36,7 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         fs_err::create_dir_all(&config.data_dir)?;
         let db = db::open(&config.database_url).await?;
-        let operators = OperatorTokens::load_or_create(&config.operator_token_file)?;
+        let operators = Tokens::load_or_create(&config.operator_token_file)?;
         let pki = Pki::open_or_create(&config.data_dir, &config)?;
         let autosign = Autosign::from_config(&config)?;
         let (repo, data_dir, default_env) = (

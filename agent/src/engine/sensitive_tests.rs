@@ -18,33 +18,16 @@ fn resource(mut json: Value, sensitive: bool) -> Resource {
     serde_json::from_value(json).expect("a valid resource")
 }
 
-fn catalog_of(resources: Vec<Resource>) -> Catalog {
-    Catalog {
-        node: "n".into(),
-        environment: "production".into(),
-        commit: "c".into(),
-        version: Catalog::compute_version(&resources),
-        resources,
-        contents: Default::default(),
-    }
-}
-
 /// Converges `resources` and returns the reports.
 fn converge(resources: Vec<Resource>, source: &MapSource, noop: bool) -> Vec<ResourceReport> {
     let stop = AtomicBool::new(false);
     let backups = tempfile::tempdir().unwrap();
     let cfg = EngineConfig {
         noop,
-        node: "test-node",
-        container_socket: Path::new("/nonexistent/docker.sock"),
         backups: backups.path().to_owned(),
-        contents: source,
-        previous: None,
-        stop: &stop,
-        timeout: None,
-        verbose: false,
+        ..super::tests::config(source, &stop, None)
     };
-    apply(&catalog_of(resources), &cfg).resources
+    apply(&super::tests::catalog(resources), &cfg).resources
 }
 
 /// The report as posted, and every line printed or logged about it.

@@ -96,6 +96,21 @@ impl TlsDir {
     }
 }
 
+/// HTTPS to the server verified by the pinned `ca`, presenting no
+/// certificate (fetching the signing key, enrolling).
+fn pinned_without_certificate(
+    settings: &Settings,
+    dir: &TlsDir,
+    ca: &CertificateDer<'static>,
+) -> Result<Http> {
+    let trust = Trust::Pinned {
+        ca,
+        client: None,
+        tls_dir: dir.root(),
+    };
+    Http::new(&settings.server, trust, settings.http_timeout)
+}
+
 /// This node's identity for a run: pinned, enrolled and renewed as needed.
 /// `stop` ends a wait for a pending certificate request.
 pub fn ensure(settings: &Settings, stop: &AtomicBool) -> Result<Identity> {
@@ -165,15 +180,7 @@ fn current_certificate(
     }
     let cert = enroll::enroll(
         &enroll::Enrollment {
-            http: &Http::new(
-                &settings.server,
-                Trust::Pinned {
-                    ca,
-                    client: None,
-                    tls_dir: dir.root(),
-                },
-                settings.http_timeout,
-            )?,
+            http: &pinned_without_certificate(settings, dir, ca)?,
             node: &settings.node,
             key,
             ca,

@@ -139,15 +139,7 @@ fn fetch_verified(
     settings: &Settings,
     ca: &CertificateDer<'static>,
 ) -> Result<CaAnswer> {
-    let http = Http::new(
-        &settings.server,
-        Trust::Pinned {
-            ca,
-            client: None,
-            tls_dir: dir.root(),
-        },
-        settings.http_timeout,
-    )?;
+    let http = super::pinned_without_certificate(settings, dir, ca)?;
     fetch_ca(&http).context("cannot fetch the server's catalog signing key")
 }
 

@@ -7,15 +7,15 @@
 //! [`COMMAND_TIMEOUT`]. A token that was sent but does not match is refused
 //! outright (HTTP 403), never passed on to the command.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::csr::CheckedCsr;
+use crate::auth::Tokens;
 use crate::config::Config;
 
 /// How long the policy command may take before it is killed and the request waits.
@@ -35,7 +35,7 @@ pub enum Decision {
 /// The autosign settings of a running server.
 #[derive(Debug, Default)]
 pub struct Autosign {
-    token_digest: Option<[u8; 32]>,
+    tokens: Option<Tokens>,
     token_file: Option<PathBuf>,
     command: Option<Vec<String>>,
     timeout: Duration,
@@ -44,8 +44,8 @@ pub struct Autosign {
 impl Autosign {
     /// Reads the enrollment token file, if one is configured.
     pub fn from_config(config: &Config) -> anyhow::Result<Autosign> {
-        let token_digest = match &config.enrollment_token_file {
-            Some(path) => Some(read_token(path)?),
+        let tokens = match &config.enrollment_token_file {
+            Some(path) => Some(Tokens::read(path, "enrollment")?),
             None => None,
         };
         if let Some(command) = &config.autosign_command
@@ -56,7 +56,7 @@ impl Autosign {
             );
         }
         Ok(Autosign {
-            token_digest,
+            tokens,
             token_file: config.enrollment_token_file.clone(),
             command: config.autosign_command.clone(),
             timeout: COMMAND_TIMEOUT,
@@ -72,8 +72,8 @@ impl Autosign {
     /// Decides for `csr`, sent with `token` (the request's bearer token, if any).
     pub async fn decide(&self, csr: &CheckedCsr, token: Option<&str>) -> Decision {
         if let Some(token) = token {
-            return match &self.token_digest {
-                Some(digest) if *digest == sha256(token.trim()) => {
+            return match &self.tokens {
+                Some(tokens) if tokens.accepts(token) => {
                     Decision::Sign("the enrollment token matches".into())
                 }
                 Some(_) => Decision::Refuse(format!(
@@ -107,23 +107,6 @@ impl Autosign {
             Err(e) => Decision::Pending(format!("{} could not run: {e:#}", command[0])),
         }
     }
-}
-
-fn read_token(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let text = fs_err::read_to_string(path).context("cannot read the enrollment token")?;
-    let token = text.trim();
-    if token.len() < 16 {
-        bail!(
-            "{} holds no enrollment token of at least 16 characters\nhint: write one long random token, e.g. `openssl rand -hex 32 > {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    Ok(sha256(token))
-}
-
-fn sha256(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
 }
 
 enum Outcome {
@@ -176,21 +159,5 @@ async fn run_command(
             }
             Ok(Outcome::TimedOut)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_short_token_file_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("token");
-        fs_err::write(&path, "short\n").unwrap();
-        let err = read_token(&path).unwrap_err();
-        assert!(err.to_string().contains("at least 16 characters"), "{err}");
-        fs_err::write(&path, "  0123456789abcdef0123  \n").unwrap();
-        assert_eq!(read_token(&path).unwrap(), sha256("0123456789abcdef0123"));
     }
 }
