@@ -5,18 +5,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use drover_catalog::report::CachedCatalog;
-use drover_catalog::{Catalog, CompileRequest, Facts, RepoFiles, Repository};
+use drover_catalog::{Catalog, CompileRequest, Facts, RepoFiles, Report, Repository};
 
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig};
 use crate::lock::RunLock;
+use crate::metrics::{Phase, RunClock, Sample};
 use crate::resources::ContentSource;
-use crate::run::{build_report_of_run, ms};
-use crate::state::{Durations, LastRun, StateDir};
+use crate::run::build_report_of_run;
+use crate::state::{LastRun, StateDir};
 
 /// Contents by sha256, all verified when loaded.
 #[derive(Debug, Default)]
@@ -31,48 +31,63 @@ impl ContentSource for LocalContents {
     }
 }
 
-/// Converges from PATH; returns the detailed exit code. `Err` = the run could not happen.
+/// Converges from PATH; returns the detailed exit code. `Err` = the run
+/// could not happen. Once the lock is held, the run leaves its metrics
+/// textfile either way.
 pub fn apply(
     path: &Path,
     facts_file: Option<&Path>,
     settings: &Settings,
     stop: &AtomicBool,
 ) -> Result<i32> {
-    let started_at = jiff::Timestamp::now();
-    let started = Instant::now();
+    let mut clock = RunClock::start();
     let _lock = RunLock::acquire(&settings.lock_file)?;
-    let (catalog, contents) = if fs_err::metadata(path)?.is_dir() {
-        compile_repository(path, &settings.node, facts_file)?
-    } else {
-        load_compiled(path)?
+    let result = converge(path, facts_file, settings, stop, &mut clock);
+    let sample = match &result {
+        Ok(report) => Sample::of_report(report),
+        Err(_) => Sample::could_not_run(&clock, settings.noop),
     };
-    let load_ms = ms(started.elapsed());
+    crate::metrics::record(settings, &sample);
+    result.map(|report| report.exit_code())
+}
+
+fn converge(
+    path: &Path,
+    facts_file: Option<&Path>,
+    settings: &Settings,
+    stop: &AtomicBool,
+    clock: &mut RunClock,
+) -> Result<Report> {
+    let (catalog, contents) = if fs_err::metadata(path)?.is_dir() {
+        let facts = clock.time(Phase::Facts, || load_facts(facts_file))?;
+        clock.time(Phase::Catalog, || {
+            compile_repository(path, &settings.node, &facts)
+        })?
+    } else {
+        clock.time(Phase::Catalog, || load_compiled(path))?
+    };
     let state = StateDir::new(&settings.state_dir);
-    let apply_started = Instant::now();
-    let applied = engine::apply(
-        &catalog,
-        &EngineConfig::new(settings, state.backups(), &contents, stop, started),
-    );
-    let apply_ms = ms(apply_started.elapsed());
+    let started = clock.started();
+    let applied = clock.time(Phase::Apply, || {
+        engine::apply(
+            &catalog,
+            &EngineConfig::new(settings, state.backups(), &contents, stop, started),
+        )
+    });
     let report = build_report_of_run(
         uuid::Uuid::new_v4().to_string(),
         &catalog,
         settings.noop,
-        started_at,
+        clock,
         applied,
         CachedCatalog::NotUsed,
         None,
     );
-    let durations = Durations {
-        catalog: load_ms,
-        apply: apply_ms,
-        total: ms(started.elapsed()),
-    };
-    if let Err(e) = state.write_last_run(&LastRun::of(&report, durations)) {
+    if let Err(e) = state.write_last_run(&LastRun::of(&report)) {
         crate::output::warning(&format!("cannot write the run summary: {e:#}"));
     }
-    crate::output::print_summary(&report, started.elapsed());
-    Ok(report.exit_code())
+    crate::output::print_summary(&report, clock.started().elapsed());
+    Ok(report)
 }
 
 /// A compiled catalog JSON file with its `contents` embedded (sha256 -> base64).
@@ -90,17 +105,21 @@ pub fn load_compiled(path: &Path) -> Result<(Catalog, LocalContents)> {
     Ok((catalog, LocalContents(contents)))
 }
 
+/// Facts from `--facts FILE`, else this node's gathered ones.
+fn load_facts(facts_file: Option<&Path>) -> Result<Facts> {
+    match facts_file {
+        Some(file) => serde_json::from_slice(&fs_err::read(file)?)
+            .with_context(|| format!("{} is not a JSON object of facts", file.display())),
+        None => crate::facts::gather(),
+    }
+}
+
 /// Compiles a catalog repository directory for `node`.
 pub fn compile_repository(
     dir: &Path,
     node: &str,
-    facts_file: Option<&Path>,
+    facts: &Facts,
 ) -> Result<(Catalog, LocalContents)> {
-    let facts: Facts = match facts_file {
-        Some(file) => serde_json::from_slice(&fs_err::read(file)?)
-            .with_context(|| format!("{} is not a JSON object of facts", file.display()))?,
-        None => crate::facts::gather()?,
-    };
     let files = read_repository(dir)?;
     let repo = Repository::parse(files)
         .map_err(|d| anyhow!("{d}"))
@@ -108,7 +127,7 @@ pub fn compile_repository(
     let compiled = repo
         .compile(&CompileRequest {
             node,
-            facts: &facts,
+            facts,
             environment: "production",
             commit: "local",
         })

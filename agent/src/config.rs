@@ -15,6 +15,8 @@ pub const DEFAULT_RENEW_BEFORE_DAYS: u64 = 30;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/drover-agent";
 pub const DEFAULT_LOCK_FILE: &str = "/run/drover-agent.lock";
 pub const DEFAULT_CONTAINER_SOCKET: &str = "/var/run/docker.sock";
+/// The metrics textfile's name in the state directory, unless `metrics_textfile` moves it.
+pub const DEFAULT_METRICS_TEXTFILE: &str = "drover-agent.prom";
 
 /// The configuration file as written; every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +45,9 @@ pub struct FileConfig {
     pub renew_before_days: Option<u64>,
     /// Plain HTTP to a loopback server: no TLS, no identity. For development only.
     pub insecure_http: Option<bool>,
+    /// Where each run writes its metrics for node-exporter's textfile collector
+    /// (default STATE_DIR/drover-agent.prom; "" writes none).
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -86,6 +91,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// The server URL is plain http:// on a loopback address (`--insecure-http`).
     pub insecure_http: bool,
+    /// The Prometheus textfile each run (re)writes; `None` when turned off.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// How this node gets and keeps its identity (see [`crate::identity`]).
@@ -153,11 +160,21 @@ impl Settings {
                     .saturating_mul(86_400),
             ),
         };
+        let state_dir = explicit_state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let metrics_textfile = match file.metrics_textfile {
+            None => Some(state_dir.join(DEFAULT_METRICS_TEXTFILE)),
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) if path.is_relative() => bail!(
+                "metrics_textfile `{}` is a relative path\nhint: give the absolute path of a file in node-exporter's --collector.textfile.directory, or \"\" to write none",
+                path.display()
+            ),
+            Some(path) => Some(path),
+        };
         Ok(Settings {
             server: server.trim_end_matches('/').to_owned(),
             node,
             environment: flags.environment.map(str::to_owned).or(file.environment),
-            state_dir: explicit_state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            state_dir,
             lock_file,
             noop: common.noop,
             interval: Duration::from_secs(interval),
@@ -169,6 +186,7 @@ impl Settings {
                 .unwrap_or_else(|| container_socket(std::env::var("DOCKER_HOST").ok())),
             tls,
             insecure_http: server.starts_with("http://"),
+            metrics_textfile,
         })
     }
 }
@@ -404,6 +422,35 @@ mod tests {
         );
         assert_eq!(s.tls.wait_for_cert, Duration::ZERO);
         assert_eq!(s.tls.renew_before, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn the_metrics_textfile_defaults_to_the_state_dir_and_empty_turns_it_off() {
+        let resolve = |text: &str| {
+            let file = FileConfig::parse(&format!("node = \"n1\"\nstate_dir = \"/s\"\n{text}"));
+            Settings::resolve(file.unwrap(), Overrides::default())
+        };
+        assert_eq!(
+            resolve("").unwrap().metrics_textfile.as_deref(),
+            Some(Path::new("/s/drover-agent.prom"))
+        );
+        let moved = resolve("metrics_textfile = \"/var/lib/node-exporter/textfile/drover.prom\"\n");
+        assert_eq!(
+            moved.unwrap().metrics_textfile.as_deref(),
+            Some(Path::new("/var/lib/node-exporter/textfile/drover.prom"))
+        );
+        assert_eq!(
+            resolve("metrics_textfile = \"\"\n")
+                .unwrap()
+                .metrics_textfile,
+            None
+        );
+        let err = resolve("metrics_textfile = \"drover.prom\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("metrics_textfile `drover.prom` is a relative path"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! fetches and by copying managed files already right on disk, pruned of
 //! what that catalog no longer references.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use drover_catalog::model::{Ensure, sha256_hex};
@@ -108,6 +110,36 @@ impl ContentSource for StoreFirst<'_> {
     }
 }
 
+/// A source that keeps the time spent in its fetches, so a run's metrics
+/// count fetching file contents with fetching the catalog, not with converging.
+pub struct Timed<'a> {
+    inner: &'a dyn ContentSource,
+    spent: Cell<Duration>,
+}
+
+impl<'a> Timed<'a> {
+    pub fn new(inner: &'a dyn ContentSource) -> Timed<'a> {
+        Timed {
+            inner,
+            spent: Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// Time spent in fetches so far, failed ones included.
+    pub fn spent(&self) -> Duration {
+        self.spent.get()
+    }
+}
+
+impl ContentSource for Timed<'_> {
+    fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>> {
+        let started = Instant::now();
+        let result = self.inner.fetch(sha256);
+        self.spent.set(self.spent.get() + started.elapsed());
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -155,6 +187,30 @@ mod tests {
         };
         assert_eq!(&*source.fetch(&sha256_hex(b"desired")).unwrap(), b"desired");
         assert!(source.fetch(&sha256_hex(b"other")).is_err());
+    }
+
+    struct Slow;
+
+    impl ContentSource for Slow {
+        fn fetch(&self, _: &str) -> Result<Arc<[u8]>> {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(Arc::from(&b"x"[..]))
+        }
+    }
+
+    #[test]
+    fn timed_adds_up_the_time_of_every_fetch() {
+        let timed = Timed::new(&Slow);
+        assert_eq!(timed.spent(), Duration::ZERO);
+        timed.fetch("a").unwrap();
+        timed.fetch("b").unwrap();
+        assert!(
+            timed.spent() >= Duration::from_millis(40),
+            "{:?}",
+            timed.spent()
+        );
+        let failing = Timed::new(&Offline);
+        assert!(failing.fetch("a").is_err());
     }
 
     #[test]

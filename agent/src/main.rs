@@ -12,6 +12,7 @@ mod facts;
 mod fsutil;
 mod identity;
 mod lock;
+mod metrics;
 mod output;
 mod resources;
 mod run;

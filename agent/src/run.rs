@@ -1,6 +1,7 @@
 //! One agent run against the server: lock, make sure of the node's identity,
 //! deliver the spool, fetch the signed catalog (or fall back to the cached
-//! one, verified again), converge, report.
+//! one, verified again), converge, report, and leave the run's metrics for
+//! node-exporter (see [`crate::metrics`]).
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -11,21 +12,37 @@ use drover_catalog::{Catalog, CatalogRequest, Report};
 
 use crate::client::{CatalogAnswer, Client, Posted};
 use crate::config::Settings;
-use crate::contents::StoreFirst;
+use crate::contents::{StoreFirst, Timed};
 use crate::engine::{self, Applied, EngineConfig};
 use crate::identity;
 use crate::lock::RunLock;
+use crate::metrics::{self, Phase, RunClock, Sample};
 use crate::output;
-use crate::resources::ContentSource;
-use crate::state::{Durations, LastRun, StateDir};
+use crate::state::{LastRun, StateDir};
 
-/// Runs once; `Err` means the run could not happen at all (exit 1).
+/// Runs once; `Err` means the run could not happen at all (exit 1). Once
+/// the lock is held, the run leaves its metrics textfile either way.
 pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
-    let started_at = jiff::Timestamp::now();
-    let started = Instant::now();
+    let mut clock = RunClock::start();
     let run_id = uuid::Uuid::new_v4().to_string();
     let scope = output::run_scope(&run_id, &settings.node);
     let _lock = RunLock::acquire(&settings.lock_file)?;
+    let result = converge(settings, stop, run_id, &scope, &mut clock);
+    let sample = match &result {
+        Ok(report) => Sample::of_report(report),
+        Err(_) => Sample::could_not_run(&clock, settings.noop),
+    };
+    metrics::record(settings, &sample);
+    result
+}
+
+fn converge(
+    settings: &Settings,
+    stop: &AtomicBool,
+    run_id: String,
+    scope: &output::RunScope,
+    clock: &mut RunClock,
+) -> Result<Report> {
     let state = StateDir::new(&settings.state_dir);
     fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
     let identity = identity::ensure(settings, stop)?;
@@ -37,7 +54,8 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
     )?;
     let queue_clear = deliver_spool(&state, &client);
 
-    let facts = crate::facts::gather()?;
+    let facts = clock.time(Phase::Facts, crate::facts::gather)?;
+    let fetching = Instant::now();
     let (cached, cache_refused) = match state.cached_catalog(&identity.signing_key) {
         Ok(cached) => (cached.filter(|c| c.node == settings.node), false),
         Err(e) => {
@@ -50,6 +68,7 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         environment: settings.environment.clone(),
     };
     let answer = client.catalog(&request, cached.as_ref().map(|c| c.version.as_str()));
+    clock.add(Phase::Catalog, fetching.elapsed());
     let (catalog, fresh, cached_use, error) = match (answer, cached.clone()) {
         (Ok(CatalogAnswer::Fresh(signed)), _) => (
             signed.catalog,
@@ -85,23 +104,29 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
             )));
         }
     };
-    let catalog_ms = ms(started.elapsed());
     scope.catalog_version(&catalog.version);
 
     let store = state.content_store();
+    let upstream = Timed::new(&client);
     let contents = StoreFirst {
         store: &store,
-        upstream: &client as &dyn ContentSource,
+        upstream: &upstream,
     };
-    let apply_started = Instant::now();
+    let converging = Instant::now();
     let applied = engine::apply(
         &catalog,
         &EngineConfig {
             previous: cached.as_ref(),
-            ..EngineConfig::new(settings, state.backups(), &contents, stop, started)
+            ..EngineConfig::new(settings, state.backups(), &contents, stop, clock.started())
         },
     );
-    let apply_ms = ms(apply_started.elapsed());
+    // Contents come from the server on demand, while converging: their
+    // fetches count with the catalog's, so `apply` is the local work alone.
+    clock.add(Phase::Catalog, upstream.spent());
+    clock.add(
+        Phase::Apply,
+        converging.elapsed().saturating_sub(upstream.spent()),
+    );
     let changed = applied
         .resources
         .iter()
@@ -110,7 +135,7 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         run_id,
         &catalog,
         settings.noop,
-        started_at,
+        clock,
         applied,
         cached_use,
         error,
@@ -130,27 +155,18 @@ pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
         output::warning(&format!("cannot update the content store: {e:#}"));
     }
     deliver(&state, &client, &report, queue_clear);
-    let durations = Durations {
-        catalog: catalog_ms,
-        apply: apply_ms,
-        total: ms(started.elapsed()),
-    };
-    state.write_last_run(&LastRun::of(&report, durations))?;
-    output::print_summary(&report, started.elapsed());
+    state.write_last_run(&LastRun::of(&report))?;
+    output::print_summary(&report, clock.started().elapsed());
     Ok(report)
 }
 
-pub fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// The report of a run whose id was chosen when it started (its journal
-/// entries carry the same id).
+/// entries carry the same id); its metrics end now.
 pub fn build_report_of_run(
     run_id: String,
     catalog: &Catalog,
     noop: bool,
-    started_at: jiff::Timestamp,
+    clock: &RunClock,
     applied: Applied,
     cached_catalog: CachedCatalog,
     error: Option<String>,
@@ -166,12 +182,13 @@ pub fn build_report_of_run(
         commit: catalog.commit.clone(),
         catalog_version: catalog.version.clone(),
         noop,
-        started_at,
+        started_at: clock.started_at(),
         finished_at: jiff::Timestamp::now(),
         status: Report::summarize(&applied.resources),
         cached_catalog,
         error,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        metrics: clock.metrics(&applied.resources),
         resources: applied.resources,
     }
 }

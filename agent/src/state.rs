@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
-use drover_catalog::report::{ResourceStatus, RunStatus};
+use drover_catalog::report::{ResourceCounts, RunStatus};
 use drover_catalog::signed::{self, SignatureError, VerifyingKey};
 use drover_catalog::{Catalog, Report};
 use serde::{Deserialize, Serialize};
@@ -154,44 +154,24 @@ pub struct LastRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub durations_ms: Durations,
-    pub resources: Counts,
+    pub resources: ResourceCounts,
 }
 
+/// The report's metrics in ms, under the names this file has always had.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Durations {
-    /// Fetching the catalog (0 for a local apply).
+    /// Gathering facts (added with the run metrics; 0 in older files).
+    #[serde(default)]
+    pub facts: f64,
+    /// Fetching the catalog and its file contents (loading or compiling it for a local apply).
     pub catalog: f64,
     pub apply: f64,
     pub total: f64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Counts {
-    pub total: usize,
-    pub unchanged: usize,
-    pub changed: usize,
-    pub noop: usize,
-    pub failed: usize,
-    pub skipped: usize,
-    pub corrective: usize,
-}
-
 impl LastRun {
-    pub fn of(report: &Report, durations_ms: Durations) -> LastRun {
-        let mut counts = Counts {
-            total: report.resources.len(),
-            ..Counts::default()
-        };
-        for r in &report.resources {
-            match r.status {
-                ResourceStatus::Unchanged => counts.unchanged += 1,
-                ResourceStatus::Changed => counts.changed += 1,
-                ResourceStatus::Noop => counts.noop += 1,
-                ResourceStatus::Failed => counts.failed += 1,
-                ResourceStatus::Skipped => counts.skipped += 1,
-            }
-            counts.corrective += usize::from(r.corrective);
-        }
+    pub fn of(report: &Report) -> LastRun {
+        let m = &report.metrics;
         LastRun {
             run_id: report.run_id.clone(),
             node: report.node.clone(),
@@ -204,8 +184,13 @@ impl LastRun {
                 == drover_catalog::report::CachedCatalog::OnFailure,
             exit_code: report.exit_code(),
             error: report.error.clone(),
-            durations_ms,
-            resources: counts,
+            durations_ms: Durations {
+                facts: m.facts_ms,
+                catalog: m.catalog_ms,
+                apply: m.apply_ms,
+                total: m.duration_ms,
+            },
+            resources: m.resources,
         }
     }
 }
@@ -231,6 +216,7 @@ pub(crate) mod tests {
             error: None,
             agent_version: "0".into(),
             resources: Vec::new(),
+            metrics: Default::default(),
         }
     }
 
@@ -297,15 +283,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn last_run_counts_statuses() {
+    fn last_run_takes_the_report_metrics() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
-        let summary = LastRun::of(&report("r"), Durations::default());
+        let mut report = report("r");
+        report.metrics.duration_ms = 40.0;
+        report.metrics.apply_ms = 30.0;
+        report.metrics.resources.changed = 2;
+        report.metrics.resources.total = 2;
+        let summary = LastRun::of(&report);
         state.write_last_run(&summary).unwrap();
-        let back: LastRun =
-            serde_json::from_slice(&fs_err::read(dir.path().join("last_run.json")).unwrap())
-                .unwrap();
+        let json = fs_err::read(dir.path().join("last_run.json")).unwrap();
+        let back: LastRun = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, summary);
-        assert_eq!(back.exit_code, 0);
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["durations_ms"]["total"], 40.0);
+        assert_eq!(json["durations_ms"]["apply"], 30.0);
+        assert_eq!(json["resources"]["changed"], 2);
+        assert_eq!(json["exit_code"], 0);
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use drover_catalog::Spec;
 use support::server::{Fake, serve};
-use support::{BIN, Node, agent, catalog, text};
+use support::{BIN, Node, agent, catalog, prom_samples, promtool_check, text};
 
 #[test]
 fn usage_errors_exit_64_and_help_exits_0() {
@@ -108,6 +108,104 @@ fn apply_compiled_catalog_then_noop_then_lock() {
 }
 
 #[test]
+fn apply_leaves_its_metrics_in_a_textfile_where_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (new, right) = (dir.path().join("new"), dir.path().join("right"));
+    fs_err::write(&right, b"right\n").unwrap();
+    let (mut cat, contents) = catalog("n1", &[(&new, b"new\n"), (&right, b"right\n")]);
+    let version = cat.version.clone();
+    cat.embed_contents(contents.iter().map(|(sha, b)| (sha, &b[..])));
+    let json = dir.path().join("catalog.json");
+    fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
+    let state = dir.path().join("state");
+    let apply = |extra: &[&str]| {
+        let mut args = vec![
+            "apply",
+            json.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        agent(&args)
+    };
+
+    let before = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    let out = apply(&[]);
+    let after = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let textfile = state.join("drover-agent.prom");
+    promtool_check(&textfile);
+    let m = prom_samples(&textfile);
+    let status = |s: &str| m[&format!("drover_agent_last_run_resources{{status=\"{s}\"}}")];
+    assert_eq!(
+        ["unchanged", "changed", "failed", "skipped", "noop"].map(status),
+        [1.0, 1.0, 0.0, 0.0, 0.0]
+    );
+    assert_eq!(m["drover_agent_last_run_exit_code"], 2.0);
+    assert_eq!(m["drover_agent_last_run_success"], 1.0);
+    assert_eq!(m["drover_agent_last_run_noop"], 0.0);
+    assert_eq!(m["drover_agent_last_run_cached_catalog"], 0.0);
+    assert_eq!(m["drover_agent_last_run_corrective_resources"], 0.0);
+    let info = format!(
+        "drover_agent_last_run_catalog_info{{version=\"{version}\",environment=\"production\",commit=\"abc\"}}"
+    );
+    assert_eq!(m.get(&info), Some(&1.0), "{m:?}");
+    let at = m["drover_agent_last_run_timestamp_seconds"];
+    assert!(before <= at && at <= after, "{before} <= {at} <= {after}");
+    let phase =
+        |p: &str| m[&format!("drover_agent_last_run_phase_duration_seconds{{phase=\"{p}\"}}")];
+    let duration = m["drover_agent_last_run_duration_seconds"];
+    assert_eq!(phase("facts"), 0.0, "a compiled catalog needs no facts");
+    assert!(phase("catalog") > 0.0 && phase("apply") > 0.0, "{m:?}");
+    assert!(phase("catalog") + phase("apply") <= duration, "{m:?}");
+    let last: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(state.join("last_run.json")).unwrap()).unwrap();
+    assert_eq!(last["resources"]["changed"], 1);
+    let total_ms = last["durations_ms"]["total"].as_f64().unwrap();
+    assert!(
+        (total_ms / 1000.0 - duration).abs() < 1e-9,
+        "{total_ms} ms, {duration} s"
+    );
+
+    // Moved by agent.toml: the noop run lands there, the state dir's file stays.
+    let collector = dir.path().join("collector/drover-agent.prom");
+    let config = dir.path().join("agent.toml");
+    fs_err::write(
+        &config,
+        format!("metrics_textfile = \"{}\"\n", collector.display()),
+    )
+    .unwrap();
+    let left = fs_err::read(&textfile).unwrap();
+    fs_err::write(&new, b"drift\n").unwrap();
+    let out = apply(&["--noop", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(fs_err::read(&textfile).unwrap(), left);
+    promtool_check(&collector);
+    let m = prom_samples(&collector);
+    assert_eq!(m["drover_agent_last_run_noop"], 1.0);
+    assert_eq!(m["drover_agent_last_run_resources{status=\"noop\"}"], 1.0);
+
+    // A run that cannot happen still says so, with its duration.
+    fs_err::write(&json, b"{ not a catalog").unwrap();
+    let out = apply(&["--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    promtool_check(&collector);
+    let m = prom_samples(&collector);
+    assert_eq!(m["drover_agent_last_run_exit_code"], 1.0);
+    assert_eq!(m["drover_agent_last_run_success"], 0.0);
+    assert!(m["drover_agent_last_run_duration_seconds"] > 0.0);
+    assert!(!m.keys().any(|k| k.contains("catalog_info")), "{m:?}");
+
+    // "" turns it off.
+    fs_err::remove_file(&collector).unwrap();
+    fs_err::write(&config, "metrics_textfile = \"\"\n").unwrap();
+    let out = apply(&["--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!collector.exists());
+    assert_eq!(fs_err::read(&textfile).unwrap(), left);
+}
+
+#[test]
 fn apply_repository_directory() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
@@ -168,7 +266,26 @@ fn run_once_fetches_caches_falls_back_and_spools_in_order() {
         state.join("catalog.signed").exists(),
         "a clean fresh run caches the signed catalog"
     );
-    assert_eq!(fake.lock().unwrap().reports.len(), 1);
+    {
+        let f = fake.lock().unwrap();
+        assert_eq!(f.reports.len(), 1);
+        let metrics = &f.reports[0]["metrics"];
+        assert_eq!(metrics["resources"]["changed"], 1, "{metrics}");
+        assert_eq!(metrics["resources"]["total"], 1, "{metrics}");
+        let ms = |phase: &str| metrics[phase].as_f64().unwrap();
+        for phase in ["facts_ms", "catalog_ms", "apply_ms"] {
+            assert!(ms(phase) > 0.0, "{phase} in {metrics}");
+        }
+        assert!(
+            ms("facts_ms") + ms("catalog_ms") + ms("apply_ms") <= ms("duration_ms"),
+            "{metrics}"
+        );
+    }
+    let textfile = state.join("drover-agent.prom");
+    promtool_check(&textfile);
+    let m = prom_samples(&textfile);
+    assert_eq!(m["drover_agent_last_run_exit_code"], 2.0);
+    assert_eq!(m["drover_agent_last_run_cached_catalog"], 0.0);
 
     // Unchanged catalog: 304 and nothing to do.
     let out = run(&[]);
@@ -190,6 +307,12 @@ fn run_once_fetches_caches_falls_back_and_spools_in_order() {
         .flatten()
         .collect();
     assert_eq!(spooled.len(), 1, "{}", text(&out));
+    let spooled: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(spooled[0].path()).unwrap()).unwrap();
+    assert_eq!(spooled["metrics"]["resources"]["changed"], 1, "{spooled}");
+    let m = prom_samples(&textfile);
+    assert_eq!(m["drover_agent_last_run_cached_catalog"], 1.0);
+    assert_eq!(m["drover_agent_last_run_success"], 1.0);
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
@@ -201,6 +324,7 @@ fn run_once_fetches_caches_falls_back_and_spools_in_order() {
     let f = fake.lock().unwrap();
     assert_eq!(f.reports.len(), 5, "two posted, two spooled, one posted");
     assert_eq!(f.reports[2]["cached_catalog"], "on_failure");
+    assert_eq!(f.reports[2]["metrics"]["resources"]["changed"], 1);
     assert_eq!(f.reports[2]["resources"][0]["corrective"], true);
     assert!(f.reports[2]["error"].as_str().unwrap().contains("503"));
     let at = |i: usize| {
@@ -248,6 +372,13 @@ fn run_once_without_server_or_cache_exits_1() {
         "{}",
         text(&out)
     );
+    let textfile = state.join("drover-agent.prom");
+    promtool_check(&textfile);
+    let m = prom_samples(&textfile);
+    assert_eq!(m["drover_agent_last_run_exit_code"], 1.0);
+    assert_eq!(m["drover_agent_last_run_success"], 0.0);
+    assert!(m["drover_agent_last_run_duration_seconds"] > 0.0, "{m:?}");
+    assert!(!m.keys().any(|k| k.contains("catalog_info")), "{m:?}");
 }
 
 #[test]

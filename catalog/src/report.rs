@@ -26,6 +26,9 @@ pub struct Report {
     #[serde(default)]
     pub agent_version: String,
     pub resources: Vec<ResourceReport>,
+    /// What the run cost and what it did, measured by the agent.
+    #[serde(default)]
+    pub metrics: RunMetrics,
 }
 
 impl Report {
@@ -54,6 +57,72 @@ impl Report {
             .iter()
             .any(|r| matches!(r.status, ResourceStatus::Failed | ResourceStatus::Skipped));
         i32::from(changed) * 2 + i32::from(failed) * 4
+    }
+}
+
+/// The run's own measurements. Reports of agents older than these metrics
+/// have none, and decode with zeros.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// The whole run, from start to the report being built (ms).
+    pub duration_ms: f64,
+    /// Time spent gathering facts (ms); 0 when the phase did not happen.
+    #[serde(default)]
+    pub facts_ms: f64,
+    /// Time spent fetching (or loading, or compiling) the catalog and
+    /// fetching the file contents it references (ms).
+    #[serde(default)]
+    pub catalog_ms: f64,
+    /// Time spent converging, file content fetches excluded (ms).
+    #[serde(default)]
+    pub apply_ms: f64,
+    #[serde(default)]
+    pub resources: ResourceCounts,
+}
+
+/// How many resources ended in each status; `corrective` counts the changed
+/// (or noop) ones that repaired drift, so it overlaps `changed` and `noop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceCounts {
+    pub total: u64,
+    pub unchanged: u64,
+    pub changed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub noop: u64,
+    pub corrective: u64,
+}
+
+impl ResourceCounts {
+    pub fn of(resources: &[ResourceReport]) -> ResourceCounts {
+        let mut counts = ResourceCounts::default();
+        for r in resources {
+            counts.total += 1;
+            *counts.status_mut(r.status) += 1;
+            counts.corrective += u64::from(r.corrective);
+        }
+        counts
+    }
+
+    /// The count of one status.
+    pub fn of_status(&self, status: ResourceStatus) -> u64 {
+        match status {
+            ResourceStatus::Unchanged => self.unchanged,
+            ResourceStatus::Changed => self.changed,
+            ResourceStatus::Failed => self.failed,
+            ResourceStatus::Skipped => self.skipped,
+            ResourceStatus::Noop => self.noop,
+        }
+    }
+
+    fn status_mut(&mut self, status: ResourceStatus) -> &mut u64 {
+        match status {
+            ResourceStatus::Unchanged => &mut self.unchanged,
+            ResourceStatus::Changed => &mut self.changed,
+            ResourceStatus::Failed => &mut self.failed,
+            ResourceStatus::Skipped => &mut self.skipped,
+            ResourceStatus::Noop => &mut self.noop,
+        }
     }
 }
 
@@ -132,6 +201,28 @@ pub enum ResourceStatus {
     Noop,
 }
 
+impl ResourceStatus {
+    /// Every status, in the order reports and metrics list them.
+    pub const ALL: [ResourceStatus; 5] = [
+        ResourceStatus::Unchanged,
+        ResourceStatus::Changed,
+        ResourceStatus::Failed,
+        ResourceStatus::Skipped,
+        ResourceStatus::Noop,
+    ];
+
+    /// The name in reports (`unchanged`, `noop`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceStatus::Unchanged => "unchanged",
+            ResourceStatus::Changed => "changed",
+            ResourceStatus::Failed => "failed",
+            ResourceStatus::Skipped => "skipped",
+            ResourceStatus::Noop => "noop",
+        }
+    }
+}
+
 /// One property that differed: `content`, `mode`, `owner`, `ensure`, `target`...
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -141,4 +232,70 @@ pub struct Event {
     pub desired: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_from_before_metrics_decodes_with_zeros() {
+        let old = r#"{"run_id":"r","node":"n","environment":"production","commit":"c",
+            "catalog_version":"v","noop":false,"started_at":"2024-05-01T10:00:00Z",
+            "finished_at":"2024-05-01T10:00:01Z","status":"unchanged",
+            "cached_catalog":"not_used","agent_version":"0.1.0","resources":[]}"#;
+        let report: Report = serde_json::from_str(old).unwrap();
+        assert_eq!(report.metrics, RunMetrics::default());
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["metrics"]["duration_ms"], 0.0);
+        assert_eq!(json["metrics"]["resources"]["failed"], 0);
+        // Only the whole-run duration is required once `metrics` is there.
+        let partial: RunMetrics = serde_json::from_str(r#"{"duration_ms": 12.5}"#).unwrap();
+        assert_eq!(partial.duration_ms, 12.5);
+        assert_eq!(partial.resources, ResourceCounts::default());
+    }
+
+    #[test]
+    fn counts_add_up_by_status_and_corrective_overlaps() {
+        let id = |n: &str| ResourceId::try_from(format!("file:/{n}")).unwrap();
+        let mut repaired = ResourceReport::new(id("a"), ResourceStatus::Changed);
+        repaired.corrective = true;
+        let resources = [
+            repaired,
+            ResourceReport::new(id("b"), ResourceStatus::Changed),
+            ResourceReport::new(id("c"), ResourceStatus::Failed),
+            ResourceReport::new(id("d"), ResourceStatus::Skipped),
+            ResourceReport::new(id("e"), ResourceStatus::Noop),
+            ResourceReport::new(id("f"), ResourceStatus::Unchanged),
+        ];
+        let counts = ResourceCounts::of(&resources);
+        assert_eq!(
+            counts,
+            ResourceCounts {
+                total: 6,
+                unchanged: 1,
+                changed: 2,
+                failed: 1,
+                skipped: 1,
+                noop: 1,
+                corrective: 1,
+            }
+        );
+        let by_status: u64 = ResourceStatus::ALL
+            .iter()
+            .map(|s| counts.of_status(*s))
+            .sum();
+        assert_eq!(by_status, counts.total);
+    }
+
+    #[test]
+    fn status_names_are_the_serialized_ones() {
+        for status in ResourceStatus::ALL {
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                status.as_str(),
+                "{status:?}"
+            );
+        }
+    }
 }

@@ -9,7 +9,6 @@ use drover_catalog::{Catalog, CatalogRequest, Facts};
 
 use crate::db::{self, CompileError};
 use crate::error::AppError;
-use crate::metrics::Metrics;
 use crate::state::AppState;
 use drover_catalog::{CompileRequest, Diagnostics};
 
@@ -86,6 +85,12 @@ pub async fn compile_node(
     requested: Option<&str>,
 ) -> Result<Outcome, AppError> {
     let snapshots = &state.snapshots;
+    // Failures found before compiling are not cached, so they count at
+    // every request: an alert on the error rate sees a broken commit at once.
+    let early = |error: CompileError| {
+        state.metrics.compile_failed_early();
+        Ok(Err(error))
+    };
     let env = requested.map_or_else(|| snapshots.default_environment(), str::to_owned);
     let missing = |env: &str| {
         let known: Vec<String> = snapshots.list().iter().map(|s| s.name.clone()).collect();
@@ -103,18 +108,18 @@ pub async fn compile_node(
         )
     };
     let Some(mut snap) = snapshots.get(&env) else {
-        return Ok(Err(missing(&env)));
+        return early(missing(&env));
     };
     let repo = match &snap.repo {
         Ok(repo) => repo.clone(),
-        Err(diagnostics) => return Ok(Err(failure(&env, &snap.commit, diagnostics.clone()))),
+        Err(diagnostics) => return early(failure(&env, &snap.commit, diagnostics.clone())),
     };
     match repo.classify(node, facts) {
-        Err(d) => return Ok(Err(failure(&env, &snap.commit, lines(&d)))),
+        Err(d) => return early(failure(&env, &snap.commit, lines(&d))),
         Ok(class) => {
             if let Some(pin) = class.environment.filter(|pin| *pin != env) {
                 let Some(pinned) = snapshots.get(&pin) else {
-                    return Ok(Err(missing(&pin)));
+                    return early(missing(&pin));
                 };
                 snap = pinned;
             }
@@ -123,7 +128,7 @@ pub async fn compile_node(
     let repo = match &snap.repo {
         Ok(repo) => repo.clone(),
         Err(diagnostics) => {
-            return Ok(Err(failure(&snap.name, &snap.commit, diagnostics.clone())));
+            return early(failure(&snap.name, &snap.commit, diagnostics.clone()));
         }
     };
     let key = CacheKey {
@@ -137,19 +142,22 @@ pub async fn compile_node(
     }
     let (environment, commit) = (snap.name.clone(), snap.commit.clone());
     let (node_owned, facts_owned) = (node.to_owned(), facts.clone());
-    let result = tokio::task::spawn_blocking(move || {
-        repo.compile(&CompileRequest {
+    let (result, took) = tokio::task::spawn_blocking(move || {
+        // Timed in the task so the metric is the compile, not the wait for a thread.
+        let started = std::time::Instant::now();
+        let result = repo.compile(&CompileRequest {
             node: &node_owned,
             facts: &facts_owned,
             environment: &environment,
             commit: &commit,
-        })
+        });
+        (result, started.elapsed())
     })
     .await
     .map_err(|e| AppError::Internal(format!("compile task failed: {e}")))?;
+    state.metrics.compile_finished(took, result.is_ok());
     let outcome = match result {
         Ok(compiled) => {
-            Metrics::inc(&state.metrics.compiles);
             db::store_contents(
                 &state.db,
                 compiled
@@ -165,10 +173,7 @@ pub async fn compile_node(
                 roles: compiled.roles,
             }))
         }
-        Err(d) => {
-            Metrics::inc(&state.metrics.compile_errors);
-            Err(failure(&snap.name, &snap.commit, lines(&d)))
-        }
+        Err(d) => Err(failure(&snap.name, &snap.commit, lines(&d))),
     };
     state.cache.put(key, outcome.clone());
     Ok(outcome)

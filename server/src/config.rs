@@ -13,6 +13,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8140";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/drover-server";
 pub const DEFAULT_REFRESH_SECS: u64 = 60;
 pub const DEFAULT_CERT_LIFETIME_DAYS: u32 = 365;
+/// Three of the agent's default 30-minute intervals.
+pub const DEFAULT_UNRESPONSIVE_SECS: u64 = 5400;
+pub const DEFAULT_RETENTION_DAYS: u32 = 14;
 
 /// The keys `server.toml` may hold; an unknown key is an error that names it.
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +45,10 @@ pub struct FileConfig {
     pub cert_lifetime_days: Option<u32>,
     /// A second, plain-HTTP address serving only `/metrics` without a credential.
     pub metrics_listen: Option<String>,
+    /// A node whose last report is older than this is `unresponsive`.
+    pub unresponsive_after_secs: Option<u64>,
+    /// Reports older than this many days are deleted in the background.
+    pub report_retention_days: Option<u32>,
 }
 
 /// Command-line values that override the file.
@@ -77,6 +84,8 @@ pub struct Config {
     pub operator_token_file: PathBuf,
     pub cert_lifetime: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    pub unresponsive_after: Duration,
+    pub report_retention: Duration,
 }
 
 impl Config {
@@ -99,6 +108,8 @@ impl Config {
             autosign_command: None,
             cert_lifetime: days(DEFAULT_CERT_LIFETIME_DAYS),
             metrics_listen: None,
+            unresponsive_after: Duration::from_secs(DEFAULT_UNRESPONSIVE_SECS),
+            report_retention: days(DEFAULT_RETENTION_DAYS),
         }
     }
 
@@ -170,6 +181,18 @@ impl Config {
         if secs == 0 {
             bail!("refresh_interval_secs must be at least 1");
         }
+        let unresponsive_secs = file
+            .unresponsive_after_secs
+            .unwrap_or(DEFAULT_UNRESPONSIVE_SECS);
+        if unresponsive_secs == 0 {
+            bail!("unresponsive_after_secs must be at least 1");
+        }
+        let retention_days = file.report_retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+        if retention_days == 0 {
+            bail!(
+                "report_retention_days must be at least 1\nhint: reports are the dashboard's history; keep at least a day"
+            );
+        }
         Ok(Config {
             repo,
             listen,
@@ -184,6 +207,8 @@ impl Config {
             operator_token_file,
             cert_lifetime: days(lifetime_days),
             metrics_listen,
+            unresponsive_after: Duration::from_secs(unresponsive_secs),
+            report_retention: days(retention_days),
         })
     }
 }
@@ -239,6 +264,28 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:1");
         assert_eq!(c.database_url, "sqlite:///d/drover.db");
         assert_eq!(c.refresh_interval, Duration::from_secs(60));
+        assert_eq!(c.unresponsive_after, Duration::from_secs(5400));
+        assert_eq!(c.report_retention, Duration::from_secs(14 * 24 * 3600));
+    }
+
+    #[test]
+    fn zero_retention_and_zero_unresponsive_are_refused() {
+        let repo = || Overrides {
+            repo: Some("/r".into()),
+            ..Overrides::default()
+        };
+        let file = FileConfig {
+            report_retention_days: Some(0),
+            ..FileConfig::default()
+        };
+        let err = Config::merge(file, repo()).unwrap_err();
+        assert!(err.to_string().contains("report_retention_days"), "{err}");
+        let file = FileConfig {
+            unresponsive_after_secs: Some(0),
+            ..FileConfig::default()
+        };
+        let err = Config::merge(file, repo()).unwrap_err();
+        assert!(err.to_string().contains("unresponsive_after_secs"), "{err}");
     }
 
     #[test]

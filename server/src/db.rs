@@ -56,7 +56,7 @@ pub async fn open(url: &str) -> Result<Db, DbError> {
 }
 
 /// A compile failure as operators see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompileError {
     pub environment: String,
     pub commit: String,
@@ -66,7 +66,7 @@ pub struct CompileError {
 }
 
 /// One row of `nodes`, as the operator API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeRow {
     pub name: String,
     pub environment: Option<String>,
@@ -123,16 +123,19 @@ pub async fn record_request(
     facts: &Facts,
     requested_environment: Option<&str>,
 ) -> Result<(), DbError> {
+    let now = jiff::Timestamp::now();
     sqlx::query(
-        "INSERT INTO nodes (name, facts, requested_environment, last_seen_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO nodes (name, facts, requested_environment, last_seen_at, last_seen_at_us)
+         VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET facts = excluded.facts,
            requested_environment = excluded.requested_environment,
-           last_seen_at = excluded.last_seen_at",
+           last_seen_at = excluded.last_seen_at, last_seen_at_us = excluded.last_seen_at_us",
     )
     .bind(node)
     .bind(serde_json::to_string(facts)?)
     .bind(requested_environment)
-    .bind(jiff::Timestamp::now().to_string())
+    .bind(now.to_string())
+    .bind(now.as_microsecond())
     .execute(db)
     .await?;
     Ok(())
@@ -226,12 +229,13 @@ pub async fn insert_report(db: &Db, report: &Report, body: &str) -> Result<bool,
         i64::try_from(report.resources.iter().filter(|r| f(r.status)).count()).unwrap_or(i64::MAX)
     };
     let finished_us = report.finished_at.as_microsecond();
+    let duration_ms = run_duration_ms(report);
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT OR IGNORE INTO reports (run_id, node, environment, commit_id, status, noop,
            started_at, finished_at, finished_at_us, catalog_version, cached_catalog,
-           resources, changed, failed, skipped, received_at, body)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+           resources, changed, failed, skipped, received_at, body, duration_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&report.run_id)
     .bind(&report.node)
@@ -252,26 +256,73 @@ pub async fn insert_report(db: &Db, report: &Report, body: &str) -> Result<bool,
     .bind(count(|s| s == ResourceStatus::Skipped))
     .bind(jiff::Timestamp::now().to_string())
     .bind(body)
+    .bind(duration_ms)
     .execute(&mut *tx)
     .await?
     .rows_affected()
         == 1;
     if inserted {
         sqlx::query(
-            "INSERT INTO nodes (name, last_status, last_run_at, last_run_at_us) VALUES (?, ?, ?, ?)
+            "INSERT INTO nodes (name, last_status, last_run_at, last_run_at_us, last_run_id,
+               last_noop, last_cached_catalog, last_environment, last_commit, last_catalog_version,
+               last_duration_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (name) DO UPDATE SET last_status = excluded.last_status,
-               last_run_at = excluded.last_run_at, last_run_at_us = excluded.last_run_at_us
+               last_run_at = excluded.last_run_at, last_run_at_us = excluded.last_run_at_us,
+               last_run_id = excluded.last_run_id, last_noop = excluded.last_noop,
+               last_cached_catalog = excluded.last_cached_catalog,
+               last_environment = excluded.last_environment,
+               last_commit = excluded.last_commit,
+               last_catalog_version = excluded.last_catalog_version,
+               last_duration_ms = excluded.last_duration_ms
              WHERE nodes.last_run_at_us IS NULL OR nodes.last_run_at_us <= excluded.last_run_at_us",
         )
         .bind(&report.node)
         .bind(report.status.as_str())
         .bind(report.finished_at.to_string())
         .bind(finished_us)
+        .bind(&report.run_id)
+        .bind(report.noop)
+        .bind(cached_str(report))
+        .bind(&report.environment)
+        .bind(&report.commit)
+        .bind(&report.catalog_version)
+        .bind(duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO report_hours (hour, status, runs, duration_ms_sum, duration_ms_max)
+             VALUES (?, ?, 1, ?, ?)
+             ON CONFLICT (hour, status) DO UPDATE SET runs = runs + 1,
+               duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
+               duration_ms_max = MAX(duration_ms_max, excluded.duration_ms_max)",
+        )
+        .bind(finished_us.div_euclid(HOUR_US))
+        .bind(chart_status(report))
+        .bind(duration_ms)
+        .bind(duration_ms)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// Microseconds in an hour: the bucket of `report_hours`.
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// How long the run took, from its own timestamps (never negative).
+fn run_duration_ms(report: &Report) -> f64 {
+    let span = report.finished_at.duration_since(report.started_at);
+    (span.as_secs_f64() * 1000.0).max(0.0)
+}
+
+/// The run's status in the fleet chart: a dry run that would change is `noop`.
+fn chart_status(report: &Report) -> &'static str {
+    match report.status {
+        drover_catalog::report::RunStatus::Changed if report.noop => "noop",
+        status => status.as_str(),
+    }
 }
 
 fn cached_str(report: &Report) -> &'static str {
@@ -282,7 +333,7 @@ fn cached_str(report: &Report) -> &'static str {
 }
 
 /// One line of a node's run history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReportSummary {
     /// The run_id.
     pub id: String,
@@ -299,6 +350,8 @@ pub struct ReportSummary {
     pub changed: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// From `started_at` to `finished_at`.
+    pub duration_ms: f64,
 }
 
 /// A node's reports, newest first, finished strictly before `before`.
@@ -311,7 +364,8 @@ pub async fn reports(
     let before_us = before.map_or(i64::MAX, |t| t.as_microsecond());
     let rows = sqlx::query(
         "SELECT run_id, node, environment, commit_id, catalog_version, status, noop,
-           cached_catalog, started_at, finished_at, resources, changed, failed, skipped
+           cached_catalog, started_at, finished_at, resources, changed, failed, skipped,
+           duration_ms
          FROM reports WHERE node = ? AND finished_at_us < ?
          ORDER BY finished_at_us DESC, id DESC LIMIT ?",
     )
@@ -337,6 +391,7 @@ pub async fn reports(
                 changed: r.try_get("changed")?,
                 failed: r.try_get("failed")?,
                 skipped: r.try_get("skipped")?,
+                duration_ms: r.try_get("duration_ms")?,
             })
         })
         .collect()
@@ -351,13 +406,4 @@ pub async fn report_body(db: &Db, run_id: &str) -> Result<Option<(String, String
             .fetch_optional(db)
             .await?,
     )
-}
-
-/// How many nodes have each last status (`unknown` before a first report).
-pub async fn status_counts(db: &Db) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(sqlx::query_as(
-        "SELECT COALESCE(last_status, 'unknown'), COUNT(*) FROM nodes GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(db)
-    .await?)
 }

@@ -9,12 +9,16 @@ pub mod auth;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod error;
+pub mod fleet;
 pub mod git;
-pub mod html;
+pub mod live;
 pub mod login;
 pub mod metrics;
+pub mod openapi;
+pub mod retention;
 pub mod routes;
 pub mod snapshot;
 pub mod state;
@@ -25,7 +29,7 @@ use std::io::Write;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
@@ -36,36 +40,16 @@ pub use state::AppState;
 /// Largest accepted request body (a report of a big catalog stays well under it).
 pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Every route of the server.
+/// Every route of the server: the API (each route registered with its
+/// OpenAPI description, see [`openapi`]) and the HTML dashboard.
 pub fn app(state: AppState) -> Router {
-    use routes::{enroll, meta, node, operator};
-    let csr_limit = DefaultBodyLimit::max(enroll::CSR_BODY_LIMIT);
-    Router::new()
-        .route("/api/v1/nodes", get(operator::nodes))
-        .route("/api/v1/nodes/{name}", get(operator::node))
-        .route("/api/v1/nodes/{name}/catalog", post(node::catalog))
-        .route("/api/v1/nodes/{name}/files/{sha256}", get(node::file))
-        .route(
-            "/api/v1/nodes/{name}/reports",
-            post(node::report).get(operator::node_reports),
-        )
-        .route(
-            "/api/v1/nodes/{name}/certificate",
-            post(enroll::renew).layer(csr_limit),
-        )
-        .route("/api/v1/ca", get(enroll::ca))
-        .route(
-            "/api/v1/certificate_requests/{name}",
-            post(enroll::submit).layer(csr_limit).get(enroll::status),
-        )
-        .route("/api/v1/reports/{id}", get(operator::report))
-        .route("/api/v1/environments", get(operator::environments))
-        .route("/api/v1/hooks/git", post(meta::git_hook))
-        .route("/healthz", get(meta::healthz))
-        .route("/metrics", get(meta::metrics))
-        .route("/", get(html::index))
-        .route("/login", get(login::form).post(login::submit))
+    openapi::api_routes()
+        .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track_requests,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -95,12 +79,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tracker = TaskTracker::new();
     state.spawn_background(&shutdown, &tracker);
     let listener = bind(listen).await?;
+    // Both bound before either is announced: a caller that read the lines
+    // can connect to both.
+    let metrics = match metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     let scheme = if insecure { "http" } else { "https" };
     announce(&format!("drover-server listening on {scheme}://{addr}"))?;
     tracing::info!(%addr, scheme, "listening");
-    if let Some(metrics_addr) = metrics_listen {
-        let metrics = bind(metrics_addr).await?;
+    if let Some(metrics) = metrics {
         announce(&format!(
             "drover-server metrics on http://{}",
             metrics.local_addr()?

@@ -5,32 +5,19 @@
 use axum::Form;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::html::escape;
+use crate::dashboard;
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// The cookie that carries an operator token.
 pub const COOKIE: &str = "drover_operator";
 
-const FORM: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>drover: sign in</title>\
-<style>body{font-family:sans-serif;margin:2em}.error{color:#b00}</style></head><body>\n\
-<h1>drover</h1>\n<p>The dashboard is for operators: give an operator token \
-(one line of the server's <code>operator_token_file</code>).</p>\n{error}\
-<form method=\"post\" action=\"/login\"><input type=\"password\" name=\"token\" autofocus size=\"70\"> \
-<button>Sign in</button></form>\n</body></html>\n";
-
-fn page(error: Option<&str>) -> Html<String> {
-    let error = error
-        .map(|e| format!("<p class=\"error\">{}</p>\n", escape(e)))
-        .unwrap_or_default();
-    Html(FORM.replace("{error}", &error))
-}
-
 /// `GET /login`.
-pub async fn form() -> Html<String> {
-    page(None)
+pub async fn form() -> Result<Response, AppError> {
+    dashboard::login_page(StatusCode::OK, None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,11 +29,11 @@ pub struct Login {
 pub async fn submit(State(state): State<AppState>, Form(login): Form<Login>) -> Response {
     let token = login.token.trim();
     if !state.operators.accepts(token) {
-        return (
+        return dashboard::login_page(
             StatusCode::UNAUTHORIZED,
-            page(Some("That is not an operator token.")),
+            Some("That is not an operator token."),
         )
-            .into_response();
+        .unwrap_or_else(IntoResponse::into_response);
     }
     let secure = if state.config.insecure_http {
         ""
@@ -78,11 +65,5 @@ mod tests {
         );
         assert_eq!(token_from_cookies("drover_operatorx=abc"), None);
         assert_eq!(token_from_cookies(""), None);
-    }
-
-    #[test]
-    fn an_error_is_escaped_into_the_form() {
-        let Html(text) = page(Some("<script>"));
-        assert!(text.contains("&lt;script&gt;") && !text.contains("<script>"));
     }
 }

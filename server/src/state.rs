@@ -10,6 +10,8 @@ use crate::auth::Tokens;
 use crate::compile::{self, Cache};
 use crate::config::Config;
 use crate::db::{self, Db};
+use crate::fleet;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshots, Source};
 use crate::tls::Pki;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub pki: Arc<Pki>,
     /// When certificate requests are signed without an operator.
     pub autosign: Arc<Autosign>,
+    /// Stored reports, announced to the dashboard's open pages.
+    pub live: Arc<Live>,
 }
 
 impl AppState {
@@ -59,22 +63,56 @@ impl AppState {
             operators: Arc::new(operators),
             pki: Arc::new(pki),
             autosign: Arc::new(autosign),
+            live: Arc::default(),
         };
         refresh(&state).await;
         Ok(state)
     }
 
-    /// Spawns the refresh loop on `tracker`; it stops when `shutdown` is cancelled.
+    /// Spawns the refresh loop and report retention on `tracker`; they stop,
+    /// and the live feed closes, when `shutdown` is cancelled.
     pub fn spawn_background(&self, shutdown: &CancellationToken, tracker: &TaskTracker) {
-        let (state, shutdown) = (self.clone(), shutdown.clone());
-        tracker.spawn(async move { refresh_loop(state, shutdown).await });
+        let (state, token) = (self.clone(), shutdown.clone());
+        tracker.spawn(async move { refresh_loop(state, token).await });
+        let (db, retention, token) = (
+            self.db.clone(),
+            self.config.report_retention,
+            shutdown.clone(),
+        );
+        tracker.spawn(crate::retention::prune_loop(db, retention, token));
+        let (live, token) = (self.live.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            token.cancelled().await;
+            live.close();
+        });
+    }
+
+    /// What node states are measured against now: the unresponsive cutoff
+    /// and each environment's head commit.
+    pub fn fleet_context(&self) -> fleet::Context {
+        let window = i64::try_from(self.config.unresponsive_after.as_micros()).unwrap_or(i64::MAX);
+        fleet::Context {
+            unresponsive_before_us: jiff::Timestamp::now()
+                .as_microsecond()
+                .saturating_sub(window),
+            heads: self
+                .snapshots
+                .list()
+                .iter()
+                .map(|snap| (snap.name.clone(), snap.commit.clone()))
+                .collect(),
+        }
     }
 }
 
 /// One refresh: fetch, reparse moved environments, drop stale cache entries,
 /// recompile known nodes of moved environments, then mark requests served.
 pub async fn refresh(state: &AppState) {
+    let started = std::time::Instant::now();
     let (ticket, outcome) = state.snapshots.refresh().await;
+    state
+        .metrics
+        .refresh_finished(started.elapsed(), outcome.is_ok());
     let changed = outcome.map(|o| o.changed).unwrap_or_default();
     if !changed.is_empty() {
         state.cache.clear();

@@ -4,6 +4,7 @@
 //! The binaries are the ones `cargo build --workspace --bins` left next to
 //! the test executable (`scripts/test` builds them first).
 
+pub mod browser;
 pub mod docker;
 pub mod lockfile;
 pub mod node;

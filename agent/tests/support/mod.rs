@@ -95,3 +95,38 @@ impl Node {
         agent(&args)
     }
 }
+
+/// The samples of a Prometheus textfile: `name{labels}` (as written) -> value.
+pub fn prom_samples(path: &Path) -> BTreeMap<String, f64> {
+    let text = fs_err::read_to_string(path).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// `promtool check metrics` accepts the file, lint included.
+pub fn promtool_check(path: &Path) {
+    let input = fs_err::File::open(path).unwrap().into_file();
+    let out = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(input)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "promtool is not installed, and the metrics textfile must be checked with it\nhint: apt-get install prometheus (scripts/test installs it)"
+        ),
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused {}:\n{}\n{}",
+        path.display(),
+        text(&out),
+        fs_err::read_to_string(path).unwrap()
+    );
+}

@@ -23,7 +23,17 @@ use crate::tls::{CertKind, Pki};
 /// Largest request body of the certificate routes (one CSR).
 pub const CSR_BODY_LIMIT: usize = crate::tls::csr::MAX_CSR_PEM;
 
-/// `GET /api/v1/ca`: the CA certificate and the catalog signing key (open).
+/// The CA certificate and the catalog signing key
+///
+/// Open: a new agent fetches it once, compares its fingerprint with the one
+/// the operator gave it, and pins both.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca",
+    operation_id = "get_ca",
+    tag = "enrollment",
+    responses((status = 200, description = "What agents pin", body = crate::openapi::wire::CaBundle)),
+)]
 pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "ca": state.pki.ca_pem(),
@@ -31,8 +41,31 @@ pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// `POST /api/v1/certificate_requests/{name}` (open): signed at once when
-/// the autosign policy says so, else kept for `drover-server ca sign`.
+/// Submit a certificate request
+///
+/// Open. Signed at once when the autosign policy says so (an enrollment
+/// token, an autosign command), else kept for `drover-server ca sign NAME`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/certificate_requests/{name}",
+    operation_id = "submit_certificate_request",
+    tag = "enrollment",
+    security((), ("enrollment_token" = [])),
+    params(("name" = String, Path, description = "The node name the CSR's subject must carry")),
+    request_body(description = "A PKCS#10 CSR (PEM) for `{name}`", content(
+        (String = "application/x-pem-file"),
+        (String = "text/plain"),
+    )),
+    responses(
+        (status = 200, description = "Signed at once", body = crate::openapi::wire::CertificateSigned),
+        (status = 202, description = "Waiting for an operator", body = crate::openapi::wire::CertificatePending),
+        (status = 400, description = "Not a CSR for `{name}`, or a bad name", body = crate::openapi::wire::ErrorBody),
+        (status = 403, description = "Refused by the autosign policy (a wrong enrollment token)", body = crate::openapi::wire::ErrorBody),
+        (status = 409, description = "Another key already waits for this name", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::TooLarge,
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn submit(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -76,7 +109,23 @@ pub async fn submit(
     }
 }
 
-/// `GET /api/v1/certificate_requests/{name}` (open).
+/// Where a certificate request stands
+///
+/// Open; the agent polls it while an operator decides.
+#[utoipa::path(
+    get,
+    path = "/api/v1/certificate_requests/{name}",
+    operation_id = "get_certificate_request",
+    tag = "enrollment",
+    params(("name" = String, Path, description = "The node name")),
+    responses(
+        (status = 200, description = "Signed: the node's newest certificate", body = crate::openapi::wire::CertificateSigned),
+        (status = 202, description = "Pending", body = crate::openapi::wire::CertificatePending),
+        (status = 400, description = "Not a valid node name", body = crate::openapi::wire::ErrorBody),
+        (status = 404, description = "No request and no certificate for this name", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -95,8 +144,29 @@ pub async fn status(
     }
 }
 
-/// `POST /api/v1/nodes/{name}/certificate`: the node renews over its own
-/// certificate; signed at once.
+/// Renew the node's certificate
+///
+/// Over the node's own certificate; signed at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{name}/certificate",
+    operation_id = "renew_certificate",
+    tag = "node",
+    security(("node_certificate" = [])),
+    params(("name" = String, Path, description = "The node's name (its certificate's)")),
+    request_body(description = "A PKCS#10 CSR (PEM) for `{name}`", content(
+        (String = "application/x-pem-file"),
+        (String = "text/plain"),
+    )),
+    responses(
+        (status = 200, description = "Signed", body = crate::openapi::wire::CertificateSigned),
+        (status = 400, description = "Not a CSR for `{name}`", body = crate::openapi::wire::ErrorBody),
+        (status = 401, description = "No client certificate", body = crate::openapi::wire::ErrorBody),
+        (status = 403, description = "Another node's certificate or an operator's, or a plain-HTTP server", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::TooLarge,
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn renew(
     State(state): State<AppState>,
     caller: Caller,

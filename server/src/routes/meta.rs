@@ -16,12 +16,20 @@ use crate::state::AppState;
 pub const HOOK_WAIT: Duration = Duration::from_secs(5);
 
 /// `GET /healthz`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    summary = "Liveness",
+    responses(crate::openapi::Healthz)
+)]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// `GET /metrics` on the main listener: operators only (Prometheus sends a
 /// bearer token); `metrics_listen` serves [`metrics_open`] without one.
+#[utoipa::path(get, path = "/metrics", tag = "meta", summary = "Prometheus metrics", security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])), responses(crate::openapi::Metrics))]
 pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     caller.require_operator()?;
     metrics_open(State(state)).await
@@ -29,16 +37,13 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
 
 /// `GET /metrics` without a credential, for the separate `metrics_listen` address.
 pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, AppError> {
-    let nodes = crate::db::status_counts(&state.db).await?;
+    let nodes = crate::fleet::counts(&state.db, &state.fleet_context()).await?;
     let age = state.snapshots.status().0.map(|t| {
         let span = jiff::Timestamp::now().duration_since(t);
         span.as_secs_f64().max(0.0)
     });
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(&nodes, age),
     )
         .into_response())
@@ -47,6 +52,7 @@ pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, App
 /// `POST /api/v1/hooks/git`: 202, after waiting up to [`HOOK_WAIT`] for a
 /// refresh that began after the call, so a caller that gets `"refreshed": true`
 /// sees the new commits (and their compile errors) in the API.
+#[utoipa::path(post, path = "/api/v1/hooks/git", tag = "meta", summary = "Refresh the repository now", security(("operator_certificate" = []), ("operator_token" = [])), responses(crate::openapi::GitHook))]
 pub async fn git_hook(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
     caller.require_operator()?;
     let refreshed = state.snapshots.request_refresh(HOOK_WAIT).await;

@@ -14,14 +14,47 @@ use crate::auth::Caller;
 use crate::compile;
 use crate::db;
 use crate::error::AppError;
-use crate::metrics::Metrics;
 use crate::state::AppState;
 
 fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
     body.map_err(|r| AppError::Status(r.status(), r.body_text()))
 }
 
-/// `POST /api/v1/nodes/{name}/catalog`.
+/// The node's compiled catalog
+///
+/// Compiled from the node's environment with the facts it sends, cached per
+/// commit and facts. When the newest commit does not compile the node gets
+/// its last good catalog (the error shows in the API and the dashboard);
+/// 422 only when it has none. The signature in `drover-signature` covers
+/// the body's exact bytes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{name}/catalog",
+    operation_id = "post_catalog",
+    tag = "node",
+    security(("node_certificate" = [])),
+    params(
+        ("name" = String, Path, description = "The node's name (its certificate's)"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "`\"VERSION\"` of the catalog the agent holds (or a list, or `*`)"),
+    ),
+    request_body(
+        content = crate::openapi::wire::CatalogRequest,
+        description = "An empty body is the same as `{}`",
+        example = json!({"facts": {"hostname": "web-1", "os": {"id": "debian"}}, "environment": "production"}),
+    ),
+    responses(
+        (status = 200, description = "The catalog", body = crate::openapi::wire::Catalog, headers(
+            ("ETag" = String, description = "`\"VERSION\"`"),
+            ("drover-signature" = String, description = "ed25519 signature (base64) of the body, by the key of `GET /api/v1/ca`"),
+        )),
+        (status = 304, description = "`If-None-Match` names the current version", headers(("ETag" = String))),
+        (status = 400, description = "The body is not a catalog request", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::NodeOnly,
+        crate::openapi::TooLarge,
+        (status = 422, description = "The catalog does not compile and the node has no last good one", body = crate::openapi::wire::CompileFailure),
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn catalog(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,8 +113,26 @@ fn is_sha256(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// `GET /api/v1/nodes/{name}/files/{sha256}`: only hashes the node's current
-/// (last served) catalog references.
+/// One file content of the node's catalog
+///
+/// Only hashes that the node's current (last served) catalog references.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{name}/files/{sha256}",
+    operation_id = "get_file",
+    tag = "node",
+    security(("node_certificate" = [])),
+    params(
+        ("name" = String, Path, description = "The node's name (its certificate's)"),
+        ("sha256" = String, Path, description = "64 lowercase hex digits"),
+    ),
+    responses(
+        (status = 200, description = "The content", body = [u8], content_type = "application/octet-stream"),
+        crate::openapi::NodeOnly,
+        (status = 404, description = "Not a sha256, or not referenced by the node's current catalog", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn file(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,7 +159,36 @@ pub async fn file(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// `POST /api/v1/nodes/{name}/reports`: 201 new, 200 already stored.
+/// Store a run report
+///
+/// Stored once per `run_id`, so an agent re-posts its spool safely.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{name}/reports",
+    operation_id = "post_report",
+    tag = "node",
+    security(("node_certificate" = [])),
+    params(("name" = String, Path, description = "The node's name (its certificate's)")),
+    request_body(content = crate::openapi::wire::Report, example = json!({
+        "run_id": "5f0c1b6e-8d2a-4c53-9a43-1f2e3d4c5b6a", "node": "web-1",
+        "environment": "production", "commit": "3e1f0c9", "catalog_version": "9b2d...",
+        "noop": false, "started_at": "2025-01-31T12:00:00Z", "finished_at": "2025-01-31T12:00:02Z",
+        "status": "changed", "cached_catalog": "not_used", "agent_version": "0.1.0",
+        "resources": [{"id": "file:/etc/motd", "status": "changed", "corrective": false,
+            "events": [{"property": "content", "previous": null, "desired": "9b2d..."}],
+            "duration_ms": 1.5}],
+        "metrics": {"duration_ms": 2000.0}
+    })),
+    responses(
+        (status = 201, description = "Stored", body = crate::openapi::wire::ReportStored),
+        (status = 200, description = "Already stored (`stored` is false)", body = crate::openapi::wire::ReportStored),
+        (status = 400, description = "The body is not a report", body = crate::openapi::wire::ErrorBody),
+        (status = 401, description = "No client certificate", body = crate::openapi::wire::ErrorBody),
+        (status = 403, description = "Another node's certificate or an operator's, or a report whose `node` is not `{name}`", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::TooLarge,
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn report(
     State(state): State<AppState>,
     caller: Caller,
@@ -129,7 +209,12 @@ pub async fn report(
     let text = String::from_utf8_lossy(&raw);
     let inserted = db::insert_report(&state.db, &report, &text).await?;
     let status = if inserted {
-        Metrics::inc(&state.metrics.reports_received);
+        state.metrics.reports_received.inc();
+        state.live.publish(crate::live::StoredReport {
+            node: report.node.clone(),
+            run_id: report.run_id.clone(),
+            status: report.status.as_str().to_owned(),
+        });
         StatusCode::CREATED
     } else {
         StatusCode::OK

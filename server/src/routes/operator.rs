@@ -1,17 +1,33 @@
 //! Read-only routes for operators: nodes, run history, environments.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::db::{self, CompileError, NodeRow, ReportSummary};
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// `GET /api/v1/nodes`.
+/// Every node the server knows
+///
+/// A node is known from its first catalog request or report.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    operation_id = "list_nodes",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])),
+    responses(
+        (status = 200, description = "By name", body = [NodeRow]),
+        crate::openapi::OperatorOnly,
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn nodes(
     State(state): State<AppState>,
     caller: Caller,
@@ -20,7 +36,23 @@ pub async fn nodes(
     Ok(Json(db::nodes(&state.db).await?))
 }
 
-/// `GET /api/v1/nodes/{name}`: operators, and the node itself.
+/// One node
+///
+/// For operators, and for the node itself.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{name}",
+    operation_id = "get_node",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = []), ("node_certificate" = [])),
+    params(("name" = String, Path, description = "The node's name")),
+    responses(
+        (status = 200, description = "The node", body = NodeRow),
+        crate::openapi::NodeOrOperator,
+        (status = 404, description = "Unknown node", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn node(
     State(state): State<AppState>,
     caller: Caller,
@@ -33,25 +65,47 @@ pub async fn node(
         .ok_or_else(|| AppError::NotFound(format!("unknown node `{name}`")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// How many runs, newest first (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// RFC 3339: only runs that finished strictly before it (for paging).
+    #[param(format = DateTime)]
     before: Option<String>,
 }
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
-/// `GET /api/v1/nodes/{name}/reports?limit=N&before=RFC3339`, newest first:
-/// operators, and the node itself.
+/// A node's run history
+///
+/// Newest first, one summary per run; for operators and the node itself.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{name}/reports",
+    operation_id = "list_node_reports",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = []), ("node_certificate" = [])),
+    params(("name" = String, Path, description = "The node's name"), HistoryQuery),
+    responses(
+        (status = 200, description = "Newest first", body = [ReportSummary]),
+        (status = 400, description = "A `limit` or `before` that does not parse", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::NodeOrOperator,
+        (status = 404, description = "Unknown node", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn node_reports(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ReportSummary>>, AppError> {
     caller.require_node_or_operator(&name)?;
+    // The `{"error": ...}` body of every other failure, not axum's plain text.
+    let Query(query) = query.map_err(|r| AppError::BadRequest(r.body_text()))?;
     let before = query
         .before
         .as_deref()
@@ -70,9 +124,25 @@ pub async fn node_reports(
     Ok(Json(db::reports(&state.db, &name, limit, before).await?))
 }
 
-/// `GET /api/v1/reports/{id}`: the report exactly as the agent posted it,
-/// to operators and to the node that posted it. Another node gets the same
-/// 404 as for a report that does not exist, so run ids cannot be probed.
+/// One run, with every resource event
+///
+/// The report exactly as the agent posted it, to operators and to the node
+/// that posted it. Another node gets the same 404 as for a report that does
+/// not exist, so run ids cannot be probed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/{id}",
+    operation_id = "get_report",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = []), ("node_certificate" = [])),
+    params(("id" = String, Path, description = "The run_id")),
+    responses(
+        (status = 200, description = "The report as posted", body = crate::openapi::wire::Report),
+        (status = 401, description = "No credential, or a bearer token that is not an operator token", body = crate::openapi::wire::ErrorBody),
+        (status = 404, description = "No such run, or another node's", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn report(
     State(state): State<AppState>,
     caller: Caller,
@@ -91,7 +161,7 @@ pub async fn report(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Environments {
     /// `git` (a mirror) or `directory` (development mode).
     pub source: &'static str,
@@ -103,7 +173,7 @@ pub struct Environments {
     pub environments: Vec<Environment>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Environment {
     pub name: String,
     pub commit: String,
@@ -117,7 +187,7 @@ pub struct Environment {
     pub compile_errors: Vec<NodeCompileError>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NodeCompileError {
     pub node: String,
     #[serde(flatten)]
@@ -126,7 +196,8 @@ pub struct NodeCompileError {
 
 /// Builds the environments view (also used by the HTML page).
 pub async fn environments_view(state: &AppState) -> Result<Environments, AppError> {
-    let nodes = db::nodes(&state.db).await?;
+    // Only the nodes with an error: the whole fleet's facts are not needed.
+    let errors = crate::fleet::compile_errors(&state.db).await?;
     let (refreshed_at, refresh_error) = state.snapshots.status();
     let environments = state
         .snapshots
@@ -138,14 +209,12 @@ pub async fn environments_view(state: &AppState) -> Result<Environments, AppErro
             refreshed_at: snap.loaded_at,
             parse_errors: snap.repo.as_ref().err().cloned().unwrap_or_default(),
             notes: snap.notes.clone(),
-            compile_errors: nodes
+            compile_errors: errors
                 .iter()
-                .filter_map(|n| {
-                    let error = n.compile_error.as_ref()?;
-                    (error.environment == snap.name).then(|| NodeCompileError {
-                        node: n.name.clone(),
-                        error: error.clone(),
-                    })
+                .filter(|(_, error)| error.environment == snap.name)
+                .map(|(node, error)| NodeCompileError {
+                    node: node.clone(),
+                    error: error.clone(),
                 })
                 .collect(),
         })
@@ -159,7 +228,22 @@ pub async fn environments_view(state: &AppState) -> Result<Environments, AppErro
     })
 }
 
-/// `GET /api/v1/environments`.
+/// The environments (branches) and their errors
+///
+/// Each environment's commit, why it does not parse, and the nodes whose
+/// last compile in it failed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/environments",
+    operation_id = "list_environments",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])),
+    responses(
+        (status = 200, description = "The environments", body = Environments),
+        crate::openapi::OperatorOnly,
+        crate::openapi::Internal,
+    ),
+)]
 pub async fn environments(
     State(state): State<AppState>,
     caller: Caller,

@@ -4,7 +4,10 @@
 mod auth;
 mod ca;
 mod cli;
+mod dashboard;
 mod git;
+mod metrics;
+mod openapi;
 mod routes;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +59,7 @@ struct TestContext {
     _tmp: TempDir,
     repo: PathBuf,
     router: Router,
+    db: drover_server::db::Db,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -72,12 +76,15 @@ impl TestContext {
         let mut config = Config::new(source, tmp.path().join("data"));
         // Long enough that only the hook refreshes during a test.
         config.refresh_interval = std::time::Duration::from_secs(3600);
+        // Reports with fixed dates in 2025 must outlive the retention pruning.
+        config.report_retention = std::time::Duration::from_secs(100 * 365 * 86_400);
         let state = AppState::open(config).await.unwrap();
         let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
         state.spawn_background(&shutdown, &tracker);
         TestContext {
             _tmp: tmp,
             repo,
+            db: state.db.clone(),
             router: app(state),
             shutdown,
             tracker,

@@ -126,7 +126,7 @@ async fn reports_are_stored_once_and_listed_newest_first() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("drover_nodes{status=\"failed\"} 1"),
+        metrics.contains("drover_nodes{state=\"unresponsive\"} 1"),
         "{metrics}"
     );
     cx.stop().await;
@@ -210,7 +210,7 @@ async fn operator_routes_have_their_shapes() {
         "drover_catalog_compiles_total 1",
         "drover_catalog_compile_errors_total 0",
         "drover_reports_received_total 0",
-        "drover_nodes{status=\"unknown\"} 1",
+        "drover_nodes{state=\"never_reported\"} 1",
         "drover_git_refresh_age_seconds ",
     ] {
         assert!(metrics.contains(name), "{name} in {metrics}");
@@ -218,7 +218,7 @@ async fn operator_routes_have_their_shapes() {
     let (status, page) = cx.get("/").await;
     assert_eq!(status, StatusCode::OK);
     let page = String::from_utf8(page.to_vec()).unwrap();
-    assert!(page.contains("<td>web-1</td>"), "{page}");
+    assert!(page.contains("data-node=\"web-1\""), "{page}");
     assert!(page.contains("production"));
     cx.stop().await;
 }

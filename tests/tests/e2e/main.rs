@@ -4,6 +4,7 @@ mod cli;
 mod converge;
 mod failures;
 mod kill;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,450 @@
+//! A run's own metrics: the clock that times its phases (into the report's
+//! `metrics`), and the Prometheus textfile each run leaves for
+//! node-exporter's textfile collector, so the fleet is watched without asking
+//! the server.
+//!
+//! The textfile is rewritten atomically after every run that held the run
+//! lock, including runs that could not converge (no catalog): then the exit
+//! code is 1 and the duration is still there. A run that did not get the
+//! lock leaves it to the run holding it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use drover_catalog::Report;
+use drover_catalog::report::{
+    CachedCatalog, ResourceCounts, ResourceReport, ResourceStatus, RunMetrics,
+};
+
+use crate::config::Settings;
+use crate::fsutil::{self, NewFile};
+
+/// The parts of a run that [`RunMetrics`] times separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Facts,
+    /// Fetching, loading or compiling the catalog, and fetching file contents.
+    Catalog,
+    /// Converging, content fetches excluded.
+    Apply,
+}
+
+/// When a run started, and how long it has spent in each phase so far.
+#[derive(Debug, Clone)]
+pub struct RunClock {
+    started: Instant,
+    started_at: jiff::Timestamp,
+    facts: Duration,
+    catalog: Duration,
+    apply: Duration,
+}
+
+impl RunClock {
+    pub fn start() -> RunClock {
+        RunClock {
+            started: Instant::now(),
+            started_at: jiff::Timestamp::now(),
+            facts: Duration::ZERO,
+            catalog: Duration::ZERO,
+            apply: Duration::ZERO,
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn started_at(&self) -> jiff::Timestamp {
+        self.started_at
+    }
+
+    pub fn add(&mut self, phase: Phase, spent: Duration) {
+        let total = match phase {
+            Phase::Facts => &mut self.facts,
+            Phase::Catalog => &mut self.catalog,
+            Phase::Apply => &mut self.apply,
+        };
+        *total += spent;
+    }
+
+    /// Runs `f`, counting its time in `phase`.
+    pub fn time<T>(&mut self, phase: Phase, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = f();
+        self.add(phase, started.elapsed());
+        result
+    }
+
+    /// The run so far: its whole duration ends now.
+    pub fn metrics(&self, resources: &[ResourceReport]) -> RunMetrics {
+        RunMetrics {
+            duration_ms: ms(self.started.elapsed()),
+            facts_ms: ms(self.facts),
+            catalog_ms: ms(self.catalog),
+            apply_ms: ms(self.apply),
+            resources: ResourceCounts::of(resources),
+        }
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// What the textfile says about the last run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub finished_at: jiff::Timestamp,
+    pub metrics: RunMetrics,
+    /// The detailed exit code (0, 2, 4, 6), 1 when the run could not happen.
+    pub exit_code: i32,
+    pub noop: bool,
+    pub cached_catalog: bool,
+    /// version, environment, commit of the catalog applied; none without one.
+    pub catalog: Option<[String; 3]>,
+}
+
+impl Sample {
+    pub fn of_report(report: &Report) -> Sample {
+        Sample {
+            finished_at: report.finished_at,
+            metrics: report.metrics.clone(),
+            exit_code: report.exit_code(),
+            noop: report.noop,
+            cached_catalog: report.cached_catalog == CachedCatalog::OnFailure,
+            catalog: Some([
+                report.catalog_version.clone(),
+                report.environment.clone(),
+                report.commit.clone(),
+            ]),
+        }
+    }
+
+    /// A run that stopped before converging anything.
+    pub fn could_not_run(clock: &RunClock, noop: bool) -> Sample {
+        Sample {
+            finished_at: jiff::Timestamp::now(),
+            metrics: clock.metrics(&[]),
+            exit_code: 1,
+            noop,
+            cached_catalog: false,
+            catalog: None,
+        }
+    }
+
+    /// The run happened and nothing failed (it may have changed things).
+    pub fn success(&self) -> bool {
+        matches!(self.exit_code, 0 | 2)
+    }
+}
+
+/// The textfile: gauges in the Prometheus text exposition format.
+pub fn render(sample: &Sample) -> String {
+    let m = &sample.metrics;
+    let flag = |b: bool| f64::from(u8::from(b));
+    let mut t = Text::default();
+    t.gauge(
+        "last_run_duration_seconds",
+        "How long the last run took, from its start to its report.",
+        m.duration_ms / 1000.0,
+    );
+    let phases = "last_run_phase_duration_seconds";
+    t.family(
+        phases,
+        "Time the last run spent gathering facts, getting the catalog and its file contents, and converging (0 for a phase that did not happen).",
+    );
+    for (phase, ms) in [
+        ("facts", m.facts_ms),
+        ("catalog", m.catalog_ms),
+        ("apply", m.apply_ms),
+    ] {
+        t.sample(phases, &[("phase", phase)], ms / 1000.0);
+    }
+    let resources = "last_run_resources";
+    t.family(
+        resources,
+        "Resources of the last run's catalog by the status they ended in.",
+    );
+    for status in ResourceStatus::ALL {
+        let count = m.resources.of_status(status) as f64;
+        t.sample(resources, &[("status", status.as_str())], count);
+    }
+    t.gauge(
+        "last_run_corrective_resources",
+        "Resources whose change in the last run repaired drift from an unchanged desired state.",
+        m.resources.corrective as f64,
+    );
+    t.gauge(
+        "last_run_timestamp_seconds",
+        "When the last run finished, in seconds since the Unix epoch.",
+        sample.finished_at.as_millisecond() as f64 / 1000.0,
+    );
+    t.gauge(
+        "last_run_exit_code",
+        "The last run's detailed exit code: 0 unchanged, 2 changed, 4 failures, 6 both, 1 the run could not happen.",
+        f64::from(sample.exit_code),
+    );
+    t.gauge(
+        "last_run_success",
+        "Whether the last run happened without a failed or skipped resource.",
+        flag(sample.success()),
+    );
+    t.gauge(
+        "last_run_cached_catalog",
+        "Whether the last run applied the cached catalog because the server failed.",
+        flag(sample.cached_catalog),
+    );
+    t.gauge(
+        "last_run_noop",
+        "Whether the last run was a noop run, which changes nothing.",
+        flag(sample.noop),
+    );
+    if let Some([version, environment, commit]) = &sample.catalog {
+        let info = "last_run_catalog_info";
+        t.family(info, "The catalog the last run applied, in its labels.");
+        let labels = [
+            ("version", version.as_str()),
+            ("environment", environment.as_str()),
+            ("commit", commit.as_str()),
+        ];
+        t.sample(info, &labels, 1.0);
+    }
+    t.0
+}
+
+/// The text being written; every name gets the `drover_agent_` prefix.
+#[derive(Debug, Default)]
+struct Text(String);
+
+impl Text {
+    fn family(&mut self, name: &str, help: &str) {
+        // `writeln!` to a String cannot fail.
+        let _ = writeln!(self.0, "# HELP drover_agent_{name} {help}");
+        let _ = writeln!(self.0, "# TYPE drover_agent_{name} gauge");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let _ = write!(self.0, "drover_agent_{name}");
+        for (i, (label, v)) in labels.iter().enumerate() {
+            let open = if i == 0 { '{' } else { ',' };
+            let _ = write!(self.0, "{open}{label}=\"{}\"", escape_label(v));
+        }
+        if !labels.is_empty() {
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {}", number(value));
+    }
+
+    /// A family of one sample without labels.
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A sample value: Rust prints finite floats in plain decimal, which the
+/// format accepts; the non-finite ones have names of their own.
+fn number(value: f64) -> String {
+    match value {
+        v if v.is_nan() => "NaN".to_owned(),
+        v if v == f64::INFINITY => "+Inf".to_owned(),
+        v if v == f64::NEG_INFINITY => "-Inf".to_owned(),
+        v => v.to_string(),
+    }
+}
+
+/// Replaces the textfile atomically, readable by node-exporter's user
+/// (the content is not secret), creating its directory when missing. The
+/// collector reads only `*.prom`, so it never sees the temp file; a temp a
+/// killed run left there is swept first.
+pub fn write_textfile(path: &Path, sample: &Sample) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs_err::create_dir_all(parent)?;
+        fsutil::remove_stale_temps(parent);
+    }
+    fsutil::write_atomic(
+        path,
+        NewFile {
+            content: render(sample).as_bytes(),
+            mode: 0o644,
+            uid: None,
+            gid: None,
+            validate: None,
+            quiet: false,
+        },
+    )
+}
+
+/// Writes the textfile of a run, where `settings` say; a failure is a
+/// warning, never the run's failure.
+pub fn record(settings: &Settings, sample: &Sample) {
+    let Some(path) = &settings.metrics_textfile else {
+        return;
+    };
+    if let Err(e) = write_textfile(path, sample) {
+        crate::output::warning(&format!(
+            "cannot write the metrics textfile {}: {e:#}\nhint: set metrics_textfile in agent.toml to a writable path, or to \"\" to write none",
+            path.display()
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Sample {
+        Sample {
+            finished_at: "2024-05-01T10:00:01.5Z".parse().unwrap(),
+            metrics: RunMetrics {
+                duration_ms: 1500.0,
+                facts_ms: 20.0,
+                catalog_ms: 250.0,
+                apply_ms: 1200.0,
+                resources: ResourceCounts {
+                    total: 3,
+                    unchanged: 2,
+                    changed: 1,
+                    corrective: 1,
+                    ..ResourceCounts::default()
+                },
+            },
+            exit_code: 2,
+            noop: false,
+            cached_catalog: true,
+            catalog: Some(["v\"1\\x\nz".into(), "production".into(), "abc".into()]),
+        }
+    }
+
+    #[test]
+    fn every_status_has_a_line_even_at_zero() {
+        let text = render(&sample());
+        for (status, value) in [
+            ("unchanged", 2),
+            ("changed", 1),
+            ("failed", 0),
+            ("skipped", 0),
+            ("noop", 0),
+        ] {
+            let line = format!("drover_agent_last_run_resources{{status=\"{status}\"}} {value}\n");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains("# TYPE drover_agent_last_run_resources gauge\n"));
+    }
+
+    #[test]
+    fn values_are_seconds_and_flags() {
+        let text = render(&sample());
+        for line in [
+            "drover_agent_last_run_duration_seconds 1.5\n",
+            "drover_agent_last_run_phase_duration_seconds{phase=\"facts\"} 0.02\n",
+            "drover_agent_last_run_phase_duration_seconds{phase=\"catalog\"} 0.25\n",
+            "drover_agent_last_run_phase_duration_seconds{phase=\"apply\"} 1.2\n",
+            "drover_agent_last_run_corrective_resources 1\n",
+            "drover_agent_last_run_timestamp_seconds 1714557601.5\n",
+            "drover_agent_last_run_exit_code 2\n",
+            "drover_agent_last_run_success 1\n",
+            "drover_agent_last_run_cached_catalog 1\n",
+            "drover_agent_last_run_noop 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // Every sample line belongs to a family announced just before it.
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(family), "{line} after TYPE {family}");
+            }
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label("two\nlines"), "two\\nlines");
+        assert_eq!(escape_label("plain-1.2"), "plain-1.2");
+        let text = render(&sample());
+        assert!(
+            text.contains(
+                "drover_agent_last_run_catalog_info{version=\"v\\\"1\\\\x\\nz\",environment=\"production\",commit=\"abc\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_run_that_could_not_happen_has_its_duration_and_no_catalog() {
+        let mut clock = RunClock::start();
+        clock.add(Phase::Facts, Duration::from_millis(30));
+        let failed = Sample::could_not_run(&clock, true);
+        assert!(!failed.success());
+        assert!(failed.metrics.duration_ms >= 0.0);
+        assert_eq!(failed.metrics.facts_ms, 30.0);
+        let text = render(&failed);
+        assert!(
+            text.contains("drover_agent_last_run_exit_code 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("drover_agent_last_run_success 0\n"), "{text}");
+        assert!(text.contains("drover_agent_last_run_noop 1\n"), "{text}");
+        assert!(!text.contains("catalog_info"), "{text}");
+        for code in [4, 6] {
+            assert!(
+                !Sample {
+                    exit_code: code,
+                    ..sample()
+                }
+                .success(),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_values_have_their_names() {
+        assert_eq!(number(f64::NAN), "NaN");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(number(1e-7), "0.0000001");
+    }
+
+    #[test]
+    fn the_textfile_is_replaced_whole_and_world_readable() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("collector/drover-agent.prom");
+        write_textfile(&path, &sample()).unwrap();
+        fs_err::write(fsutil::temp_path_for(&path), b"# HELP half").unwrap();
+        let failed = Sample::could_not_run(&RunClock::start(), false);
+        write_textfile(&path, &failed).unwrap();
+        assert_eq!(fs_err::read_to_string(&path).unwrap(), render(&failed));
+        assert_eq!(fs_err::metadata(&path).unwrap().mode() & 0o777, 0o644);
+        let names: Vec<_> = fs_err::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["drover-agent.prom"],
+            "no temp file left, a stale one swept"
+        );
+    }
+}

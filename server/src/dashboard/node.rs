@@ -1,0 +1,220 @@
+//! `GET /nodes/{name}`: one node: its state, catalog, facts, and its runs
+//! (a chart and a page of the history, newest first).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::overview::urlencode;
+use super::{chart, format, page, sign_in_first};
+use crate::auth::Caller;
+use crate::db::{self, ReportSummary};
+use crate::error::AppError;
+use crate::fleet;
+use crate::state::AppState;
+
+/// Runs per page.
+const RUNS: u32 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    /// RFC 3339: runs that finished strictly before it.
+    #[serde(default)]
+    before: String,
+}
+
+pub struct RunRow {
+    pub id: String,
+    pub href: String,
+    pub status: String,
+    pub noop: bool,
+    pub cached: bool,
+    pub finished_at: String,
+    pub finished_ago: String,
+    pub duration: String,
+    pub resources: i64,
+    pub changed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub catalog_version: String,
+}
+
+impl RunRow {
+    fn new(r: &ReportSummary, now: jiff::Timestamp) -> RunRow {
+        RunRow {
+            id: r.id.clone(),
+            href: format!("/runs/{}", urlencode(&r.id)),
+            status: r.status.clone(),
+            noop: r.noop,
+            cached: r.cached_catalog == "on_failure",
+            finished_at: format::when(&r.finished_at),
+            finished_ago: format::ago(&r.finished_at, now),
+            duration: format::duration_ms(r.duration_ms),
+            resources: r.resources,
+            changed: r.changed,
+            failed: r.failed,
+            skipped: r.skipped,
+            catalog_version: format::short(&r.catalog_version),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "node.html")]
+struct NodePage {
+    name: String,
+    state: &'static str,
+    state_label: &'static str,
+    stale: bool,
+    environment: String,
+    requested_environment: Option<String>,
+    catalog_version: String,
+    commit: String,
+    environment_head: Option<String>,
+    roles: String,
+    last_seen: String,
+    last_run: String,
+    compile_error: Vec<String>,
+    runs_summary: String,
+    chart: String,
+    runs: Vec<RunRow>,
+    paged: bool,
+    newest_href: String,
+    older_href: Option<String>,
+    facts: Vec<(String, String)>,
+}
+
+/// `GET /nodes/{name}?before=RFC3339`.
+pub async fn page_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, AppError> {
+    if let Some(login) = sign_in_first(&caller) {
+        return Ok(login);
+    }
+    let before = match params.before.trim() {
+        "" => None,
+        text => Some(text.parse::<jiff::Timestamp>().map_err(|e| {
+            AppError::BadRequest(format!(
+                "invalid `before` timestamp `{text}`: {e} (hint: use RFC 3339, e.g. 2025-01-31T12:00:00Z)"
+            ))
+        })?),
+    };
+    let ctx = state.fleet_context();
+    let (Some(node), Some((node_state, stale))) = (
+        db::node(&state.db, &name).await?,
+        fleet::node_state(&state.db, &ctx, &name).await?,
+    ) else {
+        return Ok((StatusCode::NOT_FOUND, format!("unknown node `{name}`")).into_response());
+    };
+    let now = jiff::Timestamp::now();
+    let history = db::reports(&state.db, &name, RUNS + 1, before).await?;
+    let more = history.len() > RUNS as usize;
+    let runs: Vec<&ReportSummary> = history.iter().take(RUNS as usize).collect();
+    let older_href = more.then(|| runs.last()).flatten().map(|r| {
+        format!(
+            "/nodes/{}?before={}",
+            urlencode(&name),
+            urlencode(&r.finished_at)
+        )
+    });
+    let environment_head = node
+        .environment
+        .as_ref()
+        .and_then(|env| ctx.heads.get(env))
+        .filter(|head| node.commit.as_deref() != Some(head.as_str()))
+        .map(|head| format::short(head));
+    let runs_summary = match runs.len() {
+        0 => String::new(),
+        n => format!(
+            "the {n} {} shown",
+            if before.is_some() { "older" } else { "latest" }
+        ),
+    };
+    let view = NodePage {
+        state: node_state.as_str(),
+        state_label: node_state.label(),
+        stale,
+        environment: format::or_dash(node.environment.as_deref()),
+        requested_environment: node.requested_environment.clone(),
+        catalog_version: format::or_dash(node.catalog_version.as_deref()),
+        commit: format::or_dash(node.commit.as_deref()),
+        environment_head,
+        roles: node.roles.join(", "),
+        last_seen: node
+            .last_seen_at
+            .as_deref()
+            .map_or_else(|| "never".to_owned(), |t| timestamp(t, now)),
+        last_run: node
+            .last_run_at
+            .as_deref()
+            .map_or_else(|| "never".to_owned(), |t| timestamp(t, now)),
+        compile_error: node
+            .compile_error
+            .as_ref()
+            .map(|e| e.diagnostics.clone())
+            .unwrap_or_default(),
+        runs_summary,
+        chart: chart::node(&runs),
+        runs: runs.iter().map(|r| RunRow::new(r, now)).collect(),
+        paged: before.is_some(),
+        newest_href: format!("/nodes/{}", urlencode(&name)),
+        older_href,
+        facts: flatten_facts(&node.facts),
+        name,
+    };
+    page(&view)
+}
+
+fn timestamp(rfc3339: &str, now: jiff::Timestamp) -> String {
+    format!("{} ({})", format::when(rfc3339), format::ago(rfc3339, now))
+}
+
+/// Facts as `os.id = "debian"` lines, sorted by path.
+fn flatten_facts(facts: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                for (key, value) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, value, out);
+                }
+            }
+            serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+            other => out.push((prefix.to_owned(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    if facts.as_object().is_some_and(|m| !m.is_empty()) {
+        walk("", facts, &mut out);
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_flatten_to_dotted_paths() {
+        let facts = serde_json::json!({"os": {"id": "debian", "version": 12}, "tags": ["a"]});
+        assert_eq!(
+            flatten_facts(&facts),
+            vec![
+                ("os.id".to_owned(), "debian".to_owned()),
+                ("os.version".to_owned(), "12".to_owned()),
+                ("tags".to_owned(), "[\"a\"]".to_owned()),
+            ]
+        );
+        assert!(flatten_facts(&serde_json::json!({})).is_empty());
+    }
+}

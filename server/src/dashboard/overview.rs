@@ -1,0 +1,357 @@
+//! `GET /`: the fleet at a glance: nodes per state, runs per hour, the nodes
+//! (filtered, a page at a time), and what each environment serves.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{chart, format, page, sign_in_first};
+use crate::auth::Caller;
+use crate::error::AppError;
+use crate::fleet::{self, Filter, NodeLine, NodeState, StateFilter};
+use crate::routes::operator::environments_view;
+use crate::state::AppState;
+
+/// Nodes per page.
+pub const PAGE_SIZE: u32 = 100;
+/// Hours the fleet chart covers.
+const CHART_HOURS: i64 = 48;
+
+/// The query string, as typed into the filter form (empty means unset).
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    environment: String,
+    #[serde(default)]
+    fact: String,
+    #[serde(default)]
+    after: String,
+}
+
+impl Params {
+    /// The filter, or why a part of it cannot be used (that part is ignored).
+    fn filter(&self) -> (Filter, Option<String>) {
+        let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let mut error = None;
+        let state = match text(&self.state) {
+            None => None,
+            Some(s) => StateFilter::parse(&s).or_else(|| {
+                error = Some(format!("unknown state `{s}`"));
+                None
+            }),
+        };
+        let fact = match text(&self.fact) {
+            None => None,
+            Some(f) => match f.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    Some((key.trim().to_owned(), value.trim().to_owned()))
+                }
+                _ => {
+                    error = Some(format!(
+                        "the fact filter `{f}` needs KEY=VALUE, e.g. os.id=debian"
+                    ));
+                    None
+                }
+            },
+        };
+        let filter = Filter {
+            name: text(&self.q),
+            state,
+            role: text(&self.role),
+            environment: text(&self.environment),
+            fact,
+        };
+        (filter, error)
+    }
+
+    /// This query string with `after` replaced (`None`: the first page).
+    fn href(&self, after: Option<&str>) -> String {
+        let mut query = form_urlencoded(&[
+            ("q", &self.q),
+            ("state", &self.state),
+            ("role", &self.role),
+            ("environment", &self.environment),
+            ("fact", &self.fact),
+            ("after", after.unwrap_or_default()),
+        ]);
+        if query.is_empty() {
+            return "/".to_owned();
+        }
+        query.insert(0, '?');
+        format!("/{query}")
+    }
+}
+
+/// `k=v&...` for the pairs whose value is not empty.
+fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+struct Card {
+    state: &'static str,
+    label: &'static str,
+    count: i64,
+    selected: bool,
+}
+
+struct SelectOption {
+    value: String,
+    label: String,
+    selected: bool,
+}
+
+struct FilterText<'a> {
+    q: &'a str,
+    role: &'a str,
+    fact: &'a str,
+}
+
+struct Row {
+    name: String,
+    href: String,
+    state: &'static str,
+    state_label: &'static str,
+    stale: bool,
+    compile_error: bool,
+    environment: String,
+    roles: String,
+    last_run_href: Option<String>,
+    last_run_at: String,
+    last_run_ago: String,
+    duration: String,
+    catalog_version: String,
+}
+
+impl Row {
+    fn new(n: NodeLine, now: jiff::Timestamp) -> Row {
+        let last_run_at = n.last_run_at.as_deref().unwrap_or_default();
+        Row {
+            href: format!("/nodes/{}", urlencode(&n.name)),
+            state: n.state.as_str(),
+            state_label: n.state.label(),
+            stale: n.stale,
+            compile_error: n.has_compile_error,
+            environment: format::or_dash(n.environment.as_deref()),
+            roles: n.roles.join(", "),
+            last_run_href: n
+                .last_run_id
+                .as_deref()
+                .map(|id| format!("/runs/{}", urlencode(id))),
+            last_run_at: format::when(last_run_at),
+            last_run_ago: format::ago(last_run_at, now),
+            duration: n
+                .last_duration_ms
+                .map_or_else(|| "-".to_owned(), format::duration_ms),
+            catalog_version: n
+                .catalog_version
+                .as_deref()
+                .map_or_else(String::new, format::short),
+            name: n.name,
+        }
+    }
+}
+
+struct EnvRow {
+    name: String,
+    commit: String,
+    errors: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview<'a> {
+    filter: FilterText<'a>,
+    filter_error: Option<String>,
+    state_options: Vec<SelectOption>,
+    environment_options: Vec<SelectOption>,
+    cards: Vec<Card>,
+    total_nodes: i64,
+    chart_hours: i64,
+    chart: String,
+    page_summary: String,
+    nodes: Vec<Row>,
+    paged: bool,
+    first_href: String,
+    next_href: Option<String>,
+    page_size: u32,
+    source: &'static str,
+    default_environment: String,
+    refreshed_at: String,
+    refresh_error: Option<String>,
+    environments: Vec<EnvRow>,
+}
+
+async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> {
+    let now = jiff::Timestamp::now();
+    let ctx = state.fleet_context();
+    let (filter, filter_error) = params.filter();
+    let after = Some(params.after.as_str()).filter(|a| !a.is_empty());
+    let counts = fleet::counts(&state.db, &ctx).await?;
+    let nodes = fleet::page(&state.db, &ctx, &filter, after, PAGE_SIZE).await?;
+    let history = fleet::fleet_history(&state.db, now.as_microsecond(), CHART_HOURS).await?;
+    let envs = environments_view(state).await?;
+    let selected = filter.state.map(StateFilter::as_str);
+    let mut cards: Vec<Card> = NodeState::ALL
+        .into_iter()
+        .map(|s| Card {
+            state: s.as_str(),
+            label: s.label(),
+            count: counts.get(s),
+            selected: selected == Some(s.as_str()),
+        })
+        .collect();
+    cards.push(Card {
+        state: "stale",
+        label: "stale catalog",
+        count: counts.stale,
+        selected: selected == Some("stale"),
+    });
+    let state_options = cards
+        .iter()
+        .map(|c| SelectOption {
+            value: c.state.to_owned(),
+            label: c.label.to_owned(),
+            selected: c.selected,
+        })
+        .collect();
+    let environment_options = envs
+        .environments
+        .iter()
+        .map(|e| SelectOption {
+            value: e.name.clone(),
+            label: e.name.clone(),
+            selected: filter.environment.as_deref() == Some(e.name.as_str()),
+        })
+        .collect();
+    let shown = nodes.nodes.len();
+    let page_summary = match (shown, after.is_some()) {
+        (0, _) => format!("0 of {}", nodes.total),
+        (n, false) if i64::try_from(n).ok() == Some(nodes.total) => format!("{n}"),
+        (n, _) => format!(
+            "{n} of {} matching, from {}",
+            nodes.total,
+            nodes
+                .nodes
+                .first()
+                .map(|r| r.name.as_str())
+                .unwrap_or_default()
+        ),
+    };
+    let environments = envs
+        .environments
+        .iter()
+        .map(|env| {
+            let mut errors = env.parse_errors.clone();
+            for ce in &env.compile_errors {
+                errors.extend(
+                    ce.error
+                        .diagnostics
+                        .iter()
+                        .map(|d| format!("{}: {d}", ce.node)),
+                );
+            }
+            EnvRow {
+                name: env.name.clone(),
+                commit: env.commit.clone(),
+                errors,
+            }
+        })
+        .collect();
+    let view = Overview {
+        filter: FilterText {
+            q: &params.q,
+            role: &params.role,
+            fact: &params.fact,
+        },
+        filter_error,
+        state_options,
+        environment_options,
+        cards,
+        total_nodes: counts.total,
+        chart_hours: CHART_HOURS,
+        chart: chart::fleet(&history),
+        page_summary,
+        nodes: nodes.nodes.into_iter().map(|n| Row::new(n, now)).collect(),
+        paged: after.is_some(),
+        first_href: params.href(None),
+        next_href: nodes.next_after.as_deref().map(|a| params.href(Some(a))),
+        page_size: PAGE_SIZE,
+        source: envs.source,
+        default_environment: envs.default_environment,
+        refreshed_at: envs
+            .refreshed_at
+            .map_or_else(|| "never".to_owned(), |t| format::when(&t.to_string())),
+        refresh_error: envs.refresh_error,
+        environments,
+    };
+    page(&view)
+}
+
+/// `GET /?q=&state=&role=&environment=&fact=&after=`.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<Params>,
+) -> Result<Response, AppError> {
+    if let Some(login) = sign_in_first(&caller) {
+        return Ok(login);
+    }
+    build(&state, &params).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_fact_filter_is_explained_and_ignored() {
+        let params = Params {
+            fact: "os.id".into(),
+            q: " web ".into(),
+            ..Params::default()
+        };
+        let (filter, error) = params.filter();
+        assert!(filter.fact.is_none());
+        assert_eq!(filter.name.as_deref(), Some("web"));
+        assert!(error.unwrap().contains("KEY=VALUE"));
+    }
+
+    #[test]
+    fn paging_links_keep_the_filters() {
+        let params = Params {
+            state: "failed".into(),
+            fact: "os.id=debian 12".into(),
+            ..Params::default()
+        };
+        assert_eq!(
+            params.href(Some("web-100")),
+            "/?state=failed&fact=os.id%3Ddebian%2012&after=web-100"
+        );
+        assert_eq!(Params::default().href(None), "/");
+    }
+}

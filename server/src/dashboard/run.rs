@@ -1,0 +1,215 @@
+//! `GET /runs/{run_id}`: one run, every resource with its events, diff and
+//! error. Unchanged resources are folded away unless asked for (`?all=1`).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use drover_catalog::Report;
+use drover_catalog::report::{CachedCatalog, ResourceReport, ResourceStatus};
+use serde::Deserialize;
+
+use super::overview::urlencode;
+use super::{format, page, sign_in_first};
+use crate::auth::Caller;
+use crate::db;
+use crate::error::AppError;
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    #[serde(default)]
+    all: String,
+}
+
+struct EventRow {
+    property: String,
+    previous: String,
+    desired: String,
+    message: String,
+}
+
+struct DiffLine {
+    class: &'static str,
+    text: String,
+}
+
+struct ResourceView {
+    id: String,
+    status: &'static str,
+    corrective: bool,
+    refreshed: bool,
+    duration: String,
+    error: Option<String>,
+    events: Vec<EventRow>,
+    diff: Vec<DiffLine>,
+}
+
+impl ResourceView {
+    fn new(r: &ResourceReport) -> ResourceView {
+        ResourceView {
+            id: r.id.to_string(),
+            status: status_str(r.status),
+            corrective: r.corrective,
+            refreshed: r.refreshed,
+            duration: format::duration_ms(r.duration_ms),
+            error: r.error.clone(),
+            events: r
+                .events
+                .iter()
+                .map(|e| EventRow {
+                    property: e.property.clone(),
+                    previous: e.previous.clone().unwrap_or_else(|| "(absent)".to_owned()),
+                    desired: e.desired.clone().unwrap_or_else(|| "(absent)".to_owned()),
+                    message: e.message.clone().unwrap_or_default(),
+                })
+                .collect(),
+            diff: r.diff.as_deref().map(diff_lines).unwrap_or_default(),
+        }
+    }
+}
+
+fn status_str(status: ResourceStatus) -> &'static str {
+    match status {
+        ResourceStatus::Unchanged => "unchanged",
+        ResourceStatus::Changed => "changed",
+        ResourceStatus::Failed => "failed",
+        ResourceStatus::Skipped => "skipped",
+        ResourceStatus::Noop => "noop",
+    }
+}
+
+/// A unified diff's lines, each with the class that colours it.
+fn diff_lines(diff: &str) -> Vec<DiffLine> {
+    diff.lines()
+        .map(|line| DiffLine {
+            class: if line.starts_with("+++") || line.starts_with("---") {
+                "head"
+            } else if line.starts_with('+') {
+                "add"
+            } else if line.starts_with('-') {
+                "del"
+            } else if line.starts_with("@@") {
+                "hunk"
+            } else {
+                "ctx"
+            },
+            text: line.to_owned(),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    run_id: String,
+    node: String,
+    node_href: String,
+    status: &'static str,
+    noop: bool,
+    cached: bool,
+    started_at: String,
+    finished_at: String,
+    duration: String,
+    environment: String,
+    commit: String,
+    catalog_version: String,
+    agent_version: String,
+    counts: String,
+    error: Option<String>,
+    show_all: bool,
+    hidden: usize,
+    all_href: String,
+    changes_href: String,
+    resources: Vec<ResourceView>,
+}
+
+/// `GET /runs/{run_id}?all=1`.
+pub async fn page_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, AppError> {
+    if let Some(login) = sign_in_first(&caller) {
+        return Ok(login);
+    }
+    let Some((_, body)) = db::report_body(&state.db, &id).await? else {
+        return Ok((
+            StatusCode::NOT_FOUND,
+            format!("no report with run_id `{id}`"),
+        )
+            .into_response());
+    };
+    let report: Report = serde_json::from_str(&body)
+        .map_err(|e| AppError::Internal(format!("stored report `{id}` does not parse: {e}")))?;
+    let show_all = !params.all.is_empty();
+    let (shown, hidden): (Vec<&ResourceReport>, Vec<&ResourceReport>) = report
+        .resources
+        .iter()
+        .partition(|r| show_all || r.status != ResourceStatus::Unchanged);
+    let href = format!("/runs/{}", urlencode(&id));
+    let duration = report.finished_at.duration_since(report.started_at);
+    let view = RunPage {
+        node_href: format!("/nodes/{}", urlencode(&report.node)),
+        status: report.status.as_str(),
+        noop: report.noop,
+        cached: report.cached_catalog == CachedCatalog::OnFailure,
+        started_at: format::when(&report.started_at.to_string()),
+        finished_at: format::when(&report.finished_at.to_string()),
+        duration: format::duration_ms(duration.as_secs_f64() * 1000.0),
+        environment: report.environment.clone(),
+        commit: report.commit.clone(),
+        catalog_version: report.catalog_version.clone(),
+        agent_version: format::or_dash(
+            Some(report.agent_version.as_str()).filter(|v| !v.is_empty()),
+        ),
+        counts: counts(&report.resources),
+        error: report.error.clone(),
+        show_all,
+        hidden: hidden.len(),
+        all_href: format!("{href}?all=1"),
+        changes_href: href,
+        resources: shown.into_iter().map(ResourceView::new).collect(),
+        node: report.node,
+        run_id: id,
+    };
+    page(&view)
+}
+
+/// `12 resources: 3 changed, 1 failed, 8 unchanged`.
+fn counts(resources: &[ResourceReport]) -> String {
+    let statuses = [
+        ResourceStatus::Changed,
+        ResourceStatus::Noop,
+        ResourceStatus::Failed,
+        ResourceStatus::Skipped,
+        ResourceStatus::Unchanged,
+    ];
+    let parts: Vec<String> = statuses
+        .iter()
+        .filter_map(|&s| {
+            let n = resources.iter().filter(|r| r.status == s).count();
+            (n > 0).then(|| format!("{n} {}", status_str(s)))
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{}: {}", resources.len(), parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_lines_get_their_classes() {
+        let classes: Vec<&str> = diff_lines("--- a\n+++ b\n@@ -1 +1 @@\n-old\n+new\n same")
+            .iter()
+            .map(|l| l.class)
+            .collect();
+        assert_eq!(classes, ["head", "head", "hunk", "del", "add", "ctx"]);
+    }
+}

@@ -1,0 +1,427 @@
+//! The fleet as the dashboard and the metrics see it: each node's state,
+//! counts per state, filtered and paged node lists, and run history for the
+//! charts. Every query reads the `nodes` row or the `report_hours` rollup,
+//! never a scan of `reports`, so 10,000 nodes and 1,000,000 reports stay fast.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::db::{CompileError, Db, DbError, HOUR_US};
+
+/// What the dashboard says about a node, from its last report and its age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Failed,
+    Unresponsive,
+    NoopPending,
+    Changed,
+    Unchanged,
+    NeverReported,
+}
+
+impl NodeState {
+    pub const ALL: [NodeState; 6] = [
+        NodeState::Failed,
+        NodeState::Unresponsive,
+        NodeState::NoopPending,
+        NodeState::Changed,
+        NodeState::Unchanged,
+        NodeState::NeverReported,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Failed => "failed",
+            NodeState::Unresponsive => "unresponsive",
+            NodeState::NoopPending => "noop_pending",
+            NodeState::Changed => "changed",
+            NodeState::Unchanged => "unchanged",
+            NodeState::NeverReported => "never_reported",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            NodeState::Failed => "failed",
+            NodeState::Unresponsive => "unresponsive",
+            NodeState::NoopPending => "noop pending",
+            NodeState::Changed => "changed",
+            NodeState::Unchanged => "unchanged",
+            NodeState::NeverReported => "never reported",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NodeState> {
+        NodeState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// What the fleet is measured against: now, and each environment's head.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Nodes whose last report finished before this (µs) are unresponsive.
+    pub unresponsive_before_us: i64,
+    /// Environment name → the commit it serves now.
+    pub heads: BTreeMap<String, String>,
+}
+
+impl Context {
+    fn heads_json(&self) -> String {
+        serde_json::to_string(&self.heads).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// The computed `state` and `stale` columns, so they can be filtered and
+    /// counted in SQL. A node is unresponsive when its last report (or, before
+    /// one, its last request) is older than the cutoff; stale when its last
+    /// run used the cached catalog or applied a commit other than the head
+    /// of the environment it ran (its report's, else the one last served).
+    fn push_columns(&self, q: &mut QueryBuilder<'_, Sqlite>) {
+        q.push("(CASE WHEN COALESCE(last_run_at_us, last_seen_at_us, 0) < ")
+            .push_bind(self.unresponsive_before_us)
+            .push(
+                " THEN 'unresponsive'
+                 WHEN last_status IS NULL THEN 'never_reported'
+                 WHEN last_status = 'failed' THEN 'failed'
+                 WHEN last_status = 'changed' AND last_noop THEN 'noop_pending'
+                 ELSE last_status END) AS state,
+                 (last_status IS NOT NULL AND (last_cached_catalog = 'on_failure'
+                   OR last_commit IS NOT (SELECT value FROM json_each(",
+            )
+            .push_bind(self.heads_json())
+            .push(") WHERE key = COALESCE(nodes.last_environment, nodes.environment)))) AS stale");
+    }
+}
+
+/// Nodes per state, and how many of them run a stale catalog.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub by_state: BTreeMap<NodeState, i64>,
+    pub stale: i64,
+    pub total: i64,
+}
+
+impl Counts {
+    pub fn get(&self, state: NodeState) -> i64 {
+        self.by_state.get(&state).copied().unwrap_or(0)
+    }
+}
+
+pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
+    let mut q = QueryBuilder::new("SELECT state, COUNT(*), SUM(stale) FROM (SELECT ");
+    ctx.push_columns(&mut q);
+    q.push(" FROM nodes) GROUP BY state");
+    let rows = q.build().fetch_all(db).await?;
+    let mut counts = Counts::default();
+    for row in rows {
+        let state: String = row.try_get(0)?;
+        let (n, stale): (i64, Option<i64>) = (row.try_get(1)?, row.try_get(2)?);
+        if let Some(state) = NodeState::parse(&state) {
+            counts.by_state.insert(state, n);
+        }
+        counts.stale += stale.unwrap_or(0);
+        counts.total += n;
+    }
+    Ok(counts)
+}
+
+/// The overview's filters, as the query string gives them.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// A substring of the node name (case-insensitive).
+    pub name: Option<String>,
+    pub state: Option<StateFilter>,
+    pub role: Option<String>,
+    pub environment: Option<String>,
+    /// A fact path (`os.id`) and the value it must have, compared as text.
+    pub fact: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    Is(NodeState),
+    Stale,
+}
+
+impl StateFilter {
+    pub fn parse(s: &str) -> Option<StateFilter> {
+        if s == "stale" {
+            return Some(StateFilter::Stale);
+        }
+        NodeState::parse(s).map(StateFilter::Is)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateFilter::Is(state) => state.as_str(),
+            StateFilter::Stale => "stale",
+        }
+    }
+}
+
+/// One line of the overview's node table.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeLine {
+    pub name: String,
+    pub state: NodeState,
+    pub stale: bool,
+    pub environment: Option<String>,
+    pub roles: Vec<String>,
+    pub last_run_at: Option<String>,
+    pub last_run_id: Option<String>,
+    pub last_duration_ms: Option<f64>,
+    pub catalog_version: Option<String>,
+    pub has_compile_error: bool,
+}
+
+/// A page of nodes in name order, after `after`, and how many match in all.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodePage {
+    pub nodes: Vec<NodeLine>,
+    pub total: i64,
+    /// The name to continue after, when there are more.
+    pub next_after: Option<String>,
+}
+
+pub async fn page(
+    db: &Db,
+    ctx: &Context,
+    filter: &Filter,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<NodePage, DbError> {
+    let mut q = QueryBuilder::new(
+        "SELECT name, environment, roles, last_run_at, last_run_id, last_duration_ms,
+           catalog_version, compile_error IS NOT NULL AS has_error, state, stale
+         FROM (SELECT *, ",
+    );
+    ctx.push_columns(&mut q);
+    q.push(" FROM nodes) WHERE 1");
+    push_filter(&mut q, filter);
+    if let Some(after) = after {
+        q.push(" AND name > ").push_bind(after.to_owned());
+    }
+    q.push(" ORDER BY name LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let rows = q.build().fetch_all(db).await?;
+    let mut nodes = rows
+        .iter()
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            Ok(NodeLine {
+                name: row.try_get("name")?,
+                state: NodeState::parse(&state).unwrap_or(NodeState::NeverReported),
+                stale: row.try_get("stale")?,
+                environment: row.try_get("environment")?,
+                roles: serde_json::from_str(row.try_get("roles")?)?,
+                last_run_at: row.try_get("last_run_at")?,
+                last_run_id: row.try_get("last_run_id")?,
+                last_duration_ms: row.try_get("last_duration_ms")?,
+                catalog_version: row.try_get("catalog_version")?,
+                has_compile_error: row.try_get("has_error")?,
+            })
+        })
+        .collect::<Result<Vec<_>, DbError>>()?;
+    let next_after = if nodes.len() > limit as usize {
+        nodes.truncate(limit as usize);
+        nodes.last().map(|n| n.name.clone())
+    } else {
+        None
+    };
+    let mut q = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT *, ");
+    ctx.push_columns(&mut q);
+    q.push(" FROM nodes) WHERE 1");
+    push_filter(&mut q, filter);
+    let total: i64 = q.build_query_scalar().fetch_one(db).await?;
+    Ok(NodePage {
+        nodes,
+        total,
+        next_after,
+    })
+}
+
+fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
+    if let Some(name) = &filter.name {
+        q.push(" AND name LIKE ")
+            .push_bind(format!("%{}%", like_escape(name)))
+            .push(" ESCAPE '\\'");
+    }
+    match filter.state {
+        Some(StateFilter::Is(state)) => {
+            q.push(" AND state = ").push_bind(state.as_str());
+        }
+        Some(StateFilter::Stale) => {
+            q.push(" AND stale");
+        }
+        None => {}
+    }
+    if let Some(role) = &filter.role {
+        q.push(" AND EXISTS (SELECT 1 FROM json_each(roles) WHERE value = ")
+            .push_bind(role.clone())
+            .push(")");
+    }
+    if let Some(env) = &filter.environment {
+        q.push(" AND environment = ").push_bind(env.clone());
+    }
+    if let Some((path, value)) = &filter.fact {
+        q.push(" AND CAST(json_extract(facts, ")
+            .push_bind(json_path(path))
+            .push(") AS TEXT) = ")
+            .push_bind(value.clone());
+    }
+}
+
+/// `%`, `_` and `\` match themselves in a LIKE pattern with `ESCAPE '\'`.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `os.id` → `$."os"."id"`: every segment quoted, so no character of a fact
+/// name can change the path's meaning.
+fn json_path(dotted: &str) -> String {
+    let mut path = String::from("$");
+    for segment in dotted.split('.') {
+        path.push_str(".\"");
+        for c in segment.chars() {
+            if matches!(c, '"' | '\\') {
+                path.push('\\');
+            }
+            path.push(c);
+        }
+        path.push('"');
+    }
+    path
+}
+
+/// A node's own state, for its page.
+pub async fn node_state(
+    db: &Db,
+    ctx: &Context,
+    name: &str,
+) -> Result<Option<(NodeState, bool)>, DbError> {
+    let mut q = QueryBuilder::new("SELECT ");
+    ctx.push_columns(&mut q);
+    q.push(" FROM nodes WHERE name = ")
+        .push_bind(name.to_owned());
+    let row = q.build().fetch_optional(db).await?;
+    row.map(|row| {
+        let state: String = row.try_get("state")?;
+        Ok((
+            NodeState::parse(&state).unwrap_or(NodeState::NeverReported),
+            row.try_get("stale")?,
+        ))
+    })
+    .transpose()
+}
+
+/// Runs that finished in one hour, by status, for the fleet chart.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HourBucket {
+    /// Hours since the epoch.
+    pub hour: i64,
+    pub unchanged: i64,
+    pub changed: i64,
+    pub failed: i64,
+    pub noop: i64,
+    pub duration_ms_sum: f64,
+    pub duration_ms_max: f64,
+}
+
+impl HourBucket {
+    pub fn runs(&self) -> i64 {
+        self.unchanged + self.changed + self.failed + self.noop
+    }
+
+    pub fn mean_duration_ms(&self) -> f64 {
+        match self.runs() {
+            0 => 0.0,
+            n => self.duration_ms_sum / n as f64,
+        }
+    }
+}
+
+/// The last `hours` hours up to `now_us`, oldest first, one bucket per hour
+/// (empty hours included).
+pub async fn fleet_history(db: &Db, now_us: i64, hours: i64) -> Result<Vec<HourBucket>, DbError> {
+    let last = now_us.div_euclid(HOUR_US);
+    let first = last - hours + 1;
+    let rows = sqlx::query(
+        "SELECT hour, status, runs, duration_ms_sum, duration_ms_max FROM report_hours
+         WHERE hour >= ? AND hour <= ? ORDER BY hour",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_all(db)
+    .await?;
+    let mut buckets: Vec<HourBucket> = (first..=last)
+        .map(|hour| HourBucket {
+            hour,
+            ..HourBucket::default()
+        })
+        .collect();
+    for row in rows {
+        let hour: i64 = row.try_get("hour")?;
+        let Some(bucket) = usize::try_from(hour - first)
+            .ok()
+            .and_then(|i| buckets.get_mut(i))
+        else {
+            continue;
+        };
+        let runs: i64 = row.try_get("runs")?;
+        match row.try_get::<String, _>("status")?.as_str() {
+            "unchanged" => bucket.unchanged += runs,
+            "changed" => bucket.changed += runs,
+            "failed" => bucket.failed += runs,
+            _ => bucket.noop += runs,
+        }
+        bucket.duration_ms_sum += row.try_get::<f64, _>("duration_ms_sum")?;
+        bucket.duration_ms_max = bucket.duration_ms_max.max(row.try_get("duration_ms_max")?);
+    }
+    Ok(buckets)
+}
+
+/// Nodes with a compile error, for the environments view.
+pub async fn compile_errors(db: &Db) -> Result<Vec<(String, CompileError)>, DbError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, compile_error FROM nodes WHERE compile_error IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|(node, json)| Ok((node, serde_json::from_str(&json)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_match_their_own_characters() {
+        assert_eq!(like_escape("web_1%\\"), "web\\_1\\%\\\\");
+    }
+
+    #[test]
+    fn json_paths_quote_every_segment() {
+        assert_eq!(json_path("os.id"), "$.\"os\".\"id\"");
+        assert_eq!(json_path("a\"b"), "$.\"a\\\"b\"");
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for state in NodeState::ALL {
+            assert_eq!(NodeState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(StateFilter::parse("stale"), Some(StateFilter::Stale));
+        assert_eq!(StateFilter::parse("bogus"), None);
+    }
+}

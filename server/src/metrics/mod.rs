@@ -1,0 +1,245 @@
+//! The server's metrics, exported at `/metrics` in the Prometheus text format
+//! (version 0.0.4) through the Prometheus org's `prometheus-client` crate.
+//!
+//! Counters and histograms live in one registry for the server's lifetime;
+//! gauges read at scrape time (nodes by state, refresh age) go into a
+//! registry made for that scrape, so a state no node has any more vanishes.
+
+mod http;
+
+pub use http::track_requests;
+
+use std::time::Duration;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::fleet::{Counts, NodeState};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Compile durations in seconds: a small site compiles in about a
+/// millisecond, a big role tree with many templates in seconds.
+const COMPILE_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Refresh durations in seconds: re-reading a directory takes milliseconds,
+/// a fetch from a slow remote up to a minute.
+const REFRESH_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
+
+/// Every metric the server keeps between scrapes.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http: http::HttpMetrics,
+    compiles: Counter,
+    compile_errors: Counter,
+    compile_duration: Histogram,
+    pub reports_received: Counter,
+    refreshes: Counter,
+    refresh_failures: Counter,
+    refresh_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::default();
+        let r = &mut registry;
+        // The encoder appends `_total` to counter names and a period to help texts.
+        Metrics {
+            http: http::HttpMetrics::register(r),
+            compiles: counter(
+                r,
+                "drover_catalog_compiles",
+                "Catalog compiles that succeeded (a cached result is not compiled again)",
+            ),
+            compile_errors: counter(
+                r,
+                "drover_catalog_compile_errors",
+                "Catalog compiles that failed: the environment does not exist or parse, or the catalog does not compile",
+            ),
+            compile_duration: histogram(
+                r,
+                "drover_catalog_compile_duration_seconds",
+                "Time to compile one node's catalog, successful or not",
+                &COMPILE_BUCKETS,
+            ),
+            reports_received: counter(
+                r,
+                "drover_reports_received",
+                "Run reports stored (duplicates not counted)",
+            ),
+            refreshes: counter(
+                r,
+                "drover_git_refreshes",
+                "Repository refreshes (fetch, reparse of moved environments), successful or not",
+            ),
+            refresh_failures: counter(
+                r,
+                "drover_git_refresh_failures",
+                "Repository refreshes that failed; the previous environments stay in use",
+            ),
+            refresh_duration: histogram(
+                r,
+                "drover_git_refresh_duration_seconds",
+                "Time of one repository refresh",
+                &REFRESH_BUCKETS,
+            ),
+            registry,
+        }
+    }
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let counter = Counter::default();
+    registry.register(name, help, counter.clone());
+    counter
+}
+
+fn histogram(registry: &mut Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let histogram = Histogram::new(buckets.iter().copied());
+    registry.register(name, help, histogram.clone());
+    histogram
+}
+
+impl Metrics {
+    /// Records one compile that ran (not a cache hit) and how long it took.
+    pub fn compile_finished(&self, took: Duration, ok: bool) {
+        self.compile_duration.observe(took.as_secs_f64());
+        if ok {
+            self.compiles.inc();
+        } else {
+            self.compile_errors.inc();
+        }
+    }
+
+    /// Records a compile that failed before compiling: the environment
+    /// does not exist or does not parse, or the node matches no entry.
+    pub fn compile_failed_early(&self) {
+        self.compile_errors.inc();
+    }
+
+    /// Records one repository refresh.
+    pub fn refresh_finished(&self, took: Duration, ok: bool) {
+        self.refresh_duration.observe(took.as_secs_f64());
+        self.refreshes.inc();
+        if !ok {
+            self.refresh_failures.inc();
+        }
+    }
+
+    /// Renders every metric; `nodes` are node counts by state, `refresh_age`
+    /// the seconds since the last successful repository refresh.
+    pub fn render(&self, nodes: &Counts, refresh_age: Option<f64>) -> String {
+        let mut scrape = Registry::default();
+        register_nodes(&mut scrape, nodes);
+        // NaN is Prometheus' "no value": the server has never refreshed.
+        let age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        age.set(refresh_age.unwrap_or(f64::NAN));
+        scrape.register(
+            "drover_git_refresh_age_seconds",
+            "Seconds since the last successful repository refresh",
+            age,
+        );
+        let mut out = String::new();
+        // Writing to a String cannot fail, and every name is a valid one.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_text::encode(&mut out, &scrape);
+        out
+    }
+}
+
+/// `drover_nodes{state=...}`, one series for every state (0 included, so a
+/// rate or an alert never sees a series vanish), and the stale-catalog count.
+fn register_nodes(registry: &mut Registry, nodes: &Counts) {
+    let family = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+    for state in NodeState::ALL {
+        family
+            .get_or_create(&[("state", state.as_str())])
+            .set(nodes.get(state));
+    }
+    registry.register(
+        "drover_nodes",
+        "Known nodes by state, as the dashboard shows them",
+        family,
+    );
+    let stale = Gauge::<i64>::default();
+    stale.set(nodes.stale);
+    registry.register(
+        "drover_nodes_stale_catalog",
+        "Nodes whose last run used the cached catalog or an older commit than their environment serves",
+        stale,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_time_gauges_render_their_inputs() {
+        let metrics = Metrics::default();
+        let mut nodes = Counts {
+            stale: 2,
+            ..Counts::default()
+        };
+        nodes.by_state.insert(NodeState::Changed, 3);
+        nodes.by_state.insert(NodeState::Failed, 1);
+        let text = metrics.render(&nodes, None);
+        for line in [
+            "# TYPE drover_nodes gauge",
+            "drover_nodes{state=\"changed\"} 3",
+            "drover_nodes{state=\"failed\"} 1",
+            "drover_nodes{state=\"noop_pending\"} 0",
+            "drover_nodes_stale_catalog 2",
+            "drover_git_refresh_age_seconds NaN",
+            "# TYPE drover_catalog_compiles_total counter",
+            "drover_catalog_compiles_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("# EOF"),
+            "the 0.0.4 format has no EOF marker"
+        );
+        let text = metrics.render(&Counts::default(), Some(1.5));
+        assert!(
+            text.contains("\ndrover_git_refresh_age_seconds 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_nodes{state=\"unresponsive\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn compiles_and_refreshes_land_in_their_counters() {
+        let metrics = Metrics::default();
+        metrics.compile_finished(Duration::from_millis(3), true);
+        metrics.compile_finished(Duration::from_millis(30), false);
+        metrics.compile_failed_early();
+        metrics.refresh_finished(Duration::from_millis(20), false);
+        let text = metrics.render(&Counts::default(), None);
+        for line in [
+            "drover_catalog_compiles_total 1",
+            "drover_catalog_compile_errors_total 2",
+            "drover_catalog_compile_duration_seconds_count 2",
+            "drover_catalog_compile_duration_seconds_bucket{le=\"0.005\"} 1",
+            "drover_catalog_compile_duration_seconds_bucket{le=\"0.05\"} 2",
+            "drover_git_refreshes_total 1",
+            "drover_git_refresh_failures_total 1",
+            "drover_git_refresh_duration_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the HTTP API.
+//!
+//! [`api_routes`] is the only place API routes are registered, and
+//! `utoipa-axum` takes each route's path and methods from the handler's
+//! `#[utoipa::path]`, so a route cannot be served without being described
+//! and the document cannot list a route that is not served.
+
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Extension};
+use axum::response::{IntoResponse, Json, Response};
+use utoipa::IntoResponses;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, Tag,
+};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+use wire::ErrorBody;
+
+const DESCRIPTION: &str = "\
+drover-server compiles one catalog per node from a git repository, serves it \
+with the file contents it references, and stores the nodes' run reports.
+
+Who may call what: node routes need the node's own client certificate (its \
+name is the certificate's, never a header or a path); operator routes need an \
+operator certificate or `Authorization: Bearer TOKEN` with a line of \
+`operator_token_file` (GET routes also take the dashboard's login cookie); \
+enrollment, `/healthz` and this document are open. A server started with \
+`insecure_http` (development) authenticates nobody: node routes trust the \
+path, operator routes refuse.
+
+Every error is JSON `{\"error\": \"...\"}` with the status code.";
+
+/// The API routes, each registered with its description, and
+/// `GET /openapi.json` serving the document they add up to.
+pub fn api_routes() -> Router<AppState> {
+    let (router, doc) = described_routes().split_for_parts();
+    router.layer(Extension(Document(Arc::new(doc))))
+}
+
+fn described_routes() -> OpenApiRouter<AppState> {
+    use crate::routes::{enroll, meta, node, operator};
+    let csr_limit = DefaultBodyLimit::max(enroll::CSR_BODY_LIMIT);
+    // One `routes!` per path: utoipa-axum serves every handler of a call at
+    // every path of that call.
+    OpenApiRouter::with_openapi(base())
+        .routes(routes!(operator::nodes))
+        .routes(routes!(operator::node))
+        .routes(routes!(node::catalog))
+        .routes(routes!(node::file))
+        .routes(routes!(node::report, operator::node_reports))
+        .routes(routes!(enroll::renew).layer(csr_limit))
+        .routes(routes!(enroll::ca))
+        .routes(routes!(enroll::submit).layer(csr_limit))
+        .routes(routes!(enroll::status))
+        .routes(routes!(operator::report))
+        .routes(routes!(operator::environments))
+        .routes(routes!(meta::git_hook))
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// Everything but the paths: info, tags, security schemes.
+fn base() -> OpenApi {
+    let mtls = |description: &str| SecurityScheme::MutualTls {
+        description: Some(description.to_owned()),
+        deprecated: None,
+        extensions: None,
+    };
+    let bearer = |description: &str| {
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(description))
+                .build(),
+        )
+    };
+    let components = ComponentsBuilder::new()
+        .security_scheme(
+            "node_certificate",
+            mtls("A node certificate signed by this server's CA (from enrollment); its name must equal the route's `{name}`."),
+        )
+        .security_scheme(
+            "operator_certificate",
+            mtls("An operator certificate signed by this server's CA (`drover-server ca operator NAME`)."),
+        )
+        .security_scheme(
+            "operator_token",
+            bearer("One line of the server's `operator_token_file`."),
+        )
+        .security_scheme(
+            "operator_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::login::COOKIE,
+                "Set by the dashboard's `/login` form; honoured on GET and HEAD only.",
+            ))),
+        )
+        .security_scheme(
+            "enrollment_token",
+            bearer("A line of the server's `enrollment_token_file`: a request that carries it is signed at once; a wrong one is refused (403)."),
+        )
+        // `#[derive(IntoResponses)]` refers to its bodies' schemas without
+        // registering them (the document test checks every `$ref`).
+        .schema_from::<ErrorBody>()
+        .schema_from::<wire::HookAnswer>()
+        .build();
+    let tag = |name: &str, description: &str| {
+        let mut tag = Tag::new(name);
+        tag.description = Some(description.to_owned());
+        tag
+    };
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("drover-server")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(DESCRIPTION))
+                .license(Some(
+                    LicenseBuilder::new()
+                        .name(env!("CARGO_PKG_LICENSE"))
+                        .identifier(Some(env!("CARGO_PKG_LICENSE")))
+                        .build(),
+                )),
+        )
+        .tags(Some([
+            tag(
+                "node",
+                "What a node calls for itself, over its own certificate.",
+            ),
+            tag(
+                "operator",
+                "Read-only views of nodes, runs and environments.",
+            ),
+            tag("enrollment", "How a new node gets its certificate."),
+            tag("meta", "Liveness, metrics, the git hook and this document."),
+        ]))
+        .components(Some(components))
+        .build()
+}
+
+/// The document, shared by every request for it.
+#[derive(Clone)]
+struct Document(Arc<OpenApi>);
+
+/// This document (open: it describes routes, it holds no secret).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    summary = "This document",
+    responses((status = 200, description = "The OpenAPI 3.1 document of every route above.",
+        body = Object, content_type = "application/json")),
+)]
+async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
+    Json(doc.0.as_ref()).into_response()
+}
+
+/// 401 and 403 of a route only node `{name}` itself may call.
+#[derive(IntoResponses)]
+pub enum NodeOnly {
+    /// No client certificate.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Another node's certificate, or an operator's.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// 401 and 403 of a route for node `{name}` itself and operators.
+#[derive(IntoResponses)]
+pub enum NodeOrOperator {
+    /// No credential, or a bearer token that is not an operator token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Another node's certificate.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// 401 and 403 of an operator route.
+#[derive(IntoResponses)]
+pub enum OperatorOnly {
+    /// No credential, or a bearer token that is not an operator token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A node certificate.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// The server failed (the database, the CA files); logged with the cause.
+#[derive(IntoResponses)]
+#[response(status = 500)]
+pub struct Internal(pub ErrorBody);
+
+/// A body over the route's limit (16 MiB; one CSR for the certificate routes).
+#[derive(IntoResponses)]
+#[response(status = 413)]
+pub struct TooLarge(pub ErrorBody);
+
+/// `GET /healthz`.
+#[derive(IntoResponses)]
+pub enum Healthz {
+    /// `ok` while the server serves.
+    #[response(status = 200, content_type = "text/plain")]
+    Ok(String),
+}
+
+/// `GET /metrics` on the main listener.
+#[derive(IntoResponses)]
+pub enum Metrics {
+    /// The Prometheus text format (version 0.0.4). A `metrics_listen`
+    /// address serves the same without a credential.
+    #[response(status = 200, content_type = "text/plain; version=0.0.4")]
+    Ok(String),
+    /// No credential, or a bearer token that is not an operator token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A node certificate.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// `POST /api/v1/hooks/git`.
+#[derive(IntoResponses)]
+pub enum GitHook {
+    /// The refresh was requested; the body says whether it finished within
+    /// the wait (5 s).
+    #[response(status = 202)]
+    Accepted(wire::HookAnswer),
+    /// No credential, or a bearer token that is not an operator token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// A node certificate.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}

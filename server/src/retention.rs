@@ -1,0 +1,62 @@
+//! Report retention: reports older than `report_retention_days` are deleted
+//! in the background, in small batches so that report inserts never wait
+//! long behind a big delete.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, DbError, HOUR_US};
+
+/// Rows deleted per statement.
+const BATCH: i64 = 5_000;
+
+/// How often the background task prunes.
+pub const EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes every report that finished before `cutoff_us` (µs since the
+/// epoch), and the chart's hourly counts before it; returns the reports deleted.
+pub async fn prune(db: &Db, cutoff_us: i64) -> Result<u64, DbError> {
+    let mut deleted = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM reports WHERE id IN
+               (SELECT id FROM reports WHERE finished_at_us < ? LIMIT ?)",
+        )
+        .bind(cutoff_us)
+        .bind(BATCH)
+        .execute(db)
+        .await?
+        .rows_affected();
+        deleted += n;
+        if n < BATCH as u64 {
+            break;
+        }
+        // Let inserts waiting for the write lock go first.
+        tokio::task::yield_now().await;
+    }
+    sqlx::query("DELETE FROM report_hours WHERE hour < ?")
+        .bind(cutoff_us.div_euclid(HOUR_US))
+        .execute(db)
+        .await?;
+    Ok(deleted)
+}
+
+/// Prunes at start and then every [`EVERY`] until `shutdown`.
+pub async fn prune_loop(db: Db, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        let retention_us = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        let cutoff = jiff::Timestamp::now()
+            .as_microsecond()
+            .saturating_sub(retention_us);
+        match prune(&db, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, ?retention, "pruned old reports"),
+            Err(e) => tracing::warn!(error = %e, "pruning old reports failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
