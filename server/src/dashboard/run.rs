@@ -49,7 +49,7 @@ impl ResourceView {
     fn new(r: &ResourceReport) -> ResourceView {
         ResourceView {
             id: r.id.to_string(),
-            status: status_str(r.status),
+            status: r.status.as_str(),
             corrective: r.corrective,
             refreshed: r.refreshed,
             duration: format::duration_ms(r.duration_ms),
@@ -66,16 +66,6 @@ impl ResourceView {
                 .collect(),
             diff: r.diff.as_deref().map(diff_lines).unwrap_or_default(),
         }
-    }
-}
-
-fn status_str(status: ResourceStatus) -> &'static str {
-    match status {
-        ResourceStatus::Unchanged => "unchanged",
-        ResourceStatus::Changed => "changed",
-        ResourceStatus::Failed => "failed",
-        ResourceStatus::Skipped => "skipped",
-        ResourceStatus::Noop => "noop",
     }
 }
 
@@ -179,18 +169,11 @@ pub async fn page_of(
 
 /// `12 resources: 3 changed, 1 failed, 8 unchanged`.
 fn counts(resources: &[ResourceReport]) -> String {
-    let statuses = [
-        ResourceStatus::Changed,
-        ResourceStatus::Noop,
-        ResourceStatus::Failed,
-        ResourceStatus::Skipped,
-        ResourceStatus::Unchanged,
-    ];
-    let parts: Vec<String> = statuses
+    let parts: Vec<String> = ResourceStatus::ALL
         .iter()
         .filter_map(|&s| {
             let n = resources.iter().filter(|r| r.status == s).count();
-            (n > 0).then(|| format!("{n} {}", status_str(s)))
+            (n > 0).then(|| format!("{n} {}", s.as_str()))
         })
         .collect();
     if parts.is_empty() {

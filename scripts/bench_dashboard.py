@@ -1,0 +1,356 @@
+"""Dashboard benchmark: the overview and a node page of a server holding
+10,000 nodes and 1,000,000 reports.
+
+The release `drover-server` starts once on an empty data directory (so its
+migrations run and it makes its CA and operator token), then the database is
+seeded directly with Python's sqlite3 (bench_seed.py: rows as `db.rs` writes
+them, report bodies as the agent posts them), and the server starts again on
+it. Each dashboard route is timed over HTTPS with keep-alive, as a browser
+asks for it. A benchmark, not a test: it prints figures and judges them
+against the 200 ms target, it fails only when a page is wrong or the server
+does not run.
+"""
+
+import http.client
+import json
+import math
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+from bench_seed import OS, facts_of, make_repo, seed, ts
+
+TARGET_MS = 200.0
+
+def compile_variant(server, repo, work, os_id):
+    """The catalog one node of this OS gets, compiled by the release binary."""
+    path = os.path.join(work, f"facts-{os_id}.json")
+    with open(path, "w") as f:
+        f.write(facts_of(1, "web-00001", os_id, random.Random(0)))
+    out = subprocess.run(
+        [server, "compile", "--repo", repo, "--node", "web-00001", "--facts", path, "--no-contents"],
+        stdout=subprocess.PIPE,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+class Server:
+    """The release `drover-server serve` on 127.0.0.1:0, its log in the work dir."""
+
+    def __init__(self, binary, work, repo, data, tag):
+        config = os.path.join(work, "server.toml")
+        if not os.path.exists(config):
+            # An empty file so that the host's /etc/drover/server.toml is not read.
+            open(config, "w").close()
+        self.log_path = os.path.join(work, f"server-{tag}.log")
+        self.log = open(self.log_path, "w")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--config", config, "--repo", repo, "--data-dir", data,
+             "--listen", "127.0.0.1:0", "--refresh-interval-secs", "3600"],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        # stdout is read in a thread, so a server that hangs before it
+        # prints is noticed at the deadline.
+        lines = queue.Queue()
+
+        def read():
+            for line in self.proc.stdout:
+                lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        prefix = "drover-server listening on https://"
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                line = ""
+            if line.startswith(prefix):
+                self.addr = line[len(prefix):].strip()
+                break
+            if self.proc.poll() is not None and lines.empty():
+                self.fail(f"exited {self.proc.returncode} before listening")
+            if time.monotonic() > deadline:
+                self.fail("did not print `listening on` within 600 s")
+        self.startup_s = time.perf_counter() - started
+
+    def fail(self, why):
+        self.stop()
+        with open(self.log_path) as f:
+            tail = f.read()[-3000:]
+        sys.exit(f"drover-server {why}; its log ends:\n{tail}")
+
+    def peak_rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Client:
+    """One kept-alive HTTPS connection with the operator token, trusting the
+    server's CA (and checking its certificate names 127.0.0.1)."""
+
+    def __init__(self, addr, data):
+        host, port = addr.rsplit(":", 1)
+        context = ssl.create_default_context(cafile=os.path.join(data, "ca", "ca.crt.pem"))
+        with open(os.path.join(data, "operator-token")) as f:
+            token = f.readline().strip()
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=120)
+
+    def get(self, path):
+        """(status, body, milliseconds from sending to the last body byte)."""
+        start = time.perf_counter()
+        self.conn.request("GET", path, headers=self.headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        ms = (time.perf_counter() - start) * 1000
+        if response.getheader("connection", "").lower() == "close":
+            sys.exit(f"GET {path}: the server closed the connection; keep-alive is needed to time pages")
+        return response.status, body.decode(), ms
+
+    def close(self):
+        self.conn.close()
+
+
+# What a node's `last_*` columns and the page checks need of a run.
+NODE_ROW = re.compile(r'<tr class="node" data-node="([^"]+)" data-state="([^"]+)"')
+RUN_ROW = re.compile(r'<tr class="run" data-run-id="([^"]+)"')
+CARD = re.compile(r'data-state="(\w+)" href="/\?state=\w+"><span class="count">(\d+)</span>')
+
+
+def expect(what, got, want):
+    if got != want:
+        return f"{what}: got {got!r:.300}, expected {want!r:.300}"
+    return None
+
+
+def routes(fleet, probe, page_size=100, runs_per_page=50):
+    """(label, path, check): each check returns why the answer is wrong, or None."""
+    names, os_ids, runs = fleet["names"], fleet["os_ids"], fleet["probe_runs"]
+    debian = [n for n, o in zip(names, os_ids) if o == "debian"]
+    ids = [r.run_id for r in runs]
+    mid = len(runs) // 2
+    # A failed run shows the most: its errors and the resources skipped.
+    shown = next((r for r in runs if r.status == "failed"), runs[0])
+    run_id, run_status = shown.run_id, shown.status
+    probe_at = names.index(probe)
+
+    def nodes(want, state=None):
+        def check(body):
+            rows = NODE_ROW.findall(body)
+            if state and any(s != state for _, s in rows):
+                return f"a row that is not `{state}`: {rows[:3]}"
+            return expect("data-node rows", [n for n, _ in rows], want)
+        return check
+
+    def overview(body):
+        cards = dict(CARD.findall(body))
+        want = {s: str(fleet["node_states"].get(s, 0)) for s in
+                ("failed", "unresponsive", "noop_pending", "changed", "unchanged", "never_reported")}
+        want["stale"] = str(fleet["stale"])
+        return expect("state counts", cards, want) or nodes(names[:page_size])(body)
+
+    def history(want):
+        return lambda body: expect("data-run-id rows", RUN_ROW.findall(body), want)
+
+    def run_page(body):
+        if f'data-run-id="{run_id}" data-status="{run_status}"' not in body:
+            return f"run {run_id} is not shown as {run_status}"
+        if run_status != "unchanged" and 'class="resource"' not in body:
+            return f"run {run_id} shows none of its resources"
+        return None
+
+    def api(body):
+        return expect("report ids", [r["id"] for r in json.loads(body)], ids[:runs_per_page])
+
+    before = urllib.parse.quote(ts(runs[mid].finished_ns), safe="")
+    failed_nodes = [n for n, st in zip(names, fleet["state_of"]) if st == "failed"]
+    table = [
+        ("/", overview),
+        ("/?state=failed", nodes(failed_nodes[:page_size], "failed")),
+        ("/?q=web-0123", nodes([n for n in names if "web-0123" in n][:page_size])),
+        ("/?fact=os.id%3Ddebian", nodes(debian[:page_size])),
+        ("/?role=debian", nodes(debian[:page_size])),
+        (f"/?after={probe}", nodes(names[probe_at + 1:probe_at + 1 + page_size])),
+        (f"/nodes/{probe}", history(ids[:runs_per_page])),
+        (f"/nodes/{probe}?before={before}", history(ids[mid + 1:mid + 1 + runs_per_page])),
+        (f"/runs/{run_id}", run_page),
+        (f"/api/v1/nodes/{probe}/reports", api),
+    ]
+    # Shorter names for the table: the mid timestamp and the run id vary.
+    label = {f"/nodes/{probe}?before={before}": f"/nodes/{probe}?before=MID",
+             f"/runs/{run_id}": f"/runs/RUN_ID ({run_status})"}
+    return [(label.get(path, path), path, check) for path, check in table]
+
+
+def time_routes(client, table, requests):
+    """Per route: one first GET (which warms the caches), then `requests`
+    timed GETs on the same connection."""
+    results = {}
+    for label, path, check in table:
+        samples = []
+        for n in range(requests + 1):
+            status, body, ms = client.get(path)
+            if status != 200:
+                sys.exit(f"GET {path} answered {status}: {body[:500]}")
+            if n in (0, requests):
+                why = check(body)
+                if why:
+                    sys.exit(f"GET {path}: {why}")
+            if n:
+                samples.append(ms)
+            else:
+                first_ms = ms
+        samples.sort()
+        results[label] = {
+            "path": path,
+            "first_ms": first_ms,
+            "median_ms": statistics.median(samples),
+            "p95_ms": samples[math.ceil(0.95 * len(samples)) - 1],
+            "max_ms": samples[-1],
+            "bytes": len(body.encode()),
+        }
+    return results
+
+
+def evict(path):
+    """Drops the file from the OS page cache (this file only, nothing else on
+    the machine), so the first requests read the disk as after a reboot."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def run(top, release, nodes, reports, requests):
+    # The node in the middle of the fleet: web-05000 of 10,000.
+    probe = f"web-{nodes // 2:05d}"
+    server = os.path.join(release, "drover-server")
+    work = tempfile.mkdtemp(prefix="drover-bench-dashboard-")
+    live = None
+    try:
+        repo, data = os.path.join(work, "repo"), os.path.join(work, "data")
+        make_repo(repo)
+        # First start: migrations, the CA and the operator token; and the head
+        # commit the environment serves, which decides which nodes are stale.
+        live = Server(server, work, repo, data, "init")
+        client = Client(live.addr, data)
+        status, body, _ = client.get("/api/v1/environments")
+        if status != 200:
+            live.fail(f"answered {status} to /api/v1/environments: {body[:300]}")
+        client.close()
+        envs = {e["name"]: e["commit"] for e in json.loads(body)["environments"]}
+        live.stop()
+        live = None
+        head = envs["production"]
+
+        variants = {}
+        for os_id in OS:
+            catalog = compile_variant(server, repo, work, os_id)
+            if catalog["commit"] != head:
+                sys.exit(f"drover-server compile gave commit {catalog['commit']}, "
+                         f"the server serves {head}")
+            variants[os_id] = {"catalog": catalog, "ids": [r["id"] for r in catalog["resources"]]}
+
+        db_path = os.path.join(data, "drover.db")
+        print(f"seeding {nodes} nodes and {reports} reports ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        fleet = seed(top, db_path, nodes, reports, head, variants, probe)
+        seed_s = time.perf_counter() - started
+        db_bytes = sum(os.path.getsize(db_path + s) for s in ("", "-wal") if os.path.exists(db_path + s))
+        evict(db_path)
+
+        live = Server(server, work, repo, data, "seeded")
+        start_rss_kib = live.peak_rss_kib()
+        client = Client(live.addr, data)
+        results = time_routes(client, routes(fleet, probe), requests)
+        client.close()
+        rss_kib = live.peak_rss_kib()
+        startup_s = live.startup_s
+        live.stop()
+        live = None
+    finally:
+        if live is not None:
+            live.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\ndrover-server dashboard, {nodes} nodes, {reports} reports ({os.cpu_count()} CPUs)")
+    print(f"seeded in {seed_s:.1f} s: database {db_bytes / 2**20:.0f} MiB "
+          f"(facts {fleet['facts_bytes'] / 1024:.1f} KiB a node, "
+          f"report bodies {fleet['body_bytes']:.0f} B)")
+    runs = fleet["statuses"]
+    print("runs: " + ", ".join(f"{runs.get(s, 0)} {s}" for s in ("unchanged", "changed", "failed")))
+    print("nodes: " + ", ".join(f"{n} {s}" for s, n in sorted(fleet["node_states"].items()))
+          + f", {fleet['stale']} stale")
+    print(f"server start on the seeded data (to `listening`): {startup_s:.1f} s\n")
+    width = max(len(p) for p in results) + 2
+    print(f"{'route':<{width}}{'median (ms)':>12}{'p95 (ms)':>10}{'first (ms)':>12}{'KiB':>7}")
+    for label, r in results.items():
+        print(f"{label:<{width}}{r['median_ms']:>12.1f}{r['p95_ms']:>10.1f}"
+              f"{r['first_ms']:>12.1f}{r['bytes'] / 1024:>7.1f}")
+    print(f"(median and p95 of {requests} requests after the first, over one kept-alive "
+          "connection; `first` is the first request, the database file evicted from the "
+          "OS page cache before the server started)")
+    print(f"\nserver peak RSS (VmHWM): {start_rss_kib / 1024:.1f} MiB once listening, "
+          f"{rss_kib / 1024:.1f} MiB after the requests")
+    verdicts = {}
+    if nodes == 10_000 and reports == 1_000_000:
+        for label, path in (("overview /", "/"), (f"node page /nodes/{probe}", f"/nodes/{probe}")):
+            p95 = results[path]["p95_ms"]
+            verdicts[path] = p95 < TARGET_MS
+            print(f"target {label} < {TARGET_MS:.0f} ms (p95): {p95:.1f} ms, "
+                  f"{'met' if verdicts[path] else 'MISSED'}")
+
+    os.makedirs(os.path.join(top, "bench-out"), exist_ok=True)
+    with open(os.path.join(top, "bench-out", "dashboard.json"), "w") as f:
+        json.dump(
+            {
+                "nodes": nodes,
+                "reports": reports,
+                "requests_per_route": requests,
+                "cpus": os.cpu_count(),
+                "seed_seconds": seed_s,
+                "database_bytes": db_bytes,
+                "server_start_seconds": startup_s,
+                "server_peak_rss_kib": rss_kib,
+                "server_peak_rss_kib_once_listening": start_rss_kib,
+                "node_states": fleet["node_states"],
+                "stale_nodes": fleet["stale"],
+                "routes": results,
+                "target_ms": TARGET_MS,
+                "target_met": verdicts,
+            },
+            f,
+            indent=2,
+        )
