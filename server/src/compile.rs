@@ -226,24 +226,27 @@ pub async fn serve_catalog(
 pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(), AppError> {
     let changed: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
     let default_env = state.snapshots.default_environment();
-    for node in db::nodes(&state.db).await? {
-        if node.last_seen_at.is_none() {
-            continue; // only reports so far: no facts to compile with
+    // A page of nodes at a time: a fleet's facts never sit in memory at once.
+    let mut after = String::new();
+    loop {
+        let page = db::known_nodes(&state.db, &after, RECOMPILE_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after.clone_from(&last.name);
+        for node in page {
+            let requested = node.requested_environment.as_deref();
+            let wanted = requested.unwrap_or(&default_env);
+            let served = node.environment.as_deref().unwrap_or(wanted);
+            if !changed.contains(wanted) && !changed.contains(served) {
+                continue;
+            }
+            let error = compile_node(state, &node.name, &node.facts, requested)
+                .await?
+                .err();
+            db::set_compile_error(&state.db, &node.name, error.as_ref()).await?;
         }
-        let requested = node.requested_environment.as_deref();
-        let wanted = requested.unwrap_or(&default_env);
-        let served = node.environment.as_deref().unwrap_or(wanted);
-        if !changed.contains(wanted) && !changed.contains(served) {
-            continue;
-        }
-        let facts: Facts = match node.facts {
-            serde_json::Value::Object(map) => map,
-            _ => Facts::new(),
-        };
-        let error = compile_node(state, &node.name, &facts, requested)
-            .await?
-            .err();
-        db::set_compile_error(&state.db, &node.name, error.as_ref()).await?;
     }
     Ok(())
 }
+
+/// Nodes read per query while recompiling.
+const RECOMPILE_PAGE: u32 = 500;

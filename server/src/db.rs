@@ -116,6 +116,42 @@ pub async fn node(db: &Db, name: &str) -> Result<Option<NodeRow>, DbError> {
     row.as_ref().map(node_from_row).transpose()
 }
 
+/// A node that asked for a catalog: what recompiling it needs.
+#[derive(Debug, Clone)]
+pub struct KnownNode {
+    pub name: String,
+    pub requested_environment: Option<String>,
+    pub environment: Option<String>,
+    pub facts: Facts,
+}
+
+/// Up to `limit` nodes that have sent facts, in name order after `after`
+/// (nodes only known from reports have no facts to compile with).
+pub async fn known_nodes(db: &Db, after: &str, limit: u32) -> Result<Vec<KnownNode>, DbError> {
+    let rows = sqlx::query(
+        "SELECT name, requested_environment, environment, facts FROM nodes
+         WHERE last_seen_at IS NOT NULL AND name > ? ORDER BY name LIMIT ?",
+    )
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let facts: serde_json::Value = serde_json::from_str(row.try_get("facts")?)?;
+            Ok(KnownNode {
+                name: row.try_get("name")?,
+                requested_environment: row.try_get("requested_environment")?,
+                environment: row.try_get("environment")?,
+                facts: match facts {
+                    serde_json::Value::Object(map) => map,
+                    _ => Facts::new(),
+                },
+            })
+        })
+        .collect()
+}
+
 /// Records what a node asked for (its facts, its requested environment).
 pub async fn record_request(
     db: &Db,
