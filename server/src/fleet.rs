@@ -143,7 +143,8 @@ pub struct Filter {
     pub state: Option<StateFilter>,
     pub role: Option<String>,
     pub environment: Option<String>,
-    /// A fact path (`os.id`) and the value it must have, compared as text.
+    /// A fact path (`os.id`) and the value it must have, compared as text
+    /// (`true`, `12`, `debian`).
     pub fact: Option<(String, String)>,
 }
 
@@ -274,9 +275,14 @@ fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
         q.push(" AND environment = ").push_bind(env.clone());
     }
     if let Some((path, value)) = &filter.fact {
-        q.push(" AND CAST(json_extract(facts, ")
-            .push_bind(json_path(path))
-            .push(") AS TEXT) = ")
+        // As text, as the node page shows it: a JSON boolean reads `true`,
+        // not SQLite's 1.
+        let path = json_path(path);
+        q.push(" AND (CASE json_type(facts, ")
+            .push_bind(path.clone())
+            .push(") WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(json_extract(facts, ")
+            .push_bind(path)
+            .push(") AS TEXT) END) = ")
             .push_bind(value.clone());
     }
 }

@@ -251,6 +251,16 @@ async fn node_names_pages_and_facts_are_paged_and_escaped() {
         node.contains("alert(1)") && !node.contains("<script>alert"),
         "{node}"
     );
+    let body = json!({"facts": {"hostname": "y", "virtual": true, "cores": 8}}).to_string();
+    assert_eq!(
+        cx.post("/api/v1/nodes/n-001/catalog", body).await.0,
+        StatusCode::OK
+    );
+    for filter in ["virtual%3Dtrue", "cores%3D8"] {
+        let page = cx.page(&format!("/?fact={filter}")).await;
+        assert!(row_state(&page, "n-001").is_some(), "{filter}");
+        assert!(row_state(&page, "n-000").is_none(), "{filter}");
+    }
     cx.stop().await;
 }
 
