@@ -113,6 +113,31 @@ pub async fn serve(
     Ok(())
 }
 
+/// After a refused handshake (a revoked or unknown client certificate), the
+/// alert is sent but the client, which in TLS 1.3 has already sent its
+/// request, would get a reset instead of the alert if the socket closed with
+/// that request unread. So: close our side, read and drop what the client
+/// sends for a moment, then close, and the client reads why it was refused.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long, and how much, a refused connection is drained before closing.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024;
+
 struct Connection {
     acceptor: Option<TlsAcceptor>,
     app: Router,
@@ -128,14 +153,16 @@ impl Connection {
             let service = body_timeout.layer(self.app.clone());
             return self.http(TokioIo::new(stream), service, addr).await;
         };
+        let accept = acceptor.accept(stream).into_fallible();
         let handshake = tokio::select! {
-            result = tokio::time::timeout(self.limits.handshake, acceptor.accept(stream)) => result,
+            result = tokio::time::timeout(self.limits.handshake, accept) => result,
             () = self.shutdown.cancelled() => return,
         };
         let tls = match handshake {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
+            Ok(Err((e, stream))) => {
                 tracing::info!(%addr, error = %e, "TLS handshake failed");
+                linger(stream).await;
                 return;
             }
             Err(_) => {
