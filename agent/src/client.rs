@@ -44,6 +44,8 @@ pub struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
     pub signature: Option<String>,
+    /// `Retry-After` in seconds, as a 503 carries it.
+    pub retry_after: Option<Duration>,
 }
 
 impl Answer {
@@ -154,6 +156,9 @@ impl Http {
             );
         }
         let signature = header(SIGNATURE_HEADER);
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = response
             .body_mut()
             .with_config()
@@ -164,6 +169,7 @@ impl Http {
             status,
             body,
             signature,
+            retry_after,
         })
     }
 
@@ -250,6 +256,23 @@ pub struct SignedCatalog {
     pub signature: String,
 }
 
+/// 503 from the catalog route: the server sheds load and says when to come
+/// back (see `run::fetch_catalog`, which waits and asks again).
+#[derive(Debug, thiserror::Error)]
+#[error("the server is busy (503): {message}")]
+pub struct ServerBusy {
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+/// The answer of a catalog watch.
+#[derive(Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Watched {
+    /// The server's version when `changed`, else the one sent.
+    pub version: Option<String>,
+    pub changed: bool,
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Posted {
     /// 201 stored, or 200 already stored (a re-post of the same run_id).
@@ -306,6 +329,11 @@ impl Client {
         match answer.status {
             304 => Ok(CatalogAnswer::NotModified),
             200 => self.verified_catalog(answer).map(CatalogAnswer::Fresh),
+            503 => Err(ServerBusy {
+                retry_after: answer.retry_after,
+                message: error_text(&answer.body),
+            }
+            .into()),
             status => Err(anyhow!(
                 "the server answered {status} for the catalog: {}",
                 error_text(&answer.body)
@@ -347,6 +375,25 @@ impl Client {
             body: answer.body,
             signature,
         })
+    }
+
+    /// Waits (up to `timeout_secs`, so the connection's own timeout must be
+    /// longer) until the server knows a catalog version other than
+    /// `version`: `GET nodes/{name}/catalog/watch`. Unsigned on purpose: the
+    /// answer only starts a run early, and the run checks what it fetches.
+    pub fn watch(&self, version: Option<&str>, timeout_secs: u64) -> Result<Watched> {
+        let mut path = format!("{}?timeout_secs={timeout_secs}", self.path("catalog/watch"));
+        if let Some(version) = version {
+            path.push_str(&format!("&version={version}"));
+        }
+        let answer = self.http.get(&path, MAX_SMALL_BYTES)?;
+        match answer.status {
+            200 => answer.json("the catalog watch"),
+            status => Err(anyhow!(
+                "the server answered {status} for the catalog watch: {}",
+                error_text(&answer.body)
+            )),
+        }
     }
 
     /// Posts a report (already serialized, as spooled).

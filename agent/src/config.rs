@@ -48,6 +48,12 @@ pub struct FileConfig {
     /// Where each run writes its metrics for node-exporter's textfile collector
     /// (default STATE_DIR/drover-agent.prom; "" writes none).
     pub metrics_textfile: Option<PathBuf>,
+    /// In daemon mode, hold a long-poll on the catalog version so a push
+    /// starts a run within about a second (default true).
+    pub watch: Option<bool>,
+    /// How often a run ignores the file metadata cache and hashes every
+    /// managed file (0: every run).
+    pub verify_interval_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -93,6 +99,11 @@ pub struct Settings {
     pub insecure_http: bool,
     /// The Prometheus textfile each run (re)writes; `None` when turned off.
     pub metrics_textfile: Option<PathBuf>,
+    /// The daemon watches its catalog version (`run --once` never does).
+    pub watch: bool,
+    /// At least this often a run hashes every managed file, trusting no
+    /// cached metadata (see [`crate::filecache`]).
+    pub verify_interval: Duration,
 }
 
 /// How this node gets and keeps its identity (see [`crate::identity`]).
@@ -187,6 +198,11 @@ impl Settings {
             tls,
             insecure_http: server.starts_with("http://"),
             metrics_textfile,
+            watch: file.watch.unwrap_or(true),
+            verify_interval: Duration::from_secs(
+                file.verify_interval_secs
+                    .unwrap_or(crate::filecache::DEFAULT_VERIFY_INTERVAL_SECS),
+            ),
         })
     }
 }
@@ -451,6 +467,17 @@ mod tests {
                 .starts_with("metrics_textfile `drover.prom` is a relative path"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_daemon_watches_unless_the_file_says_not_to() {
+        let resolve = |text: &str| {
+            let file = FileConfig::parse(&format!("node = \"n1\"\n{text}")).unwrap();
+            Settings::resolve(file, Overrides::default()).unwrap().watch
+        };
+        assert!(resolve(""));
+        assert!(!resolve("watch = false\n"));
+        assert!(FileConfig::parse("watch = \"yes\"\n").is_err());
     }
 
     #[test]

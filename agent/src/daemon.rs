@@ -1,9 +1,10 @@
 //! Daemon mode: one event loop over [`Event`]: runs on a per-node splay then
-//! every interval, a run at once on SIGHUP (`systemctl reload`), a graceful
+//! every interval, a run at once on SIGHUP (`systemctl reload`) and when the
+//! catalog watch hears of a new version (see [`crate::watch`]), a graceful
 //! stop on SIGTERM/SIGINT. Under systemd it says when it is ready, shows its
 //! status and feeds the watchdog (see [`crate::systemd`]).
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,16 +30,35 @@ pub enum Event {
     Heartbeat,
     /// SIGHUP (`systemctl reload`): run now, or right after the current run.
     RunNow,
+    /// The server has a catalog version this node does not hold: run now.
+    CatalogChanged,
     /// SIGTERM or SIGINT.
     Shutdown,
 }
 
-/// The stop flag (checked between resources), the run-now flag, and a socket
-/// that a signal writes to, so a sleep ends the moment a signal arrives.
+/// The stop flag (checked between resources), the run-now and
+/// catalog-changed flags, and a socket that a signal (or the watch thread)
+/// writes to, so a sleep ends the moment one arrives.
 pub struct Signals {
     pub stop: Arc<AtomicBool>,
     run_now: Arc<AtomicBool>,
+    catalog_changed: Arc<AtomicBool>,
     wake: UnixStream,
+    notify: UnixStream,
+}
+
+/// What another thread holds to raise [`Event::CatalogChanged`].
+pub struct Waker {
+    flag: Arc<AtomicBool>,
+    notify: UnixStream,
+}
+
+impl Waker {
+    pub fn catalog_changed(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // Non-blocking: a full socket already holds a wake-up.
+        let _ = (&self.notify).write(b"c");
+    }
 }
 
 impl Signals {
@@ -66,24 +86,51 @@ impl Signals {
             signal_hook::flag::register(SIGHUP, Arc::clone(&run_now))?;
             signal_hook::low_level::pipe::register(SIGHUP, notify.try_clone()?)?;
         }
+        notify
+            .set_nonblocking(true)
+            .context("cannot set up the signal socket")?;
         Ok(Signals {
             stop,
             run_now,
+            catalog_changed: Arc::new(AtomicBool::new(false)),
             wake,
+            notify,
         })
     }
 
     #[cfg(test)]
     fn from_parts(stop: Arc<AtomicBool>, run_now: Arc<AtomicBool>, wake: UnixStream) -> Signals {
+        // Writes to a clone of `wake` reach nobody; a test of the watch's
+        // wake-ups gives the other end with `notify_with`.
+        let notify = wake.try_clone().expect("a socket clone");
         Signals {
             stop,
             run_now,
+            catalog_changed: Arc::new(AtomicBool::new(false)),
             wake,
+            notify,
         }
     }
 
-    /// Sleeps until `deadline` (-> Tick), a signal (-> Shutdown, RunNow), or,
-    /// when `heartbeat` is set, until that much time has passed (-> Heartbeat).
+    #[cfg(test)]
+    fn notify_with(self, notify: UnixStream) -> Signals {
+        Signals { notify, ..self }
+    }
+
+    /// A handle for the watch thread; `Err` when the socket cannot be shared.
+    pub fn waker(&self) -> Result<Waker> {
+        Ok(Waker {
+            flag: Arc::clone(&self.catalog_changed),
+            notify: self
+                .notify
+                .try_clone()
+                .context("cannot share the signal socket")?,
+        })
+    }
+
+    /// Sleeps until `deadline` (-> Tick), a signal (-> Shutdown, RunNow), the
+    /// watch (-> CatalogChanged), or, when `heartbeat` is set, until that
+    /// much time has passed (-> Heartbeat).
     pub fn wait_until(&mut self, deadline: Instant, heartbeat: Option<Duration>) -> Event {
         let beat = heartbeat.map(|every| Instant::now() + every);
         let mut buf = [0u8; 16];
@@ -93,6 +140,9 @@ impl Signals {
             }
             if self.run_now.swap(false, Ordering::SeqCst) {
                 return Event::RunNow;
+            }
+            if self.catalog_changed.swap(false, Ordering::SeqCst) {
+                return Event::CatalogChanged;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -144,15 +194,25 @@ fn next_run_after(started: Instant, interval: Duration, now: Instant) -> Instant
 /// the daemon cannot start (then systemd never sees it ready).
 pub fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
     let notifier = Notifier::from_env();
-    let cached = prepare_state(settings)?;
+    let (cached, version) = prepare_state(settings)?;
     let first = splay_offset(&settings.node, settings.splay);
     output::info(&format!(
-        "node `{}`, server {}, {cached}, first run in {} s, then every {} s",
+        "node `{}`, server {}, {cached}, first run in {} s, then every {} s{}",
         settings.node,
         settings.server,
         first.as_secs(),
-        settings.interval.as_secs()
+        settings.interval.as_secs(),
+        if settings.watch {
+            ", and at once when the catalog changes"
+        } else {
+            ""
+        }
     ));
+    let watch = if settings.watch {
+        Some(crate::watch::spawn(settings, version, signals.waker()?)?)
+    } else {
+        None
+    };
     let mut next_run = Instant::now() + first;
     let mut last = LastOutcome::None;
     // Ready before the first run: a run can take minutes, readiness must not wait for it.
@@ -169,12 +229,21 @@ pub fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
                 let next_in = next_run.saturating_duration_since(Instant::now());
                 notifier.alive(&status::idle(next_in, &last));
             }
-            Event::Tick | Event::RunNow => {
-                if event == Event::RunNow {
-                    output::info("run requested (SIGHUP)");
+            Event::Tick | Event::RunNow | Event::CatalogChanged => {
+                match event {
+                    Event::RunNow => output::info("run requested (SIGHUP)"),
+                    Event::CatalogChanged => output::info("run requested (new catalog version)"),
+                    _ => {}
                 }
                 let started = Instant::now();
-                last = run_watched(settings, &signals.stop, &notifier);
+                if let Some(watch) = &watch {
+                    watch.starting();
+                }
+                let (outcome, version) = run_watched(settings, &signals.stop, &notifier);
+                last = outcome;
+                if let Some(watch) = &watch {
+                    watch.ran(version);
+                }
                 next_run = next_run_after(started, settings.interval, Instant::now());
                 let next_in = next_run.saturating_duration_since(Instant::now());
                 notifier.alive(&status::idle(next_in, &last));
@@ -184,30 +253,42 @@ pub fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
 }
 
 /// The state directory exists; says which catalog the first run falls back
-/// on (the cached one, verified with the pinned signing key).
-fn prepare_state(settings: &Settings) -> Result<String> {
+/// on (the cached one, verified with the pinned signing key), and its version.
+fn prepare_state(settings: &Settings) -> Result<(String, Option<String>)> {
     let state = StateDir::new(&settings.state_dir);
     fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
     let Some(key) = crate::identity::pinned_signing_key(&settings.state_dir)? else {
-        return Ok("not enrolled yet".to_owned());
+        return Ok(("not enrolled yet".to_owned(), None));
     };
     Ok(match state.cached_catalog(&key) {
-        Ok(Some(c)) if c.node == settings.node => format!(
-            "cached catalog {} ({} resources)",
-            c.version,
-            c.resources.len()
+        Ok(Some(c)) if c.node == settings.node => (
+            format!(
+                "cached catalog {} ({} resources)",
+                c.version,
+                c.resources.len()
+            ),
+            Some(c.version),
         ),
-        Ok(Some(c)) => format!("no cached catalog (the cached one is node `{}`'s)", c.node),
-        Ok(None) => "no cached catalog".to_owned(),
+        Ok(Some(c)) => (
+            format!("no cached catalog (the cached one is node `{}`'s)", c.node),
+            None,
+        ),
+        Ok(None) => ("no cached catalog".to_owned(), None),
         Err(e) => {
             output::error(&format!("{e:#}"));
-            "no usable cached catalog".to_owned()
+            ("no usable cached catalog".to_owned(), None)
         }
     })
 }
 
-/// One run, with the watchdog fed only while the run is within its budget.
-fn run_watched(settings: &Settings, stop: &AtomicBool, notifier: &Notifier) -> LastOutcome {
+/// One run, with the watchdog fed only while the run is within its budget;
+/// with the catalog version it applied (or would have, in `--noop`), the
+/// one the catalog watch holds from now on.
+fn run_watched(
+    settings: &Settings,
+    stop: &AtomicBool,
+    notifier: &Notifier,
+) -> (LastOutcome, Option<String>) {
     notifier.status(status::RUNNING);
     let run = || crate::run::run_once(settings, stop);
     let result = match notifier.ping_interval() {
@@ -225,10 +306,10 @@ fn run_watched(settings: &Settings, stop: &AtomicBool, notifier: &Notifier) -> L
         }
     };
     match result {
-        Ok(report) => LastOutcome::of(&report),
+        Ok(report) => (LastOutcome::of(&report), Some(report.catalog_version)),
         Err(e) => {
             output::error(&format!("{e:#}"));
-            LastOutcome::could_not_run(&e)
+            (LastOutcome::could_not_run(&e), None)
         }
     }
 }
@@ -301,6 +382,33 @@ mod tests {
         notify.write_all(b"h").unwrap();
         assert_eq!(signals.wait_until(deadline, None), Event::RunNow);
         assert!(!run_now.load(Ordering::SeqCst), "one SIGHUP, one run");
+    }
+
+    #[test]
+    fn the_watch_thread_wakes_the_loop_for_a_run() {
+        let (wake, notify) = UnixStream::pair().unwrap();
+        let mut signals = Signals::from_parts(
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            wake,
+        )
+        .notify_with(notify);
+        let waker = signals.waker().unwrap();
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            waker.catalog_changed();
+        });
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(60);
+        assert_eq!(signals.wait_until(deadline, None), Event::CatalogChanged);
+        assert!(t.elapsed() < Duration::from_secs(5), "woke at once");
+        handle.join().unwrap();
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(
+            signals.wait_until(soon, None),
+            Event::Tick,
+            "one announcement, one run"
+        );
     }
 
     #[test]

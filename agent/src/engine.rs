@@ -34,6 +34,10 @@ pub struct EngineConfig<'a> {
     pub timeout: Option<(Instant, Duration)>,
     /// Print one line per change (and failure) as it happens.
     pub verbose: bool,
+    /// STATE/filecache; `None` hashes every file and keeps nothing.
+    pub filecache: Option<PathBuf>,
+    /// verify_interval_secs: how old the last full verification may get.
+    pub verify_interval: Duration,
 }
 
 impl<'a> EngineConfig<'a> {
@@ -56,6 +60,8 @@ impl<'a> EngineConfig<'a> {
             stop,
             timeout: Some((started, settings.run_timeout)),
             verbose: true,
+            filecache: Some(settings.state_dir.join(crate::filecache::FILE_NAME)),
+            verify_interval: settings.verify_interval,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct Applied {
     pub resources: Vec<ResourceReport>,
     /// Set when the run stopped early (signal or timeout).
     pub stopped: Option<String>,
+    /// How the managed files' contents were checked.
+    pub files: drover_catalog::report::FileChecks,
 }
 
 pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
@@ -76,6 +84,10 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         .collect();
     let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
     env.containers = resources::container::Containers::new(cfg.container_socket, cfg.node);
+    if let Some(path) = &cfg.filecache {
+        env.files = crate::filecache::FileCache::open(path, cfg.verify_interval);
+    }
+    env.files.prepare(catalog);
     let previous: HashMap<&ResourceId, &Spec> = cfg
         .previous
         .map(|p| p.resources.iter().map(|r| (&r.id, &r.spec)).collect())
@@ -92,6 +104,7 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         if stopped.is_none() && !batched.contains_key(&index) {
             stopped = stop_reason(cfg);
         }
+        env.files.visit(index);
         let mut report = ResourceReport::new(resource.id.clone(), ResourceStatus::Unchanged);
         let mut duration = None;
         if let Some((result, took)) = batched.remove(&index) {
@@ -125,6 +138,9 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
             report.status,
             ResourceStatus::Changed | ResourceStatus::Noop
         ) && previous.get(&resource.id) == Some(&&resource.spec);
+        if touches_other_paths(resource, &report, &batched) {
+            env.files.invalidate_prehashed();
+        }
         let duration = duration.unwrap_or_else(|| started.elapsed());
         report.duration_ms = duration.as_secs_f64() * 1000.0;
         status.insert(&resource.id, report.status);
@@ -133,9 +149,33 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         }
         reports.push(report);
     }
+    env.files.save(stopped.is_none());
     Applied {
         resources: reports,
         stopped,
+        files: env.files.checks(),
+    }
+}
+
+/// Whether converging `resource` may have changed managed files other than
+/// its own path, so hashes made before the walk may be stale: a file only
+/// rewrites itself, unless it created or removed a path; an exec's guards
+/// are commands; a package batch may have installed files.
+fn touches_other_paths(
+    resource: &Resource,
+    report: &ResourceReport,
+    batched: &HashMap<usize, (Result<Outcome>, Duration)>,
+) -> bool {
+    match &resource.spec {
+        Spec::File(_) => report.events.iter().any(|e| e.property == "ensure"),
+        Spec::Exec(_) => true,
+        Spec::Package(_) => {
+            report.status != ResourceStatus::Unchanged
+                || batched
+                    .values()
+                    .any(|(r, _)| !matches!(r, Ok(o) if !o.changed()))
+        }
+        _ => report.status != ResourceStatus::Unchanged,
     }
 }
 
@@ -339,6 +379,8 @@ mod tests {
             stop,
             timeout: None,
             verbose: false,
+            filecache: None,
+            verify_interval: Duration::ZERO,
         }
     }
 

@@ -9,6 +9,7 @@ mod daemon;
 mod diff;
 mod engine;
 mod facts;
+mod filecache;
 mod fsutil;
 mod identity;
 mod lock;
@@ -20,6 +21,7 @@ mod state;
 mod systemd;
 #[cfg(test)]
 mod testutil;
+mod watch;
 
 use std::process::ExitCode;
 

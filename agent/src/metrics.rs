@@ -85,6 +85,8 @@ impl RunClock {
             catalog_ms: ms(self.catalog),
             apply_ms: ms(self.apply),
             resources: ResourceCounts::of(resources),
+            // Counted by the engine: see `build_report_of_run`.
+            files: Default::default(),
         }
     }
 }
@@ -324,6 +326,7 @@ mod tests {
                     corrective: 1,
                     ..ResourceCounts::default()
                 },
+                files: Default::default(),
             },
             exit_code: 2,
             noop: false,

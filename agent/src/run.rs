@@ -20,6 +20,8 @@ use crate::metrics::{self, Phase, RunClock, Sample};
 use crate::output;
 use crate::state::{LastRun, StateDir};
 
+mod backoff;
+
 /// Runs once; `Err` means the run could not happen at all (exit 1). Once
 /// the lock is held, the run leaves its metrics textfile either way.
 pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
@@ -67,7 +69,13 @@ fn converge(
         facts,
         environment: settings.environment.clone(),
     };
-    let answer = client.catalog(&request, cached.as_ref().map(|c| c.version.as_str()));
+    // A 503 (the server shedding load) is waited out a few times first.
+    let answer = backoff::catalog_with_backoff(
+        &client,
+        &request,
+        cached.as_ref().map(|c| c.version.as_str()),
+        stop,
+    );
     clock.add(Phase::Catalog, fetching.elapsed());
     let (catalog, fresh, cached_use, error) = match (answer, cached.clone()) {
         (Ok(CatalogAnswer::Fresh(signed)), _) => (
@@ -188,7 +196,10 @@ pub fn build_report_of_run(
         cached_catalog,
         error,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        metrics: clock.metrics(&applied.resources),
+        metrics: drover_catalog::report::RunMetrics {
+            files: applied.files,
+            ..clock.metrics(&applied.resources)
+        },
         resources: applied.resources,
     }
 }

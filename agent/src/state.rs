@@ -7,7 +7,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
-use drover_catalog::report::{ResourceCounts, RunStatus};
+use drover_catalog::report::{FileChecks, ResourceCounts, RunStatus};
 use drover_catalog::signed::{self, SignatureError, VerifyingKey};
 use drover_catalog::{Catalog, Report};
 use serde::{Deserialize, Serialize};
@@ -155,6 +155,10 @@ pub struct LastRun {
     pub error: Option<String>,
     pub durations_ms: Durations,
     pub resources: ResourceCounts,
+    /// Files hashed or vouched for by the metadata cache, and whether the
+    /// run was a full verification (absent in older files).
+    #[serde(default)]
+    pub files: FileChecks,
 }
 
 /// The report's metrics in ms, under the names this file has always had.
@@ -191,6 +195,7 @@ impl LastRun {
                 total: m.duration_ms,
             },
             resources: m.resources,
+            files: m.files,
         }
     }
 }

@@ -78,6 +78,21 @@ pub struct RunMetrics {
     pub apply_ms: f64,
     #[serde(default)]
     pub resources: ResourceCounts,
+    /// How the run checked managed file contents.
+    #[serde(default)]
+    pub files: FileChecks,
+}
+
+/// How a run checked the contents of its managed files: read and hashed,
+/// or vouched for by the agent's metadata cache without being read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChecks {
+    /// Files whose content was read and hashed.
+    pub hashed: u64,
+    /// Files whose unchanged metadata (inode, size, mtime, ctime) vouched for their content.
+    pub trusted: u64,
+    /// The run ignored the cache and hashed every file (the periodic full verification).
+    pub full_verification: bool,
 }
 
 /// How many resources ended in each status; `corrective` counts the changed

@@ -9,6 +9,7 @@ use drover_catalog::{Catalog, CatalogRequest, Facts};
 
 use crate::db::{self, CompileError};
 use crate::error::AppError;
+use crate::shed::Admission;
 use crate::state::AppState;
 use drover_catalog::{CompileRequest, Diagnostics};
 
@@ -78,11 +79,24 @@ fn lines(d: &Diagnostics) -> Vec<String> {
 /// Compiles `node` for `facts` in the requested (else default) environment,
 /// or in the environment its `nodes.toml` entry pins. Contents of a good
 /// compile are stored in the database before the catalog can be served.
+/// Waits for a compile slot (background work: never shed).
 pub async fn compile_node(
     state: &AppState,
     node: &str,
     facts: &Facts,
     requested: Option<&str>,
+) -> Result<Outcome, AppError> {
+    compile_admitted(state, node, facts, requested, Admission::Wait).await
+}
+
+/// [`compile_node`] for a node's request: a cache miss beyond the compile
+/// capacity is shed (503, see [`crate::shed`]); a cache hit never is.
+pub async fn compile_admitted(
+    state: &AppState,
+    node: &str,
+    facts: &Facts,
+    requested: Option<&str>,
+    admission: Admission,
 ) -> Result<Outcome, AppError> {
     let snapshots = &state.snapshots;
     // Failures found before compiling are not cached, so they count at
@@ -140,6 +154,7 @@ pub async fn compile_node(
     if let Some(outcome) = state.cache.get(&key) {
         return Ok(outcome);
     }
+    let slot = state.shed.admit(admission).await?;
     let (environment, commit) = (snap.name.clone(), snap.commit.clone());
     let (node_owned, facts_owned) = (node.to_owned(), facts.clone());
     let (result, took) = tokio::task::spawn_blocking(move || {
@@ -155,6 +170,9 @@ pub async fn compile_node(
     })
     .await
     .map_err(|e| AppError::Internal(format!("compile task failed: {e}")))?;
+    // The slot bounds the CPU of compiles; storing contents waits on the
+    // database like any other write, so it does not hold one.
+    drop(slot);
     state.metrics.compile_finished(took, result.is_ok());
     let outcome = match result {
         Ok(compiled) => {
@@ -187,9 +205,10 @@ pub async fn serve_catalog(
 ) -> Result<Catalog, AppError> {
     let requested = request.environment.as_deref();
     db::record_request(&state.db, node, &request.facts, requested).await?;
-    match compile_node(state, node, &request.facts, requested).await? {
+    match compile_admitted(state, node, &request.facts, requested, Admission::Shed).await? {
         Ok(compiled) => {
             db::record_served(&state.db, &compiled.catalog, &compiled.roles).await?;
+            state.watches.publish(node, &compiled.catalog.version);
             Ok(compiled.catalog.clone())
         }
         Err(error) => {
@@ -202,7 +221,11 @@ pub async fn serve_catalog(
             );
             db::set_compile_error(&state.db, node, Some(&error)).await?;
             match db::last_good(&state.db, node).await? {
-                Some(catalog) => Ok(catalog),
+                Some(catalog) => {
+                    // After a restart this is the first the watches hear of it.
+                    state.watches.publish(node, &catalog.version);
+                    Ok(catalog)
+                }
                 None => Err(AppError::Compile {
                     message: format!(
                         "the catalog of node `{node}` does not compile in environment `{}`{}",
@@ -222,7 +245,9 @@ pub async fn serve_catalog(
 
 /// After a refresh moved `changed` environments: recompiles every known node
 /// of those environments with its stored facts, so compile errors show
-/// without waiting for the node. Nothing is served: only errors change.
+/// without waiting for the node, and a good compile's version reaches the
+/// node's watch (a push converges in seconds). Nothing is served here; a
+/// compile error leaves the watch at the last good version.
 pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(), AppError> {
     let changed: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
     let default_env = state.snapshots.default_environment();
@@ -239,10 +264,11 @@ pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(),
             if !changed.contains(wanted) && !changed.contains(served) {
                 continue;
             }
-            let error = compile_node(state, &node.name, &node.facts, requested)
-                .await?
-                .err();
-            db::set_compile_error(&state.db, &node.name, error.as_ref()).await?;
+            let outcome = compile_node(state, &node.name, &node.facts, requested).await?;
+            if let Ok(compiled) = &outcome {
+                state.watches.publish(&node.name, &compiled.catalog.version);
+            }
+            db::set_compile_error(&state.db, &node.name, outcome.err().as_ref()).await?;
         }
     }
     Ok(())

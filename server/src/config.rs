@@ -16,6 +16,13 @@ pub const DEFAULT_CERT_LIFETIME_DAYS: u32 = 365;
 /// Three of the agent's default 30-minute intervals.
 pub const DEFAULT_UNRESPONSIVE_SECS: u64 = 5400;
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
+/// Requests that may wait for a compile slot beyond those compiling.
+pub const DEFAULT_COMPILE_QUEUE: usize = 64;
+
+/// Compiles at once: two per core keeps both busy while one waits on the database.
+pub fn default_max_compiles() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| 2 * n.get())
+}
 
 /// The keys `server.toml` may hold; an unknown key is an error that names it.
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +56,10 @@ pub struct FileConfig {
     pub unresponsive_after_secs: Option<u64>,
     /// Reports older than this many days are deleted in the background.
     pub report_retention_days: Option<u32>,
+    /// Catalog compiles running at once [default: 2 per core].
+    pub max_concurrent_compiles: Option<usize>,
+    /// Catalog requests waiting for a compile slot; beyond, 503 with Retry-After.
+    pub compile_queue: Option<usize>,
 }
 
 /// Command-line values that override the file.
@@ -86,6 +97,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub unresponsive_after: Duration,
     pub report_retention: Duration,
+    /// Compile slots and the queue in front of them (see `crate::shed`).
+    pub max_concurrent_compiles: usize,
+    pub compile_queue: usize,
 }
 
 impl Config {
@@ -110,6 +124,8 @@ impl Config {
             metrics_listen: None,
             unresponsive_after: Duration::from_secs(DEFAULT_UNRESPONSIVE_SECS),
             report_retention: days(DEFAULT_RETENTION_DAYS),
+            max_concurrent_compiles: default_max_compiles(),
+            compile_queue: DEFAULT_COMPILE_QUEUE,
         }
     }
 
@@ -193,6 +209,12 @@ impl Config {
                 "report_retention_days must be at least 1\nhint: reports are the dashboard's history; keep at least a day"
             );
         }
+        let max_concurrent_compiles = file
+            .max_concurrent_compiles
+            .unwrap_or_else(default_max_compiles);
+        if max_concurrent_compiles == 0 {
+            bail!("max_concurrent_compiles must be at least 1");
+        }
         Ok(Config {
             repo,
             listen,
@@ -209,6 +231,8 @@ impl Config {
             metrics_listen,
             unresponsive_after: Duration::from_secs(unresponsive_secs),
             report_retention: days(retention_days),
+            max_concurrent_compiles,
+            compile_queue: file.compile_queue.unwrap_or(DEFAULT_COMPILE_QUEUE),
         })
     }
 }
@@ -286,6 +310,12 @@ mod tests {
         };
         let err = Config::merge(file, repo()).unwrap_err();
         assert!(err.to_string().contains("unresponsive_after_secs"), "{err}");
+        let file = FileConfig {
+            max_concurrent_compiles: Some(0),
+            ..FileConfig::default()
+        };
+        let err = Config::merge(file, repo()).unwrap_err();
+        assert!(err.to_string().contains("max_concurrent_compiles"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum AppError {
         message: String,
         diagnostics: Vec<String>,
     },
+    /// Beyond the compile capacity (see `crate::shed`): 503 with `Retry-After`.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -47,10 +53,18 @@ impl IntoResponse for AppError {
             AppError::Status(code, _) => *code,
             AppError::Compile { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
-        if status.is_server_error() {
+        // Shedding is the server working as meant, not a failure to log.
+        if status.is_server_error() && !matches!(self, AppError::Overloaded { .. }) {
             tracing::error!(error = %self, "request failed");
         }
+        let retry_after = match &self {
+            AppError::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let body = match self {
             AppError::Compile {
                 message,
@@ -58,6 +72,12 @@ impl IntoResponse for AppError {
             } => json!({"error": message, "diagnostics": diagnostics}),
             other => json!({"error": other.to_string()}),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

@@ -20,9 +20,11 @@ pub mod metrics;
 pub mod openapi;
 pub mod retention;
 pub mod routes;
+pub mod shed;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
+pub mod watch;
 
 use std::io::Write;
 

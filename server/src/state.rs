@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::{Snapshots, Source};
 use crate::tls::Pki;
 use crate::tls::policy::Autosign;
+use crate::watch::Watches;
 
 /// Everything handlers share; cheap to clone.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct AppState {
     pub db: Db,
     pub snapshots: Arc<Snapshots>,
     pub cache: Arc<Cache>,
+    /// Admission to compiles: beyond capacity, 503 with Retry-After.
+    pub shed: Arc<crate::shed::Shed>,
     pub metrics: Arc<Metrics>,
     pub operators: Arc<Tokens>,
     /// The CA, the server certificate and the catalog signing key.
@@ -32,6 +35,8 @@ pub struct AppState {
     pub autosign: Arc<Autosign>,
     /// Stored reports, announced to the dashboard's open pages.
     pub live: Arc<Live>,
+    /// Each node's current catalog version, and the watches waiting on it.
+    pub watches: Arc<Watches>,
 }
 
 impl AppState {
@@ -56,6 +61,10 @@ impl AppState {
         tracing::info!(repo = %config.repo, source = source.kind(), "catalog repository ready");
         let state = AppState {
             snapshots: Arc::new(Snapshots::new(source, config.default_environment.clone())),
+            shed: Arc::new(crate::shed::Shed::new(
+                config.max_concurrent_compiles,
+                config.compile_queue,
+            )),
             config: Arc::new(config),
             db,
             cache: Arc::default(),
@@ -64,13 +73,15 @@ impl AppState {
             pki: Arc::new(pki),
             autosign: Arc::new(autosign),
             live: Arc::default(),
+            watches: Arc::default(),
         };
         refresh(&state).await;
         Ok(state)
     }
 
     /// Spawns the refresh loop and report retention on `tracker`; they stop,
-    /// and the live feed closes, when `shutdown` is cancelled.
+    /// and the live feed and the catalog watches close, when `shutdown` is
+    /// cancelled.
     pub fn spawn_background(&self, shutdown: &CancellationToken, tracker: &TaskTracker) {
         let (state, token) = (self.clone(), shutdown.clone());
         tracker.spawn(async move { refresh_loop(state, token).await });
@@ -80,10 +91,11 @@ impl AppState {
             shutdown.clone(),
         );
         tracker.spawn(crate::retention::prune_loop(db, retention, token));
-        let (live, token) = (self.live.clone(), shutdown.clone());
+        let (live, watches, token) = (self.live.clone(), self.watches.clone(), shutdown.clone());
         tracker.spawn(async move {
             token.cancelled().await;
             live.close();
+            watches.close();
         });
     }
 

@@ -196,3 +196,48 @@ fn tls_failures_say_what_they_mean_for_this_node() {
     );
     assert!(name.contains("server_names"), "{name}");
 }
+
+#[test]
+fn a_watch_sends_the_held_version_and_reads_the_answer() {
+    let (url, seen) = scripted(vec![
+        Reply::new("200 OK", r#"{"version":"v2","changed":true}"#)
+            .header("Content-Type", "application/json"),
+        Reply::new("200 OK", r#"{"version":null,"changed":false}"#),
+        Reply::new("403 Forbidden", r#"{"error":"not yours"}"#),
+    ]);
+    let client = client(&url, &server_key());
+    assert_eq!(
+        client.watch(Some("v1"), 55).unwrap(),
+        Watched {
+            version: Some("v2".into()),
+            changed: true
+        }
+    );
+    assert_eq!(
+        client.watch(None, 0).unwrap(),
+        Watched {
+            version: None,
+            changed: false
+        }
+    );
+    let err = client.watch(Some("v1"), 55).unwrap_err();
+    assert!(
+        err.to_string().contains("403") && err.to_string().contains("not yours"),
+        "{err}"
+    );
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen[0]
+            .head
+            .starts_with("GET /api/v1/nodes/n1/catalog/watch?timeout_secs=55&version=v1 "),
+        "{}",
+        seen[0].head
+    );
+    assert!(
+        seen[1]
+            .head
+            .starts_with("GET /api/v1/nodes/n1/catalog/watch?timeout_secs=0 "),
+        "{}",
+        seen[1].head
+    );
+}

@@ -9,6 +9,7 @@ use drover_catalog::model::{Ensure, FileSpec, sha256_hex};
 
 use super::{Env, Flags, Outcome, WantMeta, describe_type, event, observe, require_parent};
 use crate::diff::content_diff;
+use crate::filecache;
 use crate::fsutil::{self, NewFile};
 
 const DEFAULT_MODE: u32 = 0o644;
@@ -19,10 +20,19 @@ pub fn converge(spec: &FileSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outc
         // A run killed mid-write may have left a temp file next to this one.
         env.sweep_stale_temps(path.parent().unwrap_or(Path::new(".")));
     }
-    let current = observe(path)?;
+    // The pass before the walk stat'ed it already, unless something since
+    // may have changed it. `observed_at` comes before the lstat: the cache
+    // records the content as "hashed after this".
+    let (current, observed_at) = match env.files.take_observed() {
+        Some(observed) => observed,
+        None => {
+            let observed_at = filecache::now_ns();
+            (observe(path)?, observed_at)
+        }
+    };
     match spec.ensure {
         Ensure::Absent => absent(spec, path, current, env, flags),
-        Ensure::Present => present(spec, path, current, env, flags),
+        Ensure::Present => present(spec, path, current, observed_at, env, flags),
     }
 }
 
@@ -30,6 +40,7 @@ fn present(
     spec: &FileSpec,
     path: &Path,
     current: Option<Metadata>,
+    observed_at: i64,
     env: &mut Env<'_>,
     flags: Flags,
 ) -> Result<Outcome> {
@@ -43,7 +54,7 @@ fn present(
     match current {
         Some(md) if md.is_file() => {
             let differs = match spec.sha256.as_deref() {
-                Some(want_sha) => content_differs(env, path, &md, spec, want_sha)?,
+                Some(want_sha) => content_differs(env, path, &md, spec, want_sha, observed_at)?,
                 None => false,
             };
             want.events(&mut env.names, Some(&md), &mut out.events);
@@ -56,6 +67,12 @@ fn present(
             };
             let old = fs_err::read(path)?;
             let old_sha = sha256_hex(&old);
+            if flags.noop
+                && let Some(sha) = filecache::decode_sha(&old_sha)
+            {
+                // What is there, never what would be: a later real run still repairs it.
+                env.files.record(&spec.path, &md, sha, observed_at);
+            }
             out.events.insert(
                 0,
                 event("content", Some(old_sha.clone()), Some(new_sha.to_owned())),
@@ -133,18 +150,26 @@ fn present(
     Ok(out)
 }
 
-/// Size first: a size mismatch settles it without reading the file.
+/// Size first: a size mismatch settles it without reading the file. Then
+/// the metadata cache or the hash made up front, else a hash now.
 fn content_differs(
     env: &mut Env<'_>,
     path: &Path,
     md: &Metadata,
     spec: &FileSpec,
     want_sha: &str,
+    observed_at: i64,
 ) -> Result<bool> {
     if spec.size.is_some_and(|size| size != md.len()) {
         return Ok(true);
     }
-    Ok(env.hash_file(path)? != want_sha)
+    let Some(want) = filecache::decode_sha(want_sha) else {
+        return Ok(env.hash_file(path)? != want_sha);
+    };
+    if let Some(sha) = env.files.known(&spec.path, md, &want) {
+        return Ok(sha != want);
+    }
+    Ok(env.files.hash_now(&spec.path, md, observed_at)? != want)
 }
 
 fn absent(

@@ -72,6 +72,8 @@ pub struct Env<'a> {
     pub apt_updated: bool,
     /// The Docker Engine connection, opened by the first container resource.
     pub containers: container::Containers,
+    /// The file metadata cache and the hashes made ahead of the walk.
+    pub files: crate::filecache::FileCache,
     buf: Vec<u8>,
     swept: HashSet<PathBuf>,
 }
@@ -90,6 +92,7 @@ impl<'a> Env<'a> {
             services: service::Services::default(),
             apt_updated: false,
             containers: container::Containers::default(),
+            files: crate::filecache::FileCache::default(),
             buf: Vec::new(),
             swept: HashSet::new(),
         }

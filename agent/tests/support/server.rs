@@ -49,6 +49,9 @@ pub struct Fake {
     /// Answer the catalog route with a redirect to this URL.
     pub redirect_catalog_to: Option<String>,
     pub down: bool,
+    /// Answer this many catalog requests with 503 and `Retry-After: busy_retry_after`.
+    pub busy_catalog: usize,
+    pub busy_retry_after: u64,
     /// Plain HTTP: node routes without a certificate (`--insecure-http`).
     pub insecure: bool,
     pub reports: Vec<serde_json::Value>,
@@ -75,6 +78,8 @@ impl Fake {
             signature: Signature::Good,
             redirect_catalog_to: None,
             down: false,
+            busy_catalog: 0,
+            busy_retry_after: 1,
             insecure: false,
             reports: Vec::new(),
             if_none_match: Vec::new(),
@@ -376,6 +381,13 @@ fn catalog(f: &mut Fake, if_none_match: Option<String>) -> Reply {
     if let Some(to) = &f.redirect_catalog_to {
         let mut r = reply("307 Temporary Redirect", "");
         r.headers.push(("Location".into(), to.clone()));
+        return r;
+    }
+    if f.busy_catalog > 0 {
+        f.busy_catalog -= 1;
+        let mut r = error("503 Service Unavailable", "compiling at capacity");
+        r.headers
+            .push(("Retry-After".into(), f.busy_retry_after.to_string()));
         return r;
     }
     let catalog = f.catalog.clone().expect("the fake has a catalog");

@@ -45,7 +45,7 @@ pub fn api_routes() -> Router<AppState> {
 }
 
 fn described_routes() -> OpenApiRouter<AppState> {
-    use crate::routes::{enroll, meta, node, operator};
+    use crate::routes::{enroll, meta, node, operator, watch};
     let csr_limit = DefaultBodyLimit::max(enroll::CSR_BODY_LIMIT);
     // One `routes!` per path: utoipa-axum serves every handler of a call at
     // every path of that call.
@@ -53,6 +53,7 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operator::nodes))
         .routes(routes!(operator::node))
         .routes(routes!(node::catalog))
+        .routes(routes!(watch::watch))
         .routes(routes!(node::file))
         .routes(routes!(node::report, operator::node_reports))
         .routes(routes!(enroll::renew).layer(csr_limit))

@@ -114,6 +114,19 @@ pub struct RunMetrics {
     pub apply_ms: f64,
     #[schema(required = false)]
     pub resources: ResourceCounts,
+    #[schema(required = false)]
+    pub files: FileChecks,
+}
+
+/// How the run checked managed file contents (`drover_catalog::report::FileChecks`).
+#[derive(ToSchema)]
+pub struct FileChecks {
+    /// Files whose content was read and hashed.
+    pub hashed: u64,
+    /// Files the agent's metadata cache vouched for without reading them.
+    pub trusted: u64,
+    /// The run ignored the cache and hashed every file (periodic full verification).
+    pub full_verification: bool,
 }
 
 /// Resources per final status; `corrective` overlaps `changed` and `noop`.

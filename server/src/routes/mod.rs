@@ -4,3 +4,4 @@ pub mod enroll;
 pub mod meta;
 pub mod node;
 pub mod operator;
+pub mod watch;

@@ -25,7 +25,8 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
 /// Compiled from the node's environment with the facts it sends, cached per
 /// commit and facts. When the newest commit does not compile the node gets
 /// its last good catalog (the error shows in the API and the dashboard);
-/// 422 only when it has none. The signature in `drover-signature` covers
+/// 422 only when it has none. Beyond the compile capacity a request that
+/// needs a compile gets 503 with `Retry-After`. The signature in `drover-signature` covers
 /// the body's exact bytes.
 #[utoipa::path(
     post,
@@ -53,6 +54,9 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
         crate::openapi::TooLarge,
         (status = 422, description = "The catalog does not compile and the node has no last good one", body = crate::openapi::wire::CompileFailure),
         crate::openapi::Internal,
+        (status = 503, description = "A compile is needed and the server is at its compile capacity (`max_concurrent_compiles` running, `compile_queue` waiting); a catalog in the compile cache is never refused so", body = crate::openapi::wire::ErrorBody, headers(
+            ("Retry-After" = String, description = "Seconds to wait before asking again (the agent adds jitter)"),
+        )),
     ),
 )]
 pub async fn catalog(

@@ -9,6 +9,8 @@ mod git;
 mod metrics;
 mod openapi;
 mod routes;
+mod shed;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -18,10 +18,11 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The routes of the contract (spec/interfaces.md and enrollment).
-const ROUTES: [(&str, &str); 16] = [
+const ROUTES: [(&str, &str); 17] = [
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{name}"),
     ("post", "/api/v1/nodes/{name}/catalog"),
+    ("get", "/api/v1/nodes/{name}/catalog/watch"),
     ("get", "/api/v1/nodes/{name}/files/{sha256}"),
     ("post", "/api/v1/nodes/{name}/reports"),
     ("get", "/api/v1/nodes/{name}/reports"),
@@ -262,13 +263,17 @@ fn concrete(path: &str, sha256: &str, run_id: &str) -> String {
     uri
 }
 
-/// `?a=..&b=..` with a valid value for every documented query parameter.
+/// `?a=..&b=..` with a valid value for every documented query parameter:
+/// its example, else one its schema allows (an integer's minimum).
 fn query(op: &Op<'_>) -> String {
     let pairs: Vec<String> = params(op, "query")
         .iter()
         .map(|p| {
             let schema = &p["schema"];
-            let value = if schema["format"] == "date-time" {
+            let example = p.get("example").or_else(|| schema.get("example"));
+            let value = if let Some(example) = example.and_then(Value::as_str) {
+                example.to_owned()
+            } else if schema["format"] == "date-time" {
                 "2100-01-01T00:00:00Z".to_owned()
             } else if schema["type"].to_string().contains("integer") {
                 schema["minimum"].as_u64().unwrap_or(1).to_string()
@@ -429,7 +434,8 @@ async fn every_operation_called_as_documented_answers_as_documented() {
 #[tokio::test]
 async fn wire_types_of_the_catalog_crate_match_their_schemas() {
     use drover_catalog::report::{
-        CachedCatalog, Event, ResourceCounts, ResourceReport, ResourceStatus, RunMetrics, RunStatus,
+        CachedCatalog, Event, FileChecks, ResourceCounts, ResourceReport, ResourceStatus,
+        RunMetrics, RunStatus,
     };
     use drover_catalog::{CatalogRequest, Report, ResourceId};
 
@@ -476,6 +482,11 @@ async fn wire_types_of_the_catalog_crate_match_their_schemas() {
                 noop: 1,
                 corrective: 1,
                 ..ResourceCounts::default()
+            },
+            files: FileChecks {
+                hashed: 1,
+                trusted: 2,
+                full_verification: true,
             },
         },
     };

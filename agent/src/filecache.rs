@@ -1,0 +1,566 @@
+//! The file metadata cache behind the fast no-change run: per managed path,
+//! the inode, size, mtime and ctime a file had when its content was hashed,
+//! and that hash. A file whose metadata all still match is not read again.
+//!
+//! What keeps it honest:
+//! - ctime cannot be set by a process: any write, rename over, chmod, chown
+//!   or `touch -d` moves it, so content changed behind unchanged size and
+//!   mtime still misses the cache.
+//! - Racy entries (git's racy-index problem): a write right after the hash
+//!   may land in the same timestamp tick as the metadata recorded. An entry
+//!   is trusted only when its mtime and ctime are older than the moment it
+//!   was recorded by a margin larger than the tick ([`RACY_MARGIN_NS`],
+//!   [`COARSE_MARGIN_NS`] on file systems with whole-second times), so a
+//!   write after the hash always shows a newer time.
+//! - The cache only vouches for "this file still has the desired content":
+//!   an entry with another hash, or none, means read and hash.
+//! - Every `verify_interval_secs` a run trusts nothing and hashes every file
+//!   (a change hidden from the metadata, or a tampered cache, is found).
+//! - A missing or corrupt cache (checksummed) means "hash everything", with
+//!   a warning, never a failed run. It is replaced atomically (temp file,
+//!   rename), and only when it changed; no fsync, since a cache lost in a
+//!   crash is only a slower next run and the checksum catches a torn one.
+//!
+//! The files the cache cannot vouch for are hashed up front on a few
+//! threads ([`FileCache::prepare`]), so the ordered walk finds them ready.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+use drover_catalog::model::Ensure;
+use drover_catalog::report::FileChecks;
+use drover_catalog::{Catalog, Spec};
+use fs_err::os::unix::fs::OpenOptionsExt as _;
+use sha2::{Digest, Sha256};
+
+/// The cache's name in the state directory.
+pub const FILE_NAME: &str = "filecache";
+/// One day: a change hidden from the metadata is found within a day.
+pub const DEFAULT_VERIFY_INTERVAL_SECS: u64 = 86_400;
+/// Larger than the coarse clock tick file times come from (10 ms at HZ=100).
+pub const RACY_MARGIN_NS: i64 = 100_000_000;
+/// For file systems that keep whole seconds (FAT keeps two).
+pub const COARSE_MARGIN_NS: i64 = 2_000_000_000;
+
+const MAGIC: &[u8; 8] = b"DRVFC01\n";
+const HEADER: usize = MAGIC.len() + 8 + 4;
+const ENTRY_FIXED: usize = 4 + 6 * 8 + 32;
+const CHECKSUM: usize = 32;
+/// Hashing threads at most: beyond a few, the disk is the limit.
+const MAX_THREADS: usize = 4;
+/// Below this much to hash, threads cost more than they save.
+const PARALLEL_MIN_BYTES: u64 = 1 << 20;
+const READ_BUF: usize = 64 * 1024;
+
+/// What identifies one version of a file's content, as far as metadata can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Key {
+    /// `None` for times beyond what nanoseconds in an i64 hold: never cached.
+    pub fn of(md: &Metadata) -> Option<Key> {
+        let ns = |s: i64, n: i64| s.checked_mul(1_000_000_000)?.checked_add(n);
+        Some(Key {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec())?,
+            ctime_ns: ns(md.ctime(), md.ctime_nsec())?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    key: Key,
+    /// Wall clock (ns) read before the metadata was taken and the content read.
+    recorded_at: i64,
+    sha: [u8; 32],
+}
+
+impl Entry {
+    /// Whether no write after the hash can have kept the recorded times.
+    fn settled(&self) -> bool {
+        let whole_seconds = self.key.mtime_ns.rem_euclid(1_000_000_000) == 0
+            && self.key.ctime_ns.rem_euclid(1_000_000_000) == 0;
+        let margin = if whole_seconds {
+            COARSE_MARGIN_NS
+        } else {
+            RACY_MARGIN_NS
+        };
+        let limit = self.recorded_at.saturating_sub(margin);
+        self.key.mtime_ns < limit && self.key.ctime_ns < limit
+    }
+}
+
+/// What the pass before the walk saw of one file resource.
+#[derive(Debug)]
+struct Observed {
+    md: Option<Metadata>,
+    observed_at: i64,
+    known: Option<Known>,
+}
+
+#[derive(Debug)]
+enum Known {
+    /// The cache vouches for the desired content (its path kept for the next cache).
+    Trusted(Box<str>, Entry),
+    /// Hashed by the pass.
+    Hashed(Entry),
+}
+
+/// Wall clock in ns since the epoch, comparable with file times.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        // A clock before 1970 settles nothing.
+        .unwrap_or(i64::MIN)
+}
+
+/// One run's view of the cache: what the last runs recorded, what this run
+/// hashed up front, and what it saw, to be saved as the next cache.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    /// None: no cache (kinds' unit tests), nothing is loaded or saved.
+    path: Option<PathBuf>,
+    old: HashMap<Box<str>, Entry>,
+    /// The bytes loaded, so an unchanged cache is not rewritten.
+    loaded: Vec<u8>,
+    /// When the last full verification started (ns).
+    verified_at: i64,
+    started_at: i64,
+    full: bool,
+    /// What [`FileCache::prepare`] saw, by resource index.
+    slots: Vec<Option<Observed>>,
+    cursor: usize,
+    /// What the pass knew of the file being converged.
+    current: Option<Known>,
+    seen: Vec<(Box<str>, Entry)>,
+    checks: FileChecks,
+    buf: Vec<u8>,
+}
+
+impl FileCache {
+    /// Loads the cache at `path` (missing or corrupt: trust nothing) and
+    /// decides whether this run is a full verification.
+    pub fn open(path: &Path, verify_interval: Duration) -> FileCache {
+        let started_at = now_ns();
+        let mut cache = FileCache {
+            path: Some(path.to_owned()),
+            started_at,
+            full: true,
+            ..FileCache::default()
+        };
+        let bytes = match fs_err::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return cache,
+            Err(e) => {
+                crate::output::warning(&format!(
+                    "ignoring the file cache: {e}; every managed file is hashed this run"
+                ));
+                return cache;
+            }
+        };
+        match parse(&bytes) {
+            Ok((verified_at, old)) => {
+                let interval = i64::try_from(verify_interval.as_nanos()).unwrap_or(i64::MAX);
+                // A verification "in the future" means the clock went back: verify now.
+                let due =
+                    started_at < verified_at || started_at.saturating_sub(verified_at) >= interval;
+                cache.full = due;
+                cache.verified_at = verified_at;
+                cache.old = old;
+                cache.loaded = bytes;
+            }
+            Err(e) => crate::output::warning(&format!(
+                "ignoring the file cache {}: {e}; every managed file is hashed this run",
+                path.display()
+            )),
+        }
+        cache
+    }
+
+    /// Stats every present managed file and hashes, on a few threads, those
+    /// the cache cannot vouch for, so the ordered walk finds both ready.
+    pub fn prepare(&mut self, catalog: &Catalog) {
+        let started = now_ns();
+        let mut jobs = Vec::new();
+        let mut slots = Vec::new();
+        for (index, resource) in catalog.resources.iter().enumerate() {
+            let Spec::File(spec) = &resource.spec else {
+                continue;
+            };
+            let (Ensure::Present, Some(want)) = (spec.ensure, spec.sha256.as_deref()) else {
+                continue;
+            };
+            let md = match fs_err::symlink_metadata(&spec.path) {
+                Ok(md) => Some(md),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                // The walk stats it again and reports the error.
+                Err(_) => continue,
+            };
+            if slots.is_empty() {
+                slots.resize_with(catalog.resources.len(), || None);
+            }
+            let mut observed = Observed {
+                md,
+                observed_at: started,
+                known: None,
+            };
+            // A size mismatch settles it without a hash.
+            let candidate = observed
+                .md
+                .as_ref()
+                .filter(|md| md.is_file() && spec.size.is_none_or(|s| s == md.size()))
+                .and_then(Key::of);
+            if let Some(key) = candidate {
+                let trusted =
+                    decode_sha(want).and_then(|want| self.trusted(&spec.path, key, &want));
+                match trusted.and_then(|_| self.old.remove_entry(spec.path.as_str())) {
+                    Some((name, entry)) => observed.known = Some(Known::Trusted(name, entry)),
+                    None => jobs.push((index, spec.path.as_str(), key)),
+                }
+            }
+            slots[index] = Some(observed);
+        }
+        let paths: Vec<_> = jobs.iter().map(|&(_, path, key)| (path, key)).collect();
+        for (job, sha) in hash_all(&paths) {
+            let (index, _, key) = jobs[job];
+            self.checks.hashed += 1;
+            let entry = Entry {
+                key,
+                recorded_at: started,
+                sha,
+            };
+            if let Some(observed) = &mut slots[index] {
+                observed.known = Some(Known::Hashed(entry));
+            }
+        }
+        self.slots = slots;
+    }
+
+    /// The engine is about to converge resource `index` of the catalog.
+    pub fn visit(&mut self, index: usize) {
+        let unused = self.current.take();
+        self.restore(unused);
+        self.cursor = index;
+    }
+
+    /// What [`FileCache::prepare`] saw of the file being converged: its
+    /// lstat (`None`: missing) and when that was taken.
+    pub fn take_observed(&mut self) -> Option<(Option<Metadata>, i64)> {
+        let observed = self.slots.get_mut(self.cursor)?.take()?;
+        self.current = observed.known;
+        Some((observed.md, observed.observed_at))
+    }
+
+    /// Something else than a file's own content or metadata changed on the
+    /// system (a package, an exec, a path created or removed): what was
+    /// stat'ed and hashed before the walk may be stale even where the times
+    /// look the same, so the walk stats and hashes again.
+    pub fn invalidate_prehashed(&mut self) {
+        let known: Vec<_> = self
+            .slots
+            .drain(..)
+            .flatten()
+            .filter_map(|o| o.known)
+            .chain(self.current.take())
+            .collect();
+        for k in known {
+            self.restore(Some(k));
+        }
+    }
+
+    /// Puts an unused trusted entry back where the walk looks it up.
+    fn restore(&mut self, known: Option<Known>) {
+        if let Some(Known::Trusted(name, entry)) = known {
+            self.old.insert(name, entry);
+        }
+    }
+
+    /// The sha256 of `path`'s content when this run already knows it for a
+    /// file with metadata `md`: the cache vouches it is `want`, or it was
+    /// hashed up front. Either way it goes into the next cache.
+    pub fn known(&mut self, path: &str, md: &Metadata, want: &[u8; 32]) -> Option<[u8; 32]> {
+        let key = Key::of(md)?;
+        match self.current.take() {
+            Some(Known::Trusted(name, entry)) if entry.key == key && &entry.sha == want => {
+                self.checks.trusted += 1;
+                self.seen.push((name, entry));
+                return Some(*want);
+            }
+            Some(Known::Hashed(entry)) if entry.key == key => {
+                self.seen.push((path.into(), entry));
+                return Some(entry.sha);
+            }
+            other => self.restore(other),
+        }
+        let entry = self.trusted(path, key, want)?;
+        let (name, entry) = self
+            .old
+            .remove_entry(path)
+            .unwrap_or_else(|| (path.into(), entry));
+        self.checks.trusted += 1;
+        self.seen.push((name, entry));
+        Some(*want)
+    }
+
+    fn trusted(&self, path: &str, key: Key, want: &[u8; 32]) -> Option<Entry> {
+        if self.full {
+            return None;
+        }
+        let entry = self.old.get(path)?;
+        (entry.key == key && &entry.sha == want && entry.settled()).then_some(*entry)
+    }
+
+    /// Hashes `path` now (stat'ed as `md` after `observed_at`) and records it.
+    pub fn hash_now(&mut self, path: &str, md: &Metadata, observed_at: i64) -> Result<[u8; 32]> {
+        if self.buf.is_empty() {
+            self.buf.resize(READ_BUF, 0);
+        }
+        let sha = hash_path(Path::new(path), &mut self.buf)?;
+        self.checks.hashed += 1;
+        self.record(path, md, sha, observed_at);
+        Ok(sha)
+    }
+
+    /// The content of `path` (stat'ed as `md` after `observed_at`) hashed to `sha`.
+    pub fn record(&mut self, path: &str, md: &Metadata, sha: [u8; 32], observed_at: i64) {
+        if let Some(key) = Key::of(md) {
+            let entry = Entry {
+                key,
+                recorded_at: observed_at,
+                sha,
+            };
+            self.seen.push((path.into(), entry));
+        }
+    }
+
+    /// What this run did so far, for the report.
+    pub fn checks(&self) -> FileChecks {
+        FileChecks {
+            full_verification: self.full && self.path.is_some(),
+            ..self.checks
+        }
+    }
+
+    /// Writes what this run saw as the next cache (atomically, and only when
+    /// it differs). A full verification that `completed` restarts the
+    /// interval. Failing to write costs the next run time, never this one.
+    pub fn save(&mut self, completed: bool) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let verified_at = if self.full && completed {
+            self.started_at
+        } else {
+            self.verified_at
+        };
+        let bytes = serialize(verified_at, &self.seen);
+        if bytes == self.loaded {
+            return;
+        }
+        if let Err(e) = write_replacing(&path, &bytes) {
+            crate::output::warning(&format!(
+                "cannot write the file cache: {e:#}; the next run hashes every managed file"
+            ));
+        }
+    }
+}
+
+/// A catalog's sha256 as bytes; `None` when it is not 64 hex digits.
+pub fn decode_sha(hex_sha: &str) -> Option<[u8; 32]> {
+    let mut out = [0; 32];
+    hex::decode_to_slice(hex_sha, &mut out).ok()?;
+    Some(out)
+}
+
+/// sha256 of a regular file's content, streamed through `buf`. Never
+/// follows a symlink nor blocks on a FIFO swapped in since it was stat'ed.
+pub fn hash_path(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
+    let mut file = fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let mut hasher = Sha256::new();
+    loop {
+        let n = match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Hashes `jobs` (path, stat'ed key) on up to [`MAX_THREADS`] threads, each
+/// with its own buffer; returns (job index, sha256) for those it could read
+/// (the walk reports the others' errors itself).
+fn hash_all(jobs: &[(&str, Key)]) -> Vec<(usize, [u8; 32])> {
+    let bytes: u64 = jobs.iter().map(|(_, key)| key.size).sum();
+    let threads = if bytes < PARALLEL_MIN_BYTES {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(MAX_THREADS)
+            .min(jobs.len())
+    };
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut buf = vec![0; READ_BUF];
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((path, _)) = jobs.get(i) else { break };
+            if let Ok(sha) = hash_path(Path::new(path), &mut buf) {
+                done.push((i, sha));
+            }
+        }
+        done
+    };
+    if threads <= 1 {
+        return work();
+    }
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut done = work();
+        for helper in helpers {
+            // A helper that panicked hashed nothing usable: the walk hashes those.
+            done.extend(helper.join().unwrap_or_default());
+        }
+        done
+    })
+}
+
+fn serialize(verified_at: i64, entries: &[(Box<str>, Entry)]) -> Vec<u8> {
+    let size = HEADER
+        + entries
+            .iter()
+            .map(|(p, _)| ENTRY_FIXED + p.len())
+            .sum::<usize>()
+        + CHECKSUM;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&verified_at.to_le_bytes());
+    let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&count.to_le_bytes());
+    for (path, e) in entries.iter().take(count as usize) {
+        let len = u32::try_from(path.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(path.as_bytes());
+        let k = e.key;
+        for n in [k.dev, k.ino, k.size] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for n in [k.mtime_ns, k.ctime_ns, e.recorded_at] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&e.sha);
+    }
+    let checksum: [u8; 32] = Sha256::digest(&out).into();
+    out.extend_from_slice(&checksum);
+    out
+}
+
+/// (verified_at, entries by path) of a cache file's bytes.
+fn parse(bytes: &[u8]) -> Result<(i64, HashMap<Box<str>, Entry>)> {
+    if bytes.len() < HEADER + CHECKSUM || &bytes[..MAGIC.len()] != MAGIC {
+        bail!("not a drover file cache (version 1)");
+    }
+    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM);
+    if Sha256::digest(body).as_slice() != checksum {
+        bail!("its checksum does not match (a torn or edited file)");
+    }
+    let mut r = Reader(&body[MAGIC.len()..]);
+    let verified_at = r.i64()?;
+    let count = r.u32()? as usize;
+    let mut entries = HashMap::with_capacity(count.min(body.len() / ENTRY_FIXED));
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        let path = std::str::from_utf8(r.take(len)?)
+            .map_err(|_| anyhow::anyhow!("an entry's path is not UTF-8"))?;
+        let key = Key {
+            dev: r.u64()?,
+            ino: r.u64()?,
+            size: r.u64()?,
+            mtime_ns: r.i64()?,
+            ctime_ns: r.i64()?,
+        };
+        let recorded_at = r.i64()?;
+        let sha = r.take(32)?.try_into().expect("took 32 bytes");
+        entries.insert(
+            path.into(),
+            Entry {
+                key,
+                recorded_at,
+                sha,
+            },
+        );
+    }
+    if !r.0.is_empty() {
+        bail!("{} bytes after the last entry", r.0.len());
+    }
+    Ok((verified_at, entries))
+}
+
+struct Reader<'b>(&'b [u8]);
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Result<&'b [u8]> {
+        if self.0.len() < n {
+            bail!("it ends in the middle of an entry");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into()?))
+    }
+}
+
+/// Temp file next to `path`, then rename: a killed run leaves the old cache
+/// or the new one. Not fsynced (see the module comment).
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    let temp = crate::fsutil::temp_path_for(path);
+    let written = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs_err::rename(&temp, path));
+    if written.is_err() {
+        let _ = fs_err::remove_file(&temp);
+    }
+    Ok(written?)
+}
+
+#[cfg(test)]
+mod tests;

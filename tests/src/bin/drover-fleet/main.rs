@@ -1,0 +1,143 @@
+//! drover-fleet: thousands of simulated agents in one process against a
+//! real `drover-server` on 127.0.0.1, to measure what one server holds.
+//!
+//! Scenarios (each on a fresh server and data directory):
+//! - `spread`: `--nodes` nodes enroll (setup, not measured), then check in
+//!   `--checkins` times, spread evenly over `--spread-secs` each round (the
+//!   first round compiles and fetches contents, later ones get 304);
+//! - `burst`: `--burst` nodes check in at the same instant; the server sheds
+//!   compiles beyond its capacity with 503 + Retry-After, the nodes back off
+//!   with jitter, and a node whose run fell back runs again after
+//!   `--burst-interval-secs` until every node converged;
+//! - `compile`: catalogs per second of a 500-resource catalog through the
+//!   HTTP route, facts changing at every request (compile cache missed) and
+//!   the same facts (compile cache hit).
+//!
+//! A catalog-watch scenario (1,000 agents holding
+//! `GET /api/v1/nodes/{name}/catalog/watch`, all reporting the new version
+//! within 5 s of the git webhook) belongs in [`scenarios`] next to these once
+//! the route is in the server.
+//!
+//! Prints a table per scenario and writes every figure to `--out` as JSON.
+
+mod conn;
+mod node;
+mod scenarios;
+mod server;
+mod site;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Spread,
+    Burst,
+    Compile,
+    All,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover-fleet",
+    about = "simulated agents against a real drover-server"
+)]
+pub struct Args {
+    /// Which scenario to run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub scenario: Scenario,
+    /// spread: simulated nodes.
+    #[arg(long, default_value_t = 10_000)]
+    pub nodes: u64,
+    /// spread: seconds each round of check-ins is spread over.
+    #[arg(long, default_value_t = 60)]
+    pub spread_secs: u64,
+    /// spread: check-ins per node (the first compiles, the next get 304).
+    #[arg(long, default_value_t = 2)]
+    pub checkins: u32,
+    /// burst: nodes checking in at the same instant.
+    #[arg(long, default_value_t = 2_000)]
+    pub burst: u64,
+    /// burst: seconds before a node whose run fell back runs again.
+    #[arg(long, default_value_t = 5)]
+    pub burst_interval_secs: u64,
+    /// compile: requests per measurement.
+    #[arg(long, default_value_t = 200)]
+    pub compile_requests: u64,
+    /// compile: requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub compile_concurrency: u64,
+    /// Plain HTTP, the node named by the path (no enrollment, no TLS).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Enrollments in flight at once during setup.
+    #[arg(long, default_value_t = 32)]
+    pub enroll_concurrency: usize,
+    /// The server binary [default: drover-server next to this one].
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Where the JSON figures go.
+    #[arg(long, default_value = "bench-out/fleet.json")]
+    pub out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let server_bin = match &args.server_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the simulator's directory")?
+            .join("drover-server"),
+    };
+    if !server_bin.exists() {
+        anyhow::bail!(
+            "{} is missing\nhint: cargo build --release --bins (or pass --server-bin)",
+            server_bin.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "drover-fleet: {} CPUs, {}, server {}",
+        cpus,
+        if args.insecure_http {
+            "plain HTTP (--insecure-http)"
+        } else {
+            "mutual TLS, one enrolled certificate per node"
+        },
+        server_bin.display()
+    );
+    let mut results = serde_json::Map::new();
+    let all = args.scenario == Scenario::All;
+    if all || args.scenario == Scenario::Spread {
+        let r = runtime.block_on(scenarios::spread(&args, &server_bin))?;
+        results.insert("spread".into(), r);
+    }
+    if all || args.scenario == Scenario::Burst {
+        let r = runtime.block_on(scenarios::burst(&args, &server_bin))?;
+        results.insert("burst".into(), r);
+    }
+    if all || args.scenario == Scenario::Compile {
+        let r = runtime.block_on(scenarios::compile(&args, &server_bin))?;
+        results.insert("compile".into(), r);
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs_err::create_dir_all(dir)?;
+    }
+    let document = json!({
+        "cpus": cpus,
+        "transport": if args.insecure_http { "http" } else { "mtls" },
+        "at": jiff::Timestamp::now().to_string(),
+        "scenarios": results,
+    });
+    fs_err::write(&args.out, serde_json::to_vec_pretty(&document)?)?;
+    println!("\nfigures written to {}", args.out.display());
+    Ok(())
+}

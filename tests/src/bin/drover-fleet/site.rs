@@ -1,0 +1,123 @@
+//! The simulated site: a plain-directory catalog repository (development
+//! mode) with three roles of about twenty resources each, some from
+//! `source` files so nodes fetch contents, and a 500-resource role for the
+//! compile-throughput scenario.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+/// The roles nodes get, by name: `NAME-N` gets role `NAME` (and `base`).
+pub const ROLES: [&str; 3] = ["web", "db", "cache"];
+
+/// Nodes named `big-*` get the 500-resource role.
+pub const BIG_PREFIX: &str = "big-";
+pub const BIG_RESOURCES: usize = 500;
+
+fn write(root: &Path, rel: &str, text: &str) -> Result<()> {
+    let path = root.join(rel);
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir)?;
+    }
+    fs_err::write(path, text)?;
+    Ok(())
+}
+
+/// Writes the repository under `root`.
+pub fn generate(root: &Path) -> Result<()> {
+    let mut nodes = String::new();
+    for role in ROLES {
+        writeln!(
+            nodes,
+            "[[node]]\nmatch = \"{role}-*\"\nroles = [\"{role}\"]\n"
+        )?;
+    }
+    writeln!(
+        nodes,
+        "[[node]]\nmatch = \"{BIG_PREFIX}*\"\nroles = [\"big\"]\n"
+    )?;
+    write(root, "nodes.toml", &nodes)?;
+
+    // base: 8 resources every node has, two of them from `source` files.
+    let base = r#"[vars]
+greeting = "managed by drover"
+
+[[directory]]
+path = "/srv/fleet"
+mode = "0755"
+
+[[directory]]
+path = "/srv/fleet/etc"
+mode = "0755"
+
+[[file]]
+path = "/srv/fleet/etc/motd"
+content = "{{ vars.greeting }} on {{ node }} ({{ facts.os.id }} {{ facts.os.version }})\n"
+mode = "0644"
+
+[[file]]
+path = "/srv/fleet/etc/hosts.allow"
+source = "files/hosts.allow"
+mode = "0644"
+
+[[file]]
+path = "/srv/fleet/etc/ca-bundle.pem"
+source = "files/ca-bundle.pem"
+mode = "0644"
+
+[[file]]
+path = "/srv/fleet/etc/node.json"
+content = "{\"node\": \"{{ node }}\", \"ip\": \"{{ facts.ipaddress }}\"}\n"
+mode = "0644"
+
+[[package]]
+name = "curl"
+ensure = "installed"
+
+[[package]]
+name = "ca-certificates"
+ensure = "installed"
+"#;
+    write(root, "roles/base.toml", base)?;
+    write(root, "files/hosts.allow", "sshd: 10.0.0.0/8\n")?;
+    write(root, "files/ca-bundle.pem", &"A".repeat(16 * 1024))?;
+
+    // Each role: 12 more resources, one shared `source` file of its own.
+    for role in ROLES {
+        let mut text = format!(
+            "include = [\"base\"]\n\n[vars]\nport = {}\n\n[[directory]]\npath = \"/srv/{role}\"\nmode = \"0755\"\n\n",
+            8000 + role.len()
+        );
+        writeln!(
+            text,
+            "[[file]]\npath = \"/srv/{role}/{role}.bin\"\nsource = \"files/{role}.bin\"\nmode = \"0644\"\n"
+        )?;
+        for i in 0..10 {
+            writeln!(
+                text,
+                "[[file]]\npath = \"/srv/{role}/conf.d/{i:02}.conf\"\ncontent = \"# {role} {i} for {{{{ node }}}}\\nport = {{{{ vars.port }}}}\\nmemory = {{{{ facts.memory_mb }}}}\\n\"\nmode = \"0640\"\n"
+            )?;
+        }
+        writeln!(
+            text,
+            "[[directory]]\npath = \"/srv/{role}/conf.d\"\nmode = \"0755\"\npurge = true\n"
+        )?;
+        write(root, &format!("roles/{role}.toml"), &text)?;
+        write(
+            root,
+            &format!("files/{role}.bin"),
+            &format!("{role}\n").repeat(1024),
+        )?;
+    }
+
+    let mut big = String::from("[[directory]]\npath = \"/srv/big\"\nmode = \"0755\"\n\n");
+    for i in 1..BIG_RESOURCES {
+        writeln!(
+            big,
+            "[[file]]\npath = \"/srv/big/f{i:04}\"\ncontent = \"file {i} of {{{{ node }}}} at {{{{ facts.ipaddress }}}}\\n\"\nmode = \"0644\"\n"
+        )?;
+    }
+    write(root, "roles/big.toml", &big)?;
+    Ok(())
+}
