@@ -2,7 +2,7 @@
 //! file or a catalog repository directory; no server, no report posting.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -18,31 +18,67 @@ use crate::resources::ContentSource;
 use crate::run::build_report_of_run;
 use crate::state::{LastRun, StateDir};
 
-/// Contents by sha256, all verified when loaded.
+/// Contents by sha256: the ones the catalog embeds (verified when loaded),
+/// else `DIR/SHA256` of `--contents-dir`, read only when a file needs it (the
+/// engine verifies what it fetches before writing it).
 #[derive(Debug, Default)]
-pub struct LocalContents(pub BTreeMap<String, Arc<[u8]>>);
+pub struct LocalContents {
+    pub embedded: BTreeMap<String, Arc<[u8]>>,
+    pub dir: Option<PathBuf>,
+}
+
+impl LocalContents {
+    pub fn embedded(embedded: BTreeMap<String, Arc<[u8]>>) -> LocalContents {
+        LocalContents {
+            embedded,
+            dir: None,
+        }
+    }
+}
 
 impl ContentSource for LocalContents {
     fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>> {
-        self.0
-            .get(sha256)
-            .cloned()
-            .ok_or_else(|| anyhow!("the catalog references content {sha256} but does not embed it"))
+        if let Some(bytes) = self.embedded.get(sha256) {
+            return Ok(bytes.clone());
+        }
+        let Some(dir) = &self.dir else {
+            bail!(
+                "the catalog references content {sha256} but does not embed it\nhint: compile with `--contents-dir DIR` and pass the same `--contents-dir DIR` to apply"
+            );
+        };
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("the catalog references content `{sha256}`, which is not a sha256");
+        }
+        let path = dir.join(sha256);
+        let bytes = fs_err::read(&path).with_context(|| {
+            format!(
+                "content {sha256} is not in {}\nhint: compile the catalog again with `--contents-dir {}`",
+                dir.display(),
+                dir.display()
+            )
+        })?;
+        Ok(Arc::from(bytes))
     }
+}
+
+/// What `apply` converges from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// A compiled catalog JSON file or a catalog repository directory.
+    pub path: &'a Path,
+    /// Facts to compile a repository directory with (else this node's).
+    pub facts: Option<&'a Path>,
+    /// Where the contents of a catalog compiled with `--contents-dir` are.
+    pub contents_dir: Option<&'a Path>,
 }
 
 /// Converges from PATH; returns the detailed exit code. `Err` = the run
 /// could not happen. Once the lock is held, the run leaves its metrics
 /// textfile either way.
-pub fn apply(
-    path: &Path,
-    facts_file: Option<&Path>,
-    settings: &Settings,
-    stop: &AtomicBool,
-) -> Result<i32> {
+pub fn apply(source: Source<'_>, settings: &Settings, stop: &AtomicBool) -> Result<i32> {
     let mut clock = RunClock::start();
     let _lock = RunLock::acquire(&settings.lock_file)?;
-    let result = converge(path, facts_file, settings, stop, &mut clock);
+    let result = converge(source, settings, stop, &mut clock);
     let sample = match &result {
         Ok(report) => Sample::of_report(report),
         Err(_) => Sample::could_not_run(&clock, settings.noop),
@@ -52,20 +88,20 @@ pub fn apply(
 }
 
 fn converge(
-    path: &Path,
-    facts_file: Option<&Path>,
+    source: Source<'_>,
     settings: &Settings,
     stop: &AtomicBool,
     clock: &mut RunClock,
 ) -> Result<Report> {
-    let (catalog, contents) = if fs_err::metadata(path)?.is_dir() {
-        let facts = clock.time(Phase::Facts, || load_facts(facts_file))?;
+    let (catalog, mut contents) = if fs_err::metadata(source.path)?.is_dir() {
+        let facts = clock.time(Phase::Facts, || load_facts(source.facts))?;
         clock.time(Phase::Catalog, || {
-            compile_repository(path, &settings.node, &facts)
+            compile_repository(source.path, &settings.node, &facts)
         })?
     } else {
-        clock.time(Phase::Catalog, || load_compiled(path))?
+        clock.time(Phase::Catalog, || load_compiled(source.path))?
     };
+    contents.dir = source.contents_dir.map(Path::to_path_buf);
     let state = StateDir::new(&settings.state_dir);
     let started = clock.started();
     let applied = clock.time(Phase::Apply, || {
@@ -102,7 +138,7 @@ pub fn load_compiled(path: &Path) -> Result<(Catalog, LocalContents)> {
         .into_iter()
         .map(|(sha, bytes)| (sha, Arc::from(bytes)))
         .collect();
-    Ok((catalog, LocalContents(contents)))
+    Ok((catalog, LocalContents::embedded(contents)))
 }
 
 /// Facts from `--facts FILE`, else this node's gathered ones.
@@ -133,7 +169,7 @@ pub fn compile_repository(
         })
         .map_err(|d| anyhow!("{d}"))
         .with_context(|| format!("the catalog of node `{node}` does not compile"))?;
-    Ok((compiled.catalog, LocalContents(compiled.contents)))
+    Ok((compiled.catalog, LocalContents::embedded(compiled.contents)))
 }
 
 /// Every file under `dir` except `.git/`, keyed by `/`-separated relative path.

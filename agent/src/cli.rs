@@ -101,6 +101,10 @@ pub struct ApplyArgs {
     /// (default: this node's gathered facts)
     #[arg(long, value_name = "FILE")]
     pub facts: Option<PathBuf>,
+    /// Where the contents of a catalog compiled with `--contents-dir` are
+    /// (`DIR/SHA256`), read only for files that need them
+    #[arg(long, value_name = "DIR")]
+    pub contents_dir: Option<PathBuf>,
 }
 
 /// Parses argv; on failure prints clap's message and returns the exit code

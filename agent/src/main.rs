@@ -94,6 +94,11 @@ fn apply(args: &cli::ApplyArgs) -> Result<u8> {
         },
     )?;
     let signals = Signals::install()?;
-    let code = apply::apply(&args.path, args.facts.as_deref(), &settings, &signals.stop)?;
+    let source = apply::Source {
+        path: &args.path,
+        facts: args.facts.as_deref(),
+        contents_dir: args.contents_dir.as_deref(),
+    };
+    let code = apply::apply(source, &settings, &signals.stop)?;
     Ok(code as u8)
 }

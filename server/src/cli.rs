@@ -144,6 +144,10 @@ pub struct CompileArgs {
     /// Leave out the embedded file contents
     #[arg(long)]
     pub no_contents: bool,
+    /// Write the file contents to DIR/SHA256 instead of embedding them, for
+    /// `drover-agent apply CATALOG --contents-dir DIR`
+    #[arg(long, value_name = "DIR", conflicts_with = "no_contents")]
+    pub contents_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -275,11 +279,33 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         }
     };
     let mut catalog = compiled.catalog;
-    if !args.no_contents {
+    if let Some(dir) = &args.contents_dir {
+        write_contents(dir, &compiled.contents)?;
+    } else if !args.no_contents {
         catalog.embed_contents(compiled.contents.iter().map(|(sha, b)| (sha, &b[..])));
     }
     println!("{}", serde_json::to_string_pretty(&catalog)?);
     Ok(0)
+}
+
+/// Each content as `dir/SHA256`, written to a temp file and renamed, so a
+/// killed compile never leaves a file whose name lies about its bytes; one
+/// already there is kept (its name is its hash).
+fn write_contents<B: AsRef<[u8]>>(
+    dir: &Path,
+    contents: &std::collections::BTreeMap<String, B>,
+) -> anyhow::Result<()> {
+    fs_err::create_dir_all(dir)?;
+    for (sha, bytes) in contents {
+        let path = dir.join(sha);
+        if path.exists() {
+            continue;
+        }
+        let temp = dir.join(format!(".{sha}.tmp-{}", std::process::id()));
+        fs_err::write(&temp, bytes.as_ref())?;
+        fs_err::rename(&temp, &path)?;
+    }
+    Ok(())
 }
 
 /// `drover-server check`: exit 0 clean, 1 with every error on stderr.

@@ -69,6 +69,49 @@ fn compiled_catalog_applies_masterless_and_a_repo_directory_too() {
 }
 
 #[test]
+fn a_catalog_with_contents_beside_it_applies_from_its_contents_dir() {
+    let w = World::start();
+    let contents = w.tmp.path().join("contents");
+    let out = run(Command::new(bin("drover-server"))
+        .args(["compile", "--node", "web-1", "--contents-dir"])
+        .arg(&contents)
+        .arg("--repo")
+        .arg(&w.repo.path));
+    out.expect_code(0);
+    assert!(
+        !out.stdout.contains("\"contents\": {\""),
+        "nothing is embedded: {}",
+        out.stdout
+    );
+    let catalog = w.tmp.path().join("catalog.json");
+    fs_err::write(&catalog, &out.stdout).unwrap();
+    let logo = drover_catalog::model::sha256_hex(b"drover\n");
+    assert_eq!(fs_err::read(contents.join(&logo)).unwrap(), b"drover\n");
+
+    // Without the directory, a content it needs is an error that says how.
+    let state = w.tmp.path().join("apply-state");
+    let out = apply(&[catalog.to_str().unwrap()], &state);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout.contains("--contents-dir") || out.stderr.contains("--contents-dir"),
+        "{out:?}"
+    );
+
+    let dir = contents.to_str().unwrap();
+    let args = [catalog.to_str().unwrap(), "--contents-dir", dir];
+    apply(&args, &state).expect_code(2);
+    assert_eq!(w.read("etc/logo.txt"), "drover\n");
+    apply(&args, &state).expect_code(0);
+
+    // A content whose bytes were changed in the directory is refused, not written.
+    fs_err::write(contents.join(&logo), "tampered\n").unwrap();
+    fs_err::write(w.managed("etc/logo.txt"), "hand edit\n").unwrap();
+    let out = apply(&args, &state);
+    out.expect_code(4);
+    assert_eq!(w.read("etc/logo.txt"), "hand edit\n");
+}
+
+#[test]
 fn daemon_runs_on_its_interval_and_stops_cleanly_on_sigterm() {
     let w = World::start();
     let config = w.tmp.path().join("agent.toml");
