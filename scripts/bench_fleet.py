@@ -6,8 +6,12 @@ target/release/drover-fleet, which starts target/release/drover-server on
 from one process: 10,000 nodes checking in spread over 60 s, 2,000 nodes
 at the same instant (load shedding with 503 + Retry-After, agents backing
 off with jitter), and compile throughput of a 500-resource catalog with
-and without the compile cache. Every other argument goes to drover-fleet
-(`--nodes`, `--spread-secs`, `--burst`, `--scenario`, `--insecure-http`,
+and without the compile cache, and push to converged: 1,000 nodes holding
+the catalog watch while a commit to the site's git repository and the git
+webhook move every node's catalog, each timed to its watch answering and
+to its report of the new version (target: all within 5 s). Every other
+argument goes to drover-fleet (`--nodes`, `--spread-secs`, `--burst`,
+`--watchers`, `--watch-deadline-secs`, `--scenario`, `--insecure-http`,
 ... see `drover-fleet --help`); figures go to bench-out/fleet.json.
 """
 

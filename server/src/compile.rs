@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use drover_catalog::model::sha256_hex;
 use drover_catalog::{Catalog, CatalogRequest, Facts};
 
@@ -176,14 +177,7 @@ pub async fn compile_admitted(
     state.metrics.compile_finished(took, result.is_ok());
     let outcome = match result {
         Ok(compiled) => {
-            db::store_contents(
-                &state.db,
-                compiled
-                    .contents
-                    .iter()
-                    .map(|(sha, bytes)| (sha, &bytes[..])),
-            )
-            .await?;
+            store_contents(state, compiled.contents).await?;
             let mut catalog = compiled.catalog;
             catalog.contents.clear();
             Ok(Arc::new(Compiled {
@@ -197,6 +191,36 @@ pub async fn compile_admitted(
     Ok(outcome)
 }
 
+/// Stores a compile's contents (those not known to be stored already) and
+/// keeps them at hand for the file route, which the node calls next.
+async fn store_contents(
+    state: &AppState,
+    contents: impl IntoIterator<Item = (String, Arc<[u8]>)>,
+) -> Result<(), AppError> {
+    let new: Vec<([u8; 32], String, Bytes)> = contents
+        .into_iter()
+        .filter_map(|(hex, bytes)| {
+            let sha = crate::served::parse_sha(&hex)?;
+            // An owner, not a copy: the compile's bytes are the cache's.
+            (!state.served.is_stored(&sha)).then(|| (sha, hex, Bytes::from_owner(bytes)))
+        })
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    db::store_contents(
+        &state.db,
+        new.iter()
+            .map(|(_, hex, bytes)| (hex.clone(), bytes.clone()))
+            .collect(),
+    )
+    .await?;
+    for (sha, _, bytes) in new {
+        state.served.keep(sha, bytes);
+    }
+    Ok(())
+}
+
 /// The catalog route: compile, record, and fall back to the last good catalog.
 pub async fn serve_catalog(
     state: &AppState,
@@ -204,10 +228,21 @@ pub async fn serve_catalog(
     request: &CatalogRequest,
 ) -> Result<Catalog, AppError> {
     let requested = request.environment.as_deref();
-    db::record_request(&state.db, node, &request.facts, requested).await?;
-    match compile_admitted(state, node, &request.facts, requested, Admission::Shed).await? {
+    let record =
+        |answer| db::record_catalog_request(&state.db, node, &request.facts, requested, answer);
+    let outcome =
+        match compile_admitted(state, node, &request.facts, requested, Admission::Shed).await {
+            Err(shed @ AppError::Overloaded { .. }) => {
+                // Shed, the node still checked in.
+                record(db::Answer::Shed).await?;
+                return Err(shed);
+            }
+            other => other?,
+        };
+    match outcome {
         Ok(compiled) => {
-            db::record_served(&state.db, &compiled.catalog, &compiled.roles).await?;
+            record(db::Answer::Served(&compiled.catalog, &compiled.roles)).await?;
+            state.served.record(&compiled.catalog);
             state.watches.publish(node, &compiled.catalog.version);
             Ok(compiled.catalog.clone())
         }
@@ -219,9 +254,10 @@ pub async fn serve_catalog(
                 errors = %error.diagnostics.join("; "),
                 "catalog does not compile"
             );
-            db::set_compile_error(&state.db, node, Some(&error)).await?;
+            record(db::Answer::Failed(&error)).await?;
             match db::last_good(&state.db, node).await? {
                 Some(catalog) => {
+                    state.served.record(&catalog);
                     // After a restart this is the first the watches hear of it.
                     state.watches.publish(node, &catalog.version);
                     Ok(catalog)
@@ -248,9 +284,25 @@ pub async fn serve_catalog(
 /// without waiting for the node, and a good compile's version reaches the
 /// node's watch (a push converges in seconds). Nothing is served here; a
 /// compile error leaves the watch at the last good version.
+///
+/// As many nodes at once as there are compile slots, each told as soon as
+/// its own compile is done: the first nodes of a big fleet converge while
+/// the last still compile. Node requests that need a compile meanwhile
+/// queue for the slots like any other.
 pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(), AppError> {
     let changed: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
     let default_env = state.snapshots.default_environment();
+    let width = state.shed.capacity();
+    let mut running = tokio::task::JoinSet::new();
+    let mut first_error = None;
+    let mut note = |done: Result<Result<(), AppError>, tokio::task::JoinError>| {
+        let error = match done {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(e) => AppError::Internal(format!("a recompile task failed: {e}")),
+        };
+        first_error.get_or_insert(error);
+    };
     // A page of nodes at a time: a fleet's facts never sit in memory at once.
     let mut after = String::new();
     loop {
@@ -258,18 +310,38 @@ pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(),
         let Some(last) = page.last() else { break };
         after.clone_from(&last.name);
         for node in page {
-            let requested = node.requested_environment.as_deref();
-            let wanted = requested.unwrap_or(&default_env);
+            let wanted = node
+                .requested_environment
+                .as_deref()
+                .unwrap_or(&default_env);
             let served = node.environment.as_deref().unwrap_or(wanted);
             if !changed.contains(wanted) && !changed.contains(served) {
                 continue;
             }
-            let outcome = compile_node(state, &node.name, &node.facts, requested).await?;
-            if let Ok(compiled) = &outcome {
-                state.watches.publish(&node.name, &compiled.catalog.version);
+            while running.len() >= width {
+                if let Some(done) = running.join_next().await {
+                    note(done);
+                }
             }
-            db::set_compile_error(&state.db, &node.name, outcome.err().as_ref()).await?;
+            running.spawn(recompile_one(state.clone(), node));
         }
+    }
+    while let Some(done) = running.join_next().await {
+        note(done);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn recompile_one(state: AppState, node: db::KnownNode) -> Result<(), AppError> {
+    let requested = node.requested_environment.as_deref();
+    let outcome = compile_node(&state, &node.name, &node.facts, requested).await?;
+    if let Ok(compiled) = &outcome {
+        state.watches.publish(&node.name, &compiled.catalog.version);
+    }
+    // Most recompiles leave a good node good: nothing to write.
+    let error = outcome.err();
+    if error.is_some() || node.has_compile_error {
+        db::set_compile_error(&state.db, &node.name, error.as_ref()).await?;
     }
     Ok(())
 }

@@ -60,6 +60,11 @@ pub struct FileConfig {
     pub max_concurrent_compiles: Option<usize>,
     /// Catalog requests waiting for a compile slot; beyond, 503 with Retry-After.
     pub compile_queue: Option<usize>,
+    /// Connections the listener holds at once, idle and long-polling ones
+    /// included (each watching daemon holds one) [default: 16,384, or what
+    /// the open-file limit allows]; the soft open-file limit is raised to
+    /// the hard one at start, and a number that does not fit is an error.
+    pub max_connections: Option<usize>,
 }
 
 /// Command-line values that override the file.
@@ -100,6 +105,9 @@ pub struct Config {
     /// Compile slots and the queue in front of them (see `crate::shed`).
     pub max_concurrent_compiles: usize,
     pub compile_queue: usize,
+    /// The `max_connections` key; `None` fits the default to the open-file
+    /// limit (see `crate::tls::listener::connection_budget`).
+    pub max_connections: Option<usize>,
 }
 
 impl Config {
@@ -126,6 +134,7 @@ impl Config {
             report_retention: days(DEFAULT_RETENTION_DAYS),
             max_concurrent_compiles: default_max_compiles(),
             compile_queue: DEFAULT_COMPILE_QUEUE,
+            max_connections: None,
         }
     }
 
@@ -215,6 +224,11 @@ impl Config {
         if max_concurrent_compiles == 0 {
             bail!("max_concurrent_compiles must be at least 1");
         }
+        if file.max_connections == Some(0) {
+            bail!(
+                "max_connections must be at least 1\nhint: leave it out to hold as many connections as the open-file limit allows (up to 16384)"
+            );
+        }
         Ok(Config {
             repo,
             listen,
@@ -233,6 +247,7 @@ impl Config {
             report_retention: days(retention_days),
             max_concurrent_compiles,
             compile_queue: file.compile_queue.unwrap_or(DEFAULT_COMPILE_QUEUE),
+            max_connections: file.max_connections,
         })
     }
 }
@@ -316,6 +331,12 @@ mod tests {
         };
         let err = Config::merge(file, repo()).unwrap_err();
         assert!(err.to_string().contains("max_concurrent_compiles"), "{err}");
+        let file = FileConfig {
+            max_connections: Some(0),
+            ..FileConfig::default()
+        };
+        let err = Config::merge(file, repo()).unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
     }
 
     #[test]

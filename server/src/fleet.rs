@@ -121,7 +121,7 @@ pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
     let mut q = QueryBuilder::new("SELECT state, COUNT(*), SUM(stale) FROM (SELECT ");
     ctx.push_columns(&mut q);
     q.push(" FROM nodes) GROUP BY state");
-    let rows = q.build().fetch_all(db).await?;
+    let rows = q.build().fetch_all(db.reads()).await?;
     let mut counts = Counts::default();
     for row in rows {
         let state: String = row.try_get(0)?;
@@ -214,7 +214,7 @@ pub async fn page(
     }
     q.push(" ORDER BY name LIMIT ")
         .push_bind(i64::from(limit) + 1);
-    let rows = q.build().fetch_all(db).await?;
+    let rows = q.build().fetch_all(db.reads()).await?;
     let mut nodes = rows
         .iter()
         .map(|row| {
@@ -243,7 +243,7 @@ pub async fn page(
     ctx.push_columns(&mut q);
     q.push(" FROM nodes) WHERE 1");
     push_filter(&mut q, filter);
-    let total: i64 = q.build_query_scalar().fetch_one(db).await?;
+    let total: i64 = q.build_query_scalar().fetch_one(db.reads()).await?;
     Ok(NodePage {
         nodes,
         total,
@@ -326,7 +326,7 @@ pub async fn node_state(
     ctx.push_columns(&mut q);
     q.push(" FROM nodes WHERE name = ")
         .push_bind(name.to_owned());
-    let row = q.build().fetch_optional(db).await?;
+    let row = q.build().fetch_optional(db.reads()).await?;
     row.map(|row| {
         let state: String = row.try_get("state")?;
         Ok((
@@ -374,7 +374,7 @@ pub async fn fleet_history(db: &Db, now_us: i64, hours: i64) -> Result<Vec<HourB
     )
     .bind(first)
     .bind(last)
-    .fetch_all(db)
+    .fetch_all(db.reads())
     .await?;
     let mut buckets: Vec<HourBucket> = (first..=last)
         .map(|hour| HourBucket {
@@ -408,7 +408,7 @@ pub async fn compile_errors(db: &Db) -> Result<Vec<(String, CompileError)>, DbEr
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT name, compile_error FROM nodes WHERE compile_error IS NOT NULL ORDER BY name",
     )
-    .fetch_all(db)
+    .fetch_all(db.reads())
     .await?;
     rows.into_iter()
         .map(|(node, json)| Ok((node, serde_json::from_str(&json)?)))

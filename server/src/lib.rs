@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod retention;
 pub mod routes;
+pub mod served;
 pub mod shed;
 pub mod snapshot;
 pub mod state;
@@ -69,6 +70,8 @@ pub fn metrics_app(state: AppState) -> Router {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (listen, metrics_listen, insecure) =
         (config.listen, config.metrics_listen, config.insecure_http);
+    // Before anything opens files: a limit that cannot be met stops the start.
+    let max_connections = tls::listener::connection_budget(config.max_connections)?;
     let state = AppState::open(config).await?;
     let tls = if insecure {
         tracing::warn!(
@@ -98,13 +101,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ))?;
         let (app, token) = (metrics_app(state.clone()), shutdown.clone());
         tracker.spawn(async move {
-            let limits = tls::listener::Limits::default();
+            // A scraper or two.
+            let limits = tls::listener::Limits {
+                max_connections: 64,
+                ..tls::listener::Limits::default()
+            };
             if let Err(e) = tls::listener::serve(metrics, None, app, limits, token).await {
                 tracing::error!(error = %e, "the metrics listener failed");
             }
         });
     }
-    let limits = tls::listener::Limits::default();
+    let limits = tls::listener::Limits {
+        max_connections,
+        ..tls::listener::Limits::default()
+    };
+    tracing::info!(max_connections, "connection limit");
     let served = tls::listener::serve(listener, tls, app(state), limits, shutdown.clone()).await;
     shutdown.cancel();
     tracker.close();

@@ -19,26 +19,37 @@ pub const EVERY: Duration = Duration::from_secs(3600);
 pub async fn prune(db: &Db, cutoff_us: i64) -> Result<u64, DbError> {
     let mut deleted = 0;
     loop {
-        let n = sqlx::query(
-            "DELETE FROM reports WHERE id IN
-               (SELECT id FROM reports WHERE finished_at_us < ? LIMIT ?)",
-        )
-        .bind(cutoff_us)
-        .bind(BATCH)
-        .execute(db)
-        .await?
-        .rows_affected();
+        let n = db
+            .write(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM reports WHERE id IN
+                           (SELECT id FROM reports WHERE finished_at_us < ? LIMIT ?)",
+                    )
+                    .bind(cutoff_us)
+                    .bind(BATCH)
+                    .execute(conn)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await?;
         deleted += n;
         if n < BATCH as u64 {
             break;
         }
-        // Let inserts waiting for the write lock go first.
-        tokio::task::yield_now().await;
+        // Each batch is one write: inserts queued meanwhile go in between.
     }
-    sqlx::query("DELETE FROM report_hours WHERE hour < ?")
-        .bind(cutoff_us.div_euclid(HOUR_US))
-        .execute(db)
-        .await?;
+    db.write(move |conn| {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM report_hours WHERE hour < ?")
+                .bind(cutoff_us.div_euclid(HOUR_US))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    })
+    .await?;
     Ok(deleted)
 }
 

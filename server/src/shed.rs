@@ -76,6 +76,11 @@ impl Shed {
     }
 
     /// Requests waiting for a slot now.
+    /// Compiles that run at once.
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
     }

@@ -13,6 +13,7 @@ use crate::db::{self, Db};
 use crate::fleet;
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::served::Served;
 use crate::snapshot::{Snapshots, Source};
 use crate::tls::Pki;
 use crate::tls::policy::Autosign;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub live: Arc<Live>,
     /// Each node's current catalog version, and the watches waiting on it.
     pub watches: Arc<Watches>,
+    /// The contents each node may fetch, and content bytes at hand.
+    pub served: Arc<Served>,
 }
 
 impl AppState {
@@ -74,8 +77,13 @@ impl AppState {
             autosign: Arc::new(autosign),
             live: Arc::default(),
             watches: Arc::default(),
+            served: Arc::default(),
         };
-        refresh(&state).await;
+        // Loaded, not yet recompiled: the known nodes are recompiled in the
+        // background once the server listens (see `refresh_loop`), so a
+        // big fleet does not keep it from starting.
+        let (ticket, _) = fetch(&state).await;
+        state.snapshots.finish(ticket);
         Ok(state)
     }
 
@@ -120,22 +128,43 @@ impl AppState {
 /// One refresh: fetch, reparse moved environments, drop stale cache entries,
 /// recompile known nodes of moved environments, then mark requests served.
 pub async fn refresh(state: &AppState) {
+    let (ticket, changed) = fetch(state).await;
+    if !changed.is_empty() {
+        state.cache.clear();
+        recompile(state, &changed).await;
+    }
+    state.snapshots.finish(ticket);
+}
+
+/// Fetches and reparses; the refresh's ticket and the environments that moved.
+async fn fetch(state: &AppState) -> (u64, Vec<String>) {
     let started = std::time::Instant::now();
     let (ticket, outcome) = state.snapshots.refresh().await;
     state
         .metrics
         .refresh_finished(started.elapsed(), outcome.is_ok());
-    let changed = outcome.map(|o| o.changed).unwrap_or_default();
-    if !changed.is_empty() {
-        state.cache.clear();
-        if let Err(e) = compile::recompile_known(state, &changed).await {
-            tracing::warn!(error = %e, "recompiling known nodes failed");
-        }
+    (ticket, outcome.map(|o| o.changed).unwrap_or_default())
+}
+
+async fn recompile(state: &AppState, environments: &[String]) {
+    if let Err(e) = compile::recompile_known(state, environments).await {
+        tracing::warn!(error = %e, "recompiling known nodes failed");
     }
-    state.snapshots.finish(ticket);
 }
 
 async fn refresh_loop(state: AppState, shutdown: CancellationToken) {
+    // First the nodes known from before the start: their compile errors
+    // show and their watches hear of the commits loaded at start.
+    let loaded: Vec<String> = state
+        .snapshots
+        .list()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        () = recompile(&state, &loaded) => {}
+    }
     let interval = state.config.refresh_interval;
     loop {
         tokio::select! {

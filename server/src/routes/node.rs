@@ -14,6 +14,7 @@ use crate::auth::Caller;
 use crate::compile;
 use crate::db;
 use crate::error::AppError;
+use crate::served::parse_sha;
 use crate::state::AppState;
 
 fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
@@ -111,12 +112,6 @@ fn etag_matches(headers: &HeaderMap, version: &str) -> bool {
         .any(|tag| tag == version || tag == "*")
 }
 
-fn is_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 /// One file content of the node's catalog
 ///
 /// Only hashes that the node's current (last served) catalog references.
@@ -148,18 +143,30 @@ pub async fn file(
             "no content {sha} for node `{node}`: its current catalog does not reference it"
         ))
     };
-    if !is_sha256(&sha) {
+    let Some(digest) = parse_sha(&sha) else {
         return Err(AppError::NotFound(format!(
             "`{sha}` is not a sha256 (64 lowercase hex digits)"
         )));
-    }
-    let Some(catalog) = db::last_good(&state.db, &node).await? else {
-        return Err(not_found());
     };
-    if !catalog.referenced_hashes().any(|h| h == sha) {
+    let references = match state.served.references(&node) {
+        Some(references) => references,
+        // Not served since the server started: its stored catalog says.
+        None => match db::last_good(&state.db, &node).await? {
+            Some(catalog) => state.served.record_stored(&catalog),
+            None => return Err(not_found()),
+        },
+    };
+    if references.binary_search(&digest).is_err() {
         return Err(not_found());
     }
-    let bytes = db::content(&state.db, &sha).await?.ok_or_else(not_found)?;
+    let bytes = match state.served.content(&digest) {
+        Some(bytes) => bytes,
+        None => {
+            let bytes = Bytes::from(db::content(&state.db, &sha).await?.ok_or_else(not_found)?);
+            state.served.keep(digest, bytes.clone());
+            bytes
+        }
+    };
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -210,8 +217,8 @@ pub async fn report(
         )));
     }
     // It parsed as JSON, so it is UTF-8.
-    let text = String::from_utf8_lossy(&raw);
-    let inserted = db::insert_report(&state.db, &report, &text).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let inserted = db::insert_report(&state.db, &report, text).await?;
     let status = if inserted {
         state.metrics.reports_received.inc();
         state.live.publish(crate::live::StoredReport {

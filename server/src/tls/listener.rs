@@ -28,6 +28,16 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use super::verifier::peer_of;
 use crate::auth::Peer;
 
+/// Connections the main listener serves at once when `max_connections` is
+/// not set (and the open-file limit allows): every daemon holds one
+/// long-poll on its catalog version, so 10,000 daemons hold 10,000
+/// connections, with room left for their runs' check-ins.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// File descriptors kept out of the connection budget: the database pool,
+/// the listening sockets, `git` pipes, the CA's files, log files.
+pub const RESERVED_FDS: u64 = 256;
+
 /// Limits of one listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -37,7 +47,8 @@ pub struct Limits {
     pub header_read: Duration,
     /// Between two chunks of a request body.
     pub body_read: Duration,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Connections served at once (an idle kept-alive one and a long-poll
+    /// count too); more wait in the kernel's backlog.
     pub max_connections: usize,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
@@ -49,9 +60,66 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(10),
         }
+    }
+}
+
+/// The connections the listener may hold, given `configured` (the
+/// `max_connections` key): first raises this process's soft limit on open
+/// files to its hard limit, since each connection is one descriptor. A
+/// configured number that does not fit is an error; without one, the
+/// default shrinks to what fits, with a warning.
+pub fn connection_budget(configured: Option<usize>) -> anyhow::Result<usize> {
+    let soft = raise_fd_limit();
+    budget(configured, soft).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one; the soft limit now
+/// (the old one when it cannot be raised, which is logged).
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        tracing::warn!("cannot read the open-file limit (RLIMIT_NOFILE); assuming 1024");
+        return 1024;
+    };
+    if soft >= hard {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            tracing::debug!(from = soft, to = hard, "raised the open-file limit");
+            hard
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit to its hard limit");
+            soft
+        }
+    }
+}
+
+/// [`connection_budget`] for an open-file limit of `fd_limit`.
+fn budget(configured: Option<usize>, fd_limit: u64) -> Result<usize, String> {
+    let fit = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    match configured {
+        Some(wanted) if wanted > fit => Err(format!(
+            "max_connections = {wanted} does not fit the open-file limit of {fd_limit} (each connection is a file descriptor, and {RESERVED_FDS} are kept for the server's own files): at most {fit}\nhint: raise the hard limit (LimitNOFILE= in the systemd unit, or ulimit -Hn) to at least {}, or lower max_connections",
+            wanted as u64 + RESERVED_FDS
+        )),
+        Some(wanted) => Ok(wanted),
+        None if fit == 0 => Err(format!(
+            "the open-file limit of {fd_limit} leaves no room for connections ({RESERVED_FDS} are kept for the server's own files)\nhint: raise LimitNOFILE= in the systemd unit, or ulimit -n"
+        )),
+        None if fit < DEFAULT_MAX_CONNECTIONS => {
+            tracing::warn!(
+                max_connections = fit,
+                fd_limit,
+                "the open-file limit allows only {fit} connections (default {DEFAULT_MAX_CONNECTIONS}); every watching daemon holds one, so a larger fleet waits in the backlog: raise LimitNOFILE= to serve more"
+            );
+            Ok(fit)
+        }
+        None => Ok(DEFAULT_MAX_CONNECTIONS),
     }
 }
 
@@ -216,5 +284,120 @@ impl Connection {
                 tracing::debug!(%addr, error = %e, "connection ended with an error");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::watch;
+
+    /// `/hold` answers once `n` requests are inside it at the same time, as
+    /// a fleet's long-polls are; the sender counts those that got in.
+    fn holding(n: usize) -> (Router, Arc<watch::Sender<usize>>) {
+        let inside = Arc::new(watch::Sender::new(0usize));
+        let shared = Arc::clone(&inside);
+        let app = Router::new().route(
+            "/hold",
+            get(move || {
+                let inside = Arc::clone(&shared);
+                async move {
+                    inside.send_modify(|c| *c += 1);
+                    let _ = inside.subscribe().wait_for(|c| *c >= n).await;
+                    "held"
+                }
+            }),
+        );
+        (app, inside)
+    }
+
+    async fn start(app: Router, max_connections: usize) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = Limits {
+            max_connections,
+            shutdown_grace: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        tokio::spawn(serve(listener, None, app, limits, shutdown.clone()));
+        (addr, shutdown)
+    }
+
+    /// Opens a connection, sends `GET /hold`, and reads the answer in a task.
+    async fn hold(addr: SocketAddr) -> tokio::task::JoinHandle<String> {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_long_polls_than_the_old_limit_of_1024_are_held_at_once() {
+        const HELD: usize = 1100;
+        // Client and server ends of each connection live in this process.
+        let fds = raise_fd_limit();
+        assert!(
+            fds >= 2 * HELD as u64 + RESERVED_FDS,
+            "this test needs {} open files, the hard limit is {fds}: raise ulimit -Hn",
+            2 * HELD as u64 + RESERVED_FDS
+        );
+        let (app, inside) = holding(HELD);
+        let (addr, shutdown) = start(app, DEFAULT_MAX_CONNECTIONS).await;
+        let mut answers = Vec::new();
+        for _ in 0..HELD {
+            answers.push(hold(addr).await);
+        }
+        for answer in answers {
+            let answer = tokio::time::timeout(Duration::from_secs(30), answer)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "not answered: only {} of {HELD} requests were let in",
+                        *inside.borrow()
+                    )
+                })
+                .unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.ends_with("held"), "{answer}");
+        }
+        assert_eq!(*inside.borrow(), HELD);
+        shutdown.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_beyond_max_connections_wait_unserved() {
+        let (app, inside) = holding(3);
+        let (addr, shutdown) = start(app, 2).await;
+        let answers = [hold(addr).await, hold(addr).await, hold(addr).await];
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(*inside.borrow(), 2, "the third waits in the backlog");
+        assert!(answers.iter().all(|a| !a.is_finished()));
+        shutdown.cancel();
+    }
+
+    #[test]
+    fn a_configured_limit_must_fit_the_open_files_and_the_default_shrinks_to_fit() {
+        assert_eq!(budget(None, 1_048_576), Ok(DEFAULT_MAX_CONNECTIONS));
+        assert_eq!(budget(Some(50_000), 1_048_576), Ok(50_000));
+        assert_eq!(budget(None, 1024), Ok(1024 - RESERVED_FDS as usize));
+        assert_eq!(budget(Some(768), 1024), Ok(768));
+        let err = budget(Some(20_000), 20_000).unwrap_err();
+        assert!(
+            err.starts_with("max_connections = 20000 does not fit the open-file limit of 20000"),
+            "{err}"
+        );
+        assert!(err.contains("at most 19744"), "{err}");
+        assert!(err.contains("hint: raise the hard limit"), "{err}");
+        let err = budget(None, RESERVED_FDS).unwrap_err();
+        assert!(err.contains("leaves no room for connections"), "{err}");
+        assert_eq!(budget(None, u64::MAX), Ok(DEFAULT_MAX_CONNECTIONS));
     }
 }

@@ -77,7 +77,17 @@ impl Conn {
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Bytes>, Failure> {
-        match tokio::time::timeout(TIMEOUT, self.exchange(request)).await {
+        self.send_within(request, TIMEOUT).await
+    }
+
+    /// [`Conn::send`] with another timeout (a long-poll's is its wait plus
+    /// the agent's HTTP timeout).
+    pub async fn send_within(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, Failure> {
+        match tokio::time::timeout(timeout, self.exchange(request)).await {
             Ok(result) => result,
             Err(_) => {
                 self.sender = None;

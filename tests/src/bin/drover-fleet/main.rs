@@ -11,12 +11,11 @@
 //!   `--burst-interval-secs` until every node converged;
 //! - `compile`: catalogs per second of a 500-resource catalog through the
 //!   HTTP route, facts changing at every request (compile cache missed) and
-//!   the same facts (compile cache hit).
-//!
-//! A catalog-watch scenario (1,000 agents holding
-//! `GET /api/v1/nodes/{name}/catalog/watch`, all reporting the new version
-//! within 5 s of the git webhook) belongs in [`scenarios`] next to these once
-//! the route is in the server.
+//!   the same facts (compile cache hit);
+//! - `watch`: `--watchers` nodes hold the catalog watch as daemons do, a
+//!   commit to the site's git repository and the webhook move every
+//!   node's catalog, and each node is timed to its watch answering and to
+//!   its report of the new version (see [`watch`]).
 //!
 //! Prints a table per scenario and writes every figure to `--out` as JSON.
 
@@ -26,6 +25,7 @@ mod scenarios;
 mod server;
 mod site;
 mod stats;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -38,6 +38,7 @@ pub enum Scenario {
     Spread,
     Burst,
     Compile,
+    Watch,
     All,
 }
 
@@ -71,6 +72,12 @@ pub struct Args {
     /// compile: requests in flight at once.
     #[arg(long, default_value_t = 4)]
     pub compile_concurrency: u64,
+    /// watch: nodes holding the catalog watch.
+    #[arg(long, default_value_t = 1_000)]
+    pub watchers: u64,
+    /// watch: seconds after the webhook a node still counts as converging.
+    #[arg(long, default_value_t = 60)]
+    pub watch_deadline_secs: u64,
     /// Plain HTTP, the node named by the path (no enrollment, no TLS).
     #[arg(long)]
     pub insecure_http: bool,
@@ -85,8 +92,29 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+impl Args {
+    pub fn watch_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.watch_deadline_secs)
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: every simulated node
+/// holds a connection (a watching one two, briefly); the limit now.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    let fds = raise_fd_limit();
     let server_bin = match &args.server_bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?
@@ -105,7 +133,7 @@ fn main() -> Result<()> {
         .build()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "drover-fleet: {} CPUs, {}, server {}",
+        "drover-fleet: {} CPUs, open-file limit {fds}, {}, server {}",
         cpus,
         if args.insecure_http {
             "plain HTTP (--insecure-http)"
@@ -127,6 +155,10 @@ fn main() -> Result<()> {
     if all || args.scenario == Scenario::Compile {
         let r = runtime.block_on(scenarios::compile(&args, &server_bin))?;
         results.insert("compile".into(), r);
+    }
+    if all || args.scenario == Scenario::Watch {
+        let r = runtime.block_on(watch::watch(&args, &server_bin))?;
+        results.insert("watch".into(), r);
     }
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs_err::create_dir_all(dir)?;

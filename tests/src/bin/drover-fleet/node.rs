@@ -41,7 +41,7 @@ impl Fleet {
     }
 
     /// TLS trusting the server's CA, with `client` as our certificate.
-    fn tls(
+    pub fn tls(
         &self,
         client: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
     ) -> Result<Option<Arc<rustls::ClientConfig>>> {
@@ -116,7 +116,7 @@ impl SimNode {
     }
 
     /// xorshift64*: the jitter of this node's waits.
-    fn random(&mut self) -> f64 {
+    pub fn random(&mut self) -> f64 {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
@@ -163,8 +163,18 @@ impl SimNode {
         Ok(())
     }
 
-    fn path(&self, rest: &str) -> String {
+    pub fn path(&self, rest: &str) -> String {
         format!("/api/v1/nodes/{}/{rest}", self.name)
+    }
+
+    /// The version of the catalog this node holds.
+    pub fn version(&self) -> Option<&str> {
+        self.catalog.as_ref().map(|(version, ..)| version.as_str())
+    }
+
+    /// A new connection with this node's identity.
+    pub fn connection(&self, fleet: &Fleet) -> Conn {
+        Conn::new(fleet.addr, self.tls.clone())
     }
 
     /// One run: catalog (with backoff on 503), contents, report.

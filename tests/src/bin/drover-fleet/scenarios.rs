@@ -17,16 +17,28 @@ use crate::site;
 use crate::stats::{Route, Stats};
 
 /// A running server with its site, and the fleet's shared parts.
-struct Setup {
-    _dir: tempfile::TempDir,
-    server: Server,
-    fleet: Arc<Fleet>,
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub server: Server,
+    pub fleet: Arc<Fleet>,
 }
 
-async fn start(args: &Args, bin: &Path, extra_toml: &str) -> Result<Setup> {
+impl Setup {
+    /// The site the server reads.
+    pub fn repo(&self) -> std::path::PathBuf {
+        self.dir.path().join("site")
+    }
+}
+
+/// A server over a fresh site: a plain directory, or with `git` a git
+/// repository (which the server mirrors, and a webhook refreshes).
+pub async fn start(args: &Args, bin: &Path, extra_toml: &str, git: bool) -> Result<Setup> {
     let dir = tempfile::Builder::new().prefix("drover-fleet-").tempdir()?;
     let repo = dir.path().join("site");
     site::generate(&repo)?;
+    if git {
+        site::init_git(&repo)?;
+    }
     let server = Server::start(
         bin,
         &repo,
@@ -49,15 +61,11 @@ async fn start(args: &Args, bin: &Path, extra_toml: &str) -> Result<Setup> {
         roots,
         stats: Arc::default(),
     });
-    Ok(Setup {
-        _dir: dir,
-        server,
-        fleet,
-    })
+    Ok(Setup { dir, server, fleet })
 }
 
 /// `count` nodes named `ROLE-NNNNN` (roles in turn), `prefix` before the number.
-fn nodes(count: u64, prefix: &str) -> Vec<SimNode> {
+pub fn nodes(count: u64, prefix: &str) -> Vec<SimNode> {
     (0..count)
         .map(|i| {
             let role = site::ROLES[(i % site::ROLES.len() as u64) as usize];
@@ -67,7 +75,11 @@ fn nodes(count: u64, prefix: &str) -> Vec<SimNode> {
 }
 
 /// Enrolls every node, `concurrency` at a time; prints how long it took.
-async fn enroll(setup: &Setup, nodes: Vec<SimNode>, concurrency: usize) -> Result<Vec<SimNode>> {
+pub async fn enroll(
+    setup: &Setup,
+    nodes: Vec<SimNode>,
+    concurrency: usize,
+) -> Result<Vec<SimNode>> {
     if setup.fleet.roots.is_none() {
         return Ok(nodes);
     }
@@ -95,7 +107,7 @@ async fn enroll(setup: &Setup, nodes: Vec<SimNode>, concurrency: usize) -> Resul
     Ok(enrolled)
 }
 
-fn memory(setup: &Setup) -> Result<Value> {
+pub fn memory(setup: &Setup) -> Result<Value> {
     let (hwm, rss) = setup.server.memory_kib()?;
     println!(
         "server memory: peak RSS (VmHWM) {:.1} MiB, now {:.1} MiB",
@@ -105,13 +117,13 @@ fn memory(setup: &Setup) -> Result<Value> {
     Ok(json!({"server_peak_rss_kib": hwm, "server_rss_kib": rss}))
 }
 
-fn verdict(ok: bool) -> &'static str {
+pub fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
 /// Scenario 1: check-ins spread evenly over `spread_secs`, `checkins` rounds.
 pub async fn spread(args: &Args, bin: &Path) -> Result<Value> {
-    let setup = start(args, bin, "").await?;
+    let setup = start(args, bin, "", false).await?;
     let nodes = enroll(&setup, nodes(args.nodes, ""), args.enroll_concurrency).await?;
     let count = nodes.len() as u64;
     let round = Duration::from_secs(args.spread_secs);
@@ -180,7 +192,7 @@ pub async fn spread(args: &Args, bin: &Path) -> Result<Value> {
 
 /// Scenario 2: every node at the same instant, runs repeated until converged.
 pub async fn burst(args: &Args, bin: &Path) -> Result<Value> {
-    let setup = start(args, bin, "").await?;
+    let setup = start(args, bin, "", false).await?;
     let nodes = enroll(&setup, nodes(args.burst, "b"), args.enroll_concurrency).await?;
     let count = nodes.len() as u64;
     let interval = Duration::from_secs(args.burst_interval_secs);
@@ -244,7 +256,7 @@ pub async fn burst(args: &Args, bin: &Path) -> Result<Value> {
 
 /// Scenario 3: catalogs per second of the 500-resource role over HTTP.
 pub async fn compile(args: &Args, bin: &Path) -> Result<Value> {
-    let setup = start(args, bin, "").await?;
+    let setup = start(args, bin, "", false).await?;
     let concurrency = args.compile_concurrency.max(1);
     let nodes: Vec<SimNode> = (0..concurrency)
         .map(|i| SimNode::new(format!("{}{i}", site::BIG_PREFIX), i, 0))

@@ -84,6 +84,21 @@ impl Server {
         })
     }
 
+    /// The operator token the server made at its first start (for the webhook).
+    pub fn operator_token(&self) -> Result<String> {
+        let text = fs_err::read_to_string(self.data_dir.join("operator-token"))?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+            .with_context(|| {
+                format!(
+                    "{} holds no token",
+                    self.data_dir.join("operator-token").display()
+                )
+            })
+    }
+
     pub fn ca_pem(&self) -> Result<String> {
         Ok(fs_err::read_to_string(self.data_dir.join("ca/ca.crt.pem"))?)
     }

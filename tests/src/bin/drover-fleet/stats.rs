@@ -14,6 +14,10 @@ pub enum Route {
     Catalog,
     File,
     Report,
+    /// The catalog watch: its latency includes the wait for a change.
+    Watch,
+    /// The git webhook.
+    Hook,
 }
 
 impl Route {
@@ -23,6 +27,8 @@ impl Route {
             Route::Catalog => "catalog",
             Route::File => "file",
             Route::Report => "report",
+            Route::Watch => "watch",
+            Route::Hook => "hook",
         }
     }
 }
@@ -146,7 +152,11 @@ impl Stats {
 }
 
 fn percentiles_of(inner: &Inner, route: Route) -> [f64; 4] {
-    let mut samples = inner.latencies.get(&route).cloned().unwrap_or_default();
+    percentiles(inner.latencies.get(&route).cloned().unwrap_or_default())
+}
+
+/// p50, p95, p99 and max of `samples`, in milliseconds (zeros for none).
+pub fn percentiles(mut samples: Vec<Duration>) -> [f64; 4] {
     if samples.is_empty() {
         return [0.0; 4];
     }

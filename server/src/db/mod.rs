@@ -1,0 +1,412 @@
+//! Storage: the SQLite (sqlx) pools, embedded migrations and every query.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures_util::future::BoxFuture;
+
+use drover_catalog::{Catalog, Facts};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Row, SqliteConnection};
+
+mod reports;
+mod writer;
+
+pub use reports::{HOUR_US, ReportSummary, insert_report, report_body, reports};
+pub use writer::Writer;
+
+/// The database: readers in parallel (WAL readers never wait for the
+/// writer), and every write through the one [`Writer`] (group commit).
+#[derive(Debug, Clone)]
+pub struct Db {
+    reads: SqlitePool,
+    writer: Writer,
+}
+
+impl Db {
+    /// For queries: any of several connections.
+    pub fn reads(&self) -> &SqlitePool {
+        &self.reads
+    }
+
+    /// Runs `write` in the writer's next transaction (see [`Writer::write`]).
+    pub async fn write<T, F>(&self, write: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, DbError>>
+            + Send
+            + 'static,
+    {
+        self.writer.write(write).await
+    }
+}
+
+/// Connections that read at once (WAL readers do not block the writer).
+const READERS: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database url `{url}`: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot open database `{url}`: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("stored JSON is invalid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("database write failed: {0}")]
+    Commit(String),
+    #[error("the database writer has stopped")]
+    Closed,
+}
+
+/// Opens (creating if missing) the database and applies the migrations.
+pub async fn open(url: &str) -> Result<Db, DbError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|source| DbError::Url {
+            url: url.to_owned(),
+            source,
+        })?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let opened = |source| DbError::Open {
+        url: url.to_owned(),
+        source,
+    };
+    // An in-memory database exists per connection: readers would see
+    // another, empty one.
+    if options.get_filename() == std::path::Path::new(":memory:") || url.contains("mode=memory") {
+        return Err(DbError::Open {
+            url: url.to_owned(),
+            source: sqlx::Error::Configuration(
+                "an in-memory database cannot be shared by the server's connections; \
+                 use a file (sqlite:///path/drover.db)"
+                    .into(),
+            ),
+        });
+    }
+    let mut writing = options.connect().await.map_err(opened)?;
+    sqlx::migrate!().run(&mut writing).await?;
+    let reads = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .connect_with(options)
+        .await
+        .map_err(opened)?;
+    Ok(Db {
+        reads,
+        writer: Writer::start(writing),
+    })
+}
+
+/// A compile failure as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CompileError {
+    pub environment: String,
+    pub commit: String,
+    /// `file:line:col: message` lines.
+    pub diagnostics: Vec<String>,
+    pub at: jiff::Timestamp,
+}
+
+/// One row of `nodes`, as the operator API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NodeRow {
+    pub name: String,
+    pub environment: Option<String>,
+    pub requested_environment: Option<String>,
+    pub catalog_version: Option<String>,
+    pub commit: Option<String>,
+    pub last_status: Option<String>,
+    pub last_run_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    pub facts: serde_json::Value,
+    pub roles: Vec<String>,
+    pub compile_error: Option<CompileError>,
+}
+
+const NODE_COLUMNS: &str = "name, environment, requested_environment, catalog_version, commit_id, \
+     last_status, last_run_at, last_seen_at, facts, roles, compile_error";
+
+fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRow, DbError> {
+    let compile_error: Option<String> = row.try_get("compile_error")?;
+    Ok(NodeRow {
+        name: row.try_get("name")?,
+        environment: row.try_get("environment")?,
+        requested_environment: row.try_get("requested_environment")?,
+        catalog_version: row.try_get("catalog_version")?,
+        commit: row.try_get("commit_id")?,
+        last_status: row.try_get("last_status")?,
+        last_run_at: row.try_get("last_run_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        facts: serde_json::from_str(row.try_get("facts")?)?,
+        roles: serde_json::from_str(row.try_get("roles")?)?,
+        compile_error: compile_error
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()?,
+    })
+}
+
+pub async fn nodes(db: &Db) -> Result<Vec<NodeRow>, DbError> {
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name");
+    let rows = sqlx::query(&sql).fetch_all(db.reads()).await?;
+    rows.iter().map(node_from_row).collect()
+}
+
+pub async fn node(db: &Db, name: &str) -> Result<Option<NodeRow>, DbError> {
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?");
+    let row = sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(db.reads())
+        .await?;
+    row.as_ref().map(node_from_row).transpose()
+}
+
+/// A node that asked for a catalog: what recompiling it needs.
+#[derive(Debug, Clone)]
+pub struct KnownNode {
+    pub name: String,
+    pub requested_environment: Option<String>,
+    pub environment: Option<String>,
+    pub facts: Facts,
+    /// Whether a compile error is recorded for it now.
+    pub has_compile_error: bool,
+}
+
+/// Up to `limit` nodes that have sent facts, in name order after `after`
+/// (nodes only known from reports have no facts to compile with).
+pub async fn known_nodes(db: &Db, after: &str, limit: u32) -> Result<Vec<KnownNode>, DbError> {
+    let rows = sqlx::query(
+        "SELECT name, requested_environment, environment, facts,
+           compile_error IS NOT NULL AS has_compile_error FROM nodes
+         WHERE last_seen_at IS NOT NULL AND name > ? ORDER BY name LIMIT ?",
+    )
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(db.reads())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let facts: serde_json::Value = serde_json::from_str(row.try_get("facts")?)?;
+            Ok(KnownNode {
+                name: row.try_get("name")?,
+                requested_environment: row.try_get("requested_environment")?,
+                environment: row.try_get("environment")?,
+                facts: match facts {
+                    serde_json::Value::Object(map) => map,
+                    _ => Facts::new(),
+                },
+                has_compile_error: row.try_get("has_compile_error")?,
+            })
+        })
+        .collect()
+}
+
+/// How a catalog request ended, as far as the database keeps it.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer<'a> {
+    /// This catalog (and these roles) was served.
+    Served(&'a Catalog, &'a [String]),
+    /// The compile failed (the node may get its last good catalog).
+    Failed(&'a CompileError),
+    /// Shed before compiling: only the request is recorded.
+    Shed,
+}
+
+/// Records a catalog request in one write: what the node asked for (facts,
+/// requested environment, when) and what it got. A catalog is written only
+/// when it differs from the stored one (most check-ins get the same again),
+/// which costs a read on a reader beforehand.
+pub async fn record_catalog_request(
+    db: &Db,
+    node: &str,
+    facts: &Facts,
+    requested_environment: Option<&str>,
+    answer: Answer<'_>,
+) -> Result<(), DbError> {
+    let now = jiff::Timestamp::now();
+    let (node, facts) = (node.to_owned(), serde_json::to_string(facts)?);
+    let requested_environment = requested_environment.map(str::to_owned);
+    let outcome = match answer {
+        Answer::Served(catalog, roles) => {
+            let roles = serde_json::to_string(roles)?;
+            if is_stored(db, catalog, &roles).await? {
+                Outcome::Unchanged
+            } else {
+                Outcome::Served {
+                    version: catalog.version.clone(),
+                    environment: catalog.environment.clone(),
+                    commit: catalog.commit.clone(),
+                    roles,
+                    catalog: serde_json::to_string(catalog)?,
+                }
+            }
+        }
+        Answer::Failed(error) => Outcome::Failed(serde_json::to_string(error)?),
+        Answer::Shed => Outcome::Unchanged,
+    };
+    db.write(move |conn| {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO nodes (name, facts, requested_environment, last_seen_at, last_seen_at_us)
+                 VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET facts = excluded.facts,
+                   requested_environment = excluded.requested_environment,
+                   last_seen_at = excluded.last_seen_at, last_seen_at_us = excluded.last_seen_at_us",
+            )
+            .bind(&node)
+            .bind(facts)
+            .bind(requested_environment)
+            .bind(now.to_string())
+            .bind(now.as_microsecond())
+            .execute(&mut *conn)
+            .await?;
+            outcome.write(conn, &node).await
+        })
+    })
+    .await
+}
+
+/// What a catalog request changes beyond the request itself.
+enum Outcome {
+    Unchanged,
+    Served {
+        version: String,
+        environment: String,
+        commit: String,
+        roles: String,
+        catalog: String,
+    },
+    Failed(String),
+}
+
+impl Outcome {
+    async fn write(self, conn: &mut SqliteConnection, node: &str) -> Result<(), DbError> {
+        match self {
+            Outcome::Unchanged => {}
+            Outcome::Served {
+                version,
+                environment,
+                commit,
+                roles,
+                catalog,
+            } => {
+                sqlx::query(
+                    "UPDATE nodes SET catalog_version = ?, environment = ?, commit_id = ?,
+                       roles = ?, compile_error = NULL WHERE name = ?",
+                )
+                .bind(version)
+                .bind(environment)
+                .bind(commit)
+                .bind(roles)
+                .bind(node)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO catalogs (node, catalog) VALUES (?, ?)
+                     ON CONFLICT (node) DO UPDATE SET catalog = excluded.catalog",
+                )
+                .bind(node)
+                .bind(catalog)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Outcome::Failed(error) => {
+                sqlx::query("UPDATE nodes SET compile_error = ? WHERE name = ?")
+                    .bind(error)
+                    .bind(node)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `catalog` (with `roles`) is what the node's row holds already,
+/// without a compile error.
+async fn is_stored(db: &Db, catalog: &Catalog, roles: &str) -> Result<bool, DbError> {
+    let same: Option<bool> = sqlx::query_scalar(
+        "SELECT catalog_version IS ? AND environment IS ? AND commit_id IS ? AND roles IS ?
+           AND compile_error IS NULL
+         FROM nodes WHERE name = ?",
+    )
+    .bind(&catalog.version)
+    .bind(&catalog.environment)
+    .bind(&catalog.commit)
+    .bind(roles)
+    .bind(&catalog.node)
+    .fetch_optional(db.reads())
+    .await?;
+    Ok(same == Some(true))
+}
+
+/// The node's last good (last served) catalog.
+pub async fn last_good(db: &Db, node: &str) -> Result<Option<Catalog>, DbError> {
+    let text: Option<String> = sqlx::query_scalar("SELECT catalog FROM catalogs WHERE node = ?")
+        .bind(node)
+        .fetch_optional(db.reads())
+        .await?;
+    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+}
+
+/// Sets (`Some`) or clears (`None`) a node's compile error.
+pub async fn set_compile_error(
+    db: &Db,
+    node: &str,
+    error: Option<&CompileError>,
+) -> Result<(), DbError> {
+    let text = error.map(serde_json::to_string).transpose()?;
+    let node = node.to_owned();
+    db.write(move |conn| {
+        Box::pin(async move {
+            sqlx::query("UPDATE nodes SET compile_error = ? WHERE name = ?")
+                .bind(text)
+                .bind(node)
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// Stores content blobs (once per hash).
+pub async fn store_contents(db: &Db, contents: Vec<(String, Bytes)>) -> Result<(), DbError> {
+    db.write(move |conn| {
+        Box::pin(async move {
+            for (sha, bytes) in contents {
+                sqlx::query("INSERT OR IGNORE INTO contents (sha256, bytes) VALUES (?, ?)")
+                    .bind(sha)
+                    .bind(&bytes[..])
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
+        })
+    })
+    .await
+}
+
+pub async fn content(db: &Db, sha: &str) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT bytes FROM contents WHERE sha256 = ?")
+            .bind(sha)
+            .fetch_optional(db.reads())
+            .await?,
+    )
+}

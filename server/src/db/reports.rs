@@ -1,0 +1,245 @@
+//! Run reports: stored once per run_id, with the node's last-run columns
+//! and the hourly chart counts in the same write; the queries that read them.
+
+use drover_catalog::{Report, report::ResourceStatus};
+use serde::Serialize;
+use sqlx::{Row, SqliteConnection};
+
+use super::{Db, DbError};
+
+/// Stores a report once per run_id; `true` when it was new. Updates the
+/// node's last status unless a newer run is already recorded (spooled
+/// reports can arrive out of order).
+pub async fn insert_report(db: &Db, report: &Report, body: String) -> Result<bool, DbError> {
+    let row = ReportRow::of(report);
+    db.write(move |conn| Box::pin(insert_row(conn, row, body)))
+        .await
+}
+
+/// What a report's row holds besides its body, taken from the report.
+struct ReportRow {
+    run_id: String,
+    node: String,
+    environment: String,
+    commit: String,
+    status: &'static str,
+    chart_status: &'static str,
+    noop: bool,
+    started_at: String,
+    finished_at: String,
+    finished_us: i64,
+    catalog_version: String,
+    cached: &'static str,
+    resources: i64,
+    changed: i64,
+    failed: i64,
+    skipped: i64,
+    duration_ms: f64,
+}
+
+impl ReportRow {
+    fn of(report: &Report) -> ReportRow {
+        let count = |f: fn(ResourceStatus) -> bool| {
+            i64::try_from(report.resources.iter().filter(|r| f(r.status)).count())
+                .unwrap_or(i64::MAX)
+        };
+        ReportRow {
+            run_id: report.run_id.clone(),
+            node: report.node.clone(),
+            environment: report.environment.clone(),
+            commit: report.commit.clone(),
+            status: report.status.as_str(),
+            chart_status: chart_status(report),
+            noop: report.noop,
+            started_at: report.started_at.to_string(),
+            finished_at: report.finished_at.to_string(),
+            finished_us: report.finished_at.as_microsecond(),
+            catalog_version: report.catalog_version.clone(),
+            cached: cached_str(report),
+            resources: i64::try_from(report.resources.len()).unwrap_or(i64::MAX),
+            changed: count(|s| matches!(s, ResourceStatus::Changed | ResourceStatus::Noop)),
+            failed: count(|s| s == ResourceStatus::Failed),
+            skipped: count(|s| s == ResourceStatus::Skipped),
+            duration_ms: run_duration_ms(report),
+        }
+    }
+}
+
+async fn insert_row(
+    conn: &mut SqliteConnection,
+    row: ReportRow,
+    body: String,
+) -> Result<bool, DbError> {
+    let inserted = sqlx::query(
+        "INSERT OR IGNORE INTO reports (run_id, node, environment, commit_id, status, noop,
+           started_at, finished_at, finished_at_us, catalog_version, cached_catalog,
+           resources, changed, failed, skipped, received_at, body, duration_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.run_id)
+    .bind(&row.node)
+    .bind(&row.environment)
+    .bind(&row.commit)
+    .bind(row.status)
+    .bind(row.noop)
+    .bind(&row.started_at)
+    .bind(&row.finished_at)
+    .bind(row.finished_us)
+    .bind(&row.catalog_version)
+    .bind(row.cached)
+    .bind(row.resources)
+    .bind(row.changed)
+    .bind(row.failed)
+    .bind(row.skipped)
+    .bind(jiff::Timestamp::now().to_string())
+    .bind(body)
+    .bind(row.duration_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO nodes (name, last_status, last_run_at, last_run_at_us, last_run_id,
+           last_noop, last_cached_catalog, last_environment, last_commit, last_catalog_version,
+           last_duration_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET last_status = excluded.last_status,
+           last_run_at = excluded.last_run_at, last_run_at_us = excluded.last_run_at_us,
+           last_run_id = excluded.last_run_id, last_noop = excluded.last_noop,
+           last_cached_catalog = excluded.last_cached_catalog,
+           last_environment = excluded.last_environment,
+           last_commit = excluded.last_commit,
+           last_catalog_version = excluded.last_catalog_version,
+           last_duration_ms = excluded.last_duration_ms
+         WHERE nodes.last_run_at_us IS NULL OR nodes.last_run_at_us <= excluded.last_run_at_us",
+    )
+    .bind(&row.node)
+    .bind(row.status)
+    .bind(&row.finished_at)
+    .bind(row.finished_us)
+    .bind(&row.run_id)
+    .bind(row.noop)
+    .bind(row.cached)
+    .bind(&row.environment)
+    .bind(&row.commit)
+    .bind(&row.catalog_version)
+    .bind(row.duration_ms)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO report_hours (hour, status, runs, duration_ms_sum, duration_ms_max)
+         VALUES (?, ?, 1, ?, ?)
+         ON CONFLICT (hour, status) DO UPDATE SET runs = runs + 1,
+           duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
+           duration_ms_max = MAX(duration_ms_max, excluded.duration_ms_max)",
+    )
+    .bind(row.finished_us.div_euclid(HOUR_US))
+    .bind(row.chart_status)
+    .bind(row.duration_ms)
+    .bind(row.duration_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// Microseconds in an hour: the bucket of `report_hours`.
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// How long the run took, from its own timestamps (never negative).
+fn run_duration_ms(report: &Report) -> f64 {
+    let span = report.finished_at.duration_since(report.started_at);
+    (span.as_secs_f64() * 1000.0).max(0.0)
+}
+
+/// The run's status in the fleet chart: a dry run that would change is `noop`.
+fn chart_status(report: &Report) -> &'static str {
+    match report.status {
+        drover_catalog::report::RunStatus::Changed if report.noop => "noop",
+        status => status.as_str(),
+    }
+}
+
+fn cached_str(report: &Report) -> &'static str {
+    match report.cached_catalog {
+        drover_catalog::report::CachedCatalog::NotUsed => "not_used",
+        drover_catalog::report::CachedCatalog::OnFailure => "on_failure",
+    }
+}
+
+/// One line of a node's run history.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReportSummary {
+    /// The run_id.
+    pub id: String,
+    pub node: String,
+    pub environment: String,
+    pub commit: String,
+    pub catalog_version: String,
+    pub status: String,
+    pub noop: bool,
+    pub cached_catalog: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub resources: i64,
+    pub changed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    /// From `started_at` to `finished_at`.
+    pub duration_ms: f64,
+}
+
+/// A node's reports, newest first, finished strictly before `before`.
+pub async fn reports(
+    db: &Db,
+    node: &str,
+    limit: u32,
+    before: Option<jiff::Timestamp>,
+) -> Result<Vec<ReportSummary>, DbError> {
+    let before_us = before.map_or(i64::MAX, |t| t.as_microsecond());
+    let rows = sqlx::query(
+        "SELECT run_id, node, environment, commit_id, catalog_version, status, noop,
+           cached_catalog, started_at, finished_at, resources, changed, failed, skipped,
+           duration_ms
+         FROM reports WHERE node = ? AND finished_at_us < ?
+         ORDER BY finished_at_us DESC, id DESC LIMIT ?",
+    )
+    .bind(node)
+    .bind(before_us)
+    .bind(i64::from(limit))
+    .fetch_all(db.reads())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReportSummary {
+                id: r.try_get("run_id")?,
+                node: r.try_get("node")?,
+                environment: r.try_get("environment")?,
+                commit: r.try_get("commit_id")?,
+                catalog_version: r.try_get("catalog_version")?,
+                status: r.try_get("status")?,
+                noop: r.try_get("noop")?,
+                cached_catalog: r.try_get("cached_catalog")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                resources: r.try_get("resources")?,
+                changed: r.try_get("changed")?,
+                failed: r.try_get("failed")?,
+                skipped: r.try_get("skipped")?,
+                duration_ms: r.try_get("duration_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// The node and the body of one stored report.
+pub async fn report_body(db: &Db, run_id: &str) -> Result<Option<(String, String)>, DbError> {
+    Ok(
+        sqlx::query_as("SELECT node, body FROM reports WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(db.reads())
+            .await?,
+    )
+}

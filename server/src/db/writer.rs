@@ -1,0 +1,209 @@
+//! Group commit: every write of the server goes through one connection,
+//! and the writes that queue while one transaction commits go into the
+//! next one together.
+//!
+//! SQLite takes one writer at a time and, with `synchronous = FULL`, syncs
+//! the WAL at every commit. Writes spread over a pool wait for the lock in
+//! SQLite's busy handler, which sleeps (1 ms, 2, 5, 10, ... up to 100 ms
+//! between tries), and commit one by one: under a fleet's check-ins both
+//! turned into seconds of queueing. Here a write waits only for the batch
+//! before it, a batch costs one sync, and each write still stands alone:
+//! it runs in a savepoint, so one that fails is rolled back without taking
+//! the others with it. A caller hears back only once its batch committed,
+//! so an acknowledged write (a report, say) is durable.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::DbError;
+
+/// Writes one transaction takes at most.
+const MAX_BATCH: usize = 256;
+/// Writes waiting at most; callers beyond it wait to queue.
+const QUEUE: usize = 4096;
+
+/// Called once the batch a write ran in committed (or failed to).
+type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
+/// A write: its statements, whether they succeeded, and its completion.
+type Job =
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
+
+/// The handle writes are sent through; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writing task on `conn`. It ends when every handle is gone,
+    /// after the writes already queued.
+    pub fn start(conn: SqliteConnection) -> Writer {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(conn, queue));
+        Writer { jobs }
+    }
+
+    /// Runs `write` in the next batch; its result once that batch committed.
+    pub async fn write<T, F>(&self, write: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, DbError>>
+            + Send
+            + 'static,
+    {
+        let (done, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = write(conn).await;
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |committed| {
+                    let _ = done.send(match committed {
+                        Ok(()) => result,
+                        Err(e) => Err(DbError::Commit(e.to_string())),
+                    });
+                });
+                (ok, completion)
+            })
+        });
+        self.jobs.send(job).await.map_err(|_| DbError::Closed)?;
+        // Dropped unanswered: the batch failed before this write ran.
+        answer.await.map_err(|_| {
+            DbError::Commit("its batch failed before it ran (the server log has why)".into())
+        })?
+    }
+}
+
+async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let committed = commit_batch(&mut conn, batch.drain(..)).await;
+        if committed.is_err() {
+            // Leave no transaction open for the next batch; if this fails
+            // too the next BEGIN reports it.
+            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// Runs several statements in one call (SQLite takes a `;`-separated list).
+fn statements<'c>(
+    conn: &'c mut SqliteConnection,
+    sql: &'static str,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        sqlx::Executor::execute(conn, sql).await?;
+        Ok(())
+    })
+}
+
+/// One transaction: each job in a savepoint, then one commit; every job's
+/// completion hears how the commit went.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    jobs: impl Iterator<Item = Job>,
+) -> Result<(), Arc<str>> {
+    let mut completions = Vec::new();
+    let outcome = async {
+        // Each call to the connection is a round trip to its thread: the
+        // statements between two jobs go together.
+        statements(conn, "BEGIN IMMEDIATE; SAVEPOINT job").await?;
+        for job in jobs {
+            let (ok, completion) = job(conn).await;
+            completions.push(completion);
+            let next = if ok {
+                "RELEASE job; SAVEPOINT job"
+            } else {
+                "ROLLBACK TO job; RELEASE job; SAVEPOINT job"
+            };
+            statements(conn, next).await?;
+        }
+        statements(conn, "RELEASE job; COMMIT").await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await
+    .map_err(|e| Arc::<str>::from(e.to_string()));
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, writes = completions.len(), "a batch of writes failed");
+    }
+    for completion in completions {
+        completion(outcome.clone());
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    async fn writer(dir: &tempfile::TempDir) -> (Writer, SqliteConnectOptions) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("w.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let mut conn = options.connect().await.unwrap();
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        (Writer::start(conn), options)
+    }
+
+    fn insert(
+        k: i64,
+        v: Option<&'static str>,
+    ) -> impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<u64, DbError>>
+    + Send
+    + 'static {
+        move |conn| {
+            Box::pin(async move {
+                // A NULL value breaks NOT NULL: that write fails.
+                let done = sqlx::query("INSERT INTO t (k, v) VALUES (?, ?)")
+                    .bind(k)
+                    .bind(v)
+                    .execute(conn)
+                    .await?;
+                Ok(done.rows_affected())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_commit_together_and_a_failing_one_alone_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        let writes = (0..200).map(|k| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let value = if k == 77 { None } else { Some("v") };
+                writer.write(insert(k, value)).await
+            })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        for (k, result) in results.into_iter().enumerate() {
+            match result.unwrap() {
+                Ok(rows) => assert_eq!((k, rows), (k, 1)),
+                Err(e) => {
+                    assert_eq!(k, 77, "only the bad write fails: {e}");
+                    assert!(e.to_string().contains("NOT NULL"), "{e}");
+                }
+            }
+        }
+        // What each caller was told is what another connection reads.
+        let mut reader = options.connect().await.unwrap();
+        let (count, bad): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(*) FILTER (WHERE k = 77) FROM t")
+                .fetch_one(&mut reader)
+                .await
+                .unwrap();
+        assert_eq!((count, bad), (199, 0));
+        // A write whose statements failed left nothing half done: the same
+        // key written again succeeds.
+        assert_eq!(writer.write(insert(77, Some("again"))).await.unwrap(), 1);
+    }
+}

@@ -1,0 +1,193 @@
+//! What the file route answers from memory: the contents each node's
+//! current catalog references, and the bytes of contents served lately.
+//!
+//! A check-in fetches every content its node does not hold yet, so the
+//! file route takes most of a fleet's requests. Reading and parsing the
+//! node's stored catalog and then its content from the database for each
+//! one made it the server's heaviest route. The index of references is
+//! filled as catalogs are served (and from the database for a node not
+//! served since the server started). Content bytes are kept up to
+//! [`BYTES_LIMIT`] in all, and only once they are in the database, so a
+//! cached content is also a stored one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Bytes;
+use drover_catalog::Catalog;
+
+/// A sha256 as bytes: 32 where its hex takes 64 and a heap allocation.
+type Sha = [u8; 32];
+
+/// Content bytes kept in memory, in all.
+pub const BYTES_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Weight of a cached content: its bytes, plus what the entry costs
+/// anyway (never zero: weightless entries would never be evicted).
+#[derive(Debug, Clone)]
+struct ByteWeight;
+
+impl quick_cache::Weighter<Sha, Bytes> for ByteWeight {
+    fn weight(&self, _sha: &Sha, bytes: &Bytes) -> u64 {
+        bytes.len() as u64 + 64
+    }
+}
+
+pub struct Served {
+    references: RwLock<HashMap<String, Arc<[Sha]>>>,
+    bytes: quick_cache::sync::Cache<Sha, Bytes, ByteWeight>,
+}
+
+impl Default for Served {
+    fn default() -> Served {
+        Served {
+            references: RwLock::default(),
+            // The first figure only sizes the table; the weight bounds it.
+            bytes: quick_cache::sync::Cache::with_weighter(16_384, BYTES_LIMIT, ByteWeight),
+        }
+    }
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("bytes_weight", &self.bytes.weight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sha256 of 64 lowercase hex digits; `None` for anything else.
+pub fn parse_sha(hex_sha: &str) -> Option<Sha> {
+    if hex_sha.len() != 64 || hex_sha.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut sha = [0; 32];
+    hex::decode_to_slice(hex_sha, &mut sha).ok()?;
+    Some(sha)
+}
+
+fn references_of(catalog: &Catalog) -> Arc<[Sha]> {
+    let mut shas: Vec<Sha> = catalog.referenced_hashes().filter_map(parse_sha).collect();
+    shas.sort_unstable();
+    shas.dedup();
+    shas.into()
+}
+
+impl Served {
+    /// `catalog` was just served to its node: from now on its contents are
+    /// the ones the node may fetch.
+    pub fn record(&self, catalog: &Catalog) {
+        let references = references_of(catalog);
+        self.write().insert(catalog.node.clone(), references);
+    }
+
+    /// `catalog` was read from the database for a node not in the index.
+    /// A catalog served meanwhile is newer, so it is kept.
+    pub fn record_stored(&self, catalog: &Catalog) -> Arc<[Sha]> {
+        let references = references_of(catalog);
+        Arc::clone(
+            self.write()
+                .entry(catalog.node.clone())
+                .or_insert(references),
+        )
+    }
+
+    /// What `node`'s current catalog references, if it is in the index.
+    pub fn references(&self, node: &str) -> Option<Arc<[Sha]>> {
+        self.references
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .cloned()
+    }
+
+    /// Cached bytes of a stored content.
+    pub fn content(&self, sha: &Sha) -> Option<Bytes> {
+        self.bytes.get(sha)
+    }
+
+    /// `bytes` (of `sha`) are in the database: keep them at hand.
+    pub fn keep(&self, sha: Sha, bytes: Bytes) {
+        self.bytes.insert(sha, bytes);
+    }
+
+    /// Whether the content is known to be in the database already.
+    pub fn is_stored(&self, sha: &Sha) -> bool {
+        self.bytes.contains_key(sha)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<[Sha]>>> {
+        self.references.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_catalog::model::sha256_hex;
+
+    fn catalog(node: &str, contents: &[&str]) -> Catalog {
+        let resources = contents
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                serde_json::from_value(serde_json::json!({
+                    "id": format!("file:/f{i}"),
+                    "kind": "file",
+                    "path": format!("/f{i}"),
+                    "sha256": sha256_hex(body.as_bytes()),
+                }))
+                .expect("a file resource")
+            })
+            .collect::<Vec<_>>();
+        Catalog {
+            node: node.into(),
+            environment: "production".into(),
+            commit: "c0".into(),
+            version: Catalog::compute_version(&resources),
+            resources,
+            contents: Default::default(),
+        }
+    }
+
+    fn sha(body: &str) -> Sha {
+        parse_sha(&sha256_hex(body.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn a_served_catalog_replaces_the_references_and_a_stored_one_does_not() {
+        let served = Served::default();
+        assert!(served.references("web-1").is_none());
+        served.record(&catalog("web-1", &["new"]));
+        let kept = served.record_stored(&catalog("web-1", &["old"]));
+        assert_eq!(&kept[..], &[sha("new")]);
+        served.record(&catalog("web-1", &["newer", "new"]));
+        let mut both = [sha("newer"), sha("new")];
+        both.sort_unstable();
+        assert_eq!(&served.references("web-1").unwrap()[..], &both);
+        assert!(served.references("web-2").is_none());
+    }
+
+    #[test]
+    fn only_lowercase_hex_of_64_digits_is_a_sha() {
+        let hex_sha = sha256_hex(b"x");
+        assert!(parse_sha(&hex_sha).is_some());
+        assert!(parse_sha(&hex_sha.to_uppercase()).is_none());
+        assert!(parse_sha(&hex_sha[1..]).is_none());
+        assert!(parse_sha(&format!("{}g", &hex_sha[1..])).is_none());
+    }
+
+    #[test]
+    fn kept_bytes_are_bounded_by_their_weight() {
+        let served = Served::default();
+        let mib = Bytes::from(vec![7u8; 1024 * 1024]);
+        for i in 0..100u8 {
+            served.keep([i; 32], mib.clone());
+        }
+        assert!(served.bytes.weight() <= BYTES_LIMIT);
+        let held = (0..100u8)
+            .filter(|i| served.content(&[*i; 32]).is_some())
+            .count();
+        assert!((1..=64).contains(&held), "{held} MiB held");
+    }
+}
