@@ -14,6 +14,10 @@ use anyhow::Result;
 use crate::config::Settings;
 use crate::resources::{self, ContentSource, Env, Flags, Outcome};
 
+mod batch;
+
+use batch::Batch;
+
 /// Why the remaining resources were not tried.
 pub const INTERRUPTED: &str = "run interrupted: the agent is stopping";
 
@@ -75,7 +79,7 @@ pub struct Applied {
     pub files: drover_catalog::report::FileChecks,
 }
 
-pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
+pub fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
     let managed = catalog
         .resources
         .iter()
@@ -83,6 +87,7 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         .map(|r| r.id.name())
         .collect();
     let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
+    env.stage_writes = true;
     env.containers = resources::container::Containers::new(cfg.container_socket, cfg.node);
     if let Some(path) = &cfg.filecache {
         env.files = crate::filecache::FileCache::open(path, cfg.verify_interval);
@@ -92,14 +97,31 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         .previous
         .map(|p| p.resources.iter().map(|r| (&r.id, &r.spec)).collect())
         .unwrap_or_default();
-    let mut status: HashMap<&ResourceId, ResourceStatus> =
+    let mut status: HashMap<&'c ResourceId, ResourceStatus> =
         HashMap::with_capacity(catalog.resources.len());
     // Results of packages converged ahead of their turn, in a batch.
     let mut batched: HashMap<usize, (Result<Outcome>, Duration)> = HashMap::new();
-    let mut reports = Vec::with_capacity(catalog.resources.len());
+    // By catalog index: a staged file's report comes in at its flush.
+    let mut reports: Vec<Option<ResourceReport>> = Vec::new();
+    reports.resize_with(catalog.resources.len(), || None);
     let mut stopped: Option<String> = None;
+    let mut batch = Batch::default();
+    let settle = |batch: &mut Batch,
+                  status: &mut HashMap<&'c ResourceId, ResourceStatus>,
+                  reports: &mut Vec<Option<ResourceReport>>| {
+        for (index, report) in batch.flush() {
+            status.insert(&catalog.resources[index].id, report.status);
+            if cfg.verbose {
+                crate::output::print_resource(&report);
+            }
+            reports[index] = Some(report);
+        }
+    };
 
     for (index, resource) in catalog.resources.iter().enumerate() {
+        if batch.must_flush_before(resource) {
+            settle(&mut batch, &mut status, &mut reports);
+        }
         let started = Instant::now();
         if stopped.is_none() && !batched.contains_key(&index) {
             stopped = stop_reason(cfg);
@@ -143,15 +165,26 @@ pub fn apply(catalog: &Catalog, cfg: &EngineConfig<'_>) -> Applied {
         }
         let duration = duration.unwrap_or_else(|| started.elapsed());
         report.duration_ms = duration.as_secs_f64() * 1000.0;
+        match env.staged.take() {
+            Some(write) if report.status == ResourceStatus::Changed => {
+                batch.push(index, report, write);
+                continue;
+            }
+            Some(write) => write.discard(),
+            None => {}
+        }
         status.insert(&resource.id, report.status);
         if cfg.verbose {
             crate::output::print_resource(&report);
         }
-        reports.push(report);
+        reports[index] = Some(report);
     }
+    // Even a stopped run puts what it staged in place: those resources
+    // were converged, only their rename was waiting.
+    settle(&mut batch, &mut status, &mut reports);
     env.files.save(stopped.is_none());
     Applied {
-        resources: reports,
+        resources: reports.into_iter().flatten().collect(),
         stopped,
         files: env.files.checks(),
     }

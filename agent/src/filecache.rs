@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -374,7 +374,7 @@ impl FileCache {
         if bytes == self.loaded {
             return;
         }
-        if let Err(e) = write_replacing(&path, &bytes) {
+        if let Err(e) = crate::fsutil::write_unsynced(&path, &bytes) {
             crate::output::warning(&format!(
                 "cannot write the file cache: {e:#}; the next run hashes every managed file"
             ));
@@ -540,26 +540,6 @@ impl<'b> Reader<'b> {
     fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into()?))
     }
-}
-
-/// Temp file next to `path`, then rename: a killed run leaves the old cache
-/// or the new one. Not fsynced (see the module comment).
-fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        fs_err::create_dir_all(parent)?;
-    }
-    let temp = crate::fsutil::temp_path_for(path);
-    let written = fs_err::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| fs_err::rename(&temp, path));
-    if written.is_err() {
-        let _ = fs_err::remove_file(&temp);
-    }
-    Ok(written?)
 }
 
 #[cfg(test)]

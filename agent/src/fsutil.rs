@@ -5,9 +5,16 @@
 //! the target. A run killed at any instant leaves the old or the new file,
 //! never a partial one; only a stale `.drover-*` temp file may remain, and
 //! [`remove_stale_temps`] sweeps those on the next run.
+//!
+//! A run that writes many files stages them instead ([`stage`]): every temp
+//! is written first, then [`sync_staged`] makes them all durable at once
+//! (fsyncs on several threads at once), then they are renamed in order and
+//! each directory is fsynced once ([`sync_dirs`]). The guarantee is the same:
+//! nothing is renamed over a managed path before its content is durable.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fs_err::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -39,10 +46,17 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}", &unique[..12]))
 }
 
+/// fsyncs in flight at once: they wait on the device, not the CPU.
+pub const SYNC_THREADS: usize = 16;
+/// Fewer files than this per thread are not worth starting one.
+const SYNC_PER_THREAD: usize = 4;
+
 /// Replaces (or creates) `target` atomically with `file`'s content and metadata.
 pub fn write_atomic(target: &Path, file: NewFile<'_>) -> Result<()> {
     let temp = temp_path_for(target);
-    let result = write_temp_then_rename(&temp, target, file);
+    let result = write_temp(&temp, file, true)
+        .and_then(|_| Ok(fs_err::rename(&temp, target)?))
+        .and_then(|()| sync_parent(target));
     if result.is_err() {
         // The temp never replaced anything; removing it is all the cleanup there is.
         let _ = fs_err::remove_file(&temp);
@@ -50,7 +64,46 @@ pub fn write_atomic(target: &Path, file: NewFile<'_>) -> Result<()> {
     result
 }
 
-fn write_temp_then_rename(temp: &Path, target: &Path, file: NewFile<'_>) -> Result<()> {
+/// A file written (and validated) under its temp path next to `target`:
+/// not durable yet, and `target` untouched.
+#[derive(Debug)]
+pub struct Staged {
+    pub temp: PathBuf,
+    pub target: PathBuf,
+}
+
+impl Staged {
+    /// Drops the candidate: it never replaced anything.
+    pub fn discard(&self) {
+        let _ = fs_err::remove_file(&self.temp);
+    }
+
+    /// Renames the (durable) temp over the target; the rename itself is
+    /// durable once [`sync_dirs`] ran on the target's directory.
+    pub fn rename(&self) -> Result<()> {
+        Ok(fs_err::rename(&self.temp, &self.target)?)
+    }
+}
+
+/// Writes `file` to a new temp path next to `target`, with its owner and
+/// mode, and runs its `validate` command; no fsync and no rename: see
+/// [`sync_staged`].
+pub fn stage(target: &Path, file: NewFile<'_>) -> Result<Staged> {
+    let temp = temp_path_for(target);
+    match write_temp(&temp, file, false) {
+        Ok(()) => Ok(Staged {
+            temp,
+            target: target.to_owned(),
+        }),
+        Err(e) => {
+            let _ = fs_err::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// Writes the temp file (fsynced when `sync`).
+fn write_temp(temp: &Path, file: NewFile<'_>, sync: bool) -> Result<()> {
     let mut out = fs_err::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -63,13 +116,76 @@ fn write_temp_then_rename(temp: &Path, target: &Path, file: NewFile<'_>) -> Resu
     }
     // After fchown: changing the owner clears setuid/setgid bits.
     out.set_permissions(std::fs::Permissions::from_mode(file.mode))?;
-    out.sync_all()?;
+    if sync {
+        out.sync_all()?;
+    }
     drop(out);
     if let Some(command) = file.validate {
         validate(command, temp, file.quiet)?;
     }
-    fs_err::rename(temp, target)?;
-    sync_parent(target)
+    Ok(())
+}
+
+/// Makes the content of every staged temp durable: fsyncs on up to
+/// [`SYNC_THREADS`] threads at once, so the device and the journal see them
+/// together (one flush serves many). Not `syncfs(2)`: that would also wait
+/// for every other process's dirty data on the file system (measured: about
+/// a second beside a compiler, for 100 files).
+pub fn sync_staged(staged: &[&Staged]) -> Result<()> {
+    let threads = staged
+        .len()
+        .div_ceil(SYNC_PER_THREAD)
+        .clamp(1, SYNC_THREADS);
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<()> {
+        loop {
+            let Some(s) = staged.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return Ok(());
+            };
+            fs_err::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&s.temp)?
+                .sync_all()?;
+        }
+    };
+    if threads == 1 {
+        return work();
+    }
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut result = work();
+        for helper in helpers {
+            let done = helper
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("an fsync thread panicked")));
+            result = result.and(done);
+        }
+        result
+    })
+}
+
+/// fsyncs each distinct directory of `paths` once, so the renames and
+/// unlinks in them are durable; returns the directories that failed.
+pub fn sync_dirs<'p>(paths: impl IntoIterator<Item = &'p Path>) -> Vec<(PathBuf, anyhow::Error)> {
+    let mut done = std::collections::HashSet::new();
+    let mut failed = Vec::new();
+    for path in paths {
+        let dir = parent_of(path);
+        if done.insert(dir)
+            && let Err(e) = sync_dir(dir)
+        {
+            failed.push((dir.to_owned(), e));
+        }
+    }
+    failed
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Runs a `validate` command against the candidate file; its output is
@@ -101,11 +217,7 @@ pub fn validate(command: &str, candidate: &Path, quiet: bool) -> Result<()> {
 
 /// fsync of the directory holding `path`, so a rename or unlink in it is durable.
 pub fn sync_parent(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    sync_dir(dir)
+    sync_dir(parent_of(path))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -129,6 +241,28 @@ pub fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
             quiet: false,
         },
     )
+}
+
+/// An agent-owned file that checks itself when read (the file cache, by
+/// its checksum; the content store, by its name's sha256): temp file (mode
+/// 0600) then rename, so a killed run leaves the old file or the new one,
+/// but no fsync: what a power loss tears is only read as missing.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    let temp = temp_path_for(path);
+    let written = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| fs_err::rename(&temp, path));
+    if written.is_err() {
+        let _ = fs_err::remove_file(&temp);
+    }
+    Ok(written?)
 }
 
 /// Removes `.drover-*` temp files a killed run left in `dir`; returns how many.

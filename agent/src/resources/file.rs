@@ -7,8 +7,9 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use drover_catalog::model::{Ensure, FileSpec, sha256_hex};
 
-use super::{Env, Flags, Outcome, WantMeta, describe_type, event, observe, require_parent};
-use crate::diff::content_diff;
+use super::{
+    Env, Flags, Outcome, StagedWrite, WantMeta, describe_type, event, observe, require_parent,
+};
 use crate::filecache;
 use crate::fsutil::{self, NewFile};
 
@@ -79,20 +80,19 @@ fn present(
             );
             let new = env.fetch_verified(new_sha)?;
             if !flags.sensitive {
-                out.diff = Some(content_diff(
-                    &spec.path,
-                    Some(&old),
-                    &new,
-                    &old_sha,
-                    new_sha,
-                ));
+                out.diff = Some(
+                    env.diffs
+                        .diff(&spec.path, Some(&old), &new, &old_sha, new_sha),
+                );
             }
             if flags.noop {
                 return Ok(out);
             }
-            if spec.backup {
-                store_backup(&env.backups, &old_sha, &old)?;
-            }
+            let backup = match spec.backup {
+                true => backup(env, &old_sha, &old)?,
+                false => None,
+            };
+            drop(old);
             let file = NewFile {
                 content: &new,
                 mode: spec.mode.map_or(md.mode() & 0o7777, |m| m.bits()),
@@ -101,7 +101,7 @@ fn present(
                 validate: spec.validate.as_deref(),
                 quiet: flags.sensitive,
             };
-            fsutil::write_atomic(path, file)?;
+            put(env, path, file, backup)?;
         }
         Some(md) if md.is_dir() => bail!(
             "{} is a directory, not a file\nhint: remove it, or manage it with a directory resource",
@@ -126,7 +126,7 @@ fn present(
                         .push(event("content", None, Some(sha.to_owned())));
                     let content = env.fetch_verified(sha)?;
                     if !flags.sensitive {
-                        out.diff = Some(content_diff(&spec.path, None, &content, "none", sha));
+                        out.diff = Some(env.diffs.diff(&spec.path, None, &content, "none", sha));
                     }
                     content
                 }
@@ -144,10 +144,60 @@ fn present(
                 validate: spec.validate.as_deref(),
                 quiet: flags.sensitive,
             };
-            fsutil::write_atomic(path, file)?;
+            put(env, path, file, None)?;
         }
     }
     Ok(out)
+}
+
+/// Writes `file` over `path`: at once (durable, then renamed), or staged
+/// for the engine's batch, which makes it durable and renames it with the
+/// others and only then counts it changed.
+fn put(
+    env: &mut Env<'_>,
+    path: &Path,
+    file: NewFile<'_>,
+    backup: Option<fsutil::Staged>,
+) -> Result<()> {
+    if !env.stage_writes {
+        return fsutil::write_atomic(path, file);
+    }
+    match fsutil::stage(path, file) {
+        Ok(file) => {
+            env.staged = Some(StagedWrite { backup, file });
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(backup) = &backup {
+                backup.discard();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Keeps the replaced content under STATE/backups: written at once, or
+/// staged with the file that replaces it (the engine puts the backup in
+/// place, durably, before the file).
+fn backup(env: &Env<'_>, sha: &str, content: &[u8]) -> Result<Option<fsutil::Staged>> {
+    if !env.stage_writes {
+        store_backup(&env.backups, sha, content)?;
+        return Ok(None);
+    }
+    let target = env.backups.join(sha);
+    if target.exists() {
+        return Ok(None);
+    }
+    fs_err::create_dir_all(&env.backups)?;
+    let file = NewFile {
+        content,
+        mode: 0o600,
+        uid: None,
+        gid: None,
+        validate: None,
+        quiet: false,
+    };
+    fsutil::stage(&target, file).map(Some)
 }
 
 /// Size first: a size mismatch settles it without reading the file. Then

@@ -57,6 +57,24 @@ impl Outcome {
     }
 }
 
+/// A file written under its temp name, with the backup of the content it
+/// replaces (also staged), waiting for the engine to make both durable and
+/// rename them.
+#[derive(Debug)]
+pub struct StagedWrite {
+    pub backup: Option<crate::fsutil::Staged>,
+    pub file: crate::fsutil::Staged,
+}
+
+impl StagedWrite {
+    pub fn discard(&self) {
+        if let Some(backup) = &self.backup {
+            backup.discard();
+        }
+        self.file.discard();
+    }
+}
+
 /// Long-lived state shared by every resource of one run: caches and buffers,
 /// so a no-change run over many files allocates almost nothing per resource.
 pub struct Env<'a> {
@@ -74,6 +92,13 @@ pub struct Env<'a> {
     pub containers: container::Containers,
     /// The file metadata cache and the hashes made ahead of the walk.
     pub files: crate::filecache::FileCache,
+    /// Files are staged for the engine's batch (see `engine/batch.rs`)
+    /// instead of made durable and renamed one by one.
+    pub stage_writes: bool,
+    /// What the file just converged staged, for the engine to take.
+    pub staged: Option<StagedWrite>,
+    /// What this run's diffs may still add to the report.
+    pub diffs: crate::diff::DiffBudget,
     buf: Vec<u8>,
     swept: HashSet<PathBuf>,
 }
@@ -93,6 +118,9 @@ impl<'a> Env<'a> {
             apt_updated: false,
             containers: container::Containers::default(),
             files: crate::filecache::FileCache::default(),
+            stage_writes: false,
+            staged: None,
+            diffs: crate::diff::DiffBudget::default(),
             buf: Vec::new(),
             swept: HashSet::new(),
         }
