@@ -300,7 +300,7 @@ REPORT_COLUMNS = (
     "received_at, body, duration_ms"
 )
 NODE_COLUMNS = (
-    "name, environment, facts, roles, catalog, catalog_version, commit_id, last_status, "
+    "name, environment, facts, roles, catalog_version, commit_id, last_status, "
     "last_run_at, last_run_at_us, last_seen_at, last_seen_at_us, last_run_id, last_noop, "
     "last_cached_catalog, last_commit, last_catalog_version, last_duration_ms"
 )
@@ -368,7 +368,7 @@ def seed(top, db_path, n_nodes, n_reports, head, variants, probe):
     db.execute("PRAGMA cache_size=-262144")
     db.execute("BEGIN")
     db.executemany(f"INSERT INTO reports ({REPORT_COLUMNS}) VALUES ({', '.join('?' * 18)})", rows())
-    node_rows = []
+    node_rows, catalog_rows = [], []
     for i, name in enumerate(names):
         catalog = dict(variants[os_ids[i]]["catalog"])
         s, fresh = last[i], last_fresh[i] or last[i]
@@ -376,13 +376,16 @@ def seed(top, db_path, n_nodes, n_reports, head, variants, probe):
         catalog.update(node=name, commit=fresh.commit, version=fresh.version)
         # The last catalog request, at the start of the last run that made one.
         seen_ns = fresh.started_ns + 200_000_000
+        catalog_rows.append((name, json.dumps(catalog, separators=(",", ":"))))
         node_rows.append((
             name, "production", facts_of(i, name, os_ids[i], rng), json.dumps(roles_of(os_ids[i])),
-            json.dumps(catalog, separators=(",", ":")), fresh.version, fresh.commit,
+            fresh.version, fresh.commit,
             s.status, ts(s.finished_ns), s.finished_ns // 1000, ts(seen_ns), seen_ns // 1000,
             s.run_id, s.noop, s.cached_catalog, s.commit, s.version, s.duration_ms,
         ))
-    db.executemany(f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES ({', '.join('?' * 18)})", node_rows)
+    db.executemany(f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES ({', '.join('?' * 17)})", node_rows)
+    # The last good catalog has its own table (migration 0004).
+    db.executemany("INSERT INTO catalogs (node, catalog) VALUES (?, ?)", catalog_rows)
     db.execute("DELETE FROM report_hours")
     db.execute(rollup_sql(top))
     db.execute("COMMIT")

@@ -39,6 +39,21 @@ pub struct NewFile<'a> {
     pub quiet: bool,
 }
 
+impl<'a> NewFile<'a> {
+    /// A file of the agent's own (state, backups): mode 0600, owned by the
+    /// agent, nothing to validate.
+    pub fn private(content: &'a [u8]) -> NewFile<'a> {
+        NewFile {
+            content,
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            validate: None,
+            quiet: false,
+        }
+    }
+}
+
 /// A unique temp path next to `target`.
 pub fn temp_path_for(target: &Path) -> PathBuf {
     let dir = target.parent().unwrap_or(Path::new("."));
@@ -230,17 +245,7 @@ pub fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs_err::create_dir_all(parent)?;
     }
-    write_atomic(
-        path,
-        NewFile {
-            content,
-            mode: 0o600,
-            uid: None,
-            gid: None,
-            validate: None,
-            quiet: false,
-        },
-    )
+    write_atomic(path, NewFile::private(content))
 }
 
 /// An agent-owned file that checks itself when read (the file cache, by

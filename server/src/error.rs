@@ -1,6 +1,7 @@
 //! `AppError`: every handler error, mapped to a status code and `{"error": ...}`.
 
 use axum::Json;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -35,6 +36,21 @@ pub enum AppError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A body that could not be read (too large, cut off): its own status.
+impl From<BytesRejection> for AppError {
+    fn from(r: BytesRejection) -> AppError {
+        AppError::Status(r.status(), r.body_text())
+    }
+}
+
+/// A query string that does not parse: the `{"error": ...}` body of every
+/// other failure, not axum's plain text.
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> AppError {
+        AppError::BadRequest(r.body_text())
+    }
 }
 
 impl From<DbError> for AppError {

@@ -189,15 +189,7 @@ fn backup(env: &Env<'_>, sha: &str, content: &[u8]) -> Result<Option<fsutil::Sta
         return Ok(None);
     }
     fs_err::create_dir_all(&env.backups)?;
-    let file = NewFile {
-        content,
-        mode: 0o600,
-        uid: None,
-        gid: None,
-        validate: None,
-        quiet: false,
-    };
-    fsutil::stage(&target, file).map(Some)
+    fsutil::stage(&target, NewFile::private(content)).map(Some)
 }
 
 /// Size first: a size mismatch settles it without reading the file. Then

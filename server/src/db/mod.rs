@@ -89,7 +89,7 @@ pub async fn open(url: &str) -> Result<Db, DbError> {
     };
     // An in-memory database exists per connection: readers would see
     // another, empty one.
-    if options.get_filename() == std::path::Path::new(":memory:") || url.contains("mode=memory") {
+    if url.contains(":memory:") || url.contains("mode=memory") {
         return Err(DbError::Open {
             url: url.to_owned(),
             source: sqlx::Error::Configuration(
@@ -99,17 +99,49 @@ pub async fn open(url: &str) -> Result<Db, DbError> {
             ),
         });
     }
-    let mut writing = options.connect().await.map_err(opened)?;
+    // The writer never checkpoints: a checkpoint copies the WAL into the
+    // database and syncs it, and every write queued behind it would wait.
+    // A background task checkpoints from a reader instead (`checkpoints`).
+    let mut writing = options
+        .clone()
+        .pragma("wal_autocheckpoint", "0")
+        .connect()
+        .await
+        .map_err(opened)?;
     sqlx::migrate!().run(&mut writing).await?;
     let reads = SqlitePoolOptions::new()
         .max_connections(READERS)
         .connect_with(options)
         .await
         .map_err(opened)?;
-    Ok(Db {
-        reads,
-        writer: Writer::start(writing),
-    })
+    let writer = Writer::start(writing);
+    tokio::spawn(checkpoints(reads.clone(), writer.liveness()));
+    Ok(Db { reads, writer })
+}
+
+/// How often the WAL is copied back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] from a reading
+/// connection, PASSIVE: it copies what no reader still needs and never
+/// takes the write lock, so writes go on meanwhile. Ends with the database
+/// (`alive` false), closing the readers.
+async fn checkpoints(reads: SqlitePool, alive: impl Fn() -> bool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !alive() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&reads)
+            .await
+        {
+            tracing::warn!(error = %e, "checkpointing the database's WAL failed");
+        }
+    }
+    reads.close().await;
 }
 
 /// A compile failure as operators see it.
@@ -409,4 +441,34 @@ pub async fn content(db: &Db, sha: &str) -> Result<Option<Vec<u8>>, DbError> {
             .fetch_optional(db.reads())
             .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_the_reason() {
+        for url in ["sqlite::memory:", "sqlite:file:x?mode=memory"] {
+            let err = open(url).await.expect_err(url).to_string();
+            assert!(err.contains(url), "{err}");
+            assert!(err.contains("in-memory database"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_database_is_migrated_and_written_through_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("d.db").display());
+        let db = open(&url).await.unwrap();
+        record_catalog_request(&db, "web-1", &Facts::new(), None, Answer::Shed)
+            .await
+            .unwrap();
+        let seen: Option<String> =
+            sqlx::query_scalar("SELECT last_seen_at FROM nodes WHERE name = 'web-1'")
+                .fetch_one(db.reads())
+                .await
+                .unwrap();
+        assert!(seen.is_some());
+    }
 }

@@ -46,6 +46,12 @@ impl Writer {
         Writer { jobs }
     }
 
+    /// Whether any handle is left: false once the database is dropped.
+    pub fn liveness(&self) -> impl Fn() -> bool + Send + 'static {
+        let weak = self.jobs.downgrade();
+        move || weak.strong_count() > 0
+    }
+
     /// Runs `write` in the next batch; its result once that batch committed.
     pub async fn write<T, F>(&self, write: F) -> Result<T, DbError>
     where

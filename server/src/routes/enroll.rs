@@ -186,7 +186,7 @@ pub async fn renew(
 }
 
 fn checked(name: &str, raw: Result<Bytes, BytesRejection>) -> Result<CheckedCsr, AppError> {
-    let body = raw.map_err(|r| AppError::Status(r.status(), r.body_text()))?;
+    let body = raw?;
     check_csr(name, &body).map_err(|e| {
         tracing::info!(name = %name.escape_debug(), error = %e, "certificate request refused");
         AppError::BadRequest(e.to_string())

@@ -17,10 +17,6 @@ use crate::error::AppError;
 use crate::served::parse_sha;
 use crate::state::AppState;
 
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
-    body.map_err(|r| AppError::Status(r.status(), r.body_text()))
-}
-
 /// The node's compiled catalog
 ///
 /// Compiled from the node's environment with the facts it sends, cached per
@@ -68,7 +64,7 @@ pub async fn catalog(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     caller.require_node(&node)?;
-    let raw = body(raw)?;
+    let raw = raw?;
     let request: CatalogRequest = if raw.iter().all(u8::is_ascii_whitespace) {
         CatalogRequest::default()
     } else {
@@ -207,7 +203,7 @@ pub async fn report(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     caller.require_node(&node)?;
-    let raw = body(raw)?;
+    let raw = raw?;
     let report: Report = serde_json::from_slice(&raw)
         .map_err(|e| AppError::BadRequest(format!("invalid report: {e}")))?;
     if report.node != node {

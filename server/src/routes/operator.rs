@@ -104,8 +104,7 @@ pub async fn node_reports(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ReportSummary>>, AppError> {
     caller.require_node_or_operator(&name)?;
-    // The `{"error": ...}` body of every other failure, not axum's plain text.
-    let Query(query) = query.map_err(|r| AppError::BadRequest(r.body_text()))?;
+    let Query(query) = query?;
     let before = query
         .before
         .as_deref()

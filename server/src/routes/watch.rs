@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::served::parse_sha;
 use crate::state::AppState;
 
 /// What a wait lasts when the node does not say: under the minute that
@@ -42,12 +43,6 @@ pub struct WatchAnswer {
     pub version: Option<String>,
     /// Whether the node should fetch its catalog now.
     pub changed: bool,
-}
-
-fn is_version(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Wait for a new catalog version
@@ -83,9 +78,9 @@ pub async fn watch(
     query: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Json<WatchAnswer>, AppError> {
     caller.require_node(&node)?;
-    // The `{"error": ...}` body of every other failure, not axum's plain text.
-    let Query(query) = query.map_err(|r| AppError::BadRequest(r.body_text()))?;
-    if let Some(version) = query.version.as_deref().filter(|v| !is_version(v)) {
+    let Query(query) = query?;
+    // A version is a sha256, as a content is.
+    if let Some(version) = query.version.as_deref().filter(|v| parse_sha(v).is_none()) {
         return Err(AppError::BadRequest(format!(
             "invalid `version` `{version}`: expected a catalog version (64 lowercase hex digits, the catalog's ETag without quotes)"
         )));

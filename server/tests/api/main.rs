@@ -60,6 +60,8 @@ fn sha(bytes: &[u8]) -> String {
 struct TestContext {
     _tmp: TempDir,
     repo: PathBuf,
+    /// The `repo` setting the server was started with.
+    source: String,
     router: Router,
     db: drover_server::db::Db,
     shutdown: CancellationToken,
@@ -75,7 +77,7 @@ impl TestContext {
     }
 
     async fn start(tmp: TempDir, repo: PathBuf, source: String) -> TestContext {
-        let mut config = Config::new(source, tmp.path().join("data"));
+        let mut config = Config::new(source.clone(), tmp.path().join("data"));
         // Long enough that only the hook refreshes during a test.
         config.refresh_interval = std::time::Duration::from_secs(3600);
         // Reports with fixed dates in 2025 must outlive the retention pruning.
@@ -86,6 +88,7 @@ impl TestContext {
         TestContext {
             _tmp: tmp,
             repo,
+            source,
             db: state.db.clone(),
             router: app(state),
             shutdown,
@@ -156,6 +159,25 @@ impl TestContext {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+
+    /// Stops the server and starts another on the same data directory:
+    /// everything it held in memory is gone.
+    async fn restart(self) -> TestContext {
+        let TestContext {
+            _tmp: tmp,
+            repo,
+            source,
+            router,
+            db,
+            shutdown,
+            tracker,
+        } = self;
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        drop((router, db));
+        TestContext::start(tmp, repo, source).await
     }
 }
 

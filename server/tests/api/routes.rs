@@ -79,6 +79,27 @@ async fn file_route_serves_only_referenced_hashes() {
 }
 
 #[tokio::test]
+async fn after_a_restart_the_file_route_answers_from_the_stored_catalog() {
+    let cx = TestContext::directory().await;
+    let (status, _, _) = cx.catalog("web-1").await;
+    assert_eq!(status, StatusCode::OK);
+    // What web-1 was served is in the database; the server's memory of it
+    // (and its cache of content bytes) goes with the restart.
+    let cx = cx.restart().await;
+    let hello = sha(b"hello web-1\n");
+    let (status, body) = cx.get(&format!("/api/v1/nodes/web-1/files/{hello}")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello web-1\n"[..]));
+    // The stored catalog still says what web-1 may fetch.
+    let other = sha(b"hello web-2\n");
+    let (status, _) = cx.get(&format!("/api/v1/nodes/web-1/files/{other}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A node never served anything has nothing to fetch.
+    let (status, _) = cx.get(&format!("/api/v1/nodes/web-9/files/{hello}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    cx.stop().await;
+}
+
+#[tokio::test]
 async fn reports_are_stored_once_and_listed_newest_first() {
     let cx = TestContext::directory().await;
     let first = report("web-1", "run-1", "changed", "2025-01-01T00:01:00Z").to_string();
