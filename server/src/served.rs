@@ -33,8 +33,16 @@ impl quick_cache::Weighter<Sha, Bytes> for ByteWeight {
     }
 }
 
+/// A node's current catalog, as the file route needs it.
+#[derive(Debug, Clone)]
+struct Current {
+    /// The catalog's version: the same version references the same contents.
+    version: String,
+    shas: Arc<[Sha]>,
+}
+
 pub struct Served {
-    references: RwLock<HashMap<String, Arc<[Sha]>>>,
+    references: RwLock<HashMap<String, Current>>,
     bytes: quick_cache::sync::Cache<Sha, Bytes, ByteWeight>,
 }
 
@@ -66,39 +74,47 @@ pub fn parse_sha(hex_sha: &str) -> Option<Sha> {
     Some(sha)
 }
 
-fn references_of(catalog: &Catalog) -> Arc<[Sha]> {
+fn current(catalog: &Catalog) -> Current {
     let mut shas: Vec<Sha> = catalog.referenced_hashes().filter_map(parse_sha).collect();
     shas.sort_unstable();
     shas.dedup();
-    shas.into()
+    Current {
+        version: catalog.version.clone(),
+        shas: shas.into(),
+    }
 }
 
 impl Served {
     /// `catalog` was just served to its node: from now on its contents are
     /// the ones the node may fetch.
     pub fn record(&self, catalog: &Catalog) {
-        let references = references_of(catalog);
-        self.write().insert(catalog.node.clone(), references);
+        // Most check-ins are served the catalog they had: nothing to redo.
+        if self
+            .read()
+            .get(&catalog.node)
+            .is_some_and(|c| c.version == catalog.version)
+        {
+            return;
+        }
+        self.write().insert(catalog.node.clone(), current(catalog));
     }
 
     /// `catalog` was read from the database for a node not in the index.
     /// A catalog served meanwhile is newer, so it is kept.
     pub fn record_stored(&self, catalog: &Catalog) -> Arc<[Sha]> {
-        let references = references_of(catalog);
+        let stored = current(catalog);
         Arc::clone(
-            self.write()
+            &self
+                .write()
                 .entry(catalog.node.clone())
-                .or_insert(references),
+                .or_insert(stored)
+                .shas,
         )
     }
 
     /// What `node`'s current catalog references, if it is in the index.
     pub fn references(&self, node: &str) -> Option<Arc<[Sha]>> {
-        self.references
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)
-            .cloned()
+        self.read().get(node).map(|c| Arc::clone(&c.shas))
     }
 
     /// Cached bytes of a stored content.
@@ -116,7 +132,11 @@ impl Served {
         self.bytes.contains_key(sha)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<[Sha]>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Current>> {
+        self.references.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Current>> {
         self.references.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -166,6 +186,10 @@ mod tests {
         both.sort_unstable();
         assert_eq!(&served.references("web-1").unwrap()[..], &both);
         assert!(served.references("web-2").is_none());
+        // The same version again is the same references, not rebuilt.
+        let before = served.references("web-1").unwrap();
+        served.record(&catalog("web-1", &["newer", "new"]));
+        assert!(Arc::ptr_eq(&before, &served.references("web-1").unwrap()));
     }
 
     #[test]
