@@ -12,6 +12,7 @@ use drover_catalog::{Catalog, CompileRequest, Facts, RepoFiles, Report, Reposito
 
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig};
+use crate::filecache::Loading;
 use crate::lock::RunLock;
 use crate::metrics::{Phase, RunClock, Sample};
 use crate::resources::ContentSource;
@@ -93,6 +94,7 @@ fn converge(
     stop: &AtomicBool,
     clock: &mut RunClock,
 ) -> Result<Report> {
+    let filecache = Loading::start(&settings.state_dir, settings.verify_interval);
     let (catalog, mut contents) = if fs_err::metadata(source.path)?.is_dir() {
         let facts = clock.time(Phase::Facts, || load_facts(source.facts))?;
         clock.time(Phase::Catalog, || {
@@ -107,7 +109,14 @@ fn converge(
     let applied = clock.time(Phase::Apply, || {
         engine::apply(
             &catalog,
-            &EngineConfig::new(settings, state.backups(), &contents, stop, started),
+            &EngineConfig::new(
+                settings,
+                state.backups(),
+                &contents,
+                stop,
+                started,
+                filecache,
+            ),
         )
     });
     let report = build_report_of_run(

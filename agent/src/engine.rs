@@ -12,6 +12,8 @@ use drover_catalog::{Catalog, Resource, ResourceId, Spec};
 use anyhow::Result;
 
 use crate::config::Settings;
+use crate::filecache::Loading;
+use crate::fsutil::TempMarker;
 use crate::resources::{self, ContentSource, Env, Flags, Outcome};
 
 mod batch;
@@ -38,21 +40,22 @@ pub struct EngineConfig<'a> {
     pub timeout: Option<(Instant, Duration)>,
     /// Print one line per change (and failure) as it happens.
     pub verbose: bool,
-    /// STATE/filecache; `None` hashes every file and keeps nothing.
-    pub filecache: Option<PathBuf>,
-    /// verify_interval_secs: how old the last full verification may get.
-    pub verify_interval: Duration,
+    /// STATE/filecache, loading; `None` hashes every file and keeps nothing.
+    pub filecache: Option<Loading>,
+    /// STATE/temps.pending; `None` sweeps every directory for stale temp files.
+    pub temp_marker: Option<PathBuf>,
 }
 
 impl<'a> EngineConfig<'a> {
     /// A run as `settings` describe it, timed from `started`, with no
-    /// previous catalog.
+    /// previous catalog, and the file cache loading since the run started.
     pub fn new(
         settings: &'a Settings,
         backups: PathBuf,
         contents: &'a dyn ContentSource,
         stop: &'a AtomicBool,
         started: Instant,
+        filecache: Loading,
     ) -> EngineConfig<'a> {
         EngineConfig {
             noop: settings.noop,
@@ -64,8 +67,8 @@ impl<'a> EngineConfig<'a> {
             stop,
             timeout: Some((started, settings.run_timeout)),
             verbose: true,
-            filecache: Some(settings.state_dir.join(crate::filecache::FILE_NAME)),
-            verify_interval: settings.verify_interval,
+            filecache: Some(filecache),
+            temp_marker: Some(settings.state_dir.join(TempMarker::FILE_NAME)),
         }
     }
 }
@@ -89,8 +92,12 @@ pub fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
     let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
     env.stage_writes = true;
     env.containers = resources::container::Containers::new(cfg.container_socket, cfg.node);
-    if let Some(path) = &cfg.filecache {
-        env.files = crate::filecache::FileCache::open(path, cfg.verify_interval);
+    if let Some(loading) = &cfg.filecache {
+        env.files = loading.wait();
+    }
+    if let (false, Some(path)) = (cfg.noop, &cfg.temp_marker) {
+        env.temps = TempMarker::open(path.clone(), env.files.checks().full_verification);
+        env.sweep_stale_temps(&cfg.backups);
     }
     env.files.prepare(catalog);
     let previous: HashMap<&ResourceId, &Spec> = cfg
@@ -182,6 +189,7 @@ pub fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
     // Even a stopped run puts what it staged in place: those resources
     // were converged, only their rename was waiting.
     settle(&mut batch, &mut status, &mut reports);
+    env.temps.finish(stopped.is_none());
     env.files.save(stopped.is_none());
     Applied {
         resources: reports.into_iter().flatten().collect(),
@@ -413,7 +421,7 @@ mod tests {
             timeout: None,
             verbose: false,
             filecache: None,
-            verify_interval: Duration::ZERO,
+            temp_marker: None,
         }
     }
 

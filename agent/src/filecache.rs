@@ -29,10 +29,12 @@ use std::fs::Metadata;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use drover_catalog::model::Ensure;
 use drover_catalog::report::FileChecks;
 use drover_catalog::{Catalog, Spec};
@@ -48,14 +50,14 @@ pub const RACY_MARGIN_NS: i64 = 100_000_000;
 /// For file systems that keep whole seconds (FAT keeps two).
 pub const COARSE_MARGIN_NS: i64 = 2_000_000_000;
 
-const MAGIC: &[u8; 8] = b"DRVFC01\n";
-const HEADER: usize = MAGIC.len() + 8 + 4;
-const ENTRY_FIXED: usize = 4 + 6 * 8 + 32;
-const CHECKSUM: usize = 32;
 /// Hashing threads at most: beyond a few, the disk is the limit.
 const MAX_THREADS: usize = 4;
 /// Below this much to hash, threads cost more than they save.
 const PARALLEL_MIN_BYTES: u64 = 1 << 20;
+/// How old the loader's lstats may be when the walk is prepared.
+const LSTAT_MAX_AGE_NS: i64 = 5_000_000_000;
+/// Below this many files to stat, threads cost more than they save.
+const PARALLEL_MIN_LSTATS: usize = 1024;
 const READ_BUF: usize = 64 * 1024;
 
 /// What identifies one version of a file's content, as far as metadata can.
@@ -105,6 +107,14 @@ impl Entry {
     }
 }
 
+/// An entry of the last runs' cache, with the lstat the loader took of its
+/// path ([`Loading`]) until a resource with that path takes it.
+#[derive(Debug)]
+struct Recorded {
+    entry: Entry,
+    lstat: Option<std::io::Result<Metadata>>,
+}
+
 /// What the pass before the walk saw of one file resource.
 #[derive(Debug)]
 struct Observed {
@@ -137,7 +147,9 @@ pub fn now_ns() -> i64 {
 pub struct FileCache {
     /// None: no cache (kinds' unit tests), nothing is loaded or saved.
     path: Option<PathBuf>,
-    old: HashMap<Box<str>, Entry>,
+    old: HashMap<Box<str>, Recorded>,
+    /// When the loader started to lstat the paths of `old`.
+    lstat_at: i64,
     /// The bytes loaded, so an unchanged cache is not rewritten.
     loaded: Vec<u8>,
     /// When the last full verification started (ns).
@@ -155,8 +167,9 @@ pub struct FileCache {
 }
 
 impl FileCache {
-    /// Loads the cache at `path` (missing or corrupt: trust nothing) and
-    /// decides whether this run is a full verification.
+    /// Loads the cache at `path` (missing or corrupt: trust nothing),
+    /// decides whether this run is a full verification, and lstats every
+    /// path it lists.
     pub fn open(path: &Path, verify_interval: Duration) -> FileCache {
         let started_at = now_ns();
         let mut cache = FileCache {
@@ -175,7 +188,7 @@ impl FileCache {
                 return cache;
             }
         };
-        match parse(&bytes) {
+        match format::parse(&bytes) {
             Ok((verified_at, old)) => {
                 let interval = i64::try_from(verify_interval.as_nanos()).unwrap_or(i64::MAX);
                 // A verification "in the future" means the clock went back: verify now.
@@ -183,8 +196,18 @@ impl FileCache {
                     started_at < verified_at || started_at.saturating_sub(verified_at) >= interval;
                 cache.full = due;
                 cache.verified_at = verified_at;
-                cache.old = old;
                 cache.loaded = bytes;
+                cache.lstat_at = now_ns();
+                let paths: Vec<&str> = old.iter().map(|(path, _)| &**path).collect();
+                let lstats = lstat_all(&paths);
+                cache.old = old
+                    .into_iter()
+                    .zip(lstats)
+                    .map(|((path, entry), lstat)| {
+                        let lstat = Some(lstat);
+                        (path, Recorded { entry, lstat })
+                    })
+                    .collect();
             }
             Err(e) => crate::output::warning(&format!(
                 "ignoring the file cache {}: {e}; every managed file is hashed this run",
@@ -198,16 +221,23 @@ impl FileCache {
     /// the cache cannot vouch for, so the ordered walk finds both ready.
     pub fn prepare(&mut self, catalog: &Catalog) {
         let started = now_ns();
+        let files: Vec<_> = catalog
+            .resources
+            .iter()
+            .enumerate()
+            .filter_map(|(index, resource)| match &resource.spec {
+                Spec::File(spec) => match (spec.ensure, spec.sha256.as_deref()) {
+                    (Ensure::Present, Some(want)) => Some((index, spec, want)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let lstats = self.lstats_of(files.iter().map(|(_, spec, _)| spec.path.as_str()), started);
         let mut jobs = Vec::new();
         let mut slots = Vec::new();
-        for (index, resource) in catalog.resources.iter().enumerate() {
-            let Spec::File(spec) = &resource.spec else {
-                continue;
-            };
-            let (Ensure::Present, Some(want)) = (spec.ensure, spec.sha256.as_deref()) else {
-                continue;
-            };
-            let md = match fs_err::symlink_metadata(&spec.path) {
+        for ((index, spec, want), (md, observed_at)) in files.into_iter().zip(lstats) {
+            let md = match md {
                 Ok(md) => Some(md),
                 Err(e) if e.kind() == ErrorKind::NotFound => None,
                 // The walk stats it again and reports the error.
@@ -218,7 +248,7 @@ impl FileCache {
             }
             let mut observed = Observed {
                 md,
-                observed_at: started,
+                observed_at,
                 known: None,
             };
             // A size mismatch settles it without a hash.
@@ -231,19 +261,19 @@ impl FileCache {
                 let trusted =
                     decode_sha(want).and_then(|want| self.trusted(&spec.path, key, &want));
                 match trusted.and_then(|_| self.old.remove_entry(spec.path.as_str())) {
-                    Some((name, entry)) => observed.known = Some(Known::Trusted(name, entry)),
-                    None => jobs.push((index, spec.path.as_str(), key)),
+                    Some((name, old)) => observed.known = Some(Known::Trusted(name, old.entry)),
+                    None => jobs.push((index, spec.path.as_str(), key, observed_at)),
                 }
             }
             slots[index] = Some(observed);
         }
-        let paths: Vec<_> = jobs.iter().map(|&(_, path, key)| (path, key)).collect();
+        let paths: Vec<_> = jobs.iter().map(|&(_, path, key, _)| (path, key)).collect();
         for (job, sha) in hash_all(&paths) {
-            let (index, _, key) = jobs[job];
+            let (index, _, key, observed_at) = jobs[job];
             self.checks.hashed += 1;
             let entry = Entry {
                 key,
-                recorded_at: started,
+                recorded_at: observed_at,
                 sha,
             };
             if let Some(observed) = &mut slots[index] {
@@ -251,6 +281,35 @@ impl FileCache {
             }
         }
         self.slots = slots;
+    }
+
+    /// The lstat of each path and when it was taken: the loader's, else
+    /// one taken now (from `now`), on a few threads when there are many.
+    fn lstats_of<'p>(
+        &mut self,
+        paths: impl Iterator<Item = &'p str>,
+        now: i64,
+    ) -> Vec<(std::io::Result<Metadata>, i64)> {
+        // One taken long before (a catalog fetch waited out a busy server)
+        // would leave a change made since unseen until the next run.
+        let recent = now.saturating_sub(self.lstat_at) < LSTAT_MAX_AGE_NS;
+        let mut lstats = Vec::new();
+        let mut missing = Vec::new();
+        for (i, path) in paths.enumerate() {
+            let taken = self.old.get_mut(path).and_then(|old| old.lstat.take());
+            match taken.filter(|_| recent) {
+                Some(lstat) => lstats.push(Some((lstat, self.lstat_at))),
+                None => {
+                    lstats.push(None);
+                    missing.push((i, path));
+                }
+            }
+        }
+        let taken: Vec<_> = missing.iter().map(|&(_, path)| path).collect();
+        for ((i, _), lstat) in missing.iter().zip(lstat_all(&taken)) {
+            lstats[*i] = Some((lstat, now));
+        }
+        lstats.into_iter().flatten().collect()
     }
 
     /// The engine is about to converge resource `index` of the catalog.
@@ -288,7 +347,8 @@ impl FileCache {
     /// Puts an unused trusted entry back where the walk looks it up.
     fn restore(&mut self, known: Option<Known>) {
         if let Some(Known::Trusted(name, entry)) = known {
-            self.old.insert(name, entry);
+            let lstat = None;
+            self.old.insert(name, Recorded { entry, lstat });
         }
     }
 
@@ -310,10 +370,10 @@ impl FileCache {
             other => self.restore(other),
         }
         let entry = self.trusted(path, key, want)?;
-        let (name, entry) = self
-            .old
-            .remove_entry(path)
-            .unwrap_or_else(|| (path.into(), entry));
+        let name = match self.old.remove_entry(path) {
+            Some((name, _)) => name,
+            None => path.into(),
+        };
         self.checks.trusted += 1;
         self.seen.push((name, entry));
         Some(*want)
@@ -323,7 +383,7 @@ impl FileCache {
         if self.full {
             return None;
         }
-        let entry = self.old.get(path)?;
+        let entry = &self.old.get(path)?.entry;
         (entry.key == key && &entry.sha == want && entry.settled()).then_some(*entry)
     }
 
@@ -370,7 +430,7 @@ impl FileCache {
         } else {
             self.verified_at
         };
-        let bytes = serialize(verified_at, &self.seen);
+        let bytes = format::serialize(verified_at, &self.seen);
         if bytes == self.loaded {
             return;
         }
@@ -378,6 +438,46 @@ impl FileCache {
             crate::output::warning(&format!(
                 "cannot write the file cache: {e:#}; the next run hashes every managed file"
             ));
+        }
+    }
+}
+
+/// The file cache of the last runs, loaded on a thread of its own while the
+/// run reads its catalog. The thread also lstats every path the cache lists
+/// (with the catalog unchanged, every managed file), so the stats of
+/// [`FileCache::prepare`] are mostly taken by the time the catalog is parsed.
+#[derive(Debug)]
+pub struct Loading {
+    path: PathBuf,
+    verify_interval: Duration,
+    thread: Mutex<Option<JoinHandle<FileCache>>>,
+}
+
+impl Loading {
+    /// Starts loading `STATE/filecache`.
+    pub fn start(state_dir: &Path, verify_interval: Duration) -> Loading {
+        let path = state_dir.join(FILE_NAME);
+        let thread = {
+            let path = path.clone();
+            std::thread::Builder::new()
+                .name("filecache".into())
+                .spawn(move || FileCache::open(&path, verify_interval))
+                .ok()
+        };
+        Loading {
+            path,
+            verify_interval,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// The loaded cache. When the thread could not start or panicked, or
+    /// when asked a second time, the cache is loaded here instead.
+    pub fn wait(&self) -> FileCache {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        match thread.map(JoinHandle::join) {
+            Some(Ok(cache)) => cache,
+            _ => FileCache::open(&self.path, self.verify_interval),
         }
     }
 }
@@ -407,6 +507,42 @@ pub fn hash_path(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().into())
+}
+
+/// `lstat` of every path, in order: on a few threads when there are many
+/// (each is a path walk in the kernel; on 10,000 files, a quarter of a
+/// no-change run when done one by one).
+fn lstat_all(paths: &[&str]) -> Vec<std::io::Result<Metadata>> {
+    let lstat = |path: &&str| std::fs::symlink_metadata(path);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_THREADS);
+    if threads <= 1 || paths.len() < PARALLEL_MIN_LSTATS {
+        return paths.iter().map(lstat).collect();
+    }
+    let chunk = paths.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = paths.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let helpers: Vec<_> = chunks
+            .map(|part| {
+                (
+                    part,
+                    scope.spawn(move || part.iter().map(lstat).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        let mut stats: Vec<_> = first.iter().map(lstat).collect();
+        for (part, helper) in helpers {
+            // A helper that panicked stat'ed nothing usable: those are done here.
+            stats.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|_| part.iter().map(lstat).collect()),
+            );
+        }
+        stats
+    })
 }
 
 /// Hashes `jobs` (path, stat'ed key) on up to [`MAX_THREADS`] threads, each
@@ -449,98 +585,6 @@ fn hash_all(jobs: &[(&str, Key)]) -> Vec<(usize, [u8; 32])> {
     })
 }
 
-fn serialize(verified_at: i64, entries: &[(Box<str>, Entry)]) -> Vec<u8> {
-    let size = HEADER
-        + entries
-            .iter()
-            .map(|(p, _)| ENTRY_FIXED + p.len())
-            .sum::<usize>()
-        + CHECKSUM;
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&verified_at.to_le_bytes());
-    let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&count.to_le_bytes());
-    for (path, e) in entries.iter().take(count as usize) {
-        let len = u32::try_from(path.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(path.as_bytes());
-        let k = e.key;
-        for n in [k.dev, k.ino, k.size] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        for n in [k.mtime_ns, k.ctime_ns, e.recorded_at] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        out.extend_from_slice(&e.sha);
-    }
-    let checksum: [u8; 32] = Sha256::digest(&out).into();
-    out.extend_from_slice(&checksum);
-    out
-}
-
-/// (verified_at, entries by path) of a cache file's bytes.
-fn parse(bytes: &[u8]) -> Result<(i64, HashMap<Box<str>, Entry>)> {
-    if bytes.len() < HEADER + CHECKSUM || &bytes[..MAGIC.len()] != MAGIC {
-        bail!("not a drover file cache (version 1)");
-    }
-    let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM);
-    if Sha256::digest(body).as_slice() != checksum {
-        bail!("its checksum does not match (a torn or edited file)");
-    }
-    let mut r = Reader(&body[MAGIC.len()..]);
-    let verified_at = r.i64()?;
-    let count = r.u32()? as usize;
-    let mut entries = HashMap::with_capacity(count.min(body.len() / ENTRY_FIXED));
-    for _ in 0..count {
-        let len = r.u32()? as usize;
-        let path = std::str::from_utf8(r.take(len)?)
-            .map_err(|_| anyhow::anyhow!("an entry's path is not UTF-8"))?;
-        let key = Key {
-            dev: r.u64()?,
-            ino: r.u64()?,
-            size: r.u64()?,
-            mtime_ns: r.i64()?,
-            ctime_ns: r.i64()?,
-        };
-        let recorded_at = r.i64()?;
-        let sha = r.take(32)?.try_into().expect("took 32 bytes");
-        entries.insert(
-            path.into(),
-            Entry {
-                key,
-                recorded_at,
-                sha,
-            },
-        );
-    }
-    if !r.0.is_empty() {
-        bail!("{} bytes after the last entry", r.0.len());
-    }
-    Ok((verified_at, entries))
-}
-
-struct Reader<'b>(&'b [u8]);
-
-impl<'b> Reader<'b> {
-    fn take(&mut self, n: usize) -> Result<&'b [u8]> {
-        if self.0.len() < n {
-            bail!("it ends in the middle of an entry");
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
-    }
-    fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into()?))
-    }
-}
-
+mod format;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,10 @@
 //! (same file system, so `rename` is atomic), made durable, then renamed over
 //! the target. A run killed at any instant leaves the old or the new file,
 //! never a partial one; only a stale `.drover-*` temp file may remain, and
-//! [`remove_stale_temps`] sweeps those on the next run.
+//! [`remove_stale_temps`] sweeps those on the next run. Reading a large
+//! directory to look for them costs a no-change run more than anything else
+//! it does per file, so a run looks only when one may be there
+//! ([`TempMarker`]).
 //!
 //! A run that writes many files stages them instead ([`stage`]): every temp
 //! is written first, then [`sync_staged`] makes them all durable at once
@@ -59,6 +62,80 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
     let dir = target.parent().unwrap_or(Path::new("."));
     let unique = uuid::Uuid::new_v4().simple().to_string();
     dir.join(format!("{TEMP_PREFIX}{}", &unique[..12]))
+}
+
+/// Whether this run must sweep the managed directories for temp files, and
+/// the marker that tells the next run: `STATE/temps.pending`, made durable
+/// before this run's first temp file and removed when the run has ended
+/// with none left. A run sweeps when it finds the marker (a run was killed
+/// while writing), and on every full verification (a marker lost some other
+/// way: an older agent, a write that failed, a hand-made temp).
+#[derive(Debug)]
+pub struct TempMarker {
+    /// `None`: no marker; every directory is swept (the kinds' unit tests).
+    path: Option<PathBuf>,
+    sweep: bool,
+    /// The marker is on disk: found there, or made by this run.
+    marked: bool,
+}
+
+impl Default for TempMarker {
+    fn default() -> Self {
+        TempMarker {
+            path: None,
+            sweep: true,
+            marked: false,
+        }
+    }
+}
+
+impl TempMarker {
+    pub const FILE_NAME: &str = "temps.pending";
+
+    pub fn open(path: PathBuf, full_verification: bool) -> TempMarker {
+        let found = fs_err::symlink_metadata(&path).is_ok();
+        TempMarker {
+            path: Some(path),
+            sweep: found || full_verification,
+            marked: found,
+        }
+    }
+
+    /// Whether this run looks for stale temp files.
+    pub fn sweeps(&self) -> bool {
+        self.sweep
+    }
+
+    /// Called before every temp file the run creates; the first call makes
+    /// the marker durable. Failing to only costs the sweep of a later run
+    /// that follows a kill, so it warns once and lets the write go ahead.
+    pub fn before_temp(&mut self) {
+        let Some(path) = self.path.as_deref().filter(|_| !self.marked) else {
+            return;
+        };
+        self.marked = true;
+        let made = fs_err::create_dir_all(parent_of(path))
+            .and_then(|()| fs_err::File::create(path))
+            .and_then(|f| f.sync_all())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| sync_parent(path));
+        if let Err(e) = made {
+            crate::output::warning(&format!(
+                "cannot mark the run's temp files in {}: {e:#}; a run killed now leaves them until the next full verification",
+                path.display()
+            ));
+        }
+    }
+
+    /// The run ended: a run that `completed` leaves no temp file of its
+    /// own, and swept where the marker said to. Not fsynced: a removal
+    /// lost in a crash only costs a sweep.
+    pub fn finish(&mut self, completed: bool) {
+        if let (true, true, Some(path)) = (completed, self.marked, &self.path) {
+            let _ = fs_err::remove_file(path);
+            self.marked = false;
+        }
+    }
 }
 
 /// fsyncs in flight at once: they wait on the device, not the CPU.

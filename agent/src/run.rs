@@ -14,6 +14,7 @@ use crate::client::{CatalogAnswer, Client, Posted};
 use crate::config::Settings;
 use crate::contents::{StoreFirst, Timed};
 use crate::engine::{self, Applied, EngineConfig};
+use crate::filecache::Loading;
 use crate::identity;
 use crate::lock::RunLock;
 use crate::metrics::{self, Phase, RunClock, Sample};
@@ -47,6 +48,7 @@ fn converge(
 ) -> Result<Report> {
     let state = StateDir::new(&settings.state_dir);
     fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
+    let filecache = Loading::start(state.root(), settings.verify_interval);
     let identity = identity::ensure(settings, stop)?;
     let client = Client::new(
         &settings.server,
@@ -125,7 +127,14 @@ fn converge(
         &catalog,
         &EngineConfig {
             previous: cached.as_ref(),
-            ..EngineConfig::new(settings, state.backups(), &contents, stop, clock.started())
+            ..EngineConfig::new(
+                settings,
+                state.backups(),
+                &contents,
+                stop,
+                clock.started(),
+                filecache,
+            )
         },
     );
     // Contents come from the server on demand, while converging: their

@@ -308,7 +308,7 @@ impl<'a> Builder<'a> {
                 None,
             ),
             RawResource::Container(r) => (
-                Spec::Container(self.container(r, &name.value)?),
+                Spec::Container(Box::new(self.container(r, &name.value)?)),
                 self.meta(&r.meta()),
                 None,
             ),
@@ -329,7 +329,7 @@ impl<'a> Builder<'a> {
                 (Spec::Group(spec), self.meta(&r.meta()), None)
             }
             RawResource::Exec(r) => (
-                Spec::Exec(self.exec(r, &name.value)?),
+                Spec::Exec(Box::new(self.exec(r, &name.value)?)),
                 self.meta(&r.meta()),
                 None,
             ),

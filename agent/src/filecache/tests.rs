@@ -1,5 +1,6 @@
-//! Tests of the file metadata cache, through whole engine runs: every fast
-//! path must catch what a rehash would.
+//! Tests of the no-change run's shortcuts, through whole engine runs: the
+//! file metadata cache must catch every change a rehash would, and the
+//! temp file sweep must run whenever a killed run may have left one.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use drover_catalog::{Catalog, Resource, Spec};
 use nix::sys::stat::{UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
 
+use super::format::{HEADER, parse, serialize};
 use super::*;
 use crate::engine::{self, Applied, EngineConfig};
 use crate::resources::testing::MapSource;
@@ -38,6 +40,10 @@ impl Node {
 
     fn cache(&self) -> PathBuf {
         self.path("state/filecache")
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.path(&format!("state/{}", crate::fsutil::TempMarker::FILE_NAME))
     }
 
     fn catalog(&self, files: &[(&str, &[u8])]) -> Catalog {
@@ -72,8 +78,8 @@ impl Node {
                 stop: &stop,
                 timeout: None,
                 verbose: false,
-                filecache: Some(self.cache()),
-                verify_interval: self.verify_interval,
+                filecache: Some(Loading::start(&self.path("state"), self.verify_interval)),
+                temp_marker: Some(self.marker()),
             },
         )
     }
@@ -89,7 +95,8 @@ impl Node {
     }
 
     fn edit_cache(&self, edit: impl FnOnce(&mut i64, &mut HashMap<Box<str>, Entry>)) {
-        let (mut verified_at, mut entries) = parse(&fs_err::read(self.cache()).unwrap()).unwrap();
+        let (mut verified_at, entries) = parse(&fs_err::read(self.cache()).unwrap()).unwrap();
+        let mut entries = entries.into_iter().collect();
         edit(&mut verified_at, &mut entries);
         let mut entries: Vec<_> = entries.into_iter().collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -274,7 +281,7 @@ fn noop_records_what_is_there_so_the_next_real_run_repairs() {
     let noop = node.apply(&catalog, true);
     assert_eq!(statuses(&noop), [ResourceStatus::Noop]);
     let (_, entries) = parse(&fs_err::read(node.cache()).unwrap()).unwrap();
-    let entry = entries.values().next().unwrap();
+    let (_, entry) = &entries[0];
     assert_eq!(hex::encode(entry.sha), sha256_hex(b"ALPHA\n"));
     std::thread::sleep(Duration::from_nanos(RACY_MARGIN_NS as u64 * 2));
     assert_eq!(
@@ -362,4 +369,61 @@ fn an_exec_makes_the_walk_hash_again() {
     let run = node.apply(&catalog, false);
     assert_eq!(run.files.hashed, 2);
     assert_eq!(run.resources[1].status, ResourceStatus::Changed);
+}
+
+#[test]
+fn stale_temps_are_swept_after_a_killed_run_and_at_every_full_verification() {
+    let mut node = Node::new(&[b"a", b"b"]);
+    let catalog = node.catalog(&[("a", b"a")]);
+    node.settle(&catalog);
+    let stale = crate::fsutil::temp_path_for(&node.path("a"));
+    let leave_stale = || fs_err::write(&stale, "partial").unwrap();
+
+    leave_stale();
+    assert_eq!(
+        statuses(&node.apply(&catalog, false)),
+        [ResourceStatus::Unchanged]
+    );
+    assert!(
+        stale.exists(),
+        "no marker, no full verification: nothing looks"
+    );
+
+    fs_err::write(node.marker(), "").unwrap(); // what a killed run leaves
+    node.apply(&catalog, true);
+    assert!(
+        stale.exists() && node.marker().exists(),
+        "noop removes nothing"
+    );
+    node.apply(&catalog, false);
+    assert!(!stale.exists(), "the marker makes the run sweep");
+    assert!(!node.marker().exists(), "and the sweep is done");
+
+    leave_stale();
+    node.verify_interval = Duration::ZERO;
+    node.apply(&catalog, false);
+    assert!(!stale.exists(), "a full verification sweeps too");
+}
+
+#[test]
+fn the_marker_is_on_disk_before_the_first_temp_and_gone_after_the_run() {
+    let node = Node::new(&[b"a"]);
+    let mut catalog = node.catalog(&[("a", b"a")]);
+    let Spec::File(file) = &mut catalog.resources[0].spec else {
+        unreachable!()
+    };
+    // `validate` runs on the temp file, before it is renamed into place.
+    file.validate = Some(format!("test -e {}", node.marker().display()));
+    let applied = node.apply(&catalog, false);
+    assert_eq!(statuses(&applied), [ResourceStatus::Changed], "{applied:?}");
+    assert!(!node.marker().exists());
+
+    let Spec::File(file) = &mut catalog.resources[0].spec else {
+        unreachable!()
+    };
+    file.validate = Some("false".into());
+    fs_err::write(node.path("a"), "drift").unwrap();
+    let applied = node.apply(&catalog, false);
+    assert_eq!(statuses(&applied), [ResourceStatus::Failed], "{applied:?}");
+    assert!(!node.marker().exists(), "a failed write discards its temp");
 }

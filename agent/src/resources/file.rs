@@ -159,6 +159,7 @@ fn put(
     file: NewFile<'_>,
     backup: Option<fsutil::Staged>,
 ) -> Result<()> {
+    env.temps.before_temp();
     if !env.stage_writes {
         return fsutil::write_atomic(path, file);
     }
@@ -179,7 +180,8 @@ fn put(
 /// Keeps the replaced content under STATE/backups: written at once, or
 /// staged with the file that replaces it (the engine puts the backup in
 /// place, durably, before the file).
-fn backup(env: &Env<'_>, sha: &str, content: &[u8]) -> Result<Option<fsutil::Staged>> {
+fn backup(env: &mut Env<'_>, sha: &str, content: &[u8]) -> Result<Option<fsutil::Staged>> {
+    env.temps.before_temp();
     if !env.stage_writes {
         store_backup(&env.backups, sha, content)?;
         return Ok(None);

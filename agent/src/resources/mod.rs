@@ -99,6 +99,8 @@ pub struct Env<'a> {
     pub staged: Option<StagedWrite>,
     /// What this run's diffs may still add to the report.
     pub diffs: crate::diff::DiffBudget,
+    /// Whether this run sweeps for stale temp files; told of every new one.
+    pub temps: crate::fsutil::TempMarker,
     buf: Vec<u8>,
     swept: HashSet<PathBuf>,
 }
@@ -121,6 +123,7 @@ impl<'a> Env<'a> {
             stage_writes: false,
             staged: None,
             diffs: crate::diff::DiffBudget::default(),
+            temps: crate::fsutil::TempMarker::default(),
             buf: Vec::new(),
             swept: HashSet::new(),
         }
@@ -155,9 +158,10 @@ impl<'a> Env<'a> {
         Ok(bytes)
     }
 
-    /// Removes temp files a killed run left in `dir`, once per directory per run.
+    /// Removes temp files a killed run left in `dir`, once per directory
+    /// per run, when this run sweeps ([`crate::fsutil::TempMarker`]).
     pub fn sweep_stale_temps(&mut self, dir: &Path) {
-        if !self.swept.contains(dir) {
+        if self.temps.sweeps() && !self.swept.contains(dir) {
             crate::fsutil::remove_stale_temps(dir);
             self.swept.insert(dir.to_owned());
         }

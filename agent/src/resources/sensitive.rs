@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn values_become_hashes_and_state_words_stay() {
-        let spec = Spec::Exec(ExecSpec {
+        let spec = Spec::Exec(Box::new(ExecSpec {
             name: "set-password".into(),
             command: Command::Argv(vec!["/usr/bin/setpw".into(), "s3cret-value".into()]),
             cwd: None,
@@ -130,7 +130,7 @@ mod tests {
             onlyif: None,
             refreshonly: false,
             timeout_secs: None,
-        });
+        }));
         let mut report = ResourceReport::new(
             "exec:set-password".to_string().try_into().unwrap(),
             ResourceStatus::Failed,

@@ -70,6 +70,7 @@ fn present(
     }
     // A link made under a temp name and renamed over the old one: there is
     // never a moment without a link at `path`.
+    env.temps.before_temp();
     let temp = fsutil::temp_path_for(path);
     fs_err::os::unix::fs::symlink(target, &temp)?;
     if let Err(e) = fs_err::rename(&temp, path) {

@@ -314,7 +314,7 @@ fn sensitive_changes_show_hashes_not_values() {
         drover_catalog::report::ResourceStatus::Changed,
     );
     report.events = plan.outcome.events;
-    crate::resources::sensitive::hide(&mut report, &Spec::Container(new));
+    crate::resources::sensitive::hide(&mut report, &Spec::Container(Box::new(new)));
     let json = serde_json::to_string(&report).unwrap();
     assert!(!json.contains("s3cret"), "{json}");
     let env = &report.events[0];

@@ -56,6 +56,9 @@ pub fn converge(spec: &ServiceSpec, env: &mut Env<'_>, flags: Flags) -> Result<O
     };
     let plan = plan(spec, &unit, &unit_path, &seen, flags)?;
     if !flags.noop {
+        if plan.write_unit {
+            env.temps.before_temp();
+        }
         apply(&plan, spec, &unit, &unit_path, systemd, &env.backups, &seen)?;
     }
     Ok(plan.outcome)
