@@ -24,7 +24,6 @@
 //! The files the cache cannot vouch for are hashed up front on a few
 //! threads ([`FileCache::prepare`]), so the ordered walk finds them ready.
 
-use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
@@ -115,6 +114,14 @@ struct Recorded {
     lstat: Option<std::io::Result<Metadata>>,
 }
 
+/// One file resource before the pass decides on it: its cache entry (taken
+/// out of the cache), its lstat, and when that was taken.
+struct Looked {
+    old: Option<(Box<str>, Entry)>,
+    lstat: std::io::Result<Metadata>,
+    at: i64,
+}
+
 /// What the pass before the walk saw of one file resource.
 #[derive(Debug)]
 struct Observed {
@@ -147,7 +154,7 @@ pub fn now_ns() -> i64 {
 pub struct FileCache {
     /// None: no cache (kinds' unit tests), nothing is loaded or saved.
     path: Option<PathBuf>,
-    old: HashMap<Box<str>, Recorded>,
+    old: foldhash::HashMap<Box<str>, Recorded>,
     /// When the loader started to lstat the paths of `old`.
     lstat_at: i64,
     /// The bytes loaded, so an unchanged cache is not rewritten.
@@ -236,33 +243,46 @@ impl FileCache {
         let lstats = self.lstats_of(files.iter().map(|(_, spec, _)| spec.path.as_str()), started);
         let mut jobs = Vec::new();
         let mut slots = Vec::new();
-        for ((index, spec, want), (md, observed_at)) in files.into_iter().zip(lstats) {
-            let md = match md {
+        for ((index, spec, want), looked) in files.into_iter().zip(lstats) {
+            let Looked {
+                old,
+                lstat,
+                at: observed_at,
+            } = looked;
+            let md = match lstat {
                 Ok(md) => Some(md),
                 Err(e) if e.kind() == ErrorKind::NotFound => None,
                 // The walk stats it again and reports the error.
-                Err(_) => continue,
+                Err(_) => {
+                    self.restore_entry(old);
+                    continue;
+                }
             };
             if slots.is_empty() {
                 slots.resize_with(catalog.resources.len(), || None);
             }
+            // A size mismatch settles it without a hash.
+            let candidate = md
+                .as_ref()
+                .filter(|md| md.is_file() && spec.size.is_none_or(|s| s == md.size()))
+                .and_then(Key::of);
             let mut observed = Observed {
                 md,
                 observed_at,
                 known: None,
             };
-            // A size mismatch settles it without a hash.
-            let candidate = observed
-                .md
-                .as_ref()
-                .filter(|md| md.is_file() && spec.size.is_none_or(|s| s == md.size()))
-                .and_then(Key::of);
-            if let Some(key) = candidate {
-                let trusted =
-                    decode_sha(want).and_then(|want| self.trusted(&spec.path, key, &want));
-                match trusted.and_then(|_| self.old.remove_entry(spec.path.as_str())) {
-                    Some((name, old)) => observed.known = Some(Known::Trusted(name, old.entry)),
-                    None => jobs.push((index, spec.path.as_str(), key, observed_at)),
+            let want = decode_sha(want);
+            match (candidate, old) {
+                (Some(key), Some((name, entry)))
+                    if want.is_some_and(|want| self.trusts(&entry, key, &want)) =>
+                {
+                    observed.known = Some(Known::Trusted(name, entry));
+                }
+                (candidate, old) => {
+                    self.restore_entry(old);
+                    if let Some(key) = candidate {
+                        jobs.push((index, spec.path.as_str(), key, observed_at));
+                    }
                 }
             }
             slots[index] = Some(observed);
@@ -283,33 +303,37 @@ impl FileCache {
         self.slots = slots;
     }
 
-    /// The lstat of each path and when it was taken: the loader's, else
-    /// one taken now (from `now`), on a few threads when there are many.
-    fn lstats_of<'p>(
-        &mut self,
-        paths: impl Iterator<Item = &'p str>,
-        now: i64,
-    ) -> Vec<(std::io::Result<Metadata>, i64)> {
+    /// For each path, its entry, taken out of the cache (the caller puts
+    /// back what it does not use), and its lstat with when it was taken:
+    /// the loader's, else one taken now (from `now`), on a few threads when
+    /// there are many.
+    fn lstats_of<'p>(&mut self, paths: impl Iterator<Item = &'p str>, now: i64) -> Vec<Looked> {
         // One taken long before (a catalog fetch waited out a busy server)
         // would leave a change made since unseen until the next run.
         let recent = now.saturating_sub(self.lstat_at) < LSTAT_MAX_AGE_NS;
         let mut lstats = Vec::new();
         let mut missing = Vec::new();
-        for (i, path) in paths.enumerate() {
-            let taken = self.old.get_mut(path).and_then(|old| old.lstat.take());
-            match taken.filter(|_| recent) {
-                Some(lstat) => lstats.push(Some((lstat, self.lstat_at))),
-                None => {
-                    lstats.push(None);
-                    missing.push((i, path));
-                }
+        for path in paths {
+            let (old, lstat) = match self.old.remove_entry(path) {
+                Some((name, old)) => (Some((name, old.entry)), old.lstat.filter(|_| recent)),
+                None => (None, None),
+            };
+            if lstat.is_none() {
+                missing.push((lstats.len(), path));
             }
+            lstats.push((old, lstat.map(|l| (l, self.lstat_at))));
         }
         let taken: Vec<_> = missing.iter().map(|&(_, path)| path).collect();
         for ((i, _), lstat) in missing.iter().zip(lstat_all(&taken)) {
-            lstats[*i] = Some((lstat, now));
+            lstats[*i].1 = Some((lstat, now));
         }
-        lstats.into_iter().flatten().collect()
+        lstats
+            .into_iter()
+            .map(|(old, lstat)| {
+                let (lstat, at) = lstat.expect("every path was lstat'ed");
+                Looked { old, lstat, at }
+            })
+            .collect()
     }
 
     /// The engine is about to converge resource `index` of the catalog.
@@ -347,6 +371,12 @@ impl FileCache {
     /// Puts an unused trusted entry back where the walk looks it up.
     fn restore(&mut self, known: Option<Known>) {
         if let Some(Known::Trusted(name, entry)) = known {
+            self.restore_entry(Some((name, entry)));
+        }
+    }
+
+    fn restore_entry(&mut self, old: Option<(Box<str>, Entry)>) {
+        if let Some((name, entry)) = old {
             let lstat = None;
             self.old.insert(name, Recorded { entry, lstat });
         }
@@ -380,11 +410,13 @@ impl FileCache {
     }
 
     fn trusted(&self, path: &str, key: Key, want: &[u8; 32]) -> Option<Entry> {
-        if self.full {
-            return None;
-        }
-        let entry = &self.old.get(path)?.entry;
-        (entry.key == key && &entry.sha == want && entry.settled()).then_some(*entry)
+        let entry = self.old.get(path)?.entry;
+        self.trusts(&entry, key, want).then_some(entry)
+    }
+
+    /// Whether `entry` vouches that a file with metadata `key` has content `want`.
+    fn trusts(&self, entry: &Entry, key: Key, want: &[u8; 32]) -> bool {
+        !self.full && entry.key == key && &entry.sha == want && entry.settled()
     }
 
     /// Hashes `path` now (stat'ed as `md` after `observed_at`) and records it.
@@ -514,10 +546,13 @@ pub fn hash_path(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
 /// no-change run when done one by one).
 fn lstat_all(paths: &[&str]) -> Vec<std::io::Result<Metadata>> {
     let lstat = |path: &&str| std::fs::symlink_metadata(path);
+    if paths.len() < PARALLEL_MIN_LSTATS {
+        return paths.iter().map(lstat).collect();
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(MAX_THREADS);
-    if threads <= 1 || paths.len() < PARALLEL_MIN_LSTATS {
+    if threads <= 1 {
         return paths.iter().map(lstat).collect();
     }
     let chunk = paths.len().div_ceil(threads);

@@ -2,6 +2,7 @@
 //! file metadata cache must catch every change a rehash would, and the
 //! temp file sweep must run whenever a killed run may have left one.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
