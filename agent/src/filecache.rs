@@ -116,9 +116,11 @@ struct Recorded {
 
 /// One file resource before the pass decides on it: its cache entry (taken
 /// out of the cache), its lstat, and when that was taken.
-struct Looked {
+struct Looked<'p> {
+    path: &'p str,
     old: Option<(Box<str>, Entry)>,
-    lstat: std::io::Result<Metadata>,
+    /// `None` only until [`FileCache::lstats_of`] returns.
+    lstat: Option<std::io::Result<Metadata>>,
     at: i64,
 }
 
@@ -154,6 +156,11 @@ pub fn now_ns() -> i64 {
 pub struct FileCache {
     /// None: no cache (kinds' unit tests), nothing is loaded or saved.
     path: Option<PathBuf>,
+    /// The last runs' entries not yet looked up, in the order they were
+    /// recorded: the walk's. A catalog in the same order takes them one by
+    /// one, with no hashing; the first path out of order moves them all to
+    /// `old`.
+    pending: std::vec::IntoIter<(Box<str>, Recorded)>,
     old: foldhash::HashMap<Box<str>, Recorded>,
     /// When the loader started to lstat the paths of `old`.
     lstat_at: i64,
@@ -205,16 +212,15 @@ impl FileCache {
                 cache.verified_at = verified_at;
                 cache.loaded = bytes;
                 cache.lstat_at = now_ns();
-                let paths: Vec<&str> = old.iter().map(|(path, _)| &**path).collect();
-                let lstats = lstat_all(&paths);
-                cache.old = old
+                let mut pending: Vec<_> = old
                     .into_iter()
-                    .zip(lstats)
-                    .map(|((path, entry), lstat)| {
-                        let lstat = Some(lstat);
-                        (path, Recorded { entry, lstat })
-                    })
+                    .map(|(path, entry)| (path, Recorded { entry, lstat: None }))
                     .collect();
+                let count = pending.len();
+                lstat_each(&mut pending, count, |(path, old)| {
+                    old.lstat = Some(std::fs::symlink_metadata(&**path));
+                });
+                cache.pending = pending.into_iter();
             }
             Err(e) => crate::output::warning(&format!(
                 "ignoring the file cache {}: {e}; every managed file is hashed this run",
@@ -241,6 +247,7 @@ impl FileCache {
             })
             .collect();
         let lstats = self.lstats_of(files.iter().map(|(_, spec, _)| spec.path.as_str()), started);
+        self.seen.reserve(files.len());
         let mut jobs = Vec::new();
         let mut slots = Vec::new();
         for ((index, spec, want), looked) in files.into_iter().zip(lstats) {
@@ -248,8 +255,9 @@ impl FileCache {
                 old,
                 lstat,
                 at: observed_at,
+                ..
             } = looked;
-            let md = match lstat {
+            let md = match lstat.expect("every path was lstat'ed") {
                 Ok(md) => Some(md),
                 Err(e) if e.kind() == ErrorKind::NotFound => None,
                 // The walk stats it again and reports the error.
@@ -301,39 +309,55 @@ impl FileCache {
             }
         }
         self.slots = slots;
+        // What no resource took stays where the walk looks it up.
+        self.spill_pending();
     }
 
     /// For each path, its entry, taken out of the cache (the caller puts
     /// back what it does not use), and its lstat with when it was taken:
     /// the loader's, else one taken now (from `now`), on a few threads when
     /// there are many.
-    fn lstats_of<'p>(&mut self, paths: impl Iterator<Item = &'p str>, now: i64) -> Vec<Looked> {
+    fn lstats_of<'p>(&mut self, paths: impl Iterator<Item = &'p str>, now: i64) -> Vec<Looked<'p>> {
         // One taken long before (a catalog fetch waited out a busy server)
         // would leave a change made since unseen until the next run.
         let recent = now.saturating_sub(self.lstat_at) < LSTAT_MAX_AGE_NS;
-        let mut lstats = Vec::new();
-        let mut missing = Vec::new();
+        let mut looked = Vec::with_capacity(paths.size_hint().0);
+        let mut missing = 0;
         for path in paths {
-            let (old, lstat) = match self.old.remove_entry(path) {
+            let (old, lstat) = match self.take_recorded(path) {
                 Some((name, old)) => (Some((name, old.entry)), old.lstat.filter(|_| recent)),
                 None => (None, None),
             };
-            if lstat.is_none() {
-                missing.push((lstats.len(), path));
+            missing += usize::from(lstat.is_none());
+            let at = self.lstat_at;
+            looked.push(Looked {
+                path,
+                old,
+                lstat,
+                at,
+            });
+        }
+        lstat_each(&mut looked, missing, |l| {
+            if l.lstat.is_none() {
+                l.lstat = Some(std::fs::symlink_metadata(l.path));
+                l.at = now;
             }
-            lstats.push((old, lstat.map(|l| (l, self.lstat_at))));
+        });
+        looked
+    }
+
+    /// The cache's entry for `path`, taken out.
+    fn take_recorded(&mut self, path: &str) -> Option<(Box<str>, Recorded)> {
+        let in_order = self.pending.as_slice().first();
+        if in_order.is_some_and(|(next, _)| &**next == path) {
+            return self.pending.next();
         }
-        let taken: Vec<_> = missing.iter().map(|&(_, path)| path).collect();
-        for ((i, _), lstat) in missing.iter().zip(lstat_all(&taken)) {
-            lstats[*i].1 = Some((lstat, now));
-        }
-        lstats
-            .into_iter()
-            .map(|(old, lstat)| {
-                let (lstat, at) = lstat.expect("every path was lstat'ed");
-                Looked { old, lstat, at }
-            })
-            .collect()
+        self.spill_pending();
+        self.old.remove_entry(path)
+    }
+
+    fn spill_pending(&mut self) {
+        self.old.extend(self.pending.by_ref());
     }
 
     /// The engine is about to converge resource `index` of the catalog.
@@ -541,43 +565,31 @@ pub fn hash_path(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-/// `lstat` of every path, in order: on a few threads when there are many
-/// (each is a path walk in the kernel; on 10,000 files, a quarter of a
-/// no-change run when done one by one).
-fn lstat_all(paths: &[&str]) -> Vec<std::io::Result<Metadata>> {
-    let lstat = |path: &&str| std::fs::symlink_metadata(path);
-    if paths.len() < PARALLEL_MIN_LSTATS {
-        return paths.iter().map(lstat).collect();
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(MAX_THREADS);
+/// Runs `lstat` on each item, which fills in the lstat of those that need
+/// one: on a few threads when `count`, how many need one, is large (each is
+/// a path walk in the kernel; on 10,000 files, a quarter of a no-change run
+/// when done one by one).
+fn lstat_each<T: Send>(items: &mut [T], count: usize, lstat: impl Fn(&mut T) + Sync) {
+    let threads = match count < PARALLEL_MIN_LSTATS {
+        true => 1,
+        false => std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(MAX_THREADS),
+    };
     if threads <= 1 {
-        return paths.iter().map(lstat).collect();
+        items.iter_mut().for_each(lstat);
+        return;
     }
-    let chunk = paths.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let lstat = &lstat;
     std::thread::scope(|scope| {
-        let mut chunks = paths.chunks(chunk);
+        let mut chunks = items.chunks_mut(chunk);
         let first = chunks.next().unwrap_or_default();
-        let helpers: Vec<_> = chunks
-            .map(|part| {
-                (
-                    part,
-                    scope.spawn(move || part.iter().map(lstat).collect::<Vec<_>>()),
-                )
-            })
-            .collect();
-        let mut stats: Vec<_> = first.iter().map(lstat).collect();
-        for (part, helper) in helpers {
-            // A helper that panicked stat'ed nothing usable: those are done here.
-            stats.extend(
-                helper
-                    .join()
-                    .unwrap_or_else(|_| part.iter().map(lstat).collect()),
-            );
+        for part in chunks {
+            scope.spawn(move || part.iter_mut().for_each(lstat));
         }
-        stats
-    })
+        first.iter_mut().for_each(lstat);
+    });
 }
 
 /// Hashes `jobs` (path, stat'ed key) on up to [`MAX_THREADS`] threads, each

@@ -428,3 +428,25 @@ fn the_marker_is_on_disk_before_the_first_temp_and_gone_after_the_run() {
     assert_eq!(statuses(&applied), [ResourceStatus::Failed], "{applied:?}");
     assert!(!node.marker().exists(), "a failed write discards its temp");
 }
+
+#[test]
+fn a_catalog_in_another_order_is_still_trusted_file_by_file() {
+    let node = Node::new(&[b"a", b"b", b"c", b"d"]);
+    node.settle(&node.catalog(&[("a", b"a"), ("b", b"b"), ("c", b"c")]));
+    // The cache lists a, b, c: here b comes first, and d is new.
+    let reordered = node.catalog(&[("b", b"b"), ("d", b"d"), ("a", b"a"), ("c", b"c")]);
+    let applied = node.apply(&reordered, false);
+    use ResourceStatus::{Changed, Unchanged};
+    assert_eq!(
+        statuses(&applied),
+        [Unchanged, Changed, Unchanged, Unchanged]
+    );
+    assert_eq!(applied.files.trusted, 3, "{:?}", applied.files);
+    fs_err::write(node.path("c"), "C").unwrap();
+    let applied = node.apply(&node.catalog(&[("c", b"c"), ("a", b"a")]), false);
+    assert_eq!(
+        statuses(&applied),
+        [Changed, Unchanged],
+        "a drift out of order is found"
+    );
+}
