@@ -28,9 +28,6 @@ use std::fs::Metadata;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -498,46 +495,6 @@ impl FileCache {
     }
 }
 
-/// The file cache of the last runs, loaded on a thread of its own while the
-/// run reads its catalog. The thread also lstats every path the cache lists
-/// (with the catalog unchanged, every managed file), so the stats of
-/// [`FileCache::prepare`] are mostly taken by the time the catalog is parsed.
-#[derive(Debug)]
-pub struct Loading {
-    path: PathBuf,
-    verify_interval: Duration,
-    thread: Mutex<Option<JoinHandle<FileCache>>>,
-}
-
-impl Loading {
-    /// Starts loading `STATE/filecache`.
-    pub fn start(state_dir: &Path, verify_interval: Duration) -> Loading {
-        let path = state_dir.join(FILE_NAME);
-        let thread = {
-            let path = path.clone();
-            std::thread::Builder::new()
-                .name("filecache".into())
-                .spawn(move || FileCache::open(&path, verify_interval))
-                .ok()
-        };
-        Loading {
-            path,
-            verify_interval,
-            thread: Mutex::new(thread),
-        }
-    }
-
-    /// The loaded cache. When the thread could not start or panicked, or
-    /// when asked a second time, the cache is loaded here instead.
-    pub fn wait(&self) -> FileCache {
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        match thread.map(JoinHandle::join) {
-            Some(Ok(cache)) => cache,
-            _ => FileCache::open(&self.path, self.verify_interval),
-        }
-    }
-}
-
 /// A catalog's sha256 as bytes; `None` when it is not 64 hex digits.
 pub fn decode_sha(hex_sha: &str) -> Option<[u8; 32]> {
     let mut out = [0; 32];
@@ -565,73 +522,11 @@ pub fn hash_path(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-/// Runs `lstat` on each item, which fills in the lstat of those that need
-/// one: on a few threads when `count`, how many need one, is large (each is
-/// a path walk in the kernel; on 10,000 files, a quarter of a no-change run
-/// when done one by one).
-fn lstat_each<T: Send>(items: &mut [T], count: usize, lstat: impl Fn(&mut T) + Sync) {
-    let threads = match count < PARALLEL_MIN_LSTATS {
-        true => 1,
-        false => std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(MAX_THREADS),
-    };
-    if threads <= 1 {
-        items.iter_mut().for_each(lstat);
-        return;
-    }
-    let chunk = items.len().div_ceil(threads);
-    let lstat = &lstat;
-    std::thread::scope(|scope| {
-        let mut chunks = items.chunks_mut(chunk);
-        let first = chunks.next().unwrap_or_default();
-        for part in chunks {
-            scope.spawn(move || part.iter_mut().for_each(lstat));
-        }
-        first.iter_mut().for_each(lstat);
-    });
-}
-
-/// Hashes `jobs` (path, stat'ed key) on up to [`MAX_THREADS`] threads, each
-/// with its own buffer; returns (job index, sha256) for those it could read
-/// (the walk reports the others' errors itself).
-fn hash_all(jobs: &[(&str, Key)]) -> Vec<(usize, [u8; 32])> {
-    let bytes: u64 = jobs.iter().map(|(_, key)| key.size).sum();
-    let threads = if bytes < PARALLEL_MIN_BYTES {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(MAX_THREADS)
-            .min(jobs.len())
-    };
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut buf = vec![0; READ_BUF];
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some((path, _)) = jobs.get(i) else { break };
-            if let Ok(sha) = hash_path(Path::new(path), &mut buf) {
-                done.push((i, sha));
-            }
-        }
-        done
-    };
-    if threads <= 1 {
-        return work();
-    }
-    std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut done = work();
-        for helper in helpers {
-            // A helper that panicked hashed nothing usable: the walk hashes those.
-            done.extend(helper.join().unwrap_or_default());
-        }
-        done
-    })
-}
-
 mod format;
+mod loading;
+mod threads;
+
+pub use loading::Loading;
+use threads::{hash_all, lstat_each};
 #[cfg(test)]
 mod tests;
