@@ -46,14 +46,8 @@ pub const RACY_MARGIN_NS: i64 = 100_000_000;
 /// For file systems that keep whole seconds (FAT keeps two).
 pub const COARSE_MARGIN_NS: i64 = 2_000_000_000;
 
-/// Hashing threads at most: beyond a few, the disk is the limit.
-const MAX_THREADS: usize = 4;
-/// Below this much to hash, threads cost more than they save.
-const PARALLEL_MIN_BYTES: u64 = 1 << 20;
 /// How old the loader's lstats may be when the walk is prepared.
 const LSTAT_MAX_AGE_NS: i64 = 5_000_000_000;
-/// Below this many files to stat, threads cost more than they save.
-const PARALLEL_MIN_LSTATS: usize = 1024;
 const READ_BUF: usize = 64 * 1024;
 
 /// What identifies one version of a file's content, as far as metadata can.

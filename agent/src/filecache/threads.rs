@@ -3,19 +3,34 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Key, MAX_THREADS, PARALLEL_MIN_BYTES, PARALLEL_MIN_LSTATS, READ_BUF, hash_path};
+use super::{Key, READ_BUF, hash_path};
+
+/// Threads at most: beyond a few, the disk is the limit.
+const MAX_THREADS: usize = 4;
+/// Below this much to hash, threads cost more than they save.
+const PARALLEL_MIN_BYTES: u64 = 1 << 20;
+/// Below this many files to stat, threads cost more than they save.
+const PARALLEL_MIN_LSTATS: usize = 1024;
+
+/// How many threads (this one included) a piece of work gets: one when it
+/// is too small to be worth more, else as many as there are CPUs, up to
+/// [`MAX_THREADS`] and to `items`.
+fn threads_for(worth_it: bool, items: usize) -> usize {
+    if !worth_it {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_THREADS)
+        .min(items)
+}
 
 /// Runs `lstat` on each item, which fills in the lstat of those that need
 /// one: on a few threads when `count`, how many need one, is large (each is
 /// a path walk in the kernel; on 10,000 files, a quarter of a no-change run
 /// when done one by one).
 pub(super) fn lstat_each<T: Send>(items: &mut [T], count: usize, lstat: impl Fn(&mut T) + Sync) {
-    let threads = match count < PARALLEL_MIN_LSTATS {
-        true => 1,
-        false => std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(MAX_THREADS),
-    };
+    let threads = threads_for(count >= PARALLEL_MIN_LSTATS, items.len());
     if threads <= 1 {
         items.iter_mut().for_each(lstat);
         return;
@@ -37,14 +52,7 @@ pub(super) fn lstat_each<T: Send>(items: &mut [T], count: usize, lstat: impl Fn(
 /// (the walk reports the others' errors itself).
 pub(super) fn hash_all(jobs: &[(&str, Key)]) -> Vec<(usize, [u8; 32])> {
     let bytes: u64 = jobs.iter().map(|(_, key)| key.size).sum();
-    let threads = if bytes < PARALLEL_MIN_BYTES {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(MAX_THREADS)
-            .min(jobs.len())
-    };
+    let threads = threads_for(bytes >= PARALLEL_MIN_BYTES, jobs.len());
     let next = AtomicUsize::new(0);
     let work = || {
         let mut buf = vec![0; READ_BUF];
