@@ -24,6 +24,8 @@ use nix::unistd::{Gid, Pid, Uid, User};
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
 /// Between SIGTERM and SIGKILL to the process group.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long the group may take to die after SIGKILL.
+const KILL_SETTLE: Duration = Duration::from_secs(1);
 /// How long output may still come after the command exited.
 const OUTPUT_AFTER_EXIT: Duration = Duration::from_millis(200);
 /// The longest pause between looks at the pipe and the process.
@@ -307,20 +309,31 @@ fn kill_group(child: &mut Child) -> Result<()> {
     // id cannot be reused while the leader is unreaped or any member lives.
     let group = Pid::from_raw(child.id() as i32);
     let _ = killpg(group, Signal::SIGTERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    loop {
-        let _ = child.try_wait();
-        if killpg(group, None) == Err(Errno::ESRCH) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if group_gone_within(child, group, KILL_GRACE) {
+        return Ok(());
     }
     let _ = killpg(group, Signal::SIGKILL);
     child
         .wait()
         .context("cannot reap the command after killing it")?;
+    // SIGKILL cannot be caught, but each member dies only when it is next
+    // scheduled: wait for that, so the next resource never races a dying one.
+    group_gone_within(child, group, KILL_SETTLE);
     Ok(())
+}
+
+/// Whether the group has no member left before `limit` has passed. A member
+/// reparented to an init that does not reap zombies keeps it to the limit.
+fn group_gone_within(child: &mut Child, group: Pid, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let _ = child.try_wait();
+        if killpg(group, None) == Err(Errno::ESRCH) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
