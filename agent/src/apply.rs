@@ -211,7 +211,7 @@ pub fn read_repository(dir: &Path) -> Result<RepoFiles> {
                 .to_str()
                 .ok_or_else(|| anyhow!("{} has a non-UTF-8 name", path.display()))?
                 .to_owned();
-            files.insert(key, fs_err::read(&path)?);
+            files.insert(key, fs_err::read(&path)?.into());
         }
     }
     Ok(files)

@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 use crate::diagnostic::{Diagnostic, Diagnostics, Loc, SourceFile};
 use crate::raw::{RawNodes, RawResource, RawRole, RawSettings};
 
-/// Repo-relative, `/`-separated paths to file contents.
-pub type RepoFiles = BTreeMap<String, Vec<u8>>;
+/// Repo-relative, `/`-separated paths to file contents. The contents are
+/// `Arc`s from the start: the parsed repository and every catalog compiled
+/// from it share them, and a repository read whole is held once, not copied.
+pub type RepoFiles = BTreeMap<String, Arc<[u8]>>;
 
 /// The default data hierarchy, most specific level first.
 pub const DEFAULT_HIERARCHY: [&str; 4] = [
@@ -64,9 +66,12 @@ impl Repository {
     /// (`drover.toml`, `nodes.toml`); errors of a role or data file are kept
     /// and reported when a node uses that file, and by [`Repository::check`].
     pub fn parse(files: RepoFiles) -> Result<Repository, Diagnostics> {
-        let files: BTreeMap<String, Arc<[u8]>> = files
+        let files: RepoFiles = files
             .into_iter()
-            .map(|(path, bytes)| (path.trim_start_matches("./").to_owned(), bytes.into()))
+            .map(|(path, bytes)| match path.starts_with("./") {
+                true => (path.trim_start_matches("./").to_owned(), bytes),
+                false => (path, bytes),
+            })
             .collect();
         let mut errors = Vec::new();
 

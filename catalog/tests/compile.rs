@@ -11,7 +11,7 @@ fn fixture(text: &str) -> RepoFiles {
     for line in text.lines() {
         if let Some(path) = line.strip_prefix("//- ") {
             if let Some((p, body)) = current.take() {
-                files.insert(p, body.into_bytes());
+                files.insert(p, body.into_bytes().into());
             }
             current = Some((path.trim().to_owned(), String::new()));
         } else if let Some((_, body)) = current.as_mut() {
@@ -20,7 +20,7 @@ fn fixture(text: &str) -> RepoFiles {
         }
     }
     if let Some((p, body)) = current {
-        files.insert(p, body.into_bytes());
+        files.insert(p, body.into_bytes().into());
     }
     files
 }

@@ -10,10 +10,12 @@ fn repo(files: &[(&str, &str)]) -> RepoFiles {
     let mut out = RepoFiles::new();
     out.insert(
         "nodes.toml".into(),
-        b"[[node]]\nmatch = \"*\"\nroles = [\"app\"]\n".to_vec(),
+        b"[[node]]\nmatch = \"*\"\nroles = [\"app\"]\n"
+            .as_slice()
+            .into(),
     );
     for (path, text) in files {
-        out.insert((*path).to_owned(), text.as_bytes().to_vec());
+        out.insert((*path).to_owned(), text.as_bytes().into());
     }
     out
 }

@@ -43,13 +43,13 @@ fn split_files(data: &[u8]) -> RepoFiles {
     let mut body = Vec::new();
     for line in data.split_inclusive(|&b| b == b'\n') {
         if let Some(rest) = line.strip_prefix(b"//- ") {
-            files.insert(std::mem::take(&mut path), std::mem::take(&mut body));
+            files.insert(std::mem::take(&mut path), std::mem::take(&mut body).into());
             path = String::from_utf8_lossy(rest).trim().to_owned();
         } else {
             body.extend_from_slice(line);
         }
     }
-    files.insert(path, body);
+    files.insert(path, body.into());
     files
 }
 

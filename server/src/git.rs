@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use drover_catalog::model::sha256_hex;
 
@@ -181,7 +182,10 @@ impl GitDir {
     }
 
     /// Reads blobs in order through one `git cat-file --batch`.
-    fn cat_blobs<'a>(&self, shas: impl Iterator<Item = &'a str>) -> Result<Vec<Vec<u8>>, GitError> {
+    fn cat_blobs<'a>(
+        &self,
+        shas: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<Arc<[u8]>>, GitError> {
         let input: String = shas.map(|s| format!("{s}\n")).collect();
         let count = input.lines().count();
         let cmd_name = "git cat-file --batch".to_owned();
@@ -203,6 +207,9 @@ impl GitDir {
         let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut blobs = Vec::with_capacity(count);
         let mut header = String::new();
+        // One buffer for every blob, each copied once into the `Arc` it is
+        // kept in: a `Vec` per blob, converted later, would hold the tree twice.
+        let mut buffer = Vec::new();
         let bad = |detail: String| GitError::Output {
             cmd: cmd_name.clone(),
             detail,
@@ -220,10 +227,9 @@ impl GitDir {
                 }
                 _ => return Err(bad(header.trim_end().to_owned())),
             };
-            let mut blob = vec![0; size + 1];
-            out.read_exact(&mut blob).map_err(io)?;
-            blob.pop();
-            blobs.push(blob);
+            buffer.resize(size + 1, 0);
+            out.read_exact(&mut buffer).map_err(io)?;
+            blobs.push(Arc::from(&buffer[..size]));
         }
         drop(out);
         let _ = writer.join();
@@ -307,7 +313,7 @@ fn walk(dir: &Path, prefix: &str, tree: &mut Tree) -> Result<(), GitError> {
                 walk(&path, &format!("{rel}/"), tree)?;
             }
         } else if meta.is_file() {
-            tree.files.insert(rel, fs_err::read(&path)?);
+            tree.files.insert(rel, fs_err::read(&path)?.into());
         } else {
             tree.notes
                 .push(format!("skipped {rel}: not a regular file"));
