@@ -45,6 +45,7 @@
 //!   compiled catalog itself holds the values the node needs.
 
 pub mod container;
+pub mod csr;
 pub mod model;
 pub mod names;
 pub mod report;

@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use drover_server::tls::csr::check_csr;
+use drover_catalog::csr::check_csr;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,14 +2,14 @@
 //!
 //! `ca` opens or creates the CA, the server certificate and the catalog
 //! signing key; `store` keeps pending requests, issued certificates and
-//! revocations in `DATA/ca`; `csr` decides which requests may be signed;
-//! `policy` decides when they are signed without an operator; `verifier`
-//! checks client certificates (revocations included) at every handshake;
-//! `listener` is the accept loop; `admin` is `drover-server ca`.
+//! revocations in `DATA/ca`; `csr` (from drover-catalog) decides which
+//! requests may be signed; `policy` decides when they are signed without an
+//! operator; `verifier` checks client certificates (revocations included) at
+//! every handshake; `listener` is the accept loop; `admin` is
+//! `drover-server ca`.
 
 pub mod admin;
 pub mod ca;
-pub mod csr;
 pub mod files;
 pub mod listener;
 pub mod policy;
@@ -17,9 +17,9 @@ pub mod requests;
 pub mod store;
 pub mod verifier;
 
-use base64::Engine as _;
-
 pub use ca::Pki;
+/// Which requests may be signed: pure, so it lives in the core crate.
+pub use drover_catalog::csr::{self, fingerprint, pem_encode};
 
 /// Subject organisation of node certificates.
 pub const ORG_NODES: &str = "drover nodes";
@@ -68,22 +68,4 @@ impl std::fmt::Display for CertKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// `der` as PEM with `label`, 64 characters per line.
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// sha256 of `der` as lowercase hex (fingerprints of SubjectPublicKeyInfo).
-pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
 }

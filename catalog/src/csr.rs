@@ -6,8 +6,10 @@
 //! that a node (or an operator reading `ca list`) never believes it got it.
 //!
 //! Invariant: [`check_csr`] never panics, whatever the bytes (it is fuzzed).
+//! It is pure, so it lives in the core crate: the server's CA and the fuzz
+//! target share it, and fuzzing it needs no server build.
 
-use drover_catalog::names::check_node_name;
+use base64::Engine as _;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, ED25519, UnparsedPublicKey};
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use x509_parser::certification_request::{X509CertificationRequest, X509CertificationRequestInfo};
@@ -20,6 +22,8 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
+
+use crate::names::check_node_name;
 
 /// Largest CSR accepted, in bytes of PEM.
 pub const MAX_CSR_PEM: usize = 16 * 1024;
@@ -85,7 +89,7 @@ impl CheckedCsr {
 
     /// The request re-encoded as PEM (only the DER the checks read; nothing around it).
     pub fn pem(&self) -> String {
-        super::pem_encode("CERTIFICATE REQUEST", &self.der)
+        pem_encode("CERTIFICATE REQUEST", &self.der)
     }
 }
 
@@ -133,7 +137,7 @@ pub fn check_csr(name: &str, pem: &[u8]) -> Result<CheckedCsr, CsrError> {
         algorithm,
         public_key: info.subject_pki.subject_public_key.data.to_vec(),
         spki_der: info.subject_pki.raw.to_vec(),
-        fingerprint: super::fingerprint(info.subject_pki.raw),
+        fingerprint: fingerprint(info.subject_pki.raw),
         der: csr.as_raw().to_vec(),
     })
 }
@@ -297,6 +301,23 @@ fn check_san(name: &str, parsed: &ParsedExtension<'_>) -> Result<(), CsrError> {
     }
 }
 
+/// `der` as PEM with `label`, 64 characters per line.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// sha256 of `der` as lowercase hex (fingerprints of SubjectPublicKeyInfo).
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
 #[cfg(test)]
-#[path = "csr_tests.rs"]
 mod tests;

@@ -51,7 +51,7 @@ fn p256_and_ed25519_requests_pass_with_their_key_fingerprint() {
         assert_eq!(checked.spki_der(), key.subject_public_key_info());
         assert_eq!(
             checked.fingerprint(),
-            crate::tls::fingerprint(&key.subject_public_key_info())
+            fingerprint(&key.subject_public_key_info())
         );
         assert_eq!(rcgen::PublicKeyData::der_bytes(&checked), key.der_bytes());
         // The re-encoded PEM is the same request.
@@ -214,7 +214,7 @@ fn a_bad_signature_is_refused() {
         let mut der = der_of(&csr_pem(&key(alg), &params("web1", |_| {})));
         let last = der.len() - 1;
         der[last] ^= 0x01;
-        let pem = crate::tls::pem_encode("CERTIFICATE REQUEST", &der);
+        let pem = pem_encode("CERTIFICATE REQUEST", &der);
         refused("web1", pem.as_bytes(), "signature does not verify");
     }
 }
@@ -240,7 +240,7 @@ fn a_request_signed_by_another_key_is_refused() {
     }
     spliced.extend_from_slice(info_a);
     spliced.extend_from_slice(tail_b);
-    let pem = crate::tls::pem_encode("CERTIFICATE REQUEST", &spliced);
+    let pem = pem_encode("CERTIFICATE REQUEST", &spliced);
     refused("web1", pem.as_bytes(), "signature does not verify");
 }
 
@@ -264,13 +264,13 @@ fn bodies_that_are_not_one_csr_block_are_refused() {
         format!("{one}{one}").as_bytes(),
         "more than one PEM block",
     );
-    let cert = crate::tls::pem_encode("CERTIFICATE", &der_of(&one));
+    let cert = pem_encode("CERTIFICATE", &der_of(&one));
     refused("web1", cert.as_bytes(), "Certificate block");
-    let junk = crate::tls::pem_encode("CERTIFICATE REQUEST", b"\x30\x03\x02\x01\x00");
+    let junk = pem_encode("CERTIFICATE REQUEST", b"\x30\x03\x02\x01\x00");
     refused("web1", junk.as_bytes(), "cannot be parsed");
     let mut trailing = der_of(&one);
     trailing.push(0);
-    let trailing = crate::tls::pem_encode("CERTIFICATE REQUEST", &trailing);
+    let trailing = pem_encode("CERTIFICATE REQUEST", &trailing);
     refused("web1", trailing.as_bytes(), "1 bytes follow the request");
 }
 
@@ -278,7 +278,7 @@ fn bodies_that_are_not_one_csr_block_are_refused() {
 fn truncated_and_corrupted_requests_are_refused_without_panicking() {
     let der = der_of(&plain("web1"));
     for len in 0..der.len() {
-        let pem = crate::tls::pem_encode("CERTIFICATE REQUEST", &der[..len]);
+        let pem = pem_encode("CERTIFICATE REQUEST", &der[..len]);
         assert!(
             check_csr("web1", pem.as_bytes()).is_err(),
             "truncated at {len}"
@@ -288,7 +288,7 @@ fn truncated_and_corrupted_requests_are_refused_without_panicking() {
         for flip in [0x01, 0x80, 0xff] {
             let mut bad = der.clone();
             bad[at] ^= flip;
-            let pem = crate::tls::pem_encode("CERTIFICATE REQUEST", &bad);
+            let pem = pem_encode("CERTIFICATE REQUEST", &bad);
             // Any outcome but a panic; a flip that still verifies must keep the name.
             if let Ok(checked) = check_csr("web1", pem.as_bytes()) {
                 assert_eq!(checked.name(), "web1");
