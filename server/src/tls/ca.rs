@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use drover_catalog::csr::pem_encode;
 use drover_catalog::names::check_node_name;
 use drover_catalog::signed::SigningKey;
 use rcgen::{
@@ -23,10 +24,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 
+use super::CertKind;
 use super::files::write_private;
 use super::store::{IssuedCert, Store, StoreLock};
 use super::verifier::RevocationWatch;
-use super::{CertKind, pem_encode};
 use crate::config::Config;
 
 const CA_KEY: &str = "ca.key.pem";

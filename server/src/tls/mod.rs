@@ -19,7 +19,7 @@ pub mod verifier;
 
 pub use ca::Pki;
 /// Which requests may be signed: pure, so it lives in the core crate.
-pub use drover_catalog::csr::{self, fingerprint, pem_encode};
+pub use drover_catalog::csr;
 
 /// Subject organisation of node certificates.
 pub const ORG_NODES: &str = "drover nodes";
