@@ -23,6 +23,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
+use crate::model::sha256_hex;
 use crate::names::check_node_name;
 
 /// Largest CSR accepted, in bytes of PEM.
@@ -82,7 +83,7 @@ impl CheckedCsr {
         &self.spki_der
     }
 
-    /// sha256 of [`CheckedCsr::spki_der`] as hex.
+    /// sha256 of [`CheckedCsr::spki_der`] as lowercase hex.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -137,7 +138,7 @@ pub fn check_csr(name: &str, pem: &[u8]) -> Result<CheckedCsr, CsrError> {
         algorithm,
         public_key: info.subject_pki.subject_public_key.data.to_vec(),
         spki_der: info.subject_pki.raw.to_vec(),
-        fingerprint: fingerprint(info.subject_pki.raw),
+        fingerprint: sha256_hex(info.subject_pki.raw),
         der: csr.as_raw().to_vec(),
     })
 }
@@ -311,12 +312,6 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
-}
-
-/// sha256 of `der` as lowercase hex (fingerprints of SubjectPublicKeyInfo).
-pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
+use drover_catalog::sha256_hex;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
-use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer as _;
 
@@ -24,20 +24,12 @@ pub fn single_cert(pem: &[u8], what: &str) -> Result<CertificateDer<'static>> {
 }
 
 pub fn to_pem(der: &CertificateDer<'_>) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
+    drover_catalog::csr::pem_encode("CERTIFICATE", der)
 }
 
 /// sha256 hex of a certificate's DER: the CA fingerprint operators compare.
 pub fn fingerprint(der: &CertificateDer<'_>) -> String {
-    hex::encode(Sha256::digest(der.as_ref()))
+    sha256_hex(der)
 }
 
 fn parse<'a>(der: &'a CertificateDer<'_>, what: &str) -> Result<X509Certificate<'a>> {
@@ -98,8 +90,8 @@ pub fn check_issued(
     if parsed.public_key().raw != spki {
         bail!(
             "{what} is for another key (sha256 {}), not this node's (sha256 {})",
-            hex::encode(Sha256::digest(parsed.public_key().raw)),
-            hex::encode(Sha256::digest(spki))
+            sha256_hex(parsed.public_key().raw),
+            sha256_hex(spki)
         );
     }
     let signed_by_ca =

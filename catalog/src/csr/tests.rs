@@ -51,7 +51,7 @@ fn p256_and_ed25519_requests_pass_with_their_key_fingerprint() {
         assert_eq!(checked.spki_der(), key.subject_public_key_info());
         assert_eq!(
             checked.fingerprint(),
-            fingerprint(&key.subject_public_key_info())
+            sha256_hex(&key.subject_public_key_info())
         );
         assert_eq!(rcgen::PublicKeyData::der_bytes(&checked), key.der_bytes());
         // The re-encoded PEM is the same request.

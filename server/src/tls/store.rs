@@ -71,7 +71,7 @@ impl IssuedCert {
             serial: serial_hex(cert.raw_serial()),
             not_before: jiff::Timestamp::from_second(validity.not_before.timestamp())?,
             not_after: jiff::Timestamp::from_second(validity.not_after.timestamp())?,
-            fingerprint: drover_catalog::csr::fingerprint(cert.public_key().raw),
+            fingerprint: drover_catalog::sha256_hex(cert.public_key().raw),
             pem,
         })
     }

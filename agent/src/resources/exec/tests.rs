@@ -39,8 +39,7 @@ fn message(out: &Outcome) -> &str {
     out.events[0].message.as_deref().unwrap_or("")
 }
 
-/// A process is gone once it is not in /proc or only a zombie waiting for init.
-/// A killed process is gone once it is next scheduled; allow a loaded machine
+/// A killed process dies when it is next scheduled; allow a loaded machine
 /// a moment for that.
 fn process_gone_soon(pid: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -53,6 +52,7 @@ fn process_gone_soon(pid: &str) -> bool {
     true
 }
 
+/// A process is gone once it is not in /proc or only a zombie waiting for init.
 fn process_gone(pid: &str) -> bool {
     match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
