@@ -1,5 +1,5 @@
-//! Who is calling: the identity the TLS handshake proved ([`Peer`]), or an
-//! operator token, turned into a [`Caller`] that every route checks.
+//! Who is calling: the identity the TLS handshake proved ([`Peer`]), an
+//! operator token or a dashboard session, turned into a [`Caller`] that every route checks.
 //!
 //! Invariant: a node's identity is its certificate's name and nothing else.
 //! No header, path segment, query string or fact can name a node; a node
@@ -113,9 +113,12 @@ impl FromRequestParts<AppState> for Caller {
                 ))
             };
         }
-        // A stale cookie counts as none, so the dashboard offers the login again.
-        if cookie_token(parts).is_some_and(|token| state.operators.accepts(token)) {
-            return Ok(Caller::Operator("cookie".into()));
+        // A stale or unknown session counts as none, so the dashboard offers
+        // the login again.
+        if let Some(id) = cookie_session(parts)
+            && crate::session::is_open(&state.db, id).await?
+        {
+            return Ok(Caller::Operator("session".into()));
         }
         Ok(match parts.extensions.get::<Peer>() {
             Some(Peer::Node(name)) => Caller::Node(name.clone()),
@@ -127,13 +130,13 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The dashboard's login cookie, honoured on GET and HEAD only.
-fn cookie_token(parts: &Parts) -> Option<&str> {
+/// The dashboard's session cookie, honoured on GET and HEAD only.
+fn cookie_session(parts: &Parts) -> Option<&str> {
     if !(parts.method == Method::GET || parts.method == Method::HEAD) {
         return None;
     }
     let cookies = parts.headers.get(header::COOKIE)?.to_str().ok()?;
-    crate::login::token_from_cookies(cookies)
+    crate::session::from_cookies(cookies)
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

@@ -65,6 +65,11 @@ pub struct FileConfig {
     /// the open-file limit allows]; the soft open-file limit is raised to
     /// the hard one at start, and a number that does not fit is an error.
     pub max_connections: Option<usize>,
+    /// Secrets (one per line) that sign forge webhooks to `POST /api/v1/hooks/git`
+    /// (GitHub `X-Hub-Signature-256`, GitLab `X-Gitlab-Token`); they grant nothing else.
+    pub hook_secret_file: Option<PathBuf>,
+    /// How long a dashboard login session lasts [default: 12 hours].
+    pub session_lifetime_secs: Option<u64>,
 }
 
 /// Command-line values that override the file.
@@ -108,7 +113,14 @@ pub struct Config {
     /// The `max_connections` key; `None` fits the default to the open-file
     /// limit (see `crate::tls::listener::connection_budget`).
     pub max_connections: Option<usize>,
+    /// The `hook_secret_file` key: webhook secrets for the git hook.
+    pub hook_secret_file: Option<PathBuf>,
+    /// How long a dashboard login session lasts.
+    pub session_lifetime: Duration,
 }
+
+/// A dashboard session lasts a working day.
+pub const DEFAULT_SESSION_LIFETIME_SECS: u64 = 12 * 3600;
 
 impl Config {
     /// A configuration with every default, for tests and embedding.
@@ -135,6 +147,8 @@ impl Config {
             max_concurrent_compiles: default_max_compiles(),
             compile_queue: DEFAULT_COMPILE_QUEUE,
             max_connections: None,
+            hook_secret_file: None,
+            session_lifetime: Duration::from_secs(DEFAULT_SESSION_LIFETIME_SECS),
         }
     }
 
@@ -229,6 +243,12 @@ impl Config {
                 "max_connections must be at least 1\nhint: leave it out to hold as many connections as the open-file limit allows (up to 16384)"
             );
         }
+        let session_secs = file
+            .session_lifetime_secs
+            .unwrap_or(DEFAULT_SESSION_LIFETIME_SECS);
+        if session_secs == 0 {
+            bail!("session_lifetime_secs must be at least 1\nhint: leave it out for 12 hours");
+        }
         Ok(Config {
             repo,
             listen,
@@ -248,6 +268,8 @@ impl Config {
             max_concurrent_compiles,
             compile_queue: file.compile_queue.unwrap_or(DEFAULT_COMPILE_QUEUE),
             max_connections: file.max_connections,
+            hook_secret_file: file.hook_secret_file,
+            session_lifetime: Duration::from_secs(session_secs),
         })
     }
 }

@@ -21,11 +21,13 @@ pub mod openapi;
 pub mod retention;
 pub mod routes;
 pub mod served;
+pub mod session;
 pub mod shed;
 pub mod snapshot;
 pub mod state;
 pub mod tls;
 pub mod watch;
+pub mod webhook;
 
 use std::io::Write;
 

@@ -1,19 +1,20 @@
 //! A browser's way to the dashboard: a form that takes an operator token and
-//! keeps it in a cookie (`HttpOnly`, `Secure`, `SameSite=Strict`) that only
-//! GET requests accept, so a page elsewhere cannot act with it.
+//! opens a session ([`crate::session`]): the cookie holds a random session
+//! id, never the token, and lasts `session_lifetime_secs`. It is
+//! `HttpOnly`, `Secure` (but in plain-HTTP development), `SameSite=Strict`,
+//! and only GET requests accept it, so a page elsewhere cannot act with it.
+//! `POST /logout` ends the session.
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::dashboard;
 use crate::error::AppError;
+use crate::session::{self, COOKIE};
 use crate::state::AppState;
-
-/// The cookie that carries an operator token.
-pub const COOKIE: &str = "drover_operator";
 
 /// `GET /login`.
 pub async fn form() -> Result<Response, AppError> {
@@ -25,45 +26,49 @@ pub struct Login {
     token: String,
 }
 
-/// `POST /login`: a good token sets the cookie and goes to `/`.
-pub async fn submit(State(state): State<AppState>, Form(login): Form<Login>) -> Response {
-    let token = login.token.trim();
-    if !state.operators.accepts(token) {
+/// `POST /login`: a good token opens a session, sets its cookie and goes to `/`.
+pub async fn submit(
+    State(state): State<AppState>,
+    Form(login): Form<Login>,
+) -> Result<Response, AppError> {
+    if !state.operators.accepts(login.token.trim()) {
         return dashboard::login_page(
             StatusCode::UNAUTHORIZED,
             Some("That is not an operator token."),
-        )
-        .unwrap_or_else(IntoResponse::into_response);
+        );
     }
-    let secure = if state.config.insecure_http {
+    let lifetime = state.config.session_lifetime;
+    let id = session::open(&state.db, lifetime).await?;
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        lifetime.as_secs().max(1),
+        secure(&state)
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response())
+}
+
+/// `POST /logout`: ends the session of the cookie (if any), clears the
+/// cookie and goes to `/login`.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(session::from_cookies);
+    session::end(&state.db, id).await?;
+    let cookie = format!(
+        "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        secure(&state)
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response())
+}
+
+fn secure(state: &AppState) -> &'static str {
+    if state.config.insecure_http {
         ""
     } else {
         "; Secure"
-    };
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
-}
-
-/// The operator token of a `Cookie` header, if there is one.
-pub fn token_from_cookies(cookies: &str) -> Option<&str> {
-    cookies
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_token_cookie_is_found_among_others() {
-        assert_eq!(
-            token_from_cookies("a=1; drover_operator=abc ; b=2"),
-            Some("abc")
-        );
-        assert_eq!(token_from_cookies("drover_operatorx=abc"), None);
-        assert_eq!(token_from_cookies(""), None);
     }
 }

@@ -85,6 +85,17 @@ struct State {
     last_error: Option<String>,
 }
 
+/// What became of a requested refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// A refresh that began after the request finished and succeeded.
+    Refreshed,
+    /// It finished and failed (fetch or read error); the previous snapshots stay.
+    Failed(String),
+    /// It did not finish within the wait (it still runs).
+    Pending,
+}
+
 /// What a refresh did.
 #[derive(Debug, Default)]
 pub struct RefreshOutcome {
@@ -101,7 +112,8 @@ pub struct Snapshots {
     /// Refresh requests handed out (by the hook) and the last one a finished
     /// refresh covered: a refresh covers the requests made before it began.
     requested: AtomicU64,
-    completed: watch::Sender<u64>,
+    /// The last request served, and the error of the refresh that served it.
+    completed: watch::Sender<(u64, Option<String>)>,
     wake: Notify,
 }
 
@@ -113,7 +125,7 @@ impl Snapshots {
             state: RwLock::default(),
             refresh_lock: Mutex::new(()),
             requested: AtomicU64::new(0),
-            completed: watch::Sender::new(0),
+            completed: watch::Sender::new((0, None)),
             wake: Notify::new(),
         }
     }
@@ -211,20 +223,31 @@ impl Snapshots {
         (ticket, result)
     }
 
-    /// Marks refresh requests up to `ticket` as served.
+    /// Marks refresh requests up to `ticket` as served by the refresh that
+    /// just ended (its error, if it failed, goes to the waiting requests).
     pub fn finish(&self, ticket: u64) {
-        self.completed.send_modify(|c| *c = (*c).max(ticket));
+        let error = self.read().last_error.clone();
+        self.completed.send_modify(|(done, last)| {
+            if ticket >= *done {
+                *done = ticket;
+                *last = error;
+            }
+        });
     }
 
     /// Asks the refresh loop for a refresh and waits up to `wait` for one
-    /// that began after this call to finish; `true` if it did.
-    pub async fn request_refresh(&self, wait: Duration) -> bool {
+    /// that began after this call to finish.
+    pub async fn request_refresh(&self, wait: Duration) -> Requested {
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let mut rx = self.completed.subscribe();
         self.wake.notify_one();
-        tokio::time::timeout(wait, rx.wait_for(|done| *done >= ticket))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        match tokio::time::timeout(wait, rx.wait_for(|(done, _)| *done >= ticket)).await {
+            Ok(Ok(served)) => match &served.1 {
+                None => Requested::Refreshed,
+                Some(error) => Requested::Failed(error.clone()),
+            },
+            Ok(Err(_)) | Err(_) => Requested::Pending,
+        }
     }
 
     /// Resolves when a refresh is requested.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub watches: Arc<Watches>,
     /// The contents each node may fetch, and content bytes at hand.
     pub served: Arc<Served>,
+    /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
+    pub hook_secrets: Option<Arc<crate::webhook::HookSecrets>>,
 }
 
 impl AppState {
@@ -51,6 +53,12 @@ impl AppState {
         let operators = Tokens::load_or_create(&config.operator_token_file)?;
         let pki = Pki::open_or_create(&config.data_dir, &config)?;
         let autosign = Autosign::from_config(&config)?;
+        let hook_secrets = config
+            .hook_secret_file
+            .as_deref()
+            .map(crate::webhook::HookSecrets::read)
+            .transpose()?
+            .map(Arc::new);
         let (repo, data_dir, default_env) = (
             config.repo.clone(),
             config.data_dir.clone(),
@@ -78,6 +86,7 @@ impl AppState {
             live: Arc::default(),
             watches: Arc::default(),
             served: Arc::default(),
+            hook_secrets,
         };
         // Loaded, not yet recompiled: the known nodes are recompiled in the
         // background once the server listens (see `refresh_loop`), so a

@@ -351,6 +351,46 @@ impl Server {
         Ok((status, text))
     }
 
+    /// A GET (`body` None) or POST over TLS without a client certificate,
+    /// carrying `headers` (a forge's webhook, a browser's cookie): the
+    /// status, the body, and the `Set-Cookie` header if any.
+    pub fn request_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (u16, String, Option<String>) {
+        let (client, url) = (
+            self.http_client(&Credential::None),
+            format!("{}{path}", self.url),
+        );
+        let response = match body {
+            Some(body) => {
+                let mut req = client.post(&url);
+                for (name, value) in headers {
+                    req = req.header(*name, *value);
+                }
+                req.send(body)
+            }
+            None => {
+                let mut req = client.get(&url);
+                for (name, value) in headers {
+                    req = req.header(*name, *value);
+                }
+                req.call()
+            }
+        }
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap_or_default();
+        (status, text, cookie)
+    }
+
     fn http_client(&self, credential: &Credential) -> ureq::Agent {
         let ca_pem = fs_err::read(self.ca_file()).expect("the server's CA");
         let roots: Vec<_> = ureq::tls::parse_pem(&ca_pem)

@@ -3,7 +3,8 @@
 //! (server-sent events), and the sign-in form.
 //!
 //! Pages: `/` the fleet, `/nodes/{name}` one node, `/runs/{run_id}` one run,
-//! `/events` the live feed, `/static/*` the stylesheet and the script.
+//! `/events` the live feed, `/static/*` the stylesheet and the script,
+//! `/login` and `/logout` (see [`crate::login`]).
 
 mod chart;
 mod events;
@@ -16,7 +17,7 @@ use askama::Template;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::auth::Caller;
 use crate::error::AppError;
@@ -32,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/static/dashboard.css", get(stylesheet))
         .route("/static/dashboard.js", get(script))
         .route("/login", get(crate::login::form).post(crate::login::submit))
+        .route("/logout", post(crate::login::logout))
 }
 
 /// Scripts and styles from this server only; no inline script can run.

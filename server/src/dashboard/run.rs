@@ -124,7 +124,7 @@ pub async fn page_of(
     if let Some(login) = sign_in_first(&caller) {
         return Ok(login);
     }
-    let Some((_, body)) = db::report_body(&state.db, &id).await? else {
+    let Some((_, body)) = db::report_body(&state.db, &id, None).await? else {
         return Ok((
             StatusCode::NOT_FOUND,
             format!("no report with run_id `{id}`"),

@@ -1,4 +1,4 @@
-//! Run reports: stored once per run_id, with the node's last-run columns
+//! Run reports: stored once per node and run_id, with the node's last-run columns
 //! and the hourly chart counts in the same write; the queries that read them.
 
 use drover_catalog::{Report, report::ResourceStatus};
@@ -7,7 +7,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::{Db, DbError};
 
-/// Stores a report once per run_id; `true` when it was new. Updates the
+/// Stores a report once per node and run_id; `true` when it was new. Updates the
 /// node's last status unless a newer run is already recorded (spooled
 /// reports can arrive out of order).
 pub async fn insert_report(db: &Db, report: &Report, body: String) -> Result<bool, DbError> {
@@ -71,11 +71,14 @@ async fn insert_row(
     body: String,
 ) -> Result<bool, DbError> {
     let inserted = sqlx::query(
-        "INSERT OR IGNORE INTO reports (run_id, node, environment, commit_id, status, noop,
+        "INSERT OR IGNORE INTO reports (run_key, run_id, node, environment, commit_id, status, noop,
            started_at, finished_at, finished_at_us, catalog_version, cached_catalog,
            resources, changed, failed, skipped, received_at, body, duration_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (json_array(?, ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
+    // Unique per node (migration 0007): another node's run_id is news here.
+    .bind(&row.node)
+    .bind(&row.run_id)
     .bind(&row.run_id)
     .bind(&row.node)
     .bind(&row.environment)
@@ -234,12 +237,20 @@ pub async fn reports(
         .collect()
 }
 
-/// The node and the body of one stored report.
-pub async fn report_body(db: &Db, run_id: &str) -> Result<Option<(String, String)>, DbError> {
-    Ok(
-        sqlx::query_as("SELECT node, body FROM reports WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_optional(db.reads())
-            .await?,
+/// The node and the body of one stored report: node `of`'s run `run_id`,
+/// or (`of` = None) the first stored run with that id, whichever node's
+/// (run ids are unique per node only).
+pub async fn report_body(
+    db: &Db,
+    run_id: &str,
+    of: Option<&str>,
+) -> Result<Option<(String, String)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT node, body FROM reports WHERE run_id = ?1 AND (?2 IS NULL OR node = ?2)
+         ORDER BY id LIMIT 1",
     )
+    .bind(run_id)
+    .bind(of)
+    .fetch_optional(db.reads())
+    .await?)
 }

@@ -62,7 +62,9 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enroll::status))
         .routes(routes!(operator::report))
         .routes(routes!(operator::environments))
-        .routes(routes!(meta::git_hook))
+        .routes(
+            routes!(meta::git_hook).layer(DefaultBodyLimit::max(crate::webhook::HOOK_BODY_LIMIT)),
+        )
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::metrics))
         .routes(routes!(openapi_json))
@@ -99,8 +101,22 @@ fn base() -> OpenApi {
         .security_scheme(
             "operator_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::login::COOKIE,
+                crate::session::COOKIE,
                 "Set by the dashboard's `/login` form; honoured on GET and HEAD only.",
+            ))),
+        )
+        .security_scheme(
+            "hook_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Hub-Signature-256",
+                "GitHub's signed webhook: `sha256=` and the hex HMAC-SHA256 of the body under a line of the server's `hook_secret_file`; grants only the git hook.",
+            ))),
+        )
+        .security_scheme(
+            "hook_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Gitlab-Token",
+                "GitLab's webhook token: a line of the server's `hook_secret_file`; grants only the git hook.",
             ))),
         )
         .security_scheme(
@@ -232,14 +248,22 @@ pub enum Metrics {
 /// `POST /api/v1/hooks/git`.
 #[derive(IntoResponses)]
 pub enum GitHook {
-    /// The refresh was requested; the body says whether it finished within
-    /// the wait (5 s).
+    /// The refresh was requested; the body says whether it finished (and
+    /// succeeded) within the wait (5 s).
     #[response(status = 202)]
     Accepted(wire::HookAnswer),
-    /// No credential, or a bearer token that is not an operator token.
+    /// No credential, a bearer token that is not an operator token, or a
+    /// webhook whose signature or token is not the hook secret's.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// A node certificate.
+    /// A node certificate (without a signed webhook).
     #[response(status = 403)]
     Forbidden(ErrorBody),
+    /// A webhook body over 1 MiB.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The refresh ran and failed (the git error is in the body); the
+    /// previous commits stay in use.
+    #[response(status = 502)]
+    BadGateway(ErrorBody),
 }

@@ -74,7 +74,8 @@ fn resources() -> Array {
 /// `GET /api/v1/reports/{id}` returns it, byte for byte.
 #[derive(ToSchema)]
 pub struct Report {
-    /// Unique per run (a UUID); posting a stored run_id again stores nothing.
+    /// Unique per run (a UUID); the node posting a run_id it already stored
+    /// again stores nothing. Scoped per node: another node's run_id is news.
     pub run_id: String,
     pub node: String,
     pub environment: String,
@@ -206,7 +207,8 @@ pub struct Event {
 #[derive(ToSchema)]
 pub struct ReportStored {
     pub run_id: String,
-    /// False when this run_id was already stored (the re-post changed nothing).
+    /// False when this node already stored this run_id (the re-post changed
+    /// nothing); another node's run ids never count.
     pub stored: bool,
 }
 
@@ -252,8 +254,9 @@ pub enum Pending {
 /// The answer of the git hook.
 #[derive(ToSchema)]
 pub struct HookAnswer {
-    /// A refresh that began after the call finished within the wait; when
-    /// true, the API already shows the new commits.
+    /// A refresh that began after the call finished and succeeded within
+    /// the wait; when true, the API already shows the new commits. False
+    /// when it still runs (a failed one is a 502, not this answer).
     pub refreshed: bool,
 }
 

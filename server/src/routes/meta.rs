@@ -1,19 +1,22 @@
-//! Liveness, metrics and the git hook.
+//! Liveness, metrics and the git hook. Operators call the hook with their
+//! credential; a forge calls it with a webhook signed with the secret of
+//! `hook_secret_file` (see [`crate::webhook`]), which grants nothing else.
 
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::snapshot::Requested;
 use crate::state::AppState;
-
-/// How long `POST /api/v1/hooks/git` waits for the refresh it triggered.
-pub const HOOK_WAIT: Duration = Duration::from_secs(5);
+use crate::webhook::{GITHUB_SIGNATURE, GITLAB_TOKEN};
 
 /// `GET /healthz`.
 #[utoipa::path(
@@ -49,12 +52,46 @@ pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, App
         .into_response())
 }
 
-/// `POST /api/v1/hooks/git`: 202, after waiting up to [`HOOK_WAIT`] for a
-/// refresh that began after the call, so a caller that gets `"refreshed": true`
-/// sees the new commits (and their compile errors) in the API.
-#[utoipa::path(post, path = "/api/v1/hooks/git", tag = "meta", summary = "Refresh the repository now", security(("operator_certificate" = []), ("operator_token" = [])), responses(crate::openapi::GitHook))]
-pub async fn git_hook(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
-    caller.require_operator()?;
-    let refreshed = state.snapshots.request_refresh(HOOK_WAIT).await;
-    Ok((StatusCode::ACCEPTED, Json(json!({"refreshed": refreshed}))).into_response())
+/// How long the hook waits for the refresh it triggered.
+pub const HOOK_WAIT: Duration = Duration::from_secs(5);
+
+/// `POST /api/v1/hooks/git`: 202 after waiting up to [`HOOK_WAIT`] for a
+/// refresh that began after the call (`"refreshed": true` when it finished
+/// and succeeded, so the API already shows the new commits; `false` when it
+/// still runs); 502 with the git error when that refresh failed.
+#[utoipa::path(post, path = "/api/v1/hooks/git", tag = "meta", summary = "Refresh the repository now", security(("operator_certificate" = []), ("operator_token" = []), ("hook_signature" = []), ("hook_token" = [])), responses(crate::openapi::GitHook))]
+pub async fn git_hook(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    if !matches!(caller, Caller::Operator(_)) {
+        let webhook = headers.contains_key(GITHUB_SIGNATURE) || headers.contains_key(GITLAB_TOKEN);
+        if !webhook {
+            caller.require_operator()?;
+        }
+        let Some(secrets) = &state.hook_secrets else {
+            return Err(AppError::Unauthorized(
+                "a signed webhook cannot be checked: this server has no `hook_secret_file`\nhint: set `hook_secret_file` in server.toml to a file holding the webhook's secret".into(),
+            ));
+        };
+        secrets
+            .verify(&headers, &body?)
+            .map_err(AppError::Unauthorized)?;
+    }
+    match state.snapshots.request_refresh(HOOK_WAIT).await {
+        Requested::Refreshed => Ok(accepted(true)),
+        Requested::Pending => Ok(accepted(false)),
+        Requested::Failed(error) => Err(AppError::Status(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the repository refresh failed: {error}\nhint: the previous commits are still served; `GET /api/v1/environments` shows the last refresh error"
+            ),
+        )),
+    }
+}
+
+fn accepted(refreshed: bool) -> Response {
+    (StatusCode::ACCEPTED, Json(json!({"refreshed": refreshed}))).into_response()
 }

@@ -151,7 +151,12 @@ pub async fn report(
         caller.require_operator()?;
     }
     let not_found = || AppError::NotFound(format!("no report with run_id `{id}`"));
-    let (node, body) = db::report_body(&state.db, &id)
+    // Run ids are unique per node: a node reads only its own run of that id.
+    let own = match &caller {
+        Caller::Node(name) => Some(name.as_str()),
+        _ => None,
+    };
+    let (node, body) = db::report_body(&state.db, &id, own)
         .await?
         .ok_or_else(not_found)?;
     caller

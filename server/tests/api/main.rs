@@ -6,9 +6,12 @@ mod ca;
 mod cli;
 mod dashboard;
 mod git;
+mod hook;
 mod metrics;
 mod openapi;
 mod routes;
+mod run_scope;
+mod session;
 mod shed;
 mod watch;
 
@@ -77,11 +80,22 @@ impl TestContext {
     }
 
     async fn start(tmp: TempDir, repo: PathBuf, source: String) -> TestContext {
+        TestContext::start_with(tmp, repo, source, |_| {}).await
+    }
+
+    /// [`TestContext::start`] with `tweak` applied to the configuration.
+    async fn start_with(
+        tmp: TempDir,
+        repo: PathBuf,
+        source: String,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestContext {
         let mut config = Config::new(source.clone(), tmp.path().join("data"));
         // Long enough that only the hook refreshes during a test.
         config.refresh_interval = std::time::Duration::from_secs(3600);
         // Reports with fixed dates in 2025 must outlive the retention pruning.
         config.report_retention = std::time::Duration::from_secs(100 * 365 * 86_400);
+        tweak(&mut config);
         let state = AppState::open(config).await.unwrap();
         let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
         state.spawn_background(&shutdown, &tracker);

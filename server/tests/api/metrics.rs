@@ -188,7 +188,12 @@ async fn refreshes_and_their_failures_are_counted() {
     );
 
     fs_err::remove_dir_all(&cx.repo).unwrap();
-    cx.hook().await;
+    let (status, _, _) = cx.post("/api/v1/hooks/git", "").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "the hook says the refresh failed"
+    );
     let failed = scrape(&cx).await;
     assert_eq!(value(&failed, refreshes), 3.0);
     assert_eq!(value(&failed, failures), 1.0);

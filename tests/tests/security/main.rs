@@ -5,6 +5,7 @@
 mod enroll;
 mod hostile;
 mod table;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 
