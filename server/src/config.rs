@@ -362,6 +362,33 @@ mod tests {
     }
 
     #[test]
+    fn sessions_last_12_hours_unless_configured_and_never_zero() {
+        let repo = || Overrides {
+            repo: Some("/r".into()),
+            ..Overrides::default()
+        };
+        let c = Config::merge(FileConfig::default(), repo()).unwrap();
+        assert_eq!(c.session_lifetime, Duration::from_secs(12 * 3600));
+        assert_eq!(c.hook_secret_file, None);
+        let file: FileConfig = toml::from_str(
+            "session_lifetime_secs = 600\nhook_secret_file = \"/etc/drover/hook\"\n",
+        )
+        .unwrap();
+        let c = Config::merge(file, repo()).unwrap();
+        assert_eq!(c.session_lifetime, Duration::from_secs(600));
+        assert_eq!(
+            c.hook_secret_file.as_deref(),
+            Some(Path::new("/etc/drover/hook"))
+        );
+        let file = FileConfig {
+            session_lifetime_secs: Some(0),
+            ..FileConfig::default()
+        };
+        let err = Config::merge(file, repo()).unwrap_err();
+        assert!(err.to_string().contains("session_lifetime_secs"), "{err}");
+    }
+
+    #[test]
     fn insecure_http_is_refused_off_loopback() {
         let over = |listen: &str| Overrides {
             repo: Some("/r".into()),

@@ -97,3 +97,31 @@ impl HookSecrets {
         Err("no X-Hub-Signature-256 or X-Gitlab-Token header".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of GitHub's "Validating webhook deliveries" page.
+    #[test]
+    fn githubs_documented_example_verifies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("hook-secret");
+        fs_err::write(&path, "It's a Secret to Everybody\n").unwrap();
+        let secrets = HookSecrets::read(&path).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            GITHUB_SIGNATURE,
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(secrets.verify(&headers, b"Hello, World!"), Ok(()));
+        assert!(secrets.verify(&headers, b"Hello, World?").is_err());
+        let mut gitlab = HeaderMap::new();
+        gitlab.insert(GITLAB_TOKEN, "It's a Secret to Everybody".parse().unwrap());
+        assert_eq!(secrets.verify(&gitlab, b""), Ok(()));
+        gitlab.insert(GITLAB_TOKEN, "It's a Secret to Everybody!".parse().unwrap());
+        assert!(secrets.verify(&gitlab, b"").is_err());
+    }
+}
