@@ -18,6 +18,11 @@ pub const DEFAULT_UNRESPONSIVE_SECS: u64 = 5400;
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
 /// Requests that may wait for a compile slot beyond those compiling.
 pub const DEFAULT_COMPILE_QUEUE: usize = 64;
+/// Largest report body stored (a report of a big catalog, diffs included,
+/// stays well under it).
+pub const DEFAULT_MAX_REPORT_BYTES: usize = 8 * 1024 * 1024;
+/// Largest facts a catalog request may carry (stored per node).
+pub const DEFAULT_MAX_FACTS_BYTES: usize = 1024 * 1024;
 
 /// Compiles at once: two per core keeps both busy while one waits on the database.
 pub fn default_max_compiles() -> usize {
@@ -65,6 +70,13 @@ pub struct FileConfig {
     /// the open-file limit allows]; the soft open-file limit is raised to
     /// the hard one at start, and a number that does not fit is an error.
     pub max_connections: Option<usize>,
+    /// `PRAGMA quick_check` of the database at start [default: true]; a
+    /// corrupt database stops the start. False skips it (huge databases).
+    pub db_quick_check: Option<bool>,
+    /// Largest report body a node may post, in bytes; beyond, 413.
+    pub max_report_bytes: Option<usize>,
+    /// Largest facts (as JSON) a catalog request may carry, in bytes; beyond, 413.
+    pub max_facts_bytes: Option<usize>,
 }
 
 /// Command-line values that override the file.
@@ -77,6 +89,8 @@ pub struct Overrides {
     pub database: Option<String>,
     pub refresh_interval_secs: Option<u64>,
     pub insecure_http: bool,
+    /// `--skip-db-check`: no `PRAGMA quick_check` at start.
+    pub skip_db_check: bool,
 }
 
 /// The resolved configuration of a running server.
@@ -108,6 +122,10 @@ pub struct Config {
     /// The `max_connections` key; `None` fits the default to the open-file
     /// limit (see `crate::tls::listener::connection_budget`).
     pub max_connections: Option<usize>,
+    /// Whether the database is checked (`PRAGMA quick_check`) at start.
+    pub db_quick_check: bool,
+    pub max_report_bytes: usize,
+    pub max_facts_bytes: usize,
 }
 
 impl Config {
@@ -135,6 +153,9 @@ impl Config {
             max_concurrent_compiles: default_max_compiles(),
             compile_queue: DEFAULT_COMPILE_QUEUE,
             max_connections: None,
+            db_quick_check: true,
+            max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+            max_facts_bytes: DEFAULT_MAX_FACTS_BYTES,
         }
     }
 
@@ -229,6 +250,16 @@ impl Config {
                 "max_connections must be at least 1\nhint: leave it out to hold as many connections as the open-file limit allows (up to 16384)"
             );
         }
+        let max_report_bytes = size_limit(
+            "max_report_bytes",
+            file.max_report_bytes,
+            DEFAULT_MAX_REPORT_BYTES,
+        )?;
+        let max_facts_bytes = size_limit(
+            "max_facts_bytes",
+            file.max_facts_bytes,
+            DEFAULT_MAX_FACTS_BYTES,
+        )?;
         Ok(Config {
             repo,
             listen,
@@ -248,8 +279,23 @@ impl Config {
             max_concurrent_compiles,
             compile_queue: file.compile_queue.unwrap_or(DEFAULT_COMPILE_QUEUE),
             max_connections: file.max_connections,
+            db_quick_check: !o.skip_db_check && file.db_quick_check.unwrap_or(true),
+            max_report_bytes,
+            max_facts_bytes,
         })
     }
+}
+
+/// A body size limit: at least 1 KiB, at most the server's body limit.
+fn size_limit(key: &str, value: Option<usize>, default: usize) -> anyhow::Result<usize> {
+    let n = value.unwrap_or(default);
+    if !(1024..=crate::BODY_LIMIT).contains(&n) {
+        bail!(
+            "{key} must be between 1024 and {} (bytes), not {n}",
+            crate::BODY_LIMIT
+        );
+    }
+    Ok(n)
 }
 
 fn days(n: u32) -> Duration {

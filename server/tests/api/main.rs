@@ -10,6 +10,7 @@ mod metrics;
 mod openapi;
 mod routes;
 mod shed;
+mod storage;
 mod watch;
 
 use std::path::{Path, PathBuf};
