@@ -111,6 +111,9 @@ pub struct ServeArgs {
     /// INSECURE: serve plain HTTP without certificates (loopback addresses only)
     #[arg(long)]
     pub insecure_http: bool,
+    /// Start without `PRAGMA quick_check` of the database (it reads the whole file)
+    #[arg(long)]
+    pub skip_db_check: bool,
 }
 
 impl ServeArgs {
@@ -123,6 +126,7 @@ impl ServeArgs {
             database: self.database.clone(),
             refresh_interval_secs: self.refresh_interval_secs,
             insecure_http: self.insecure_http,
+            skip_db_check: self.skip_db_check,
         }
     }
 }

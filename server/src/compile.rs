@@ -59,6 +59,16 @@ impl Cache {
         self.lock().clear();
     }
 
+    /// Every content the cached catalogs reference (the collector keeps them).
+    pub fn referenced(&self) -> std::collections::HashSet<[u8; 32]> {
+        self.lock()
+            .values()
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .flat_map(|compiled| compiled.catalog.referenced_hashes())
+            .filter_map(crate::served::parse_sha)
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Outcome>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -153,6 +163,9 @@ pub async fn compile_admitted(
         facts: sha256_hex(&serde_json::to_vec(facts).unwrap_or_default()),
     };
     if let Some(outcome) = state.cache.get(&key) {
+        if let Ok(compiled) = &outcome {
+            state.served.touch(&compiled.catalog);
+        }
         return Ok(outcome);
     }
     let slot = state.shed.admit(admission).await?;
@@ -197,12 +210,19 @@ async fn store_contents(
     state: &AppState,
     contents: impl IntoIterator<Item = (String, Arc<[u8]>)>,
 ) -> Result<(), AppError> {
+    let contents: Vec<([u8; 32], String, Arc<[u8]>)> = contents
+        .into_iter()
+        .filter_map(|(hex, bytes)| Some((crate::served::parse_sha(&hex)?, hex, bytes)))
+        .collect();
+    // Marked in use, under the collector's lock (see `crate::gc`).
+    let shas: Vec<[u8; 32]> = contents.iter().map(|(sha, _, _)| *sha).collect();
+    let stored = state.served.produced(&shas);
     let new: Vec<([u8; 32], String, Bytes)> = contents
         .into_iter()
-        .filter_map(|(hex, bytes)| {
-            let sha = crate::served::parse_sha(&hex)?;
-            // An owner, not a copy: the compile's bytes are the cache's.
-            (!state.served.is_stored(&sha)).then(|| (sha, hex, Bytes::from_owner(bytes)))
+        .zip(stored)
+        // An owner, not a copy: the compile's bytes are the cache's.
+        .filter_map(|((sha, hex, bytes), stored)| {
+            (!stored).then(|| (sha, hex, Bytes::from_owner(bytes)))
         })
         .collect();
     if new.is_empty() {

@@ -18,6 +18,11 @@ pub const DEFAULT_UNRESPONSIVE_SECS: u64 = 5400;
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
 /// Requests that may wait for a compile slot beyond those compiling.
 pub const DEFAULT_COMPILE_QUEUE: usize = 64;
+/// Largest report body stored (a report of a big catalog, diffs included,
+/// stays well under it).
+pub const DEFAULT_MAX_REPORT_BYTES: usize = 8 * 1024 * 1024;
+/// Largest facts a catalog request may carry (stored per node).
+pub const DEFAULT_MAX_FACTS_BYTES: usize = 1024 * 1024;
 
 /// Compiles at once: two per core keeps both busy while one waits on the database.
 pub fn default_max_compiles() -> usize {
@@ -70,6 +75,13 @@ pub struct FileConfig {
     pub hook_secret_file: Option<PathBuf>,
     /// How long a dashboard login session lasts [default: 12 hours].
     pub session_lifetime_secs: Option<u64>,
+    /// `PRAGMA quick_check` of the database at start [default: true]; a
+    /// corrupt database stops the start. False skips it (huge databases).
+    pub db_quick_check: Option<bool>,
+    /// Largest report body a node may post, in bytes; beyond, 413.
+    pub max_report_bytes: Option<usize>,
+    /// Largest facts (as JSON) a catalog request may carry, in bytes; beyond, 413.
+    pub max_facts_bytes: Option<usize>,
 }
 
 /// Command-line values that override the file.
@@ -82,6 +94,8 @@ pub struct Overrides {
     pub database: Option<String>,
     pub refresh_interval_secs: Option<u64>,
     pub insecure_http: bool,
+    /// `--skip-db-check`: no `PRAGMA quick_check` at start.
+    pub skip_db_check: bool,
 }
 
 /// The resolved configuration of a running server.
@@ -117,6 +131,10 @@ pub struct Config {
     pub hook_secret_file: Option<PathBuf>,
     /// How long a dashboard login session lasts.
     pub session_lifetime: Duration,
+    /// Whether the database is checked (`PRAGMA quick_check`) at start.
+    pub db_quick_check: bool,
+    pub max_report_bytes: usize,
+    pub max_facts_bytes: usize,
 }
 
 /// A dashboard session lasts a working day.
@@ -149,6 +167,9 @@ impl Config {
             max_connections: None,
             hook_secret_file: None,
             session_lifetime: Duration::from_secs(DEFAULT_SESSION_LIFETIME_SECS),
+            db_quick_check: true,
+            max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+            max_facts_bytes: DEFAULT_MAX_FACTS_BYTES,
         }
     }
 
@@ -249,6 +270,16 @@ impl Config {
         if session_secs == 0 {
             bail!("session_lifetime_secs must be at least 1\nhint: leave it out for 12 hours");
         }
+        let max_report_bytes = size_limit(
+            "max_report_bytes",
+            file.max_report_bytes,
+            DEFAULT_MAX_REPORT_BYTES,
+        )?;
+        let max_facts_bytes = size_limit(
+            "max_facts_bytes",
+            file.max_facts_bytes,
+            DEFAULT_MAX_FACTS_BYTES,
+        )?;
         Ok(Config {
             repo,
             listen,
@@ -270,8 +301,23 @@ impl Config {
             max_connections: file.max_connections,
             hook_secret_file: file.hook_secret_file,
             session_lifetime: Duration::from_secs(session_secs),
+            db_quick_check: !o.skip_db_check && file.db_quick_check.unwrap_or(true),
+            max_report_bytes,
+            max_facts_bytes,
         })
     }
+}
+
+/// A body size limit: at least 1 KiB, at most the server's body limit.
+fn size_limit(key: &str, value: Option<usize>, default: usize) -> anyhow::Result<usize> {
+    let n = value.unwrap_or(default);
+    if !(1024..=crate::BODY_LIMIT).contains(&n) {
+        bail!(
+            "{key} must be between 1024 and {} (bytes), not {n}",
+            crate::BODY_LIMIT
+        );
+    }
+    Ok(n)
 }
 
 fn days(n: u32) -> Duration {

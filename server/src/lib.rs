@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod fleet;
+pub mod gc;
 pub mod git;
 pub mod live;
 pub mod login;

@@ -11,7 +11,9 @@
 //! cached content is also a stored one.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use drover_catalog::Catalog;
@@ -44,6 +46,19 @@ struct Current {
 pub struct Served {
     references: RwLock<HashMap<String, Current>>,
     bytes: quick_cache::sync::Cache<Sha, Bytes, ByteWeight>,
+    /// When each content was last produced by a compile or served from
+    /// the compile cache; also the lock that makes "is it stored?" and the
+    /// collector's "delete it" exclusive (see `crate::gc`).
+    used: Mutex<Used>,
+}
+
+/// See [`Served::used`].
+#[derive(Debug, Default)]
+struct Used {
+    at: HashMap<Sha, Instant>,
+    /// Bumped whenever the collector evicts: bytes read from the database
+    /// before it are not kept (they may be deleted now).
+    generation: u64,
 }
 
 impl Default for Served {
@@ -52,6 +67,7 @@ impl Default for Served {
             references: RwLock::default(),
             // The first figure only sizes the table; the weight bounds it.
             bytes: quick_cache::sync::Cache::with_weighter(16_384, BYTES_LIMIT, ByteWeight),
+            used: Mutex::default(),
         }
     }
 }
@@ -132,6 +148,82 @@ impl Served {
         self.bytes.contains_key(sha)
     }
 
+    /// A compile produced these contents: marks them used now, and says of
+    /// each whether it is known to be stored (those not must be written).
+    /// One step under the collector's lock, so a content the collector
+    /// deletes is either marked before it looks (and kept) or found not
+    /// stored here (and written again, after the delete).
+    pub fn produced(&self, shas: &[Sha]) -> Vec<bool> {
+        let mut used = self.used();
+        let now = Instant::now();
+        shas.iter()
+            .map(|sha| {
+                used.at.insert(*sha, now);
+                self.is_stored(sha)
+            })
+            .collect()
+    }
+
+    /// `catalog` is about to be served again (from the compile cache): its
+    /// contents are in use.
+    pub fn touch(&self, catalog: &Catalog) {
+        let mut used = self.used();
+        let now = Instant::now();
+        for sha in catalog.referenced_hashes().filter_map(parse_sha) {
+            used.at.insert(sha, now);
+        }
+    }
+
+    /// The collector's generation, before reading a content from the database.
+    pub fn generation(&self) -> u64 {
+        self.used().generation
+    }
+
+    /// [`Served::keep`] for bytes read from the database at `generation`:
+    /// not kept if the collector has deleted contents since.
+    pub fn keep_read(&self, sha: Sha, bytes: Bytes, generation: u64) {
+        let used = self.used();
+        if used.generation == generation {
+            self.bytes.insert(sha, bytes);
+        }
+    }
+
+    /// The collector's step (see `crate::gc`): of `candidates` (contents no
+    /// stored catalog references), those that may be deleted now: not used
+    /// within `grace`, not referenced by a node's current catalog nor by
+    /// `live()` (the compile cache's catalogs). They are evicted from the
+    /// bytes at hand; the caller deletes them before anything else writes.
+    /// Marks older than `grace` are forgotten.
+    pub fn sweep(
+        &self,
+        candidates: &[Sha],
+        grace: Duration,
+        live: impl FnOnce() -> HashSet<Sha>,
+    ) -> Vec<Sha> {
+        let mut used = self.used();
+        used.at.retain(|_, at| at.elapsed() < grace);
+        let mut referenced = live();
+        for current in self.read().values() {
+            referenced.extend(current.shas.iter().copied());
+        }
+        let doomed: Vec<Sha> = candidates
+            .iter()
+            .filter(|sha| !used.at.contains_key(*sha) && !referenced.contains(*sha))
+            .copied()
+            .collect();
+        if !doomed.is_empty() {
+            used.generation += 1;
+            for sha in &doomed {
+                self.bytes.remove(sha);
+            }
+        }
+        doomed
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, Used> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Current>> {
         self.references.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -190,6 +282,31 @@ mod tests {
         let before = served.references("web-1").unwrap();
         served.record(&catalog("web-1", &["newer", "new"]));
         assert!(Arc::ptr_eq(&before, &served.references("web-1").unwrap()));
+    }
+
+    #[test]
+    fn the_sweep_spares_what_is_used_or_referenced_and_evicts_the_rest() {
+        let served = Served::default();
+        let hour = Duration::from_secs(3600);
+        served.record(&catalog("web-1", &["current"]));
+        for body in ["current", "fresh", "cached", "old"] {
+            served.keep(sha(body), Bytes::from_static(b"x"));
+        }
+        assert_eq!(served.produced(&[sha("fresh")]), [true]);
+        let all = [sha("current"), sha("fresh"), sha("cached"), sha("old")];
+        let live = || HashSet::from([sha("cached")]);
+        assert_eq!(served.sweep(&all, hour, live), [sha("old")]);
+        assert!(!served.is_stored(&sha("old")), "evicted with its delete");
+        assert!(served.is_stored(&sha("fresh")));
+        // Bytes read before the sweep are not kept after it.
+        let generation = served.generation() - 1;
+        served.keep_read(sha("old"), Bytes::from_static(b"x"), generation);
+        assert!(!served.is_stored(&sha("old")));
+        // Past the grace the mark is gone: only references keep a content.
+        let swept = served.sweep(&all[..3], Duration::ZERO, HashSet::new);
+        assert_eq!(swept, [sha("fresh"), sha("cached")]);
+        // Produced after the sweep: found not stored, so written again.
+        assert_eq!(served.produced(&[sha("fresh")]), [false]);
     }
 
     #[test]

@@ -48,8 +48,14 @@ impl AppState {
     /// Opens the database, prepares the repository source (cloning the
     /// mirror at first start) and loads every environment once.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
-        fs_err::create_dir_all(&config.data_dir)?;
-        let db = db::open(&config.database_url).await?;
+        db::files::secure_dir(&config.data_dir)?;
+        let db = db::open_with(
+            &config.database_url,
+            db::OpenOptions {
+                quick_check: config.db_quick_check,
+            },
+        )
+        .await?;
         let operators = Tokens::load_or_create(&config.operator_token_file)?;
         let pki = Pki::open_or_create(&config.data_dir, &config)?;
         let autosign = Autosign::from_config(&config)?;
@@ -108,12 +114,23 @@ impl AppState {
             shutdown.clone(),
         );
         tracker.spawn(crate::retention::prune_loop(db, retention, token));
+        tracker.spawn(self.collector().run(shutdown.clone()));
         let (live, watches, token) = (self.live.clone(), self.watches.clone(), shutdown.clone());
         tracker.spawn(async move {
             token.cancelled().await;
             live.close();
             watches.close();
         });
+    }
+
+    /// The collector of unreferenced contents (see `crate::gc`).
+    pub fn collector(&self) -> crate::gc::Collector {
+        let cache = self.cache.clone();
+        crate::gc::Collector {
+            db: self.db.clone(),
+            served: self.served.clone(),
+            live: Arc::new(move || cache.referenced()),
+        }
     }
 
     /// What node states are measured against now: the unresponsive cutoff

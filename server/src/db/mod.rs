@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 
+pub mod files;
+mod health;
 mod reports;
 mod writer;
 
@@ -23,6 +25,8 @@ pub use writer::Writer;
 pub struct Db {
     reads: SqlitePool,
     writer: Writer,
+    /// The last write probe of [`Db::health`], shared by its callers.
+    probe: health::LastProbe,
 }
 
 impl Db {
@@ -40,6 +44,23 @@ impl Db {
             + 'static,
     {
         self.writer.write(write).await
+    }
+}
+
+/// The WAL is truncated back to this after a checkpoint that emptied it.
+pub const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How [`open_with`] opens the database.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// `PRAGMA quick_check` before serving (minutes on a database of many
+    /// gigabytes: `db_quick_check = false` skips it).
+    pub quick_check: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions { quick_check: true }
     }
 }
 
@@ -70,10 +91,34 @@ pub enum DbError {
     Commit(String),
     #[error("the database writer has stopped")]
     Closed,
+    #[error("cannot secure database file {}: {source}", path.display())]
+    Files {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "database {} is corrupt: {detail}\nhint: stop the server and restore the file from a backup \
+         (or recover what is readable with `sqlite3 {} .recover`); \
+         `db_quick_check = false` in server.toml or --skip-db-check starts without this check",
+        path.display(),
+        path.display()
+    )]
+    Corrupt {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
-/// Opens (creating if missing) the database and applies the migrations.
+/// Opens (creating if missing) the database, checks it and applies the migrations.
 pub async fn open(url: &str) -> Result<Db, DbError> {
+    open_with(url, OpenOptions::default()).await
+}
+
+/// [`open`] with options: the database file and its WAL are made 0600
+/// (see [`files`]), and a database that fails `PRAGMA quick_check` (or
+/// that SQLite finds malformed while migrating) is refused.
+pub async fn open_with(url: &str, how: OpenOptions) -> Result<Db, DbError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|source| DbError::Url {
             url: url.to_owned(),
@@ -82,7 +127,9 @@ pub async fn open(url: &str) -> Result<Db, DbError> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Without it a WAL that one burst grew stays that big on disk.
+        .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
     let opened = |source| DbError::Open {
         url: url.to_owned(),
         source,
@@ -102,21 +149,47 @@ pub async fn open(url: &str) -> Result<Db, DbError> {
     // The writer never checkpoints: a checkpoint copies the WAL into the
     // database and syncs it, and every write queued behind it would wait.
     // A background task checkpoints from a reader instead (`checkpoints`).
+    let path = options.get_filename().to_owned();
+    files::secure(&path)?;
+    let damaged = |e: sqlx::Error| {
+        if files::is_corruption(&e) {
+            files::corrupt(&path, e)
+        } else {
+            opened(e)
+        }
+    };
     let mut writing = options
         .clone()
         .pragma("wal_autocheckpoint", "0")
         .connect()
         .await
-        .map_err(opened)?;
-    sqlx::migrate!().run(&mut writing).await?;
+        .map_err(damaged)?;
+    if how.quick_check {
+        let started = std::time::Instant::now();
+        files::quick_check(&mut writing, &path).await?;
+        tracing::info!(took = ?started.elapsed(), file = %path.display(), "database quick_check: ok");
+    }
+    sqlx::migrate!()
+        .run(&mut writing)
+        .await
+        .map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) if files::is_corruption(&e) => {
+                files::corrupt(&path, e)
+            }
+            e => DbError::Migrate(e),
+        })?;
     let reads = SqlitePoolOptions::new()
         .max_connections(READERS)
         .connect_with(options)
         .await
-        .map_err(opened)?;
+        .map_err(damaged)?;
     let writer = Writer::start(writing);
     tokio::spawn(checkpoints(reads.clone(), writer.liveness()));
-    Ok(Db { reads, writer })
+    Ok(Db {
+        reads,
+        writer,
+        probe: Default::default(),
+    })
 }
 
 /// How often the WAL is copied back into the database.
@@ -454,6 +527,30 @@ mod tests {
             assert!(err.contains(url), "{err}");
             assert!(err.contains("in-memory database"), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn every_connection_bounds_the_wal_left_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("d.db").display());
+        let db = open(&url).await.unwrap();
+        let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+            .fetch_one(db.reads())
+            .await
+            .unwrap();
+        assert_eq!(limit, JOURNAL_SIZE_LIMIT as i64);
+        let on_writer = db
+            .write(|conn| {
+                Box::pin(async move {
+                    let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+                        .fetch_one(conn)
+                        .await?;
+                    Ok(limit)
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(on_writer, JOURNAL_SIZE_LIMIT as i64);
     }
 
     #[tokio::test]

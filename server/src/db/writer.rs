@@ -13,6 +13,7 @@
 //! so an acknowledged write (a report, say) is durable.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use sqlx::{Connection, SqliteConnection};
@@ -35,6 +36,31 @@ type Job =
 #[derive(Debug, Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// The last failure of the storage itself (a batch that failed, or a
+    /// write that failed for the file's sake, not its own): when and why.
+    last_failure: Failure,
+}
+
+/// See [`Writer::last_failure`].
+type Failure = Arc<std::sync::Mutex<Option<(Instant, Arc<str>)>>>;
+
+fn note(failure: &Failure, why: Arc<str>) {
+    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), why));
+}
+
+/// Whether a write failed because of the storage (read-only, I/O error,
+/// corrupt, full, cannot open, not a database), not because of what it
+/// wrote (a constraint, say).
+fn is_storage_failure(e: &DbError) -> bool {
+    match e {
+        DbError::Query(sqlx::Error::Io(_)) => true,
+        DbError::Query(sqlx::Error::Database(db)) => {
+            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+            // SQLITE_READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+            matches!(code & 0xff, 8 | 10 | 11 | 13 | 14 | 26)
+        }
+        _ => false,
+    }
 }
 
 impl Writer {
@@ -42,14 +68,23 @@ impl Writer {
     /// after the writes already queued.
     pub fn start(conn: SqliteConnection) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(conn, queue));
-        Writer { jobs }
+        let last_failure = Arc::default();
+        tokio::spawn(run(conn, queue, Arc::clone(&last_failure)));
+        Writer { jobs, last_failure }
     }
 
     /// Whether any handle is left: false once the database is dropped.
     pub fn liveness(&self) -> impl Fn() -> bool + Send + 'static {
         let weak = self.jobs.downgrade();
         move || weak.strong_count() > 0
+    }
+
+    /// When and why the storage last failed a write (see [`Writer`]).
+    pub fn last_failure(&self) -> Option<(Instant, Arc<str>)> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Runs `write` in the next batch; its result once that batch committed.
@@ -61,9 +96,15 @@ impl Writer {
             + 'static,
     {
         let (done, answer) = oneshot::channel();
+        let failure = Arc::clone(&self.last_failure);
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
                 let result = write(conn).await;
+                if let Err(e) = &result
+                    && is_storage_failure(e)
+                {
+                    note(&failure, e.to_string().into());
+                }
                 let ok = result.is_ok();
                 let completion: Completion = Box::new(move |committed| {
                     let _ = done.send(match committed {
@@ -77,15 +118,22 @@ impl Writer {
         self.jobs.send(job).await.map_err(|_| DbError::Closed)?;
         // Dropped unanswered: the batch failed before this write ran.
         answer.await.map_err(|_| {
-            DbError::Commit("its batch failed before it ran (the server log has why)".into())
+            let why = self.last_failure().map(|(_, why)| why);
+            DbError::Commit(format!(
+                "its batch failed before it ran: {}",
+                why.as_deref().unwrap_or("(the server log has why)")
+            ))
         })?
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>) {
+async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>, last_failure: Failure) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = commit_batch(&mut conn, batch.drain(..)).await;
+        let committed = commit_batch(&mut conn, batch.drain(..), &last_failure).await;
+        if let Err(e) = &committed {
+            note(&last_failure, Arc::clone(e));
+        }
         if committed.is_err() {
             // Leave no transaction open for the next batch; if this fails
             // too the next BEGIN reports it.
@@ -111,7 +159,9 @@ fn statements<'c>(
 async fn commit_batch(
     conn: &mut SqliteConnection,
     jobs: impl Iterator<Item = Job>,
+    failure: &Failure,
 ) -> Result<(), Arc<str>> {
+    let started = Instant::now();
     let mut completions = Vec::new();
     let outcome = async {
         // Each call to the connection is a round trip to its thread: the
@@ -131,7 +181,16 @@ async fn commit_batch(
         Ok::<(), sqlx::Error>(())
     }
     .await
-    .map_err(|e| Arc::<str>::from(e.to_string()));
+    .map_err(|e| {
+        // SQLite rolls the whole transaction back itself on some failures
+        // of a write (a full disk): the savepoint statements after it then
+        // fail with "no such savepoint", and the write's failure is the
+        // one to tell.
+        match &*failure.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((at, why)) if *at >= started => Arc::clone(why),
+            _ => Arc::<str>::from(e.to_string()),
+        }
+    });
     if let Err(e) = &outcome {
         tracing::error!(error = %e, writes = completions.len(), "a batch of writes failed");
     }

@@ -225,9 +225,13 @@ pub struct TooLarge(pub ErrorBody);
 /// `GET /healthz`.
 #[derive(IntoResponses)]
 pub enum Healthz {
-    /// `ok` while the server serves.
+    /// `ok` while the server serves and its database takes writes.
     #[response(status = 200, content_type = "text/plain")]
     Ok(String),
+    /// The database does not take writes (full disk, broken file); the
+    /// error says why.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 /// `GET /metrics` on the main listener.

@@ -18,7 +18,10 @@ use crate::snapshot::Requested;
 use crate::state::AppState;
 use crate::webhook::{GITHUB_SIGNATURE, GITLAB_TOKEN};
 
-/// `GET /healthz`.
+/// `GET /healthz`: `ok` while the database takes writes (a one-row write
+/// probe, see [`crate::db::Db::health`]), else 503 with the reason: a full
+/// disk or a broken database stops the server from storing reports, and a
+/// load balancer or a monitor should hear of it.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -26,8 +29,18 @@ use crate::webhook::{GITHUB_SIGNATURE, GITLAB_TOKEN};
     summary = "Liveness",
     responses(crate::openapi::Healthz)
 )]
-pub async fn healthz() -> &'static str {
-    "ok"
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.db.health().await {
+        Ok(()) => "ok".into_response(),
+        Err(reason) => {
+            tracing::error!(%reason, "healthz: unhealthy");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": reason })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// `GET /metrics` on the main listener: operators only (Prometheus sends a

@@ -71,6 +71,7 @@ pub async fn catalog(
         serde_json::from_slice(&raw)
             .map_err(|e| AppError::BadRequest(format!("invalid catalog request: {e}")))?
     };
+    check_facts_size(&state, &node, &request)?;
     let catalog = compile::serve_catalog(&state, &node, &request).await?;
     let etag = HeaderValue::from_str(&format!("\"{}\"", catalog.version))
         .map_err(|e| AppError::Internal(format!("catalog version is not a header value: {e}")))?;
@@ -158,8 +159,9 @@ pub async fn file(
     let bytes = match state.served.content(&digest) {
         Some(bytes) => bytes,
         None => {
+            let generation = state.served.generation();
             let bytes = Bytes::from(db::content(&state.db, &sha).await?.ok_or_else(not_found)?);
-            state.served.keep(digest, bytes.clone());
+            state.served.keep_read(digest, bytes.clone(), generation);
             bytes
         }
     };
@@ -204,6 +206,17 @@ pub async fn report(
 ) -> Result<Response, AppError> {
     caller.require_node(&node)?;
     let raw = raw?;
+    let limit = state.config.max_report_bytes;
+    if raw.len() > limit {
+        return Err(AppError::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "report of node `{node}` is {} bytes, over the server's max_report_bytes ({limit})\n\
+                 hint: a report this big is refused every time it is sent; drop it from the spool",
+                raw.len()
+            ),
+        ));
+    }
     let report: Report = serde_json::from_slice(&raw)
         .map_err(|e| AppError::BadRequest(format!("invalid report: {e}")))?;
     if report.node != node {
@@ -231,4 +244,26 @@ pub async fn report(
         Json(json!({"run_id": report.run_id, "stored": inserted})),
     )
         .into_response())
+}
+
+/// Facts are stored on the node's row at every check-in: beyond the
+/// server's `max_facts_bytes` the request is refused (413) before anything
+/// is compiled or stored.
+fn check_facts_size(
+    state: &AppState,
+    node: &str,
+    request: &CatalogRequest,
+) -> Result<(), AppError> {
+    let limit = state.config.max_facts_bytes;
+    let size = serde_json::to_vec(&request.facts).map_or(usize::MAX, |v| v.len());
+    if size > limit {
+        return Err(AppError::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "facts of node `{node}` are {size} bytes, over the server's max_facts_bytes ({limit})\n\
+                 hint: send fewer or smaller facts, or raise max_facts_bytes in server.toml"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ mod routes;
 mod run_scope;
 mod session;
 mod shed;
+mod storage;
 mod watch;
 
 use std::path::{Path, PathBuf};
