@@ -157,8 +157,23 @@ impl Server {
         extra_args: &[&str],
     ) -> Server {
         fs_err::create_dir_all(data_dir).unwrap();
-        let config = Server::write_config(data_dir, listen, extra_toml);
         let log = fs_err::File::create(data_dir.join("server.log")).unwrap();
+        let stderr = Stdio::from(log.into_parts().0);
+        Server::start_with_stderr(repo, data_dir, listen, extra_toml, extra_args, stderr)
+    }
+
+    /// [`Server::start_with`] with the server's stderr on `stderr` (a full
+    /// device, a pipe) instead of DATA/server.log.
+    pub fn start_with_stderr(
+        repo: &Path,
+        data_dir: &Path,
+        listen: &str,
+        extra_toml: &str,
+        extra_args: &[&str],
+        stderr: Stdio,
+    ) -> Server {
+        fs_err::create_dir_all(data_dir).unwrap();
+        let config = Server::write_config(data_dir, listen, extra_toml);
         let mut child = Command::new(bin("drover-server"))
             .args([
                 "serve",
@@ -175,7 +190,7 @@ impl Server {
             .arg(data_dir)
             .args(extra_args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log.into_parts().0))
+            .stderr(stderr)
             .spawn()
             .expect("drover-server starts");
         let url = read_listen_line(&mut child, data_dir);

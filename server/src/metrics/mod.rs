@@ -6,6 +6,7 @@
 //! registry made for that scrape, so a state no node has any more vanishes.
 
 mod http;
+pub mod log;
 
 pub use http::track_requests;
 
@@ -53,6 +54,11 @@ impl Default for Metrics {
     fn default() -> Metrics {
         let mut registry = Registry::default();
         let r = &mut registry;
+        r.register(
+            "drover_log_lines_dropped",
+            "Log lines dropped because stderr could not take them (a full disk, a closed pipe)",
+            log::LOG_LINES_DROPPED.clone(),
+        );
         // The encoder appends `_total` to counter names and a period to help texts.
         Metrics {
             http: http::HttpMetrics::register(r),

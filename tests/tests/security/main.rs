@@ -4,6 +4,7 @@
 
 mod enroll;
 mod hostile;
+mod logging;
 mod table;
 mod webhook;
 
