@@ -162,6 +162,9 @@ pub fn write_atomic(target: &Path, file: NewFile<'_>) -> Result<()> {
 pub struct Staged {
     pub temp: PathBuf,
     pub target: PathBuf,
+    /// The directory `temp` and `target` are reached through, held open
+    /// until the rename (see [`crate::safepath`]).
+    pub anchor: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl Staged {
@@ -186,6 +189,7 @@ pub fn stage(target: &Path, file: NewFile<'_>) -> Result<Staged> {
         Ok(()) => Ok(Staged {
             temp,
             target: target.to_owned(),
+            anchor: None,
         }),
         Err(e) => {
             let _ = fs_err::remove_file(&temp);

@@ -17,6 +17,7 @@ mod metrics;
 mod output;
 mod resources;
 mod run;
+mod safepath;
 mod state;
 mod systemd;
 #[cfg(test)]
