@@ -306,7 +306,10 @@ fn run_watched(
         }
     };
     match result {
-        Ok(report) => (LastOutcome::of(&report), Some(report.catalog_version)),
+        Ok(ran) => (
+            LastOutcome::of(&ran.report),
+            Some(ran.report.catalog_version),
+        ),
         Err(e) => {
             output::error(&format!("{e:#}"));
             (LastOutcome::could_not_run(&e), None)
