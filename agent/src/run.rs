@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use drover_catalog::report::{CachedCatalog, ResourceStatus};
 use drover_catalog::{Catalog, CatalogRequest, Report};
 
@@ -65,7 +65,7 @@ fn converge(
     clock: &mut RunClock,
 ) -> Result<Ran> {
     let state = StateDir::new(&settings.state_dir);
-    fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
+    state.prepare()?;
     let filecache = Loading::start(state.root(), settings.verify_interval);
     let identity = identity::ensure(settings, stop)?;
     let client = Client::new(

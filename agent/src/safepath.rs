@@ -130,10 +130,7 @@ fn walk(path: &Path, dir: &Path) -> Result<Option<OwnedFd>> {
             Ok(fd) => fd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(anyhow!(
-                    "cannot open {}: {e}",
-                    shown.join(&name).display()
-                ));
+                return Err(anyhow!("cannot open {}: {e}", shown.join(&name).display()));
             }
         };
         let st = fstat(&fd)?;

@@ -481,7 +481,11 @@ fn a_catalog_that_cannot_be_cached_still_reports_and_fails_honestly() {
     fs_err::create_dir_all(node.state.join("catalog.signed/squat")).unwrap();
     let out = node.run(&server.url, &["--enrollment-token-file", token.as_str()]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
-    assert!(text(&out).contains("cannot cache the catalog in"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot cache the catalog in"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(fs_err::read(&target).unwrap(), b"v1\n");
     let f = fake.lock().unwrap();
     assert_eq!(f.reports.len(), 1, "the run's report reached the server");

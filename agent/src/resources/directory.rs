@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use drover_catalog::model::{DirectorySpec, Ensure};
 
-use super::{Env, Flags, Outcome, WantMeta, describe_type, event, observe_anchored, require_parent};
+use super::{
+    Env, Flags, Outcome, WantMeta, describe_type, event, observe_anchored, require_parent,
+};
 use crate::fsutil;
 use crate::safepath::{self, Anchored};
 
@@ -91,7 +93,11 @@ fn purge(
             bail!("cannot purge {}: an entry has a non-UTF-8 name", spec.path);
         };
         if !env.is_managed(name) {
-            victims.push((entry_path.clone(), entry.file_name(), entry.file_type()?.is_dir()));
+            victims.push((
+                entry_path.clone(),
+                entry.file_name(),
+                entry.file_type()?.is_dir(),
+            ));
         }
     }
     victims.sort();

@@ -11,9 +11,9 @@ use super::{
     Env, Flags, Outcome, StagedWrite, WantMeta, describe_type, event, observe_anchored,
     require_parent,
 };
-use crate::safepath::{self, Anchored};
 use crate::filecache;
 use crate::fsutil::{self, NewFile};
+use crate::safepath::{self, Anchored};
 
 const DEFAULT_MODE: u32 = 0o644;
 
@@ -199,7 +199,7 @@ fn backup(env: &mut Env<'_>, sha: &str, content: &[u8]) -> Result<Option<fsutil:
     if target.exists() {
         return Ok(None);
     }
-    fs_err::create_dir_all(&env.backups)?;
+    fsutil::create_private_dir_all(&env.backups)?;
     fsutil::stage(&target, NewFile::private(content)).map(Some)
 }
 

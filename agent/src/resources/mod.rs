@@ -24,8 +24,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use drover_catalog::report::Event;
 use drover_catalog::{Mode, Spec};
-use nix::unistd::{Gid, Group, Uid, User};
 use fs_err::os::unix::fs::OpenOptionsExt as _;
+use nix::unistd::{Gid, Group, Uid, User};
 use sha2::{Digest, Sha256};
 
 use crate::safepath::Anchored;

@@ -120,13 +120,19 @@ fn every_kind_refuses_a_parent_symlinked_by_another_user() {
             let mut env = Env::new(&source, backups.clone(), BTreeSet::new());
             env.stage_writes = staged;
             let spec = file(&attack.managed("authorized_keys"));
-            refused(&attack, super::file::converge(&spec, &mut env, flags).unwrap_err());
+            refused(
+                &attack,
+                super::file::converge(&spec, &mut env, flags).unwrap_err(),
+            );
             assert!(env.staged.is_none());
             let absent = FileSpec {
                 ensure: Ensure::Absent,
                 ..spec
             };
-            refused(&attack, super::file::converge(&absent, &mut env, flags).unwrap_err());
+            refused(
+                &attack,
+                super::file::converge(&absent, &mut env, flags).unwrap_err(),
+            );
             let dir = DirectorySpec {
                 path: attack.managed("d").to_string_lossy().into_owned(),
                 ensure: Ensure::Present,
@@ -135,16 +141,26 @@ fn every_kind_refuses_a_parent_symlinked_by_another_user() {
                 group: None,
                 purge: false,
             };
-            refused(&attack, super::directory::converge(&dir, &mut env, flags).unwrap_err());
+            refused(
+                &attack,
+                super::directory::converge(&dir, &mut env, flags).unwrap_err(),
+            );
             let link = SymlinkSpec {
                 path: attack.managed("l").to_string_lossy().into_owned(),
                 ensure: Ensure::Present,
                 target: Some("/etc/passwd".into()),
             };
-            refused(&attack, super::symlink::converge(&link, &mut env, flags).unwrap_err());
+            refused(
+                &attack,
+                super::symlink::converge(&link, &mut env, flags).unwrap_err(),
+            );
         }
     }
-    assert_eq!(attack.snapshot(), before, "the secret directory is untouched");
+    assert_eq!(
+        attack.snapshot(),
+        before,
+        "the secret directory is untouched"
+    );
     assert!(!backups.exists(), "nothing of the secret was backed up");
 }
 
