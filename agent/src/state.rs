@@ -348,7 +348,7 @@ pub(crate) mod tests {
             })
             .unwrap();
         fsutil::write_unsynced(&state.root().join("content/x"), b"x").unwrap();
-        crate::resources::file::store_backup(&state.backups(), "sha", b"old").unwrap();
+        fsutil::write_state_file(&state.backups().join("sha"), b"old").unwrap();
         state.spool(&report("r")).unwrap();
         for sub in ["content", "backups", "spool"] {
             assert_eq!(mode(&state.root().join(sub)), 0o700, "{sub}");
