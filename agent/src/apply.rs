@@ -105,6 +105,7 @@ fn converge(
     };
     contents.dir = source.contents_dir.map(Path::to_path_buf);
     let state = StateDir::new(&settings.state_dir);
+    state.prepare()?;
     let started = clock.started();
     let applied = clock.time(Phase::Apply, || {
         engine::apply(

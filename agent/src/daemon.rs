@@ -256,7 +256,7 @@ pub fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
 /// on (the cached one, verified with the pinned signing key), and its version.
 fn prepare_state(settings: &Settings) -> Result<(String, Option<String>)> {
     let state = StateDir::new(&settings.state_dir);
-    fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
+    state.prepare()?;
     let Some(key) = crate::identity::pinned_signing_key(&settings.state_dir)? else {
         return Ok(("not enrolled yet".to_owned(), None));
     };
@@ -306,7 +306,10 @@ fn run_watched(
         }
     };
     match result {
-        Ok(report) => (LastOutcome::of(&report), Some(report.catalog_version)),
+        Ok(ran) => (
+            LastOutcome::of(&ran.report),
+            Some(ran.report.catalog_version),
+        ),
         Err(e) => {
             output::error(&format!("{e:#}"));
             (LastOutcome::could_not_run(&e), None)

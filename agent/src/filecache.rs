@@ -435,11 +435,19 @@ impl FileCache {
     }
 
     /// Hashes `path` now (stat'ed as `md` after `observed_at`) and records it.
-    pub fn hash_now(&mut self, path: &str, md: &Metadata, observed_at: i64) -> Result<[u8; 32]> {
+    /// `read` is where to read it (the managed `path` reached through its
+    /// held parent, see [`crate::safepath`]).
+    pub fn hash_now(
+        &mut self,
+        path: &str,
+        read: &Path,
+        md: &Metadata,
+        observed_at: i64,
+    ) -> Result<[u8; 32]> {
         if self.buf.is_empty() {
             self.buf.resize(READ_BUF, 0);
         }
-        let sha = hash_path(Path::new(path), &mut self.buf)?;
+        let sha = hash_path(read, &mut self.buf)?;
         self.checks.hashed += 1;
         self.record(path, md, sha, observed_at);
         Ok(sha)

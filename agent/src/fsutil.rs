@@ -114,10 +114,8 @@ impl TempMarker {
             return;
         };
         self.marked = true;
-        let made = fs_err::create_dir_all(parent_of(path))
-            .and_then(|()| fs_err::File::create(path))
-            .and_then(|f| f.sync_all())
-            .map_err(anyhow::Error::from)
+        let made = create_private_dir_all(parent_of(path))
+            .and_then(|()| Ok(fs_err::File::create(path)?.sync_all()?))
             .and_then(|()| sync_parent(path));
         if let Err(e) = made {
             crate::output::warning(&format!(
@@ -162,6 +160,9 @@ pub fn write_atomic(target: &Path, file: NewFile<'_>) -> Result<()> {
 pub struct Staged {
     pub temp: PathBuf,
     pub target: PathBuf,
+    /// The directory `temp` and `target` are reached through, held open
+    /// until the rename (see [`crate::safepath`]).
+    pub anchor: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl Staged {
@@ -186,6 +187,7 @@ pub fn stage(target: &Path, file: NewFile<'_>) -> Result<Staged> {
         Ok(()) => Ok(Staged {
             temp,
             target: target.to_owned(),
+            anchor: None,
         }),
         Err(e) => {
             let _ = fs_err::remove_file(&temp);
@@ -317,10 +319,22 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates an agent-owned directory and its missing parents, mode 0700:
+/// the state directory holds the node's key, cached secrets and backups of
+/// replaced (possibly secret) files.
+pub fn create_private_dir_all(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create directory {}", path.display()))
+}
+
 /// Writes an agent-owned state file atomically (mode 0600).
 pub fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
-        fs_err::create_dir_all(parent)?;
+        create_private_dir_all(parent)?;
     }
     write_atomic(path, NewFile::private(content))
 }
@@ -331,7 +345,7 @@ pub fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
 /// but no fsync: what a power loss tears is only read as missing.
 pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
-        fs_err::create_dir_all(parent)?;
+        create_private_dir_all(parent)?;
     }
     let temp = temp_path_for(path);
     let written = fs_err::OpenOptions::new()

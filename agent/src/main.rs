@@ -17,6 +17,7 @@ mod metrics;
 mod output;
 mod resources;
 mod run;
+mod safepath;
 mod state;
 mod systemd;
 #[cfg(test)]
@@ -75,8 +76,7 @@ fn run(args: &RunArgs) -> Result<u8> {
         return daemon::run_daemon(&settings, signals).map(|code| code as u8);
     }
     let signals = Signals::install()?;
-    let report = run::run_once(&settings, &signals.stop)?;
-    let code = report.exit_code();
+    let code = run::run_once(&settings, &signals.stop)?.exit_code();
     Ok(match (args.detailed_exitcodes, code & 4 != 0) {
         (true, _) => code as u8,
         (false, true) => 1,

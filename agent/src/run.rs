@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use drover_catalog::report::{CachedCatalog, ResourceStatus};
 use drover_catalog::{Catalog, CatalogRequest, Report};
 
@@ -23,16 +23,34 @@ use crate::state::{LastRun, StateDir};
 
 mod backoff;
 
+/// A run that happened: its report (delivered or spooled), and what
+/// failed after the report was handed over (caching the catalog, the run
+/// summary), already printed as errors.
+#[derive(Debug)]
+pub struct Ran {
+    pub report: Report,
+    pub failed_after: Vec<String>,
+}
+
+impl Ran {
+    /// The report's exit code, with the failure bit (4) when something
+    /// failed after it.
+    pub fn exit_code(&self) -> i32 {
+        let failed = if self.failed_after.is_empty() { 0 } else { 4 };
+        self.report.exit_code() | failed
+    }
+}
+
 /// Runs once; `Err` means the run could not happen at all (exit 1). Once
 /// the lock is held, the run leaves its metrics textfile either way.
-pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Report> {
+pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Ran> {
     let mut clock = RunClock::start();
     let run_id = uuid::Uuid::new_v4().to_string();
     let scope = output::run_scope(&run_id, &settings.node);
     let _lock = RunLock::acquire(&settings.lock_file)?;
     let result = converge(settings, stop, run_id, &scope, &mut clock);
     let sample = match &result {
-        Ok(report) => Sample::of_report(report),
+        Ok(ran) => Sample::of_report(&ran.report),
         Err(_) => Sample::could_not_run(&clock, settings.noop),
     };
     metrics::record(settings, &sample);
@@ -45,9 +63,9 @@ fn converge(
     run_id: String,
     scope: &output::RunScope,
     clock: &mut RunClock,
-) -> Result<Report> {
+) -> Result<Ran> {
     let state = StateDir::new(&settings.state_dir);
-    fs_err::create_dir_all(state.root()).context("cannot create the state directory")?;
+    state.prepare()?;
     let filecache = Loading::start(state.root(), settings.verify_interval);
     let identity = identity::ensure(settings, stop)?;
     let client = Client::new(
@@ -158,12 +176,20 @@ fn converge(
         error,
     );
 
+    // The report first: a state directory too full to cache the catalog
+    // must not lose what the run did (it is posted, or spooled if it can be).
+    deliver(&state, &client, &report, queue_clear);
+    let mut failed_after = Vec::new();
     // A fresh catalog is cached once applied, even with failures: it is the
     // server's current desired state, and the next run repairs what failed.
     if let Some((body, signature)) = &fresh
         && !settings.noop
+        && let Err(e) = state.store_catalog(body, signature)
     {
-        state.store_catalog(body, signature)?;
+        failed_after.push(format!(
+            "cannot cache the catalog in {}: {e:#}\nhint: the run's report was delivered; free space in the state directory, the next run caches it",
+            state.catalog_path().display()
+        ));
     }
     if (fresh.is_some() || changed)
         && !settings.noop
@@ -171,10 +197,17 @@ fn converge(
     {
         output::warning(&format!("cannot update the content store: {e:#}"));
     }
-    deliver(&state, &client, &report, queue_clear);
-    state.write_last_run(&LastRun::of(&report))?;
+    if let Err(e) = state.write_last_run(&LastRun::of(&report)) {
+        failed_after.push(format!("cannot write the run summary: {e:#}"));
+    }
     output::print_summary(&report, clock.started().elapsed());
-    Ok(report)
+    for failure in &failed_after {
+        output::error(failure);
+    }
+    Ok(Ran {
+        report,
+        failed_after,
+    })
 }
 
 /// The report of a run whose id was chosen when it started (its journal

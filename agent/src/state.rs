@@ -28,6 +28,46 @@ impl StateDir {
         &self.root
     }
 
+    /// Creates the state directory (0700) or checks an existing one: it
+    /// holds the node's key, cached catalogs with their secrets and backups
+    /// of replaced files. One that other users can read (systemd's
+    /// `StateDirectory=` makes it 0755 unless told otherwise) is tightened
+    /// to 0700, and so are `content/`, `backups/` and `spool/`, with a
+    /// warning; one owned by another user is refused.
+    pub fn prepare(&self) -> Result<()> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        fsutil::create_private_dir_all(&self.root).context("cannot create the state directory")?;
+        let me = nix::unistd::geteuid().as_raw();
+        for dir in [
+            self.root.clone(),
+            self.root.join("content"),
+            self.backups(),
+            self.spool_dir(),
+        ] {
+            let md = match fs_err::metadata(&dir) {
+                Ok(md) => md,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if md.uid() != me {
+                anyhow::bail!(
+                    "the state directory {} is owned by uid {}, not by the agent (uid {me})\nhint: chown -R it to the agent's user, and mode 0700",
+                    dir.display(),
+                    md.uid()
+                );
+            }
+            if md.mode() & 0o077 != 0 {
+                fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+                crate::output::warning(&format!(
+                    "{} was readable by other users (mode {:04o}); tightened to 0700\nhint: set StateDirectoryMode=0700 in the agent's unit",
+                    dir.display(),
+                    md.mode() & 0o7777
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
     }
@@ -122,7 +162,7 @@ impl StateDir {
     /// Moves a report the server refused as malformed aside, so it never blocks the queue.
     pub fn reject(&self, path: &Path) -> Result<PathBuf> {
         let dir = self.spool_dir().join("rejected");
-        fs_err::create_dir_all(&dir)?;
+        fsutil::create_private_dir_all(&dir)?;
         let target = dir.join(
             path.file_name()
                 .context("spooled report has no file name")?,
@@ -285,6 +325,45 @@ pub(crate) mod tests {
             signed::SigningKey::from_pkcs8(&signed::SigningKey::generate_pkcs8().unwrap()).unwrap();
         state.store_catalog(&body, &other.sign(&body)).unwrap();
         assert!(state.cached_catalog(&key).is_err(), "signed by another key");
+    }
+
+    #[test]
+    fn state_dirs_are_private_when_made_and_tightened_when_found_open() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // Made by the agent: the state dir, and what its writes create in it.
+        let state = StateDir::new(dir.path().join("made/state"));
+        state.prepare().unwrap();
+        assert_eq!(mode(state.root()), 0o700);
+        state
+            .content_store()
+            .sync_with(&Catalog {
+                node: "n".into(),
+                environment: "e".into(),
+                commit: "c".into(),
+                version: Catalog::compute_version(&[]),
+                resources: vec![],
+                contents: Default::default(),
+            })
+            .unwrap();
+        fsutil::write_unsynced(&state.root().join("content/x"), b"x").unwrap();
+        fsutil::write_state_file(&state.backups().join("sha"), b"old").unwrap();
+        state.spool(&report("r")).unwrap();
+        for sub in ["content", "backups", "spool"] {
+            assert_eq!(mode(&state.root().join(sub)), 0o700, "{sub}");
+        }
+        // Made 0755 by someone else (systemd's default): tightened at start.
+        let open = StateDir::new(dir.path().join("open"));
+        for sub in ["", "content", "backups"] {
+            let p = open.root().join(sub);
+            fs_err::create_dir_all(&p).unwrap();
+            fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        open.prepare().unwrap();
+        for sub in ["", "content", "backups"] {
+            assert_eq!(mode(&open.root().join(sub)), 0o700, "{sub}");
+        }
     }
 
     #[test]

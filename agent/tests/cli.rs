@@ -460,3 +460,34 @@ fn sigterm_finishes_the_current_resource_and_skips_the_rest() {
         serde_json::from_slice(&fs_err::read(state.join("last_run.json")).unwrap()).unwrap();
     assert_eq!(last["error"], "run interrupted: the agent is stopping");
 }
+
+/// Issue 16, item 12: a state directory that cannot take the catalog (here a
+/// directory squats `catalog.signed`, as a full disk would fail its write)
+/// must not lose the run's report, and the exit code says both what the run
+/// did (2, changed) and that something failed after it (4).
+#[test]
+fn a_catalog_that_cannot_be_cached_still_reports_and_fails_honestly() {
+    let node = Node::new();
+    let target = node.path("app.conf");
+    let (cat, contents) = catalog("n1", &[(&target, b"v1\n")]);
+    let fake = Arc::new(Mutex::new(Fake {
+        catalog: Some(cat),
+        contents,
+        token: Some("s3cret".into()),
+        ..Fake::new()
+    }));
+    let server = serve(Arc::clone(&fake));
+    let token = node.write("token", "s3cret\n");
+    fs_err::create_dir_all(node.state.join("catalog.signed/squat")).unwrap();
+    let out = node.run(&server.url, &["--enrollment-token-file", token.as_str()]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot cache the catalog in"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs_err::read(&target).unwrap(), b"v1\n");
+    let f = fake.lock().unwrap();
+    assert_eq!(f.reports.len(), 1, "the run's report reached the server");
+    assert_eq!(f.reports[0]["metrics"]["resources"]["changed"], 1);
+}

@@ -90,7 +90,7 @@ impl<'a> Builder<'a> {
                 self.loc(s),
                 format!(
                     "`{field}` must be an absolute, normalised path: `{}` ({why})",
-                    text.value
+                    text.value.escape_debug()
                 ),
             );
         }

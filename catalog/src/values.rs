@@ -7,6 +7,10 @@ use crate::model::{ContainerEnsure, Ensure, PackageEnsure, ServiceEnsure};
 pub(crate) fn path_problem(path: &str) -> Option<&'static str> {
     if path.contains('\0') {
         Some("it contains a NUL byte")
+    } else if path.chars().any(char::is_control) {
+        // A newline in a path splits every line-based log, report and
+        // tool output that names it.
+        Some("it contains a control character such as a newline or a tab")
     } else if !path.starts_with('/') {
         Some("it is not absolute")
     } else if path == "/" {
@@ -114,6 +118,11 @@ mod tests {
             "/etc/../motd",
             "/etc/./x",
             "/a\0b",
+            "/etc/a\nb",
+            "/etc/a\rb",
+            "/etc/a\tb",
+            "/etc/a\x1b[31mb",
+            "/etc/a\u{7f}b",
             "",
         ] {
             assert!(path_problem(bad).is_some(), "{bad:?} should be rejected");

@@ -623,3 +623,21 @@ fn repository_is_shared_between_threads() {
     assert_send_sync::<Repository>();
     assert_send_sync::<Compiled>();
 }
+
+/// Issue 16, item 17: a control character in a path (a TOML escape, so it
+/// fits on one line) is refused where it is written.
+#[test]
+fn error_control_character_in_a_path() {
+    let repo = one_role(
+        r#"[[file]]
+path = "/etc/motd\nroot:x:0:0"
+content = "x"
+"#,
+    );
+    let errors = errors(&repo);
+    let expected = r"roles/r.toml:2:8: `path` must be an absolute, normalised path: `/etc/motd\nroot:x:0:0` (it contains a control character such as a newline or a tab)";
+    assert!(
+        errors.contains(expected),
+        "missing {expected:?} in:\n{errors}"
+    );
+}

@@ -1,33 +1,37 @@
 //! `directory`: existence, mode, owner, group, and optional purge of unmanaged entries.
 
 use std::fs::Metadata;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Result, bail};
 use drover_catalog::model::{DirectorySpec, Ensure};
 
-use super::{Env, Flags, Outcome, WantMeta, describe_type, event, observe, require_parent};
+use super::{
+    Env, Flags, Outcome, WantMeta, describe_type, event, observe_anchored, require_parent,
+};
 use crate::fsutil;
+use crate::safepath::{self, Anchored};
 
 const DEFAULT_MODE: u32 = 0o755;
 
 pub fn converge(spec: &DirectorySpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
-    let path = Path::new(&spec.path);
-    let current = observe(path)?;
+    // Every read and write below goes through the parent reached here.
+    let anchored = safepath::anchor(Path::new(&spec.path))?;
+    let current = observe_anchored(&anchored)?;
     match spec.ensure {
-        Ensure::Absent => absent(spec, path, current, flags),
-        Ensure::Present => present(spec, path, current, env, flags),
+        Ensure::Absent => absent(spec, anchored.path(), current, flags),
+        Ensure::Present => present(spec, &anchored, current, env, flags),
     }
 }
 
 fn present(
     spec: &DirectorySpec,
-    path: &Path,
+    anchored: &Anchored,
     current: Option<Metadata>,
     env: &mut Env<'_>,
     flags: Flags,
 ) -> Result<Outcome> {
+    let path = anchored.path();
     let want = WantMeta::resolve(
         &mut env.names,
         spec.mode,
@@ -52,7 +56,7 @@ fn present(
             describe_type(&md)
         ),
         None => {
-            require_parent(path, env, flags)?;
+            require_parent(anchored, Path::new(&spec.path), env, flags)?;
             out.events
                 .push(event("ensure", None, Some("present".into())));
             want.events(&mut env.names, None, &mut out.events);
@@ -62,11 +66,8 @@ fn present(
             fs_err::create_dir(path)?;
             let uid = want.owner.map(|o| o.0);
             let gid = want.group.map(|g| g.0);
-            if uid.is_some() || gid.is_some() {
-                fs_err::os::unix::fs::lchown(path, uid, gid)?;
-            }
             let mode = spec.mode.map_or(DEFAULT_MODE, |m| m.bits());
-            fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            safepath::set_meta(path, uid, gid, Some(mode))?;
             fsutil::sync_parent(path)?;
         }
     }
@@ -81,19 +82,26 @@ fn purge(
     flags: Flags,
     out: &mut Outcome,
 ) -> Result<()> {
+    // The directory itself held open: a symlink swapped in at `path` is
+    // refused, never listed nor purged through.
+    let held = safepath::hold(path, true)?;
     let mut victims = Vec::new();
-    for entry in fs_err::read_dir(path)? {
+    for entry in fs_err::read_dir(held.path())? {
         let entry = entry?;
-        let entry_path = entry.path();
+        let entry_path = Path::new(&spec.path).join(entry.file_name());
         let Some(name) = entry_path.to_str() else {
             bail!("cannot purge {}: an entry has a non-UTF-8 name", spec.path);
         };
         if !env.is_managed(name) {
-            victims.push((entry_path.clone(), entry.file_type()?.is_dir()));
+            victims.push((
+                entry_path.clone(),
+                entry.file_name(),
+                entry.file_type()?.is_dir(),
+            ));
         }
     }
     victims.sort();
-    for (victim, is_dir) in victims {
+    for (victim, name, is_dir) in victims {
         out.events.push(event(
             "purged",
             Some(victim.to_string_lossy().into_owned()),
@@ -102,6 +110,8 @@ fn purge(
         if flags.noop {
             continue;
         }
+        // `remove_dir_all` does not follow symlinks inside what it removes.
+        let victim = held.path().join(name);
         if is_dir {
             fs_err::remove_dir_all(&victim)?;
         } else {

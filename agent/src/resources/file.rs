@@ -8,43 +8,51 @@ use anyhow::{Result, bail};
 use drover_catalog::model::{Ensure, FileSpec, sha256_hex};
 
 use super::{
-    Env, Flags, Outcome, StagedWrite, WantMeta, describe_type, event, observe, require_parent,
+    Env, Flags, Outcome, StagedWrite, WantMeta, describe_type, event, observe_anchored,
+    require_parent,
 };
 use crate::filecache;
 use crate::fsutil::{self, NewFile};
+use crate::safepath::{self, Anchored};
 
 const DEFAULT_MODE: u32 = 0o644;
 
 pub fn converge(spec: &FileSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
-    let path = Path::new(&spec.path);
-    if !flags.noop {
+    // Taken first, whatever follows: the pass before the walk stat'ed it
+    // already, unless something since may have changed it. `observed_at`
+    // comes before the lstat: the cache records the content as "hashed
+    // after this".
+    let observed = env.files.take_observed();
+    // Every read and write below goes through the parent reached here.
+    let anchored = safepath::anchor(Path::new(&spec.path))?;
+    let path = anchored.path();
+    if !flags.noop && !anchored.parent_missing() {
         // A run killed mid-write may have left a temp file next to this one.
-        env.sweep_stale_temps(path.parent().unwrap_or(Path::new(".")));
+        let dir = Path::new(&spec.path).parent().unwrap_or(Path::new("/"));
+        env.sweep_stale_temps_via(dir, path.parent().unwrap_or(Path::new("/")));
     }
-    // The pass before the walk stat'ed it already, unless something since
-    // may have changed it. `observed_at` comes before the lstat: the cache
-    // records the content as "hashed after this".
-    let (current, observed_at) = match env.files.take_observed() {
-        Some(observed) => observed,
-        None => {
+    let (current, observed_at) = match observed {
+        Some(observed) if !anchored.parent_missing() => observed,
+        _ => {
             let observed_at = filecache::now_ns();
-            (observe(path)?, observed_at)
+            (observe_anchored(&anchored)?, observed_at)
         }
     };
     match spec.ensure {
         Ensure::Absent => absent(spec, path, current, env, flags),
-        Ensure::Present => present(spec, path, current, observed_at, env, flags),
+        Ensure::Present => present(spec, &anchored, current, observed_at, env, flags),
     }
 }
 
 fn present(
     spec: &FileSpec,
-    path: &Path,
+    anchored: &Anchored,
     current: Option<Metadata>,
     observed_at: i64,
     env: &mut Env<'_>,
     flags: Flags,
 ) -> Result<Outcome> {
+    let path = anchored.path();
     let want = WantMeta::resolve(
         &mut env.names,
         spec.mode,
@@ -66,7 +74,7 @@ fn present(
                 }
                 return Ok(out);
             };
-            let old = fs_err::read(path)?;
+            let old = safepath::read_nofollow(path)?;
             let old_sha = sha256_hex(&old);
             if flags.noop
                 && let Some(sha) = filecache::decode_sha(&old_sha)
@@ -101,7 +109,7 @@ fn present(
                 validate: spec.validate.as_deref(),
                 quiet: flags.sensitive,
             };
-            put(env, path, file, backup)?;
+            put(env, anchored, file, backup)?;
         }
         Some(md) if md.is_dir() => bail!(
             "{} is a directory, not a file\nhint: remove it, or manage it with a directory resource",
@@ -116,7 +124,7 @@ fn present(
         }
         // Missing, or a symlink that a regular file replaces (as Puppet does).
         current => {
-            require_parent(path, env, flags)?;
+            require_parent(anchored, Path::new(&spec.path), env, flags)?;
             let previous = current.as_ref().map(|_| "symlink".to_owned());
             out.events
                 .push(event("ensure", previous, Some("present".into())));
@@ -144,7 +152,7 @@ fn present(
                 validate: spec.validate.as_deref(),
                 quiet: flags.sensitive,
             };
-            put(env, path, file, None)?;
+            put(env, anchored, file, None)?;
         }
     }
     Ok(out)
@@ -155,16 +163,17 @@ fn present(
 /// others and only then counts it changed.
 fn put(
     env: &mut Env<'_>,
-    path: &Path,
+    anchored: &Anchored,
     file: NewFile<'_>,
     backup: Option<fsutil::Staged>,
 ) -> Result<()> {
     env.temps.before_temp();
     if !env.stage_writes {
-        return fsutil::write_atomic(path, file);
+        return fsutil::write_atomic(anchored.path(), file);
     }
-    match fsutil::stage(path, file) {
-        Ok(file) => {
+    match fsutil::stage(anchored.path(), file) {
+        Ok(mut file) => {
+            file.anchor = anchored.keep();
             env.staged = Some(StagedWrite { backup, file });
             Ok(())
         }
@@ -190,7 +199,7 @@ fn backup(env: &mut Env<'_>, sha: &str, content: &[u8]) -> Result<Option<fsutil:
     if target.exists() {
         return Ok(None);
     }
-    fs_err::create_dir_all(&env.backups)?;
+    fsutil::create_private_dir_all(&env.backups)?;
     fsutil::stage(&target, NewFile::private(content)).map(Some)
 }
 
@@ -213,7 +222,7 @@ fn content_differs(
     if let Some(sha) = env.files.known(&spec.path, md, &want) {
         return Ok(sha != want);
     }
-    Ok(env.files.hash_now(&spec.path, md, observed_at)? != want)
+    Ok(env.files.hash_now(&spec.path, path, md, observed_at)? != want)
 }
 
 fn absent(
@@ -240,7 +249,7 @@ fn absent(
         return Ok(out);
     }
     if spec.backup && md.is_file() {
-        let old = fs_err::read(path)?;
+        let old = safepath::read_nofollow(path)?;
         store_backup(&env.backups, &sha256_hex(&old), &old)?;
     }
     fs_err::remove_file(path)?;

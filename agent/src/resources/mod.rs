@@ -11,19 +11,24 @@ pub mod package;
 pub mod sensitive;
 pub mod service;
 pub mod symlink;
+#[cfg(test)]
+mod unsafe_parent_tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::Metadata;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use drover_catalog::report::Event;
 use drover_catalog::{Mode, Spec};
+use fs_err::os::unix::fs::OpenOptionsExt as _;
 use nix::unistd::{Gid, Group, Uid, User};
 use sha2::{Digest, Sha256};
+
+use crate::safepath::Anchored;
 
 /// Where file content comes from: the server by hash, or a compiled catalog's
 /// embedded `contents`. Callers verify the hash of what they get.
@@ -134,7 +139,10 @@ impl<'a> Env<'a> {
         if self.buf.is_empty() {
             self.buf.resize(64 * 1024, 0);
         }
-        let mut file = fs_err::File::open(path)?;
+        let mut file = fs_err::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         let mut hasher = Sha256::new();
         loop {
             let n = match file.read(&mut self.buf) {
@@ -161,8 +169,14 @@ impl<'a> Env<'a> {
     /// Removes temp files a killed run left in `dir`, once per directory
     /// per run, when this run sweeps ([`crate::fsutil::TempMarker`]).
     pub fn sweep_stale_temps(&mut self, dir: &Path) {
+        self.sweep_stale_temps_via(dir, dir);
+    }
+
+    /// The same for the managed directory `dir`, reached as `via` (its
+    /// held descriptor, see [`crate::safepath`]).
+    pub fn sweep_stale_temps_via(&mut self, dir: &Path, via: &Path) {
         if self.temps.sweeps() && !self.swept.contains(dir) {
-            crate::fsutil::remove_stale_temps(dir);
+            crate::fsutil::remove_stale_temps(via);
             self.swept.insert(dir.to_owned());
         }
     }
@@ -229,24 +243,28 @@ pub fn observe(path: &Path) -> Result<Option<Metadata>> {
 
 /// Puppet's rule: the agent never creates missing parents implicitly. In
 /// noop, a missing parent that the catalog manages counts as made: the real
-/// run makes it first.
-pub fn require_parent(path: &Path, env: &Env<'_>, flags: Flags) -> Result<()> {
-    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+/// run makes it first. `anchored` is `path` reached by [`crate::safepath`]:
+/// its walk found the parent a directory, or found it missing.
+pub fn require_parent(anchored: &Anchored, path: &Path, env: &Env<'_>, flags: Flags) -> Result<()> {
+    if !anchored.parent_missing() {
         return Ok(());
-    };
-    match fs_err::metadata(parent) {
-        Ok(md) if md.is_dir() => Ok(()),
-        Ok(_) => bail!(
-            "parent {} of {} is not a directory",
-            parent.display(),
-            path.display()
-        ),
-        Err(_) if flags.noop && parent.to_str().is_some_and(|p| env.managed.contains(p)) => Ok(()),
-        Err(_) => bail!(
-            "parent directory {} does not exist\nhint: manage it with a directory resource",
-            parent.display()
-        ),
     }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if flags.noop && parent.to_str().is_some_and(|p| env.managed.contains(p)) {
+        return Ok(());
+    }
+    bail!(
+        "parent directory {} does not exist\nhint: manage it with a directory resource",
+        parent.display()
+    )
+}
+
+/// lstat of an anchored path; nothing is there under a missing parent.
+pub fn observe_anchored(anchored: &Anchored) -> Result<Option<Metadata>> {
+    if anchored.parent_missing() {
+        return Ok(None);
+    }
+    observe(anchored.path())
 }
 
 pub fn describe_type(md: &Metadata) -> &'static str {
@@ -312,17 +330,19 @@ impl<'s> WantMeta<'s> {
     pub fn apply(&self, path: &Path, current: &Metadata) -> Result<()> {
         let uid = self.owner.map(|o| o.0).filter(|&u| u != current.uid());
         let gid = self.group.map(|g| g.0).filter(|&g| g != current.gid());
-        if uid.is_some() || gid.is_some() {
-            fs_err::os::unix::fs::lchown(path, uid, gid)?;
-        }
         // chown clears setuid/setgid bits, so the mode goes last (and is re-set
-        // whenever ownership changed).
-        if let Some(mode) = self.mode
-            && (uid.is_some() || gid.is_some() || Mode::from_bits(current.mode()) != mode)
-        {
-            fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode.bits()))?;
+        // whenever ownership changed). Both through one `O_NOFOLLOW`
+        // descriptor: a symlink swapped in at `path` is refused, not followed.
+        let mode = self
+            .mode
+            .filter(|&mode| {
+                uid.is_some() || gid.is_some() || Mode::from_bits(current.mode()) != mode
+            })
+            .map(Mode::bits);
+        if uid.is_none() && gid.is_none() && mode.is_none() {
+            return Ok(());
         }
-        Ok(())
+        crate::safepath::set_meta(path, uid, gid, mode)
     }
 }
 

@@ -6,25 +6,28 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use drover_catalog::model::{Ensure, SymlinkSpec};
 
-use super::{Env, Flags, Outcome, describe_type, event, observe, require_parent};
+use super::{Env, Flags, Outcome, describe_type, event, observe_anchored, require_parent};
 use crate::fsutil;
+use crate::safepath::{self, Anchored};
 
 pub fn converge(spec: &SymlinkSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
-    let path = Path::new(&spec.path);
-    let current = observe(path)?;
+    // Every read and write below goes through the parent reached here.
+    let anchored = safepath::anchor(Path::new(&spec.path))?;
+    let current = observe_anchored(&anchored)?;
     match spec.ensure {
-        Ensure::Absent => absent(spec, path, current, flags),
-        Ensure::Present => present(spec, path, current, env, flags),
+        Ensure::Absent => absent(spec, anchored.path(), current, flags),
+        Ensure::Present => present(spec, &anchored, current, env, flags),
     }
 }
 
 fn present(
     spec: &SymlinkSpec,
-    path: &Path,
+    anchored: &Anchored,
     current: Option<Metadata>,
     env: &mut Env<'_>,
     flags: Flags,
 ) -> Result<Outcome> {
+    let path = anchored.path();
     let Some(target) = spec.target.as_deref() else {
         bail!("symlink {} has no target", spec.path);
     };
@@ -55,7 +58,7 @@ fn present(
                 .push(event("target", None, Some(target.to_owned())));
         }
         None => {
-            require_parent(path, env, flags)?;
+            require_parent(anchored, Path::new(&spec.path), env, flags)?;
             out.events
                 .push(event("ensure", None, Some("present".into())));
             out.events
@@ -65,8 +68,8 @@ fn present(
     if flags.noop {
         return Ok(out);
     }
-    if let Some(parent) = path.parent() {
-        env.sweep_stale_temps(parent);
+    if let (Some(dir), Some(via)) = (Path::new(&spec.path).parent(), path.parent()) {
+        env.sweep_stale_temps_via(dir, via);
     }
     // A link made under a temp name and renamed over the old one: there is
     // never a moment without a link at `path`.
