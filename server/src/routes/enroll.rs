@@ -16,7 +16,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::tls::csr::{CheckedCsr, check_csr};
 use crate::tls::policy::Decision;
-use crate::tls::requests::{Recorded, RequestStatus};
+use crate::tls::requests::{Enrolled, Recorded, RequestStatus, duplicate_refusal};
 use crate::tls::store::IssuedCert;
 use crate::tls::{CertKind, Pki};
 
@@ -61,7 +61,7 @@ pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
         (status = 202, description = "Waiting for an operator", body = crate::openapi::wire::CertificatePending),
         (status = 400, description = "Not a CSR for `{name}`, or a bad name", body = crate::openapi::wire::ErrorBody),
         (status = 403, description = "Refused by the autosign policy (a wrong enrollment token)", body = crate::openapi::wire::ErrorBody),
-        (status = 409, description = "Another key already waits for this name", body = crate::openapi::wire::ErrorBody),
+        (status = 409, description = "Another key already waits for this name, or the name holds a valid certificate of another key (an operator revokes it first)", body = crate::openapi::wire::ErrorBody),
         crate::openapi::TooLarge,
         crate::openapi::Internal,
     ),
@@ -73,6 +73,15 @@ pub async fn submit(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let csr = checked(&name, raw)?;
+    let enrolled = {
+        let csr = csr.clone();
+        blocking(&state, move |pki| pki.enrolled(&csr)).await?
+    };
+    match enrolled {
+        Enrolled::SameKey(held) => return Ok(signed(&held)),
+        Enrolled::OtherKey(held) => return Err(duplicate(&csr, &held)),
+        Enrolled::No => {}
+    }
     let token = enrollment_token(&headers);
     let decision = state.autosign.decide(&csr, token).await;
     match decision {
@@ -81,7 +90,11 @@ pub async fn submit(
             Err(AppError::Forbidden(why))
         }
         Decision::Sign(why) => {
-            let cert = blocking(&state, move |pki| pki.sign_csr(CertKind::Node, &csr)).await?;
+            let enrolled = {
+                let csr = csr.clone();
+                blocking(&state, move |pki| pki.enroll_csr(&csr)).await?
+            };
+            let cert = enrolled.map_err(|held| duplicate(&csr, &held))?;
             tracing::info!(name = %cert.name, fingerprint = %cert.fingerprint, serial = %cert.serial, why, "certificate request signed");
             Ok(signed(&cert))
         }
@@ -191,6 +204,17 @@ fn checked(name: &str, raw: Result<Bytes, BytesRejection>) -> Result<CheckedCsr,
         tracing::info!(name = %name.escape_debug(), error = %e, "certificate request refused");
         AppError::BadRequest(e.to_string())
     })
+}
+
+/// 409 for a request naming an enrolled node with another key, logged as
+/// an impersonation attempt would be.
+fn duplicate(csr: &CheckedCsr, held: &IssuedCert) -> AppError {
+    log_decision(
+        csr,
+        "refused",
+        "the name already holds a valid certificate of another key",
+    );
+    AppError::Status(StatusCode::CONFLICT, duplicate_refusal(csr.name(), held))
 }
 
 fn enrollment_token(headers: &HeaderMap) -> Option<&str> {

@@ -53,6 +53,10 @@ pub fn list(pki: &Pki) -> anyhow::Result<String> {
         &["NAME", "KIND", "SERIAL", "NOT AFTER", "STATE"],
         &rows,
     ));
+    out.push_str(
+        "a request for a name that holds a valid node certificate is refused (no duplicate certificates): \
+         `ca revoke NAME` frees it; a node renews its own over mutual TLS\n",
+    );
     Ok(out)
 }
 

@@ -21,6 +21,26 @@ pub enum Recorded {
     Conflict { fingerprint: String },
 }
 
+/// Whether a name already holds a valid (unexpired, unrevoked) node
+/// certificate. A second certificate for an enrolled name is never minted
+/// by enrollment or `ca sign` (Puppet's `allow_duplicate_certs = false`):
+/// anyone holding the shared token could otherwise become that node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    No,
+    /// Its certificate certifies this very key (a retry after a lost answer).
+    SameKey(IssuedCert),
+    OtherKey(IssuedCert),
+}
+
+/// Why a request for an enrolled name is refused, and what frees the name.
+pub fn duplicate_refusal(name: &str, held: &IssuedCert) -> String {
+    format!(
+        "`{name}` already holds a valid certificate (serial {}, another key); a second one is refused\nhint: if this is a reinstalled `{name}`, an operator frees the name first with `drover-server ca revoke {name}`; a running node renews its own certificate over its mutual-TLS connection",
+        colon_hex(&held.serial)
+    )
+}
+
 /// What `GET /api/v1/certificate_requests/{name}` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestStatus {
@@ -61,15 +81,41 @@ impl Pki {
         Ok(Recorded::Pending)
     }
 
-    /// Signs `csr` now (autosign, renewal) and drops its name's pending
-    /// request, which this certificate answers.
+    /// What a first certificate for `csr`'s name would meet: the name's
+    /// valid certificate, if it holds one (see [`Enrolled`]).
+    pub fn enrolled(&self, csr: &CheckedCsr) -> anyhow::Result<Enrolled> {
+        Ok(match self.newest_valid_cert(CertKind::Node, csr.name())? {
+            None => Enrolled::No,
+            Some(held) if held.fingerprint == csr.fingerprint() => Enrolled::SameKey(held),
+            Some(held) => Enrolled::OtherKey(held),
+        })
+    }
+
+    /// Enrollment (token or policy command): signs `csr` now and drops its
+    /// name's pending request, unless the name already holds a valid
+    /// certificate (checked under the store's lock, so two requests racing
+    /// for one name get one certificate). The same key gets its certificate
+    /// back; another key is refused (`Err` with the certificate it holds):
+    /// only an operator's `ca revoke` frees the name, and renewal goes
+    /// through [`Pki::sign_csr`].
+    pub fn enroll_csr(&self, csr: &CheckedCsr) -> anyhow::Result<Result<IssuedCert, IssuedCert>> {
+        let lock = self.store().lock()?;
+        match self.enrolled(csr)? {
+            Enrolled::SameKey(held) => return Ok(Ok(held)),
+            Enrolled::OtherKey(held) => return Ok(Err(held)),
+            Enrolled::No => {}
+        }
+        let issued = self.issue(&lock, CertKind::Node, csr.name(), csr)?;
+        self.store().remove_pending(&lock, csr.name())?;
+        Ok(Ok(issued))
+    }
+
+    /// Signs `csr` now whatever its name holds: renewal, asked over the
+    /// node's own mutual-TLS connection (never by enrollment: see
+    /// [`Pki::enroll_csr`]).
     pub fn sign_csr(&self, kind: CertKind, csr: &CheckedCsr) -> anyhow::Result<IssuedCert> {
         let lock = self.store().lock()?;
-        let issued = self.issue(&lock, kind, csr.name(), csr)?;
-        if kind == CertKind::Node {
-            self.store().remove_pending(&lock, csr.name())?;
-        }
-        Ok(issued)
+        self.issue(&lock, kind, csr.name(), csr)
     }
 
     /// `drover-server ca sign NAME`: signs NAME's pending request.
@@ -82,6 +128,9 @@ impl Pki {
         };
         let csr = check_csr(name, request.csr.as_bytes())
             .map_err(|e| anyhow::anyhow!("the pending request for `{name}` is refused: {e}"))?;
+        if let Enrolled::OtherKey(held) = self.enrolled(&csr)? {
+            bail!("{}", duplicate_refusal(name, &held));
+        }
         let issued = self.issue(&lock, CertKind::Node, name, &csr)?;
         self.store().remove_pending(&lock, name)?;
         Ok(issued)

@@ -1,6 +1,7 @@
 //! The CA: files at first start, enrollment routes and autosign policies,
 //! `drover-server ca`, and (in `ca/listener.rs`) the mutual-TLS listener.
 
+mod duplicates;
 mod listener;
 
 use std::os::unix::fs::PermissionsExt;
