@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod fleet;
+pub mod gate;
 pub mod gc;
 pub mod git;
 pub mod live;
@@ -50,6 +51,10 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// OpenAPI description, see [`openapi`]) and the HTML dashboard.
 pub fn app(state: AppState) -> Router {
     openapi::api_routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::authenticate_first,
+        ))
         .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(

@@ -2,6 +2,7 @@
 //! who may call which route, enrollment, revocation, signed catalogs, and
 //! requests built to cross from one node to another or out of the repository.
 
+mod anonymous;
 mod enroll;
 mod hostile;
 mod logging;
