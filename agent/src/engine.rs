@@ -17,6 +17,7 @@ use crate::fsutil::TempMarker;
 use crate::resources::{self, ContentSource, Env, Flags, Outcome};
 
 mod batch;
+mod protected;
 
 use batch::Batch;
 
@@ -44,6 +45,8 @@ pub struct EngineConfig<'a> {
     pub filecache: Option<Loading>,
     /// STATE/temps.pending; `None` sweeps every directory for stale temp files.
     pub temp_marker: Option<PathBuf>,
+    /// The agent's state dir and run lock: no resource may be at or inside them.
+    pub protected: Vec<PathBuf>,
 }
 
 impl<'a> EngineConfig<'a> {
@@ -69,6 +72,7 @@ impl<'a> EngineConfig<'a> {
             verbose: true,
             filecache: Some(filecache),
             temp_marker: Some(settings.state_dir.join(TempMarker::FILE_NAME)),
+            protected: vec![settings.state_dir.clone(), settings.lock_file.clone()],
         }
     }
 }
@@ -145,6 +149,9 @@ pub fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
             report.error = Some(reason.clone());
         } else if let Some(why) = failed_dependency(resource, &status) {
             report.status = ResourceStatus::Skipped;
+            report.error = Some(why);
+        } else if let Some(why) = protected::refusal(resource, &cfg.protected) {
+            report.status = ResourceStatus::Failed;
             report.error = Some(why);
         } else {
             let flags = flags_for(resource, cfg, &status);
@@ -422,6 +429,7 @@ mod tests {
             verbose: false,
             filecache: None,
             temp_marker: None,
+            protected: Vec::new(),
         }
     }
 
