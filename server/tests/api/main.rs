@@ -9,6 +9,7 @@ mod git;
 mod hook;
 mod metrics;
 mod openapi;
+mod pins;
 mod routes;
 mod run_scope;
 mod session;
