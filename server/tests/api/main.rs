@@ -14,6 +14,7 @@ mod routes;
 mod run_scope;
 mod session;
 mod shed;
+mod skew;
 mod watch;
 
 use std::path::{Path, PathBuf};
