@@ -63,6 +63,52 @@ impl Repository {
         Ok((classification, roles))
     }
 
+    /// The node's roles that only a `facts =` match gives (directly or by
+    /// include), with the nodes.toml place of the root that gives each.
+    /// Facts are the node's own claims: such a role must not render
+    /// sensitive data unless its entry says `trust_facts = true`.
+    pub(crate) fn fact_only_roles(&self, node: &str, facts: &Facts) -> Vec<(String, Loc)> {
+        let mut trusted_roots = Vec::new();
+        let mut claimed_roots: Vec<(String, Loc)> = Vec::new();
+        for entry in &self.nodes {
+            let facts_match = entry
+                .facts
+                .iter()
+                .all(|(path, want)| fact_at(facts, path).is_some_and(|f| fact_equals(f, want)));
+            if !entry.glob.is_match(node) || !facts_match {
+                continue;
+            }
+            let by_name = entry.facts.is_empty() || entry.trust_facts;
+            for root in &entry.roles {
+                if by_name {
+                    trusted_roots.push(root.clone());
+                } else {
+                    claimed_roots.push(root.clone());
+                }
+            }
+        }
+        let trusted: BTreeSet<&str> = self
+            .expand_roles(&trusted_roots)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        let mut out: Vec<(String, Loc)> = Vec::new();
+        for (root, loc) in &claimed_roots {
+            let reached = self
+                .expand_roles(&[(root.clone(), loc.clone())])
+                .unwrap_or_default();
+            for role in reached {
+                if !trusted.contains(role.name.as_str())
+                    && !out.iter().any(|(r, _)| *r == role.name)
+                {
+                    out.push((role.name.clone(), loc.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Expands includes depth first (an included role comes before its
     /// includer) and returns every role once, in that order.
     pub(crate) fn expand_roles(

@@ -59,6 +59,8 @@ impl Repository {
         let renderer = Renderer::new(Arc::clone(&self.files), Some(ctx)).with_secrets(secrets);
         let hide = |errors: Vec<Diagnostic>| scrub(errors, renderer.secrets());
         let decls = self.declare(&roles, &renderer).map_err(hide)?;
+        self.refuse_claimed_secrets(req, &roles, &renderer)
+            .map_err(Diagnostics)?;
         let linked = graph::link(decls).map_err(hide)?;
         let catalog = Catalog {
             node: req.node.to_owned(),
@@ -73,6 +75,43 @@ impl Repository {
             contents: linked.contents,
             roles: roles.iter().map(|r| r.name.clone()).collect(),
         })
+    }
+
+    /// A role that only a `facts =` match gives must not render sensitive
+    /// data: any node can send those facts (`role_hint = "payments"`).
+    fn refuse_claimed_secrets(
+        &self,
+        req: &CompileRequest<'_>,
+        roles: &[&Role],
+        renderer: &Renderer,
+    ) -> Result<(), Vec<Diagnostic>> {
+        let mut errors = Vec::new();
+        for (name, loc) in self.fact_only_roles(req.node, req.facts) {
+            let Some(role) = roles.iter().find(|r| r.name == name) else {
+                continue;
+            };
+            let sensitive = self
+                .declare(&[role], renderer)
+                .unwrap_or_default()
+                .iter()
+                .any(|d| d.meta.sensitive);
+            if sensitive {
+                errors.push(loc.error(format!(
+                    "role `{name}` renders sensitive data and node `{}` gets it only through \
+                     a `facts` match; facts are the node's own claims, so any node could \
+                     claim them and read that data\n\
+                     hint: give the role by node name (`match = \"NAME-*\"`), or set \
+                     `trust_facts = true` on the entry if every node that can send these \
+                     facts may read it",
+                    req.node
+                )));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// Every resource of the roles, rendered and checked one by one.

@@ -41,6 +41,9 @@ pub struct RawNodeEntry {
     #[serde(default)]
     pub roles: Vec<S>,
     pub environment: Option<S>,
+    /// Let roles given only through `facts` render sensitive data.
+    #[serde(default)]
+    pub trust_facts: bool,
 }
 
 /// `roles/NAME.toml`.

@@ -49,6 +49,8 @@ pub(crate) struct NodeEntry {
     pub facts: Vec<(String, toml::Value)>,
     pub roles: Vec<(String, Loc)>,
     pub environment: Option<String>,
+    /// `trust_facts = true`: its fact-gated roles may render sensitive data.
+    pub trust_facts: bool,
 }
 
 /// One role file, shape-checked.
@@ -201,6 +203,7 @@ fn node_entries(src: &SourceFile, raw: RawNodes, errors: &mut Vec<Diagnostic>) -
             facts,
             roles,
             environment: entry.environment.map(|e| e.into_inner()),
+            trust_facts: entry.trust_facts,
         });
     }
     out

@@ -243,33 +243,34 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
         None => Facts::new(),
     };
     let mut local = load_local(&args.repo, args.env.as_deref())?;
-    let mut repo = match Repository::parse(std::mem::take(&mut local.tree.files)) {
+    // Pins come from the default environment only, as on the server: a
+    // pinned node is compiled in its pin, and refused another environment.
+    let pin = match GitDir::detect(&args.repo) {
+        Some(_) => default_pin(&args.repo, &args.node, &facts)?,
+        None => None,
+    };
+    match (pin, args.env.as_deref()) {
+        (Some(pin), Some(asked)) if pin != asked => {
+            eprintln!(
+                "error: node `{}` is pinned to environment `{pin}` by nodes.toml of the default \
+                 environment, and --env asked for `{asked}`\n\
+                 hint: leave out --env (the server serves it `{pin}`), or change the pin",
+                args.node
+            );
+            return Ok(1);
+        }
+        (Some(pin), None) if pin != local.environment => {
+            local = load_local(&args.repo, Some(&pin))?;
+        }
+        _ => {}
+    }
+    let repo = match Repository::parse(std::mem::take(&mut local.tree.files)) {
         Ok(repo) => repo,
         Err(d) => {
             print_diagnostics(&d.0);
             return Ok(1);
         }
     };
-    // Without --env, a pin in nodes.toml chooses the branch, as on the server.
-    if args.env.is_none() && GitDir::detect(&args.repo).is_some() {
-        let class = match repo.classify(&args.node, &facts) {
-            Ok(class) => class,
-            Err(d) => {
-                print_diagnostics(&d.0);
-                return Ok(1);
-            }
-        };
-        if let Some(pin) = class.environment.filter(|p| *p != local.environment) {
-            local = load_local(&args.repo, Some(&pin))?;
-            repo = match Repository::parse(std::mem::take(&mut local.tree.files)) {
-                Ok(repo) => repo,
-                Err(d) => {
-                    print_diagnostics(&d.0);
-                    return Ok(1);
-                }
-            };
-        }
-    }
     let compiled = match repo.compile(&CompileRequest {
         node: &args.node,
         facts: &facts,
@@ -290,6 +291,22 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<u8> {
     }
     println!("{}", serde_json::to_string_pretty(&catalog)?);
     Ok(0)
+}
+
+/// The pin of `node` in the default environment's nodes.toml (the work tree
+/// of a checkout, else HEAD's branch), or none when no entry matches.
+fn default_pin(repo: &Path, node: &str, facts: &Facts) -> anyhow::Result<Option<String>> {
+    let local = load_local(repo, None)?;
+    let parsed = Repository::parse(local.tree.files).map_err(|d| {
+        anyhow::anyhow!(
+            "the default environment `{}` does not parse, so its environment pins are unknown\n{d}",
+            local.environment
+        )
+    })?;
+    Ok(parsed
+        .classify(node, facts)
+        .ok()
+        .and_then(|class| class.environment))
 }
 
 /// Each content as `dir/SHA256`, written to a temp file and renamed, so a

@@ -87,8 +87,77 @@ fn lines(d: &Diagnostics) -> Vec<String> {
     d.0.iter().map(ToString::to_string).collect()
 }
 
-/// Compiles `node` for `facts` in the requested (else default) environment,
-/// or in the environment its `nodes.toml` entry pins. Contents of a good
+/// The environment `node` is compiled in. A pin is read only from the
+/// default environment's `nodes.toml`, a source the node cannot choose (a
+/// branch it asks for could drop or move the pin): a pinned node is served
+/// its pinned environment, and refused (an error naming both) when it asks
+/// for another. An unpinned node gets the environment it asks for, else the
+/// default. Roles are then read from the chosen environment's own
+/// `nodes.toml`.
+pub fn choose_environment(
+    snapshots: &crate::snapshot::Snapshots,
+    node: &str,
+    facts: &Facts,
+    requested: Option<&str>,
+) -> Result<String, CompileError> {
+    let default = snapshots.default_environment();
+    let pin = match snapshots.get(&default) {
+        // Without a default environment there is no pin to read.
+        None => None,
+        Some(snap) => match &snap.repo {
+            // Pins cannot be known: fail closed for another environment
+            // (the last good catalog still applies).
+            Err(diagnostics) if requested.is_some_and(|r| r != default) => {
+                let mut lines = vec![format!(
+                    "the default environment `{default}` does not parse, so the environment                      pins in its nodes.toml are unknown and `{}` is not served
+                     hint: fix the default environment first",
+                    requested.unwrap_or_default()
+                )];
+                lines.extend(diagnostics.iter().cloned());
+                return Err(failure(&default, &snap.commit, lines));
+            }
+            Err(_) => None,
+            // A node no entry matches has no pin.
+            Ok(repo) => repo
+                .classify(node, facts)
+                .ok()
+                .and_then(|class| class.environment),
+        },
+    };
+    match (pin, requested) {
+        (Some(pin), Some(asked)) if pin != asked => Err(pin_refusal(&default, node, &pin, asked)),
+        (Some(pin), _) => Ok(pin),
+        (None, Some(asked)) => Ok(asked.to_owned()),
+        (None, None) => Ok(default),
+    }
+}
+
+/// Marks a [`CompileError`] as a refused pin: never answered with the last
+/// good catalog, which may come from before the pin.
+const PIN_REFUSED: &str = "refused: node `";
+
+fn pin_refusal(default: &str, node: &str, pin: &str, asked: &str) -> CompileError {
+    failure(
+        asked,
+        "",
+        vec![format!(
+            "{PIN_REFUSED}{node}` is pinned to environment `{pin}` by nodes.toml of the \
+             default environment `{default}`, and asked for environment `{asked}`\n\
+             hint: run the agent without an environment (it is served `{pin}`), or change \
+             the pin in `{default}`'s nodes.toml"
+        )],
+    )
+}
+
+fn is_pin_refusal(error: &CompileError) -> bool {
+    error
+        .diagnostics
+        .first()
+        .is_some_and(|d| d.starts_with(PIN_REFUSED))
+}
+
+/// Compiles `node` for `facts` in the environment [`choose_environment`]
+/// picks. Contents of a good
 /// compile are stored in the database before the catalog can be served.
 /// Waits for a compile slot (background work: never shed).
 pub async fn compile_node(
@@ -116,7 +185,10 @@ pub async fn compile_admitted(
         state.metrics.compile_failed_early();
         Ok(Err(error))
     };
-    let env = requested.map_or_else(|| snapshots.default_environment(), str::to_owned);
+    let env = match choose_environment(snapshots, node, facts, requested) {
+        Ok(env) => env,
+        Err(error) => return early(error),
+    };
     let missing = |env: &str| {
         let known: Vec<String> = snapshots.list().iter().map(|s| s.name.clone()).collect();
         failure(
@@ -132,29 +204,14 @@ pub async fn compile_admitted(
             )],
         )
     };
-    let Some(mut snap) = snapshots.get(&env) else {
+    let Some(snap) = snapshots.get(&env) else {
         return early(missing(&env));
     };
+    // Roles come from the chosen environment's own nodes.toml (so a branch
+    // can try a role change); its pins, if any, are not read.
     let repo = match &snap.repo {
         Ok(repo) => repo.clone(),
         Err(diagnostics) => return early(failure(&env, &snap.commit, diagnostics.clone())),
-    };
-    match repo.classify(node, facts) {
-        Err(d) => return early(failure(&env, &snap.commit, lines(&d))),
-        Ok(class) => {
-            if let Some(pin) = class.environment.filter(|pin| *pin != env) {
-                let Some(pinned) = snapshots.get(&pin) else {
-                    return early(missing(&pin));
-                };
-                snap = pinned;
-            }
-        }
-    }
-    let repo = match &snap.repo {
-        Ok(repo) => repo.clone(),
-        Err(diagnostics) => {
-            return early(failure(&snap.name, &snap.commit, diagnostics.clone()));
-        }
     };
     let key = CacheKey {
         environment: snap.name.clone(),
@@ -275,13 +332,26 @@ pub async fn serve_catalog(
                 "catalog does not compile"
             );
             record(db::Answer::Failed(&error)).await?;
-            match db::last_good(&state.db, node).await? {
+            let refused = is_pin_refusal(&error);
+            let last_good = if refused {
+                None
+            } else {
+                db::last_good(&state.db, node).await?
+            };
+            match last_good {
                 Some(catalog) => {
                     state.served.record(&catalog);
                     // After a restart this is the first the watches hear of it.
                     state.watches.publish(node, &catalog.version);
                     Ok(catalog)
                 }
+                None if refused => Err(AppError::Compile {
+                    message: format!(
+                        "node `{node}` is refused environment `{}`: it is pinned to another",
+                        error.environment
+                    ),
+                    diagnostics: error.diagnostics,
+                }),
                 None => Err(AppError::Compile {
                     message: format!(
                         "the catalog of node `{node}` does not compile in environment `{}`{}",
@@ -335,7 +405,11 @@ pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(),
                 .as_deref()
                 .unwrap_or(&default_env);
             let served = node.environment.as_deref().unwrap_or(wanted);
-            if !changed.contains(wanted) && !changed.contains(served) {
+            // The default environment holds every node's pin.
+            if !changed.contains(wanted)
+                && !changed.contains(served)
+                && !changed.contains(default_env.as_str())
+            {
                 continue;
             }
             while running.len() >= width {

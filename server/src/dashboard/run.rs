@@ -106,6 +106,9 @@ struct RunPage {
     catalog_version: String,
     agent_version: String,
     counts: String,
+    /// When the server received the report, and how far ahead the node's clock was.
+    received_at: String,
+    clock_skew: Option<String>,
     error: Option<String>,
     show_all: bool,
     hidden: usize,
@@ -124,7 +127,7 @@ pub async fn page_of(
     if let Some(login) = sign_in_first(&caller) {
         return Ok(login);
     }
-    let Some((_, body)) = db::report_body(&state.db, &id, None).await? else {
+    let Some((stored_node, body)) = db::report_body(&state.db, &id, None).await? else {
         return Ok((
             StatusCode::NOT_FOUND,
             format!("no report with run_id `{id}`"),
@@ -139,6 +142,10 @@ pub async fn page_of(
         .iter()
         .partition(|r| show_all || r.status != ResourceStatus::Unchanged);
     let href = format!("/runs/{}", urlencode(&id));
+    let received_at = db::report_received_at(&state.db, &stored_node, &id)
+        .await?
+        .unwrap_or_default();
+    let skew = db::clock_skew_secs(&report.finished_at.to_string(), &received_at);
     let duration = report.finished_at.duration_since(report.started_at);
     let view = RunPage {
         node_href: format!("/nodes/{}", urlencode(&report.node)),
@@ -155,6 +162,8 @@ pub async fn page_of(
             Some(report.agent_version.as_str()).filter(|v| !v.is_empty()),
         ),
         counts: counts(&report.resources),
+        clock_skew: (skew > 0.0).then(|| skew_text(skew)),
+        received_at: format::when(&received_at),
         error: report.error.clone(),
         show_all,
         hidden: hidden.len(),
@@ -165,6 +174,18 @@ pub async fn page_of(
         run_id: id,
     };
     page(&view)
+}
+
+/// A clock skew in whole units: `3652 d 4 h`, `2 h 5 min`, `40 s`.
+fn skew_text(secs: f64) -> String {
+    // Rounded seconds, at most the ~300 years of jiff's range.
+    let s = secs.round().clamp(0.0, 1e10) as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
 }
 
 /// `12 resources: 3 changed, 1 failed, 8 unchanged`.

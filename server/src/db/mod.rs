@@ -16,7 +16,10 @@ mod health;
 mod reports;
 mod writer;
 
-pub use reports::{HOUR_US, ReportSummary, insert_report, report_body, reports};
+pub use reports::{
+    HOUR_US, ReportSummary, clock_skew_secs, insert_report, report_body, report_received_at,
+    reports,
+};
 pub use writer::Writer;
 
 /// The database: readers in parallel (WAL readers never wait for the

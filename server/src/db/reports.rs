@@ -11,7 +11,7 @@ use super::{Db, DbError};
 /// node's last status unless a newer run is already recorded (spooled
 /// reports can arrive out of order).
 pub async fn insert_report(db: &Db, report: &Report, body: String) -> Result<bool, DbError> {
-    let row = ReportRow::of(report);
+    let row = ReportRow::of(report, jiff::Timestamp::now());
     db.write(move |conn| Box::pin(insert_row(conn, row, body)))
         .await
 }
@@ -28,6 +28,7 @@ struct ReportRow {
     started_at: String,
     finished_at: String,
     finished_us: i64,
+    received_at: String,
     catalog_version: String,
     cached: &'static str,
     resources: i64,
@@ -38,7 +39,7 @@ struct ReportRow {
 }
 
 impl ReportRow {
-    fn of(report: &Report) -> ReportRow {
+    fn of(report: &Report, received: jiff::Timestamp) -> ReportRow {
         let count = |f: fn(ResourceStatus) -> bool| {
             i64::try_from(report.resources.iter().filter(|r| f(r.status)).count())
                 .unwrap_or(i64::MAX)
@@ -53,7 +54,8 @@ impl ReportRow {
             noop: report.noop,
             started_at: report.started_at.to_string(),
             finished_at: report.finished_at.to_string(),
-            finished_us: report.finished_at.as_microsecond(),
+            finished_us: order_us(report.finished_at, received),
+            received_at: received.to_string(),
             catalog_version: report.catalog_version.clone(),
             cached: cached_str(report),
             resources: i64::try_from(report.resources.len()).unwrap_or(i64::MAX),
@@ -94,7 +96,7 @@ async fn insert_row(
     .bind(row.changed)
     .bind(row.failed)
     .bind(row.skipped)
-    .bind(jiff::Timestamp::now().to_string())
+    .bind(&row.received_at)
     .bind(body)
     .bind(row.duration_ms)
     .execute(&mut *conn)
@@ -121,7 +123,7 @@ async fn insert_row(
     )
     .bind(&row.node)
     .bind(row.status)
-    .bind(&row.finished_at)
+    .bind(order_time(row.finished_us))
     .bind(row.finished_us)
     .bind(&row.run_id)
     .bind(row.noop)
@@ -146,6 +148,46 @@ async fn insert_row(
     .execute(&mut *conn)
     .await?;
     Ok(true)
+}
+
+/// The ordering time of a run (history, the node's last run, the chart):
+/// when it says it finished, but never later than when the server received
+/// it, since no run finishes after its report arrives. A node whose clock
+/// says 2036 cannot hide every later run behind that one; late (spooled)
+/// reports keep their own, earlier time.
+fn order_us(finished: jiff::Timestamp, received: jiff::Timestamp) -> i64 {
+    finished.as_microsecond().min(received.as_microsecond())
+}
+
+fn order_time(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us).map_or_else(|_| String::new(), |t| t.to_string())
+}
+
+/// How far the node's clock was ahead of the server's: the reported finish
+/// minus the arrival, in seconds; 0 when it arrived after it finished.
+pub fn clock_skew_secs(finished_at: &str, received_at: &str) -> f64 {
+    match (
+        finished_at.parse::<jiff::Timestamp>(),
+        received_at.parse::<jiff::Timestamp>(),
+    ) {
+        (Ok(f), Ok(r)) => f.duration_since(r).as_secs_f64().max(0.0).round(),
+        _ => 0.0,
+    }
+}
+
+/// When the server received node `node`'s run `run_id`.
+pub async fn report_received_at(
+    db: &Db,
+    node: &str,
+    run_id: &str,
+) -> Result<Option<String>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT received_at FROM reports WHERE node = ? AND run_id = ?")
+            .bind(node)
+            .bind(run_id)
+            .fetch_optional(db.reads())
+            .await?,
+    )
 }
 
 /// Microseconds in an hour: the bucket of `report_hours`.
@@ -192,6 +234,12 @@ pub struct ReportSummary {
     pub skipped: i64,
     /// From `started_at` to `finished_at`.
     pub duration_ms: f64,
+    /// When the server received the report.
+    pub received_at: String,
+    /// How far ahead of the server's clock the node's was (`finished_at`
+    /// minus `received_at`, seconds, 0 if not ahead). Runs are ordered by
+    /// `finished_at`, but never later than `received_at`.
+    pub clock_skew_secs: f64,
 }
 
 /// A node's reports, newest first, finished strictly before `before`.
@@ -205,7 +253,7 @@ pub async fn reports(
     let rows = sqlx::query(
         "SELECT run_id, node, environment, commit_id, catalog_version, status, noop,
            cached_catalog, started_at, finished_at, resources, changed, failed, skipped,
-           duration_ms
+           duration_ms, received_at
          FROM reports WHERE node = ? AND finished_at_us < ?
          ORDER BY finished_at_us DESC, id DESC LIMIT ?",
     )
@@ -232,6 +280,11 @@ pub async fn reports(
                 failed: r.try_get("failed")?,
                 skipped: r.try_get("skipped")?,
                 duration_ms: r.try_get("duration_ms")?,
+                clock_skew_secs: clock_skew_secs(
+                    r.try_get("finished_at")?,
+                    r.try_get("received_at")?,
+                ),
+                received_at: r.try_get("received_at")?,
             })
         })
         .collect()

@@ -9,10 +9,12 @@ mod git;
 mod hook;
 mod metrics;
 mod openapi;
+mod pins;
 mod routes;
 mod run_scope;
 mod session;
 mod shed;
+mod skew;
 mod storage;
 mod watch;
 
