@@ -94,6 +94,25 @@ fn enrollment_with_a_token_pins_the_ca_and_the_signing_key() {
 }
 
 #[test]
+fn a_token_left_after_enrollment_is_warned_about_and_never_needed_again() {
+    let node = Node::new();
+    let server = serve(fake_for(&node));
+    let token = node.write("token", "s3cret\n");
+    let out = node.run(&server.url, &["--enrollment-token-file", &token]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("the enrollment token") && text(&out).contains("remove the file"),
+        "{}",
+        text(&out)
+    );
+    // Gone, though still configured: the enrolled node runs without it.
+    fs_err::remove_file(&token).unwrap();
+    let out = node.run(&server.url, &["--enrollment-token-file", &token]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("enrollment token"), "{}", text(&out));
+}
+
+#[test]
 fn a_wrong_token_is_refused_with_the_servers_message() {
     let node = Node::new();
     let server = serve(fake_for(&node));

@@ -128,6 +128,7 @@ pub fn ensure(settings: &Settings, stop: &AtomicBool) -> Result<Identity> {
     let pins = pin::ensure(&dir, settings)?;
     let mut key = keys::NodeKey::load_or_create(&dir.key())?;
     let (mut cert, enrolled_now) = current_certificate(&dir, settings, &pins.ca, &key, stop)?;
+    warn_if_token_remains(settings);
     // A certificate issued a moment ago is as new as the server makes them.
     if !enrolled_now
         && cert
@@ -151,6 +152,25 @@ pub fn ensure(settings: &Settings, stop: &AtomicBool) -> Result<Identity> {
         }),
         signing_key: pins.signing_key,
     })
+}
+
+/// The enrollment token enrolls new names at once, so once this node holds
+/// a certificate it has no business here: the agent never reads it again
+/// (renewal goes over the node's own certificate). Said once per process.
+fn warn_if_token_remains(settings: &Settings) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let Some(file) = settings.tls.enrollment_token_file.as_deref() else {
+        return;
+    };
+    if fs_err::File::open(file).is_ok() {
+        SAID.call_once(|| {
+            output::warning(&format!(
+                "the enrollment token {} is still readable although node `{}` holds its certificate; anyone who reads it can enroll new names\nhint: remove the file (and `enrollment_token_file` from agent.toml): this node renews over its own certificate and never needs the token again",
+                file.display(),
+                settings.node
+            ));
+        });
+    }
 }
 
 /// A certificate of this node, checked against its key and the pinned CA.
