@@ -54,6 +54,11 @@ pub enum CaCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Refuse NAME's pending certificate request: it is deleted, and the name is free for another request.
+    Reject {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// Revoke every valid certificate named NAME, or the one with SERIAL (seen at the next handshake).
     Revoke {
         #[arg(value_name = "NAME_OR_SERIAL")]
@@ -81,6 +86,7 @@ pub fn ca(args: &CaArgs) -> anyhow::Result<u8> {
     let text = match &args.command {
         CaCommand::List => admin::list(&pki)?,
         CaCommand::Sign { name } => admin::sign(&pki, name)?,
+        CaCommand::Reject { name } => admin::reject(&pki, name)?,
         CaCommand::Revoke { target } => admin::revoke(&pki, target)?,
         CaCommand::Operator { name, out } => admin::operator(&pki, name, out)?,
     };

@@ -61,6 +61,7 @@ pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
         (status = 202, description = "Waiting for an operator", body = crate::openapi::wire::CertificatePending),
         (status = 400, description = "Not a CSR for `{name}`, or a bad name", body = crate::openapi::wire::ErrorBody),
         (status = 403, description = "Refused by the autosign policy (a wrong enrollment token)", body = crate::openapi::wire::ErrorBody),
+        (status = 503, description = "Too many requests already wait for an operator", body = crate::openapi::wire::ErrorBody),
         (status = 409, description = "Another key already waits for this name, or the name holds a valid certificate of another key (an operator revokes it first)", body = crate::openapi::wire::ErrorBody),
         crate::openapi::TooLarge,
         crate::openapi::Internal,
@@ -108,12 +109,21 @@ pub async fn submit(
                     log_decision(&csr, "pending", &why);
                     Ok(pending(csr.fingerprint()))
                 }
+                Recorded::Full { waiting } => {
+                    log_decision(&csr, "refused", "too many requests wait already");
+                    Err(AppError::Status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "{waiting} certificate requests already wait for an operator; this one is not kept\nhint: the operator signs or rejects them (`drover-server ca list`, `ca sign NAME`, `ca reject NAME`), or enrolls with the enrollment token"
+                        ),
+                    ))
+                }
                 Recorded::Conflict { fingerprint } => {
                     log_decision(&csr, "conflict", "another key already waits for this name");
                     Err(AppError::Status(
                         StatusCode::CONFLICT,
                         format!(
-                            "another key (sha256 {fingerprint}) already has a pending request for `{name}`\nhint: the operator can sign or refuse it with `drover-server ca list` / `ca sign {name}`"
+                            "another key (sha256 {fingerprint}) already has a pending request for `{name}`\nhint: the operator can sign or refuse it with `drover-server ca list` / `ca sign {name}` / `ca reject {name}`"
                         ),
                     ))
                 }

@@ -72,6 +72,16 @@ pub fn sign(pki: &Pki, name: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// Refuses (deletes) NAME's pending request.
+pub fn reject(pki: &Pki, name: &str) -> anyhow::Result<String> {
+    let request = pki.reject_pending(name)?;
+    tracing::info!(name, fingerprint = %request.fingerprint, "rejected a pending request (drover-server ca reject)");
+    Ok(format!(
+        "rejected the pending request of `{name}` (key sha256 {}); the name is free for a new request\n",
+        request.fingerprint
+    ))
+}
+
 /// Revokes NAME's certificates or the one with SERIAL.
 pub fn revoke(pki: &Pki, target: &str) -> anyhow::Result<String> {
     let revoked = pki.revoke(target)?;

@@ -19,7 +19,14 @@ pub enum Recorded {
     Pending,
     /// Another key already waits for this name.
     Conflict { fingerprint: String },
+    /// [`MAX_PENDING`] requests already wait for an operator.
+    Full { waiting: usize },
 }
+
+/// Requests that may wait for an operator at once: enough for a fleet
+/// enrolling without a token, few enough that anonymous clients cannot fill
+/// the CA directory or bury the real requests in `ca list`.
+pub const MAX_PENDING: usize = 1000;
 
 /// Whether a name already holds a valid (unexpired, unrevoked) node
 /// certificate. A second certificate for an enrolled name is never minted
@@ -68,6 +75,10 @@ impl Pki {
                     fingerprint: existing.fingerprint,
                 }
             });
+        }
+        let waiting = self.store().pending_count()?;
+        if waiting >= MAX_PENDING {
+            return Ok(Recorded::Full { waiting });
         }
         self.store().put_pending(
             &lock,
@@ -134,6 +145,19 @@ impl Pki {
         let issued = self.issue(&lock, CertKind::Node, name, &csr)?;
         self.store().remove_pending(&lock, name)?;
         Ok(issued)
+    }
+
+    /// `drover-server ca reject NAME`: deletes NAME's pending request, so a
+    /// squatted name is free again for the real node.
+    pub fn reject_pending(&self, name: &str) -> anyhow::Result<PendingRequest> {
+        let lock = self.store().lock()?;
+        let Some(request) = self.store().pending(name)? else {
+            bail!(
+                "no pending certificate request for `{name}`\nhint: `drover-server ca list` shows the pending requests"
+            );
+        };
+        self.store().remove_pending(&lock, name)?;
+        Ok(request)
     }
 
     /// NAME's newest node certificate that is neither revoked nor expired,

@@ -185,6 +185,11 @@ impl Store {
         }
     }
 
+    /// How many requests are pending, without reading them.
+    pub fn pending_count(&self) -> anyhow::Result<usize> {
+        Ok(files_in(&self.dir.join("pending"), "json")?.len())
+    }
+
     /// Every pending request, oldest first.
     pub fn all_pending(&self) -> anyhow::Result<Vec<PendingRequest>> {
         let mut all = Vec::new();

@@ -2,6 +2,7 @@
 //! `drover-server ca`, and (in `ca/listener.rs`) the mutual-TLS listener.
 
 mod duplicates;
+mod pending;
 mod listener;
 
 use std::os::unix::fs::PermissionsExt;
