@@ -2,8 +2,8 @@
 //! `drover-server ca`, and (in `ca/listener.rs`) the mutual-TLS listener.
 
 mod duplicates;
-mod pending;
 mod listener;
+mod pending;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
