@@ -11,26 +11,6 @@ const FEATURE_NODES: &str = "[[node]]\nmatch = \"*\"\nroles = [\"base\", \"payme
 const PAYMENTS: &str =
     "[[file]]\npath = \"/etc/payments\"\ncontent = \"payments-secret-5d1e\\n\"\nmode = \"0600\"\n";
 
-fn git(repo: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A repository whose `main` pins db-1 to main and whose `feature` does not.
 fn two_branches(repo: &Path) {
     write(

@@ -8,7 +8,7 @@ use std::thread;
 
 use drover_tests::Credential;
 
-use crate::{Fleet, catalog_json};
+use crate::{Fleet, catalog_json, peak_rss_kib};
 
 const CLIENTS: usize = 100;
 const BODY: usize = 15 * 1024 * 1024;
@@ -63,14 +63,4 @@ fn a_hundred_anonymous_large_bodies_are_refused_without_being_buffered() {
             .unwrap(),
     );
     assert_eq!(catalog["node"], "web-1");
-}
-
-/// The server's peak resident set (VmHWM), from /proc.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = fs_err::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }

@@ -353,7 +353,7 @@ fn oversized_nested_malformed_and_slow_requests_get_a_4xx_and_others_are_served(
     }
 
     // Memory stayed bounded through all of it.
-    let rss_kib = server_rss_kib(&fleet);
+    let rss_kib = crate::peak_rss_kib(fleet.server.pid());
     assert!(rss_kib < 256 * 1024, "the server grew to {rss_kib} KiB");
 }
 
@@ -362,15 +362,4 @@ fn is_timeout(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
     )
-}
-
-/// The server's peak resident set (VmHWM), from /proc.
-fn server_rss_kib(fleet: &Fleet) -> u64 {
-    let pid = fleet.server.pid();
-    let status = fs_err::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }
