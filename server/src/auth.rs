@@ -28,6 +28,12 @@ pub enum Peer {
     Operator(String),
 }
 
+/// The serial of the client certificate a TLS connection presented (hex,
+/// as the CA store keeps it), inserted beside [`Peer`] when there is one:
+/// renewal keeps the certificate in use valid and revokes the older ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedSerial(pub String);
+
 /// Shared secrets (operator tokens, enrollment tokens), kept as sha256
 /// digests so comparing them leaks nothing through timing.
 #[derive(Debug, Default)]

@@ -70,6 +70,16 @@ pub struct FileConfig {
     /// the open-file limit allows]; the soft open-file limit is raised to
     /// the hard one at start, and a number that does not fit is an error.
     pub max_connections: Option<usize>,
+    /// Of those, connections without a client certificate (enrollment, the
+    /// dashboard, operator tokens) [default: a quarter]; the rest stay for
+    /// certified nodes and operators.
+    pub max_anonymous_connections: Option<usize>,
+    /// Connections one address holds before its handshake proves a
+    /// certificate, or all along without one [default: 64]; more are closed at once.
+    pub max_anonymous_per_address: Option<usize>,
+    /// How long a request body may take from its headers to its end, in
+    /// seconds [default: 120].
+    pub body_deadline_secs: Option<u64>,
     /// Secrets (one per line) that sign forge webhooks to `POST /api/v1/hooks/git`
     /// (GitHub `X-Hub-Signature-256`, GitLab `X-Gitlab-Token`); they grant nothing else.
     pub hook_secret_file: Option<PathBuf>,
@@ -127,6 +137,11 @@ pub struct Config {
     /// The `max_connections` key; `None` fits the default to the open-file
     /// limit (see `crate::tls::listener::connection_budget`).
     pub max_connections: Option<usize>,
+    /// The `max_anonymous_connections` key; `None` is a quarter of the
+    /// connection budget (see `crate::tls::admission`).
+    pub max_anonymous_connections: Option<usize>,
+    pub max_anonymous_per_address: usize,
+    pub body_deadline: Duration,
     /// The `hook_secret_file` key: webhook secrets for the git hook.
     pub hook_secret_file: Option<PathBuf>,
     /// How long a dashboard login session lasts.
@@ -165,6 +180,9 @@ impl Config {
             max_concurrent_compiles: default_max_compiles(),
             compile_queue: DEFAULT_COMPILE_QUEUE,
             max_connections: None,
+            max_anonymous_connections: None,
+            max_anonymous_per_address: crate::tls::admission::DEFAULT_PER_ADDRESS,
+            body_deadline: crate::tls::listener::DEFAULT_BODY_DEADLINE,
             hook_secret_file: None,
             session_lifetime: Duration::from_secs(DEFAULT_SESSION_LIFETIME_SECS),
             db_quick_check: true,
@@ -264,6 +282,26 @@ impl Config {
                 "max_connections must be at least 1\nhint: leave it out to hold as many connections as the open-file limit allows (up to 16384)"
             );
         }
+        for (key, value) in [
+            ("max_anonymous_connections", file.max_anonymous_connections),
+            ("max_anonymous_per_address", file.max_anonymous_per_address),
+        ] {
+            if value == Some(0) {
+                bail!("{key} must be at least 1\nhint: leave it out for the default");
+            }
+        }
+        if let (Some(anonymous), Some(max)) = (file.max_anonymous_connections, file.max_connections)
+            && anonymous > max
+        {
+            bail!(
+                "max_anonymous_connections = {anonymous} is more than max_connections = {max}\nhint: it is the share of max_connections that clients without a certificate may hold"
+            );
+        }
+        let body_deadline = match file.body_deadline_secs {
+            Some(0) => bail!("body_deadline_secs must be at least 1\nhint: leave it out for 120 s"),
+            Some(secs) => Duration::from_secs(secs),
+            None => crate::tls::listener::DEFAULT_BODY_DEADLINE,
+        };
         let session_secs = file
             .session_lifetime_secs
             .unwrap_or(DEFAULT_SESSION_LIFETIME_SECS);
@@ -299,6 +337,11 @@ impl Config {
             max_concurrent_compiles,
             compile_queue: file.compile_queue.unwrap_or(DEFAULT_COMPILE_QUEUE),
             max_connections: file.max_connections,
+            max_anonymous_connections: file.max_anonymous_connections,
+            max_anonymous_per_address: file
+                .max_anonymous_per_address
+                .unwrap_or(crate::tls::admission::DEFAULT_PER_ADDRESS),
+            body_deadline,
             hook_secret_file: file.hook_secret_file,
             session_lifetime: Duration::from_secs(session_secs),
             db_quick_check: !o.skip_db_check && file.db_quick_check.unwrap_or(true),
@@ -373,6 +416,54 @@ mod tests {
         assert_eq!(c.refresh_interval, Duration::from_secs(60));
         assert_eq!(c.unresponsive_after, Duration::from_secs(5400));
         assert_eq!(c.report_retention, Duration::from_secs(14 * 24 * 3600));
+    }
+
+    #[test]
+    fn anonymous_limits_and_the_body_deadline_are_checked() {
+        let merge = |toml: &str| {
+            let file: FileConfig = toml::from_str(toml).unwrap();
+            let over = Overrides {
+                repo: Some("/r".into()),
+                ..Overrides::default()
+            };
+            Config::merge(file, over)
+        };
+        let c = merge("max_connections = 100\nmax_anonymous_connections = 10\nmax_anonymous_per_address = 3\nbody_deadline_secs = 30\n").unwrap();
+        assert_eq!(
+            (
+                c.max_anonymous_connections,
+                c.max_anonymous_per_address,
+                c.body_deadline
+            ),
+            (Some(10), 3, Duration::from_secs(30))
+        );
+        let c = merge("").unwrap();
+        assert_eq!(
+            (c.max_anonymous_connections, c.max_anonymous_per_address),
+            (None, 64)
+        );
+        assert_eq!(c.body_deadline, Duration::from_secs(120));
+        for (toml, key) in [
+            (
+                "max_anonymous_connections = 0",
+                "max_anonymous_connections must be at least 1",
+            ),
+            (
+                "max_anonymous_per_address = 0",
+                "max_anonymous_per_address must be at least 1",
+            ),
+            (
+                "body_deadline_secs = 0",
+                "body_deadline_secs must be at least 1",
+            ),
+            (
+                "max_connections = 10\nmax_anonymous_connections = 11",
+                "max_anonymous_connections = 11 is more than max_connections = 10",
+            ),
+        ] {
+            let err = merge(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

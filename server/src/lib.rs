@@ -80,6 +80,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         (config.listen, config.metrics_listen, config.insecure_http);
     // Before anything opens files: a limit that cannot be met stops the start.
     let max_connections = tls::listener::connection_budget(config.max_connections)?;
+    let (max_anonymous_connections, max_anonymous_per_address, body_deadline) = (
+        config.max_anonymous_connections,
+        config.max_anonymous_per_address,
+        config.body_deadline,
+    );
     let state = AppState::open(config).await?;
     let tls = if insecure {
         tracing::warn!(
@@ -119,11 +124,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         });
     }
+    let anonymous = tls::admission::AnonymousLimits {
+        max: max_anonymous_connections
+            .unwrap_or_else(|| tls::admission::default_anonymous_share(max_connections)),
+        per_address: max_anonymous_per_address,
+    };
     let limits = tls::listener::Limits {
         max_connections,
+        body_deadline,
+        anonymous: Some(anonymous),
         ..tls::listener::Limits::default()
     };
-    tracing::info!(max_connections, "connection limit");
+    tracing::info!(
+        max_connections,
+        max_anonymous_connections = anonymous.max,
+        max_anonymous_per_address = anonymous.per_address,
+        "connection limits"
+    );
     let served = tls::listener::serve(listener, tls, app(state), limits, shutdown.clone()).await;
     shutdown.cancel();
     tracker.close();

@@ -79,9 +79,11 @@ fn route(node: &str) -> String {
     format!("/api/v1/certificate_requests/{node}")
 }
 
-/// `GET /api/v1/certificate_requests/{name}`.
+/// `GET /api/v1/certificate_requests/{name}?key=FINGERPRINT`: the server
+/// answers only about this key's request or certificate.
 fn ask(e: &Enrollment<'_>) -> Result<Standing> {
-    let answer = e.http.get(&route(e.node), MAX_SMALL_BYTES)?;
+    let query = format!("{}?key={}", route(e.node), e.key.fingerprint());
+    let answer = e.http.get(&query, MAX_SMALL_BYTES)?;
     match answer.status {
         404 => Ok(Standing::Nothing),
         200 => Ok(match issued(e, &answer) {

@@ -70,9 +70,10 @@ fn enrollment_sends_the_csr_with_the_token_and_checks_the_certificate() {
     assert!(!cert.validity.expired(jiff::Timestamp::now()));
     let seen = seen.lock().unwrap();
     assert!(
-        seen[0]
-            .head
-            .starts_with("GET /api/v1/certificate_requests/n1 "),
+        seen[0].head.starts_with(&format!(
+            "GET /api/v1/certificate_requests/n1?key={} ",
+            c.key.fingerprint()
+        )),
         "{}",
         seen[0].head
     );

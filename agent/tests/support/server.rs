@@ -60,9 +60,9 @@ pub struct Fake {
     /// Connections accepted, and client certificates seen in handshakes.
     pub connections: usize,
     pub client_certs: Vec<Vec<u8>>,
-    /// Pending requests: name -> (CSR, polls); issued: (name, DER, PEM).
+    /// Pending requests: name -> (CSR, polls); issued: (name, DER, PEM, key fingerprint).
     pub pending: BTreeMap<String, (String, usize)>,
-    pub issued: Vec<(String, Vec<u8>, String)>,
+    pub issued: Vec<(String, Vec<u8>, String, String)>,
 }
 
 impl Fake {
@@ -98,7 +98,7 @@ impl Fake {
     }
 
     pub fn issued_to(&self, name: &str) -> usize {
-        self.issued.iter().filter(|(n, _, _)| n == name).count()
+        self.issued.iter().filter(|(n, ..)| n == name).count()
     }
 
     fn issue(&mut self, name: &str, csr: &str) -> String {
@@ -106,15 +106,16 @@ impl Fake {
         let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
             .map(|c: rustls::pki_types::CertificateDer<'_>| c.to_vec())
             .unwrap();
-        self.issued.push((name.to_owned(), der, pem.clone()));
+        let key = csr_fingerprint(csr);
+        self.issued.push((name.to_owned(), der, pem.clone(), key));
         pem
     }
 
     fn name_of(&self, cert: &[u8]) -> Option<String> {
         self.issued
             .iter()
-            .find(|(_, der, _)| der == cert)
-            .map(|(name, _, _)| name.clone())
+            .find(|(_, der, ..)| der == cert)
+            .map(|(name, ..)| name.clone())
     }
 }
 
@@ -298,7 +299,10 @@ fn route(
         let csr = String::from_utf8_lossy(body).into_owned();
         return match method {
             "POST" => request_certificate(f, name, &csr, headers.get("authorization")),
-            _ => poll_request(f, name),
+            _ => match name.split_once("?key=") {
+                Some((name, key)) if key.len() == 64 => poll_request(f, name, key),
+                _ => error("400 Bad Request", "a status request names its key"),
+            },
         };
     }
     let Some(rest) = path.strip_prefix("/api/v1/nodes/") else {
@@ -357,21 +361,29 @@ fn request_certificate(f: &mut Fake, name: &str, csr: &str, auth: Option<&String
     )
 }
 
-fn poll_request(f: &mut Fake, name: &str) -> Reply {
-    if let Some((csr, polls)) = f.pending.get_mut(name) {
+/// The status of `name`'s request or certificate for `key` only, as the
+/// real server answers.
+fn poll_request(f: &mut Fake, name: &str, key: &str) -> Reply {
+    if let Some((csr, polls)) = f.pending.get_mut(name)
+        && csr_fingerprint(csr) == key
+    {
         *polls += 1;
-        let csr = csr.clone();
         if f.sign_after_polls.is_some_and(|after| *polls >= after) {
             f.sign_pending(name);
         } else {
             return json(
                 "202 Accepted",
-                serde_json::json!({"status": "pending", "fingerprint": csr_fingerprint(&csr)}),
+                serde_json::json!({"status": "pending", "fingerprint": key}),
             );
         }
     }
-    match f.issued.iter().rev().find(|(n, _, _)| n == name) {
-        Some((_, _, pem)) => signed(&pem.clone()),
+    match f
+        .issued
+        .iter()
+        .rev()
+        .find(|(n, _, _, k)| n == name && k == key)
+    {
+        Some((_, _, pem, _)) => signed(&pem.clone()),
         None => error("404 Not Found", "no request and no certificate"),
     }
 }

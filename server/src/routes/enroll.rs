@@ -1,24 +1,28 @@
 //! Enrollment: the CA and catalog key a new agent pins, certificate requests,
 //! and renewal by a node over its own certificate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, PresentedSerial};
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::tls::Pki;
 use crate::tls::csr::{CheckedCsr, check_csr};
 use crate::tls::policy::Decision;
-use crate::tls::requests::{Enrolled, Recorded, RequestStatus, duplicate_refusal};
+use crate::tls::requests::{
+    Enrolled, MAX_PENDING_PER_ADDRESS, Recorded, RequestStatus, duplicate_refusal,
+};
 use crate::tls::store::IssuedCert;
-use crate::tls::{CertKind, Pki};
 
 /// Largest request body of the certificate routes (one CSR).
 pub const CSR_BODY_LIMIT: usize = crate::tls::csr::MAX_CSR_PEM;
@@ -61,7 +65,7 @@ pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
         (status = 202, description = "Waiting for an operator", body = crate::openapi::wire::CertificatePending),
         (status = 400, description = "Not a CSR for `{name}`, or a bad name", body = crate::openapi::wire::ErrorBody),
         (status = 403, description = "Refused by the autosign policy (a wrong enrollment token)", body = crate::openapi::wire::ErrorBody),
-        (status = 503, description = "Too many requests already wait for an operator", body = crate::openapi::wire::ErrorBody),
+        (status = 503, description = "Too many requests already wait for an operator, in all or from this address", body = crate::openapi::wire::ErrorBody),
         (status = 409, description = "Another key already waits for this name, or the name holds a valid certificate of another key (an operator revokes it first)", body = crate::openapi::wire::ErrorBody),
         crate::openapi::TooLarge,
         crate::openapi::Internal,
@@ -70,6 +74,7 @@ pub async fn ca(State(state): State<AppState>) -> Json<serde_json::Value> {
 pub async fn submit(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
@@ -102,7 +107,8 @@ pub async fn submit(
         Decision::Pending(why) => {
             let recorded = {
                 let csr = csr.clone();
-                blocking(&state, move |pki| pki.add_pending(&csr)).await?
+                let from = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+                blocking(&state, move |pki| pki.add_pending(&csr, from)).await?
             };
             match recorded {
                 Recorded::Pending => {
@@ -115,6 +121,19 @@ pub async fn submit(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!(
                             "{waiting} certificate requests already wait for an operator; this one is not kept\nhint: the operator signs or rejects them (`drover-server ca list`, `ca sign NAME`, `ca reject NAME`), or enrolls with the enrollment token"
+                        ),
+                    ))
+                }
+                Recorded::AddressFull { waiting } => {
+                    log_decision(
+                        &csr,
+                        "refused",
+                        "too many requests from this address wait already",
+                    );
+                    Err(AppError::Status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "{waiting} certificate requests from this address already wait for an operator (at most {MAX_PENDING_PER_ADDRESS}); this one is not kept\nhint: the operator signs or rejects them first (`drover-server ca list` shows where each came from), or the nodes enroll with the enrollment token"
                         ),
                     ))
                 }
@@ -132,39 +151,62 @@ pub async fn submit(
     }
 }
 
+/// Which key a status request asks about.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyQuery {
+    /// sha256 of the requesting key's SubjectPublicKeyInfo, hex: the
+    /// `fingerprint` a submission answered with.
+    #[param(required = true)]
+    key: Option<String>,
+}
+
 /// Where a certificate request stands
 ///
-/// Open; the agent polls it while an operator decides.
+/// Open; the agent polls it while an operator decides. It answers only for
+/// the key that asks (`?key=`): another key's request or certificate is
+/// 404, as no request at all is, so a stranger learns nothing of which
+/// names exist.
 #[utoipa::path(
     get,
     path = "/api/v1/certificate_requests/{name}",
     operation_id = "get_certificate_request",
     tag = "enrollment",
-    params(("name" = String, Path, description = "The node name")),
+    params(("name" = String, Path, description = "The node name"), KeyQuery),
     responses(
-        (status = 200, description = "Signed: the node's newest certificate", body = crate::openapi::wire::CertificateSigned),
-        (status = 202, description = "Pending", body = crate::openapi::wire::CertificatePending),
-        (status = 400, description = "Not a valid node name", body = crate::openapi::wire::ErrorBody),
-        (status = 404, description = "No request and no certificate for this name", body = crate::openapi::wire::ErrorBody),
+        (status = 200, description = "Signed: the newest valid certificate of this name and key", body = crate::openapi::wire::CertificateSigned),
+        (status = 202, description = "Pending for this key", body = crate::openapi::wire::CertificatePending),
+        (status = 400, description = "Not a valid node name, or no `key`", body = crate::openapi::wire::ErrorBody),
+        (status = 404, description = "No request and no certificate for this name and key", body = crate::openapi::wire::ErrorBody),
         crate::openapi::Internal,
     ),
 )]
 pub async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<KeyQuery>,
 ) -> Result<Response, AppError> {
     drover_catalog::names::check_node_name(&name).map_err(AppError::BadRequest)?;
+    let Some(key) = query.key.filter(|k| is_fingerprint(k)) else {
+        return Err(AppError::BadRequest(
+            "a status request names its key: `?key=` the sha256 of its public key (64 hex digits)\nhint: it is the `fingerprint` the submission answered with".into(),
+        ));
+    };
     let status = {
         let name = name.clone();
-        blocking(&state, move |pki| pki.request_status(&name)).await?
+        blocking(&state, move |pki| pki.request_status(&name, &key)).await?
     };
     match status {
         RequestStatus::Signed(cert) => Ok(signed(&cert)),
         RequestStatus::Pending(request) => Ok(pending(&request.fingerprint)),
         RequestStatus::Unknown => Err(AppError::NotFound(format!(
-            "no certificate request and no certificate for `{name}`"
+            "no certificate request and no certificate for `{name}` with this key"
         ))),
     }
+}
+
+fn is_fingerprint(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Renew the node's certificate
@@ -182,7 +224,7 @@ pub async fn status(
         (String = "text/plain"),
     )),
     responses(
-        (status = 200, description = "Signed", body = crate::openapi::wire::CertificateSigned),
+        (status = 200, description = "Signed; every older valid certificate of the node but the one this connection presented is revoked", body = crate::openapi::wire::CertificateSigned),
         (status = 400, description = "Not a CSR for `{name}`", body = crate::openapi::wire::ErrorBody),
         (status = 401, description = "No client certificate", body = crate::openapi::wire::ErrorBody),
         (status = 403, description = "Another node's certificate or an operator's, or a plain-HTTP server", body = crate::openapi::wire::ErrorBody),
@@ -193,6 +235,7 @@ pub async fn status(
 pub async fn renew(
     State(state): State<AppState>,
     caller: Caller,
+    presented: Option<Extension<PresentedSerial>>,
     Path(name): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
@@ -203,8 +246,11 @@ pub async fn renew(
         ));
     }
     let csr = checked(&name, raw)?;
-    let cert = blocking(&state, move |pki| pki.sign_csr(CertKind::Node, &csr)).await?;
-    tracing::info!(name = %cert.name, fingerprint = %cert.fingerprint, serial = %cert.serial, "certificate renewed");
+    let presented = presented.map(|Extension(PresentedSerial(serial))| serial);
+    let (cert, revoked) =
+        blocking(&state, move |pki| pki.renew_csr(&csr, presented.as_deref())).await?;
+    let revoked: Vec<&str> = revoked.iter().map(|r| r.serial.as_str()).collect();
+    tracing::info!(name = %cert.name, fingerprint = %cert.fingerprint, serial = %cert.serial, ?revoked, "certificate renewed; older certificates but the one in use revoked");
     Ok(signed(&cert))
 }
 

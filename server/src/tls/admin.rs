@@ -25,10 +25,11 @@ pub fn list(pki: &Pki) -> anyhow::Result<String> {
                 p.name.clone(),
                 format!("sha256:{}", p.fingerprint),
                 format!("requested {}", p.requested_at),
+                p.from.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             ]
         })
         .collect();
-    out.push_str(&table(&["NAME", "KEY", "WHEN"], &rows));
+    out.push_str(&table(&["NAME", "KEY", "WHEN", "FROM"], &rows));
     let now = jiff::Timestamp::now();
     writeln!(out, "certificates: {}", listing.certificates.len())?;
     let rows: Vec<Vec<String>> = listing

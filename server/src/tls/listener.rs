@@ -1,9 +1,13 @@
 //! The accept loop: TLS (or, when asked for, plain HTTP) and HTTP/1.1 per
 //! connection, with every wait bounded so that slow or idle clients cannot
-//! starve the others.
+//! starve the others: a handshake, a request head and a whole request body
+//! each have a deadline, and clients without a certificate are held to
+//! their share of the slots (see [`super::admission`]).
 //!
 //! Each request of a TLS connection carries the [`Peer`] its handshake
-//! proved, in its extensions; plain HTTP carries none.
+//! proved (and the certificate's [`PresentedSerial`]) in its extensions;
+//! plain HTTP carries none. Every request carries the client's address as
+//! axum's [`ConnectInfo`].
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -12,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -22,17 +27,23 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::{Layer, Service};
+use tower::{Service, ServiceBuilder};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use super::verifier::peer_of;
-use crate::auth::Peer;
+use super::admission::{Admission, AnonymousLimits, Unproven};
+use super::deadline::Deadline;
+use super::verifier::{peer_of, serial_of};
+use crate::auth::{Peer, PresentedSerial};
 
 /// Connections the main listener serves at once when `max_connections` is
 /// not set (and the open-file limit allows): every daemon holds one
 /// long-poll on its catalog version, so 10,000 daemons hold 10,000
 /// connections, with room left for their runs' check-ins.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// How long a request body may take when `body_deadline_secs` is not set:
+/// the largest report at about 1 Mbit/s.
+pub const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(120);
 
 /// File descriptors kept out of the connection budget: the database pool,
 /// the listening sockets, `git` pipes, the CA's files, log files.
@@ -47,6 +58,11 @@ pub struct Limits {
     pub header_read: Duration,
     /// Between two chunks of a request body.
     pub body_read: Duration,
+    /// From a request's head to the end of its body.
+    pub body_deadline: Duration,
+    /// Connections without a client certificate (TLS only); `None`: no limit
+    /// but `max_connections`.
+    pub anonymous: Option<AnonymousLimits>,
     /// Connections served at once (an idle kept-alive one and a long-poll
     /// count too); more wait in the kernel's backlog.
     pub max_connections: usize,
@@ -60,6 +76,8 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
+            body_deadline: DEFAULT_BODY_DEADLINE,
+            anonymous: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -136,6 +154,11 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Strangers are told apart only by TLS; plain HTTP trusts everyone.
+    let admission = match (&tls, limits.anonymous) {
+        (Some(_), Some(anonymous)) => Some(Admission::new(anonymous)),
+        _ => None,
+    };
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
@@ -156,6 +179,16 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        let unproven = match &admission {
+            None => None,
+            Some(admission) => match admission.accept(addr.ip()) {
+                Some(unproven) => Some(unproven),
+                None => {
+                    tracing::debug!(%addr, "closed at once: the address holds its most connections without a certificate");
+                    continue;
+                }
+            },
+        };
         let connection = Connection {
             acceptor: acceptor.clone(),
             app: app.clone(),
@@ -163,7 +196,7 @@ pub async fn serve(
             shutdown: shutdown.clone(),
         };
         connections.spawn(async move {
-            connection.run(stream, addr).await;
+            connection.run(stream, addr, unproven).await;
             drop(permit);
         });
     }
@@ -214,11 +247,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, addr: SocketAddr) {
+    async fn run(self, stream: TcpStream, addr: SocketAddr, unproven: Option<Unproven>) {
         let _ = stream.set_nodelay(true);
-        let body_timeout = RequestBodyTimeoutLayer::new(self.limits.body_read);
         let Some(acceptor) = self.acceptor.clone() else {
-            let service = body_timeout.layer(self.app.clone());
+            let service = stamped(self.app.clone(), &self.limits, addr, None);
             return self.http(TokioIo::new(stream), service, addr).await;
         };
         let accept = acceptor.accept(stream).into_fallible();
@@ -238,14 +270,30 @@ impl Connection {
                 return;
             }
         };
-        let peer = tls
+        let cert = tls
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map_or(Peer::Anonymous, peer_of);
+            .and_then(|chain| chain.first());
+        let peer = cert.map_or(Peer::Anonymous, peer_of);
+        // Held while the connection lives: an anonymous slot, or nothing.
+        let _slot = match (unproven, &peer) {
+            (None, _) => None,
+            (Some(unproven), Peer::Anonymous) => match unproven.anonymous() {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::info!(%addr, "closed: every slot for clients without a certificate is taken");
+                    return;
+                }
+            },
+            (Some(unproven), _) => {
+                unproven.certified();
+                None
+            }
+        };
         tracing::debug!(%addr, ?peer, "TLS connection");
-        let service = body_timeout.layer(axum::Extension(peer).layer(self.app.clone()));
+        let identity = (peer, cert.and_then(serial_of).map(PresentedSerial));
+        let service = stamped(self.app.clone(), &self.limits, addr, Some(identity));
         self.http(TokioIo::new(tls), service, addr).await;
     }
 
@@ -285,6 +333,41 @@ impl Connection {
             }
         }
     }
+}
+
+/// `app` as one connection serves it: bodies bounded in time (`limits`),
+/// and every request told who sent it.
+fn stamped(
+    app: Router,
+    limits: &Limits,
+    addr: SocketAddr,
+    identity: Option<(Peer, Option<PresentedSerial>)>,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<axum::body::Body>,
+    Error = Infallible,
+    Future = impl Send + use<>,
+>
++ Clone
++ Send
++ 'static
++ use<> {
+    let deadline = limits.body_deadline;
+    ServiceBuilder::new()
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read))
+        .map_request(move |req: Request<_>| {
+            let mut req = req.map(|body| Deadline::new(body, deadline));
+            let extensions = req.extensions_mut();
+            extensions.insert(ConnectInfo(addr));
+            if let Some((peer, serial)) = &identity {
+                extensions.insert(peer.clone());
+                if let Some(serial) = serial {
+                    extensions.insert(serial.clone());
+                }
+            }
+            req
+        })
+        .service(app)
 }
 
 #[cfg(test)]

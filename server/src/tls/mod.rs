@@ -5,11 +5,14 @@
 //! revocations in `DATA/ca`; `csr` (from drover-catalog) decides which
 //! requests may be signed; `policy` decides when they are signed without an
 //! operator; `verifier` checks client certificates (revocations included) at
-//! every handshake; `listener` is the accept loop; `admin` is
-//! `drover-server ca`.
+//! every handshake; `listener` is the accept loop, holding strangers to
+//! their share of it (`admission`) and bodies to a deadline (`deadline`);
+//! `admin` is `drover-server ca`.
 
 pub mod admin;
+pub mod admission;
 pub mod ca;
+pub mod deadline;
 pub mod files;
 pub mod listener;
 pub mod policy;

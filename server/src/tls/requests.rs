@@ -3,6 +3,7 @@
 //! Every mutation holds the store's flock.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use anyhow::bail;
 use rcgen::KeyPair;
@@ -21,12 +22,19 @@ pub enum Recorded {
     Conflict { fingerprint: String },
     /// [`MAX_PENDING`] requests already wait for an operator.
     Full { waiting: usize },
+    /// [`MAX_PENDING_PER_ADDRESS`] requests from this address already wait.
+    AddressFull { waiting: usize },
 }
 
 /// Requests that may wait for an operator at once: enough for a fleet
 /// enrolling without a token, few enough that anonymous clients cannot fill
 /// the CA directory or bury the real requests in `ca list`.
 pub const MAX_PENDING: usize = 1000;
+
+/// Requests from one address that may wait at once: one host cannot squat
+/// more names than this (a fleet behind one NAT that enrolls without the
+/// token waits for the operator in batches of this size).
+pub const MAX_PENDING_PER_ADDRESS: usize = 32;
 
 /// Whether a name already holds a valid (unexpired, unrevoked) node
 /// certificate. A second certificate for an enrolled name is never minted
@@ -64,8 +72,8 @@ pub struct Listing {
 }
 
 impl Pki {
-    /// Keeps `csr` as its name's pending request.
-    pub fn add_pending(&self, csr: &CheckedCsr) -> anyhow::Result<Recorded> {
+    /// Keeps `csr`, sent from `from`, as its name's pending request.
+    pub fn add_pending(&self, csr: &CheckedCsr, from: Option<IpAddr>) -> anyhow::Result<Recorded> {
         let lock = self.store().lock()?;
         if let Some(existing) = self.store().pending(csr.name())? {
             return Ok(if existing.fingerprint == csr.fingerprint() {
@@ -80,12 +88,20 @@ impl Pki {
         if waiting >= MAX_PENDING {
             return Ok(Recorded::Full { waiting });
         }
+        if let Some(from) = from {
+            let all = self.store().all_pending()?;
+            let waiting = all.iter().filter(|p| p.from == Some(from)).count();
+            if waiting >= MAX_PENDING_PER_ADDRESS {
+                return Ok(Recorded::AddressFull { waiting });
+            }
+        }
         self.store().put_pending(
             &lock,
             &PendingRequest {
                 name: csr.name().to_owned(),
                 fingerprint: csr.fingerprint().to_owned(),
                 requested_at: jiff::Timestamp::now(),
+                from,
                 csr: csr.pem(),
             },
         )?;
@@ -121,12 +137,48 @@ impl Pki {
         Ok(Ok(issued))
     }
 
-    /// Signs `csr` now whatever its name holds: renewal, asked over the
-    /// node's own mutual-TLS connection (never by enrollment: see
-    /// [`Pki::enroll_csr`]).
+    /// Signs `csr` now whatever its name holds (the CA's primitive; a
+    /// node's renewal goes through [`Pki::renew_csr`]).
     pub fn sign_csr(&self, kind: CertKind, csr: &CheckedCsr) -> anyhow::Result<IssuedCert> {
         let lock = self.store().lock()?;
         self.issue(&lock, kind, csr.name(), csr)
+    }
+
+    /// Renewal, asked over the node's own mutual-TLS connection (never by
+    /// enrollment: see [`Pki::enroll_csr`]): signs `csr` now and revokes
+    /// every other valid certificate of the name but `presented`, the one
+    /// the asking connection holds, so that a node has at most two valid
+    /// certificates however often it renews (the one in use until it
+    /// switches, and the new one). Returns the new certificate and what was revoked.
+    pub fn renew_csr(
+        &self,
+        csr: &CheckedCsr,
+        presented: Option<&str>,
+    ) -> anyhow::Result<(IssuedCert, Vec<Revocation>)> {
+        let lock = self.store().lock()?;
+        let issued = self.issue(&lock, CertKind::Node, csr.name(), csr)?;
+        let revoked = self.revoked_serials()?;
+        let now = jiff::Timestamp::now();
+        let revoked_at = now;
+        let older: Vec<Revocation> = self
+            .store()
+            .certs_named(CertKind::Node, csr.name())?
+            .into_iter()
+            .filter(|c| {
+                c.serial != issued.serial
+                    && Some(c.serial.as_str()) != presented
+                    && !c.is_expired(now)
+                    && !revoked.contains(&c.serial)
+            })
+            .map(|c| Revocation {
+                serial: c.serial,
+                name: c.name,
+                kind: c.kind,
+                revoked_at,
+            })
+            .collect();
+        self.store().add_revocations(&lock, &older)?;
+        Ok((issued, older))
     }
 
     /// `drover-server ca sign NAME`: signs NAME's pending request.
@@ -160,15 +212,25 @@ impl Pki {
         Ok(request)
     }
 
-    /// NAME's newest node certificate that is neither revoked nor expired,
-    /// else its pending request.
-    pub fn request_status(&self, name: &str) -> anyhow::Result<RequestStatus> {
-        if let Some(cert) = self.newest_valid_cert(CertKind::Node, name)? {
+    /// What NAME holds for the key with fingerprint `key`: its newest valid
+    /// node certificate of that key, else its pending request of that key.
+    /// Another key's request or certificate is `Unknown`: asking tells a
+    /// stranger nothing about which names exist.
+    pub fn request_status(&self, name: &str, key: &str) -> anyhow::Result<RequestStatus> {
+        let revoked = self.revoked_serials()?;
+        let now = jiff::Timestamp::now();
+        let signed = self
+            .store()
+            .certs_named(CertKind::Node, name)?
+            .into_iter()
+            .filter(|c| c.fingerprint == key && !c.is_expired(now) && !revoked.contains(&c.serial))
+            .max_by(|a, b| (a.not_before, &a.serial).cmp(&(b.not_before, &b.serial)));
+        if let Some(cert) = signed {
             return Ok(RequestStatus::Signed(cert));
         }
         Ok(match self.store().pending(name)? {
-            Some(request) => RequestStatus::Pending(request),
-            None => RequestStatus::Unknown,
+            Some(request) if request.fingerprint == key => RequestStatus::Pending(request),
+            _ => RequestStatus::Unknown,
         })
     }
 

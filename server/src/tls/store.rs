@@ -32,6 +32,9 @@ pub struct PendingRequest {
     /// sha256 of the requested key's SubjectPublicKeyInfo, hex.
     pub fingerprint: String,
     pub requested_at: jiff::Timestamp,
+    /// The address it came from (none in requests kept before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<std::net::IpAddr>,
     /// The request as PEM.
     pub csr: String,
 }
@@ -353,6 +356,7 @@ mod tests {
             name: "web1".into(),
             fingerprint: "ab".into(),
             requested_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            from: Some([10, 0, 0, 7].into()),
             csr: "PEM".into(),
         };
         store.put_pending(&lock, &request).unwrap();

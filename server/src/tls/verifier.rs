@@ -196,6 +196,12 @@ pub fn peer_of(cert: &CertificateDer<'_>) -> Peer {
     }
 }
 
+/// The serial of a client certificate, as the CA store writes it.
+pub fn serial_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(super::store::serial_hex(cert.raw_serial()))
+}
+
 fn first_text<'a>(
     mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
 ) -> Option<String> {

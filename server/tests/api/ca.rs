@@ -4,6 +4,8 @@
 mod duplicates;
 mod listener;
 mod pending;
+mod renewal;
+mod strangers;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -78,8 +80,27 @@ impl Ca {
         (status, json(&body))
     }
 
-    async fn poll(&self, name: &str) -> (StatusCode, Value) {
-        let req = Request::get(format!("/api/v1/certificate_requests/{name}"))
+    /// `POST /api/v1/certificate_requests/NAME` from the client address `from`.
+    async fn submit_from(&self, name: &str, csr: &str, from: [u8; 4]) -> (StatusCode, Value) {
+        let mut req = Request::post(format!("/api/v1/certificate_requests/{name}"))
+            .body(Body::from(csr.to_owned()))
+            .unwrap();
+        let addr = std::net::SocketAddr::from((from, 40_000));
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        let (status, body) = self.send(Some(Peer::Anonymous), req).await;
+        (status, json(&body))
+    }
+
+    /// `GET /api/v1/certificate_requests/NAME?key=` for `key`.
+    async fn poll(&self, name: &str, key: &KeyPair) -> (StatusCode, Value) {
+        self.poll_raw(&format!("{name}?key={}", fingerprint(key)))
+            .await
+    }
+
+    /// `GET /api/v1/certificate_requests/REST` (a name and its query).
+    async fn poll_raw(&self, rest: &str) -> (StatusCode, Value) {
+        let req = Request::get(format!("/api/v1/certificate_requests/{rest}"))
             .body(Body::empty())
             .unwrap();
         let (status, body) = self.send(Some(Peer::Anonymous), req).await;
@@ -116,6 +137,13 @@ fn csr(name: &str) -> (KeyPair, String) {
     params.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
     let pem = params.serialize_request(&key).unwrap().pem().unwrap();
     (key, pem)
+}
+
+/// What the server calls a key: sha256 of its SubjectPublicKeyInfo, hex.
+fn fingerprint(key: &KeyPair) -> String {
+    use rcgen::PublicKeyData;
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.subject_public_key_info()))
 }
 
 fn mode(path: &Path) -> u32 {
@@ -188,8 +216,8 @@ async fn first_start_makes_the_ca_with_private_keys() {
 #[tokio::test]
 async fn a_request_waits_for_ca_sign_then_is_served() {
     let ca = Ca::start(|_, _| {}).await;
-    assert_eq!(ca.poll("web1").await.0, StatusCode::NOT_FOUND);
     let (key, pem) = csr("web1");
+    assert_eq!(ca.poll("web1", &key).await.0, StatusCode::NOT_FOUND);
     let (status, body) = ca.submit("web1", &pem, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "pending");
@@ -203,7 +231,7 @@ async fn a_request_waits_for_ca_sign_then_is_served() {
         body["error"].as_str().unwrap().contains(&fingerprint),
         "{body}"
     );
-    let (status, body) = ca.poll("web1").await;
+    let (status, body) = ca.poll("web1", &key).await;
     assert_eq!(
         (status, body["fingerprint"].as_str()),
         (StatusCode::ACCEPTED, Some(&*fingerprint))
@@ -232,7 +260,7 @@ async fn a_request_waits_for_ca_sign_then_is_served() {
         String::from_utf8_lossy(&signed.stderr)
     );
     assert!(String::from_utf8_lossy(&signed.stdout).contains("signed `web1`"));
-    let (status, body) = ca.poll("web1").await;
+    let (status, body) = ca.poll("web1", &key).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "signed");
     assert_node_cert(body["certificate"].as_str().unwrap(), "web1", &key);
@@ -268,7 +296,7 @@ async fn an_enrollment_token_signs_at_once_and_a_wrong_one_is_refused() {
         "{body}"
     );
     assert_eq!(
-        ca.poll("web1").await.0,
+        ca.poll("web1", &key).await.0,
         StatusCode::NOT_FOUND,
         "a refused request is not kept"
     );
@@ -380,10 +408,15 @@ async fn bad_requests_are_refused_with_the_reason() {
         ca.submit("web1", &huge, None).await.0,
         StatusCode::PAYLOAD_TOO_LARGE
     );
-    assert_eq!(ca.poll("web1%00").await.0, StatusCode::BAD_REQUEST);
     assert_eq!(
-        ca.poll("web1").await.0,
-        StatusCode::NOT_FOUND,
+        ca.poll_raw(&format!("web1%00?key={}", "0".repeat(64)))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        ca.state.pki.store().pending("web1").unwrap(),
+        None,
         "nothing was kept"
     );
 }
@@ -448,7 +481,7 @@ async fn ca_operator_writes_a_key_certificate_and_the_ca() {
 #[tokio::test]
 async fn ca_revoke_names_what_it_revoked_and_usage_errors_exit_64() {
     let ca = Ca::start(|_, _| {}).await;
-    let (_, pem) = csr("web1");
+    let (key, pem) = csr("web1");
     let csr = drover_server::tls::csr::check_csr("web1", pem.as_bytes()).unwrap();
     let cert = ca
         .state
@@ -471,7 +504,7 @@ async fn ca_revoke_names_what_it_revoked_and_usage_errors_exit_64() {
         "{stdout}"
     );
     assert_eq!(
-        ca.poll("web1").await.0,
+        ca.poll("web1", &key).await.0,
         StatusCode::NOT_FOUND,
         "a revoked certificate is not served"
     );

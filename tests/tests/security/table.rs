@@ -152,9 +152,10 @@ fn every_route_answers_every_caller_as_designed() {
         ),
         (
             "GET",
-            "/api/v1/certificate_requests/web-1",
+            // Another key's question about an enrolled name: nothing to learn.
+            "/api/v1/certificate_requests/web-1?key=0000000000000000000000000000000000000000000000000000000000000000",
             None,
-            [S(200), S(200), S(200), Refused, S(200), S(200)],
+            [S(404), S(404), S(404), Refused, S(404), S(404)],
         ),
         (
             "GET",

@@ -19,13 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Ca, csr};
 
-struct Running {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+pub(super) struct Running {
+    pub(super) addr: SocketAddr,
+    pub(super) shutdown: CancellationToken,
+    pub(super) task: JoinHandle<anyhow::Result<()>>,
 }
 
-async fn listen(ca: &Ca, limits: Limits) -> Running {
+pub(super) async fn listen(ca: &Ca, limits: Limits) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = drover_server::tls::verifier::server_config(&ca.state.pki).unwrap();
@@ -40,14 +40,14 @@ async fn listen(ca: &Ca, limits: Limits) -> Running {
 }
 
 /// A client certificate (PEM) and key for `name` of `kind`, issued by the server's CA.
-fn identity(ca: &Ca, kind: CertKind, name: &str) -> (String, String) {
+pub(super) fn identity(ca: &Ca, kind: CertKind, name: &str) -> (String, String) {
     let (key, pem) = csr(name);
     let checked = check_csr(name, pem.as_bytes()).unwrap();
     let cert = ca.state.pki.sign_csr(kind, &checked).unwrap();
     (cert.pem, key.serialize_pem())
 }
 
-fn connector(ca_pem: &str, identity: Option<&(String, String)>) -> TlsConnector {
+pub(super) fn connector(ca_pem: &str, identity: Option<&(String, String)>) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
@@ -70,7 +70,7 @@ fn connector(ca_pem: &str, identity: Option<&(String, String)>) -> TlsConnector 
 }
 
 /// One request on a new TLS connection; the raw response, or why it failed.
-async fn exchange(
+pub(super) async fn exchange(
     addr: SocketAddr,
     ca_pem: &str,
     identity: Option<&(String, String)>,
@@ -91,11 +91,11 @@ async fn exchange(
     Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
-fn status_line(response: &str) -> &str {
+pub(super) fn status_line(response: &str) -> &str {
     response.lines().next().unwrap_or_default()
 }
 
-const CATALOG_BODY: &str = r#"{"facts": {"os": {"id": "debian"}}}"#;
+pub(super) const CATALOG_BODY: &str = r#"{"facts": {"os": {"id": "debian"}}}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_name_the_caller_and_revocation_is_seen_at_the_next_handshake() {

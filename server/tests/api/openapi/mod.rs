@@ -271,7 +271,10 @@ fn query(op: &Op<'_>) -> String {
         .map(|p| {
             let schema = &p["schema"];
             let example = p.get("example").or_else(|| schema.get("example"));
-            let value = if let Some(example) = example.and_then(Value::as_str) {
+            let value = if p["name"] == "key" {
+                // The certificate request's key: the one the test's CSR was made with.
+                key_fingerprint()
+            } else if let Some(example) = example.and_then(Value::as_str) {
                 example.to_owned()
             } else if schema["format"] == "date-time" {
                 "2100-01-01T00:00:00Z".to_owned()
@@ -307,14 +310,29 @@ fn body(op: &Op<'_>) -> (Option<&'static str>, Vec<u8>) {
     (Some("application/x-pem-file"), csr("web-1").into_bytes())
 }
 
+/// The one key of the test's certificate requests, so that the status
+/// route can be asked about the request the submission made.
+fn test_key() -> &'static rcgen::KeyPair {
+    static KEY: std::sync::LazyLock<rcgen::KeyPair> = std::sync::LazyLock::new(|| {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+    });
+    &KEY
+}
+
+fn key_fingerprint() -> String {
+    use rcgen::PublicKeyData;
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(test_key().subject_public_key_info()))
+}
+
 fn csr(name: &str) -> String {
-    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    use rcgen::{CertificateParams, DistinguishedName, DnType, SanType};
+    let key = test_key();
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, name);
     params.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
-    params.serialize_request(&key).unwrap().pem().unwrap()
+    params.serialize_request(key).unwrap().pem().unwrap()
 }
 
 /// The answer matches the documented response of its status: the media
