@@ -277,7 +277,9 @@ pub struct Watched {
 pub enum Posted {
     /// 201 stored, or 200 already stored (a re-post of the same run_id).
     Stored,
-    /// 400/403: the server will never take this report.
+    /// 400/403/413/422: the server will never take this report (a report
+    /// over the server's `max_report_bytes` included), so it must not block
+    /// the spool behind it.
     Rejected(String),
 }
 
@@ -407,7 +409,7 @@ impl Client {
         )?;
         match answer.status {
             200 | 201 => Ok(Posted::Stored),
-            400 | 403 | 422 => Ok(Posted::Rejected(format!(
+            400 | 403 | 413 | 422 => Ok(Posted::Rejected(format!(
                 "{}: {}",
                 answer.status,
                 error_text(&answer.body)

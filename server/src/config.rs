@@ -23,6 +23,11 @@ pub const DEFAULT_COMPILE_QUEUE: usize = 64;
 pub const DEFAULT_MAX_REPORT_BYTES: usize = 8 * 1024 * 1024;
 /// Largest facts a catalog request may carry (stored per node).
 pub const DEFAULT_MAX_FACTS_BYTES: usize = 1024 * 1024;
+/// Connections of one address not (yet) proven certified: a browser holds
+/// six, an enrolling fleet behind one NAT a few dozen for a moment each.
+pub const DEFAULT_MAX_ANONYMOUS_PER_ADDRESS: usize = 64;
+/// How long a request body may take: the largest report at about 1 Mbit/s.
+pub const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Compiles at once: two per core keeps both busy while one waits on the database.
 pub fn default_max_compiles() -> usize {
@@ -181,8 +186,8 @@ impl Config {
             compile_queue: DEFAULT_COMPILE_QUEUE,
             max_connections: None,
             max_anonymous_connections: None,
-            max_anonymous_per_address: crate::tls::admission::DEFAULT_PER_ADDRESS,
-            body_deadline: crate::tls::listener::DEFAULT_BODY_DEADLINE,
+            max_anonymous_per_address: DEFAULT_MAX_ANONYMOUS_PER_ADDRESS,
+            body_deadline: DEFAULT_BODY_DEADLINE,
             hook_secret_file: None,
             session_lifetime: Duration::from_secs(DEFAULT_SESSION_LIFETIME_SECS),
             db_quick_check: true,
@@ -300,7 +305,7 @@ impl Config {
         let body_deadline = match file.body_deadline_secs {
             Some(0) => bail!("body_deadline_secs must be at least 1\nhint: leave it out for 120 s"),
             Some(secs) => Duration::from_secs(secs),
-            None => crate::tls::listener::DEFAULT_BODY_DEADLINE,
+            None => DEFAULT_BODY_DEADLINE,
         };
         let session_secs = file
             .session_lifetime_secs
@@ -340,7 +345,7 @@ impl Config {
             max_anonymous_connections: file.max_anonymous_connections,
             max_anonymous_per_address: file
                 .max_anonymous_per_address
-                .unwrap_or(crate::tls::admission::DEFAULT_PER_ADDRESS),
+                .unwrap_or(DEFAULT_MAX_ANONYMOUS_PER_ADDRESS),
             body_deadline,
             hook_secret_file: file.hook_secret_file,
             session_lifetime: Duration::from_secs(session_secs),

@@ -159,6 +159,18 @@ fn malformed_report_is_rejected_not_retried() {
 }
 
 #[test]
+fn a_report_too_large_for_the_server_is_rejected_not_retried() {
+    let (url, _) = scripted(vec![Reply::new(
+        "413 Payload Too Large",
+        r#"{"error":"the report is larger than max_report_bytes"}"#,
+    )]);
+    assert_eq!(
+        client(&url, &server_key()).post_report(b"{}").unwrap(),
+        Posted::Rejected("413: the report is larger than max_report_bytes".into())
+    );
+}
+
+#[test]
 fn unreachable_server_is_an_error() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -35,11 +35,6 @@ pub fn default_anonymous_share(max_connections: usize) -> usize {
     (max_connections / 4).max(1)
 }
 
-/// Connections of one address not yet proven certified when the
-/// `max_anonymous_per_address` key is not set: a browser holds six, an
-/// enrolling fleet behind one NAT a few dozen for a moment each.
-pub const DEFAULT_PER_ADDRESS: usize = 64;
-
 /// The counts behind [`AnonymousLimits`], shared by a listener's connections.
 #[derive(Debug)]
 pub struct Admission {

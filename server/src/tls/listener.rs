@@ -41,10 +41,6 @@ use crate::auth::{Peer, PresentedSerial};
 /// connections, with room left for their runs' check-ins.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
-/// How long a request body may take when `body_deadline_secs` is not set:
-/// the largest report at about 1 Mbit/s.
-pub const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(120);
-
 /// File descriptors kept out of the connection budget: the database pool,
 /// the listening sockets, `git` pipes, the CA's files, log files.
 pub const RESERVED_FDS: u64 = 256;
@@ -76,7 +72,7 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
-            body_deadline: DEFAULT_BODY_DEADLINE,
+            body_deadline: crate::config::DEFAULT_BODY_DEADLINE,
             anonymous: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(10),

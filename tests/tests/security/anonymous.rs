@@ -64,3 +64,62 @@ fn a_hundred_anonymous_large_bodies_are_refused_without_being_buffered() {
     );
     assert_eq!(catalog["node"], "web-1");
 }
+
+/// The server's `max_anonymous_per_address` (issue 16, item 4): one address
+/// holds that many connections before a handshake proves a certificate,
+/// and the next is closed at once instead of taking a slot.
+#[test]
+fn one_address_holds_at_most_max_anonymous_per_address_connections() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = drover_tests::GitRepo::init(&tmp.path().join("repo"));
+    repo.write("nodes.toml", "[[node]]\nmatch = \"*\"\nroles = []\n");
+    repo.commit("empty");
+    let server = drover_tests::Server::start_with(
+        &repo.path,
+        &tmp.path().join("server"),
+        "127.0.0.1:0",
+        "max_anonymous_per_address = 2\n",
+        &[],
+    );
+    // Two connections that never start their handshake are held...
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for mut stream in &held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let err = stream.read(&mut [0u8; 1]).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "a held connection was closed: {err}"
+        );
+    }
+    // ...the third is closed at once.
+    let mut third = TcpStream::connect(server.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let closed = matches!(third.read(&mut [0u8; 1]), Ok(0) | Err(_));
+    assert!(
+        closed && started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Once they go, the address is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = server
+        .request_as(&drover_tests::Credential::None, "GET", "/healthz", None)
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+}
