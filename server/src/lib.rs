@@ -6,9 +6,11 @@
 //! directory in development mode) and never follows a symlink out of it.
 
 pub mod auth;
+pub mod background;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod credentials;
 pub mod dashboard;
 pub mod db;
 pub mod error;
@@ -17,7 +19,6 @@ pub mod gate;
 pub mod gc;
 pub mod git;
 pub mod live;
-pub mod login;
 pub mod metrics;
 pub mod openapi;
 pub mod retention;
@@ -50,7 +51,7 @@ pub const BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// Every route of the server: the API (each route registered with its
 /// OpenAPI description, see [`openapi`]) and the HTML dashboard.
 pub fn app(state: AppState) -> Router {
-    openapi::api_routes()
+    routes::api()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             gate::authenticate_first,
@@ -95,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(tls::verifier::server_config(&state.pki)?)
     };
     let tracker = TaskTracker::new();
-    state.spawn_background(&shutdown, &tracker);
+    background::spawn(&state, &shutdown, &tracker);
     let listener = bind(listen).await?;
     // Both bound before either is announced: a caller that read the lines
     // can connect to both.

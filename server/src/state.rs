@@ -1,14 +1,12 @@
-//! The shared state of a running server and its background refresh loop.
+//! The shared state of a running server (its background work is `background`).
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::auth::Tokens;
-use crate::compile::{self, Cache};
+use crate::compile::cache::Cache;
 use crate::config::Config;
+use crate::credentials::Tokens;
 use crate::db::{self, Db};
 use crate::fleet;
 use crate::live::Live;
@@ -95,32 +93,20 @@ impl AppState {
             hook_secrets,
         };
         // Loaded, not yet recompiled: the known nodes are recompiled in the
-        // background once the server listens (see `refresh_loop`), so a
+        // background once the server listens (see `crate::background`), so a
         // big fleet does not keep it from starting.
-        let (ticket, _) = fetch(&state).await;
+        let (ticket, _) = state.fetch().await;
         state.snapshots.finish(ticket);
         Ok(state)
     }
 
-    /// Spawns the refresh loop and report retention on `tracker`; they stop,
-    /// and the live feed and the catalog watches close, when `shutdown` is
-    /// cancelled.
-    pub fn spawn_background(&self, shutdown: &CancellationToken, tracker: &TaskTracker) {
-        let (state, token) = (self.clone(), shutdown.clone());
-        tracker.spawn(async move { refresh_loop(state, token).await });
-        let (db, retention, token) = (
-            self.db.clone(),
-            self.config.report_retention,
-            shutdown.clone(),
-        );
-        tracker.spawn(crate::retention::prune_loop(db, retention, token));
-        tracker.spawn(self.collector().run(shutdown.clone()));
-        let (live, watches, token) = (self.live.clone(), self.watches.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            token.cancelled().await;
-            live.close();
-            watches.close();
-        });
+    /// Fetches and reparses; the refresh's ticket and the environments that moved.
+    pub async fn fetch(&self) -> (u64, Vec<String>) {
+        let started = std::time::Instant::now();
+        let (ticket, outcome) = self.snapshots.refresh().await;
+        self.metrics
+            .refresh_finished(started.elapsed(), outcome.is_ok());
+        (ticket, outcome.map(|o| o.changed).unwrap_or_default())
     }
 
     /// The collector of unreferenced contents (see `crate::gc`).
@@ -148,56 +134,5 @@ impl AppState {
                 .map(|snap| (snap.name.clone(), snap.commit.clone()))
                 .collect(),
         }
-    }
-}
-
-/// One refresh: fetch, reparse moved environments, drop stale cache entries,
-/// recompile known nodes of moved environments, then mark requests served.
-pub async fn refresh(state: &AppState) {
-    let (ticket, changed) = fetch(state).await;
-    if !changed.is_empty() {
-        state.cache.clear();
-        recompile(state, &changed).await;
-    }
-    state.snapshots.finish(ticket);
-}
-
-/// Fetches and reparses; the refresh's ticket and the environments that moved.
-async fn fetch(state: &AppState) -> (u64, Vec<String>) {
-    let started = std::time::Instant::now();
-    let (ticket, outcome) = state.snapshots.refresh().await;
-    state
-        .metrics
-        .refresh_finished(started.elapsed(), outcome.is_ok());
-    (ticket, outcome.map(|o| o.changed).unwrap_or_default())
-}
-
-async fn recompile(state: &AppState, environments: &[String]) {
-    if let Err(e) = compile::recompile_known(state, environments).await {
-        tracing::warn!(error = %e, "recompiling known nodes failed");
-    }
-}
-
-async fn refresh_loop(state: AppState, shutdown: CancellationToken) {
-    // First the nodes known from before the start: their compile errors
-    // show and their watches hear of the commits loaded at start.
-    let loaded: Vec<String> = state
-        .snapshots
-        .list()
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
-    tokio::select! {
-        () = shutdown.cancelled() => return,
-        () = recompile(&state, &loaded) => {}
-    }
-    let interval = state.config.refresh_interval;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(interval) => {}
-            () = state.snapshots.woken() => {}
-        }
-        refresh(&state).await;
     }
 }

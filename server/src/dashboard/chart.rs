@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use super::{escape, format};
+use super::format;
+use super::page::escape;
 use crate::db::{HOUR_US, ReportSummary};
 use crate::fleet::HourBucket;
 

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::overview::urlencode;
-use super::{chart, format, page, sign_in_first};
+use super::page::{page, sign_in_first};
+use super::{chart, format};
 use crate::auth::Caller;
 use crate::db::{self, ReportSummary};
 use crate::error::AppError;

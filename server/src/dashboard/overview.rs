@@ -6,7 +6,8 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{chart, format, page, sign_in_first};
+use super::page::{page, sign_in_first};
+use super::{chart, format};
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::fleet::{self, Filter, NodeLine, NodeState, StateFilter};

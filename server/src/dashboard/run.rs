@@ -9,8 +9,9 @@ use drover_catalog::Report;
 use drover_catalog::report::{CachedCatalog, ResourceReport, ResourceStatus};
 use serde::Deserialize;
 
+use super::format;
 use super::overview::urlencode;
-use super::{format, page, sign_in_first};
+use super::page::{page, sign_in_first};
 use crate::auth::Caller;
 use crate::db;
 use crate::error::AppError;

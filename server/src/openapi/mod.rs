@@ -1,26 +1,18 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of the HTTP API.
-//!
-//! [`api_routes`] is the only place API routes are registered, and
-//! `utoipa-axum` takes each route's path and methods from the handler's
-//! `#[utoipa::path]`, so a route cannot be served without being described
-//! and the document cannot list a route that is not served.
+//! The pieces of the OpenAPI 3.1 document of the HTTP API: its [`base`]
+//! (info, tags, security schemes), the response sets routes share, and the
+//! wire types (`wire`). The paths come from the routes themselves:
+//! `crate::routes::api` registers each with its `#[utoipa::path]`, so a
+//! route cannot be served without being described and the document cannot
+//! list a route that is not served.
 
 pub mod wire;
 
-use std::sync::Arc;
-
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, Extension};
-use axum::response::{IntoResponse, Json, Response};
 use utoipa::IntoResponses;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, Tag,
 };
-use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
-use utoipa_axum::routes;
 
-use crate::state::AppState;
 use wire::ErrorBody;
 
 const DESCRIPTION: &str = "\
@@ -37,41 +29,8 @@ path, operator routes refuse.
 
 Every error is JSON `{\"error\": \"...\"}` with the status code.";
 
-/// The API routes, each registered with its description, and
-/// `GET /openapi.json` serving the document they add up to.
-pub fn api_routes() -> Router<AppState> {
-    let (router, doc) = described_routes().split_for_parts();
-    router.layer(Extension(Document(Arc::new(doc))))
-}
-
-fn described_routes() -> OpenApiRouter<AppState> {
-    use crate::routes::{enroll, meta, node, operator, watch};
-    let csr_limit = DefaultBodyLimit::max(enroll::CSR_BODY_LIMIT);
-    // One `routes!` per path: utoipa-axum serves every handler of a call at
-    // every path of that call.
-    OpenApiRouter::with_openapi(base())
-        .routes(routes!(operator::nodes))
-        .routes(routes!(operator::node))
-        .routes(routes!(node::catalog))
-        .routes(routes!(watch::watch))
-        .routes(routes!(node::file))
-        .routes(routes!(node::report, operator::node_reports))
-        .routes(routes!(enroll::renew).layer(csr_limit))
-        .routes(routes!(enroll::ca))
-        .routes(routes!(enroll::submit).layer(csr_limit))
-        .routes(routes!(enroll::status))
-        .routes(routes!(operator::report))
-        .routes(routes!(operator::environments))
-        .routes(
-            routes!(meta::git_hook).layer(DefaultBodyLimit::max(crate::webhook::HOOK_BODY_LIMIT)),
-        )
-        .routes(routes!(meta::healthz))
-        .routes(routes!(meta::metrics))
-        .routes(routes!(openapi_json))
-}
-
 /// Everything but the paths: info, tags, security schemes.
-fn base() -> OpenApi {
+pub fn base() -> OpenApi {
     let mtls = |description: &str| SecurityScheme::MutualTls {
         description: Some(description.to_owned()),
         deprecated: None,
@@ -163,22 +122,6 @@ fn base() -> OpenApi {
 }
 
 /// The document, shared by every request for it.
-#[derive(Clone)]
-struct Document(Arc<OpenApi>);
-
-/// This document (open: it describes routes, it holds no secret).
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "meta",
-    summary = "This document",
-    responses((status = 200, description = "The OpenAPI 3.1 document of every route above.",
-        body = Object, content_type = "application/json")),
-)]
-async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
-    Json(doc.0.as_ref()).into_response()
-}
-
 /// 401 and 403 of a route only node `{name}` itself may call.
 #[derive(IntoResponses)]
 pub enum NodeOnly {

@@ -13,7 +13,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{Caller, PresentedSerial};
+use crate::auth::Caller;
+use crate::credentials::PresentedSerial;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::tls::Pki;

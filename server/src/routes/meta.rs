@@ -2,12 +2,13 @@
 //! credential; a forge calls it with a webhook signed with the secret of
 //! `hook_secret_file` (see [`crate::webhook`]), which grants nothing else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -107,4 +108,21 @@ pub async fn git_hook(
 
 fn accepted(refreshed: bool) -> Response {
     (StatusCode::ACCEPTED, Json(json!({"refreshed": refreshed}))).into_response()
+}
+
+/// The document `crate::routes::api` assembled, served as it is.
+#[derive(Clone)]
+pub struct Document(pub Arc<utoipa::openapi::OpenApi>);
+
+/// This document (open: it describes routes, it holds no secret).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    summary = "This document",
+    responses((status = 200, description = "The OpenAPI 3.1 document of every route above.",
+        body = Object, content_type = "application/json")),
+)]
+pub async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
+    Json(doc.0.as_ref()).into_response()
 }

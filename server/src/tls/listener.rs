@@ -33,7 +33,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use super::admission::{Admission, AnonymousLimits, Unproven};
 use super::deadline::Deadline;
 use super::verifier::{peer_of, serial_of};
-use crate::auth::{Peer, PresentedSerial};
+use crate::credentials::{Peer, PresentedSerial};
 
 /// Connections the main listener serves at once when `max_connections` is
 /// not set (and the open-file limit allows): every daemon holds one

@@ -15,8 +15,8 @@ use anyhow::{Context, bail};
 use tokio::io::AsyncWriteExt;
 
 use super::csr::CheckedCsr;
-use crate::auth::Tokens;
 use crate::config::Config;
+use crate::credentials::Tokens;
 
 /// How long the policy command may take before it is killed and the request waits.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);

@@ -23,7 +23,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use super::ca::Pki;
 use super::store::{read_revocations, serial_hex};
 use super::{ORG_NODES, ORG_OPERATORS};
-use crate::auth::Peer;
+use crate::credentials::Peer;
 
 /// Identifies one version of a file: rewritten files (atomic renames) get a new inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

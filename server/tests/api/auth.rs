@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use drover_catalog::signed::{SIGNATURE_HEADER, VerifyingKey};
-use drover_server::auth::Peer;
+use drover_server::credentials::Peer;
 use serde_json::Value;
 
 use crate::TestContext;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
-use drover_server::auth::Peer;
+use drover_server::credentials::Peer;
 use drover_server::tls::policy::Autosign;
 use drover_server::{AppState, Config, app};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use drover_server::auth::Peer;
+use drover_server::credentials::Peer;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 

@@ -24,7 +24,7 @@ use std::process::Command;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use drover_server::auth::Peer;
+use drover_server::credentials::Peer;
 use drover_server::{AppState, Config, app};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -101,7 +101,7 @@ impl TestContext {
         tweak(&mut config);
         let state = AppState::open(config).await.unwrap();
         let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
-        state.spawn_background(&shutdown, &tracker);
+        drover_server::background::spawn(&state, &shutdown, &tracker);
         TestContext {
             _tmp: tmp,
             repo,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use drover_server::auth::Peer;
+use drover_server::credentials::Peer;
 use drover_server::shed::{Admission, RETRY_AFTER_SECS};
 use drover_server::{AppState, Config, app};
 use serde_json::{Value, json};

@@ -149,7 +149,7 @@ async fn unreferenced_contents_are_collected_and_referenced_ones_kept_across_a_r
     let server = Running::open(tmp.path(), &repo, |_| {}).await;
     server.catalog("web-1").await;
     write(&repo, &[("files/motd", "second\n")]);
-    drover_server::state::refresh(&server.state).await;
+    drover_server::background::refresh(&server.state).await;
     let catalog = server.catalog("web-1").await;
     assert!(catalog.to_string().contains(&new), "{catalog}");
     assert!(server.stored(&old).await && server.stored(&new).await);

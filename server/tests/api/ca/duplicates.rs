@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use drover_server::auth::Peer;
+use drover_server::credentials::Peer;
 
 use super::{Ca, assert_node_cert, csr, json};
 

@@ -7,7 +7,7 @@ mod schema;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use drover_server::auth::Peer;
+use drover_server::credentials::Peer;
 use serde_json::{Value, json};
 
 use crate::{TestContext, sha};

@@ -1,8 +1,11 @@
-//! Compiling a node's catalog: environment choice, the in-memory cache, and
-//! the last-good rule (a commit that fails to compile never reaches a node).
+//! Compiling a node's catalog: environment choice, the in-memory cache
+//! (its types in `cache`), and the last-good rule (a commit that fails to
+//! compile never reaches a node).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+pub mod cache;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use drover_catalog::model::sha256_hex;
@@ -12,67 +15,8 @@ use crate::db::{self, CompileError};
 use crate::error::AppError;
 use crate::shed::Admission;
 use crate::state::AppState;
+use cache::{CacheKey, Compiled, Outcome};
 use drover_catalog::{CompileRequest, Diagnostics};
-
-/// A catalog that compiled, with the roles the node got.
-#[derive(Debug)]
-pub struct Compiled {
-    pub catalog: Catalog,
-    pub roles: Vec<String>,
-}
-
-type Outcome = Result<Arc<Compiled>, CompileError>;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CacheKey {
-    environment: String,
-    commit: String,
-    node: String,
-    facts: String,
-}
-
-/// Compile results per (environment, commit, node, facts hash); cleared when
-/// a refresh moves a commit.
-#[derive(Debug, Default)]
-pub struct Cache {
-    entries: Mutex<HashMap<CacheKey, Outcome>>,
-}
-
-/// Enough for every node of a big site several times over; past it the
-/// cache starts again rather than grow without bound.
-const CACHE_LIMIT: usize = 20_000;
-
-impl Cache {
-    fn get(&self, key: &CacheKey) -> Option<Outcome> {
-        self.lock().get(key).cloned()
-    }
-
-    fn put(&self, key: CacheKey, outcome: Outcome) {
-        let mut entries = self.lock();
-        if entries.len() >= CACHE_LIMIT {
-            entries.clear();
-        }
-        entries.insert(key, outcome);
-    }
-
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-
-    /// Every content the cached catalogs reference (the collector keeps them).
-    pub fn referenced(&self) -> std::collections::HashSet<[u8; 32]> {
-        self.lock()
-            .values()
-            .filter_map(|outcome| outcome.as_ref().ok())
-            .flat_map(|compiled| compiled.catalog.referenced_hashes())
-            .filter_map(crate::served::parse_sha)
-            .collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Outcome>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 fn failure(environment: &str, commit: &str, diagnostics: Vec<String>) -> CompileError {
     CompileError {

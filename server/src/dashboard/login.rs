@@ -5,34 +5,46 @@
 //! and only GET requests accept it, so a page elsewhere cannot act with it.
 //! `POST /logout` ends the session.
 
+use askama::Template;
 use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::dashboard;
+use super::page::render;
 use crate::error::AppError;
 use crate::session::{self, COOKIE};
 use crate::state::AppState;
 
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    error: Option<&'a str>,
+}
+
+/// The sign-in form, with an error when a token was refused.
+fn login_page(status: StatusCode, error: Option<&str>) -> Result<Response, AppError> {
+    render(status, &LoginPage { error })
+}
+
 /// `GET /login`.
 pub async fn form() -> Result<Response, AppError> {
-    dashboard::login_page(StatusCode::OK, None)
+    login_page(StatusCode::OK, None)
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Login {
+pub struct LoginForm {
     token: String,
 }
 
 /// `POST /login`: a good token opens a session, sets its cookie and goes to `/`.
 pub async fn submit(
     State(state): State<AppState>,
-    Form(login): Form<Login>,
+    Form(login): Form<LoginForm>,
 ) -> Result<Response, AppError> {
     if !state.operators.accepts(login.token.trim()) {
-        return dashboard::login_page(
+        return login_page(
             StatusCode::UNAUTHORIZED,
             Some("That is not an operator token."),
         );
@@ -70,5 +82,21 @@ fn secure(state: &AppState) -> &'static str {
         ""
     } else {
         "; Secure"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_error_is_escaped() {
+        let html = LoginPage {
+            error: Some("<script>alert(1)</script>"),
+        }
+        .render()
+        .unwrap();
+        assert!(html.contains("alert(1)"), "{html}");
+        assert!(!html.contains("<script>alert"), "{html}");
     }
 }

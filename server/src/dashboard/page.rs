@@ -1,0 +1,81 @@
+//! How a dashboard page is answered: rendered from its template with the
+//! headers every page carries (no caching, no framing, no inline scripts),
+//! or a redirect to `/login` for a browser without a credential.
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use crate::auth::Caller;
+use crate::error::AppError;
+
+/// Scripts and styles from this server only; no inline script can run.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A page is for operators: a browser without a credential is sent to
+/// `/login` (the redirect to answer with, if so).
+pub(super) fn sign_in_first(caller: &Caller) -> Option<Response> {
+    caller
+        .require_operator()
+        .is_err()
+        .then(|| Redirect::to("/login").into_response())
+}
+
+/// Renders a template as a page: no caching (it shows fleet data), no
+/// framing, no inline scripts.
+pub(super) fn render(status: StatusCode, template: &impl Template) -> Result<Response, AppError> {
+    let html = template
+        .render()
+        .map_err(|e| AppError::Internal(format!("cannot render the page: {e}")))?;
+    let mut response = (status, Html(html)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    Ok(response)
+}
+
+pub(super) fn page(template: &impl Template) -> Result<Response, AppError> {
+    render(StatusCode::OK, template)
+}
+
+/// Escapes text for HTML element content and attribute values (the SVG
+/// charts, which are built as text).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_covers_markup_and_quotes() {
+        assert_eq!(
+            escape("<b a='1'>&\"</b>"),
+            "&lt;b a=&#39;1&#39;&gt;&amp;&quot;&lt;/b&gt;"
+        );
+    }
+}
