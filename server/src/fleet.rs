@@ -59,6 +59,16 @@ impl NodeState {
     }
 }
 
+/// The `state` column the fleet query computes; a name it cannot compute
+/// is an error, not a guess.
+impl TryFrom<String> for NodeState {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<NodeState, String> {
+        NodeState::parse(&s).ok_or_else(|| format!("unknown node state `{s}`"))
+    }
+}
+
 /// What the fleet is measured against: now, and each environment's head.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -171,17 +181,20 @@ impl StateFilter {
 }
 
 /// One line of the overview's node table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NodeLine {
     pub name: String,
+    #[sqlx(try_from = "String")]
     pub state: NodeState,
     pub stale: bool,
     pub environment: Option<String>,
+    #[sqlx(json)]
     pub roles: Vec<String>,
     pub last_run_at: Option<String>,
     pub last_run_id: Option<String>,
     pub last_duration_ms: Option<f64>,
     pub catalog_version: Option<String>,
+    #[sqlx(rename = "has_error")]
     pub has_compile_error: bool,
 }
 
@@ -214,25 +227,7 @@ pub async fn page(
     }
     q.push(" ORDER BY name LIMIT ")
         .push_bind(i64::from(limit) + 1);
-    let rows = q.build().fetch_all(db.reads()).await?;
-    let mut nodes = rows
-        .iter()
-        .map(|row| {
-            let state: String = row.try_get("state")?;
-            Ok(NodeLine {
-                name: row.try_get("name")?,
-                state: NodeState::parse(&state).unwrap_or(NodeState::NeverReported),
-                stale: row.try_get("stale")?,
-                environment: row.try_get("environment")?,
-                roles: serde_json::from_str(row.try_get("roles")?)?,
-                last_run_at: row.try_get("last_run_at")?,
-                last_run_id: row.try_get("last_run_id")?,
-                last_duration_ms: row.try_get("last_duration_ms")?,
-                catalog_version: row.try_get("catalog_version")?,
-                has_compile_error: row.try_get("has_error")?,
-            })
-        })
-        .collect::<Result<Vec<_>, DbError>>()?;
+    let mut nodes: Vec<NodeLine> = q.build_query_as().fetch_all(db.reads()).await?;
     let next_after = if nodes.len() > limit as usize {
         nodes.truncate(limit as usize);
         nodes.last().map(|n| n.name.clone())

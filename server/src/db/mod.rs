@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use drover_catalog::{Catalog, Facts};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{ConnectOptions, Row, SqliteConnection};
+use sqlx::{ConnectOptions, SqliteConnection};
 
 pub mod files;
 mod health;
@@ -230,66 +230,51 @@ pub struct CompileError {
     pub at: jiff::Timestamp,
 }
 
-/// One row of `nodes`, as the operator API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// One row of `nodes`, as the operator API shows it (and as read: the
+/// JSON columns decoded by sqlx).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct NodeRow {
     pub name: String,
     pub environment: Option<String>,
     pub requested_environment: Option<String>,
     pub catalog_version: Option<String>,
+    #[sqlx(rename = "commit_id")]
     pub commit: Option<String>,
     pub last_status: Option<String>,
     pub last_run_at: Option<String>,
     pub last_seen_at: Option<String>,
+    #[sqlx(json)]
     pub facts: serde_json::Value,
+    #[sqlx(json)]
     pub roles: Vec<String>,
+    #[sqlx(json(nullable))]
     pub compile_error: Option<CompileError>,
 }
 
 const NODE_COLUMNS: &str = "name, environment, requested_environment, catalog_version, commit_id, \
      last_status, last_run_at, last_seen_at, facts, roles, compile_error";
 
-fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRow, DbError> {
-    let compile_error: Option<String> = row.try_get("compile_error")?;
-    Ok(NodeRow {
-        name: row.try_get("name")?,
-        environment: row.try_get("environment")?,
-        requested_environment: row.try_get("requested_environment")?,
-        catalog_version: row.try_get("catalog_version")?,
-        commit: row.try_get("commit_id")?,
-        last_status: row.try_get("last_status")?,
-        last_run_at: row.try_get("last_run_at")?,
-        last_seen_at: row.try_get("last_seen_at")?,
-        facts: serde_json::from_str(row.try_get("facts")?)?,
-        roles: serde_json::from_str(row.try_get("roles")?)?,
-        compile_error: compile_error
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()?,
-    })
-}
-
 pub async fn nodes(db: &Db) -> Result<Vec<NodeRow>, DbError> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name");
-    let rows = sqlx::query(&sql).fetch_all(db.reads()).await?;
-    rows.iter().map(node_from_row).collect()
+    Ok(sqlx::query_as(&sql).fetch_all(db.reads()).await?)
 }
 
 pub async fn node(db: &Db, name: &str) -> Result<Option<NodeRow>, DbError> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?");
-    let row = sqlx::query(&sql)
+    Ok(sqlx::query_as(&sql)
         .bind(name)
         .fetch_optional(db.reads())
-        .await?;
-    row.as_ref().map(node_from_row).transpose()
+        .await?)
 }
 
 /// A node that asked for a catalog: what recompiling it needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KnownNode {
     pub name: String,
     pub requested_environment: Option<String>,
     pub environment: Option<String>,
+    /// Stored as the JSON object the node sent.
+    #[sqlx(json)]
     pub facts: Facts,
     /// Whether a compile error is recorded for it now.
     pub has_compile_error: bool,
@@ -298,7 +283,7 @@ pub struct KnownNode {
 /// Up to `limit` nodes that have sent facts, in name order after `after`
 /// (nodes only known from reports have no facts to compile with).
 pub async fn known_nodes(db: &Db, after: &str, limit: u32) -> Result<Vec<KnownNode>, DbError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT name, requested_environment, environment, facts,
            compile_error IS NOT NULL AS has_compile_error FROM nodes
          WHERE last_seen_at IS NOT NULL AND name > ? ORDER BY name LIMIT ?",
@@ -306,22 +291,7 @@ pub async fn known_nodes(db: &Db, after: &str, limit: u32) -> Result<Vec<KnownNo
     .bind(after)
     .bind(i64::from(limit))
     .fetch_all(db.reads())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let facts: serde_json::Value = serde_json::from_str(row.try_get("facts")?)?;
-            Ok(KnownNode {
-                name: row.try_get("name")?,
-                requested_environment: row.try_get("requested_environment")?,
-                environment: row.try_get("environment")?,
-                facts: match facts {
-                    serde_json::Value::Object(map) => map,
-                    _ => Facts::new(),
-                },
-                has_compile_error: row.try_get("has_compile_error")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// How a catalog request ended, as far as the database keeps it.

@@ -3,7 +3,7 @@
 
 use drover_catalog::{Report, report::ResourceStatus};
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::{Db, DbError};
 
@@ -215,12 +215,14 @@ fn cached_str(report: &Report) -> &'static str {
 }
 
 /// One line of a node's run history.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct ReportSummary {
     /// The run_id.
+    #[sqlx(rename = "run_id")]
     pub id: String,
     pub node: String,
     pub environment: String,
+    #[sqlx(rename = "commit_id")]
     pub commit: String,
     pub catalog_version: String,
     pub status: String,
@@ -239,6 +241,7 @@ pub struct ReportSummary {
     /// How far ahead of the server's clock the node's was (`finished_at`
     /// minus `received_at`, seconds, 0 if not ahead). Runs are ordered by
     /// `finished_at`, but never later than `received_at`.
+    #[sqlx(skip)]
     pub clock_skew_secs: f64,
 }
 
@@ -250,7 +253,7 @@ pub async fn reports(
     before: Option<jiff::Timestamp>,
 ) -> Result<Vec<ReportSummary>, DbError> {
     let before_us = before.map_or(i64::MAX, |t| t.as_microsecond());
-    let rows = sqlx::query(
+    let rows = sqlx::query_as(
         "SELECT run_id, node, environment, commit_id, catalog_version, status, noop,
            cached_catalog, started_at, finished_at, resources, changed, failed, skipped,
            duration_ms, received_at
@@ -262,32 +265,11 @@ pub async fn reports(
     .bind(i64::from(limit))
     .fetch_all(db.reads())
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ReportSummary {
-                id: r.try_get("run_id")?,
-                node: r.try_get("node")?,
-                environment: r.try_get("environment")?,
-                commit: r.try_get("commit_id")?,
-                catalog_version: r.try_get("catalog_version")?,
-                status: r.try_get("status")?,
-                noop: r.try_get("noop")?,
-                cached_catalog: r.try_get("cached_catalog")?,
-                started_at: r.try_get("started_at")?,
-                finished_at: r.try_get("finished_at")?,
-                resources: r.try_get("resources")?,
-                changed: r.try_get("changed")?,
-                failed: r.try_get("failed")?,
-                skipped: r.try_get("skipped")?,
-                duration_ms: r.try_get("duration_ms")?,
-                clock_skew_secs: clock_skew_secs(
-                    r.try_get("finished_at")?,
-                    r.try_get("received_at")?,
-                ),
-                received_at: r.try_get("received_at")?,
-            })
-        })
-        .collect()
+    let mut rows: Vec<ReportSummary> = rows;
+    for row in &mut rows {
+        row.clock_skew_secs = clock_skew_secs(&row.finished_at, &row.received_at);
+    }
+    Ok(rows)
 }
 
 /// The node and the body of one stored report: node `of`'s run `run_id`,
