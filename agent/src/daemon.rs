@@ -4,7 +4,7 @@
 //! stop on SIGTERM/SIGINT. Under systemd it says when it is ready, shows its
 //! status and feeds the watchdog (see [`crate::systemd`]).
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,7 @@ use crate::state::StateDir;
 use crate::systemd::Notifier;
 use crate::systemd::status::{self, LastOutcome};
 use crate::systemd::watchdog::{self, RunBudget};
+use crate::watch::Waker;
 
 /// Everything that can wake the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +46,6 @@ pub struct Signals {
     catalog_changed: Arc<AtomicBool>,
     wake: UnixStream,
     notify: UnixStream,
-}
-
-/// What another thread holds to raise [`Event::CatalogChanged`].
-pub struct Waker {
-    flag: Arc<AtomicBool>,
-    notify: UnixStream,
-}
-
-impl Waker {
-    pub fn catalog_changed(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        // Non-blocking: a full socket already holds a wake-up.
-        let _ = (&self.notify).write(b"c");
-    }
 }
 
 impl Signals {
@@ -119,13 +106,12 @@ impl Signals {
 
     /// A handle for the watch thread; `Err` when the socket cannot be shared.
     pub fn waker(&self) -> Result<Waker> {
-        Ok(Waker {
-            flag: Arc::clone(&self.catalog_changed),
-            notify: self
-                .notify
+        Ok(Waker::new(
+            Arc::clone(&self.catalog_changed),
+            self.notify
                 .try_clone()
                 .context("cannot share the signal socket")?,
-        })
+        ))
     }
 
     /// Sleeps until `deadline` (-> Tick), a signal (-> Shutdown, RunNow), the

@@ -11,6 +11,7 @@ mod engine;
 mod facts;
 mod filecache;
 mod fsutil;
+mod http;
 mod identity;
 mod lock;
 mod metrics;

@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn summary_entry_has_the_run_status() {
-        let mut report = crate::state::tests::report("r");
+        let mut report = crate::testutil::report("r");
         report.status = RunStatus::Failed;
         report.error = Some("run interrupted".into());
         let entry = summary_entry(&report, "1 resources: ...");

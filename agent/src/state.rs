@@ -241,29 +241,9 @@ impl LastRun {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use drover_catalog::report::CachedCatalog;
-
+mod tests {
     use super::*;
-
-    pub fn report(run_id: &str) -> Report {
-        Report {
-            run_id: run_id.into(),
-            node: "n".into(),
-            environment: "production".into(),
-            commit: "c".into(),
-            catalog_version: "v".into(),
-            noop: false,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-            finished_at: jiff::Timestamp::UNIX_EPOCH,
-            status: RunStatus::Unchanged,
-            cached_catalog: CachedCatalog::NotUsed,
-            error: None,
-            agent_version: "0".into(),
-            resources: Vec::new(),
-            metrics: Default::default(),
-        }
-    }
+    use crate::testutil::report;
 
     #[test]
     fn spool_keeps_order_and_rejects_aside() {

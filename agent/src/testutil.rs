@@ -1,9 +1,13 @@
-//! A scripted plain-HTTP server for unit tests: answers each connection with
-//! the next canned response and records what it was asked.
+//! Fixtures shared by the unit tests: a scripted plain-HTTP server that
+//! answers each connection with the next canned response and records what it
+//! was asked, and a blank run report.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
+
+use drover_catalog::Report;
+use drover_catalog::report::{CachedCatalog, RunStatus};
 
 /// One canned answer.
 #[derive(Debug, Clone)]
@@ -88,4 +92,24 @@ pub fn scripted(replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
         }
     });
     (url, seen)
+}
+
+/// A run report with no resources, every other field a fixed placeholder.
+pub fn report(run_id: &str) -> Report {
+    Report {
+        run_id: run_id.into(),
+        node: "n".into(),
+        environment: "production".into(),
+        commit: "c".into(),
+        catalog_version: "v".into(),
+        noop: false,
+        started_at: jiff::Timestamp::UNIX_EPOCH,
+        finished_at: jiff::Timestamp::UNIX_EPOCH,
+        status: RunStatus::Unchanged,
+        cached_catalog: CachedCatalog::NotUsed,
+        error: None,
+        agent_version: "0".into(),
+        resources: Vec::new(),
+        metrics: Default::default(),
+    }
 }

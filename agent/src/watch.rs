@@ -10,6 +10,9 @@
 //! with jitter, and so does a version announced again because the run could
 //! not reach it (the server shedding load, say), so it never busy-loops.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,9 +20,9 @@ use anyhow::{Context, Result, anyhow};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::client::{Client, Http, Trust, Watched};
+use crate::client::{Client, Watched};
 use crate::config::Settings;
-use crate::daemon::Waker;
+use crate::http::{Http, Trust};
 use crate::identity::TlsDir;
 use crate::output;
 
@@ -95,6 +98,26 @@ impl Handle {
         round.runs += 1;
         round.running = false;
         self.shared.ran.notify_all();
+    }
+}
+
+/// What the watch thread holds to raise the daemon's
+/// [`crate::daemon::Event::CatalogChanged`]: the daemon's flag, and the
+/// socket that ends its sleep.
+pub struct Waker {
+    flag: Arc<AtomicBool>,
+    notify: UnixStream,
+}
+
+impl Waker {
+    pub fn new(flag: Arc<AtomicBool>, notify: UnixStream) -> Waker {
+        Waker { flag, notify }
+    }
+
+    pub fn catalog_changed(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // Non-blocking: a full socket already holds a wake-up.
+        let _ = (&self.notify).write(b"c");
     }
 }
 

@@ -141,28 +141,6 @@ pub(crate) fn deep_merge(base: &mut toml::Table, upper: &toml::Table) {
     }
 }
 
-/// TOML data as JSON for the template context (datetimes become strings).
-pub(crate) fn toml_to_json(value: &toml::Value) -> serde_json::Value {
-    match value {
-        toml::Value::String(s) => serde_json::Value::String(s.clone()),
-        toml::Value::Integer(i) => (*i).into(),
-        toml::Value::Float(f) => {
-            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
-        }
-        toml::Value::Boolean(b) => (*b).into(),
-        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
-        toml::Value::Array(items) => items.iter().map(toml_to_json).collect(),
-        toml::Value::Table(t) => table_to_json(t).into(),
-    }
-}
-
-pub(crate) fn table_to_json(table: &toml::Table) -> serde_json::Map<String, serde_json::Value> {
-    table
-        .iter()
-        .map(|(k, v)| (k.clone(), toml_to_json(v)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,8 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use minijinja::Value;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 
-use crate::data::{table_to_json, toml_to_json};
-
 /// The key of the inline table that marks a value sensitive.
 pub(crate) const KEY: &str = "sensitive";
 
@@ -193,6 +191,28 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty()
         && haystack.len() >= needle.len()
         && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// TOML data as JSON for the template context (datetimes become strings).
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(s) => serde_json::Value::String(s.clone()),
+        toml::Value::Integer(i) => (*i).into(),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        toml::Value::Boolean(b) => (*b).into(),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(items) => items.iter().map(toml_to_json).collect(),
+        toml::Value::Table(t) => table_to_json(t).into(),
+    }
+}
+
+fn table_to_json(table: &toml::Table) -> serde_json::Map<String, serde_json::Value> {
+    table
+        .iter()
+        .map(|(k, v)| (k.clone(), toml_to_json(v)))
+        .collect()
 }
 
 /// One value of a table or list that holds secrets.

@@ -1,6 +1,6 @@
 use std::net::TcpListener;
 
-use drover_catalog::signed::SigningKey;
+use drover_catalog::signed::{SIGNATURE_HEADER, SigningKey};
 
 use super::*;
 use crate::testutil::{Reply, scripted};
@@ -179,34 +179,6 @@ fn unreachable_server_is_an_error() {
         .catalog(&CatalogRequest::default(), None)
         .unwrap_err();
     assert!(err.to_string().contains("cannot reach the server"), "{err}");
-}
-
-#[test]
-fn tls_failures_say_what_they_mean_for_this_node() {
-    use rustls::{AlertDescription, CertificateError, Error};
-    let unknown = describe_tls_failure(
-        &Error::InvalidCertificate(CertificateError::UnknownIssuer),
-        "/s/tls",
-    );
-    assert!(
-        unknown.contains("not the one this node enrolled with")
-            && unknown.contains("/s/tls/ca.pem")
-            && unknown.contains("remove /s/tls"),
-        "{unknown}"
-    );
-    let revoked = describe_tls_failure(
-        &Error::AlertReceived(AlertDescription::CertificateRevoked),
-        "/s/tls",
-    );
-    assert!(
-        revoked.contains("refused this node's certificate"),
-        "{revoked}"
-    );
-    let name = describe_tls_failure(
-        &Error::InvalidCertificate(CertificateError::NotValidForName),
-        "/s/tls",
-    );
-    assert!(name.contains("server_names"), "{name}");
 }
 
 #[test]

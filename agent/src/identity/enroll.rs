@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::keys::NodeKey;
 use super::{NodeCert, certs};
-use crate::client::{Answer, Http, MAX_SMALL_BYTES, error_text};
+use crate::http::{Answer, Http, MAX_SMALL_BYTES, error_text};
 use crate::output;
 
 /// The first pause between two polls; it doubles up to [`MAX_POLL_PAUSE`].

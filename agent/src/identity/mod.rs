@@ -26,8 +26,8 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::client::{Http, Trust};
 use crate::config::Settings;
+use crate::http::{Http, Trust};
 use crate::output;
 
 pub use pin::pinned_signing_key;

@@ -11,9 +11,9 @@ use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 
 use super::{TlsDir, certs};
-use crate::client::{Http, MAX_SMALL_BYTES, Trust, error_text};
 use crate::config::Settings;
 use crate::fsutil::write_state_file;
+use crate::http::{Http, MAX_SMALL_BYTES, Trust, error_text};
 use crate::output;
 
 const CA_ROUTE: &str = "/api/v1/ca";

@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::keys::NodeKey;
 use super::{NodeCert, TlsDir, certs};
-use crate::client::{Http, MAX_SMALL_BYTES, Trust, error_text};
 use crate::config::Settings;
 use crate::fsutil::{sync_dir, write_state_file};
+use crate::http::{Http, MAX_SMALL_BYTES, Trust, error_text};
 use crate::output;
 
 const STAGING: &str = "pair.new";

@@ -5,7 +5,7 @@ use super::certs::tests::TestCa;
 use super::certs::to_pem;
 use super::enroll::{Enrollment, enroll};
 use super::keys::NodeKey;
-use crate::client::{Http, Trust};
+use crate::http::{Http, Trust};
 use crate::testutil::{Reply, scripted};
 
 fn signed(cert_pem: &str) -> Vec<u8> {

@@ -96,7 +96,7 @@ mod tests {
     fn idle_status_counts_the_last_run() {
         let secs = Duration::from_millis(1_742_900);
         assert_eq!(idle(secs, &LastOutcome::None), "idle, next run in 1742 s");
-        let mut report = crate::state::tests::report("r");
+        let mut report = crate::testutil::report("r");
         report.resources = vec![
             resource(ResourceStatus::Changed),
             resource(ResourceStatus::Changed),
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn idle_status_says_noop() {
-        let mut report = crate::state::tests::report("r");
+        let mut report = crate::testutil::report("r");
         report.noop = true;
         report.resources = vec![resource(ResourceStatus::Noop)];
         assert_eq!(
