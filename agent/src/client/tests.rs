@@ -1,3 +1,5 @@
+//! The node API against a scripted server: signed catalogs, refusals, reports.
+
 use std::net::TcpListener;
 
 use drover_catalog::signed::{SIGNATURE_HEADER, SigningKey};

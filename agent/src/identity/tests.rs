@@ -1,3 +1,5 @@
+//! Enrollment, pinning and renewal against a scripted server and a test CA.
+
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,5 @@
+//! The container kind's decisions (what differs, what to do) without a Docker engine.
+
 use std::collections::BTreeMap;
 
 use drover_catalog::Spec;
