@@ -23,13 +23,13 @@ use crate::state::{LastRun, StateDir};
 /// else `DIR/SHA256` of `--contents-dir`, read only when a file needs it (the
 /// engine verifies what it fetches before writing it).
 #[derive(Debug, Default)]
-pub struct LocalContents {
+pub(crate) struct LocalContents {
     pub embedded: BTreeMap<String, Arc<[u8]>>,
     pub dir: Option<PathBuf>,
 }
 
 impl LocalContents {
-    pub fn embedded(embedded: BTreeMap<String, Arc<[u8]>>) -> LocalContents {
+    pub(crate) fn embedded(embedded: BTreeMap<String, Arc<[u8]>>) -> LocalContents {
         LocalContents {
             embedded,
             dir: None,
@@ -64,7 +64,7 @@ impl ContentSource for LocalContents {
 
 /// What `apply` converges from.
 #[derive(Debug, Clone, Copy)]
-pub struct Source<'a> {
+pub(crate) struct Source<'a> {
     /// A compiled catalog JSON file or a catalog repository directory.
     pub path: &'a Path,
     /// Facts to compile a repository directory with (else this node's).
@@ -76,7 +76,7 @@ pub struct Source<'a> {
 /// Converges from PATH; returns the detailed exit code. `Err` = the run
 /// could not happen. Once the lock is held, the run leaves its metrics
 /// textfile either way.
-pub fn apply(source: Source<'_>, settings: &Settings, stop: &AtomicBool) -> Result<i32> {
+pub(crate) fn apply(source: Source<'_>, settings: &Settings, stop: &AtomicBool) -> Result<i32> {
     let mut clock = RunClock::start();
     let _lock = RunLock::acquire(&settings.lock_file)?;
     let result = converge(source, settings, stop, &mut clock);
@@ -137,7 +137,7 @@ fn converge(
 }
 
 /// A compiled catalog JSON file with its `contents` embedded (sha256 -> base64).
-pub fn load_compiled(path: &Path) -> Result<(Catalog, LocalContents)> {
+pub(crate) fn load_compiled(path: &Path) -> Result<(Catalog, LocalContents)> {
     let bytes = fs_err::read(path)?;
     let mut catalog: Catalog = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a compiled catalog", path.display()))?;
@@ -161,7 +161,7 @@ fn load_facts(facts_file: Option<&Path>) -> Result<Facts> {
 }
 
 /// Compiles a catalog repository directory for `node`.
-pub fn compile_repository(
+pub(crate) fn compile_repository(
     dir: &Path,
     node: &str,
     facts: &Facts,
@@ -184,7 +184,7 @@ pub fn compile_repository(
 
 /// Every file under `dir` except `.git/`, keyed by `/`-separated relative path.
 /// Symlinks are refused, never followed: the repository must not reach outside itself.
-pub fn read_repository(dir: &Path) -> Result<RepoFiles> {
+pub(crate) fn read_repository(dir: &Path) -> Result<RepoFiles> {
     let mut files = RepoFiles::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(current) = pending.pop() {

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Exit code of a usage error (sysexits' EX_USAGE); clap's own default, 2,
 /// would collide with "something changed".
-pub const EXIT_USAGE: i32 = 64;
+pub(crate) const EXIT_USAGE: i32 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,13 +14,13 @@ pub const EXIT_USAGE: i32 = 64;
     version,
     about = "Converges this node to its drover catalog and reports what changed"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Fetch this node's catalog from the server, converge, post the report
     Run(RunArgs),
     /// Converge from a compiled catalog JSON file or a catalog repository directory
@@ -31,7 +31,7 @@ pub enum Command {
 
 /// Flags shared by `run` and `apply` that override the configuration file.
 #[derive(Debug, Clone, Default, Args)]
-pub struct CommonArgs {
+pub(crate) struct CommonArgs {
     /// Configuration file (default /etc/drover/agent.toml, optional)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -51,7 +51,7 @@ pub struct CommonArgs {
 }
 
 #[derive(Debug, Clone, Default, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// The drover server (default https://127.0.0.1:8140)
@@ -72,7 +72,7 @@ pub struct RunArgs {
 
 /// How `run` gets and checks this node's identity (override agent.toml).
 #[derive(Debug, Clone, Default, Args)]
-pub struct TlsArgs {
+pub(crate) struct TlsArgs {
     /// The server's CA certificate (PEM) to pin at enrollment (ca_file)
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -91,7 +91,7 @@ pub struct TlsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// A compiled catalog JSON file or a catalog repository directory
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
@@ -109,11 +109,11 @@ pub struct ApplyArgs {
 
 /// Parses argv; on failure prints clap's message and returns the exit code
 /// (0 for --help/--version, 64 for a usage error).
-pub fn parse() -> Result<Cli, i32> {
+pub(crate) fn parse() -> Result<Cli, i32> {
     parse_from(std::env::args_os())
 }
 
-pub fn parse_from<I, T>(args: I) -> Result<Cli, i32>
+pub(crate) fn parse_from<I, T>(args: I) -> Result<Cli, i32>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,

@@ -16,14 +16,14 @@ use crate::resources::ContentSource;
 const MAX_CATALOG_BYTES: u64 = 512 * 1024 * 1024;
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
-pub struct Client {
+pub(crate) struct Client {
     http: Http,
     node: String,
     signing_key: VerifyingKey,
 }
 
 #[derive(Debug)]
-pub enum CatalogAnswer {
+pub(crate) enum CatalogAnswer {
     Fresh(SignedCatalog),
     /// 304: the cached catalog is current.
     NotModified,
@@ -31,7 +31,7 @@ pub enum CatalogAnswer {
 
 /// A catalog whose signature verified over exactly `body`.
 #[derive(Debug)]
-pub struct SignedCatalog {
+pub(crate) struct SignedCatalog {
     pub catalog: Catalog,
     pub body: Vec<u8>,
     pub signature: String,
@@ -41,21 +41,21 @@ pub struct SignedCatalog {
 /// back (see `run::fetch_catalog`, which waits and asks again).
 #[derive(Debug, thiserror::Error)]
 #[error("the server is busy (503): {message}")]
-pub struct ServerBusy {
+pub(crate) struct ServerBusy {
     pub retry_after: Option<Duration>,
     pub message: String,
 }
 
 /// The answer of a catalog watch.
 #[derive(Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct Watched {
+pub(crate) struct Watched {
     /// The server's version when `changed`, else the one sent.
     pub version: Option<String>,
     pub changed: bool,
 }
 
 #[derive(Debug, PartialEq)]
-pub enum Posted {
+pub(crate) enum Posted {
     /// 201 stored, or 200 already stored (a re-post of the same run_id).
     Stored,
     /// 400/403/413/422: the server will never take this report (a report
@@ -66,7 +66,12 @@ pub enum Posted {
 
 impl Client {
     /// The node routes, over the identity `ensure` established.
-    pub fn new(server: &str, node: &str, identity: &Identity, timeout: Duration) -> Result<Client> {
+    pub(crate) fn new(
+        server: &str,
+        node: &str,
+        identity: &Identity,
+        timeout: Duration,
+    ) -> Result<Client> {
         let trust = match &identity.transport {
             Transport::InsecureHttp => Trust::InsecureHttp,
             Transport::Tls(tls) => Trust::Pinned {
@@ -79,7 +84,7 @@ impl Client {
         Ok(Client::over(http, node, identity.signing_key))
     }
 
-    pub fn over(http: Http, node: &str, signing_key: VerifyingKey) -> Client {
+    pub(crate) fn over(http: Http, node: &str, signing_key: VerifyingKey) -> Client {
         Client {
             http,
             node: node.to_owned(),
@@ -91,7 +96,7 @@ impl Client {
         format!("/api/v1/nodes/{}/{rest}", self.node)
     }
 
-    pub fn catalog(
+    pub(crate) fn catalog(
         &self,
         request: &CatalogRequest,
         cached_version: Option<&str>,
@@ -164,7 +169,7 @@ impl Client {
     /// longer) until the server knows a catalog version other than
     /// `version`: `GET nodes/{name}/catalog/watch`. Unsigned on purpose: the
     /// answer only starts a run early, and the run checks what it fetches.
-    pub fn watch(&self, version: Option<&str>, timeout_secs: u64) -> Result<Watched> {
+    pub(crate) fn watch(&self, version: Option<&str>, timeout_secs: u64) -> Result<Watched> {
         let mut path = format!("{}?timeout_secs={timeout_secs}", self.path("catalog/watch"));
         if let Some(version) = version {
             path.push_str(&format!("&version={version}"));
@@ -180,7 +185,7 @@ impl Client {
     }
 
     /// Posts a report (already serialized, as spooled).
-    pub fn post_report(&self, json: &[u8]) -> Result<Posted> {
+    pub(crate) fn post_report(&self, json: &[u8]) -> Result<Posted> {
         let answer = self.http.post(
             &self.path("reports"),
             "application/json",

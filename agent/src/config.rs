@@ -8,20 +8,20 @@ use serde::Deserialize;
 
 use crate::cli::{CommonArgs, TlsArgs};
 
-pub const DEFAULT_CONFIG: &str = "/etc/drover/agent.toml";
-pub const DEFAULT_SERVER: &str = "https://127.0.0.1:8140";
-pub const DEFAULT_WAIT_FOR_CERT_SECS: u64 = 120;
-pub const DEFAULT_RENEW_BEFORE_DAYS: u64 = 30;
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/drover-agent";
-pub const DEFAULT_LOCK_FILE: &str = "/run/drover-agent.lock";
-pub const DEFAULT_CONTAINER_SOCKET: &str = "/var/run/docker.sock";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/drover/agent.toml";
+pub(crate) const DEFAULT_SERVER: &str = "https://127.0.0.1:8140";
+pub(crate) const DEFAULT_WAIT_FOR_CERT_SECS: u64 = 120;
+pub(crate) const DEFAULT_RENEW_BEFORE_DAYS: u64 = 30;
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/drover-agent";
+pub(crate) const DEFAULT_LOCK_FILE: &str = "/run/drover-agent.lock";
+pub(crate) const DEFAULT_CONTAINER_SOCKET: &str = "/var/run/docker.sock";
 /// The metrics textfile's name in the state directory, unless `metrics_textfile` moves it.
-pub const DEFAULT_METRICS_TEXTFILE: &str = "drover-agent.prom";
+pub(crate) const DEFAULT_METRICS_TEXTFILE: &str = "drover-agent.prom";
 
 /// The configuration file as written; every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub server: Option<String>,
     pub node: Option<String>,
     pub environment: Option<String>,
@@ -58,7 +58,7 @@ pub struct FileConfig {
 
 impl FileConfig {
     /// Reads the configuration. The default file may be missing; an explicit one may not.
-    pub fn load(explicit: Option<&Path>) -> Result<FileConfig> {
+    pub(crate) fn load(explicit: Option<&Path>) -> Result<FileConfig> {
         let (path, required) = match explicit {
             Some(p) => (p, true),
             None => (Path::new(DEFAULT_CONFIG), false),
@@ -74,7 +74,7 @@ impl FileConfig {
             .with_context(|| format!("invalid configuration {}", path.display()))
     }
 
-    pub fn parse(text: &str) -> Result<FileConfig> {
+    pub(crate) fn parse(text: &str) -> Result<FileConfig> {
         // toml's message names the unknown key and lists the expected ones.
         Ok(toml::from_str(text)?)
     }
@@ -82,7 +82,7 @@ impl FileConfig {
 
 /// Resolved settings of one invocation.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub server: String,
     pub node: String,
     pub environment: Option<String>,
@@ -108,7 +108,7 @@ pub struct Settings {
 
 /// How this node gets and keeps its identity (see [`crate::identity`]).
 #[derive(Debug, Clone, Default)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     pub ca_file: Option<PathBuf>,
     /// Lowercase hex, without separators.
     pub ca_fingerprint: Option<String>,
@@ -119,7 +119,7 @@ pub struct TlsSettings {
 
 /// Flags that override the file (`run` passes all of them, `apply` only the common ones).
 #[derive(Debug, Default)]
-pub struct Overrides<'a> {
+pub(crate) struct Overrides<'a> {
     pub common: Option<&'a CommonArgs>,
     pub server: Option<&'a str>,
     pub environment: Option<&'a str>,
@@ -127,7 +127,7 @@ pub struct Overrides<'a> {
 }
 
 impl Settings {
-    pub fn resolve(file: FileConfig, flags: Overrides<'_>) -> Result<Settings> {
+    pub(crate) fn resolve(file: FileConfig, flags: Overrides<'_>) -> Result<Settings> {
         let common = flags.common.cloned().unwrap_or_default();
         let tls_flags = flags.tls.cloned().unwrap_or_default();
         let server = flags
@@ -255,7 +255,7 @@ fn resolve_node(flag: Option<String>, file: Option<String>) -> Result<String> {
 }
 
 /// A sha256 fingerprint as hex, with or without `:` separators, any case.
-pub fn parse_fingerprint(text: &str) -> Result<String> {
+pub(crate) fn parse_fingerprint(text: &str) -> Result<String> {
     let hex: String = text
         .trim()
         .trim_start_matches("sha256:")

@@ -20,12 +20,12 @@ use drover_catalog::{Catalog, Spec};
 use crate::fsutil::write_unsynced;
 use crate::resources::ContentSource;
 
-pub struct ContentStore {
+pub(crate) struct ContentStore {
     dir: PathBuf,
 }
 
 impl ContentStore {
-    pub fn new(dir: PathBuf) -> ContentStore {
+    pub(crate) fn new(dir: PathBuf) -> ContentStore {
         ContentStore { dir }
     }
 
@@ -34,7 +34,7 @@ impl ContentStore {
     }
 
     /// Stored content whose hash still matches; a damaged entry is dropped.
-    pub fn get(&self, sha256: &str) -> Option<Arc<[u8]>> {
+    pub(crate) fn get(&self, sha256: &str) -> Option<Arc<[u8]>> {
         let path = self.path(sha256);
         let bytes = fs_err::read(&path).ok()?;
         if sha256_hex(&bytes) == sha256 {
@@ -51,14 +51,14 @@ impl ContentStore {
     /// Not fsynced: an entry is checked against its name when read, so one
     /// torn by a power loss is dropped and fetched again, and a run that
     /// fetches 10,000 contents does not wait for 20,000 fsyncs.
-    pub fn put(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn put(&self, sha256: &str, bytes: &[u8]) -> Result<()> {
         write_unsynced(&self.path(sha256), bytes)
     }
 
     /// Makes the store hold what `catalog` references: keeps what is there,
     /// copies managed files that already have their desired content, and
     /// removes contents no longer referenced.
-    pub fn sync_with(&self, catalog: &Catalog) -> Result<()> {
+    pub(crate) fn sync_with(&self, catalog: &Catalog) -> Result<()> {
         let mut wanted = HashSet::new();
         for resource in &catalog.resources {
             let Spec::File(file) = &resource.spec else {
@@ -93,7 +93,7 @@ impl ContentStore {
 }
 
 /// Contents from the store first, else from `upstream` (then stored).
-pub struct StoreFirst<'a> {
+pub(crate) struct StoreFirst<'a> {
     pub store: &'a ContentStore,
     pub upstream: &'a dyn ContentSource,
 }
@@ -115,13 +115,13 @@ impl ContentSource for StoreFirst<'_> {
 
 /// A source that keeps the time spent in its fetches, so a run's metrics
 /// count fetching file contents with fetching the catalog, not with converging.
-pub struct Timed<'a> {
+pub(crate) struct Timed<'a> {
     inner: &'a dyn ContentSource,
     spent: Cell<Duration>,
 }
 
 impl<'a> Timed<'a> {
-    pub fn new(inner: &'a dyn ContentSource) -> Timed<'a> {
+    pub(crate) fn new(inner: &'a dyn ContentSource) -> Timed<'a> {
         Timed {
             inner,
             spent: Cell::new(Duration::ZERO),
@@ -129,7 +129,7 @@ impl<'a> Timed<'a> {
     }
 
     /// Time spent in fetches so far, failed ones included.
-    pub fn spent(&self) -> Duration {
+    pub(crate) fn spent(&self) -> Duration {
         self.spent.get()
     }
 }

@@ -24,7 +24,7 @@ use crate::watch::Waker;
 
 /// Everything that can wake the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Time for a run.
     Tick,
     /// Time to tell systemd the loop still turns (a watchdog ping).
@@ -40,7 +40,7 @@ pub enum Event {
 /// The stop flag (checked between resources), the run-now and
 /// catalog-changed flags, and a socket that a signal (or the watch thread)
 /// writes to, so a sleep ends the moment one arrives.
-pub struct Signals {
+pub(crate) struct Signals {
     pub stop: Arc<AtomicBool>,
     run_now: Arc<AtomicBool>,
     catalog_changed: Arc<AtomicBool>,
@@ -50,13 +50,13 @@ pub struct Signals {
 
 impl Signals {
     /// SIGTERM and SIGINT stop; a second one while stopping exits at once.
-    pub fn install() -> Result<Signals> {
+    pub(crate) fn install() -> Result<Signals> {
         Self::install_handlers(false)
     }
 
     /// Also SIGHUP, which asks for a run now (daemon mode; elsewhere it
     /// keeps its default of ending the process).
-    pub fn install_with_reload() -> Result<Signals> {
+    pub(crate) fn install_with_reload() -> Result<Signals> {
         Self::install_handlers(true)
     }
 
@@ -105,7 +105,7 @@ impl Signals {
     }
 
     /// A handle for the watch thread; `Err` when the socket cannot be shared.
-    pub fn waker(&self) -> Result<Waker> {
+    pub(crate) fn waker(&self) -> Result<Waker> {
         Ok(Waker::new(
             Arc::clone(&self.catalog_changed),
             self.notify
@@ -117,7 +117,7 @@ impl Signals {
     /// Sleeps until `deadline` (-> Tick), a signal (-> Shutdown, RunNow), the
     /// watch (-> CatalogChanged), or, when `heartbeat` is set, until that
     /// much time has passed (-> Heartbeat).
-    pub fn wait_until(&mut self, deadline: Instant, heartbeat: Option<Duration>) -> Event {
+    pub(crate) fn wait_until(&mut self, deadline: Instant, heartbeat: Option<Duration>) -> Event {
         let beat = heartbeat.map(|every| Instant::now() + every);
         let mut buf = [0u8; 16];
         loop {
@@ -159,7 +159,7 @@ impl Signals {
 
 /// Deterministic per-node offset in [0, splay): stable across restarts, and
 /// spreads a fleet's runs over the splay window.
-pub fn splay_offset(node: &str, splay: Duration) -> Duration {
+pub(crate) fn splay_offset(node: &str, splay: Duration) -> Duration {
     let secs = splay.as_secs();
     if secs == 0 {
         return Duration::ZERO;
@@ -178,7 +178,7 @@ fn next_run_after(started: Instant, interval: Duration, now: Instant) -> Instant
 
 /// Runs until a signal; the exit code is 0 on a requested stop. `Err` when
 /// the daemon cannot start (then systemd never sees it ready).
-pub fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
+pub(crate) fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i32> {
     let notifier = Notifier::from_env();
     let (cached, version) = prepare_state(settings)?;
     let first = splay_offset(&settings.node, settings.splay);

@@ -3,11 +3,11 @@
 use similar::TextDiff;
 
 /// Larger contents are summarised by hash: a diff of them helps nobody.
-pub const MAX_DIFF_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_DIFF_BYTES: usize = 1024 * 1024;
 
 /// A unified diff of `old` -> `new` headed `--- PATH` / `+++ PATH`, or the
 /// line `binary or large content: sha256 A -> B`.
-pub fn content_diff(
+pub(crate) fn content_diff(
     path: &str,
     old: Option<&[u8]>,
     new: &[u8],
@@ -28,12 +28,12 @@ pub fn content_diff(
 /// How much diff text one run's report (and output) carries: a first run
 /// of 10,000 files would otherwise hold every file's whole content twice in
 /// memory and send a report far over the server's 16 MiB body limit.
-pub const RUN_DIFF_BUDGET: usize = 4 * 1024 * 1024;
+pub(crate) const RUN_DIFF_BUDGET: usize = 4 * 1024 * 1024;
 
 /// What is left of [`RUN_DIFF_BUDGET`] in this run. Once a diff does not
 /// fit, it and every later one are summarised by hash, without being made.
 #[derive(Debug)]
-pub struct DiffBudget {
+pub(crate) struct DiffBudget {
     left: usize,
 }
 
@@ -47,7 +47,7 @@ impl Default for DiffBudget {
 
 impl DiffBudget {
     /// [`content_diff`] while the budget lasts, then the hash line.
-    pub fn diff(
+    pub(crate) fn diff(
         &mut self,
         path: &str,
         old: Option<&[u8]>,

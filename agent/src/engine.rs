@@ -22,9 +22,9 @@ mod protected;
 use batch::Batch;
 
 /// Why the remaining resources were not tried.
-pub const INTERRUPTED: &str = "run interrupted: the agent is stopping";
+pub(crate) const INTERRUPTED: &str = "run interrupted: the agent is stopping";
 
-pub struct EngineConfig<'a> {
+pub(crate) struct EngineConfig<'a> {
     pub noop: bool,
     /// The node's name, on the labels of the containers it runs.
     pub node: &'a str,
@@ -52,7 +52,7 @@ pub struct EngineConfig<'a> {
 impl<'a> EngineConfig<'a> {
     /// A run as `settings` describe it, timed from `started`, with no
     /// previous catalog, and the file cache loading since the run started.
-    pub fn new(
+    pub(crate) fn new(
         settings: &'a Settings,
         backups: PathBuf,
         contents: &'a dyn ContentSource,
@@ -78,7 +78,7 @@ impl<'a> EngineConfig<'a> {
 }
 
 #[derive(Debug)]
-pub struct Applied {
+pub(crate) struct Applied {
     pub resources: Vec<ResourceReport>,
     /// Set when the run stopped early (signal or timeout).
     pub stopped: Option<String>,
@@ -86,7 +86,7 @@ pub struct Applied {
     pub files: drover_catalog::report::FileChecks,
 }
 
-pub fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
+pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
     let managed = catalog
         .resources
         .iter()

@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use drover_catalog::Facts;
 use serde_json::{Value, json};
 
-pub fn hostname() -> Result<String> {
+pub(crate) fn hostname() -> Result<String> {
     let name = nix::unistd::gethostname().context("cannot read the hostname")?;
     Ok(name.to_string_lossy().into_owned())
 }
 
 /// Gathers the facts of the running node.
-pub fn gather() -> Result<Facts> {
+pub(crate) fn gather() -> Result<Facts> {
     let hostname = hostname()?;
     let uts = nix::sys::utsname::uname().context("uname failed")?;
     let os_release = fs_err::read_to_string("/etc/os-release")
@@ -60,7 +60,7 @@ pub fn gather() -> Result<Facts> {
 }
 
 /// `KEY=value` lines of os-release, with shell quoting removed.
-pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_os_release(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|line| {
             let line = line.trim();
@@ -79,7 +79,7 @@ pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+pub(crate) fn mem_total_bytes(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -87,7 +87,7 @@ pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
 
 /// The hostname if it is already dotted, else the first dotted name that
 /// /etc/hosts gives it (no DNS: facts must not hang on a resolver).
-pub fn fqdn(hostname: &str, hosts: &str) -> String {
+pub(crate) fn fqdn(hostname: &str, hosts: &str) -> String {
     if hostname.contains('.') {
         return hostname.to_owned();
     }

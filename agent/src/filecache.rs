@@ -38,13 +38,13 @@ use fs_err::os::unix::fs::OpenOptionsExt as _;
 use sha2::{Digest, Sha256};
 
 /// The cache's name in the state directory.
-pub const FILE_NAME: &str = "filecache";
+pub(crate) const FILE_NAME: &str = "filecache";
 /// One day: a change hidden from the metadata is found within a day.
-pub const DEFAULT_VERIFY_INTERVAL_SECS: u64 = 86_400;
+pub(crate) const DEFAULT_VERIFY_INTERVAL_SECS: u64 = 86_400;
 /// Larger than the coarse clock tick file times come from (10 ms at HZ=100).
-pub const RACY_MARGIN_NS: i64 = 100_000_000;
+pub(crate) const RACY_MARGIN_NS: i64 = 100_000_000;
 /// For file systems that keep whole seconds (FAT keeps two).
-pub const COARSE_MARGIN_NS: i64 = 2_000_000_000;
+pub(crate) const COARSE_MARGIN_NS: i64 = 2_000_000_000;
 
 /// How old the loader's lstats may be when the walk is prepared.
 const LSTAT_MAX_AGE_NS: i64 = 5_000_000_000;
@@ -52,7 +52,7 @@ const READ_BUF: usize = 64 * 1024;
 
 /// What identifies one version of a file's content, as far as metadata can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
+pub(crate) struct Key {
     dev: u64,
     ino: u64,
     size: u64,
@@ -62,7 +62,7 @@ pub struct Key {
 
 impl Key {
     /// `None` for times beyond what nanoseconds in an i64 hold: never cached.
-    pub fn of(md: &Metadata) -> Option<Key> {
+    pub(crate) fn of(md: &Metadata) -> Option<Key> {
         let ns = |s: i64, n: i64| s.checked_mul(1_000_000_000)?.checked_add(n);
         Some(Key {
             dev: md.dev(),
@@ -132,7 +132,7 @@ enum Known {
 }
 
 /// Wall clock in ns since the epoch, comparable with file times.
-pub fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()
@@ -144,7 +144,7 @@ pub fn now_ns() -> i64 {
 /// One run's view of the cache: what the last runs recorded, what this run
 /// hashed up front, and what it saw, to be saved as the next cache.
 #[derive(Debug, Default)]
-pub struct FileCache {
+pub(crate) struct FileCache {
     /// None: no cache (kinds' unit tests), nothing is loaded or saved.
     path: Option<PathBuf>,
     /// The last runs' entries not yet looked up, in the order they were
@@ -175,7 +175,7 @@ impl FileCache {
     /// Loads the cache at `path` (missing or corrupt: trust nothing),
     /// decides whether this run is a full verification, and lstats every
     /// path it lists.
-    pub fn open(path: &Path, verify_interval: Duration) -> FileCache {
+    pub(crate) fn open(path: &Path, verify_interval: Duration) -> FileCache {
         let started_at = now_ns();
         let mut cache = FileCache {
             path: Some(path.to_owned()),
@@ -223,7 +223,7 @@ impl FileCache {
 
     /// Stats every present managed file and hashes, on a few threads, those
     /// the cache cannot vouch for, so the ordered walk finds both ready.
-    pub fn prepare(&mut self, catalog: &Catalog) {
+    pub(crate) fn prepare(&mut self, catalog: &Catalog) {
         let started = now_ns();
         let files: Vec<_> = catalog
             .resources
@@ -352,7 +352,7 @@ impl FileCache {
     }
 
     /// The engine is about to converge resource `index` of the catalog.
-    pub fn visit(&mut self, index: usize) {
+    pub(crate) fn visit(&mut self, index: usize) {
         let unused = self.current.take();
         self.restore(unused);
         self.cursor = index;
@@ -360,7 +360,7 @@ impl FileCache {
 
     /// What [`FileCache::prepare`] saw of the file being converged: its
     /// lstat (`None`: missing) and when that was taken.
-    pub fn take_observed(&mut self) -> Option<(Option<Metadata>, i64)> {
+    pub(crate) fn take_observed(&mut self) -> Option<(Option<Metadata>, i64)> {
         let observed = self.slots.get_mut(self.cursor)?.take()?;
         self.current = observed.known;
         Some((observed.md, observed.observed_at))
@@ -370,7 +370,7 @@ impl FileCache {
     /// system (a package, an exec, a path created or removed): what was
     /// stat'ed and hashed before the walk may be stale even where the times
     /// look the same, so the walk stats and hashes again.
-    pub fn invalidate_prehashed(&mut self) {
+    pub(crate) fn invalidate_prehashed(&mut self) {
         let known: Vec<_> = self
             .slots
             .drain(..)
@@ -400,7 +400,7 @@ impl FileCache {
     /// The sha256 of `path`'s content when this run already knows it for a
     /// file with metadata `md`: the cache vouches it is `want`, or it was
     /// hashed up front. Either way it goes into the next cache.
-    pub fn known(&mut self, path: &str, md: &Metadata, want: &[u8; 32]) -> Option<[u8; 32]> {
+    pub(crate) fn known(&mut self, path: &str, md: &Metadata, want: &[u8; 32]) -> Option<[u8; 32]> {
         let key = Key::of(md)?;
         match self.current.take() {
             Some(Known::Trusted(name, entry)) if entry.key == key && &entry.sha == want => {
@@ -437,7 +437,7 @@ impl FileCache {
     /// Hashes `path` now (stat'ed as `md` after `observed_at`) and records it.
     /// `read` is where to read it (the managed `path` reached through its
     /// held parent, see [`crate::safepath`]).
-    pub fn hash_now(
+    pub(crate) fn hash_now(
         &mut self,
         path: &str,
         read: &Path,
@@ -454,7 +454,7 @@ impl FileCache {
     }
 
     /// The content of `path` (stat'ed as `md` after `observed_at`) hashed to `sha`.
-    pub fn record(&mut self, path: &str, md: &Metadata, sha: [u8; 32], observed_at: i64) {
+    pub(crate) fn record(&mut self, path: &str, md: &Metadata, sha: [u8; 32], observed_at: i64) {
         if let Some(key) = Key::of(md) {
             let entry = Entry {
                 key,
@@ -466,7 +466,7 @@ impl FileCache {
     }
 
     /// What this run did so far, for the report.
-    pub fn checks(&self) -> FileChecks {
+    pub(crate) fn checks(&self) -> FileChecks {
         FileChecks {
             full_verification: self.full && self.path.is_some(),
             ..self.checks
@@ -476,7 +476,7 @@ impl FileCache {
     /// Writes what this run saw as the next cache (atomically, and only when
     /// it differs). A full verification that `completed` restarts the
     /// interval. Failing to write costs the next run time, never this one.
-    pub fn save(&mut self, completed: bool) {
+    pub(crate) fn save(&mut self, completed: bool) {
         let Some(path) = self.path.clone() else {
             return;
         };
@@ -498,7 +498,7 @@ impl FileCache {
 }
 
 /// A catalog's sha256 as bytes; `None` when it is not 64 hex digits.
-pub fn decode_sha(hex_sha: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode_sha(hex_sha: &str) -> Option<[u8; 32]> {
     let mut out = [0; 32];
     hex::decode_to_slice(hex_sha, &mut out).ok()?;
     Some(out)
@@ -506,7 +506,7 @@ pub fn decode_sha(hex_sha: &str) -> Option<[u8; 32]> {
 
 /// sha256 of a regular file's content, streamed through `buf`. Never
 /// follows a symlink nor blocks on a FIFO swapped in since it was stat'ed.
-pub fn hash_path(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
+pub(crate) fn hash_path(path: &Path, buf: &mut [u8]) -> Result<[u8; 32]> {
     let mut file = fs_err::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -528,7 +528,7 @@ mod format;
 mod loading;
 mod threads;
 
-pub use loading::Loading;
+pub(crate) use loading::Loading;
 use threads::{hash_all, lstat_each};
 #[cfg(test)]
 mod tests;

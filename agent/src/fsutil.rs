@@ -26,11 +26,11 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// Prefix of every temp file the agent creates next to a managed path.
-pub const TEMP_PREFIX: &str = ".drover-";
+pub(crate) const TEMP_PREFIX: &str = ".drover-";
 
 /// What a new file should look like once in place.
 #[derive(Debug, Clone, Copy)]
-pub struct NewFile<'a> {
+pub(crate) struct NewFile<'a> {
     pub content: &'a [u8],
     pub mode: u32,
     pub uid: Option<u32>,
@@ -45,7 +45,7 @@ pub struct NewFile<'a> {
 impl<'a> NewFile<'a> {
     /// A file of the agent's own (state, backups): mode 0600, owned by the
     /// agent, nothing to validate.
-    pub fn private(content: &'a [u8]) -> NewFile<'a> {
+    pub(crate) fn private(content: &'a [u8]) -> NewFile<'a> {
         NewFile {
             content,
             mode: 0o600,
@@ -58,7 +58,7 @@ impl<'a> NewFile<'a> {
 }
 
 /// A unique temp path next to `target`.
-pub fn temp_path_for(target: &Path) -> PathBuf {
+pub(crate) fn temp_path_for(target: &Path) -> PathBuf {
     let dir = target.parent().unwrap_or(Path::new("."));
     let unique = uuid::Uuid::new_v4().simple().to_string();
     dir.join(format!("{TEMP_PREFIX}{}", &unique[..12]))
@@ -71,7 +71,7 @@ pub fn temp_path_for(target: &Path) -> PathBuf {
 /// while writing), and on every full verification (a marker lost some other
 /// way: an older agent, a write that failed, a hand-made temp).
 #[derive(Debug)]
-pub struct TempMarker {
+pub(crate) struct TempMarker {
     /// `None`: no marker; every directory is swept (the kinds' unit tests).
     path: Option<PathBuf>,
     sweep: bool,
@@ -90,9 +90,9 @@ impl Default for TempMarker {
 }
 
 impl TempMarker {
-    pub const FILE_NAME: &str = "temps.pending";
+    pub(crate) const FILE_NAME: &str = "temps.pending";
 
-    pub fn open(path: PathBuf, full_verification: bool) -> TempMarker {
+    pub(crate) fn open(path: PathBuf, full_verification: bool) -> TempMarker {
         let found = fs_err::symlink_metadata(&path).is_ok();
         TempMarker {
             path: Some(path),
@@ -102,14 +102,14 @@ impl TempMarker {
     }
 
     /// Whether this run looks for stale temp files.
-    pub fn sweeps(&self) -> bool {
+    pub(crate) fn sweeps(&self) -> bool {
         self.sweep
     }
 
     /// Called before every temp file the run creates; the first call makes
     /// the marker durable. Failing to only costs the sweep of a later run
     /// that follows a kill, so it warns once and lets the write go ahead.
-    pub fn before_temp(&mut self) {
+    pub(crate) fn before_temp(&mut self) {
         let Some(path) = self.path.as_deref().filter(|_| !self.marked) else {
             return;
         };
@@ -128,7 +128,7 @@ impl TempMarker {
     /// The run ended: a run that `completed` leaves no temp file of its
     /// own, and swept where the marker said to. Not fsynced: a removal
     /// lost in a crash only costs a sweep.
-    pub fn finish(&mut self, completed: bool) {
+    pub(crate) fn finish(&mut self, completed: bool) {
         if let (true, true, Some(path)) = (completed, self.marked, &self.path) {
             let _ = fs_err::remove_file(path);
             self.marked = false;
@@ -137,12 +137,12 @@ impl TempMarker {
 }
 
 /// fsyncs in flight at once: they wait on the device, not the CPU.
-pub const SYNC_THREADS: usize = 16;
+pub(crate) const SYNC_THREADS: usize = 16;
 /// Fewer files than this per thread are not worth starting one.
 const SYNC_PER_THREAD: usize = 4;
 
 /// Replaces (or creates) `target` atomically with `file`'s content and metadata.
-pub fn write_atomic(target: &Path, file: NewFile<'_>) -> Result<()> {
+pub(crate) fn write_atomic(target: &Path, file: NewFile<'_>) -> Result<()> {
     let temp = temp_path_for(target);
     let result = write_temp(&temp, file, true)
         .and_then(|_| Ok(fs_err::rename(&temp, target)?))
@@ -157,7 +157,7 @@ pub fn write_atomic(target: &Path, file: NewFile<'_>) -> Result<()> {
 /// A file written (and validated) under its temp path next to `target`:
 /// not durable yet, and `target` untouched.
 #[derive(Debug)]
-pub struct Staged {
+pub(crate) struct Staged {
     pub temp: PathBuf,
     pub target: PathBuf,
     /// The directory `temp` and `target` are reached through, held open
@@ -167,13 +167,13 @@ pub struct Staged {
 
 impl Staged {
     /// Drops the candidate: it never replaced anything.
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         let _ = fs_err::remove_file(&self.temp);
     }
 
     /// Renames the (durable) temp over the target; the rename itself is
     /// durable once [`sync_dirs`] ran on the target's directory.
-    pub fn rename(&self) -> Result<()> {
+    pub(crate) fn rename(&self) -> Result<()> {
         Ok(fs_err::rename(&self.temp, &self.target)?)
     }
 }
@@ -181,7 +181,7 @@ impl Staged {
 /// Writes `file` to a new temp path next to `target`, with its owner and
 /// mode, and runs its `validate` command; no fsync and no rename: see
 /// [`sync_staged`].
-pub fn stage(target: &Path, file: NewFile<'_>) -> Result<Staged> {
+pub(crate) fn stage(target: &Path, file: NewFile<'_>) -> Result<Staged> {
     let temp = temp_path_for(target);
     match write_temp(&temp, file, false) {
         Ok(()) => Ok(Staged {
@@ -225,7 +225,7 @@ fn write_temp(temp: &Path, file: NewFile<'_>, sync: bool) -> Result<()> {
 /// together (one flush serves many). Not `syncfs(2)`: that would also wait
 /// for every other process's dirty data on the file system (measured: about
 /// a second beside a compiler, for 100 files).
-pub fn sync_staged(staged: &[&Staged]) -> Result<()> {
+pub(crate) fn sync_staged(staged: &[&Staged]) -> Result<()> {
     let threads = staged
         .len()
         .div_ceil(SYNC_PER_THREAD)
@@ -261,7 +261,9 @@ pub fn sync_staged(staged: &[&Staged]) -> Result<()> {
 
 /// fsyncs each distinct directory of `paths` once, so the renames and
 /// unlinks in them are durable; returns the directories that failed.
-pub fn sync_dirs<'p>(paths: impl IntoIterator<Item = &'p Path>) -> Vec<(PathBuf, anyhow::Error)> {
+pub(crate) fn sync_dirs<'p>(
+    paths: impl IntoIterator<Item = &'p Path>,
+) -> Vec<(PathBuf, anyhow::Error)> {
     let mut done = std::collections::HashSet::new();
     let mut failed = Vec::new();
     for path in paths {
@@ -284,7 +286,7 @@ fn parent_of(path: &Path) -> &Path {
 
 /// Runs a `validate` command against the candidate file; its output is
 /// the error, unless `quiet`.
-pub fn validate(command: &str, candidate: &Path, quiet: bool) -> Result<()> {
+pub(crate) fn validate(command: &str, candidate: &Path, quiet: bool) -> Result<()> {
     let command = command.replace('%', &candidate.to_string_lossy());
     let output = Command::new("/bin/sh")
         .arg("-c")
@@ -310,11 +312,11 @@ pub fn validate(command: &str, candidate: &Path, quiet: bool) -> Result<()> {
 }
 
 /// fsync of the directory holding `path`, so a rename or unlink in it is durable.
-pub fn sync_parent(path: &Path) -> Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
     sync_dir(parent_of(path))
 }
 
-pub fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs_err::File::open(dir)?.sync_all()?;
     Ok(())
 }
@@ -322,7 +324,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Creates an agent-owned directory and its missing parents, mode 0700:
 /// the state directory holds the node's key, cached secrets and backups of
 /// replaced (possibly secret) files.
-pub fn create_private_dir_all(path: &Path) -> Result<()> {
+pub(crate) fn create_private_dir_all(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -332,7 +334,7 @@ pub fn create_private_dir_all(path: &Path) -> Result<()> {
 }
 
 /// Writes an agent-owned state file atomically (mode 0600).
-pub fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
+pub(crate) fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         create_private_dir_all(parent)?;
     }
@@ -343,7 +345,7 @@ pub fn write_state_file(path: &Path, content: &[u8]) -> Result<()> {
 /// its checksum; the content store, by its name's sha256): temp file (mode
 /// 0600) then rename, so a killed run leaves the old file or the new one,
 /// but no fsync: what a power loss tears is only read as missing.
-pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         create_private_dir_all(parent)?;
     }
@@ -362,7 +364,7 @@ pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Removes `.drover-*` temp files a killed run left in `dir`; returns how many.
-pub fn remove_stale_temps(dir: &Path) -> usize {
+pub(crate) fn remove_stale_temps(dir: &Path) -> usize {
     let Ok(entries) = fs_err::read_dir(dir) else {
         return 0;
     };

@@ -18,10 +18,10 @@ use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsPr
 
 /// The most a small answer may hold: the CA, a certificate request, a
 /// catalog watch, a report's acknowledgement.
-pub const MAX_SMALL_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_SMALL_BYTES: u64 = 1024 * 1024;
 
 /// Whom a connection trusts and what it presents.
-pub enum Trust<'a> {
+pub(crate) enum Trust<'a> {
     /// `--insecure-http`: plain HTTP to a loopback address, no credential.
     InsecureHttp,
     /// Only for the first fetch of the CA, before anything is pinned: TLS
@@ -38,7 +38,7 @@ pub enum Trust<'a> {
 
 /// One HTTP answer, read whole (bounded).
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub body: Vec<u8>,
     pub signature: Option<String>,
@@ -48,14 +48,14 @@ pub struct Answer {
 
 impl Answer {
     /// The body as JSON of type `T`; `what` names the request in the error.
-    pub fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T> {
         serde_json::from_slice(&self.body)
             .with_context(|| format!("the server's answer for {what} is not the expected JSON"))
     }
 }
 
 /// An HTTP agent bound to one server and one [`Trust`].
-pub struct Http {
+pub(crate) struct Http {
     agent: ureq::Agent,
     base: String,
     tls_dir: Option<PathBuf>,
@@ -63,7 +63,7 @@ pub struct Http {
 
 impl Http {
     /// `Err` only for a client key that does not parse.
-    pub fn new(base: &str, trust: Trust<'_>, timeout: Duration) -> Result<Http> {
+    pub(crate) fn new(base: &str, trust: Trust<'_>, timeout: Duration) -> Result<Http> {
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -104,18 +104,18 @@ impl Http {
         })
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
-    pub fn get(&self, path: &str, limit: u64) -> Result<Answer> {
+    pub(crate) fn get(&self, path: &str, limit: u64) -> Result<Answer> {
         let url = format!("{}{path}", self.base);
         let response = self.agent.get(&url).call();
         self.read(&url, response, limit)
     }
 
     /// POSTs `body`; `headers` are added as given (an `Authorization` too).
-    pub fn post(
+    pub(crate) fn post(
         &self,
         path: &str,
         content_type: &str,
@@ -234,7 +234,7 @@ fn describe_tls_failure(e: &rustls::Error, tls_dir: &str) -> String {
 }
 
 /// The message of an error body: `{"error": ..., "diagnostics": [...]}` or plain text.
-pub fn error_text(body: &[u8]) -> String {
+pub(crate) fn error_text(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct ErrorBody {
         error: String,

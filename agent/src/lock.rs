@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("another run holds the lock {}", .0.display())]
     Held(PathBuf),
     #[error("cannot open the lock file {}: {source}", path.display())]
@@ -24,13 +24,13 @@ pub enum LockError {
 
 /// Held for as long as it lives.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _lock: Flock<File>,
 }
 
 impl RunLock {
     /// Takes the lock without waiting.
-    pub fn acquire(path: &Path) -> Result<RunLock, LockError> {
+    pub(crate) fn acquire(path: &Path) -> Result<RunLock, LockError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs_err::create_dir_all(parent).map_err(|source| LockError::Open {
                 path: path.to_owned(),

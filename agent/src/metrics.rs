@@ -23,7 +23,7 @@ use crate::fsutil::{self, NewFile};
 
 /// The parts of a run that [`RunMetrics`] times separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     Facts,
     /// Fetching, loading or compiling the catalog, and fetching file contents.
     Catalog,
@@ -33,7 +33,7 @@ pub enum Phase {
 
 /// When a run started, and how long it has spent in each phase so far.
 #[derive(Debug, Clone)]
-pub struct RunClock {
+pub(crate) struct RunClock {
     started: Instant,
     started_at: jiff::Timestamp,
     facts: Duration,
@@ -42,7 +42,7 @@ pub struct RunClock {
 }
 
 impl RunClock {
-    pub fn start() -> RunClock {
+    pub(crate) fn start() -> RunClock {
         RunClock {
             started: Instant::now(),
             started_at: jiff::Timestamp::now(),
@@ -52,15 +52,15 @@ impl RunClock {
         }
     }
 
-    pub fn started(&self) -> Instant {
+    pub(crate) fn started(&self) -> Instant {
         self.started
     }
 
-    pub fn started_at(&self) -> jiff::Timestamp {
+    pub(crate) fn started_at(&self) -> jiff::Timestamp {
         self.started_at
     }
 
-    pub fn add(&mut self, phase: Phase, spent: Duration) {
+    pub(crate) fn add(&mut self, phase: Phase, spent: Duration) {
         let total = match phase {
             Phase::Facts => &mut self.facts,
             Phase::Catalog => &mut self.catalog,
@@ -70,7 +70,7 @@ impl RunClock {
     }
 
     /// Runs `f`, counting its time in `phase`.
-    pub fn time<T>(&mut self, phase: Phase, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn time<T>(&mut self, phase: Phase, f: impl FnOnce() -> T) -> T {
         let started = Instant::now();
         let result = f();
         self.add(phase, started.elapsed());
@@ -78,7 +78,7 @@ impl RunClock {
     }
 
     /// The run so far: its whole duration ends now.
-    pub fn metrics(&self, resources: &[ResourceReport]) -> RunMetrics {
+    pub(crate) fn metrics(&self, resources: &[ResourceReport]) -> RunMetrics {
         RunMetrics {
             duration_ms: ms(self.started.elapsed()),
             facts_ms: ms(self.facts),
@@ -91,13 +91,13 @@ impl RunClock {
     }
 }
 
-pub fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// What the textfile says about the last run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub finished_at: jiff::Timestamp,
     pub metrics: RunMetrics,
     /// The detailed exit code (0, 2, 4, 6), 1 when the run could not happen.
@@ -109,7 +109,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn of_report(report: &Report) -> Sample {
+    pub(crate) fn of_report(report: &Report) -> Sample {
         Sample {
             finished_at: report.finished_at,
             metrics: report.metrics.clone(),
@@ -125,7 +125,7 @@ impl Sample {
     }
 
     /// A run that stopped before converging anything.
-    pub fn could_not_run(clock: &RunClock, noop: bool) -> Sample {
+    pub(crate) fn could_not_run(clock: &RunClock, noop: bool) -> Sample {
         Sample {
             finished_at: jiff::Timestamp::now(),
             metrics: clock.metrics(&[]),
@@ -137,13 +137,13 @@ impl Sample {
     }
 
     /// The run happened and nothing failed (it may have changed things).
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         matches!(self.exit_code, 0 | 2)
     }
 }
 
 /// The textfile: gauges in the Prometheus text exposition format.
-pub fn render(sample: &Sample) -> String {
+pub(crate) fn render(sample: &Sample) -> String {
     let m = &sample.metrics;
     let flag = |b: bool| f64::from(u8::from(b));
     let mut t = Text::default();
@@ -247,7 +247,7 @@ impl Text {
 }
 
 /// A label value as the text format wants it: `\`, `"` and newlines escaped.
-pub fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
@@ -275,7 +275,7 @@ fn number(value: f64) -> String {
 /// (the content is not secret), creating its directory when missing. The
 /// collector reads only `*.prom`, so it never sees the temp file; a temp a
 /// killed run left there is swept first.
-pub fn write_textfile(path: &Path, sample: &Sample) -> Result<()> {
+pub(crate) fn write_textfile(path: &Path, sample: &Sample) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs_err::create_dir_all(parent)?;
         fsutil::remove_stale_temps(parent);
@@ -295,7 +295,7 @@ pub fn write_textfile(path: &Path, sample: &Sample) -> Result<()> {
 
 /// Writes the textfile of a run, where `settings` say; a failure is a
 /// warning, never the run's failure.
-pub fn record(settings: &Settings, sample: &Sample) {
+pub(crate) fn record(settings: &Settings, sample: &Sample) {
     let Some(path) = &settings.metrics_textfile else {
         return;
     };

@@ -55,9 +55,9 @@ fn current_run() -> std::sync::MutexGuard<'static, Option<RunFields>> {
 /// Entries carry the run's fields while this lives.
 #[must_use]
 #[derive(Debug)]
-pub struct RunScope(());
+pub(crate) struct RunScope(());
 
-pub fn run_scope(run_id: &str, node: &str) -> RunScope {
+pub(crate) fn run_scope(run_id: &str, node: &str) -> RunScope {
     *current_run() = Some(RunFields {
         run_id: run_id.to_owned(),
         node: node.to_owned(),
@@ -68,7 +68,7 @@ pub fn run_scope(run_id: &str, node: &str) -> RunScope {
 
 impl RunScope {
     /// Known once the catalog (fresh or cached) is chosen.
-    pub fn catalog_version(&self, version: &str) {
+    pub(crate) fn catalog_version(&self, version: &str) {
         if let Some(run) = current_run().as_mut() {
             run.catalog_version = Some(version.to_owned());
         }
@@ -94,21 +94,21 @@ fn with_run_fields(mut entry: Entry) -> Entry {
 }
 
 /// A note of the daemon (`drover-agent: stopping`).
-pub fn info(message: &str) {
+pub(crate) fn info(message: &str) {
     emit(
         || Entry::new(Priority::Info, message),
         || eprintln!("drover-agent: {message}"),
     );
 }
 
-pub fn warning(message: &str) {
+pub(crate) fn warning(message: &str) {
     emit(
         || Entry::new(Priority::Warning, message),
         || eprintln!("warning: {message}"),
     );
 }
 
-pub fn error(message: &str) {
+pub(crate) fn error(message: &str) {
     emit(
         || Entry::new(Priority::Error, message),
         || eprintln!("error: {message}"),
@@ -117,7 +117,7 @@ pub fn error(message: &str) {
 
 /// `changed file:/x: content 3a4b5c6d.. -> 9c1d2e3f.., mode 0600 -> 0644`,
 /// then the diff; failures and skips go to stderr.
-pub fn print_resource(r: &ResourceReport) {
+pub(crate) fn print_resource(r: &ResourceReport) {
     let Some(line) = resource_line(r) else {
         return;
     };
@@ -223,7 +223,7 @@ fn event_notes(events: &[Event]) -> impl Iterator<Item = (&str, String)> {
     })
 }
 
-pub fn describe_events(r: &ResourceReport) -> String {
+pub(crate) fn describe_events(r: &ResourceReport) -> String {
     let short = |property: &str, v: &Option<String>| match v {
         None => "absent".to_owned(),
         Some(v) if property == "content" && v.len() > 8 => format!("{}..", &v[..8]),
@@ -244,7 +244,7 @@ pub fn describe_events(r: &ResourceReport) -> String {
 }
 
 /// The run's summary line, on stdout or as the run's closing journal entry.
-pub fn print_summary(report: &Report, elapsed: Duration) {
+pub(crate) fn print_summary(report: &Report, elapsed: Duration) {
     let line = summary_line(&report.resources, elapsed);
     // A closed pipe (`drover-agent apply ... | head`) is not worth a panic.
     emit(
@@ -270,7 +270,7 @@ fn summary_entry(report: &Report, line: &str) -> Entry {
 }
 
 /// `N resources: X changed, Y failed, Z skipped in T ms`.
-pub fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
+pub(crate) fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
     let count = |f: fn(ResourceStatus) -> bool| resources.iter().filter(|r| f(r.status)).count();
     let changed = count(|s| matches!(s, ResourceStatus::Changed | ResourceStatus::Noop));
     let failed = count(|s| s == ResourceStatus::Failed);

@@ -27,7 +27,7 @@ mod backoff;
 /// failed after the report was handed over (caching the catalog, the run
 /// summary), already printed as errors.
 #[derive(Debug)]
-pub struct Ran {
+pub(crate) struct Ran {
     pub report: Report,
     pub failed_after: Vec<String>,
 }
@@ -35,7 +35,7 @@ pub struct Ran {
 impl Ran {
     /// The report's exit code, with the failure bit (4) when something
     /// failed after it.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         let failed = if self.failed_after.is_empty() { 0 } else { 4 };
         self.report.exit_code() | failed
     }
@@ -43,7 +43,7 @@ impl Ran {
 
 /// Runs once; `Err` means the run could not happen at all (exit 1). Once
 /// the lock is held, the run leaves its metrics textfile either way.
-pub fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Ran> {
+pub(crate) fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Ran> {
     let mut clock = RunClock::start();
     let run_id = uuid::Uuid::new_v4().to_string();
     let scope = output::run_scope(&run_id, &settings.node);
@@ -212,7 +212,7 @@ fn converge(
 
 /// The report of a run whose id was chosen when it started (its journal
 /// entries carry the same id); its metrics end now.
-pub fn build_report_of_run(
+pub(crate) fn build_report_of_run(
     run_id: String,
     catalog: &Catalog,
     noop: bool,
@@ -248,7 +248,7 @@ pub fn build_report_of_run(
 
 /// Posts spooled reports oldest first; stops at the first that cannot be
 /// delivered (so order holds). Returns whether the queue is now empty.
-pub fn deliver_spool(state: &StateDir, client: &Client) -> bool {
+pub(crate) fn deliver_spool(state: &StateDir, client: &Client) -> bool {
     let spooled = match state.spooled() {
         Ok(spooled) => spooled,
         Err(e) => {

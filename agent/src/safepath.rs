@@ -32,7 +32,7 @@ const MAX_LINKS: usize = 40;
 
 /// A managed path whose parent directory is held open.
 #[derive(Debug, Clone)]
-pub struct Anchored {
+pub(crate) struct Anchored {
     dir: Option<Arc<OwnedFd>>,
     path: PathBuf,
 }
@@ -40,25 +40,25 @@ pub struct Anchored {
 impl Anchored {
     /// The path to work on: through the held parent, or the path itself
     /// when a parent does not exist yet (see [`Anchored::parent_missing`]).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// A parent is missing: nothing is there to observe, and nothing may be
     /// written (a noop run may still report what it would make).
-    pub fn parent_missing(&self) -> bool {
+    pub(crate) fn parent_missing(&self) -> bool {
         self.dir.is_none()
     }
 
     /// The held parent, for writes that outlive the kind's call (the
     /// engine's batch renames staged files later).
-    pub fn keep(&self) -> Option<Arc<OwnedFd>> {
+    pub(crate) fn keep(&self) -> Option<Arc<OwnedFd>> {
         self.dir.clone()
     }
 }
 
 /// Walks `path`'s parents from `/` (see the module comment).
-pub fn anchor(path: &Path) -> Result<Anchored> {
+pub(crate) fn anchor(path: &Path) -> Result<Anchored> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         bail!("{} is not a path the agent can manage", path.display());
     };
@@ -191,7 +191,7 @@ fn components(path: &Path) -> VecDeque<OsString> {
 
 /// Reads a file without following a symlink in its last component (one
 /// swapped in since it was lstat'ed is refused, not read).
-pub fn read_nofollow(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_nofollow(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -207,7 +207,12 @@ pub fn read_nofollow(path: &Path) -> Result<Vec<u8>> {
 /// Sets owner, group and mode of `path` itself, never of what a symlink
 /// swapped in at `path` points to: the path is opened with `O_NOFOLLOW`,
 /// checked, and changed through that descriptor.
-pub fn set_meta(path: &Path, uid: Option<u32>, gid: Option<u32>, mode: Option<u32>) -> Result<()> {
+pub(crate) fn set_meta(
+    path: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+) -> Result<()> {
     let held = hold(path, false)?;
     if uid.is_some() || gid.is_some() {
         std::os::unix::fs::chown(held.path(), uid, gid)
@@ -223,7 +228,7 @@ pub fn set_meta(path: &Path, uid: Option<u32>, gid: Option<u32>, mode: Option<u3
 
 /// `path` itself held open (`O_NOFOLLOW`; a directory when `dir`), to work
 /// on as `/proc/PID/fd/N`.
-pub fn hold(path: &Path, dir: bool) -> Result<Anchored> {
+pub(crate) fn hold(path: &Path, dir: bool) -> Result<Anchored> {
     let fd = open_path(None, path.as_os_str())
         .map_err(|e| anyhow!("cannot open {}: {e}", path.display()))?;
     let st = fstat(&fd)?;

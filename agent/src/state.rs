@@ -15,16 +15,16 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil::{self, write_state_file};
 
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
 }
 
 impl StateDir {
-    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> StateDir {
         StateDir { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
@@ -34,7 +34,7 @@ impl StateDir {
     /// `StateDirectory=` makes it 0755 unless told otherwise) is tightened
     /// to 0700, and so are `content/`, `backups/` and `spool/`, with a
     /// warning; one owned by another user is refused.
-    pub fn prepare(&self) -> Result<()> {
+    pub(crate) fn prepare(&self) -> Result<()> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         fsutil::create_private_dir_all(&self.root).context("cannot create the state directory")?;
         let me = nix::unistd::geteuid().as_raw();
@@ -68,17 +68,17 @@ impl StateDir {
         Ok(())
     }
 
-    pub fn backups(&self) -> PathBuf {
+    pub(crate) fn backups(&self) -> PathBuf {
         self.root.join("backups")
     }
 
     /// STATE/content: the contents the cached catalog references.
-    pub fn content_store(&self) -> crate::contents::ContentStore {
+    pub(crate) fn content_store(&self) -> crate::contents::ContentStore {
         crate::contents::ContentStore::new(self.root.join("content"))
     }
 
     /// STATE/catalog.signed: the last catalog applied, in its signed envelope.
-    pub fn catalog_path(&self) -> PathBuf {
+    pub(crate) fn catalog_path(&self) -> PathBuf {
         self.root.join("catalog.signed")
     }
 
@@ -89,7 +89,7 @@ impl StateDir {
     /// The last catalog applied, verified with `key` before it is parsed.
     /// `Ok(None)`: there is none; `Err`: there is one, but it must not be
     /// used (changed after it was signed, or unreadable).
-    pub fn cached_catalog(&self, key: &VerifyingKey) -> Result<Option<Catalog>> {
+    pub(crate) fn cached_catalog(&self, key: &VerifyingKey) -> Result<Option<Catalog>> {
         let path = self.catalog_path();
         let envelope = match fs_err::read(&path) {
             Ok(bytes) => bytes,
@@ -116,12 +116,12 @@ impl StateDir {
     }
 
     /// Keeps the exact bytes the server signed, with their signature.
-    pub fn store_catalog(&self, body: &[u8], signature: &str) -> Result<()> {
+    pub(crate) fn store_catalog(&self, body: &[u8], signature: &str) -> Result<()> {
         write_state_file(&self.catalog_path(), &signed::seal(body, signature))
     }
 
     /// Queues a report that could not be posted. Names sort in spooling order.
-    pub fn spool(&self, report: &Report) -> Result<PathBuf> {
+    pub(crate) fn spool(&self, report: &Report) -> Result<PathBuf> {
         let nanos = jiff::Timestamp::now().as_nanosecond();
         let path = self
             .spool_dir()
@@ -132,7 +132,7 @@ impl StateDir {
     }
 
     /// Spooled reports, oldest first.
-    pub fn spooled(&self) -> Result<Vec<PathBuf>> {
+    pub(crate) fn spooled(&self) -> Result<Vec<PathBuf>> {
         let dir = self.spool_dir();
         let entries = match fs_err::read_dir(&dir) {
             Ok(entries) => entries,
@@ -154,13 +154,13 @@ impl StateDir {
         Ok(paths)
     }
 
-    pub fn unspool(&self, path: &Path) -> Result<()> {
+    pub(crate) fn unspool(&self, path: &Path) -> Result<()> {
         fs_err::remove_file(path)?;
         fsutil::sync_parent(path)
     }
 
     /// Moves a report the server refused as malformed aside, so it never blocks the queue.
-    pub fn reject(&self, path: &Path) -> Result<PathBuf> {
+    pub(crate) fn reject(&self, path: &Path) -> Result<PathBuf> {
         let dir = self.spool_dir().join("rejected");
         fsutil::create_private_dir_all(&dir)?;
         let target = dir.join(
@@ -172,7 +172,7 @@ impl StateDir {
         Ok(target)
     }
 
-    pub fn write_last_run(&self, summary: &LastRun) -> Result<()> {
+    pub(crate) fn write_last_run(&self, summary: &LastRun) -> Result<()> {
         let json =
             serde_json::to_vec_pretty(summary).context("cannot serialize the run summary")?;
         write_state_file(&self.root.join("last_run.json"), &json)
@@ -181,7 +181,7 @@ impl StateDir {
 
 /// STATE/last_run.json: what monitoring checks without asking the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastRun {
+pub(crate) struct LastRun {
     pub run_id: String,
     pub node: String,
     pub started_at: jiff::Timestamp,
@@ -203,7 +203,7 @@ pub struct LastRun {
 
 /// The report's metrics in ms, under the names this file has always had.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Durations {
+pub(crate) struct Durations {
     /// Gathering facts (added with the run metrics; 0 in older files).
     #[serde(default)]
     pub facts: f64,
@@ -214,7 +214,7 @@ pub struct Durations {
 }
 
 impl LastRun {
-    pub fn of(report: &Report) -> LastRun {
+    pub(crate) fn of(report: &Report) -> LastRun {
         let m = &report.metrics;
         LastRun {
             run_id: report.run_id.clone(),

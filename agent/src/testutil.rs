@@ -11,14 +11,14 @@ use drover_catalog::report::{CachedCatalog, RunStatus};
 
 /// One canned answer.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: &'static str,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Reply {
-    pub fn new(status: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+    pub(crate) fn new(status: &'static str, body: impl Into<Vec<u8>>) -> Reply {
         Reply {
             status,
             headers: Vec::new(),
@@ -26,7 +26,7 @@ impl Reply {
         }
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
@@ -34,13 +34,13 @@ impl Reply {
 
 /// A request as received: the head (request line and headers) and the body.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub head: String,
     pub body: Vec<u8>,
 }
 
 impl Seen {
-    pub fn has_header(&self, line: &str) -> bool {
+    pub(crate) fn has_header(&self, line: &str) -> bool {
         self.head
             .to_ascii_lowercase()
             .contains(&line.to_ascii_lowercase())
@@ -49,7 +49,7 @@ impl Seen {
 
 /// Serves `replies` in order, one per connection, then stops; returns the
 /// base URL and the requests seen so far.
-pub fn scripted(replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) fn scripted(replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -95,7 +95,7 @@ pub fn scripted(replies: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
 }
 
 /// A run report with no resources, every other field a fixed placeholder.
-pub fn report(run_id: &str) -> Report {
+pub(crate) fn report(run_id: &str) -> Report {
     Report {
         run_id: run_id.into(),
         node: "n".into(),

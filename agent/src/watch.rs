@@ -28,7 +28,7 @@ use crate::output;
 
 /// How long one long-poll asks the server to wait: under the minute that
 /// proxies and NAT tables commonly keep an idle connection.
-pub const WATCH_SECS: u64 = 55;
+pub(crate) const WATCH_SECS: u64 = 55;
 /// The longest a failing watch waits before it tries again.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The first wait after a failure.
@@ -78,19 +78,19 @@ impl Shared {
 }
 
 /// The daemon's end of the watch.
-pub struct Handle {
+pub(crate) struct Handle {
     shared: Arc<Shared>,
 }
 
 impl Handle {
     /// Before each run.
-    pub fn starting(&self) {
+    pub(crate) fn starting(&self) {
         self.shared.lock().running = true;
     }
 
     /// After each run: the catalog version it applied (`None` when the run
     /// could not happen, which keeps the one held).
-    pub fn ran(&self, version: Option<String>) {
+    pub(crate) fn ran(&self, version: Option<String>) {
         let mut round = self.shared.lock();
         if version.is_some() {
             round.version = version;
@@ -104,17 +104,17 @@ impl Handle {
 /// What the watch thread holds to raise the daemon's
 /// [`crate::daemon::Event::CatalogChanged`]: the daemon's flag, and the
 /// socket that ends its sleep.
-pub struct Waker {
+pub(crate) struct Waker {
     flag: Arc<AtomicBool>,
     notify: UnixStream,
 }
 
 impl Waker {
-    pub fn new(flag: Arc<AtomicBool>, notify: UnixStream) -> Waker {
+    pub(crate) fn new(flag: Arc<AtomicBool>, notify: UnixStream) -> Waker {
         Waker { flag, notify }
     }
 
-    pub fn catalog_changed(&self) {
+    pub(crate) fn catalog_changed(&self) {
         self.flag.store(true, Ordering::SeqCst);
         // Non-blocking: a full socket already holds a wake-up.
         let _ = (&self.notify).write(b"c");
@@ -122,7 +122,7 @@ impl Waker {
 }
 
 /// Starts the watch thread, holding `version` (the cached catalog's).
-pub fn spawn(settings: &Settings, version: Option<String>, waker: Waker) -> Result<Handle> {
+pub(crate) fn spawn(settings: &Settings, version: Option<String>, waker: Waker) -> Result<Handle> {
     let shared = Arc::new(Shared {
         round: Mutex::new(Round {
             version,

@@ -74,14 +74,14 @@ impl From<Vec<Diagnostic>> for Diagnostics {
 /// A place in the repository, kept with parsed values so later stages can
 /// point back at the source.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Loc {
+pub(crate) struct Loc {
     pub file: String,
     pub line: u32,
     pub col: u32,
 }
 
 impl Loc {
-    pub fn start(file: &str) -> Loc {
+    pub(crate) fn start(file: &str) -> Loc {
         Loc {
             file: file.to_owned(),
             line: 1,
@@ -89,7 +89,7 @@ impl Loc {
         }
     }
 
-    pub fn error(&self, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn error(&self, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(&self.file, self.line, self.col, message)
     }
 }
@@ -102,14 +102,14 @@ impl fmt::Display for Loc {
 
 /// Maps byte offsets of one source file to lines and columns.
 #[derive(Debug, Clone)]
-pub struct SourceFile {
+pub(crate) struct SourceFile {
     pub path: String,
     text: String,
     line_starts: Vec<usize>,
 }
 
 impl SourceFile {
-    pub fn new(path: &str, text: &str) -> SourceFile {
+    pub(crate) fn new(path: &str, text: &str) -> SourceFile {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
@@ -121,7 +121,7 @@ impl SourceFile {
     }
 
     /// The place of a byte offset; columns count characters, not bytes.
-    pub fn loc(&self, offset: usize) -> Loc {
+    pub(crate) fn loc(&self, offset: usize) -> Loc {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
@@ -136,12 +136,12 @@ impl SourceFile {
         }
     }
 
-    pub fn span(&self, span: &Range<usize>) -> Loc {
+    pub(crate) fn span(&self, span: &Range<usize>) -> Loc {
         self.loc(span.start)
     }
 
     /// A TOML syntax or shape error, placed where the parser points.
-    pub fn toml_error(&self, err: &toml::de::Error) -> Diagnostic {
+    pub(crate) fn toml_error(&self, err: &toml::de::Error) -> Diagnostic {
         let loc = err
             .span()
             .map_or_else(|| Loc::start(&self.path), |s| self.span(&s));

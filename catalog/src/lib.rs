@@ -44,6 +44,12 @@
 //!   everywhere), and compile errors print `(sensitive)` in its place. The
 //!   compiled catalog itself holds the values the node needs.
 
+#![deny(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the pure core does no I/O: callers decide what is printed"
+)]
+
 pub mod container;
 pub mod csr;
 pub mod model;

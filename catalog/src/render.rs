@@ -33,7 +33,7 @@ pub(crate) struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(files: Arc<BTreeMap<String, Arc<[u8]>>>, ctx: Option<Value>) -> Renderer {
+    pub(crate) fn new(files: Arc<BTreeMap<String, Arc<[u8]>>>, ctx: Option<Value>) -> Renderer {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(TEMPLATE_FUEL));
@@ -53,22 +53,22 @@ impl Renderer {
     }
 
     /// A renderer whose context holds `secrets` (see [`Secrets::template_vars`]).
-    pub fn with_secrets(mut self, secrets: Secrets) -> Renderer {
+    pub(crate) fn with_secrets(mut self, secrets: Secrets) -> Renderer {
         self.secrets = secrets;
         self
     }
 
-    pub fn secrets(&self) -> &Secrets {
+    pub(crate) fn secrets(&self) -> &Secrets {
         &self.secrets
     }
 
     /// Whether a template read a sensitive value since the last call.
-    pub fn read_sensitive(&self) -> bool {
+    pub(crate) fn read_sensitive(&self) -> bool {
         self.secrets.taint.take()
     }
 
     /// Renders one string of a resource, written at `loc`.
-    pub fn text(&self, raw: &str, loc: &Loc) -> Result<Text, Diagnostic> {
+    pub(crate) fn text(&self, raw: &str, loc: &Loc) -> Result<Text, Diagnostic> {
         let Some(ctx) = &self.ctx else {
             if !has_syntax(raw) {
                 return Ok(Text {
@@ -97,7 +97,7 @@ impl Renderer {
     }
 
     /// Renders the file `templates/...` named at `loc`.
-    pub fn file(&self, name: &str, loc: &Loc) -> Result<Text, Diagnostic> {
+    pub(crate) fn file(&self, name: &str, loc: &Loc) -> Result<Text, Diagnostic> {
         let tmpl = self.env.get_template(name).map_err(|e| match e.kind() {
             ErrorKind::TemplateNotFound if e.name().is_none_or(|n| n == name) => {
                 loc.error(format!("template `{name}` does not exist"))
@@ -117,7 +117,7 @@ impl Renderer {
     }
 
     /// Checks the syntax of every file under `templates/`.
-    pub fn check_all_templates(&self) -> Vec<Diagnostic> {
+    pub(crate) fn check_all_templates(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         for name in self.files.keys().filter(|p| p.starts_with("templates/")) {
             if let Err(e) = self.env.get_template(name) {

@@ -230,7 +230,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Builds one resource; `None` when it has errors (already recorded).
-    pub fn build(&mut self, raw: &RawResource) -> Option<Decl> {
+    pub(crate) fn build(&mut self, raw: &RawResource) -> Option<Decl> {
         let before = self.errors.len();
         let (key, kind) = match raw {
             RawResource::File(r) => (&r.path, Kind::File),

@@ -93,7 +93,7 @@ impl Taint {
     }
 
     /// Whether a sensitive value was read since the last call.
-    pub fn take(&self) -> bool {
+    pub(crate) fn take(&self) -> bool {
         self.0.swap(false, Ordering::Relaxed)
     }
 }
@@ -109,7 +109,7 @@ pub(crate) struct Secrets {
 impl Secrets {
     /// `vars` as the template context sees it; the tables that hold a
     /// secret become lookups that mark the taint.
-    pub fn template_vars(&mut self, vars: &toml::Table) -> Value {
+    pub(crate) fn template_vars(&mut self, vars: &toml::Table) -> Value {
         let value = self.table(vars).0;
         self.values.retain(|v| !v.is_empty());
         self.values
@@ -169,7 +169,7 @@ impl Secrets {
     }
 
     /// `text` with every sensitive value replaced by [`HIDDEN`].
-    pub fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for value in &self.values {
             if out.contains(value.as_str()) {
@@ -182,7 +182,7 @@ impl Secrets {
     /// Whether any sensitive value appears in `haystack` (a value that
     /// reached a resource without being read as one: the same text given
     /// plainly elsewhere, or in a static `source` file).
-    pub fn appears_in(&self, haystack: &[u8]) -> bool {
+    pub(crate) fn appears_in(&self, haystack: &[u8]) -> bool {
         self.values.iter().any(|v| contains(haystack, v.as_bytes()))
     }
 }

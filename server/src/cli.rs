@@ -1,5 +1,11 @@
 //! The command line: `serve`, and the offline `compile` and `check`.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the commands' output and diagnostics are for the terminal"
+)]
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};

@@ -5,6 +5,12 @@
 //! directory; it reads the repository through git objects (or a plain
 //! directory in development mode) and never follows a symlink out of it.
 
+#![warn(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a server logs through tracing; only the command line (`cli`) prints"
+)]
+
 pub mod auth;
 pub mod background;
 pub mod cli;

@@ -28,7 +28,7 @@ use crate::resources::StagedWrite;
 
 /// A changed file whose write is staged: its report waits for the flush.
 #[derive(Debug)]
-pub struct Pending {
+pub(super) struct Pending {
     /// The resource's index in the catalog.
     pub index: usize,
     pub report: ResourceReport,
@@ -36,14 +36,14 @@ pub struct Pending {
 }
 
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(super) struct Batch {
     pending: Vec<Pending>,
     ids: HashSet<ResourceId>,
     targets: HashSet<String>,
 }
 
 impl Batch {
-    pub fn push(&mut self, index: usize, report: ResourceReport, write: StagedWrite) {
+    pub(super) fn push(&mut self, index: usize, report: ResourceReport, write: StagedWrite) {
         self.ids.insert(report.id.clone());
         self.targets
             .insert(write.file.target.to_string_lossy().into_owned());
@@ -56,7 +56,7 @@ impl Batch {
 
     /// Whether converging `resource` could observe a pending write, so the
     /// batch must be flushed first.
-    pub fn must_flush_before(&self, resource: &Resource) -> bool {
+    pub(super) fn must_flush_before(&self, resource: &Resource) -> bool {
         if self.pending.is_empty() {
             return false;
         }
@@ -75,7 +75,7 @@ impl Batch {
 
     /// Makes every pending write durable and puts it in place (see the
     /// module comment); returns their final reports in catalog order.
-    pub fn flush(&mut self) -> Vec<(usize, ResourceReport)> {
+    pub(super) fn flush(&mut self) -> Vec<(usize, ResourceReport)> {
         self.ids.clear();
         self.targets.clear();
         let mut pending = std::mem::take(&mut self.pending);

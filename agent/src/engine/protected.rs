@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use drover_catalog::model::Resource;
 
 /// The error for `resource` when its path is at or under one of `protected`.
-pub fn refusal(resource: &Resource, protected: &[PathBuf]) -> Option<String> {
+pub(super) fn refusal(resource: &Resource, protected: &[PathBuf]) -> Option<String> {
     if !resource.id.kind().is_path() {
         return None;
     }

@@ -12,7 +12,7 @@ use super::{FILE_NAME, FileCache};
 /// (with the catalog unchanged, every managed file), so the stats of
 /// [`FileCache::prepare`] are mostly taken by the time the catalog is parsed.
 #[derive(Debug)]
-pub struct Loading {
+pub(crate) struct Loading {
     path: PathBuf,
     verify_interval: Duration,
     thread: Mutex<Option<JoinHandle<FileCache>>>,
@@ -20,7 +20,7 @@ pub struct Loading {
 
 impl Loading {
     /// Starts loading `STATE/filecache`.
-    pub fn start(state_dir: &Path, verify_interval: Duration) -> Loading {
+    pub(crate) fn start(state_dir: &Path, verify_interval: Duration) -> Loading {
         let path = state_dir.join(FILE_NAME);
         let thread = {
             let path = path.clone();
@@ -38,7 +38,7 @@ impl Loading {
 
     /// The loaded cache. When the thread could not start or panicked, or
     /// when asked a second time, the cache is loaded here instead.
-    pub fn wait(&self) -> FileCache {
+    pub(crate) fn wait(&self) -> FileCache {
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         match thread.map(JoinHandle::join) {
             Some(Ok(cache)) => cache,

@@ -11,7 +11,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer as _;
 
 /// The one certificate a PEM text holds; `what` names it in errors.
-pub fn single_cert(pem: &[u8], what: &str) -> Result<CertificateDer<'static>> {
+pub(super) fn single_cert(pem: &[u8], what: &str) -> Result<CertificateDer<'static>> {
     let mut certs = CertificateDer::pem_slice_iter(pem);
     let first = certs
         .next()
@@ -23,12 +23,12 @@ pub fn single_cert(pem: &[u8], what: &str) -> Result<CertificateDer<'static>> {
     Ok(first)
 }
 
-pub fn to_pem(der: &CertificateDer<'_>) -> String {
+pub(super) fn to_pem(der: &CertificateDer<'_>) -> String {
     drover_catalog::csr::pem_encode("CERTIFICATE", der)
 }
 
 /// sha256 hex of a certificate's DER: the CA fingerprint operators compare.
-pub fn fingerprint(der: &CertificateDer<'_>) -> String {
+pub(super) fn fingerprint(der: &CertificateDer<'_>) -> String {
     sha256_hex(der)
 }
 
@@ -39,7 +39,7 @@ fn parse<'a>(der: &'a CertificateDer<'_>, what: &str) -> Result<X509Certificate<
 }
 
 /// A CA certificate: parses and says CA:TRUE.
-pub fn check_ca(der: &CertificateDer<'_>, what: &str) -> Result<()> {
+pub(super) fn check_ca(der: &CertificateDer<'_>, what: &str) -> Result<()> {
     if !parse(der, what)?.is_ca() {
         bail!("{what} is not a CA certificate (no basicConstraints CA:TRUE)");
     }
@@ -47,7 +47,7 @@ pub fn check_ca(der: &CertificateDer<'_>, what: &str) -> Result<()> {
 }
 
 /// A CA certificate read from a PEM file.
-pub fn read_ca_file(path: &Path) -> Result<(String, CertificateDer<'static>)> {
+pub(super) fn read_ca_file(path: &Path) -> Result<(String, CertificateDer<'static>)> {
     let pem = fs_err::read_to_string(path).context("cannot read the CA certificate")?;
     let what = path.display().to_string();
     let der = single_cert(pem.as_bytes(), &what)?;
@@ -57,17 +57,17 @@ pub fn read_ca_file(path: &Path) -> Result<(String, CertificateDer<'static>)> {
 
 /// What the agent needs to know of its own certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Validity {
+pub(crate) struct Validity {
     pub not_after: jiff::Timestamp,
 }
 
 impl Validity {
-    pub fn expired(&self, now: jiff::Timestamp) -> bool {
+    pub(crate) fn expired(&self, now: jiff::Timestamp) -> bool {
         self.not_after <= now
     }
 
     /// Expires within `window` of `now`.
-    pub fn due(&self, now: jiff::Timestamp, window: std::time::Duration) -> bool {
+    pub(crate) fn due(&self, now: jiff::Timestamp, window: std::time::Duration) -> bool {
         let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
         match now.checked_add(window) {
             Ok(horizon) => self.not_after <= horizon,
@@ -78,7 +78,7 @@ impl Validity {
 
 /// Checks that `cert` is for the key `spki`, names `node`, and is signed by
 /// the CA `ca`; `what` names the certificate in errors.
-pub fn check_issued(
+pub(super) fn check_issued(
     cert: &CertificateDer<'_>,
     ca: &CertificateDer<'_>,
     spki: &[u8],
@@ -127,13 +127,13 @@ pub(crate) mod tests {
     use crate::identity::keys::NodeKey;
 
     /// A throwaway CA: its certificate and a way to issue node certificates.
-    pub struct TestCa {
+    pub(crate) struct TestCa {
         pub der: CertificateDer<'static>,
         issuer: Issuer<'static, KeyPair>,
     }
 
     impl TestCa {
-        pub fn new(name: &str) -> TestCa {
+        pub(crate) fn new(name: &str) -> TestCa {
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
             params.distinguished_name.push(DnType::CommonName, name);
@@ -146,7 +146,12 @@ pub(crate) mod tests {
         }
 
         /// A node certificate for `key`, expiring `days` from now (negative: expired).
-        pub fn issue(&self, node: &str, key: &NodeKey, days: i64) -> CertificateDer<'static> {
+        pub(crate) fn issue(
+            &self,
+            node: &str,
+            key: &NodeKey,
+            days: i64,
+        ) -> CertificateDer<'static> {
             let mut params = CertificateParams::new(vec![node.to_owned()]).unwrap();
             params.distinguished_name = rcgen::DistinguishedName::new();
             params.distinguished_name.push(DnType::CommonName, node);

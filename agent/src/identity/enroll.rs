@@ -19,10 +19,10 @@ use crate::http::{Answer, Http, MAX_SMALL_BYTES, error_text};
 use crate::output;
 
 /// The first pause between two polls; it doubles up to [`MAX_POLL_PAUSE`].
-pub const FIRST_POLL_PAUSE: Duration = Duration::from_secs(1);
-pub const MAX_POLL_PAUSE: Duration = Duration::from_secs(15);
+pub(super) const FIRST_POLL_PAUSE: Duration = Duration::from_secs(1);
+pub(super) const MAX_POLL_PAUSE: Duration = Duration::from_secs(15);
 
-pub struct Enrollment<'a> {
+pub(super) struct Enrollment<'a> {
     /// TLS verified by the pinned CA, without a client certificate.
     pub http: &'a Http,
     pub node: &'a str,
@@ -54,7 +54,7 @@ enum Standing {
 }
 
 /// A certificate for this node's key, or an error saying why there is none yet.
-pub fn enroll(e: &Enrollment<'_>, stop: &AtomicBool) -> Result<NodeCert> {
+pub(super) fn enroll(e: &Enrollment<'_>, stop: &AtomicBool) -> Result<NodeCert> {
     let standing = match ask(e)? {
         Standing::Nothing => submit(e)?,
         known => known,

@@ -10,19 +10,19 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil::write_state_file;
 
-pub struct NodeKey {
+pub(super) struct NodeKey {
     pair: KeyPair,
 }
 
 impl NodeKey {
-    pub fn generate() -> Result<NodeKey> {
+    pub(super) fn generate() -> Result<NodeKey> {
         let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| anyhow!("cannot generate a P-256 key: {e}"))?;
         Ok(NodeKey { pair })
     }
 
     /// The key at `path`, made and written there (0600) when there is none.
-    pub fn load_or_create(path: &Path) -> Result<NodeKey> {
+    pub(super) fn load_or_create(path: &Path) -> Result<NodeKey> {
         match fs_err::read_to_string(path) {
             Ok(pem) => NodeKey::from_pem(&pem).with_context(|| {
                 format!(
@@ -40,7 +40,7 @@ impl NodeKey {
         }
     }
 
-    pub fn from_pem(pem: &str) -> Result<NodeKey> {
+    pub(super) fn from_pem(pem: &str) -> Result<NodeKey> {
         let pair = KeyPair::from_pem(pem).map_err(|e| anyhow!("not a private key: {e}"))?;
         if pair.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
             bail!("the key is not an ECDSA P-256 key");
@@ -49,23 +49,23 @@ impl NodeKey {
     }
 
     /// PKCS#8 PEM.
-    pub fn pem(&self) -> String {
+    pub(super) fn pem(&self) -> String {
         self.pair.serialize_pem()
     }
 
     /// The DER SubjectPublicKeyInfo, as a certificate for this key holds it.
-    pub fn spki(&self) -> Vec<u8> {
+    pub(super) fn spki(&self) -> Vec<u8> {
         self.pair.subject_public_key_info()
     }
 
     /// sha256 hex of the SubjectPublicKeyInfo: what the server shows for a pending request.
-    pub fn fingerprint(&self) -> String {
+    pub(super) fn fingerprint(&self) -> String {
         hex::encode(Sha256::digest(self.spki()))
     }
 
     /// A CSR with subject CN = `node` and a subjectAltName of dNSName `node`,
     /// nothing else: the server decides every other extension.
-    pub fn csr_pem(&self, node: &str) -> Result<String> {
+    pub(super) fn csr_pem(&self, node: &str) -> Result<String> {
         let mut params = CertificateParams::new(vec![node.to_owned()])
             .map_err(|e| anyhow!("cannot put node name `{node}` in a certificate request: {e}"))?;
         let mut subject = DistinguishedName::new();

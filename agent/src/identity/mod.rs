@@ -30,23 +30,23 @@ use crate::config::Settings;
 use crate::http::{Http, Trust};
 use crate::output;
 
-pub use pin::pinned_signing_key;
+pub(crate) use pin::pinned_signing_key;
 
 /// What a run talks to the server with.
-pub struct Identity {
+pub(crate) struct Identity {
     pub transport: Transport,
     /// Verifies every catalog, fresh or cached.
     pub signing_key: VerifyingKey,
 }
 
-pub enum Transport {
+pub(crate) enum Transport {
     /// `--insecure-http`: no TLS, no certificate.
     InsecureHttp,
     Tls(Credentials),
 }
 
 /// Mutual TLS: the pinned CA, and this node's certificate and key.
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub ca: CertificateDer<'static>,
     pub cert: CertificateDer<'static>,
     /// PKCS#8 PEM.
@@ -57,34 +57,34 @@ pub struct Credentials {
 
 /// The files of STATE/tls.
 #[derive(Debug, Clone)]
-pub struct TlsDir {
+pub(crate) struct TlsDir {
     root: PathBuf,
 }
 
 impl TlsDir {
-    pub fn of(state_dir: &Path) -> TlsDir {
+    pub(crate) fn of(state_dir: &Path) -> TlsDir {
         TlsDir {
             root: state_dir.join("tls"),
         }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn key(&self) -> PathBuf {
+    pub(crate) fn key(&self) -> PathBuf {
         self.root.join("key.pem")
     }
 
-    pub fn cert(&self) -> PathBuf {
+    pub(crate) fn cert(&self) -> PathBuf {
         self.root.join("cert.pem")
     }
 
-    pub fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.root.join("ca.pem")
     }
 
-    pub fn signing_key(&self) -> PathBuf {
+    pub(crate) fn signing_key(&self) -> PathBuf {
         self.root.join("catalog-signing.pub")
     }
 
@@ -113,7 +113,7 @@ fn pinned_without_certificate(
 
 /// This node's identity for a run: pinned, enrolled and renewed as needed.
 /// `stop` ends a wait for a pending certificate request.
-pub fn ensure(settings: &Settings, stop: &AtomicBool) -> Result<Identity> {
+pub(crate) fn ensure(settings: &Settings, stop: &AtomicBool) -> Result<Identity> {
     let dir = TlsDir::of(&settings.state_dir);
     dir.create()?;
     if settings.insecure_http {
@@ -175,7 +175,7 @@ fn warn_if_token_remains(settings: &Settings) {
 
 /// A certificate of this node, checked against its key and the pinned CA.
 #[derive(Debug)]
-pub struct NodeCert {
+pub(crate) struct NodeCert {
     pub der: CertificateDer<'static>,
     pub validity: certs::Validity,
 }

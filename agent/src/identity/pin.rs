@@ -25,13 +25,13 @@ struct CaAnswer {
     catalog_signing_key: String,
 }
 
-pub struct Pins {
+pub(super) struct Pins {
     pub ca: CertificateDer<'static>,
     pub signing_key: VerifyingKey,
 }
 
 /// The pinned CA and signing key, pinning them now if this is the first run.
-pub fn ensure(dir: &TlsDir, settings: &Settings) -> Result<Pins> {
+pub(super) fn ensure(dir: &TlsDir, settings: &Settings) -> Result<Pins> {
     let ca = match read_optional(&dir.ca())? {
         Some(pem) => pinned_ca(&pem, dir, settings)?,
         None => return pin_new_ca(dir, settings),
@@ -47,13 +47,13 @@ pub fn ensure(dir: &TlsDir, settings: &Settings) -> Result<Pins> {
 }
 
 /// The signing key pinned in STATE_DIR/tls, if any (for the daemon's first words).
-pub fn pinned_signing_key(state_dir: &Path) -> Result<Option<VerifyingKey>> {
+pub(crate) fn pinned_signing_key(state_dir: &Path) -> Result<Option<VerifyingKey>> {
     pinned_signing_key_in(&TlsDir::of(state_dir))
 }
 
 /// `--insecure-http`: the signing key is pinned on first use over plain
 /// HTTP (there is nothing to verify it with), then kept like any other.
-pub fn signing_key_over_insecure_http(dir: &TlsDir, http: &Http) -> Result<VerifyingKey> {
+pub(super) fn signing_key_over_insecure_http(dir: &TlsDir, http: &Http) -> Result<VerifyingKey> {
     if let Some(key) = pinned_signing_key_in(dir)? {
         return Ok(key);
     }

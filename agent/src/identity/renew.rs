@@ -31,7 +31,7 @@ struct Renewed {
 }
 
 /// A new key and its certificate, installed; `Err` leaves the current pair.
-pub fn renew(
+pub(super) fn renew(
     dir: &TlsDir,
     settings: &Settings,
     ca: &CertificateDer<'static>,
@@ -89,7 +89,7 @@ pub fn renew(
 }
 
 /// Replaces `key.pem` and `cert.pem` together (see the module comment).
-pub fn install_pair(dir: &TlsDir, key_pem: &str, cert_pem: &str) -> Result<()> {
+pub(super) fn install_pair(dir: &TlsDir, key_pem: &str, cert_pem: &str) -> Result<()> {
     let staging = dir.root().join(STAGING);
     if staging.exists() {
         fs_err::remove_dir_all(&staging)?;
@@ -103,7 +103,7 @@ pub fn install_pair(dir: &TlsDir, key_pem: &str, cert_pem: &str) -> Result<()> {
 }
 
 /// Finishes a committed pair a crash interrupted; drops an uncommitted one.
-pub fn recover(dir: &TlsDir) -> Result<()> {
+pub(super) fn recover(dir: &TlsDir) -> Result<()> {
     let staging = dir.root().join(STAGING);
     if staging.exists() {
         fs_err::remove_dir_all(&staging)?;

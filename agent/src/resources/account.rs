@@ -24,7 +24,7 @@ struct Account {
     shell: String,
 }
 
-pub fn converge_user(spec: &UserSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge_user(spec: &UserSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     let current = observe_user(&spec.name, &mut env.names)?;
     let mut events = Vec::new();
     let args = match (spec.ensure, &current) {
@@ -56,7 +56,7 @@ pub fn converge_user(spec: &UserSpec, env: &mut Env<'_>, flags: Flags) -> Result
     Ok(Outcome { events, diff: None })
 }
 
-pub fn converge_group(spec: &GroupSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge_group(spec: &GroupSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     let current = Group::from_name(&spec.name)
         .with_context(|| format!("cannot look up group `{}`", spec.name))?
         .map(|g| g.gid.as_raw());

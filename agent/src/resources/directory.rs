@@ -14,7 +14,7 @@ use crate::safepath::{self, Anchored};
 
 const DEFAULT_MODE: u32 = 0o755;
 
-pub fn converge(spec: &DirectorySpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge(spec: &DirectorySpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     // Every read and write below goes through the parent reached here.
     let anchored = safepath::anchor(Path::new(&spec.path))?;
     let current = observe_anchored(&anchored)?;

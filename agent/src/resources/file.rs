@@ -17,7 +17,7 @@ use crate::safepath::{self, Anchored};
 
 const DEFAULT_MODE: u32 = 0o644;
 
-pub fn converge(spec: &FileSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge(spec: &FileSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     // Taken first, whatever follows: the pass before the walk stat'ed it
     // already, unless something since may have changed it. `observed_at`
     // comes before the lstat: the cache records the content as "hashed
@@ -258,7 +258,7 @@ fn absent(
 }
 
 /// Keeps replaced content under STATE/backups/SHA256 (written atomically, once).
-pub fn store_backup(dir: &Path, sha: &str, content: &[u8]) -> Result<()> {
+pub(crate) fn store_backup(dir: &Path, sha: &str, content: &[u8]) -> Result<()> {
     let target = dir.join(sha);
     if target.exists() {
         return Ok(());

@@ -2,15 +2,15 @@
 //! observe the current state, diff it against the desired one (events), and
 //! apply the difference unless in noop.
 
-pub mod account;
-pub mod container;
-pub mod directory;
-pub mod exec;
-pub mod file;
-pub mod package;
-pub mod sensitive;
-pub mod service;
-pub mod symlink;
+pub(crate) mod account;
+pub(crate) mod container;
+pub(crate) mod directory;
+pub(crate) mod exec;
+pub(crate) mod file;
+pub(crate) mod package;
+pub(crate) mod sensitive;
+pub(crate) mod service;
+pub(crate) mod symlink;
 #[cfg(test)]
 mod unsafe_parent_tests;
 
@@ -32,13 +32,13 @@ use crate::safepath::Anchored;
 
 /// Where file content comes from: the server by hash, or a compiled catalog's
 /// embedded `contents`. Callers verify the hash of what they get.
-pub trait ContentSource {
+pub(crate) trait ContentSource {
     fn fetch(&self, sha256: &str) -> Result<Arc<[u8]>>;
 }
 
 /// Per-resource switches.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Flags {
+pub(crate) struct Flags {
     /// Observe and diff only.
     pub noop: bool,
     /// Never show content or values, only hashes.
@@ -51,13 +51,13 @@ pub struct Flags {
 
 /// What converging one resource found (and, unless noop, did).
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub events: Vec<Event>,
     pub diff: Option<String>,
 }
 
 impl Outcome {
-    pub fn changed(&self) -> bool {
+    pub(crate) fn changed(&self) -> bool {
         !self.events.is_empty()
     }
 }
@@ -66,13 +66,13 @@ impl Outcome {
 /// replaces (also staged), waiting for the engine to make both durable and
 /// rename them.
 #[derive(Debug)]
-pub struct StagedWrite {
+pub(crate) struct StagedWrite {
     pub backup: Option<crate::fsutil::Staged>,
     pub file: crate::fsutil::Staged,
 }
 
 impl StagedWrite {
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         if let Some(backup) = &self.backup {
             backup.discard();
         }
@@ -82,7 +82,7 @@ impl StagedWrite {
 
 /// Long-lived state shared by every resource of one run: caches and buffers,
 /// so a no-change run over many files allocates almost nothing per resource.
-pub struct Env<'a> {
+pub(crate) struct Env<'a> {
     pub contents: &'a dyn ContentSource,
     /// STATE/backups: replaced content by sha256.
     pub backups: PathBuf,
@@ -111,7 +111,7 @@ pub struct Env<'a> {
 }
 
 impl<'a> Env<'a> {
-    pub fn new(
+    pub(crate) fn new(
         contents: &'a dyn ContentSource,
         backups: PathBuf,
         managed: BTreeSet<&'a str>,
@@ -135,7 +135,7 @@ impl<'a> Env<'a> {
     }
 
     /// sha256 of a file's content, read through one reusable buffer.
-    pub fn hash_file(&mut self, path: &Path) -> Result<String> {
+    pub(crate) fn hash_file(&mut self, path: &Path) -> Result<String> {
         if self.buf.is_empty() {
             self.buf.resize(64 * 1024, 0);
         }
@@ -157,7 +157,7 @@ impl<'a> Env<'a> {
     }
 
     /// Content by hash, verified.
-    pub fn fetch_verified(&self, sha256: &str) -> Result<Arc<[u8]>> {
+    pub(crate) fn fetch_verified(&self, sha256: &str) -> Result<Arc<[u8]>> {
         let bytes = self.contents.fetch(sha256)?;
         let actual = drover_catalog::model::sha256_hex(&bytes);
         if actual != sha256 {
@@ -168,13 +168,13 @@ impl<'a> Env<'a> {
 
     /// Removes temp files a killed run left in `dir`, once per directory
     /// per run, when this run sweeps ([`crate::fsutil::TempMarker`]).
-    pub fn sweep_stale_temps(&mut self, dir: &Path) {
+    pub(crate) fn sweep_stale_temps(&mut self, dir: &Path) {
         self.sweep_stale_temps_via(dir, dir);
     }
 
     /// The same for the managed directory `dir`, reached as `via` (its
     /// held descriptor, see [`crate::safepath`]).
-    pub fn sweep_stale_temps_via(&mut self, dir: &Path, via: &Path) {
+    pub(crate) fn sweep_stale_temps_via(&mut self, dir: &Path, via: &Path) {
         if self.temps.sweeps() && !self.swept.contains(dir) {
             crate::fsutil::remove_stale_temps(via);
             self.swept.insert(dir.to_owned());
@@ -182,7 +182,7 @@ impl<'a> Env<'a> {
     }
 
     /// Whether `path` or something below it is managed by the catalog.
-    pub fn is_managed(&self, path: &str) -> bool {
+    pub(crate) fn is_managed(&self, path: &str) -> bool {
         if self.managed.contains(path) {
             return true;
         }
@@ -195,7 +195,7 @@ impl<'a> Env<'a> {
 }
 
 /// Converges one resource.
-pub fn converge(spec: &Spec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge(spec: &Spec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     match spec {
         Spec::File(f) => file::converge(f, env, flags),
         Spec::Directory(d) => directory::converge(d, env, flags),
@@ -215,7 +215,7 @@ pub fn converge(spec: &Spec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome>
 /// A system tool (apt-get, useradd, journalctl...) to run, without the
 /// variables systemd gave the agent alone: a tool that speaks sd_notify must
 /// not talk to the agent's service manager socket.
-pub fn tool(program: &str) -> std::process::Command {
+pub(crate) fn tool(program: &str) -> std::process::Command {
     let mut command = std::process::Command::new(program);
     for own in ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"] {
         command.env_remove(own);
@@ -223,7 +223,7 @@ pub fn tool(program: &str) -> std::process::Command {
     command
 }
 
-pub fn event(property: &str, previous: Option<String>, desired: Option<String>) -> Event {
+pub(crate) fn event(property: &str, previous: Option<String>, desired: Option<String>) -> Event {
     Event {
         property: property.to_owned(),
         previous,
@@ -233,7 +233,7 @@ pub fn event(property: &str, previous: Option<String>, desired: Option<String>) 
 }
 
 /// lstat that maps "not there" to `None`.
-pub fn observe(path: &Path) -> Result<Option<Metadata>> {
+pub(crate) fn observe(path: &Path) -> Result<Option<Metadata>> {
     match fs_err::symlink_metadata(path) {
         Ok(md) => Ok(Some(md)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -245,7 +245,12 @@ pub fn observe(path: &Path) -> Result<Option<Metadata>> {
 /// noop, a missing parent that the catalog manages counts as made: the real
 /// run makes it first. `anchored` is `path` reached by [`crate::safepath`]:
 /// its walk found the parent a directory, or found it missing.
-pub fn require_parent(anchored: &Anchored, path: &Path, env: &Env<'_>, flags: Flags) -> Result<()> {
+pub(crate) fn require_parent(
+    anchored: &Anchored,
+    path: &Path,
+    env: &Env<'_>,
+    flags: Flags,
+) -> Result<()> {
     if !anchored.parent_missing() {
         return Ok(());
     }
@@ -260,14 +265,14 @@ pub fn require_parent(anchored: &Anchored, path: &Path, env: &Env<'_>, flags: Fl
 }
 
 /// lstat of an anchored path; nothing is there under a missing parent.
-pub fn observe_anchored(anchored: &Anchored) -> Result<Option<Metadata>> {
+pub(crate) fn observe_anchored(anchored: &Anchored) -> Result<Option<Metadata>> {
     if anchored.parent_missing() {
         return Ok(None);
     }
     observe(anchored.path())
 }
 
-pub fn describe_type(md: &Metadata) -> &'static str {
+pub(crate) fn describe_type(md: &Metadata) -> &'static str {
     let t = md.file_type();
     if t.is_dir() {
         "directory"
@@ -282,14 +287,14 @@ pub fn describe_type(md: &Metadata) -> &'static str {
 
 /// Desired mode/owner/group, owner and group already resolved to ids.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WantMeta<'s> {
+pub(crate) struct WantMeta<'s> {
     pub mode: Option<Mode>,
     pub owner: Option<(u32, &'s str)>,
     pub group: Option<(u32, &'s str)>,
 }
 
 impl<'s> WantMeta<'s> {
-    pub fn resolve(
+    pub(crate) fn resolve(
         names: &mut Names,
         mode: Option<Mode>,
         owner: Option<&'s str>,
@@ -301,7 +306,12 @@ impl<'s> WantMeta<'s> {
     }
 
     /// Events for a metadata difference; `current` None means "being created".
-    pub fn events(&self, names: &mut Names, current: Option<&Metadata>, events: &mut Vec<Event>) {
+    pub(crate) fn events(
+        &self,
+        names: &mut Names,
+        current: Option<&Metadata>,
+        events: &mut Vec<Event>,
+    ) {
         if let Some(mode) = self.mode {
             let now = current.map(|md| Mode::from_bits(md.mode()));
             if now != Some(mode) {
@@ -327,7 +337,7 @@ impl<'s> WantMeta<'s> {
     }
 
     /// Fixes owner, group and mode of an existing path in place.
-    pub fn apply(&self, path: &Path, current: &Metadata) -> Result<()> {
+    pub(crate) fn apply(&self, path: &Path, current: &Metadata) -> Result<()> {
         let uid = self.owner.map(|o| o.0).filter(|&u| u != current.uid());
         let gid = self.group.map(|g| g.0).filter(|&g| g != current.gid());
         // chown clears setuid/setgid bits, so the mode goes last (and is re-set
@@ -348,7 +358,7 @@ impl<'s> WantMeta<'s> {
 
 /// User and group lookups, cached: /etc/passwd is read once per name per run.
 #[derive(Debug, Default)]
-pub struct Names {
+pub(crate) struct Names {
     uids: HashMap<String, u32>,
     gids: HashMap<String, u32>,
     user_names: HashMap<u32, String>,
@@ -357,26 +367,26 @@ pub struct Names {
 
 /// The id a noop run gives a user or group that it would have created: no
 /// real account has it (it is chown's "leave unchanged"), and noop applies nothing.
-pub const PLANNED_ID: u32 = u32::MAX;
+pub(crate) const PLANNED_ID: u32 = u32::MAX;
 
 impl Names {
     /// In noop, a user resource that would create `name`: later resources
     /// resolve it to [`PLANNED_ID`] instead of failing.
-    pub fn plan_user(&mut self, name: &str) {
+    pub(crate) fn plan_user(&mut self, name: &str) {
         self.uids.insert(name.to_owned(), PLANNED_ID);
     }
 
     /// The group counterpart of [`Names::plan_user`].
-    pub fn plan_group(&mut self, name: &str) {
+    pub(crate) fn plan_group(&mut self, name: &str) {
         self.gids.insert(name.to_owned(), PLANNED_ID);
     }
 
     /// Whether this noop run only would have created user `name`.
-    pub fn is_planned_user(&self, name: &str) -> bool {
+    pub(crate) fn is_planned_user(&self, name: &str) -> bool {
         self.uids.get(name) == Some(&PLANNED_ID)
     }
 
-    pub fn uid(&mut self, name: &str) -> Result<u32> {
+    pub(crate) fn uid(&mut self, name: &str) -> Result<u32> {
         if let Some(&uid) = self.uids.get(name) {
             return Ok(uid);
         }
@@ -395,7 +405,7 @@ impl Names {
         Ok(uid)
     }
 
-    pub fn gid(&mut self, name: &str) -> Result<u32> {
+    pub(crate) fn gid(&mut self, name: &str) -> Result<u32> {
         if let Some(&gid) = self.gids.get(name) {
             return Ok(gid);
         }
@@ -414,7 +424,7 @@ impl Names {
         Ok(gid)
     }
 
-    pub fn user_name(&mut self, uid: u32) -> String {
+    pub(crate) fn user_name(&mut self, uid: u32) -> String {
         self.user_names
             .entry(uid)
             .or_insert_with(|| match User::from_uid(Uid::from_raw(uid)) {
@@ -424,7 +434,7 @@ impl Names {
             .clone()
     }
 
-    pub fn group_name(&mut self, gid: u32) -> String {
+    pub(crate) fn group_name(&mut self, gid: u32) -> String {
         self.group_names
             .entry(gid)
             .or_insert_with(|| match Group::from_gid(Gid::from_raw(gid)) {
@@ -445,10 +455,10 @@ pub(crate) mod testing {
     use anyhow::{Result, anyhow};
 
     #[derive(Default)]
-    pub struct MapSource(pub HashMap<String, Arc<[u8]>>);
+    pub(crate) struct MapSource(pub HashMap<String, Arc<[u8]>>);
 
     impl MapSource {
-        pub fn with(contents: &[&[u8]]) -> Self {
+        pub(crate) fn with(contents: &[&[u8]]) -> Self {
             MapSource(
                 contents
                     .iter()

@@ -13,7 +13,10 @@ use super::{Env, Flags, Outcome, event};
 type Installed = HashMap<String, String>;
 
 /// Converges packages together; one result per input, in order.
-pub fn converge_batch(specs: &[(&PackageSpec, Flags)], env: &mut Env<'_>) -> Vec<Result<Outcome>> {
+pub(crate) fn converge_batch(
+    specs: &[(&PackageSpec, Flags)],
+    env: &mut Env<'_>,
+) -> Vec<Result<Outcome>> {
     let names: Vec<&str> = specs.iter().map(|(s, _)| s.name.as_str()).collect();
     let installed = match query_installed(&names) {
         Ok(i) => i,

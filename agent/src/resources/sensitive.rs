@@ -14,10 +14,10 @@ use drover_catalog::model::sha256_hex;
 use drover_catalog::report::{Event, ResourceReport};
 
 /// Said in place of output that a sensitive resource does not show.
-pub const OUTPUT_HIDDEN: &str = "(output hidden: the resource is sensitive)";
+pub(crate) const OUTPUT_HIDDEN: &str = "(output hidden: the resource is sensitive)";
 
 /// What replaces the spec's own text in messages and errors.
-pub const HIDDEN: &str = "(sensitive)";
+pub(crate) const HIDDEN: &str = "(sensitive)";
 
 /// Hex digits of the sha256 an event shows instead of a value.
 const HASH_DIGITS: usize = 12;
@@ -50,7 +50,7 @@ const STATE_WORDS: [&str; 15] = [
 const MIN_SCRUBBED_LEN: usize = 6;
 
 /// Makes a sensitive resource's report show hashes only.
-pub fn hide(report: &mut ResourceReport, spec: &Spec) {
+pub(crate) fn hide(report: &mut ResourceReport, spec: &Spec) {
     let texts = spec_texts(spec);
     report.diff = None;
     for event in &mut report.events {
@@ -74,7 +74,7 @@ fn hide_event(event: &mut Event) {
 }
 
 /// `sha256:` and the first hex digits of the value's sha256.
-pub fn hashed(value: &str) -> String {
+pub(crate) fn hashed(value: &str) -> String {
     format!("sha256:{}", &sha256_hex(value.as_bytes())[..HASH_DIGITS])
 }
 

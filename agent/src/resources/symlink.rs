@@ -10,7 +10,7 @@ use super::{Env, Flags, Outcome, describe_type, event, observe_anchored, require
 use crate::fsutil;
 use crate::safepath::{self, Anchored};
 
-pub fn converge(spec: &SymlinkSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge(spec: &SymlinkSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     // Every read and write below goes through the parent reached here.
     let anchored = safepath::anchor(Path::new(&spec.path))?;
     let current = observe_anchored(&anchored)?;

@@ -15,10 +15,10 @@ use crate::client::{CatalogAnswer, Client, ServerBusy};
 use crate::output;
 
 /// Retries after a 503 within one run (the first ask not counted).
-pub const BUSY_RETRIES: u32 = 3;
+pub(super) const BUSY_RETRIES: u32 = 3;
 /// No single wait is longer, whatever the server says: the run interval is
 /// the real retry.
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(30);
 /// The wait when a 503 names none.
 const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 /// The smallest jitter window, so `Retry-After: 0` still spreads a herd.
@@ -26,7 +26,7 @@ const MIN_WINDOW: Duration = Duration::from_millis(100);
 
 /// [`Client::catalog`], asked again after each 503 (at most
 /// [`BUSY_RETRIES`] times); a stop request ends the wait with the 503.
-pub fn catalog_with_backoff(
+pub(super) fn catalog_with_backoff(
     client: &Client,
     request: &CatalogRequest,
     cached_version: Option<&str>,

@@ -6,13 +6,13 @@
 //! than a datagram (a long diff).
 
 use anyhow::{Result, anyhow};
-pub use libsystemd::logging::Priority;
+pub(crate) use libsystemd::logging::Priority;
 
-pub const IDENTIFIER: &str = "drover-agent";
+pub(crate) const IDENTIFIER: &str = "drover-agent";
 
 /// Whether systemd connected stderr to the journal. `$JOURNAL_STREAM` alone
 /// is not enough: children inherit it with stderr redirected elsewhere.
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -25,7 +25,11 @@ pub fn stderr_is_journal() -> bool {
 }
 
 /// `$JOURNAL_STREAM` is `DEVICE:INODE` of the stream systemd connected.
-pub fn stream_matches(journal_stream: &str, device: libc::dev_t, inode: libc::ino_t) -> bool {
+pub(crate) fn stream_matches(
+    journal_stream: &str,
+    device: libc::dev_t,
+    inode: libc::ino_t,
+) -> bool {
     let Some((d, i)) = journal_stream.split_once(':') else {
         return false;
     };
@@ -34,7 +38,7 @@ pub fn stream_matches(journal_stream: &str, device: libc::dev_t, inode: libc::in
 
 /// Upper case, digits and `_`, not starting with `_` (those are journald's
 /// own) or a digit, at most 64 bytes; journald silently drops other fields.
-pub fn is_valid_field_name(name: &str) -> bool {
+pub(crate) fn is_valid_field_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(|c: char| c == '_' || c.is_ascii_digit())
@@ -45,14 +49,14 @@ pub fn is_valid_field_name(name: &str) -> bool {
 
 /// One journal entry: the message, its priority and the structured fields.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub priority: Priority,
     pub message: String,
     pub fields: Vec<(&'static str, String)>,
 }
 
 impl Entry {
-    pub fn new(priority: Priority, message: impl Into<String>) -> Entry {
+    pub(crate) fn new(priority: Priority, message: impl Into<String>) -> Entry {
         Entry {
             priority,
             message: message.into(),
@@ -60,7 +64,7 @@ impl Entry {
         }
     }
 
-    pub fn field(mut self, name: &'static str, value: impl Into<String>) -> Entry {
+    pub(crate) fn field(mut self, name: &'static str, value: impl Into<String>) -> Entry {
         debug_assert!(
             is_valid_field_name(name),
             "journald drops the field `{name}`"
@@ -69,7 +73,7 @@ impl Entry {
         self
     }
 
-    pub fn send(&self) -> Result<()> {
+    pub(crate) fn send(&self) -> Result<()> {
         let fields = self
             .fields
             .iter()

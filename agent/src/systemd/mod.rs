@@ -6,9 +6,9 @@
 //! nothing is sent, without `$WATCHDOG_USEC` nothing pings, and output stays
 //! plain lines unless stderr is the journal stream systemd connected.
 
-pub mod journal;
-pub mod notify;
-pub mod status;
-pub mod watchdog;
+pub(crate) mod journal;
+pub(crate) mod notify;
+pub(crate) mod status;
+pub(crate) mod watchdog;
 
-pub use notify::Notifier;
+pub(crate) use notify::Notifier;

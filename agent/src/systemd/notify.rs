@@ -14,7 +14,7 @@ use libsystemd::daemon::{self, NotifyState};
 /// The connection to the service manager; every method is a no-op when the
 /// agent was not started by systemd with `Type=notify`.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     watchdog: Option<Duration>,
     warned: AtomicBool,
 }
@@ -22,7 +22,7 @@ pub struct Notifier {
 impl Notifier {
     /// Reads `$WATCHDOG_USEC` (and `$WATCHDOG_PID`, so a child that inherits
     /// the variables does not think the watchdog is its own).
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         Notifier {
             watchdog: daemon::watchdog_enabled(false).filter(|timeout| !timeout.is_zero()),
             warned: AtomicBool::new(false),
@@ -30,20 +30,20 @@ impl Notifier {
     }
 
     /// How often to ping: half the watchdog timeout, as sd_watchdog_enabled(3) advises.
-    pub fn ping_interval(&self) -> Option<Duration> {
+    pub(crate) fn ping_interval(&self) -> Option<Duration> {
         self.watchdog.map(|timeout| timeout / 2)
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status.to_owned())]);
     }
 
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&[NotifyState::Status(status.to_owned())]);
     }
 
     /// A watchdog ping (when the watchdog is on) together with a fresh status line.
-    pub fn alive(&self, status: &str) {
+    pub(crate) fn alive(&self, status: &str) {
         let status = NotifyState::Status(status.to_owned());
         match self.watchdog {
             Some(_) => self.send(&[NotifyState::Watchdog, status]),
@@ -51,13 +51,13 @@ impl Notifier {
         }
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         if self.watchdog.is_some() {
             self.send(&[NotifyState::Watchdog]);
         }
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(&[
             NotifyState::Stopping,
             NotifyState::Status(super::status::STOPPING.to_owned()),

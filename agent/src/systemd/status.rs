@@ -5,15 +5,15 @@ use std::time::Duration;
 use drover_catalog::Report;
 use drover_catalog::report::{CachedCatalog, ResourceStatus};
 
-pub const RUNNING: &str = "run in progress";
-pub const STOPPING: &str = "stopping";
+pub(crate) const RUNNING: &str = "run in progress";
+pub(crate) const STOPPING: &str = "stopping";
 
 /// Longer reasons are cut: the status is one line of `systemctl status`.
 const MAX_REASON_CHARS: usize = 160;
 
 /// How the daemon's last run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LastOutcome {
+pub(crate) enum LastOutcome {
     /// No run since the agent started.
     None,
     Finished {
@@ -28,7 +28,7 @@ pub enum LastOutcome {
 }
 
 impl LastOutcome {
-    pub fn of(report: &Report) -> LastOutcome {
+    pub(crate) fn of(report: &Report) -> LastOutcome {
         let count =
             |f: fn(ResourceStatus) -> bool| report.resources.iter().filter(|r| f(r.status)).count();
         LastOutcome::Finished {
@@ -41,7 +41,7 @@ impl LastOutcome {
     }
 
     /// The first line of the error, cut to fit a status line.
-    pub fn could_not_run(error: &anyhow::Error) -> LastOutcome {
+    pub(crate) fn could_not_run(error: &anyhow::Error) -> LastOutcome {
         let text = format!("{error:#}");
         let line = text.lines().next().unwrap_or_default();
         let reason = match line.char_indices().nth(MAX_REASON_CHARS) {
@@ -53,7 +53,7 @@ impl LastOutcome {
 }
 
 /// `idle, next run in 1742 s; last run: 3 changed, 0 failed`.
-pub fn idle(next_run_in: Duration, last: &LastOutcome) -> String {
+pub(crate) fn idle(next_run_in: Duration, last: &LastOutcome) -> String {
     let next = format!("idle, next run in {} s", next_run_in.as_secs());
     match last {
         LastOutcome::None => next,

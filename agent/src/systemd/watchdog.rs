@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 /// The engine checks `run_timeout_secs` between resources only, so a healthy
 /// run overruns it by the resource in progress: an apt transaction, an exec
 /// up to its own timeout.
-pub const SLOWEST_RESOURCE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const SLOWEST_RESOURCE: Duration = Duration::from_secs(15 * 60);
 
 /// How long a run may take before it counts as wedged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunBudget {
+pub(crate) struct RunBudget {
     started: Instant,
     run_timeout: Duration,
     grace: Duration,
@@ -23,7 +23,11 @@ pub struct RunBudget {
 impl RunBudget {
     /// The grace: the slowest resource, then posting the report and one more
     /// request (each bounded by the HTTP timeout).
-    pub fn new(started: Instant, run_timeout: Duration, http_timeout: Duration) -> RunBudget {
+    pub(crate) fn new(
+        started: Instant,
+        run_timeout: Duration,
+        http_timeout: Duration,
+    ) -> RunBudget {
         RunBudget {
             started,
             run_timeout,
@@ -31,15 +35,15 @@ impl RunBudget {
         }
     }
 
-    pub fn limit(&self) -> Duration {
+    pub(crate) fn limit(&self) -> Duration {
         self.run_timeout + self.grace
     }
 
-    pub fn allows(&self, now: Instant) -> bool {
+    pub(crate) fn allows(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.started) < self.limit()
     }
 
-    pub fn overrun_message(&self) -> String {
+    pub(crate) fn overrun_message(&self) -> String {
         format!(
             "the run has taken longer than run_timeout_secs ({} s) plus {} s of grace: \
              it is wedged, the watchdog is no longer fed and systemd will restart the agent\n\
@@ -52,7 +56,7 @@ impl RunBudget {
 
 /// Runs `work` while another thread calls `ping` every `every`, as long as
 /// `budget` allows; once it does not, `overrun` is called once and the pings stop.
-pub fn feed_during<T>(
+pub(crate) fn feed_during<T>(
     every: Duration,
     budget: RunBudget,
     ping: impl Fn() + Sync,

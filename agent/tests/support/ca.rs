@@ -13,7 +13,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub der: CertificateDer<'static>,
     pub pem: String,
     issuer: Issuer<'static, KeyPair>,
@@ -28,7 +28,7 @@ fn p256() -> KeyPair {
 }
 
 impl TestCa {
-    pub fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         let key = p256();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = DistinguishedName::new();
@@ -49,13 +49,13 @@ impl TestCa {
     }
 
     /// sha256 hex of the CA certificate's DER.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         hex::encode(Sha256::digest(&self.der))
     }
 
     /// TLS for 127.0.0.1 and localhost; client certificates of this CA are
     /// asked for but optional, as on drover-server's listener.
-    pub fn server_config(&self) -> Arc<ServerConfig> {
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
         let key = p256();
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
@@ -81,7 +81,7 @@ impl TestCa {
 
     /// A node certificate for the CSR's key, named `node`, expiring in
     /// `days` (negative: expired that long ago).
-    pub fn sign(&self, csr_pem: &str, node: &str, days: i64) -> String {
+    pub(crate) fn sign(&self, csr_pem: &str, node: &str, days: i64) -> String {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
         let mut params = CertificateParams::new(vec![node.to_owned()]).unwrap();
         params.distinguished_name = DistinguishedName::new();
@@ -101,7 +101,7 @@ impl TestCa {
 }
 
 /// sha256 hex of a CSR's SubjectPublicKeyInfo, as drover-server shows it.
-pub fn csr_fingerprint(csr_pem: &str) -> String {
+pub(crate) fn csr_fingerprint(csr_pem: &str) -> String {
     let csr = CertificateSigningRequestParams::from_pem(csr_pem).unwrap();
     hex::encode(Sha256::digest(csr.public_key.subject_public_key_info()))
 }

@@ -1,9 +1,12 @@
 //! Shared by the CLI tests: the agent binary, catalogs, and a fake
 //! drover-server over HTTPS with its own CA.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support code"
+)]
 
-pub mod ca;
-pub mod server;
+pub(crate) mod ca;
+pub(crate) mod server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +15,13 @@ use std::process::{Command, Output};
 use drover_catalog::model::{FileSpec, sha256_hex};
 use drover_catalog::{Catalog, Resource, Spec};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_drover-agent");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_drover-agent");
 
-pub fn agent(args: &[&str]) -> Output {
+pub(crate) fn agent(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
-pub fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -26,14 +29,17 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-pub fn file_resource(path: &Path, content: &[u8]) -> Resource {
+pub(crate) fn file_resource(path: &Path, content: &[u8]) -> Resource {
     Resource::new(Spec::File(FileSpec::with_content(
         &path.to_string_lossy(),
         content,
     )))
 }
 
-pub fn catalog(node: &str, files: &[(&Path, &[u8])]) -> (Catalog, BTreeMap<String, Vec<u8>>) {
+pub(crate) fn catalog(
+    node: &str,
+    files: &[(&Path, &[u8])],
+) -> (Catalog, BTreeMap<String, Vec<u8>>) {
     let resources: Vec<Resource> = files.iter().map(|(p, c)| file_resource(p, c)).collect();
     let contents = files
         .iter()
@@ -51,35 +57,35 @@ pub fn catalog(node: &str, files: &[(&Path, &[u8])]) -> (Catalog, BTreeMap<Strin
 }
 
 /// A node `n1` with its own state directory in a temporary directory.
-pub struct Node {
+pub(crate) struct Node {
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
 }
 
 impl Node {
-    pub fn new() -> Node {
+    pub(crate) fn new() -> Node {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         Node { dir, state }
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn tls(&self, name: &str) -> PathBuf {
+    pub(crate) fn tls(&self, name: &str) -> PathBuf {
         self.state.join("tls").join(name)
     }
 
     /// Writes `content` to a file in the node's directory; returns its path.
-    pub fn write(&self, name: &str, content: &str) -> String {
+    pub(crate) fn write(&self, name: &str, content: &str) -> String {
         let path = self.path(name);
         fs_err::write(&path, content).unwrap();
         path.to_string_lossy().into_owned()
     }
 
     /// `run --once --detailed-exitcodes` against `server`.
-    pub fn run(&self, server: &str, extra: &[&str]) -> Output {
+    pub(crate) fn run(&self, server: &str, extra: &[&str]) -> Output {
         let mut args = vec![
             "run",
             "--once",
@@ -97,7 +103,7 @@ impl Node {
 }
 
 /// The samples of a Prometheus textfile: `name{labels}` (as written) -> value.
-pub fn prom_samples(path: &Path) -> BTreeMap<String, f64> {
+pub(crate) fn prom_samples(path: &Path) -> BTreeMap<String, f64> {
     let text = fs_err::read_to_string(path).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -109,7 +115,7 @@ pub fn prom_samples(path: &Path) -> BTreeMap<String, f64> {
 }
 
 /// `promtool check metrics` accepts the file, lint included.
-pub fn promtool_check(path: &Path) {
+pub(crate) fn promtool_check(path: &Path) {
     let input = fs_err::File::open(path).unwrap().into_file();
     let out = match Command::new("promtool")
         .args(["check", "metrics"])

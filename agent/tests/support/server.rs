@@ -18,7 +18,7 @@ use super::ca::{TestCa, csr_fingerprint};
 
 /// How the fake signs catalogs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signature {
+pub(crate) enum Signature {
     Good,
     Missing,
     /// Signed with a key that is not the server's.
@@ -27,7 +27,7 @@ pub enum Signature {
 
 /// A request the fake answered.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     pub path: String,
     /// The node its client certificate names, if it presented one.
@@ -35,7 +35,7 @@ pub struct Seen {
     pub authorization: Option<String>,
 }
 
-pub struct Fake {
+pub(crate) struct Fake {
     pub ca: TestCa,
     pub signing: SigningKey,
     /// Requests carrying this bearer token are signed at once.
@@ -66,7 +66,7 @@ pub struct Fake {
 }
 
 impl Fake {
-    pub fn new() -> Fake {
+    pub(crate) fn new() -> Fake {
         Fake {
             ca: TestCa::new(),
             signing: SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap(),
@@ -92,12 +92,12 @@ impl Fake {
     }
 
     /// What `drover-server ca sign NAME` does.
-    pub fn sign_pending(&mut self, name: &str) {
+    pub(crate) fn sign_pending(&mut self, name: &str) {
         let (csr, _) = self.pending.remove(name).expect("a pending request");
         self.issue(name, &csr);
     }
 
-    pub fn issued_to(&self, name: &str) -> usize {
+    pub(crate) fn issued_to(&self, name: &str) -> usize {
         self.issued.iter().filter(|(n, ..)| n == name).count()
     }
 
@@ -120,7 +120,7 @@ impl Fake {
 }
 
 /// A running fake; dropping it leaves it running, [`Server::stop`] ends it.
-pub struct Server {
+pub(crate) struct Server {
     pub url: String,
     stop: Arc<AtomicBool>,
     addr: std::net::SocketAddr,
@@ -128,18 +128,18 @@ pub struct Server {
 
 impl Server {
     /// Closes the listener: later connections are refused.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr);
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-pub fn serve(fake: Arc<Mutex<Fake>>) -> Server {
+pub(crate) fn serve(fake: Arc<Mutex<Fake>>) -> Server {
     start(fake, "https")
 }
 
-pub fn serve_plain(fake: Arc<Mutex<Fake>>) -> Server {
+pub(crate) fn serve_plain(fake: Arc<Mutex<Fake>>) -> Server {
     fake.lock().unwrap().insecure = true;
     start(fake, "http")
 }

@@ -47,7 +47,7 @@ fn text(out: &mut String, x: f64, y: f64, anchor: &str, s: &str) {
 }
 
 /// Runs per hour stacked by status, with the mean run duration as a line.
-pub fn fleet(buckets: &[HourBucket]) -> String {
+pub(super) fn fleet(buckets: &[HourBucket]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     open(
         &mut out,
@@ -148,7 +148,7 @@ pub fn fleet(buckets: &[HourBucket]) -> String {
 
 /// One bar per run, oldest left: its height is the run's duration, its
 /// colour the run's status.
-pub fn node(runs: &[&ReportSummary]) -> String {
+pub(super) fn node(runs: &[&ReportSummary]) -> String {
     let mut out = String::with_capacity(8 * 1024);
     open(
         &mut out,

@@ -16,7 +16,10 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 /// Operators only; the stream carries node names.
-pub async fn stream(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, AppError> {
     caller.require_operator()?;
     let closed = state.live.closed();
     let events = BroadcastStream::new(state.live.subscribe())

@@ -1,7 +1,7 @@
 //! How the dashboard writes times, durations and versions.
 
 /// `2026-12-01 07:45:12 UTC` from an RFC 3339 timestamp (as stored).
-pub fn when(rfc3339: &str) -> String {
+pub(super) fn when(rfc3339: &str) -> String {
     match rfc3339.parse::<jiff::Timestamp>() {
         Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
         Err(_) => rfc3339.to_owned(),
@@ -9,7 +9,7 @@ pub fn when(rfc3339: &str) -> String {
 }
 
 /// `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
-pub fn ago(rfc3339: &str, now: jiff::Timestamp) -> String {
+pub(super) fn ago(rfc3339: &str, now: jiff::Timestamp) -> String {
     let Ok(t) = rfc3339.parse::<jiff::Timestamp>() else {
         return rfc3339.to_owned();
     };
@@ -24,7 +24,7 @@ pub fn ago(rfc3339: &str, now: jiff::Timestamp) -> String {
 }
 
 /// `850 ms`, `12.4 s`, `3 min 05 s`.
-pub fn duration_ms(ms: f64) -> String {
+pub(super) fn duration_ms(ms: f64) -> String {
     if !ms.is_finite() || ms < 0.0 {
         return "-".to_owned();
     }
@@ -40,11 +40,11 @@ pub fn duration_ms(ms: f64) -> String {
 }
 
 /// The first 12 characters of a version or commit, as git shows them.
-pub fn short(id: &str) -> String {
+pub(super) fn short(id: &str) -> String {
     id.chars().take(12).collect()
 }
 
-pub fn or_dash(value: Option<&str>) -> String {
+pub(super) fn or_dash(value: Option<&str>) -> String {
     value.unwrap_or("-").to_owned()
 }
 

@@ -20,13 +20,13 @@ use crate::state::AppState;
 const RUNS: u32 = 50;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Params {
+pub(super) struct Params {
     /// RFC 3339: runs that finished strictly before it.
     #[serde(default)]
     before: String,
 }
 
-pub struct RunRow {
+pub(super) struct RunRow {
     pub id: String,
     pub href: String,
     pub status: String,
@@ -88,7 +88,7 @@ struct NodePage {
 }
 
 /// `GET /nodes/{name}?before=RFC3339`.
-pub async fn page_of(
+pub(super) async fn page_of(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,

@@ -15,13 +15,13 @@ use crate::routes::operator::environments_view;
 use crate::state::AppState;
 
 /// Nodes per page.
-pub const PAGE_SIZE: u32 = 100;
+pub(super) const PAGE_SIZE: u32 = 100;
 /// Hours the fleet chart covers.
 const CHART_HOURS: i64 = 48;
 
 /// The query string, as typed into the filter form (empty means unset).
 #[derive(Debug, Default, Deserialize)]
-pub struct Params {
+pub(super) struct Params {
     #[serde(default)]
     q: String,
     #[serde(default)]
@@ -101,7 +101,7 @@ fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-pub fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -314,7 +314,7 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
 }
 
 /// `GET /?q=&state=&role=&environment=&fact=&after=`.
-pub async fn show(
+pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<Params>,

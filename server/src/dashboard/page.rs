@@ -52,7 +52,7 @@ pub(super) fn page(template: &impl Template) -> Result<Response, AppError> {
 
 /// Escapes text for HTML element content and attribute values (the SVG
 /// charts, which are built as text).
-pub fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -18,7 +18,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct Params {
+pub(super) struct Params {
     #[serde(default)]
     all: String,
 }
@@ -119,7 +119,7 @@ struct RunPage {
 }
 
 /// `GET /runs/{run_id}?all=1`.
-pub async fn page_of(
+pub(super) async fn page_of(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

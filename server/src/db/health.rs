@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::Db;
 
 /// When the last probe ran and what it found.
-pub type LastProbe = Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>;
+pub(super) type LastProbe = Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>;
 
 impl Db {
     /// Whether the database takes writes: a one-row write through the

@@ -105,7 +105,10 @@ pub fn serial_hex(raw: &[u8]) -> String {
 
 /// Proof that the caller holds `DATA/ca/lock`; released when dropped.
 #[derive(Debug)]
-pub struct StoreLock(#[allow(dead_code)] Flock<std::fs::File>);
+pub struct StoreLock(
+    #[allow(dead_code, reason = "held for its Drop, which releases the flock")]
+    Flock<std::fs::File>,
+);
 
 /// The files of `DATA/ca`.
 #[derive(Debug, Clone)]

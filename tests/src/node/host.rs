@@ -135,13 +135,13 @@ pub(super) struct Owner {
 }
 
 impl Owner {
-    pub fn current() -> Owner {
+    pub(super) fn current() -> Owner {
         let pid = std::process::id();
         let started = start_time(pid).expect("/proc/self/stat is readable");
         Owner { pid, started }
     }
 
-    pub fn parse(text: &str) -> Option<Owner> {
+    pub(super) fn parse(text: &str) -> Option<Owner> {
         let (pid, started) = text.trim().split_once(' ')?;
         Some(Owner {
             pid: pid.parse().ok()?,
@@ -149,11 +149,11 @@ impl Owner {
         })
     }
 
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         format!("{} {}\n", self.pid, self.started)
     }
 
-    pub fn is_alive(&self) -> bool {
+    pub(super) fn is_alive(&self) -> bool {
         start_time(self.pid) == Some(self.started)
     }
 }

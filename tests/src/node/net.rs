@@ -24,7 +24,7 @@ pub(super) struct Bridge {
 
 impl Bridge {
     /// Claims the first free subnet and creates its bridge with the host on .1.
-    pub fn claim() -> Result<Bridge> {
+    pub(super) fn claim() -> Result<Bridge> {
         for subnet in 1..=254u8 {
             let Some(lock) = try_lock_subnet(subnet)? else {
                 continue;
@@ -43,7 +43,7 @@ impl Bridge {
         )
     }
 
-    pub fn host_ip(&self) -> Ipv4Addr {
+    pub(super) fn host_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 213, self.subnet, 1)
     }
 

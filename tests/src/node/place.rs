@@ -29,7 +29,7 @@ pub(super) struct Place {
 
 impl Place {
     /// A new, empty node directory owned by this process.
-    pub fn create() -> Result<Place> {
+    pub(super) fn create() -> Result<Place> {
         static NEXT: AtomicU32 = AtomicU32::new(1);
         let owner = Owner::current();
         let id = format!("{}-{}", owner.pid, NEXT.fetch_add(1, Ordering::Relaxed));
@@ -50,25 +50,25 @@ impl Place {
         }
     }
 
-    pub fn netns(&self) -> String {
+    pub(super) fn netns(&self) -> String {
         format!("{NETNS_PREFIX}{}", self.id)
     }
 
     /// At most 15 characters: "dv" + pid (<= 7 digits) + "-" + n.
-    pub fn veth(&self) -> String {
+    pub(super) fn veth(&self) -> String {
         format!("{VETH_PREFIX}{}", self.id)
     }
 
-    pub fn merged(&self) -> PathBuf {
+    pub(super) fn merged(&self) -> PathBuf {
         self.dir.join("merged")
     }
 
-    pub fn console_log(&self) -> PathBuf {
+    pub(super) fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
 
     /// Notes the running nspawn and init so a sweep can kill them if we die.
-    pub fn record_processes(&self, nspawn: u32, init: u32) {
+    pub(super) fn record_processes(&self, nspawn: u32, init: u32) {
         let _ = fs_err::write(self.dir.join("processes"), format!("{nspawn} {init}\n"));
     }
 
@@ -106,7 +106,7 @@ impl Place {
 
     /// Unmounts the overlay, deletes the network and the directory. The
     /// directory stays when the overlay cannot be unmounted.
-    pub fn teardown(&self) {
+    pub(super) fn teardown(&self) {
         cgroup::remove(&self.id);
         let merged = self.merged();
         if let Err(e) = host::unmount(&merged) {

@@ -9,7 +9,7 @@ use crate::{World, container_id, container_report, event, http_get, inspect, is_
 /// A web server publishing 127.0.0.1:`port` with every setting the kind
 /// has, a managed directory it bind-mounts with a file in it (the container
 /// is ordered after the directory), and a worker whose `MODE` is `mode`.
-pub fn web_and_worker(w: &World, port: u16, mode: &str) -> String {
+pub(crate) fn web_and_worker(w: &World, port: u16, mode: &str) -> String {
     let bind = w.path("bind");
     let bind = bind.display();
     format!(

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 /// The attributes of every `<NAME ...>` start tag in `html`, in order.
-pub fn start_tags(html: &str, name: &str) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn start_tags(html: &str, name: &str) -> Vec<BTreeMap<String, String>> {
     let open = format!("<{name}");
     let mut tags = Vec::new();
     let mut rest = html;

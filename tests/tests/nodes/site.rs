@@ -7,10 +7,10 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// agent.toml lines that enroll a node with the files [`Site::provision`] writes.
-pub const ENROLL_CONFIG: &str =
+pub(crate) const ENROLL_CONFIG: &str =
     "ca_file = \"/etc/drover/ca.pem\"\nenrollment_token_file = \"/etc/drover/enrollment-token\"\n";
 
-pub struct Site {
+pub(crate) struct Site {
     pub repo: GitRepo,
     pub server: Server,
     _dir: TempDir,
@@ -18,7 +18,7 @@ pub struct Site {
 
 impl Site {
     /// A repository where every node gets `role`, and its server.
-    pub fn start(lab: &Lab, role: &str) -> Site {
+    pub(crate) fn start(lab: &Lab, role: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let repo = GitRepo::init(&dir.path().join("site"));
         repo.write(
@@ -37,7 +37,7 @@ impl Site {
     }
 
     /// Commits a new version of the role and has the server pick it up.
-    pub fn update_role(&self, role: &str) {
+    pub(crate) fn update_role(&self, role: &str) {
         self.repo.write("roles/main.toml", role);
         self.repo.commit("change the role");
         self.server.refresh();
@@ -45,7 +45,7 @@ impl Site {
 
     /// Puts the server's CA and enrollment token in the node, where
     /// [`ENROLL_CONFIG`] names them, as an operator's provisioning would.
-    pub fn provision(&self, node: &Node) {
+    pub(crate) fn provision(&self, node: &Node) {
         let ca = fs_err::read(self.server.ca_file()).unwrap();
         node.write_file("/etc/drover/ca.pem", &ca, 0o644);
         let token = fs_err::read(self.server.enrollment_token_file()).unwrap();
@@ -58,7 +58,7 @@ impl Site {
     }
 
     /// One `drover-agent run --once --detailed-exitcodes` in the node.
-    pub fn run(&self, node: &Node, extra: &[&str]) -> Output {
+    pub(crate) fn run(&self, node: &Node, extra: &[&str]) -> Output {
         self.provision(node);
         let mut argv = vec![
             "drover-agent",
@@ -77,7 +77,7 @@ impl Site {
     }
 
     /// The resource entries of the node's newest report, by id.
-    pub fn latest_resources(&self, node: &Node) -> Vec<Value> {
+    pub(crate) fn latest_resources(&self, node: &Node) -> Vec<Value> {
         let report = self.server.latest_report(node.name());
         report["resources"]
             .as_array()
@@ -88,7 +88,7 @@ impl Site {
 
 /// The entry of `id` in a report's resources.
 #[track_caller]
-pub fn entry<'a>(resources: &'a [Value], id: &str) -> &'a Value {
+pub(crate) fn entry<'a>(resources: &'a [Value], id: &str) -> &'a Value {
     resources
         .iter()
         .find(|r| r["id"] == id)

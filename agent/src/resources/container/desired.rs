@@ -14,13 +14,13 @@ use drover_catalog::model::{ContainerEnsure, ContainerSpec, sha256_hex};
 use serde_json::Value;
 
 /// The node the container belongs to.
-pub const LABEL_NODE: &str = "drover.node";
+pub(super) const LABEL_NODE: &str = "drover.node";
 /// The resource id (`container:NAME`) that manages it.
-pub const LABEL_RESOURCE: &str = "drover.resource";
+pub(super) const LABEL_RESOURCE: &str = "drover.resource";
 /// sha256 of [`LABEL_DESIRED`]: equal means made from this spec.
-pub const LABEL_SPEC: &str = "drover.spec";
+pub(super) const LABEL_SPEC: &str = "drover.spec";
 /// The spec it was made from (JSON), so a recreate can say which fields changed.
-pub const LABEL_DESIRED: &str = "drover.desired";
+pub(super) const LABEL_DESIRED: &str = "drover.desired";
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 

@@ -27,7 +27,7 @@ const LOG_TAIL: &str = "20";
 /// The engine connection of one run, opened by the first container resource.
 /// The default has no node to label containers with: it refuses to connect.
 #[derive(Default)]
-pub struct Containers {
+pub(crate) struct Containers {
     /// The engine's socket and the node, once the engine configured them.
     target: Option<(PathBuf, String)>,
     docker: Option<Docker>,
@@ -43,7 +43,7 @@ impl fmt::Debug for Containers {
 }
 
 impl Containers {
-    pub fn new(socket: &Path, node: &str) -> Containers {
+    pub(crate) fn new(socket: &Path, node: &str) -> Containers {
         Containers {
             target: Some((socket.to_owned(), node.to_owned())),
             docker: None,

@@ -26,7 +26,7 @@ use drover_catalog::model::{ContainerEnsure, ContainerSpec};
 use drover_catalog::report::Event;
 
 use desired::{Desired, FieldChange, LABEL_NODE, LABEL_RESOURCE, LABEL_SPEC};
-pub use docker::Containers;
+pub(crate) use docker::Containers;
 use docker::Docker;
 
 use super::{Env, Flags, Outcome, event};
@@ -34,7 +34,7 @@ use super::{Env, Flags, Outcome, event};
 /// Image ids appear in events as `sha256:` and this many hex digits.
 const ID_PREFIX: usize = 12;
 
-pub fn converge(spec: &ContainerSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge(spec: &ContainerSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     let resource = ResourceId::new(Kind::Container, &spec.name).to_string();
     let (docker, node) = env.containers.connect()?;
     let seen = docker.inspect(&spec.name)?.map(Seen::from);

@@ -18,11 +18,11 @@ use super::{Env, Flags, Outcome, event, observe};
 use process::{Identity, Invocation, Ran};
 
 /// The PATH of every command unless its `env` sets another.
-pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Puppet's default; `timeout_secs = 0` means no limit.
 const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
-pub fn converge(spec: &ExecSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge(spec: &ExecSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     if spec.refreshonly && !flags.refresh {
         return Ok(Outcome::default());
     }

@@ -21,7 +21,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Pid, Uid, User};
 
 /// The last this many bytes of output are kept.
-pub const OUTPUT_LIMIT: usize = 16 * 1024;
+pub(super) const OUTPUT_LIMIT: usize = 16 * 1024;
 /// Between SIGTERM and SIGKILL to the process group.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long the group may take to die after SIGKILL.
@@ -35,7 +35,7 @@ const READS_PER_LOOK: usize = 16;
 
 /// A user to run as, resolved in the parent.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(super) struct Identity {
     pub name: String,
     pub uid: Uid,
     pub gid: Gid,
@@ -46,7 +46,7 @@ pub struct Identity {
 
 impl Identity {
     /// By name, or by a numeric uid that has a passwd entry.
-    pub fn lookup(name: &str) -> Result<Identity> {
+    pub(super) fn lookup(name: &str) -> Result<Identity> {
         let by_name =
             User::from_name(name).with_context(|| format!("cannot look up user `{name}`"))?;
         let user = match by_name {
@@ -77,7 +77,7 @@ impl Identity {
 
 /// How the commands of one exec resource (its guards too) run.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(super) struct Invocation {
     /// The whole environment: nothing is inherited from the agent.
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
@@ -88,21 +88,21 @@ pub struct Invocation {
 }
 
 #[derive(Debug)]
-pub enum Ran {
+pub(super) enum Ran {
     Exited(ExitStatus),
     /// The whole process group was killed.
     TimedOut,
 }
 
 #[derive(Debug)]
-pub struct Finished {
+pub(super) struct Finished {
     pub ran: Ran,
     pub output: Captured,
 }
 
 /// The tail of the output and how much came before it.
 #[derive(Debug, Default)]
-pub struct Captured {
+pub(super) struct Captured {
     tail: VecDeque<u8>,
     dropped: u64,
 }
@@ -118,7 +118,7 @@ impl Captured {
     }
 
     /// The output as text, headed by how many bytes were dropped, if any.
-    pub fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         let (front, back) = self.tail.as_slices();
         let bytes = [front, back].concat();
         let body = String::from_utf8_lossy(&bytes);
@@ -131,7 +131,7 @@ impl Captured {
 }
 
 /// Runs `command` to completion or timeout.
-pub fn run(command: &Command, how: &Invocation) -> Result<Finished> {
+pub(super) fn run(command: &Command, how: &Invocation) -> Result<Finished> {
     let (read_end, write_end) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe for the output")?;
     fcntl(read_end.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
@@ -186,7 +186,10 @@ fn build(command: &Command, how: &Invocation) -> Result<std::process::Command> {
 
 /// std's `uid`/`gid` would drop the supplementary groups, so the child sets
 /// all three itself, then enters the cwd as that user.
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "pre_exec runs between fork and exec; only async-signal-safe calls inside"
+)]
 fn become_user(cmd: &mut std::process::Command, user: &Identity, cwd: &Path) -> Result<()> {
     let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
     let cwd = CString::new(cwd.as_os_str().as_bytes())

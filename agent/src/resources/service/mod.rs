@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use drover_catalog::model::{ServiceEnsure, ServiceSpec, sha256_hex};
 use drover_catalog::report::Event;
 
-pub use systemd::Services;
+pub(crate) use systemd::Services;
 use systemd::{Job, Systemd, UnitStatus};
 
 use super::file::store_backup;
@@ -38,7 +38,7 @@ const UNIT_SUFFIXES: [&str; 11] = [
 /// Unit contents appear in events as this many hex digits of their sha256.
 const SHA_PREFIX: usize = 12;
 
-pub fn converge(spec: &ServiceSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
+pub(crate) fn converge(spec: &ServiceSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     let unit = unit_name(&spec.name)?;
     let unit_path = Path::new(UNIT_DIR).join(&unit);
     if spec.unit.is_some() && !flags.noop {
@@ -65,7 +65,7 @@ pub fn converge(spec: &ServiceSpec, env: &mut Env<'_>, flags: Flags) -> Result<O
 }
 
 /// `nginx` -> `nginx.service`; names with a unit suffix stay as they are.
-pub fn unit_name(name: &str) -> Result<String> {
+pub(crate) fn unit_name(name: &str) -> Result<String> {
     let valid = !name.is_empty()
         && name.len() <= 240
         && !name.starts_with('.')

@@ -90,7 +90,7 @@ trait Service {
 /// The connection to systemd, opened by the first service resource of a run
 /// and reused by the others.
 #[derive(Default)]
-pub struct Services {
+pub(crate) struct Services {
     systemd: Option<Systemd>,
 }
 

@@ -70,7 +70,10 @@ async fn trickle(server: SocketAddr, ca_pem: String, last: u8, held: Arc<Held>) 
             write.flush().await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        #[allow(unreachable_code)] // the loop ends by an error only
+        #[allow(
+            unreachable_code,
+            reason = "the loop ends by an error only; this gives the block its type"
+        )]
         std::io::Result::Ok(())
     };
     let mut answer = Vec::new();
@@ -173,7 +176,10 @@ async fn a_body_that_trickles_past_the_deadline_is_cut_off() {
             write.flush().await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        #[allow(unreachable_code)] // the loop ends by an error only
+        #[allow(
+            unreachable_code,
+            reason = "the loop ends by an error only; this gives the block its type"
+        )]
         std::io::Result::Ok(())
     });
     let mut answer = Vec::new();

@@ -9,20 +9,20 @@
 
 use serde_json::Value;
 
-pub struct Checker<'a> {
+pub(super) struct Checker<'a> {
     doc: &'a Value,
     exhaustive: bool,
 }
 
 impl<'a> Checker<'a> {
-    pub fn new(doc: &'a Value) -> Checker<'a> {
+    pub(super) fn new(doc: &'a Value) -> Checker<'a> {
         Checker {
             doc,
             exhaustive: false,
         }
     }
 
-    pub fn exhaustive(doc: &'a Value) -> Checker<'a> {
+    pub(super) fn exhaustive(doc: &'a Value) -> Checker<'a> {
         Checker {
             doc,
             exhaustive: true,
@@ -30,14 +30,14 @@ impl<'a> Checker<'a> {
     }
 
     /// `#/components/schemas/NAME`.
-    pub fn named(&self, name: &str) -> &'a Value {
+    pub(super) fn named(&self, name: &str) -> &'a Value {
         let schema = &self.doc["components"]["schemas"][name];
         assert!(schema.is_object(), "no schema `{name}` in the document");
         schema
     }
 
     /// Every way `value` does not match `schema`, as `at: why` lines.
-    pub fn check(&self, schema: &Value, value: &Value) -> Result<(), String> {
+    pub(super) fn check(&self, schema: &Value, value: &Value) -> Result<(), String> {
         let mut errors = Vec::new();
         self.walk(schema, value, "$", &mut errors);
         if errors.is_empty() {
@@ -48,7 +48,7 @@ impl<'a> Checker<'a> {
     }
 
     /// The target of a local `$ref` (`#/a/b`).
-    pub fn resolve(&self, reference: &str) -> Option<&'a Value> {
+    pub(super) fn resolve(&self, reference: &str) -> Option<&'a Value> {
         self.doc.pointer(reference.strip_prefix('#')?)
     }
 
@@ -207,7 +207,7 @@ fn is_type(value: &Value, ty: &str) -> bool {
 }
 
 /// Every `$ref` string in `value`, with where it is.
-pub fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+pub(super) fn refs(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
     match value {
         Value::Object(map) => {
             for (key, v) in map {

@@ -16,11 +16,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 /// The agent's default `http_timeout_secs`.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What went wrong below HTTP, by kind (the errors table's rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Failure {
+pub(crate) enum Failure {
     Connect,
     Tls,
     Http,
@@ -28,7 +28,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Failure::Connect => "connect",
             Failure::Tls => "tls",
@@ -38,14 +38,14 @@ impl Failure {
     }
 }
 
-pub struct Conn {
+pub(crate) struct Conn {
     addr: SocketAddr,
     tls: Option<Arc<rustls::ClientConfig>>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Conn {
-    pub fn new(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Conn {
+    pub(crate) fn new(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Conn {
         Conn {
             addr,
             tls,
@@ -73,7 +73,7 @@ impl Conn {
     }
 
     /// Sends `request` (connecting first when needed), reads the whole answer.
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Bytes>, Failure> {
@@ -82,7 +82,7 @@ impl Conn {
 
     /// [`Conn::send`] with another timeout (a long-poll's is its wait plus
     /// the agent's HTTP timeout).
-    pub async fn send_within(
+    pub(crate) async fn send_within(
         &mut self,
         request: Request<Full<Bytes>>,
         timeout: Duration,

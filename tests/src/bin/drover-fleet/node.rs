@@ -28,7 +28,7 @@ const BUSY_RETRIES: u32 = 3;
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// What every simulated node shares.
-pub struct Fleet {
+pub(crate) struct Fleet {
     pub addr: SocketAddr,
     /// None: plain HTTP (`--insecure-http`), the node named by the path alone.
     pub roots: Option<Arc<rustls::RootCertStore>>,
@@ -41,7 +41,7 @@ impl Fleet {
     }
 
     /// TLS trusting the server's CA, with `client` as our certificate.
-    pub fn tls(
+    pub(crate) fn tls(
         &self,
         client: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
     ) -> Result<Option<Arc<rustls::ClientConfig>>> {
@@ -61,7 +61,7 @@ impl Fleet {
 
 /// How one check-in ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckIn {
+pub(crate) enum CheckIn {
     /// A new catalog (200), its contents fetched, the report stored.
     Fresh,
     /// 304: the catalog held is current; the report stored.
@@ -72,7 +72,7 @@ pub enum CheckIn {
     Failed,
 }
 
-pub struct SimNode {
+pub(crate) struct SimNode {
     pub name: String,
     facts: Value,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -89,7 +89,7 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    pub fn new(name: String, index: u64, extra_fact: u64) -> SimNode {
+    pub(crate) fn new(name: String, index: u64, extra_fact: u64) -> SimNode {
         let facts = json!({
             "hostname": name,
             "os": {"id": "debian", "version": "12"},
@@ -111,12 +111,12 @@ impl SimNode {
     }
 
     /// Facts that differ at every call: each request misses the compile cache.
-    pub fn vary_facts(&mut self, seed: u64) {
+    pub(crate) fn vary_facts(&mut self, seed: u64) {
         self.facts["uptime_seed"] = json!(seed);
     }
 
     /// xorshift64*: the jitter of this node's waits.
-    pub fn random(&mut self) -> f64 {
+    pub(crate) fn random(&mut self) -> f64 {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
@@ -124,7 +124,7 @@ impl SimNode {
     }
 
     /// A key, a CSR with the token, the signed certificate: mutual TLS from now.
-    pub async fn enroll(&mut self, fleet: &Fleet) -> Result<()> {
+    pub(crate) async fn enroll(&mut self, fleet: &Fleet) -> Result<()> {
         if fleet.roots.is_none() {
             return Ok(());
         }
@@ -163,22 +163,22 @@ impl SimNode {
         Ok(())
     }
 
-    pub fn path(&self, rest: &str) -> String {
+    pub(crate) fn path(&self, rest: &str) -> String {
         format!("/api/v1/nodes/{}/{rest}", self.name)
     }
 
     /// The version of the catalog this node holds.
-    pub fn version(&self) -> Option<&str> {
+    pub(crate) fn version(&self) -> Option<&str> {
         self.catalog.as_ref().map(|(version, ..)| version.as_str())
     }
 
     /// A new connection with this node's identity.
-    pub fn connection(&self, fleet: &Fleet) -> Conn {
+    pub(crate) fn connection(&self, fleet: &Fleet) -> Conn {
         Conn::new(fleet.addr, self.tls.clone())
     }
 
     /// One run: catalog (with backoff on 503), contents, report.
-    pub async fn check_in(&mut self, fleet: &Fleet) -> CheckIn {
+    pub(crate) async fn check_in(&mut self, fleet: &Fleet) -> CheckIn {
         let started = jiff::Timestamp::now();
         let mut conn = Conn::new(fleet.addr, self.tls.clone());
         let body = Bytes::from(json!({"facts": self.facts}).to_string());
@@ -379,7 +379,7 @@ impl SimNode {
 
     /// One catalog request without `If-None-Match` on a connection kept
     /// across calls (the compile scenario); the catalog's resource count.
-    pub async fn fetch_catalog(&mut self, fleet: &Fleet) -> Result<usize> {
+    pub(crate) async fn fetch_catalog(&mut self, fleet: &Fleet) -> Result<usize> {
         let conn = self
             .kept
             .get_or_insert_with(|| Conn::new(fleet.addr, self.tls.clone()));
@@ -407,7 +407,7 @@ impl SimNode {
 
 /// Sends `request` on `conn`, recording the answer's status and latency
 /// (or the failure) under `route`.
-pub async fn timed(
+pub(crate) async fn timed(
     stats: &Stats,
     route: Route,
     conn: &mut Conn,

@@ -17,7 +17,7 @@ use crate::site;
 use crate::stats::{Route, Stats};
 
 /// A running server with its site, and the fleet's shared parts.
-pub struct Setup {
+pub(crate) struct Setup {
     pub dir: tempfile::TempDir,
     pub server: Server,
     pub fleet: Arc<Fleet>,
@@ -25,14 +25,14 @@ pub struct Setup {
 
 impl Setup {
     /// The site the server reads.
-    pub fn repo(&self) -> std::path::PathBuf {
+    pub(crate) fn repo(&self) -> std::path::PathBuf {
         self.dir.path().join("site")
     }
 }
 
 /// A server over a fresh site: a plain directory, or with `git` a git
 /// repository (which the server mirrors, and a webhook refreshes).
-pub async fn start(args: &Args, bin: &Path, extra_toml: &str, git: bool) -> Result<Setup> {
+pub(crate) async fn start(args: &Args, bin: &Path, extra_toml: &str, git: bool) -> Result<Setup> {
     let dir = tempfile::Builder::new().prefix("drover-fleet-").tempdir()?;
     let repo = dir.path().join("site");
     site::generate(&repo)?;
@@ -65,7 +65,7 @@ pub async fn start(args: &Args, bin: &Path, extra_toml: &str, git: bool) -> Resu
 }
 
 /// `count` nodes named `ROLE-NNNNN` (roles in turn), `prefix` before the number.
-pub fn nodes(count: u64, prefix: &str) -> Vec<SimNode> {
+pub(crate) fn nodes(count: u64, prefix: &str) -> Vec<SimNode> {
     (0..count)
         .map(|i| {
             let role = site::ROLES[(i % site::ROLES.len() as u64) as usize];
@@ -75,7 +75,7 @@ pub fn nodes(count: u64, prefix: &str) -> Vec<SimNode> {
 }
 
 /// Enrolls every node, `concurrency` at a time; prints how long it took.
-pub async fn enroll(
+pub(crate) async fn enroll(
     setup: &Setup,
     nodes: Vec<SimNode>,
     concurrency: usize,
@@ -107,7 +107,7 @@ pub async fn enroll(
     Ok(enrolled)
 }
 
-pub fn memory(setup: &Setup) -> Result<Value> {
+pub(crate) fn memory(setup: &Setup) -> Result<Value> {
     let (hwm, rss) = setup.server.memory_kib()?;
     println!(
         "server memory: peak RSS (VmHWM) {:.1} MiB, now {:.1} MiB",
@@ -117,12 +117,12 @@ pub fn memory(setup: &Setup) -> Result<Value> {
     Ok(json!({"server_peak_rss_kib": hwm, "server_rss_kib": rss}))
 }
 
-pub fn verdict(ok: bool) -> &'static str {
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
 /// Scenario 1: check-ins spread evenly over `spread_secs`, `checkins` rounds.
-pub async fn spread(args: &Args, bin: &Path) -> Result<Value> {
+pub(crate) async fn spread(args: &Args, bin: &Path) -> Result<Value> {
     let setup = start(args, bin, "", false).await?;
     let nodes = enroll(&setup, nodes(args.nodes, ""), args.enroll_concurrency).await?;
     let count = nodes.len() as u64;
@@ -191,7 +191,7 @@ pub async fn spread(args: &Args, bin: &Path) -> Result<Value> {
 }
 
 /// Scenario 2: every node at the same instant, runs repeated until converged.
-pub async fn burst(args: &Args, bin: &Path) -> Result<Value> {
+pub(crate) async fn burst(args: &Args, bin: &Path) -> Result<Value> {
     let setup = start(args, bin, "", false).await?;
     let nodes = enroll(&setup, nodes(args.burst, "b"), args.enroll_concurrency).await?;
     let count = nodes.len() as u64;
@@ -255,7 +255,7 @@ pub async fn burst(args: &Args, bin: &Path) -> Result<Value> {
 }
 
 /// Scenario 3: catalogs per second of the 500-resource role over HTTP.
-pub async fn compile(args: &Args, bin: &Path) -> Result<Value> {
+pub(crate) async fn compile(args: &Args, bin: &Path) -> Result<Value> {
     let setup = start(args, bin, "", false).await?;
     let concurrency = args.compile_concurrency.max(1);
     let nodes: Vec<SimNode> = (0..concurrency)

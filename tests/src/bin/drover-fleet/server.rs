@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-pub const ENROLLMENT_TOKEN: &str = "fleet-simulator-enrollment-token";
+pub(crate) const ENROLLMENT_TOKEN: &str = "fleet-simulator-enrollment-token";
 
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
@@ -19,7 +19,7 @@ pub struct Server {
 impl Server {
     /// `serve --repo REPO` with an enrollment token and `extra_toml` in its
     /// config; `insecure` serves plain HTTP instead of mutual TLS.
-    pub fn start(
+    pub(crate) fn start(
         bin: &Path,
         repo: &Path,
         data_dir: &Path,
@@ -85,7 +85,7 @@ impl Server {
     }
 
     /// The operator token the server made at its first start (for the webhook).
-    pub fn operator_token(&self) -> Result<String> {
+    pub(crate) fn operator_token(&self) -> Result<String> {
         let text = fs_err::read_to_string(self.data_dir.join("operator-token"))?;
         text.lines()
             .map(str::trim)
@@ -99,12 +99,12 @@ impl Server {
             })
     }
 
-    pub fn ca_pem(&self) -> Result<String> {
+    pub(crate) fn ca_pem(&self) -> Result<String> {
         Ok(fs_err::read_to_string(self.data_dir.join("ca/ca.crt.pem"))?)
     }
 
     /// `VmHWM` (peak resident set) and `VmRSS` of the server, in KiB.
-    pub fn memory_kib(&self) -> Result<(u64, u64)> {
+    pub(crate) fn memory_kib(&self) -> Result<(u64, u64)> {
         let status = fs_err::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let field = |name: &str| {
             status

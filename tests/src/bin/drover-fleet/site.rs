@@ -11,11 +11,11 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// The roles nodes get, by name: `NAME-N` gets role `NAME` (and `base`).
-pub const ROLES: [&str; 3] = ["web", "db", "cache"];
+pub(crate) const ROLES: [&str; 3] = ["web", "db", "cache"];
 
 /// Nodes named `big-*` get the 500-resource role.
-pub const BIG_PREFIX: &str = "big-";
-pub const BIG_RESOURCES: usize = 500;
+pub(crate) const BIG_PREFIX: &str = "big-";
+pub(crate) const BIG_RESOURCES: usize = 500;
 
 fn write(root: &Path, rel: &str, text: &str) -> Result<()> {
     let path = root.join(rel);
@@ -27,7 +27,7 @@ fn write(root: &Path, rel: &str, text: &str) -> Result<()> {
 }
 
 /// Writes the repository under `root`.
-pub fn generate(root: &Path) -> Result<()> {
+pub(crate) fn generate(root: &Path) -> Result<()> {
     let mut nodes = String::new();
     for role in ROLES {
         writeln!(
@@ -171,7 +171,7 @@ fn git(root: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// Makes the generated site a git repository on branch `main`, one commit.
-pub fn init_git(root: &Path) -> Result<()> {
+pub(crate) fn init_git(root: &Path) -> Result<()> {
     git(root, &["init", "-q", "-b", "main"])?;
     git(root, &["add", "-A"])?;
     git(root, &["commit", "-q", "-m", "the simulated site"])?;
@@ -181,7 +181,7 @@ pub fn init_git(root: &Path) -> Result<()> {
 /// Commits push number `n`: a new greeting (every node's motd) and a new
 /// `files/hosts.allow`, so every node's catalog moves and each fetches one
 /// content. Returns the commit id.
-pub fn push(root: &Path, n: u32) -> Result<String> {
+pub(crate) fn push(root: &Path, n: u32) -> Result<String> {
     write(root, "roles/base.toml", &base(n))?;
     write(root, "files/hosts.allow", &hosts_allow(n))?;
     git(root, &["commit", "-q", "-a", "-m", &format!("push {n}")])?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Route {
+pub(crate) enum Route {
     Enroll,
     Catalog,
     File,
@@ -21,7 +21,7 @@ pub enum Route {
 }
 
 impl Route {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Route::Enroll => "enroll",
             Route::Catalog => "catalog",
@@ -42,7 +42,7 @@ struct Inner {
 
 /// Shared by every simulated node of a scenario.
 #[derive(Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     inner: Mutex<Inner>,
 }
 
@@ -52,18 +52,18 @@ impl Stats {
     }
 
     /// An answer with `status` after `took`.
-    pub fn answered(&self, route: Route, status: u16, took: Duration) {
+    pub(crate) fn answered(&self, route: Route, status: u16, took: Duration) {
         let mut inner = self.lock();
         inner.latencies.entry(route).or_default().push(took);
         *inner.statuses.entry((route, status)).or_default() += 1;
     }
 
     /// No answer, or one that is wrong (`kind` says how).
-    pub fn failed(&self, route: Route, kind: &'static str) {
+    pub(crate) fn failed(&self, route: Route, kind: &'static str) {
         *self.lock().failures.entry((route, kind)).or_default() += 1;
     }
 
-    pub fn count(&self, route: Route, status: u16) -> u64 {
+    pub(crate) fn count(&self, route: Route, status: u16) -> u64 {
         self.lock()
             .statuses
             .get(&(route, status))
@@ -73,7 +73,7 @@ impl Stats {
 
     /// Failures, and answers that are errors other than the 503s of load
     /// shedding (those are the server working as meant).
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         let inner = self.lock();
         let bad: u64 = inner
             .statuses
@@ -84,17 +84,17 @@ impl Stats {
         bad + inner.failures.values().sum::<u64>()
     }
 
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         let inner = self.lock();
         inner.statuses.values().sum::<u64>() + inner.failures.values().sum::<u64>()
     }
 
     /// p50, p95, p99 and max of `route`, in milliseconds.
-    pub fn percentiles(&self, route: Route) -> [f64; 4] {
+    pub(crate) fn percentiles(&self, route: Route) -> [f64; 4] {
         percentiles_of(&self.lock(), route)
     }
 
-    pub fn print(&self, title: &str) {
+    pub(crate) fn print(&self, title: &str) {
         println!("\n{title}");
         println!(
             "{:<9}{:>9}{:>10}{:>10}{:>10}{:>10}   answers",
@@ -125,7 +125,7 @@ impl Stats {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let inner = self.lock();
         let mut routes = serde_json::Map::new();
         for route in inner.latencies.keys() {
@@ -156,7 +156,7 @@ fn percentiles_of(inner: &Inner, route: Route) -> [f64; 4] {
 }
 
 /// p50, p95, p99 and max of `samples`, in milliseconds (zeros for none).
-pub fn percentiles(mut samples: Vec<Duration>) -> [f64; 4] {
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> [f64; 4] {
     if samples.is_empty() {
         return [0.0; 4];
     }

@@ -242,7 +242,7 @@ fn print_row(label: &str, p: [f64; 4]) {
 }
 
 /// Scenario 4: push to converged through the catalog watch.
-pub async fn watch(args: &Args, bin: &Path) -> Result<Value> {
+pub(crate) async fn watch(args: &Args, bin: &Path) -> Result<Value> {
     let setup = start(args, bin, "", true).await?;
     let nodes = enroll(&setup, nodes(args.watchers, "w"), args.enroll_concurrency).await?;
     let count = nodes.len();
