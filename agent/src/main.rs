@@ -1,6 +1,7 @@
 //! drover-agent: parse the command line, dispatch, turn the outcome into an exit code.
 
 mod apply;
+mod backoff;
 mod cli;
 mod client;
 mod config;

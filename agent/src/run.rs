@@ -75,64 +75,8 @@ fn converge(
         settings.http_timeout,
     )?;
     let queue_clear = deliver_spool(&state, &client);
-
-    let facts = clock.time(Phase::Facts, crate::facts::gather)?;
-    let fetching = Instant::now();
-    let (cached, cache_refused) = match state.cached_catalog(&identity.signing_key) {
-        Ok(cached) => (cached.filter(|c| c.node == settings.node), false),
-        Err(e) => {
-            output::error(&format!("{e:#}"));
-            (None, true)
-        }
-    };
-    let request = CatalogRequest {
-        facts,
-        environment: settings.environment.clone(),
-    };
-    // A 503 (the server shedding load) is waited out a few times first.
-    let answer = backoff::catalog_with_backoff(
-        &client,
-        &request,
-        cached.as_ref().map(|c| c.version.as_str()),
-        stop,
-    );
-    clock.add(Phase::Catalog, fetching.elapsed());
-    let (catalog, fresh, cached_use, error) = match (answer, cached.clone()) {
-        (Ok(CatalogAnswer::Fresh(signed)), _) => (
-            signed.catalog,
-            Some((signed.body, signed.signature)),
-            CachedCatalog::NotUsed,
-            None,
-        ),
-        (Ok(CatalogAnswer::NotModified), Some(cached)) => {
-            (cached, None, CachedCatalog::NotUsed, None)
-        }
-        (Ok(CatalogAnswer::NotModified), None) => {
-            return Err(anyhow!(
-                "the server answered 304 Not Modified but there is no cached catalog"
-            ));
-        }
-        (Err(e), Some(cached)) => {
-            let why = format!("{e:#}; applied the cached catalog {}", cached.version);
-            output::warning(&why);
-            (cached, None, CachedCatalog::OnFailure, Some(why))
-        }
-        (Err(e), None) => {
-            let cache = if cache_refused {
-                format!(
-                    "the cached catalog {} was refused (see above)",
-                    state.catalog_path().display()
-                )
-            } else {
-                format!("no cached catalog in {}", settings.state_dir.display())
-            };
-            return Err(e.context(format!(
-                "no catalog for node `{}`, and {cache}",
-                settings.node
-            )));
-        }
-    };
-    scope.catalog_version(&catalog.version);
+    let chosen = choose_catalog(settings, &state, &client, &identity, stop, clock)?;
+    scope.catalog_version(&chosen.catalog.version);
 
     let store = state.content_store();
     let upstream = Timed::new(&client);
@@ -142,9 +86,9 @@ fn converge(
     };
     let converging = Instant::now();
     let applied = engine::apply(
-        &catalog,
+        &chosen.catalog,
         &EngineConfig {
-            previous: cached.as_ref(),
+            previous: chosen.cached.as_ref(),
             ..EngineConfig::new(
                 settings,
                 state.backups(),
@@ -168,38 +112,18 @@ fn converge(
         .any(|r| r.status == ResourceStatus::Changed);
     let report = build_report_of_run(
         run_id,
-        &catalog,
+        &chosen.catalog,
         settings.noop,
         clock,
         applied,
-        cached_use,
-        error,
+        chosen.cached_use,
+        chosen.error.clone(),
     );
 
     // The report first: a state directory too full to cache the catalog
     // must not lose what the run did (it is posted, or spooled if it can be).
     deliver(&state, &client, &report, queue_clear);
-    let mut failed_after = Vec::new();
-    // A fresh catalog is cached once applied, even with failures: it is the
-    // server's current desired state, and the next run repairs what failed.
-    if let Some((body, signature)) = &fresh
-        && !settings.noop
-        && let Err(e) = state.store_catalog(body, signature)
-    {
-        failed_after.push(format!(
-            "cannot cache the catalog in {}: {e:#}\nhint: the run's report was delivered; free space in the state directory, the next run caches it",
-            state.catalog_path().display()
-        ));
-    }
-    if (fresh.is_some() || changed)
-        && !settings.noop
-        && let Err(e) = store.sync_with(&catalog)
-    {
-        output::warning(&format!("cannot update the content store: {e:#}"));
-    }
-    if let Err(e) = state.write_last_run(&LastRun::of(&report)) {
-        failed_after.push(format!("cannot write the run summary: {e:#}"));
-    }
+    let failed_after = keep_after_delivery(settings, &state, &chosen, changed, &report);
     output::print_summary(&report, clock.started().elapsed());
     for failure in &failed_after {
         output::error(failure);
@@ -208,6 +132,125 @@ fn converge(
         report,
         failed_after,
     })
+}
+
+/// The catalog a run applies, and where it came from.
+struct Chosen {
+    catalog: Catalog,
+    /// The fresh catalog's signed bytes and signature, to cache once applied.
+    fresh: Option<(Vec<u8>, String)>,
+    /// The cached catalog, if one was readable (the engine compares with it).
+    cached: Option<Catalog>,
+    cached_use: CachedCatalog,
+    /// Why the cached catalog was applied instead of a fresh one.
+    error: Option<String>,
+}
+
+/// Asks the server for the node's catalog (waiting out a few 503s), and
+/// falls back to the cached one when the server cannot give one; `Err`
+/// when there is neither.
+fn choose_catalog(
+    settings: &Settings,
+    state: &StateDir,
+    client: &Client,
+    identity: &identity::Identity,
+    stop: &AtomicBool,
+    clock: &mut RunClock,
+) -> Result<Chosen> {
+    let facts = clock.time(Phase::Facts, crate::facts::gather)?;
+    let fetching = Instant::now();
+    let (cached, cache_refused) = match state.cached_catalog(&identity.signing_key) {
+        Ok(cached) => (cached.filter(|c| c.node == settings.node), false),
+        Err(e) => {
+            output::error(&format!("{e:#}"));
+            (None, true)
+        }
+    };
+    let request = CatalogRequest {
+        facts,
+        environment: settings.environment.clone(),
+    };
+    // A 503 (the server shedding load) is waited out a few times first.
+    let answer = backoff::catalog_with_backoff(
+        client,
+        &request,
+        cached.as_ref().map(|c| c.version.as_str()),
+        stop,
+    );
+    clock.add(Phase::Catalog, fetching.elapsed());
+    let chosen = |catalog, fresh, cached_use, error| Chosen {
+        catalog,
+        fresh,
+        cached: cached.clone(),
+        cached_use,
+        error,
+    };
+    match (answer, cached.clone()) {
+        (Ok(CatalogAnswer::Fresh(signed)), _) => Ok(chosen(
+            signed.catalog,
+            Some((signed.body, signed.signature)),
+            CachedCatalog::NotUsed,
+            None,
+        )),
+        (Ok(CatalogAnswer::NotModified), Some(cached)) => {
+            Ok(chosen(cached, None, CachedCatalog::NotUsed, None))
+        }
+        (Ok(CatalogAnswer::NotModified), None) => Err(anyhow!(
+            "the server answered 304 Not Modified but there is no cached catalog"
+        )),
+        (Err(e), Some(cached)) => {
+            let why = format!("{e:#}; applied the cached catalog {}", cached.version);
+            output::warning(&why);
+            Ok(chosen(cached, None, CachedCatalog::OnFailure, Some(why)))
+        }
+        (Err(e), None) => {
+            let cache = if cache_refused {
+                format!(
+                    "the cached catalog {} was refused (see above)",
+                    state.catalog_path().display()
+                )
+            } else {
+                format!("no cached catalog in {}", settings.state_dir.display())
+            };
+            Err(e.context(format!(
+                "no catalog for node `{}`, and {cache}",
+                settings.node
+            )))
+        }
+    }
+}
+
+/// What a run keeps once its report is delivered: the fresh catalog (even
+/// with failures: it is the server's current desired state, and the next
+/// run repairs what failed), the content store, the run summary. Returns
+/// what failed, for the exit code.
+fn keep_after_delivery(
+    settings: &Settings,
+    state: &StateDir,
+    chosen: &Chosen,
+    changed: bool,
+    report: &Report,
+) -> Vec<String> {
+    let mut failed_after = Vec::new();
+    if let Some((body, signature)) = &chosen.fresh
+        && !settings.noop
+        && let Err(e) = state.store_catalog(body, signature)
+    {
+        failed_after.push(format!(
+            "cannot cache the catalog in {}: {e:#}\nhint: the run's report was delivered; free space in the state directory, the next run caches it",
+            state.catalog_path().display()
+        ));
+    }
+    if (chosen.fresh.is_some() || changed)
+        && !settings.noop
+        && let Err(e) = state.content_store().sync_with(&chosen.catalog)
+    {
+        output::warning(&format!("cannot update the content store: {e:#}"));
+    }
+    if let Err(e) = state.write_last_run(&LastRun::of(report)) {
+        failed_after.push(format!("cannot write the run summary: {e:#}"));
+    }
+    failed_after
 }
 
 /// The report of a run whose id was chosen when it started (its journal

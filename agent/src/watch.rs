@@ -20,6 +20,7 @@ use anyhow::{Context, Result, anyhow};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use crate::backoff::Backoff;
 use crate::client::{Client, Watched};
 use crate::config::Settings;
 use crate::http::{Http, Trust};
@@ -188,7 +189,7 @@ impl Watcher {
                             self.settings.interval.as_secs()
                         ));
                     }
-                    Next::Pause(backoff(failures, random()))
+                    Next::Pause(backoff(failures, crate::backoff::share()))
                 }
                 Ok(answer) => {
                     if failures > 0 {
@@ -284,37 +285,29 @@ fn decide(
             times: 0,
         };
     }
-    let mut delay = jitter(random());
+    let mut delay = jitter(crate::backoff::share());
     if repeats.times > 0 {
         // The last run did not get this version: ask again, later each
         // time (an interval run may get it meanwhile).
-        delay += backoff(repeats.times, random());
+        delay += backoff(repeats.times, crate::backoff::share());
     }
     Next::Announce(new.clone(), delay)
 }
 
 /// The wait after `n` failures in a row: doubling from one second up to
-/// [`MAX_BACKOFF`], each in its upper half at random (`r`), so a fleet that
-/// lost its server does not come back in step.
-fn backoff(n: u32, r: u64) -> Duration {
-    let full = FIRST_BACKOFF
-        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    let half = full / 2;
-    let spread = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_millis(r % spread)
+/// [`MAX_BACKOFF`], each in its upper half at random (`share`), so a fleet
+/// that lost its server does not come back in step.
+fn backoff(n: u32, share: f64) -> Duration {
+    Backoff {
+        first: FIRST_BACKOFF,
+        cap: MAX_BACKOFF,
+    }
+    .upper_half(n.saturating_sub(1), share)
 }
 
-/// Up to [`MAX_JITTER`], at random (`r`).
-fn jitter(r: u64) -> Duration {
-    let max = u64::try_from(MAX_JITTER.as_millis()).unwrap_or(1000);
-    Duration::from_millis(r % (max + 1))
-}
-
-/// 64 random bits (uuid v4 draws them from the system's random source).
-fn random() -> u64 {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    u64::from_le_bytes(bytes[..8].try_into().expect("a uuid has 16 bytes"))
+/// Up to [`MAX_JITTER`], at random (`share`).
+fn jitter(share: f64) -> Duration {
+    MAX_JITTER.mul_f64(share.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -418,7 +411,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_jitter_stays_under_a_second() {
-        for r in [0, 1, 499, 12_345, u64::MAX] {
+        for r in [0.0, 0.001, 0.5, 0.999, 1.0] {
             for n in 1..40 {
                 let d = backoff(n, r);
                 let full = FIRST_BACKOFF
@@ -428,8 +421,8 @@ mod tests {
             }
             assert!(jitter(r) <= MAX_JITTER);
         }
-        assert_eq!(backoff(1, 0), Duration::from_millis(500));
-        assert_eq!(backoff(30, 0), MAX_BACKOFF / 2);
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(30, 0.0), MAX_BACKOFF / 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use drover_catalog::CatalogRequest;
 
+use crate::backoff::{self, Backoff};
 use crate::client::{CatalogAnswer, Client, ServerBusy};
 use crate::output;
 
@@ -42,7 +43,7 @@ pub(super) fn catalog_with_backoff(
         let Some(busy) = busy.filter(|_| retry < BUSY_RETRIES) else {
             return answer;
         };
-        let wait = delay(busy.retry_after, retry, jitter());
+        let wait = delay(busy.retry_after, retry, backoff::share());
         output::warning(&format!(
             "{busy}; asking again in {:.1} s (retry {} of {BUSY_RETRIES})",
             wait.as_secs_f64(),
@@ -55,19 +56,16 @@ pub(super) fn catalog_with_backoff(
     }
 }
 
-/// `Retry-After` (bounded) plus `jitter` (0 to 1) of a window as long as it,
+/// `Retry-After` (bounded) plus `share` (0 to 1) of a window as long as it,
 /// doubled at each retry.
-fn delay(retry_after: Option<Duration>, retry: u32, jitter: f64) -> Duration {
+fn delay(retry_after: Option<Duration>, retry: u32, share: f64) -> Duration {
     let base = retry_after.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
-    let window = base.max(MIN_WINDOW) * 2u32.saturating_pow(retry.min(8));
-    (base + window.mul_f64(jitter.clamp(0.0, 1.0))).min(MAX_WAIT)
-}
-
-/// A uniform draw in [0, 1) from the system's random source (through a
-/// v4 uuid, which the agent already uses for run ids).
-fn jitter() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
-    bits as f64 / (1u64 << 53) as f64
+    let window = Backoff {
+        first: base.max(MIN_WINDOW),
+        cap: MAX_WAIT,
+    }
+    .window(retry);
+    (base + window.mul_f64(share.clamp(0.0, 1.0))).min(MAX_WAIT)
 }
 
 /// Sleeps `duration` in short steps; false when asked to stop first.
@@ -102,14 +100,6 @@ mod tests {
         // A server asking for an hour gets at most MAX_WAIT.
         assert_eq!(delay(secs(3600), 0, 0.7), MAX_WAIT);
         assert_eq!(delay(secs(20), 5, 1.0), MAX_WAIT);
-    }
-
-    #[test]
-    fn jitter_is_in_the_unit_interval_and_varies() {
-        let draws: Vec<f64> = (0..64).map(|_| jitter()).collect();
-        assert!(draws.iter().all(|j| (0.0..1.0).contains(j)), "{draws:?}");
-        let distinct: std::collections::BTreeSet<u64> = draws.iter().map(|j| j.to_bits()).collect();
-        assert!(distinct.len() > 60, "{draws:?}");
     }
 
     #[test]
