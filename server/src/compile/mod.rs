@@ -122,40 +122,14 @@ pub async fn compile_admitted(
     requested: Option<&str>,
     admission: Admission,
 ) -> Result<Outcome, AppError> {
-    let snapshots = &state.snapshots;
-    // Failures found before compiling are not cached, so they count at
-    // every request: an alert on the error rate sees a broken commit at once.
-    let early = |error: CompileError| {
-        state.metrics.compile_failed_early();
-        Ok(Err(error))
-    };
-    let env = match choose_environment(snapshots, node, facts, requested) {
-        Ok(env) => env,
-        Err(error) => return early(error),
-    };
-    let missing = |env: &str| {
-        let known: Vec<String> = snapshots.list().iter().map(|s| s.name.clone()).collect();
-        failure(
-            env,
-            "",
-            vec![format!(
-                "environment `{env}` does not exist (known: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )],
-        )
-    };
-    let Some(snap) = snapshots.get(&env) else {
-        return early(missing(&env));
-    };
-    // Roles come from the chosen environment's own nodes.toml (so a branch
-    // can try a role change); its pins, if any, are not read.
-    let repo = match &snap.repo {
-        Ok(repo) => repo.clone(),
-        Err(diagnostics) => return early(failure(&env, &snap.commit, diagnostics.clone())),
+    let (snap, repo) = match snapshot_for(state, node, facts, requested) {
+        Ok(found) => found,
+        // Failures found before compiling are not cached, so they count at
+        // every request: an alert on the error rate sees a broken commit at once.
+        Err(error) => {
+            state.metrics.compile_failed_early();
+            return Ok(Err(error));
+        }
     };
     let key = CacheKey {
         environment: snap.name.clone(),
@@ -169,6 +143,64 @@ pub async fn compile_admitted(
         }
         return Ok(outcome);
     }
+    let outcome = compile_in_slot(state, &snap, repo, node, facts, admission).await?;
+    state.cache.put(key, outcome.clone());
+    Ok(outcome)
+}
+
+/// The snapshot a node's catalog is compiled from, and its parsed
+/// repository; a compile error naming why when there is none (the
+/// environment is refused, missing, or does not parse).
+fn snapshot_for(
+    state: &AppState,
+    node: &str,
+    facts: &Facts,
+    requested: Option<&str>,
+) -> Result<
+    (
+        Arc<crate::snapshot::EnvSnapshot>,
+        Arc<drover_catalog::Repository>,
+    ),
+    CompileError,
+> {
+    let snapshots = &state.snapshots;
+    let env = choose_environment(snapshots, node, facts, requested)?;
+    let Some(snap) = snapshots.get(&env) else {
+        let known: Vec<String> = snapshots.list().iter().map(|s| s.name.clone()).collect();
+        return Err(failure(
+            &env,
+            "",
+            vec![format!(
+                "environment `{env}` does not exist (known: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )],
+        ));
+    };
+    // Roles come from the chosen environment's own nodes.toml (so a branch
+    // can try a role change); its pins, if any, are not read.
+    match &snap.repo {
+        Ok(repo) => {
+            let repo = repo.clone();
+            Ok((snap, repo))
+        }
+        Err(diagnostics) => Err(failure(&env, &snap.commit, diagnostics.clone())),
+    }
+}
+
+/// Compiles in a compile slot (shed with 503 when the queue is full), off
+/// the async workers, then stores the catalog's contents.
+async fn compile_in_slot(
+    state: &AppState,
+    snap: &crate::snapshot::EnvSnapshot,
+    repo: Arc<drover_catalog::Repository>,
+    node: &str,
+    facts: &Facts,
+    admission: Admission,
+) -> Result<Outcome, AppError> {
     let slot = state.shed.admit(admission).await?;
     let (environment, commit) = (snap.name.clone(), snap.commit.clone());
     let (node_owned, facts_owned) = (node.to_owned(), facts.clone());
@@ -189,7 +221,7 @@ pub async fn compile_admitted(
     // database like any other write, so it does not hold one.
     drop(slot);
     state.metrics.compile_finished(took, result.is_ok());
-    let outcome = match result {
+    Ok(match result {
         Ok(compiled) => {
             store_contents(state, compiled.contents).await?;
             let mut catalog = compiled.catalog;
@@ -200,9 +232,7 @@ pub async fn compile_admitted(
             }))
         }
         Err(d) => Err(failure(&snap.name, &snap.commit, lines(&d))),
-    };
-    state.cache.put(key, outcome.clone());
-    Ok(outcome)
+    })
 }
 
 /// Stores a compile's contents (those not known to be stored already) and
