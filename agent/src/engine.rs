@@ -1,7 +1,7 @@
 //! The convergence engine: walks a catalog in its dependency order, skips
 //! what depends on a failure, collects refreshes, and reports every resource.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use crate::fsutil::TempMarker;
 use crate::resources::{self, ContentSource, Env, Flags, Outcome};
 
 mod batch;
+mod packages;
 mod protected;
 
 use batch::Batch;
@@ -87,23 +88,7 @@ pub(crate) struct Applied {
 }
 
 pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
-    let managed = catalog
-        .resources
-        .iter()
-        .filter(|r| r.id.kind().is_path())
-        .map(|r| r.id.name())
-        .collect();
-    let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
-    env.stage_writes = true;
-    env.containers = resources::container::Containers::new(cfg.container_socket, cfg.node);
-    if let Some(loading) = &cfg.filecache {
-        env.files = loading.wait();
-    }
-    if let (false, Some(path)) = (cfg.noop, &cfg.temp_marker) {
-        env.temps = TempMarker::open(path.clone(), env.files.checks().full_verification);
-        env.sweep_stale_temps(&cfg.backups);
-    }
-    env.files.prepare(catalog);
+    let mut env = env_for(catalog, cfg);
     let previous: HashMap<&ResourceId, &Spec> = cfg
         .previous
         .map(|p| p.resources.iter().map(|r| (&r.id, &r.spec)).collect())
@@ -138,35 +123,15 @@ pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied
             stopped = stop_reason(cfg);
         }
         env.files.visit(index);
-        let mut report = ResourceReport::new(resource.id.clone(), ResourceStatus::Unchanged);
-        let mut duration = None;
-        if let Some((result, took)) = batched.remove(&index) {
-            // Already converged with its batch: it happened, so report it.
-            record(&mut report, result, flags_for(resource, cfg, &status));
-            duration = Some(took);
-        } else if let Some(reason) = &stopped {
-            report.status = ResourceStatus::Skipped;
-            report.error = Some(reason.clone());
-        } else if let Some(why) = failed_dependency(resource, &status) {
-            report.status = ResourceStatus::Skipped;
-            report.error = Some(why);
-        } else if let Some(why) = protected::refusal(resource, &cfg.protected) {
-            report.status = ResourceStatus::Failed;
-            report.error = Some(why);
-        } else {
-            let flags = flags_for(resource, cfg, &status);
-            report.refreshed = flags.refresh;
-            let result = match &resource.spec {
-                Spec::Package(_) => {
-                    let (result, took) =
-                        converge_packages(catalog, index, cfg, &status, &mut env, &mut batched);
-                    duration = Some(took);
-                    result
-                }
-                spec => resources::converge(spec, &mut env, flags),
-            };
-            record(&mut report, result, flags);
-        }
+        let (mut report, duration) = converge_in_turn(
+            catalog,
+            index,
+            cfg,
+            &status,
+            &mut env,
+            &mut batched,
+            stopped.as_deref(),
+        );
         if resource.meta.sensitive {
             resources::sensitive::hide(&mut report, &resource.spec);
         }
@@ -203,6 +168,76 @@ pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied
         stopped,
         files: env.files.checks(),
     }
+}
+
+/// The environment a walk converges in: the managed paths, the file cache
+/// once loaded, the temp-file marker (and a sweep of what a killed run
+/// left), and the pre-walk stats and hashes.
+fn env_for<'a>(catalog: &'a Catalog, cfg: &EngineConfig<'a>) -> Env<'a> {
+    let managed = catalog
+        .resources
+        .iter()
+        .filter(|r| r.id.kind().is_path())
+        .map(|r| r.id.name())
+        .collect();
+    let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
+    env.stage_writes = true;
+    env.containers = resources::container::Containers::new(cfg.container_socket, cfg.node);
+    if let Some(loading) = &cfg.filecache {
+        env.files = loading.wait();
+    }
+    if let (false, Some(path)) = (cfg.noop, &cfg.temp_marker) {
+        env.temps = TempMarker::open(path.clone(), env.files.checks().full_verification);
+        env.sweep_stale_temps(&cfg.backups);
+    }
+    env.files.prepare(catalog);
+    env
+}
+
+/// Resource `index` in its turn: already converged with its package batch,
+/// skipped (the run stops, a dependency failed), refused (it is the agent's
+/// own state), or converged now. The report, and how long it took when
+/// that was measured elsewhere (a batch).
+fn converge_in_turn<'c>(
+    catalog: &'c Catalog,
+    index: usize,
+    cfg: &EngineConfig<'_>,
+    status: &HashMap<&'c ResourceId, ResourceStatus>,
+    env: &mut Env<'_>,
+    batched: &mut HashMap<usize, (Result<Outcome>, Duration)>,
+    stopped: Option<&str>,
+) -> (ResourceReport, Option<Duration>) {
+    let resource = &catalog.resources[index];
+    let mut report = ResourceReport::new(resource.id.clone(), ResourceStatus::Unchanged);
+    let mut duration = None;
+    if let Some((result, took)) = batched.remove(&index) {
+        // Already converged with its batch: it happened, so report it.
+        record(&mut report, result, flags_for(resource, cfg, status));
+        duration = Some(took);
+    } else if let Some(reason) = stopped {
+        report.status = ResourceStatus::Skipped;
+        report.error = Some(reason.to_owned());
+    } else if let Some(why) = failed_dependency(resource, status) {
+        report.status = ResourceStatus::Skipped;
+        report.error = Some(why);
+    } else if let Some(why) = protected::refusal(resource, &cfg.protected) {
+        report.status = ResourceStatus::Failed;
+        report.error = Some(why);
+    } else {
+        let flags = flags_for(resource, cfg, status);
+        report.refreshed = flags.refresh;
+        let result = match &resource.spec {
+            Spec::Package(_) => {
+                let (result, took) =
+                    packages::converge_packages(catalog, index, cfg, status, env, batched);
+                duration = Some(took);
+                result
+            }
+            spec => resources::converge(spec, env, flags),
+        };
+        record(&mut report, result, flags);
+    }
+    (report, duration)
 }
 
 /// Whether converging `resource` may have changed managed files other than
@@ -277,68 +312,6 @@ fn record(report: &mut ResourceReport, result: Result<Outcome>, flags: Flags) {
     }
 }
 
-/// Converges the package at `index` together with every later package that
-/// could go now (all it requires has converged, or is in the batch): one
-/// apt transaction. The others' results wait in `batched` for their turn.
-fn converge_packages(
-    catalog: &Catalog,
-    index: usize,
-    cfg: &EngineConfig<'_>,
-    status: &HashMap<&ResourceId, ResourceStatus>,
-    env: &mut Env<'_>,
-    batched: &mut HashMap<usize, (Result<Outcome>, Duration)>,
-) -> (Result<Outcome>, Duration) {
-    let started = Instant::now();
-    let batch = package_batch(&catalog.resources, index, status);
-    let specs: Vec<_> = batch
-        .iter()
-        .map(|&i| {
-            let resource = &catalog.resources[i];
-            let Spec::Package(spec) = &resource.spec else {
-                unreachable!("package_batch picks packages only")
-            };
-            (spec, flags_for(resource, cfg, status))
-        })
-        .collect();
-    let results = resources::package::converge_batch(&specs, env);
-    // One transaction: its time is shared evenly among its packages.
-    let each = started.elapsed() / u32::try_from(batch.len()).unwrap_or(u32::MAX);
-    let mut first = None;
-    for (i, result) in batch.into_iter().zip(results) {
-        if i == index {
-            first = Some(result);
-        } else {
-            batched.insert(i, (result, each));
-        }
-    }
-    (first.expect("the batch starts with `index`"), each)
-}
-
-/// `index` and the later packages whose requirements are all converged or in the batch.
-fn package_batch(
-    resources: &[Resource],
-    index: usize,
-    status: &HashMap<&ResourceId, ResourceStatus>,
-) -> Vec<usize> {
-    let mut members: HashSet<&ResourceId> = HashSet::new();
-    let mut batch = Vec::new();
-    for (i, r) in resources.iter().enumerate().skip(index) {
-        if !matches!(r.spec, Spec::Package(_)) {
-            continue;
-        }
-        let ready = r
-            .meta
-            .require
-            .iter()
-            .all(|d| members.contains(d) || status.get(d).is_some_and(|s| !is_failure(*s)));
-        if ready {
-            members.insert(&r.id);
-            batch.push(i);
-        }
-    }
-    batch
-}
-
 /// Whether a subscribed resource changed. A source that only would have
 /// changed (noop) refreshes a resource that is noop too, which then reports
 /// what it would do; a real resource has nothing to react to.
@@ -380,7 +353,7 @@ mod sensitive_tests;
 
 #[cfg(test)]
 mod tests {
-    use drover_catalog::model::{FileSpec, Meta, PackageEnsure, PackageSpec};
+    use drover_catalog::model::{FileSpec, Meta};
 
     use super::*;
     use crate::resources::testing::MapSource;
@@ -508,42 +481,6 @@ mod tests {
             error.starts_with("cannot reach the Docker Engine at /nonexistent/docker.sock"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn packages_batch_when_all_they_require_has_converged() {
-        let package = |name: &str, require: &[&str]| Resource {
-            meta: Meta {
-                require: require
-                    .iter()
-                    .map(|s| ResourceId::try_from(s.to_string()).unwrap())
-                    .collect(),
-                ..Meta::default()
-            },
-            ..Resource::new(Spec::Package(PackageSpec {
-                name: name.into(),
-                ensure: PackageEnsure::Installed,
-            }))
-        };
-        let resources = vec![
-            package("a", &[]),
-            file("/etc/apt/sources.list.d/x.list", b"x", &[], &[]),
-            package("b", &["package:a"]),
-            package("c", &["file:/etc/apt/sources.list.d/x.list"]),
-            package("d", &["package:c"]),
-            package("e", &[]),
-        ];
-        let none = HashMap::new();
-        assert_eq!(package_batch(&resources, 0, &none), [0, 2, 5]);
-        let source_done: HashMap<&ResourceId, ResourceStatus> =
-            [(&resources[1].id, ResourceStatus::Changed)].into();
-        assert_eq!(package_batch(&resources, 3, &source_done), [3, 4, 5]);
-        let source_failed: HashMap<&ResourceId, ResourceStatus> = [
-            (&resources[0].id, ResourceStatus::Changed),
-            (&resources[1].id, ResourceStatus::Failed),
-        ]
-        .into();
-        assert_eq!(package_batch(&resources, 2, &source_failed), [2, 5]);
     }
 
     #[test]
