@@ -47,7 +47,7 @@ impl ContentSource for LocalContents {
                 "the catalog references content {sha256} but does not embed it\nhint: compile with `--contents-dir DIR` and pass the same `--contents-dir DIR` to apply"
             );
         };
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if drover_catalog::sha::Sha256::parse(sha256).is_none() {
             bail!("the catalog references content `{sha256}`, which is not a sha256");
         }
         let path = dir.join(sha256);

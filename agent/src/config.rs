@@ -256,19 +256,12 @@ fn resolve_node(flag: Option<String>, file: Option<String>) -> Result<String> {
 
 /// A sha256 fingerprint as hex, with or without `:` separators, any case.
 pub(crate) fn parse_fingerprint(text: &str) -> Result<String> {
-    let hex: String = text
-        .trim()
-        .trim_start_matches("sha256:")
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let Some(sha) = drover_catalog::sha::Sha256::parse_typed(text) else {
         bail!(
             "invalid ca_fingerprint `{text}`: expected the sha256 of the CA certificate's DER as 64 hex digits\nhint: `openssl x509 -in ca.crt.pem -outform der | sha256sum` prints it on the server"
         );
-    }
-    Ok(hex)
+    };
+    Ok(sha.to_string())
 }
 
 /// `unix://PATH` from DOCKER_HOST, as the docker CLI reads it; else the default.

@@ -499,9 +499,7 @@ impl FileCache {
 
 /// A catalog's sha256 as bytes; `None` when it is not 64 hex digits.
 pub(crate) fn decode_sha(hex_sha: &str) -> Option<[u8; 32]> {
-    let mut out = [0; 32];
-    hex::decode_to_slice(hex_sha, &mut out).ok()?;
-    Some(out)
+    drover_catalog::sha::Sha256::parse(hex_sha).map(drover_catalog::sha::Sha256::into_bytes)
 }
 
 /// sha256 of a regular file's content, streamed through `buf`. Never

@@ -313,11 +313,7 @@ fn image_problem(reference: &str) -> Result<(), String> {
 
 fn digest_problem(digest: &str) -> Result<(), String> {
     match digest.strip_prefix("sha256:") {
-        Some(hex)
-            if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
-        {
-            Ok(())
-        }
+        Some(hex) if crate::sha::Sha256::parse(hex).is_some() => Ok(()),
         _ => Err(format!(
             "digest `{digest}` must be sha256: followed by 64 lowercase hex digits"
         )),

@@ -82,12 +82,7 @@ impl std::fmt::Debug for Served {
 
 /// The sha256 of 64 lowercase hex digits; `None` for anything else.
 pub fn parse_sha(hex_sha: &str) -> Option<Sha> {
-    if hex_sha.len() != 64 || hex_sha.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    let mut sha = [0; 32];
-    hex::decode_to_slice(hex_sha, &mut sha).ok()?;
-    Some(sha)
+    drover_catalog::sha::Sha256::parse(hex_sha).map(drover_catalog::sha::Sha256::into_bytes)
 }
 
 fn current(catalog: &Catalog) -> Current {

@@ -207,7 +207,7 @@ pub async fn status(
 }
 
 fn is_fingerprint(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+    drover_catalog::sha::Sha256::parse(text).is_some()
 }
 
 /// Renew the node's certificate

@@ -50,7 +50,7 @@ pub(super) fn image_id(archive: &Path, reference: &str) -> Result<String> {
         .next()
         .unwrap_or_default()
         .trim_end_matches(".json");
-    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if drover_catalog::sha::Sha256::parse(digest).is_none() {
         bail!(
             "the image archive {} names its config `{}`, not a sha256 digest",
             archive.display(),
