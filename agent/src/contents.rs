@@ -5,6 +5,14 @@
 //! It holds exactly the contents of the last catalog applied: filled by
 //! fetches and by copying managed files already right on disk, pruned of
 //! what that catalog no longer references.
+//!
+//! The content store (`STATE/content/SHA256`) holds exactly the contents the
+//! last applied catalog references: filled by fetches and by copying managed
+//! files that are already right, pruned of the rest. Without it a node could
+//! apply its cached catalog while the server is away but not repair a drifted
+//! file. A fresh catalog becomes the cached one once applied, even if some
+//! resources failed: it is the current desired state, and a report's
+//! `corrective` flag means "changed although the spec equals the cached one".
 
 use std::cell::Cell;
 use std::collections::HashSet;

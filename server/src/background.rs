@@ -1,6 +1,15 @@
 //! The server's background work: the refresh loop (fetch, reparse the
 //! environments that moved, recompile their known nodes), report retention
 //! and the collection of unreferenced contents. Stopped by the shutdown token.
+//!
+//! Recompiling known nodes: after a refresh moves an environment,
+//! `recompile_known` compiles its known nodes with their stored facts, as
+//! many at once as there are compile slots, publishing each good version to
+//! the node's watch as soon as its compile is done and writing a compile
+//! error only when it changed; the compiles land in the compile cache, so the
+//! nodes' own requests that follow are cache hits. At start the server loads
+//! the environments and listens first; the recompile of the nodes known from
+//! before runs in the background.
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

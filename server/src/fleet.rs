@@ -2,6 +2,22 @@
 //! counts per state, filtered and paged node lists, and run history for the
 //! charts. Every query reads the `nodes` row or the `report_hours` rollup,
 //! never a scan of `reports`, so 10,000 nodes and 1,000,000 reports stay fast.
+//!
+//! This is the one definition of a node's state, as SQL so it filters,
+//! counts and pages in the database: `unresponsive` (last report, or before
+//! one the last catalog request, older than `unresponsive_after_secs`), then
+//! `never_reported`, `failed`, `noop_pending` (a noop run that would change),
+//! `changed`, `unchanged`; `stale` is a separate flag (the last run used the
+//! cached catalog, or applied another commit than its environment's head,
+//! passed in as JSON). The same counts feed `drover_nodes{state}`. To keep
+//! 10,000 nodes and 1,000,000 reports fast, every page reads the `nodes` row,
+//! which carries its last run's columns (`last_run_id`, `last_noop`,
+//! `last_commit`, ... updated with the report in one transaction, and only by
+//! a newer run), and the fleet chart reads `report_hours`, an hourly rollup
+//! upserted with each report; a node's history uses the `(node,
+//! finished_at_us)` index and keyset paging. `retention.rs` deletes reports
+//! older than `report_retention_days` hourly, 5,000 rows a statement so
+//! inserts never wait long behind it, and the rollup's old hours with them.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,9 @@
 //! `/healthz`'s question to the database: does it still take writes?
+//!
+//! One probe row written through the writer (at most every 2 s), and a
+//! failure for 60 s after any write the storage refused, since a one-row
+//! probe can still fit in WAL pages already on disk when a real report does
+//! not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
