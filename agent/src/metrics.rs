@@ -8,8 +8,8 @@
 //! code is 1 and the duration is still there. A run that did not get the
 //! lock leaves it to the run holding it.
 
-use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -17,6 +17,10 @@ use drover_catalog::Report;
 use drover_catalog::report::{
     CachedCatalog, ResourceCounts, ResourceReport, ResourceStatus, RunMetrics,
 };
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::config::Settings;
 use crate::fsutil::{self, NewFile};
@@ -142,133 +146,135 @@ impl Sample {
     }
 }
 
-/// The textfile: gauges in the Prometheus text exposition format.
+/// The textfile: gauges in the Prometheus text exposition format (0.0.4,
+/// which node-exporter's textfile collector reads), encoded by
+/// `prometheus-client` as the server's `/metrics` is (so the series of a
+/// labelled family come in no fixed order, which Prometheus ignores).
 pub(crate) fn render(sample: &Sample) -> String {
     let m = &sample.metrics;
-    let flag = |b: bool| f64::from(u8::from(b));
-    let mut t = Text::default();
-    t.gauge(
+    let flag = |b: bool| i64::from(b);
+    let mut r = Registry::with_prefix("drover_agent");
+    gauge(
+        &mut r,
         "last_run_duration_seconds",
-        "How long the last run took, from its start to its report.",
+        "How long the last run took, from its start to its report",
         m.duration_ms / 1000.0,
     );
-    let phases = "last_run_phase_duration_seconds";
-    t.family(
-        phases,
-        "Time the last run spent gathering facts, getting the catalog and its file contents, and converging (0 for a phase that did not happen).",
+    let phases = labelled(
+        &mut r,
+        "last_run_phase_duration_seconds",
+        "Time the last run spent gathering facts, getting the catalog and its file contents, and converging (0 for a phase that did not happen)",
     );
     for (phase, ms) in [
         ("facts", m.facts_ms),
         ("catalog", m.catalog_ms),
         ("apply", m.apply_ms),
     ] {
-        t.sample(phases, &[("phase", phase)], ms / 1000.0);
+        phases
+            .get_or_create(&vec![("phase", phase.to_owned())])
+            .set(ms / 1000.0);
     }
-    let resources = "last_run_resources";
-    t.family(
-        resources,
-        "Resources of the last run's catalog by the status they ended in.",
+    let resources = labelled_count(
+        &mut r,
+        "last_run_resources",
+        "Resources of the last run's catalog by the status they ended in",
     );
     for status in ResourceStatus::ALL {
-        let count = m.resources.of_status(status) as f64;
-        t.sample(resources, &[("status", status.as_str())], count);
+        resources
+            .get_or_create(&vec![("status", status.as_str().to_owned())])
+            .set(i64::try_from(m.resources.of_status(status)).unwrap_or(i64::MAX));
     }
-    t.gauge(
+    count(
+        &mut r,
         "last_run_corrective_resources",
-        "Resources whose change in the last run repaired drift from an unchanged desired state.",
-        m.resources.corrective as f64,
+        "Resources whose change in the last run repaired drift from an unchanged desired state",
+        i64::try_from(m.resources.corrective).unwrap_or(i64::MAX),
     );
-    t.gauge(
+    gauge(
+        &mut r,
         "last_run_timestamp_seconds",
-        "When the last run finished, in seconds since the Unix epoch.",
+        "When the last run finished, in seconds since the Unix epoch",
         sample.finished_at.as_millisecond() as f64 / 1000.0,
     );
-    t.gauge(
+    count(
+        &mut r,
         "last_run_exit_code",
-        "The last run's detailed exit code: 0 unchanged, 2 changed, 4 failures, 6 both, 1 the run could not happen.",
-        f64::from(sample.exit_code),
+        "The last run's detailed exit code: 0 unchanged, 2 changed, 4 failures, 6 both, 1 the run could not happen",
+        i64::from(sample.exit_code),
     );
-    t.gauge(
+    count(
+        &mut r,
         "last_run_success",
-        "Whether the last run happened without a failed or skipped resource.",
+        "Whether the last run happened without a failed or skipped resource",
         flag(sample.success()),
     );
-    t.gauge(
+    count(
+        &mut r,
         "last_run_cached_catalog",
-        "Whether the last run applied the cached catalog because the server failed.",
+        "Whether the last run applied the cached catalog because the server failed",
         flag(sample.cached_catalog),
     );
-    t.gauge(
+    count(
+        &mut r,
         "last_run_noop",
-        "Whether the last run was a noop run, which changes nothing.",
+        "Whether the last run was a noop run, which changes nothing",
         flag(sample.noop),
     );
     if let Some([version, environment, commit]) = &sample.catalog {
-        let info = "last_run_catalog_info";
-        t.family(info, "The catalog the last run applied, in its labels.");
-        let labels = [
-            ("version", version.as_str()),
-            ("environment", environment.as_str()),
-            ("commit", commit.as_str()),
+        let info = labelled_count(
+            &mut r,
+            "last_run_catalog_info",
+            "The catalog the last run applied, in its labels",
+        );
+        let labels = vec![
+            ("version", version.clone()),
+            ("environment", environment.clone()),
+            ("commit", commit.clone()),
         ];
-        t.sample(info, &labels, 1.0);
+        info.get_or_create(&labels).set(1);
     }
-    t.0
-}
-
-/// The text being written; every name gets the `drover_agent_` prefix.
-#[derive(Debug, Default)]
-struct Text(String);
-
-impl Text {
-    fn family(&mut self, name: &str, help: &str) {
-        // `writeln!` to a String cannot fail.
-        let _ = writeln!(self.0, "# HELP drover_agent_{name} {help}");
-        let _ = writeln!(self.0, "# TYPE drover_agent_{name} gauge");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let _ = write!(self.0, "drover_agent_{name}");
-        for (i, (label, v)) in labels.iter().enumerate() {
-            let open = if i == 0 { '{' } else { ',' };
-            let _ = write!(self.0, "{open}{label}=\"{}\"", escape_label(v));
-        }
-        if !labels.is_empty() {
-            self.0.push('}');
-        }
-        let _ = writeln!(self.0, " {}", number(value));
-    }
-
-    /// A family of one sample without labels.
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.family(name, help);
-        self.sample(name, &[], value);
-    }
-}
-
-/// A label value as the text format wants it: `\`, `"` and newlines escaped.
-pub(crate) fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+    let mut out = String::new();
+    // Writing to a String cannot fail, and every name is a valid one.
+    let _ = prometheus_text::encode(&mut out, &r);
     out
 }
 
-/// A sample value: Rust prints finite floats in plain decimal, which the
-/// format accepts; the non-finite ones have names of their own.
-fn number(value: f64) -> String {
-    match value {
-        v if v.is_nan() => "NaN".to_owned(),
-        v if v == f64::INFINITY => "+Inf".to_owned(),
-        v if v == f64::NEG_INFINITY => "-Inf".to_owned(),
-        v => v.to_string(),
-    }
+/// A gauge of fractional values (seconds, counts, flags).
+type Value = Gauge<f64, AtomicU64>;
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let gauge = Value::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
+}
+
+/// A gauge of whole numbers (counts, flags, exit codes).
+fn count(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
+}
+
+/// A family of whole-number gauges told apart by their labels.
+fn labelled_count(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Vec<(&'static str, String)>, Gauge<i64>> {
+    let family = Family::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+/// A family of gauges told apart by their labels.
+fn labelled(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Vec<(&'static str, String)>, Value> {
+    let family = Family::default();
+    registry.register(name, help, family.clone());
+    family
 }
 
 /// Replaces the textfile atomically, readable by node-exporter's user
@@ -381,9 +387,6 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
-        assert_eq!(escape_label("two\nlines"), "two\\nlines");
-        assert_eq!(escape_label("plain-1.2"), "plain-1.2");
         let text = render(&sample());
         assert!(
             text.contains(
@@ -423,10 +426,22 @@ mod tests {
 
     #[test]
     fn non_finite_values_have_their_names() {
-        assert_eq!(number(f64::NAN), "NaN");
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(number(1e-7), "0.0000001");
+        let text = render(&Sample {
+            metrics: RunMetrics {
+                duration_ms: f64::NAN,
+                facts_ms: f64::INFINITY,
+                catalog_ms: f64::NEG_INFINITY,
+                ..sample().metrics
+            },
+            ..sample()
+        });
+        for line in [
+            "drover_agent_last_run_duration_seconds NaN\n",
+            "drover_agent_last_run_phase_duration_seconds{phase=\"facts\"} +Inf\n",
+            "drover_agent_last_run_phase_duration_seconds{phase=\"catalog\"} -Inf\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]
@@ -438,7 +453,16 @@ mod tests {
         fs_err::write(fsutil::temp_path_for(&path), b"# HELP half").unwrap();
         let failed = Sample::could_not_run(&RunClock::start(), false);
         write_textfile(&path, &failed).unwrap();
-        assert_eq!(fs_err::read_to_string(&path).unwrap(), render(&failed));
+        // The same lines (a family's series come in no fixed order).
+        let lines = |text: String| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(
+            lines(fs_err::read_to_string(&path).unwrap()),
+            lines(render(&failed))
+        );
         assert_eq!(fs_err::metadata(&path).unwrap().mode() & 0o777, 0o644);
         let names: Vec<_> = fs_err::read_dir(path.parent().unwrap())
             .unwrap()
