@@ -524,8 +524,11 @@ mod tests {
         let applied = apply(&catalog(vec![file(&a, b"x", &[], &[])]), &cfg);
         assert_eq!(applied.resources[0].status, ResourceStatus::Noop);
         assert!(!dir.path().join("a").exists());
-        let line = crate::output::summary_line(&applied.resources, Duration::from_millis(3));
-        assert_eq!(line, "1 resources: 1 changed, 0 failed, 0 skipped in 3 ms");
+        let line = crate::output::summary_line(&applied.resources, true, Duration::from_millis(3));
+        assert_eq!(
+            line,
+            "1 resources: 1 would change, 0 failed, 0 skipped in 3 ms"
+        );
         assert!(
             crate::output::describe_events(&applied.resources[0])
                 .starts_with("ensure absent -> present, content absent -> ")

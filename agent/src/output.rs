@@ -245,7 +245,7 @@ pub(crate) fn describe_events(r: &ResourceReport) -> String {
 
 /// The run's summary line, on stdout or as the run's closing journal entry.
 pub(crate) fn print_summary(report: &Report, elapsed: Duration) {
-    let line = summary_line(&report.resources, elapsed);
+    let line = summary_line(&report.resources, report.noop, elapsed);
     // A closed pipe (`drover-agent apply ... | head`) is not worth a panic.
     emit(
         || summary_entry(report, &line),
@@ -269,16 +269,17 @@ fn summary_entry(report: &Report, line: &str) -> Entry {
     entry
 }
 
-/// `N resources: X changed, Y failed, Z skipped in T ms`.
-pub(crate) fn summary_line(resources: &[ResourceReport], elapsed: Duration) -> String {
+/// `N resources: X changed, Y failed, Z skipped in T ms`; in noop, `X
+/// would change`, since nothing changed (as the per-resource lines and the
+/// systemd status say).
+pub(crate) fn summary_line(resources: &[ResourceReport], noop: bool, elapsed: Duration) -> String {
     let count = |f: fn(ResourceStatus) -> bool| resources.iter().filter(|r| f(r.status)).count();
     let changed = count(|s| matches!(s, ResourceStatus::Changed | ResourceStatus::Noop));
     let failed = count(|s| s == ResourceStatus::Failed);
     let skipped = count(|s| s == ResourceStatus::Skipped);
-    // The same shape in noop (where "changed" counts what would change), so
-    // scripts parse one format; the per-resource lines say "would change".
+    let verb = if noop { "would change" } else { "changed" };
     format!(
-        "{} resources: {changed} changed, {failed} failed, {skipped} skipped in {} ms",
+        "{} resources: {changed} {verb}, {failed} failed, {skipped} skipped in {} ms",
         resources.len(),
         elapsed.as_millis()
     )

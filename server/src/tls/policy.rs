@@ -76,13 +76,16 @@ impl Autosign {
                 Some(tokens) if tokens.accepts(token) => {
                     Decision::Sign("the enrollment token matches".into())
                 }
-                Some(_) => Decision::Refuse(format!(
-                    "the enrollment token does not match the server's ({})",
-                    self.token_file
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                )),
+                Some(_) => {
+                    // The file is for the operator's log, never for the
+                    // unauthenticated caller.
+                    tracing::info!(
+                        token_file = %self.token_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                        name = csr.name(),
+                        "refused an enrollment token that is not in the token file"
+                    );
+                    Decision::Refuse("the enrollment token does not match the server's".into())
+                }
                 None => Decision::Refuse(
                     "an enrollment token was sent but this server has none (enrollment_token_file is not set)".into(),
                 ),

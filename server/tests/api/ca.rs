@@ -295,6 +295,12 @@ async fn an_enrollment_token_signs_at_once_and_a_wrong_one_is_refused() {
         body["error"].as_str().unwrap().contains("does not match"),
         "{body}"
     );
+    // An unauthenticated caller learns nothing of the server's files.
+    assert!(!body.to_string().contains("enroll-token"), "{body}");
+    assert!(
+        !body.to_string().contains(&*ca.tmp.path().to_string_lossy()),
+        "{body}"
+    );
     assert_eq!(
         ca.poll("web1", &key).await.0,
         StatusCode::NOT_FOUND,

@@ -83,3 +83,22 @@ fn a_server_whose_log_reader_exited_keeps_serving() {
     drop(read);
     serves_with_unwritable_log(Stdio::from(write), "pipe");
 }
+
+/// A log file holds plain text: colour codes are for a terminal (issue 18).
+#[test]
+fn a_log_file_holds_no_colour_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = GitRepo::init(&tmp.path().join("repo"));
+    repo.write("nodes.toml", "[[node]]\nmatch = \"*\"\nroles = []\n");
+    repo.commit("empty");
+    let server = Server::start(&repo.path, &tmp.path().join("server"));
+    // An enrollment and a refusal log lines with fields and levels.
+    let (status, _) = server.request("GET", "/api/v1/nodes", None);
+    assert_eq!(status, 200);
+    let log = server.log();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in the log file:\n{log}"
+    );
+}
