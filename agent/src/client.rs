@@ -26,7 +26,9 @@ pub(crate) struct Client {
 pub(crate) enum CatalogAnswer {
     Fresh(SignedCatalog),
     /// 304: the cached catalog is current.
-    NotModified,
+    NotModified {
+        catalog_error: Option<String>,
+    },
 }
 
 /// A catalog whose signature verified over exactly `body`.
@@ -35,6 +37,9 @@ pub(crate) struct SignedCatalog {
     pub catalog: Catalog,
     pub body: Vec<u8>,
     pub signature: String,
+    /// Set when this is the node's last good catalog: the server's compile
+    /// error for the current commit.
+    pub catalog_error: Option<String>,
 }
 
 /// 503 from the catalog route: the server sheds load and says when to come
@@ -115,7 +120,9 @@ impl Client {
             MAX_CATALOG_BYTES,
         )?;
         match answer.status {
-            304 => Ok(CatalogAnswer::NotModified),
+            304 => Ok(CatalogAnswer::NotModified {
+                catalog_error: answer.catalog_error,
+            }),
             200 => self.verified_catalog(answer).map(CatalogAnswer::Fresh),
             503 => Err(ServerBusy {
                 retry_after: answer.retry_after,
@@ -162,6 +169,7 @@ impl Client {
             catalog,
             body: answer.body,
             signature,
+            catalog_error: answer.catalog_error,
         })
     }
 

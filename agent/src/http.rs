@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use drover_catalog::signed::SIGNATURE_HEADER;
+use drover_catalog::signed::{CATALOG_ERROR_HEADER, SIGNATURE_HEADER};
 use rustls::pki_types::CertificateDer;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
@@ -44,6 +44,9 @@ pub(crate) struct Answer {
     pub signature: Option<String>,
     /// `Retry-After` in seconds, as a 503 carries it.
     pub retry_after: Option<Duration>,
+    /// The server's compile error, when a catalog answer is the node's last
+    /// good catalog (the current commit does not compile for it).
+    pub catalog_error: Option<String>,
 }
 
 impl Answer {
@@ -154,6 +157,7 @@ impl Http {
             );
         }
         let signature = header(SIGNATURE_HEADER);
+        let catalog_error = header(CATALOG_ERROR_HEADER);
         let retry_after = header("retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
@@ -168,6 +172,7 @@ impl Http {
             body,
             signature,
             retry_after,
+            catalog_error,
         })
     }
 

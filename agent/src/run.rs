@@ -119,6 +119,10 @@ fn converge(
         chosen.cached_use,
         chosen.error.clone(),
     );
+    let report = Report {
+        catalog_error: chosen.catalog_error.clone(),
+        ..report
+    };
 
     // The report first: a state directory too full to cache the catalog
     // must not lose what the run did (it is posted, or spooled if it can be).
@@ -144,6 +148,8 @@ struct Chosen {
     cached_use: CachedCatalog,
     /// Why the cached catalog was applied instead of a fresh one.
     error: Option<String>,
+    /// The server's compile error, when it sent the last good catalog.
+    catalog_error: Option<String>,
 }
 
 /// Asks the server for the node's catalog (waiting out a few 503s), and
@@ -178,12 +184,20 @@ fn choose_catalog(
         stop,
     );
     clock.add(Phase::Catalog, fetching.elapsed());
-    let chosen = |catalog, fresh, cached_use, error| Chosen {
-        catalog,
-        fresh,
-        cached: cached.clone(),
-        cached_use,
-        error,
+    let chosen = |catalog, fresh, cached_use, error, catalog_error: Option<String>| {
+        if let Some(why) = &catalog_error {
+            output::warning(&format!(
+                "the server sent this node's last good catalog: {why}; this run fails"
+            ));
+        }
+        Chosen {
+            catalog,
+            fresh,
+            cached: cached.clone(),
+            cached_use,
+            error,
+            catalog_error,
+        }
     };
     match (answer, cached.clone()) {
         (Ok(CatalogAnswer::Fresh(signed)), _) => Ok(chosen(
@@ -191,17 +205,31 @@ fn choose_catalog(
             Some((signed.body, signed.signature)),
             CachedCatalog::NotUsed,
             None,
+            signed.catalog_error,
         )),
-        (Ok(CatalogAnswer::NotModified), Some(cached)) => {
-            Ok(chosen(cached, None, CachedCatalog::NotUsed, None))
-        }
-        (Ok(CatalogAnswer::NotModified), None) => Err(anyhow!(
+        (Ok(CatalogAnswer::NotModified { catalog_error }), Some(cached)) => Ok(chosen(
+            cached,
+            None,
+            CachedCatalog::NotUsed,
+            None,
+            catalog_error,
+        )),
+        (Ok(CatalogAnswer::NotModified { .. }), None) => Err(anyhow!(
             "the server answered 304 Not Modified but there is no cached catalog"
         )),
         (Err(e), Some(cached)) => {
-            let why = format!("{e:#}; applied the cached catalog {}", cached.version);
+            let why = format!(
+                "{e:#}; applied the cached catalog {}; this run fails",
+                cached.version
+            );
             output::warning(&why);
-            Ok(chosen(cached, None, CachedCatalog::OnFailure, Some(why)))
+            Ok(chosen(
+                cached,
+                None,
+                CachedCatalog::OnFailure,
+                Some(why),
+                None,
+            ))
         }
         (Err(e), None) => {
             let cache = if cache_refused {
@@ -280,6 +308,7 @@ pub(crate) fn build_report_of_run(
         status: Report::summarize(&applied.resources),
         cached_catalog,
         error,
+        catalog_error: None,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         metrics: drover_catalog::report::RunMetrics {
             files: applied.files,

@@ -108,6 +108,7 @@ pub(crate) fn report(run_id: &str) -> Report {
         status: RunStatus::Unchanged,
         cached_catalog: CachedCatalog::NotUsed,
         error: None,
+        catalog_error: None,
         agent_version: "0".into(),
         resources: Vec::new(),
         metrics: Default::default(),

@@ -71,7 +71,8 @@ fn a_server_that_stays_busy_leaves_the_run_on_its_cached_catalog() {
     }
     let before = catalog_requests(&fake);
     let out = node.run(&server.url, &["--enrollment-token-file", &token]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Changed (2), and failed (4): the run could not use a fresh catalog.
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert_eq!(
         catalog_requests(&fake) - before,
         4,

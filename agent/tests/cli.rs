@@ -300,7 +300,13 @@ fn run_once_fetches_caches_falls_back_and_spools_in_order() {
     fake.lock().unwrap().down = true;
     fs_err::remove_file(&target).unwrap();
     let out = run(&[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Converged from the cache (2), and failed (4): no fresh catalog.
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("applied the cached catalog") && text(&out).contains("this run fails"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(fs_err::read(&target).unwrap(), b"v1\n");
     let spooled: Vec<_> = fs_err::read_dir(state.join("spool"))
         .unwrap()
@@ -312,9 +318,9 @@ fn run_once_fetches_caches_falls_back_and_spools_in_order() {
     assert_eq!(spooled["metrics"]["resources"]["changed"], 1, "{spooled}");
     let m = prom_samples(&textfile);
     assert_eq!(m["drover_agent_last_run_cached_catalog"], 1.0);
-    assert_eq!(m["drover_agent_last_run_success"], 1.0);
+    assert_eq!(m["drover_agent_last_run_success"], 0.0);
     let out = run(&[]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
 
     // Back up: the two spooled reports go first, oldest first, then this run's.
     fake.lock().unwrap().down = false;

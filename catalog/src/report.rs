@@ -23,6 +23,10 @@ pub struct Report {
     /// Why the run could not use a fresh catalog, or why it stopped early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The server's compile error when it served the node's last good
+    /// catalog because the current commit does not compile for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_error: Option<String>,
     #[serde(default)]
     pub agent_version: String,
     pub resources: Vec<ResourceReport>,
@@ -46,7 +50,10 @@ impl Report {
     }
 
     /// Exit code of `run --detailed-exitcodes` and `apply`: 0 nothing changed,
-    /// 2 changed (or would, in noop), 4 failures, 6 both.
+    /// 2 changed (or would, in noop), 4 failures, 6 both. A run that could
+    /// not use a fresh catalog (the cached one applied, or the server's last
+    /// good one because the commit does not compile) failed too: it
+    /// converged, but not to what the repository says now.
     pub fn exit_code(&self) -> i32 {
         let changed = self
             .resources
@@ -56,7 +63,8 @@ impl Report {
             .resources
             .iter()
             .any(|r| matches!(r.status, ResourceStatus::Failed | ResourceStatus::Skipped));
-        i32::from(changed) * 2 + i32::from(failed) * 4
+        let stale = self.cached_catalog == CachedCatalog::OnFailure || self.catalog_error.is_some();
+        i32::from(changed) * 2 + i32::from(failed || stale) * 4
     }
 }
 
@@ -268,6 +276,30 @@ mod tests {
         let partial: RunMetrics = serde_json::from_str(r#"{"duration_ms": 12.5}"#).unwrap();
         assert_eq!(partial.duration_ms, 12.5);
         assert_eq!(partial.resources, ResourceCounts::default());
+    }
+
+    #[test]
+    fn a_run_without_a_fresh_catalog_carries_the_failure_bit() {
+        let old = r#"{"run_id":"r","node":"n","environment":"production","commit":"c",
+            "catalog_version":"v","noop":false,"started_at":"2024-05-01T10:00:00Z",
+            "finished_at":"2024-05-01T10:00:01Z","status":"unchanged",
+            "cached_catalog":"not_used","agent_version":"0.1.0","resources":[]}"#;
+        let fresh: Report = serde_json::from_str(old).unwrap();
+        assert_eq!(fresh.exit_code(), 0);
+        let cached = Report {
+            cached_catalog: CachedCatalog::OnFailure,
+            ..fresh.clone()
+        };
+        assert_eq!(cached.exit_code(), 4);
+        let last_good = Report {
+            catalog_error: Some("roles/web.toml:3:9: unknown key `pth`".into()),
+            resources: vec![ResourceReport::new(
+                ResourceId::try_from("file:/a".to_owned()).unwrap(),
+                ResourceStatus::Changed,
+            )],
+            ..fresh
+        };
+        assert_eq!(last_good.exit_code(), 6);
     }
 
     #[test]

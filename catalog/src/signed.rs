@@ -14,6 +14,29 @@ use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 
 /// The response header of `POST /api/v1/nodes/{name}/catalog` that carries the signature.
 pub const SIGNATURE_HEADER: &str = "drover-signature";
+
+/// The header of a catalog answer (200 or 304) that is the node's last good
+/// catalog because the current commit does not compile for it: the compile
+/// error, printable ASCII (see [`header_text`]). Not signed: it can only
+/// make a run report a failure.
+pub const CATALOG_ERROR_HEADER: &str = "drover-catalog-error";
+
+/// `text` as a header value: printable ASCII, anything else escaped
+/// (`\n`, `\u{e9}`), at most 4 KiB.
+pub fn header_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(4096));
+    for c in text.chars() {
+        let piece: String = match c {
+            ' '..='~' => c.to_string(),
+            c => c.escape_default().to_string(),
+        };
+        if out.len() + piece.len() > 4096 {
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
 const SCHEME: &str = "ed25519";
 const ENVELOPE_MAGIC: &str = "drover-signed-catalog/1";
 
@@ -136,6 +159,15 @@ mod tests {
 
     fn key() -> SigningKey {
         SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn header_text_is_printable_ascii_and_bounded() {
+        assert_eq!(
+            header_text("rôles/a.toml:1:2: bad\nnext"),
+            "r\\u{f4}les/a.toml:1:2: bad\\nnext"
+        );
+        assert_eq!(header_text(&"x".repeat(10_000)).len(), 4096);
     }
 
     #[test]

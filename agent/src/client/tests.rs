@@ -34,7 +34,7 @@ fn not_modified_sends_quoted_etag() {
     let answer = client(&url, &server_key())
         .catalog(&CatalogRequest::default(), Some("abc"))
         .unwrap();
-    assert!(matches!(answer, CatalogAnswer::NotModified));
+    assert!(matches!(answer, CatalogAnswer::NotModified { .. }));
     let seen = seen.lock().unwrap();
     assert!(
         seen[0].head.starts_with("POST /api/v1/nodes/n1/catalog "),

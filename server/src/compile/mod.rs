@@ -277,7 +277,7 @@ pub async fn serve_catalog(
     state: &AppState,
     node: &str,
     request: &CatalogRequest,
-) -> Result<Catalog, AppError> {
+) -> Result<(Catalog, Option<CompileError>), AppError> {
     let requested = request.environment.as_deref();
     let record =
         |answer| db::record_catalog_request(&state.db, node, &request.facts, requested, answer);
@@ -295,7 +295,7 @@ pub async fn serve_catalog(
             record(db::Answer::Served(&compiled.catalog, &compiled.roles)).await?;
             state.served.record(&compiled.catalog);
             state.watches.publish(node, &compiled.catalog.version);
-            Ok(compiled.catalog.clone())
+            Ok((compiled.catalog.clone(), None))
         }
         Err(error) => {
             tracing::warn!(
@@ -317,7 +317,7 @@ pub async fn serve_catalog(
                     state.served.record(&catalog);
                     // After a restart this is the first the watches hear of it.
                     state.watches.publish(node, &catalog.version);
-                    Ok(catalog)
+                    Ok((catalog, Some(error)))
                 }
                 None if refused => Err(AppError::Compile {
                     message: format!(

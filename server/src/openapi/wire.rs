@@ -89,6 +89,9 @@ pub struct Report {
     pub cached_catalog: CachedCatalog,
     /// Why the run could not use a fresh catalog, or why it stopped early.
     pub error: Option<String>,
+    /// The server's compile error when it served the node's last good
+    /// catalog because the current commit does not compile for it.
+    pub catalog_error: Option<String>,
     #[schema(required = false)]
     pub agent_version: String,
     pub resources: Vec<ResourceReport>,

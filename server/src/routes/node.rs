@@ -6,7 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use drover_catalog::signed::SIGNATURE_HEADER;
+use drover_catalog::signed::{CATALOG_ERROR_HEADER, SIGNATURE_HEADER, header_text};
 use drover_catalog::{CatalogRequest, Report};
 use serde_json::json;
 
@@ -44,8 +44,12 @@ use crate::state::AppState;
         (status = 200, description = "The catalog", body = crate::openapi::wire::Catalog, headers(
             ("ETag" = String, description = "`\"VERSION\"`"),
             ("drover-signature" = String, description = "ed25519 signature (base64) of the body, by the key of `GET /api/v1/ca`"),
+            ("drover-catalog-error" = String, description = "Present when this is the node's last good catalog because the current commit does not compile for it: the compile error (printable ASCII); the agent's run then fails"),
         )),
-        (status = 304, description = "`If-None-Match` names the current version", headers(("ETag" = String))),
+        (status = 304, description = "`If-None-Match` names the current version", headers(
+            ("ETag" = String),
+            ("drover-catalog-error" = String, description = "As for 200"),
+        )),
         (status = 400, description = "The body is not a catalog request", body = crate::openapi::wire::ErrorBody),
         crate::openapi::NodeOnly,
         crate::openapi::TooLarge,
@@ -72,11 +76,28 @@ pub async fn catalog(
             .map_err(|e| AppError::BadRequest(format!("invalid catalog request: {e}")))?
     };
     check_facts_size(&state, &node, &request)?;
-    let catalog = compile::serve_catalog(&state, &node, &request).await?;
+    let (catalog, compile_error) = compile::serve_catalog(&state, &node, &request).await?;
     let etag = HeaderValue::from_str(&format!("\"{}\"", catalog.version))
         .map_err(|e| AppError::Internal(format!("catalog version is not a header value: {e}")))?;
+    // The last good catalog, served because the commit does not compile for
+    // this node: the node's run must say so, and fail.
+    let last_good = compile_error.map(|error| {
+        let text = format!(
+            "environment `{}` at commit {} does not compile for this node: {}",
+            error.environment,
+            error.commit,
+            error.diagnostics.join("; ")
+        );
+        (
+            HeaderName::from_static(CATALOG_ERROR_HEADER),
+            HeaderValue::from_str(&header_text(&text))
+                .unwrap_or_else(|_| HeaderValue::from_static("the commit does not compile")),
+        )
+    });
     if etag_matches(&headers, &catalog.version) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        let mut answer = (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+        answer.headers_mut().extend(last_good);
+        return Ok(answer);
     }
     // The signature covers exactly these bytes; the agent checks it before
     // parsing them, and again before each use of its cached copy.
@@ -96,6 +117,10 @@ pub async fn catalog(
         body,
     )
         .into_response())
+    .map(|mut answer: Response| {
+        answer.headers_mut().extend(last_good);
+        answer
+    })
 }
 
 /// `If-None-Match` holds `"VERSION"` (or a list, or `*`).

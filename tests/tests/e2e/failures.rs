@@ -21,11 +21,25 @@ fn broken_commit_keeps_the_last_good_catalog_and_shows_the_error() {
     let bad_commit = w.repo.commit("break the web role");
     w.server.refresh();
 
-    // The node keeps converging to its last good catalog.
-    w.agent.run(&[]).expect_code(0);
+    // The node keeps converging to its last good catalog, and its run
+    // fails (4) saying why, with file:line:col (issue 18: it was green).
+    let out = w.agent.run(&[]);
+    out.expect_code(4);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("last good catalog") && said.contains("roles/web.toml:"),
+        "{said}"
+    );
     assert_eq!(
         w.server.get_json("/api/v1/nodes/web-1")["catalog_version"],
         good
+    );
+    let report = w.server.latest_report("web-1");
+    assert!(
+        report["catalog_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("roles/web.toml:")),
+        "{report:#}"
     );
 
     // The error is visible with file:line.
@@ -60,7 +74,8 @@ fn server_down_converges_from_cache_and_delivers_the_report_later() {
 
     fs_err::write(w.managed("etc/app.conf"), "drifted\n").unwrap();
     let out = w.agent.run(&[]);
-    out.expect_code(2);
+    // Repaired from the cache (2), and failed (4): no fresh catalog.
+    out.expect_code(6);
     assert_eq!(w.read("etc/app.conf"), "port = 8080\nworkers = 8\n");
     let spool: Vec<_> = fs_err::read_dir(w.agent.state_dir.join("spool"))
         .unwrap()
@@ -84,6 +99,18 @@ fn server_down_converges_from_cache_and_delivers_the_report_later() {
         .collect();
     assert_eq!(cached.len(), 1);
     assert_eq!(cached[0]["status"], "changed");
+
+    // A wrong path under the server's address: 404, the cache, and a
+    // failed run (issue 18: it was green).
+    let astray = drover_tests::Agent {
+        server: format!("{}/drover", w.server.url),
+        node: w.agent.node.clone(),
+        state_dir: w.agent.state_dir.clone(),
+        config: w.agent.config.clone(),
+    };
+    let out = astray.run(&[]);
+    out.expect_code(4);
+    assert!(out.stderr.contains("404"), "{}", out.stderr);
 }
 
 #[test]

@@ -474,6 +474,7 @@ async fn wire_types_of_the_catalog_crate_match_their_schemas() {
         status: RunStatus::Changed,
         cached_catalog: CachedCatalog::OnFailure,
         error: Some("the server was away".into()),
+        catalog_error: Some("roles/web.toml:3:9: unknown key `pth`".into()),
         agent_version: "0.1.0".into(),
         resources: vec![ResourceReport {
             id: ResourceId::try_from("file:/etc/motd".to_owned()).unwrap(),

@@ -355,6 +355,7 @@ impl SimNode {
                 "the server answered 503 for the catalog; applied the cached catalog".to_owned()
             }),
             cached_catalog: cached,
+            catalog_error: None,
             agent_version: "fleet-simulator".into(),
             metrics: RunMetrics::default(),
             resources,
