@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::overview::urlencode;
 use super::page::{page, sign_in_first};
 use super::{chart, format};
 use crate::auth::Caller;
 use crate::db::{self, ReportSummary};
 use crate::error::AppError;
 use crate::fleet;
+use crate::fleet::urlencode;
 use crate::state::AppState;
 
 /// Runs per page.

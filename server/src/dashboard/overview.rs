@@ -10,7 +10,7 @@ use super::page::{page, sign_in_first};
 use super::{chart, format};
 use crate::auth::Caller;
 use crate::error::AppError;
-use crate::fleet::{self, Filter, NodeLine, NodeState, StateFilter};
+use crate::fleet::{self, Filter, FilterText, NodeLine, NodeState, StateFilter, urlencode};
 use crate::routes::operator::environments_view;
 use crate::state::AppState;
 
@@ -37,39 +37,17 @@ pub(super) struct Params {
 }
 
 impl Params {
-    /// The filter, or why a part of it cannot be used (that part is ignored).
+    /// The filter, or why a part of it cannot be used (that part is
+    /// ignored): the same parse as the node API's.
     fn filter(&self) -> (Filter, Option<String>) {
-        let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
-        let mut error = None;
-        let state = match text(&self.state) {
-            None => None,
-            Some(s) => StateFilter::parse(&s).or_else(|| {
-                error = Some(format!("unknown state `{s}`"));
-                None
-            }),
-        };
-        let fact = match text(&self.fact) {
-            None => None,
-            Some(f) => match f.split_once('=') {
-                Some((key, value)) if !key.trim().is_empty() => {
-                    Some((key.trim().to_owned(), value.trim().to_owned()))
-                }
-                _ => {
-                    error = Some(format!(
-                        "the fact filter `{f}` needs KEY=VALUE, e.g. os.id=debian"
-                    ));
-                    None
-                }
-            },
-        };
-        let filter = Filter {
-            name: text(&self.q),
-            state,
-            role: text(&self.role),
-            environment: text(&self.environment),
-            fact,
-        };
-        (filter, error)
+        FilterText {
+            q: self.q.clone(),
+            state: self.state.clone(),
+            role: self.role.clone(),
+            environment: self.environment.clone(),
+            fact: self.fact.clone(),
+        }
+        .parse()
     }
 
     /// This query string with `after` replaced (`None`: the first page).
@@ -100,19 +78,6 @@ fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-pub(super) fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 struct Card {
     state: &'static str,
     label: &'static str,
@@ -126,7 +91,7 @@ struct SelectOption {
     selected: bool,
 }
 
-struct FilterText<'a> {
+struct FormText<'a> {
     q: &'a str,
     role: &'a str,
     fact: &'a str,
@@ -186,7 +151,7 @@ struct EnvRow {
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct Overview<'a> {
-    filter: FilterText<'a>,
+    filter: FormText<'a>,
     filter_error: Option<String>,
     state_options: Vec<SelectOption>,
     environment_options: Vec<SelectOption>,
@@ -284,7 +249,7 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
         })
         .collect();
     let view = Overview {
-        filter: FilterText {
+        filter: FormText {
             q: &params.q,
             role: &params.role,
             fact: &params.fact,

@@ -10,11 +10,11 @@ use drover_catalog::report::{CachedCatalog, ResourceReport, ResourceStatus};
 use serde::Deserialize;
 
 use super::format;
-use super::overview::urlencode;
 use super::page::{page, sign_in_first};
 use crate::auth::Caller;
 use crate::db;
 use crate::error::AppError;
+use crate::fleet::urlencode;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]

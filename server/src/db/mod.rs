@@ -251,13 +251,8 @@ pub struct NodeRow {
     pub compile_error: Option<CompileError>,
 }
 
-const NODE_COLUMNS: &str = "name, environment, requested_environment, catalog_version, commit_id, \
+pub(crate) const NODE_COLUMNS: &str = "name, environment, requested_environment, catalog_version, commit_id, \
      last_status, last_run_at, last_seen_at, facts, roles, compile_error";
-
-pub async fn nodes(db: &Db) -> Result<Vec<NodeRow>, DbError> {
-    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name");
-    Ok(sqlx::query_as(&sql).fetch_all(db.reads()).await?)
-}
 
 pub async fn node(db: &Db, name: &str) -> Result<Option<NodeRow>, DbError> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?");

@@ -9,21 +9,29 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
-use crate::db::{self, CompileError, NodeRow, ReportSummary};
+use crate::db::{self, CompileError, ReportSummary};
 use crate::error::AppError;
+use crate::fleet;
 use crate::state::AppState;
 
-/// Every node the server knows
+/// The nodes the server knows
 ///
-/// A node is known from its first catalog request or report.
+/// A node is known from its first catalog request or report. Each comes
+/// with the state the dashboard gives it. Filtered as the dashboard's form
+/// filters, in name order, at most `limit` (default and most 1000); a
+/// `Link: <...>; rel="next"` header gives the next page.
 #[utoipa::path(
     get,
     path = "/api/v1/nodes",
     operation_id = "list_nodes",
     tag = "operator",
     security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])),
+    params(fleet::FilterText, PageQuery),
     responses(
-        (status = 200, description = "By name", body = [NodeRow]),
+        (status = 200, description = "By name", body = [fleet::NodeStatus], headers(
+            ("Link" = String, description = "`<...?after=NAME>; rel=\"next\"` when there are more"),
+        )),
+        (status = 400, description = "A filter that cannot be used", body = crate::openapi::wire::ErrorBody),
         crate::openapi::OperatorOnly,
         crate::openapi::Internal,
     ),
@@ -31,9 +39,66 @@ use crate::state::AppState;
 pub async fn nodes(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<NodeRow>>, AppError> {
+    filter: Result<Query<fleet::FilterText>, QueryRejection>,
+    page: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
     caller.require_operator()?;
-    Ok(Json(db::nodes(&state.db).await?))
+    let Query(text) = filter?;
+    let Query(page) = page?;
+    let (filter, error) = text.parse();
+    if let Some(error) = error {
+        return Err(AppError::BadRequest(error));
+    }
+    let limit = page.limit.unwrap_or(MAX_NODES).clamp(1, MAX_NODES);
+    let (nodes, next) = fleet::node_statuses(
+        &state.db,
+        &state.fleet_context(),
+        &filter,
+        page.after.as_deref(),
+        limit,
+    )
+    .await?;
+    let mut answer = Json(nodes).into_response();
+    if let Some(next) = next {
+        let link = next_link(&text, limit, &next);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            answer.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(answer)
+}
+
+/// Nodes in one answer of the node list, at most.
+const MAX_NODES: u32 = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many nodes (default and at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Only nodes whose name sorts after this (the `Link` header's).
+    #[param(example = "web-0")]
+    after: Option<String>,
+}
+
+/// The next page's URL: the same filters, `after` the last name.
+fn next_link(text: &fleet::FilterText, limit: u32, after: &str) -> String {
+    let pairs = [
+        ("q", text.q.as_str()),
+        ("state", &text.state),
+        ("role", &text.role),
+        ("environment", &text.environment),
+        ("fact", &text.fact),
+        ("limit", &limit.to_string()),
+        ("after", after),
+    ];
+    let query: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", fleet::urlencode(v)))
+        .collect();
+    format!("</api/v1/nodes?{}>; rel=\"next\"", query.join("&"))
 }
 
 /// One node
@@ -47,7 +112,7 @@ pub async fn nodes(
     security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = []), ("node_certificate" = [])),
     params(("name" = String, Path, description = "The node's name")),
     responses(
-        (status = 200, description = "The node", body = NodeRow),
+        (status = 200, description = "The node, with the state the dashboard gives it", body = fleet::NodeStatus),
         crate::openapi::NodeOrOperator,
         (status = 404, description = "Unknown node", body = crate::openapi::wire::ErrorBody),
         crate::openapi::Internal,
@@ -57,9 +122,9 @@ pub async fn node(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<NodeRow>, AppError> {
+) -> Result<Json<fleet::NodeStatus>, AppError> {
     caller.require_node_or_operator(&name)?;
-    db::node(&state.db, &name)
+    fleet::node_status(&state.db, &state.fleet_context(), &name)
         .await?
         .map(Json)
         .ok_or_else(|| AppError::NotFound(format!("unknown node `{name}`")))

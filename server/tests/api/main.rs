@@ -8,6 +8,7 @@ mod dashboard;
 mod git;
 mod hook;
 mod metrics;
+mod node_list;
 mod openapi;
 mod pins;
 mod routes;

@@ -419,7 +419,14 @@ async fn every_operation_called_as_documented_answers_as_documented() {
         if media.is_some() {
             bad.push((uri.clone(), b"{not a body".to_vec()));
         }
-        for p in params(op, "query") {
+        // A parameter that takes any text (a name filter) has no bad value.
+        let free_text = |p: &Value| {
+            let schema = &p["schema"];
+            schema["type"] == "string"
+                && schema.get("format").is_none()
+                && schema.get("pattern").is_none()
+        };
+        for p in params(op, "query").into_iter().filter(|p| !free_text(p)) {
             bad.push((
                 format!("{path}?{}=not-a-value", p["name"].as_str().unwrap()),
                 bytes.clone(),

@@ -6,7 +6,8 @@
 //! This is the one definition of a node's state, as SQL so it filters,
 //! counts and pages in the database: `unresponsive` (last report, or before
 //! one the last catalog request, older than `unresponsive_after_secs`), then
-//! `never_reported`, `failed`, `noop_pending` (a noop run that would change),
+//! `failed` for a node whose catalog never compiled (no run, a compile
+//! error), `never_reported`, `failed`, `noop_pending` (a noop run that would change),
 //! `changed`, `unchanged`; `stale` is a separate flag (the last run used the
 //! cached catalog, or applied another commit than its environment's head,
 //! passed in as JSON). The same counts feed `drover_nodes{state}`. To keep
@@ -26,8 +27,14 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::db::{CompileError, Db, DbError, HOUR_US};
 
+mod filter;
+mod nodes;
+
+pub use filter::{Filter, FilterText, StateFilter, urlencode};
+pub use nodes::{NodeStatus, node_status, node_statuses};
+
 /// What the dashboard says about a node, from its last report and its age.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeState {
     Failed,
@@ -105,6 +112,7 @@ impl Context {
             .push_bind(self.unresponsive_before_us)
             .push(
                 " THEN 'unresponsive'
+                 WHEN last_status IS NULL AND compile_error IS NOT NULL THEN 'failed'
                  WHEN last_status IS NULL THEN 'never_reported'
                  WHEN last_status = 'failed' THEN 'failed'
                  WHEN last_status = 'changed' AND last_noop THEN 'noop_pending'
@@ -161,41 +169,6 @@ pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
     Ok(counts)
 }
 
-/// The overview's filters, as the query string gives them.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// A substring of the node name (case-insensitive).
-    pub name: Option<String>,
-    pub state: Option<StateFilter>,
-    pub role: Option<String>,
-    pub environment: Option<String>,
-    /// A fact path (`os.id`) and the value it must have, compared as text
-    /// (`true`, `12`, `debian`).
-    pub fact: Option<(String, String)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateFilter {
-    Is(NodeState),
-    Stale,
-}
-
-impl StateFilter {
-    pub fn parse(s: &str) -> Option<StateFilter> {
-        if s == "stale" {
-            return Some(StateFilter::Stale);
-        }
-        NodeState::parse(s).map(StateFilter::Is)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateFilter::Is(state) => state.as_str(),
-            StateFilter::Stale => "stale",
-        }
-    }
-}
-
 /// One line of the overview's node table.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NodeLine {
@@ -237,7 +210,7 @@ pub async fn page(
     );
     ctx.push_columns(&mut q);
     q.push(" FROM nodes) WHERE 1");
-    push_filter(&mut q, filter);
+    filter.push(&mut q);
     if let Some(after) = after {
         q.push(" AND name > ").push_bind(after.to_owned());
     }
@@ -253,78 +226,13 @@ pub async fn page(
     let mut q = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT *, ");
     ctx.push_columns(&mut q);
     q.push(" FROM nodes) WHERE 1");
-    push_filter(&mut q, filter);
+    filter.push(&mut q);
     let total: i64 = q.build_query_scalar().fetch_one(db.reads()).await?;
     Ok(NodePage {
         nodes,
         total,
         next_after,
     })
-}
-
-fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
-    if let Some(name) = &filter.name {
-        q.push(" AND name LIKE ")
-            .push_bind(format!("%{}%", like_escape(name)))
-            .push(" ESCAPE '\\'");
-    }
-    match filter.state {
-        Some(StateFilter::Is(state)) => {
-            q.push(" AND state = ").push_bind(state.as_str());
-        }
-        Some(StateFilter::Stale) => {
-            q.push(" AND stale");
-        }
-        None => {}
-    }
-    if let Some(role) = &filter.role {
-        q.push(" AND EXISTS (SELECT 1 FROM json_each(roles) WHERE value = ")
-            .push_bind(role.clone())
-            .push(")");
-    }
-    if let Some(env) = &filter.environment {
-        q.push(" AND environment = ").push_bind(env.clone());
-    }
-    if let Some((path, value)) = &filter.fact {
-        // As text, as the node page shows it: a JSON boolean reads `true`,
-        // not SQLite's 1.
-        let path = json_path(path);
-        q.push(" AND (CASE json_type(facts, ")
-            .push_bind(path.clone())
-            .push(") WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(json_extract(facts, ")
-            .push_bind(path)
-            .push(") AS TEXT) END) = ")
-            .push_bind(value.clone());
-    }
-}
-
-/// `%`, `_` and `\` match themselves in a LIKE pattern with `ESCAPE '\'`.
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `os.id` → `$."os"."id"`: every segment quoted, so no character of a fact
-/// name can change the path's meaning.
-fn json_path(dotted: &str) -> String {
-    let mut path = String::from("$");
-    for segment in dotted.split('.') {
-        path.push_str(".\"");
-        for c in segment.chars() {
-            if matches!(c, '"' | '\\') {
-                path.push('\\');
-            }
-            path.push(c);
-        }
-        path.push('"');
-    }
-    path
 }
 
 /// A node's own state, for its page.
@@ -429,17 +337,6 @@ pub async fn compile_errors(db: &Db) -> Result<Vec<(String, CompileError)>, DbEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn like_patterns_match_their_own_characters() {
-        assert_eq!(like_escape("web_1%\\"), "web\\_1\\%\\\\");
-    }
-
-    #[test]
-    fn json_paths_quote_every_segment() {
-        assert_eq!(json_path("os.id"), "$.\"os\".\"id\"");
-        assert_eq!(json_path("a\"b"), "$.\"a\\\"b\"");
-    }
 
     #[test]
     fn states_round_trip_through_their_names() {

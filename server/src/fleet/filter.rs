@@ -1,0 +1,208 @@
+//! The fleet's filters: what an operator types (the dashboard's form, the
+//! node API's query string) parsed once, and pushed into the fleet query.
+
+use serde::Deserialize;
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::NodeState;
+
+/// The filter as typed: every part optional, empty meaning unset.
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilterText {
+    /// A substring of the node name (case-insensitive).
+    #[serde(default)]
+    #[param(example = "web")]
+    pub q: String,
+    /// A node state (`failed`, `unresponsive`, `noop_pending`, `changed`,
+    /// `unchanged`, `never_reported`), or `stale`.
+    #[serde(default)]
+    #[param(
+        example = "changed",
+        pattern = "^(failed|unresponsive|noop_pending|changed|unchanged|never_reported|stale)$"
+    )]
+    pub state: String,
+    /// A role the node has.
+    #[serde(default)]
+    #[param(example = "web")]
+    pub role: String,
+    /// The environment the node is compiled in.
+    #[serde(default)]
+    #[param(example = "main")]
+    pub environment: String,
+    /// `KEY=VALUE` with a dotted fact path.
+    #[serde(default)]
+    #[param(example = "os.id=debian", pattern = "^[^=]+=")]
+    pub fact: String,
+}
+
+impl FilterText {
+    /// The filter, or why a part of it cannot be used (that part is left out).
+    pub fn parse(&self) -> (Filter, Option<String>) {
+        let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let mut error = None;
+        let state = match text(&self.state) {
+            None => None,
+            Some(s) => StateFilter::parse(&s).or_else(|| {
+                error = Some(format!("unknown state `{s}`"));
+                None
+            }),
+        };
+        let fact = match text(&self.fact) {
+            None => None,
+            Some(f) => match f.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    Some((key.trim().to_owned(), value.trim().to_owned()))
+                }
+                _ => {
+                    error = Some(format!(
+                        "the fact filter `{f}` needs KEY=VALUE, e.g. os.id=debian"
+                    ));
+                    None
+                }
+            },
+        };
+        let filter = Filter {
+            name: text(&self.q),
+            state,
+            role: text(&self.role),
+            environment: text(&self.environment),
+            fact,
+        };
+        (filter, error)
+    }
+}
+
+/// The overview's filters, as the query string gives them.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// A substring of the node name (case-insensitive).
+    pub name: Option<String>,
+    pub state: Option<StateFilter>,
+    pub role: Option<String>,
+    pub environment: Option<String>,
+    /// A fact path (`os.id`) and the value it must have, compared as text
+    /// (`true`, `12`, `debian`).
+    pub fact: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    Is(NodeState),
+    Stale,
+}
+
+impl StateFilter {
+    pub fn parse(s: &str) -> Option<StateFilter> {
+        if s == "stale" {
+            return Some(StateFilter::Stale);
+        }
+        NodeState::parse(s).map(StateFilter::Is)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateFilter::Is(state) => state.as_str(),
+            StateFilter::Stale => "stale",
+        }
+    }
+}
+
+impl Filter {
+    /// `AND ...` for each part that is set, over the state columns of
+    /// `Context::push_columns`.
+    pub(super) fn push(&self, q: &mut QueryBuilder<'_, Sqlite>) {
+        let filter = self;
+        if let Some(name) = &filter.name {
+            q.push(" AND name LIKE ")
+                .push_bind(format!("%{}%", like_escape(name)))
+                .push(" ESCAPE '\\'");
+        }
+        match filter.state {
+            Some(StateFilter::Is(state)) => {
+                q.push(" AND state = ").push_bind(state.as_str());
+            }
+            Some(StateFilter::Stale) => {
+                q.push(" AND stale");
+            }
+            None => {}
+        }
+        if let Some(role) = &filter.role {
+            q.push(" AND EXISTS (SELECT 1 FROM json_each(roles) WHERE value = ")
+                .push_bind(role.clone())
+                .push(")");
+        }
+        if let Some(env) = &filter.environment {
+            q.push(" AND environment = ").push_bind(env.clone());
+        }
+        if let Some((path, value)) = &filter.fact {
+            // As text, as the node page shows it: a JSON boolean reads `true`,
+            // not SQLite's 1.
+            let path = json_path(path);
+            q.push(" AND (CASE json_type(facts, ")
+                .push_bind(path.clone())
+                .push(") WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(json_extract(facts, ")
+                .push_bind(path)
+                .push(") AS TEXT) END) = ")
+                .push_bind(value.clone());
+        }
+    }
+}
+
+/// `%`, `_` and `\` match themselves in a LIKE pattern with `ESCAPE '\'`.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `os.id` → `$."os"."id"`: every segment quoted, so no character of a fact
+/// name can change the path's meaning.
+fn json_path(dotted: &str) -> String {
+    let mut path = String::from("$");
+    for segment in dotted.split('.') {
+        path.push_str(".\"");
+        for c in segment.chars() {
+            if matches!(c, '"' | '\\') {
+                path.push('\\');
+            }
+            path.push(c);
+        }
+        path.push('"');
+    }
+    path
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_match_their_own_characters() {
+        assert_eq!(like_escape("web_1%\\"), "web\\_1\\%\\\\");
+    }
+
+    #[test]
+    fn json_paths_quote_every_segment() {
+        assert_eq!(json_path("os.id"), "$.\"os\".\"id\"");
+        assert_eq!(json_path("a\"b"), "$.\"a\\\"b\"");
+    }
+}
