@@ -97,6 +97,8 @@ pub struct FileConfig {
     pub max_report_bytes: Option<usize>,
     /// Largest facts (as JSON) a catalog request may carry, in bytes; beyond, 413.
     pub max_facts_bytes: Option<usize>,
+    /// `text` (default) or `json`: one JSON object per log line.
+    pub log_format: Option<crate::cli::LogFormat>,
 }
 
 /// Command-line values that override the file.
@@ -155,6 +157,7 @@ pub struct Config {
     pub db_quick_check: bool,
     pub max_report_bytes: usize,
     pub max_facts_bytes: usize,
+    pub log_format: crate::cli::LogFormat,
 }
 
 /// A dashboard session lasts a working day.
@@ -193,6 +196,7 @@ impl Config {
             db_quick_check: true,
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             max_facts_bytes: DEFAULT_MAX_FACTS_BYTES,
+            log_format: crate::cli::LogFormat::Text,
         }
     }
 
@@ -352,6 +356,7 @@ impl Config {
             db_quick_check: !o.skip_db_check && file.db_quick_check.unwrap_or(true),
             max_report_bytes,
             max_facts_bytes,
+            log_format: file.log_format.unwrap_or_default(),
         })
     }
 }

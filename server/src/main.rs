@@ -23,12 +23,27 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing();
-    let result = match &cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Compile(args) => cli::compile(args),
-        Command::Check(args) => cli::check(args),
-        Command::Ca(args) => cli::ca(args),
+    // `serve` reads its config first: `log_format` may be set there.
+    let (serving, format) = match &cli.command {
+        Command::Serve(args) => match Config::load(args.overrides()) {
+            Ok(config) => {
+                let format = cli.log_format.unwrap_or(config.log_format);
+                (Some(config), format)
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => (None, cli.log_format.unwrap_or_default()),
+    };
+    init_tracing(format);
+    let result = match (&cli.command, serving) {
+        (Command::Serve(_), Some(config)) => serve(config),
+        (Command::Serve(_), None) => unreachable!("serve's config was loaded above"),
+        (Command::Compile(args), _) => cli::compile(args),
+        (Command::Check(args), _) => cli::check(args),
+        (Command::Ca(args), _) => cli::ca(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -40,22 +55,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour for a person at a terminal; a file, a pipe or the journal gets
     // plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
         .with_writer(drover_server::metrics::log::stderr_writer)
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    match format {
+        cli::LogFormat::Text => builder.with_ansi(ansi).init(),
+        cli::LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
-fn serve(args: &cli::ServeArgs) -> anyhow::Result<u8> {
-    let config = Config::load(args.overrides())?;
+fn serve(config: Config) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();

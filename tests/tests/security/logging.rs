@@ -102,3 +102,33 @@ fn a_log_file_holds_no_colour_codes() {
         "colour codes in the log file:\n{log}"
     );
 }
+
+/// `log_format = "json"`: every log line is one JSON object (issue 18).
+#[test]
+fn json_logs_parse_line_by_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = GitRepo::init(&tmp.path().join("repo"));
+    repo.write("nodes.toml", "[[node]]\nmatch = \"*\"\nroles = []\n");
+    repo.commit("empty");
+    let server = Server::start_with(
+        &repo.path,
+        &tmp.path().join("server"),
+        "127.0.0.1:0",
+        "log_format = \"json\"\n",
+        &[],
+    );
+    let (status, _) = server.request("GET", "/api/v1/nodes", None);
+    assert_eq!(status, 200);
+    let log = server.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("\"message\":\"listening\""), "{log}");
+}
