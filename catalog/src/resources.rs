@@ -290,7 +290,7 @@ impl<'a> Builder<'a> {
                     .ensure(
                         &r.ensure,
                         values::ensure_package,
-                        "installed, absent or a version",
+                        "installed, absent or a Debian version (starting with a digit, e.g. 2.10-3)",
                     )
                     .unwrap_or(PackageEnsure::Installed);
                 (

@@ -66,13 +66,29 @@ pub(crate) fn ensure_container(s: &str) -> Option<ContainerEnsure> {
     }
 }
 
+/// `installed` (or `present`), `absent`, or a Debian version: an upstream
+/// version starts with a digit, after an optional `EPOCH:` (digits), so a
+/// misspelt word (`instaled`) is an error, not a version apt cannot find.
 pub(crate) fn ensure_package(s: &str) -> Option<PackageEnsure> {
     match s.trim() {
-        "" => None,
         "installed" | "present" => Some(PackageEnsure::Installed),
         "absent" => Some(PackageEnsure::Absent),
-        v => Some(PackageEnsure::Version(v.to_owned())),
+        v if is_debian_version(v) => Some(PackageEnsure::Version(v.to_owned())),
+        _ => None,
     }
+}
+
+fn is_debian_version(v: &str) -> bool {
+    let upstream = match v.split_once(':') {
+        Some((epoch, rest)) if !epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_digit()) => {
+            rest
+        }
+        Some(_) => return false,
+        None => v,
+    };
+    upstream.starts_with(|c: char| c.is_ascii_digit())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+-~:".contains(&b))
 }
 
 /// `"256m"`, `"1g"`, `"512MiB"`, `"1048576"`: binary units, as Docker reads them.
@@ -106,6 +122,24 @@ pub(crate) fn cpus_to_milli(cpus: f64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_ensure_is_a_word_it_knows_or_a_debian_version() {
+        assert_eq!(ensure_package("installed"), Some(PackageEnsure::Installed));
+        assert_eq!(ensure_package("absent"), Some(PackageEnsure::Absent));
+        for version in ["2.10-3", "1:2.3.4-1+deb12u1", "0.9~rc1", "10"] {
+            assert_eq!(
+                ensure_package(version),
+                Some(PackageEnsure::Version(version.into())),
+                "{version}"
+            );
+        }
+        for bad in [
+            "instaled", "latest", "v1.2", "", "x:1.0", "1.0 beta", ":1.0",
+        ] {
+            assert_eq!(ensure_package(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn paths_must_be_absolute_and_normalised() {

@@ -139,3 +139,40 @@ fn compile_and_check_commands_report_errors_with_locations() {
         "an explicit config file must exist"
     );
 }
+
+/// `check` lists every error of a file, each at its place, and refuses a
+/// package `ensure` that is neither a word it knows nor a version (issue 18).
+#[test]
+fn check_lists_every_error_of_a_file_and_refuses_a_misspelt_ensure() {
+    let tmp = TempDir::new().unwrap();
+    let repo = site(tmp.path(), "hi\n");
+    let ok = bin().args(["check", "--repo"]).arg(&repo).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(said.contains("node(s) compiled"), "{said}");
+    write(
+        &repo,
+        &[(
+            "roles/base.toml",
+            "[[file]]\npath = \"/etc/a\"\nmode = \"999\"\ncontent = \"x\"\n\n\
+             [[package]]\nname = \"nginx\"\nensure = \"instaled\"\n\n\
+             [[file]]\npath = \"relative\"\ncontent = \"y\"\n",
+        )],
+    );
+    let out = bin().args(["check", "--repo"]).arg(&repo).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for place in [
+        "roles/base.toml:3:8:",
+        "roles/base.toml:8:10:",
+        "roles/base.toml:11:8:",
+    ] {
+        assert!(stderr.contains(place), "{place} in\n{stderr}");
+    }
+    assert!(stderr.contains("`instaled`"), "{stderr}");
+    assert!(stderr.contains("3 error(s)"), "{stderr}");
+}
