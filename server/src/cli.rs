@@ -191,6 +191,18 @@ pub struct CheckArgs {
     /// Directory of NODE.json facts files; each node is compiled too
     #[arg(long, value_name = "DIR")]
     pub facts_dir: Option<PathBuf>,
+    /// Also compile every node the server knows, with the facts it last sent (read from the server's database)
+    #[arg(long)]
+    pub fleet: bool,
+    /// With --fleet: the server's configuration file [default: /etc/drover/server.toml, may be missing]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// With --fleet: the server's data directory [default: /var/lib/drover-server]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// With --fleet: the server's database URL [default: sqlite://DATA_DIR/drover.db]
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
 }
 
 /// One snapshot of a local repository.
@@ -356,6 +368,45 @@ fn write_contents<B: AsRef<[u8]>>(
 }
 
 /// `drover-server check`: exit 0 clean, 1 with every error on stderr.
+/// `check --fleet`: every node the server knows, with the facts it last
+/// sent, read from the server's database (nothing is written to it).
+fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
+    let config = crate::config::Config::load_without_repo(Overrides {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        database: args.database.clone(),
+        ..Overrides::default()
+    })?;
+    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+        let path = Path::new(path.split('?').next().unwrap_or(path));
+        if !path.exists() {
+            bail!(
+                "no server database at {}\nhint: --fleet reads the fleet of a server: pass its --data-dir, --database or --config",
+                path.display()
+            );
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let db = crate::db::open_with(
+            &config.database_url,
+            crate::db::OpenOptions { quick_check: false },
+        )
+        .await?;
+        let mut nodes = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = crate::db::known_nodes(&db, &after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.name.clone();
+            nodes.extend(page.into_iter().map(|n| (n.name, n.facts)));
+        }
+        Ok(nodes)
+    })
+}
+
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
     let mut nodes = Vec::new();
     if let Some(dir) = &args.facts_dir {
@@ -375,6 +426,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
                 nodes.push((node, read_facts(&path)?));
             }
         }
+    }
+    if args.fleet {
+        nodes.extend(fleet_facts(args)?);
     }
     let local = load_local(&args.repo, args.env.as_deref())?;
     let diagnostics =

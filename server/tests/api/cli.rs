@@ -176,3 +176,71 @@ fn check_lists_every_error_of_a_file_and_refuses_a_misspelt_ensure() {
     assert!(stderr.contains("`instaled`"), "{stderr}");
     assert!(stderr.contains("3 error(s)"), "{stderr}");
 }
+
+/// `check --fleet` compiles the repository for every node the server knows,
+/// with the facts each last sent, read from the server's database: a branch
+/// that breaks a real node fails before it is merged (issue 18).
+#[tokio::test]
+async fn check_fleet_compiles_for_every_known_node_with_its_stored_facts() {
+    let cx = super::TestContext::directory().await;
+    assert_eq!(cx.catalog("web-1").await.0, axum::http::StatusCode::OK);
+    let data = cx.repo.parent().unwrap().join("data");
+    let fleet_check = |repo: &std::path::Path| {
+        bin()
+            .args(["check", "--fleet", "--repo"])
+            .arg(repo)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let out = fleet_check(&cx.repo);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("(1 node(s) compiled)"), "{stderr}");
+
+    // A branch whose template needs a fact the real node never sent.
+    let branch = cx.repo.parent().unwrap().join("branch");
+    write(
+        &branch,
+        &[
+            (
+                "nodes.toml",
+                "[[node]]\nmatch = \"*\"\nroles = [\"base\"]\n",
+            ),
+            (
+                "roles/base.toml",
+                "[[file]]\npath = \"/etc/dc\"\ncontent = \"{{ facts.datacenter.name }}\\n\"\n",
+            ),
+        ],
+    );
+    let plain = bin()
+        .args(["check", "--repo"])
+        .arg(&branch)
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(0), "no node: nothing to find");
+    let out = fleet_check(&branch);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("web-1") && stderr.contains("roles/base.toml:"),
+        "{stderr}"
+    );
+
+    // Without a server database, --fleet says where it looked.
+    let out = bin()
+        .args(["check", "--fleet", "--repo"])
+        .arg(&cx.repo)
+        .arg("--data-dir")
+        .arg(cx.repo.parent().unwrap().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no server database at"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cx.stop().await;
+}
