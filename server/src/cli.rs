@@ -369,7 +369,7 @@ fn write_contents<B: AsRef<[u8]>>(
 
 /// `drover-server check`: exit 0 clean, 1 with every error on stderr.
 /// `check --fleet`: every node the server knows, with the facts it last
-/// sent, read from the server's database (nothing is written to it).
+/// sent, read from the server's database (opened as the server opens it).
 fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
     let config = crate::config::Config::load_without_repo(Overrides {
         config: args.config.clone(),
