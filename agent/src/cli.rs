@@ -48,6 +48,9 @@ pub(crate) struct CommonArgs {
     /// when the state dir is set explicitly)
     #[arg(long, value_name = "FILE")]
     pub lock_file: Option<PathBuf>,
+    /// Messages as plain lines (or journal entries under systemd), or one JSON object per line on stdout
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::output::LogFormat>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -54,6 +54,8 @@ pub(crate) struct FileConfig {
     /// How often a run ignores the file metadata cache and hashes every
     /// managed file (0: every run).
     pub verify_interval_secs: Option<u64>,
+    /// `text` (default) or `json`: one JSON object per message on stdout.
+    pub log_format: Option<crate::output::LogFormat>,
 }
 
 impl FileConfig {
@@ -104,6 +106,7 @@ pub(crate) struct Settings {
     /// At least this often a run hashes every managed file, trusting no
     /// cached metadata (see [`crate::filecache`]).
     pub verify_interval: Duration,
+    pub log_format: crate::output::LogFormat,
 }
 
 /// How this node gets and keeps its identity (see [`crate::identity`]).
@@ -203,6 +206,7 @@ impl Settings {
                 file.verify_interval_secs
                     .unwrap_or(crate::filecache::DEFAULT_VERIFY_INTERVAL_SECS),
             ),
+            log_format: common.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }

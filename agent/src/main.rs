@@ -73,6 +73,7 @@ fn run(args: &RunArgs) -> Result<u8> {
             tls: Some(&args.tls),
         },
     )?;
+    output::use_format(settings.log_format);
     if !args.once {
         let signals = Signals::install_with_reload()?;
         return daemon::run_daemon(&settings, signals).map(|code| code as u8);
@@ -95,6 +96,7 @@ fn apply(args: &cli::ApplyArgs) -> Result<u8> {
             ..Overrides::default()
         },
     )?;
+    output::use_format(settings.log_format);
     let signals = Signals::install()?;
     let source = apply::Source {
         path: &args.path,

@@ -1,10 +1,12 @@
 //! What the agent says, and the one place that decides where it goes.
 //!
-//! Plain lines by default: one per change (stdout) or failure (stderr) as it
-//! happens, a summary line at the end, notes and warnings on stderr; scripts
-//! and tests parse them. When systemd connected stderr to the journal, the
-//! same messages become native journal entries with fields instead: the
-//! run's id, node and catalog version, the resource and its status.
+//! Plain lines by default, each opening with its UTC time: one per change
+//! (stdout) or failure (stderr) as it happens, a summary line at the end,
+//! notes and warnings on stderr; scripts and tests parse them. When systemd
+//! connected stderr to the journal, the same messages become native journal
+//! entries with fields instead: the run's id, node and catalog version, the
+//! resource and its status. With `log_format = "json"` (`--log-format
+//! json`) each message is one JSON object on stdout with those same fields.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -19,23 +21,93 @@ use crate::systemd::journal::{self, Entry, Priority};
 enum Sink {
     Plain,
     Journal,
+    Json,
+}
+
+/// How messages are written when asked for (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Plain lines (or the journal, when systemd connected stderr to it).
+    #[default]
+    Text,
+    /// One JSON object per message on stdout.
+    Json,
+}
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Chooses the format; call before anything is printed (the first call wins).
+pub(crate) fn use_format(format: LogFormat) {
+    let _ = FORMAT.set(format);
 }
 
 fn sink() -> Sink {
     static SINK: OnceLock<Sink> = OnceLock::new();
-    *SINK.get_or_init(|| match journal::stderr_is_journal() {
-        true => Sink::Journal,
-        false => Sink::Plain,
+    *SINK.get_or_init(|| {
+        if FORMAT.get() == Some(&LogFormat::Json) {
+            Sink::Json
+        } else if journal::stderr_is_journal() {
+            Sink::Journal
+        } else {
+            Sink::Plain
+        }
     })
 }
 
-/// Sends `entry` to the journal when that is where output goes, else (or
-/// when the journal refuses it) prints the plain form.
+/// Sends `entry` to the journal or as a JSON line when that is where
+/// output goes, else (or when the journal refuses it) prints the plain form.
 fn emit(entry: impl FnOnce() -> Entry, plain: impl FnOnce()) {
-    if sink() == Sink::Journal && with_run_fields(entry()).send().is_ok() {
-        return;
+    match sink() {
+        Sink::Journal => {
+            if with_run_fields(entry()).send().is_err() {
+                plain();
+            }
+        }
+        Sink::Json => {
+            let line = json_line(&with_run_fields(entry()));
+            // A closed pipe is not worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        }
+        Sink::Plain => plain(),
     }
-    plain();
+}
+
+/// `{"timestamp", "level", "message", ...fields}`: the journal's fields,
+/// named without their `DROVER_` prefix, in lower case.
+fn json_line(entry: &Entry) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("timestamp".into(), now().into());
+    object.insert("level".into(), level(entry.priority).into());
+    object.insert("message".into(), entry.message.clone().into());
+    for (name, value) in &entry.fields {
+        let name = name
+            .strip_prefix("DROVER_")
+            .unwrap_or(name)
+            .to_ascii_lowercase();
+        object.insert(name, value.clone().into());
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
+fn level(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Emergency | Priority::Alert | Priority::Critical | Priority::Error => "error",
+        Priority::Warning => "warning",
+        Priority::Notice => "notice",
+        Priority::Info => "info",
+        Priority::Debug => "debug",
+    }
+}
+
+/// Now, in UTC to the millisecond: what every plain line opens with.
+fn now() -> String {
+    format!("{:.3}", jiff::Timestamp::now())
+}
+
+/// `line` with the time in front.
+fn stamped(line: &str) -> String {
+    format!("{} {line}", now())
 }
 
 /// What ties an entry to its run.
@@ -97,21 +169,21 @@ fn with_run_fields(mut entry: Entry) -> Entry {
 pub(crate) fn info(message: &str) {
     emit(
         || Entry::new(Priority::Info, message),
-        || eprintln!("drover-agent: {message}"),
+        || eprintln!("{}", stamped(&format!("drover-agent: {message}"))),
     );
 }
 
 pub(crate) fn warning(message: &str) {
     emit(
         || Entry::new(Priority::Warning, message),
-        || eprintln!("warning: {message}"),
+        || eprintln!("{}", stamped(&format!("warning: {message}"))),
     );
 }
 
 pub(crate) fn error(message: &str) {
     emit(
         || Entry::new(Priority::Error, message),
-        || eprintln!("error: {message}"),
+        || eprintln!("{}", stamped(&format!("error: {message}"))),
     );
 }
 
@@ -125,9 +197,10 @@ pub(crate) fn print_resource(r: &ResourceReport) {
         || resource_entry(r, &line),
         || match r.status {
             ResourceStatus::Changed | ResourceStatus::Noop => {
-                let _ = write!(std::io::stdout().lock(), "{}", change_text(r, &line));
+                let text = change_text(r, &line);
+                let _ = write!(std::io::stdout().lock(), "{}", stamped(&text));
             }
-            _ => eprintln!("{line}"),
+            _ => eprintln!("{}", stamped(&line)),
         },
     );
 }
@@ -250,7 +323,7 @@ pub(crate) fn print_summary(report: &Report, elapsed: Duration) {
     emit(
         || summary_entry(report, &line),
         || {
-            let _ = writeln!(std::io::stdout().lock(), "{line}");
+            let _ = writeln!(std::io::stdout().lock(), "{}", stamped(&line));
         },
     );
 }

@@ -39,6 +39,76 @@ fn bad_config_key_exits_1_naming_it() {
     assert!(text(&out).contains("sever"), "{}", text(&out));
 }
 
+/// Plain lines open with their time; `--log-format json` makes every line
+/// one JSON object with the message's fields (issue 18).
+#[test]
+fn plain_lines_carry_timestamps_and_json_lines_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("motd");
+    let state = dir.path().join("state");
+    let (mut cat, contents) = catalog("n1", &[(&target, b"hello\n")]);
+    cat.embed_contents(contents.iter().map(|(sha, b)| (sha, &b[..])));
+    let json = dir.path().join("catalog.json");
+    fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
+    let args = [
+        "apply",
+        json.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let out = agent(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stamped = |line: &str| {
+        line.split_once(' ')
+            .is_some_and(|(time, _)| time.parse::<jiff::Timestamp>().is_ok())
+    };
+    let change = stdout
+        .lines()
+        .find(|l| l.contains("changed file:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(stamped(change), "{change}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains("1 resources:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(stamped(summary), "{summary}");
+
+    fs_err::write(&target, "drifted\n").unwrap();
+    let mut as_json = args.to_vec();
+    as_json.extend(["--log-format", "json"]);
+    let out = agent(&as_json);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let change = lines
+        .iter()
+        .find(|l| l["resource"] == format!("file:{}", target.display()))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(change["status"], "changed", "{change}");
+    assert_eq!(change["level"], "notice", "{change}");
+    assert!(
+        change["diff"].as_str().unwrap().contains("-drifted"),
+        "{change}"
+    );
+    assert!(
+        change["timestamp"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .is_ok()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().starts_with("1 resources:")),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn apply_compiled_catalog_then_noop_then_lock() {
     let dir = tempfile::tempdir().unwrap();
