@@ -107,6 +107,8 @@ fn named_paths(text: &str) -> Vec<&str> {
         .filter(|word| suffixes.iter().any(|s| word.ends_with(s)))
         // Not repository paths: absolute ones, URLs, placeholders, globs.
         .filter(|word| !word.starts_with('/') && !word.contains("://"))
+        // Outside this repository (`../shared/`): not there in every clone.
+        .filter(|word| !word.starts_with("../"))
         .filter(|word| !word.contains(['{', '*', '$', '<']))
         .filter(|word| !word.starts_with("DATA") && !word.starts_with("STATE"))
         .collect()
