@@ -2,13 +2,14 @@
 10,000 nodes and 1,000,000 reports.
 
 The release `drover-server` starts once on an empty data directory (so its
-migrations run and it makes its CA and operator token), then the database is
-seeded directly with Python's sqlite3 (bench_seed.py: rows as `db.rs` writes
-them, report bodies as the agent posts them), and the server starts again on
-it. Each dashboard route is timed over HTTPS with keep-alive, as a browser
-asks for it. A benchmark, not a test: it prints figures and judges them
-against the 200 ms target, it fails only when a page is wrong or the server
-does not run.
+migrations run and it makes its CA and operator token), then the release
+`drover-seed` (tests/src/bin/drover-seed) seeds the database through the
+server's own database code (rows as the server writes them, report bodies as
+the agent posts them, read back through the server's queries before it
+exits), and the server starts again on it. Each dashboard route is timed
+over HTTPS with keep-alive, as a browser asks for it. A benchmark, not a
+test: it prints figures and judges them against the 200 ms target, it fails
+only when a page is wrong or the server does not run.
 """
 
 import http.client
@@ -16,7 +17,6 @@ import json
 import math
 import os
 import queue
-import random
 import re
 import shutil
 import signal
@@ -29,21 +29,17 @@ import threading
 import time
 import urllib.parse
 
-from bench_seed import OS, facts_of, make_repo, seed, ts
-
 TARGET_MS = 200.0
 
-def compile_variant(server, repo, work, os_id):
-    """The catalog one node of this OS gets, compiled by the release binary."""
-    path = os.path.join(work, f"facts-{os_id}.json")
-    with open(path, "w") as f:
-        f.write(facts_of(1, "web-00001", os_id, random.Random(0)))
-    out = subprocess.run(
-        [server, "compile", "--repo", repo, "--node", "web-00001", "--facts", path, "--no-contents"],
-        stdout=subprocess.PIPE,
-        check=True,
-    ).stdout
-    return json.loads(out)
+
+def seeder(release):
+    """The release drover-seed, which `scripts/bench` builds with the other
+    release binaries."""
+    path = os.path.join(release, "drover-seed")
+    if not os.path.exists(path):
+        sys.exit(f"{path} is missing\nhint: cargo build --release -p drover-tests --bin drover-seed "
+                 "(or run scripts/bench without --no-build)")
+    return path
 
 
 class Server:
@@ -141,7 +137,6 @@ class Client:
         self.conn.close()
 
 
-# What a node's `last_*` columns and the page checks need of a run.
 NODE_ROW = re.compile(r'<tr class="node" data-node="([^"]+)" data-state="([^"]+)"')
 RUN_ROW = re.compile(r'<tr class="run" data-run-id="([^"]+)"')
 CARD = re.compile(r'data-state="(\w+)" href="/\?state=\w+"><span class="count">(\d+)</span>')
@@ -154,14 +149,15 @@ def expect(what, got, want):
 
 
 def routes(fleet, probe, page_size=100, runs_per_page=50):
-    """(label, path, check): each check returns why the answer is wrong, or None."""
+    """(label, path, check): each check returns why the answer is wrong, or
+    None. `fleet` is drover-seed's summary: the probe's runs newest first."""
     names, os_ids, runs = fleet["names"], fleet["os_ids"], fleet["probe_runs"]
     debian = [n for n, o in zip(names, os_ids) if o == "debian"]
-    ids = [r.run_id for r in runs]
+    ids = [r["run_id"] for r in runs]
     mid = len(runs) // 2
     # A failed run shows the most: its errors and the resources skipped.
-    shown = next((r for r in runs if r.status == "failed"), runs[0])
-    run_id, run_status = shown.run_id, shown.status
+    shown = next((r for r in runs if r["status"] == "failed"), runs[0])
+    run_id, run_status = shown["run_id"], shown["status"]
     probe_at = names.index(probe)
 
     def nodes(want, state=None):
@@ -192,7 +188,7 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
     def api(body):
         return expect("report ids", [r["id"] for r in json.loads(body)], ids[:runs_per_page])
 
-    before = urllib.parse.quote(ts(runs[mid].finished_ns), safe="")
+    before = urllib.parse.quote(runs[mid]["finished_at"], safe="")
     failed_nodes = [n for n, st in zip(names, fleet["state_of"]) if st == "failed"]
     table = [
         ("/", overview),
@@ -257,11 +253,12 @@ def run(top, release, nodes, reports, requests):
     # The node in the middle of the fleet: web-05000 of 10,000.
     probe = f"web-{nodes // 2:05d}"
     server = os.path.join(release, "drover-server")
+    seed = seeder(release)
     work = tempfile.mkdtemp(prefix="drover-bench-dashboard-")
     live = None
     try:
         repo, data = os.path.join(work, "repo"), os.path.join(work, "data")
-        make_repo(repo)
+        subprocess.run([seed, "repo", repo], check=True)
         # First start: migrations, the CA and the operator token; and the head
         # commit the environment serves, which decides which nodes are stale.
         live = Server(server, work, repo, data, "init")
@@ -275,19 +272,22 @@ def run(top, release, nodes, reports, requests):
         live = None
         head = envs["production"]
 
-        variants = {}
-        for os_id in OS:
-            catalog = compile_variant(server, repo, work, os_id)
-            if catalog["commit"] != head:
-                sys.exit(f"drover-server compile gave commit {catalog['commit']}, "
-                         f"the server serves {head}")
-            variants[os_id] = {"catalog": catalog, "ids": [r["id"] for r in catalog["resources"]]}
-
         db_path = os.path.join(data, "drover.db")
-        print(f"seeding {nodes} nodes and {reports} reports ...", file=sys.stderr, flush=True)
+        summary = os.path.join(work, "fleet.json")
         started = time.perf_counter()
-        fleet = seed(top, db_path, nodes, reports, head, variants, probe)
+        code = subprocess.run(
+            [seed, "fleet", "--db", db_path, "--repo", repo, "--nodes", str(nodes),
+             "--reports", str(reports), "--probe", probe, "--summary", summary],
+        ).returncode
         seed_s = time.perf_counter() - started
+        if code != 0:
+            sys.exit(f"drover-seed exited {code}")
+        with open(summary) as f:
+            fleet = json.load(f)
+        # The seeder compiles the repository as the server does: the same
+        # head, or every node's staleness is wrong.
+        if fleet["head"] != head:
+            sys.exit(f"drover-seed seeded commit {fleet['head']}, the server serves {head}")
         db_bytes = sum(os.path.getsize(db_path + s) for s in ("", "-wal") if os.path.exists(db_path + s))
         evict(db_path)
 

@@ -17,8 +17,8 @@ mod reports;
 mod writer;
 
 pub use reports::{
-    HOUR_US, ReportSummary, clock_skew_secs, insert_report, report_body, report_received_at,
-    reports,
+    HOUR_US, ReportSummary, clock_skew_secs, insert_report, insert_reports, report_body,
+    report_received_at, reports,
 };
 pub use writer::Writer;
 
@@ -312,6 +312,20 @@ pub async fn record_catalog_request(
     answer: Answer<'_>,
 ) -> Result<(), DbError> {
     let now = jiff::Timestamp::now();
+    record_catalog_request_at(db, node, facts, requested_environment, answer, now).await
+}
+
+/// [`record_catalog_request`] of a request made at `now`: a bulk import,
+/// such as the fleet history `drover-seed` writes for the dashboard
+/// benchmark, records past requests.
+pub async fn record_catalog_request_at(
+    db: &Db,
+    node: &str,
+    facts: &Facts,
+    requested_environment: Option<&str>,
+    answer: Answer<'_>,
+    now: jiff::Timestamp,
+) -> Result<(), DbError> {
     let (node, facts) = (node.to_owned(), serde_json::to_string(facts)?);
     let requested_environment = requested_environment.map(str::to_owned);
     let outcome = match answer {

@@ -16,6 +16,30 @@ pub async fn insert_report(db: &Db, report: &Report, body: String) -> Result<boo
         .await
 }
 
+/// Stores several reports in one write (one transaction of the writer),
+/// each as [`insert_report`] stores it but received at the time beside it:
+/// a bulk import, such as the fleet history `drover-seed` writes for the
+/// dashboard benchmark. How many were new.
+pub async fn insert_reports(
+    db: &Db,
+    reports: Vec<(Report, String, jiff::Timestamp)>,
+) -> Result<usize, DbError> {
+    let rows: Vec<(ReportRow, String)> = reports
+        .into_iter()
+        .map(|(report, body, received)| (ReportRow::of(&report, received), body))
+        .collect();
+    db.write(move |conn| {
+        Box::pin(async move {
+            let mut new = 0;
+            for (row, body) in rows {
+                new += usize::from(insert_row(conn, row, body).await?);
+            }
+            Ok(new)
+        })
+    })
+    .await
+}
+
 /// What a report's row holds besides its body, taken from the report.
 struct ReportRow {
     run_id: String,
