@@ -25,20 +25,9 @@ use drover_catalog::{self, CompileRequest, Diagnostic, Repository};
 pub struct Cli {
     /// Log lines as text, or as one JSON object per line [default: text, or `log_format` in the config]
     #[arg(long, value_name = "FORMAT", global = true)]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<crate::config::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How the server writes its log lines (stderr).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines; colour only on a terminal.
-    #[default]
-    Text,
-    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -98,7 +98,18 @@ pub struct FileConfig {
     /// Largest facts (as JSON) a catalog request may carry, in bytes; beyond, 413.
     pub max_facts_bytes: Option<usize>,
     /// `text` (default) or `json`: one JSON object per log line.
-    pub log_format: Option<crate::cli::LogFormat>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the server writes its log lines (stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colour only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`.
+    Json,
 }
 
 /// Command-line values that override the file.
@@ -157,7 +168,7 @@ pub struct Config {
     pub db_quick_check: bool,
     pub max_report_bytes: usize,
     pub max_facts_bytes: usize,
-    pub log_format: crate::cli::LogFormat,
+    pub log_format: LogFormat,
 }
 
 /// A dashboard session lasts a working day.
@@ -196,7 +207,7 @@ impl Config {
             db_quick_check: true,
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
             max_facts_bytes: DEFAULT_MAX_FACTS_BYTES,
-            log_format: crate::cli::LogFormat::Text,
+            log_format: LogFormat::Text,
         }
     }
 

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: cli::LogFormat) {
+fn init_tracing(format: drover_server::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour for a person at a terminal; a file, a pipe or the journal gets
@@ -66,8 +66,8 @@ fn init_tracing(format: cli::LogFormat) {
         .with_writer(drover_server::metrics::log::stderr_writer)
         .log_internal_errors(false);
     match format {
-        cli::LogFormat::Text => builder.with_ansi(ansi).init(),
-        cli::LogFormat::Json => builder.json().with_ansi(false).init(),
+        drover_server::config::LogFormat::Text => builder.with_ansi(ansi).init(),
+        drover_server::config::LogFormat::Json => builder.json().with_ansi(false).init(),
     }
 }
 

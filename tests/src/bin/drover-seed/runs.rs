@@ -205,6 +205,7 @@ impl Runs {
                 CachedCatalog::NotUsed
             },
             error,
+            catalog_error: None,
             agent_version: AGENT_VERSION.to_owned(),
             resources,
             metrics,
