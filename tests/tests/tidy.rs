@@ -1,7 +1,10 @@
 //! The tree stays readable (as rust-analyzer's tidy test keeps its own):
 //! every Rust file says what it is in a `//!` doc, no product source file
-//! grows past 600 lines, and every path ARCHITECTURE.md names exists.
+//! grows past 600 lines, every path ARCHITECTURE.md names exists, and no
+//! two files of a crate import each other, however indirectly (the layers
+//! of ARCHITECTURE.md: imports go down).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The workspace root (this crate is `tests/`).
@@ -152,4 +155,193 @@ fn every_path_architecture_md_names_exists() {
         missing.is_empty(),
         "ARCHITECTURE.md names paths that do not exist: {missing:?}"
     );
+}
+
+/// A crate's files by module path (`["tls", "listener"]`), as
+/// `../shared/tools/cycles.py` maps them.
+fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
+    let mut out = BTreeMap::new();
+    for file in files_under(src) {
+        if file.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let rel = file.strip_prefix(src).unwrap().with_extension("");
+        let mut parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if parts.last().is_some_and(|p| p == "mod") {
+            parts.pop();
+        }
+        if parts == ["lib"] || parts == ["main"] {
+            parts.clear();
+        }
+        out.insert(parts, file);
+    }
+    out
+}
+
+/// Every `crate::a::b` path of `text` (comments skipped), braced groups
+/// expanded one level: `crate::a::{b, c::d}` is `a::b` and `a::c::d`.
+fn crate_paths(text: &str) -> Vec<Vec<String>> {
+    let code: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().next_back();
+        rest = &rest[at + "crate::".len()..];
+        if before.is_some_and(ident) {
+            continue;
+        }
+        let mut base = Vec::new();
+        loop {
+            let end = rest.find(|c: char| !ident(c)).unwrap_or(rest.len());
+            if end == 0 {
+                break;
+            }
+            base.push(rest[..end].to_owned());
+            rest = &rest[end..];
+            if let Some(next) = rest.strip_prefix("::") {
+                rest = next;
+            } else {
+                break;
+            }
+        }
+        if let Some(group) = rest.strip_prefix('{') {
+            let close = group.find('}').unwrap_or(group.len());
+            for item in group[..close].split(',') {
+                let mut path = base.clone();
+                path.extend(
+                    item.split("::")
+                        .map(|s| s.trim().split(' ').next().unwrap_or("").to_owned())
+                        .filter(|s| !s.is_empty() && s != "self"),
+                );
+                out.push(path);
+            }
+        } else if !base.is_empty() {
+            out.push(base);
+        }
+    }
+    out
+}
+
+/// Files that import each other, directly or through others (Tarjan's
+/// strongly connected components of more than one file).
+fn import_cycles(src: &Path) -> Vec<Vec<String>> {
+    let modules = modules(src);
+    let files: Vec<&PathBuf> = modules.values().collect();
+    let index: BTreeMap<&PathBuf, usize> = files.iter().enumerate().map(|(i, f)| (*f, i)).collect();
+    let edges: Vec<BTreeSet<usize>> = files
+        .iter()
+        .map(|file| {
+            let text = fs_err::read_to_string(file).unwrap();
+            crate_paths(&text)
+                .into_iter()
+                .filter_map(|path| {
+                    (1..=path.len())
+                        .rev()
+                        .find_map(|k| modules.get(&path[..k]))
+                        .filter(|target| target != file)
+                        .map(|target| index[target])
+                })
+                .collect()
+        })
+        .collect();
+    tarjan(&edges)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .map(|c| c.into_iter().map(|i| shown(files[i])).collect())
+        .collect()
+}
+
+fn tarjan(edges: &[BTreeSet<usize>]) -> Vec<Vec<usize>> {
+    struct State {
+        next: usize,
+        index: Vec<Option<usize>>,
+        low: Vec<usize>,
+        stack: Vec<usize>,
+        on_stack: Vec<bool>,
+        components: Vec<Vec<usize>>,
+    }
+    fn visit(v: usize, edges: &[BTreeSet<usize>], s: &mut State) {
+        s.index[v] = Some(s.next);
+        s.low[v] = s.next;
+        s.next += 1;
+        s.stack.push(v);
+        s.on_stack[v] = true;
+        for &w in &edges[v] {
+            match s.index[w] {
+                None => {
+                    visit(w, edges, s);
+                    s.low[v] = s.low[v].min(s.low[w]);
+                }
+                Some(i) if s.on_stack[w] => s.low[v] = s.low[v].min(i),
+                Some(_) => {}
+            }
+        }
+        if Some(s.low[v]) == s.index[v] {
+            let mut component = Vec::new();
+            while let Some(w) = s.stack.pop() {
+                s.on_stack[w] = false;
+                component.push(w);
+                if w == v {
+                    break;
+                }
+            }
+            s.components.push(component);
+        }
+    }
+    let n = edges.len();
+    let mut s = State {
+        next: 0,
+        index: vec![None; n],
+        low: vec![0; n],
+        stack: Vec::new(),
+        on_stack: vec![false; n],
+        components: Vec::new(),
+    };
+    for v in 0..n {
+        if s.index[v].is_none() {
+            visit(v, edges, &mut s);
+        }
+    }
+    s.components
+}
+
+#[test]
+fn no_two_files_of_a_crate_import_each_other() {
+    let cycles: Vec<Vec<String>> = PRODUCT
+        .iter()
+        .flat_map(|src| import_cycles(&root().join(src)))
+        .collect();
+    assert!(
+        cycles.is_empty(),
+        "these files import each other in a circle; move what they share to a module below both:\n{cycles:#?}"
+    );
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| fs_err::write(dir.path().join(name), text).unwrap();
+    write("lib.rs", "//! root\nmod a;\nmod b;\nmod c;\n");
+    write("a.rs", "//! a\nuse crate::b::{self, Thing};\n");
+    write(
+        "b.rs",
+        "//! b\n// crate::c::Nope is a comment\nfn f() { crate::a::g(); }\n",
+    );
+    write("c.rs", "//! c\nuse crate::a;\n");
+    let cycles = import_cycles(dir.path());
+    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    let mut names: Vec<&str> = cycles[0]
+        .iter()
+        .map(|f| f.rsplit('/').next().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.rs", "b.rs"]);
 }
