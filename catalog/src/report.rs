@@ -279,6 +279,26 @@ mod tests {
     }
 
     #[test]
+    fn every_float_reads_back_as_written() {
+        // One ulp apart without serde_json's float_roundtrip (the fuzzer's find).
+        let mut report: Report = serde_json::from_str(
+            r#"{"run_id":"r","node":"n","environment":"e","commit":"c",
+            "catalog_version":"v","noop":false,"started_at":"2025-01-01T00:00:00Z",
+            "finished_at":"2025-01-01T00:00:01Z","status":"unchanged",
+            "cached_catalog":"not_used","resources":[]}"#,
+        )
+        .unwrap();
+        report.metrics.duration_ms = 1.333_333_333_333_333_5e110;
+        let json = serde_json::to_string(&report).unwrap();
+        let again: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            again.metrics.duration_ms.to_bits(),
+            report.metrics.duration_ms.to_bits()
+        );
+        assert_eq!(serde_json::to_string(&again).unwrap(), json);
+    }
+
+    #[test]
     fn a_run_without_a_fresh_catalog_carries_the_failure_bit() {
         let old = r#"{"run_id":"r","node":"n","environment":"production","commit":"c",
             "catalog_version":"v","noop":false,"started_at":"2024-05-01T10:00:00Z",
