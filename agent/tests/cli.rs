@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,23 +39,34 @@ fn bad_config_key_exits_1_naming_it() {
     assert!(text(&out).contains("sever"), "{}", text(&out));
 }
 
-/// Plain lines open with their time; `--log-format json` makes every line
-/// one JSON object with the message's fields (issue 18).
-#[test]
-fn plain_lines_carry_timestamps_and_json_lines_parse() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("motd");
-    let state = dir.path().join("state");
+/// In `dir`: a compiled catalog managing `dir/motd` (contents embedded),
+/// and `apply CATALOG --state-dir dir/state`; the target, the state dir and
+/// the arguments.
+fn motd_apply(dir: &Path) -> (PathBuf, PathBuf, Vec<String>) {
+    let target = dir.join("motd");
+    let state = dir.join("state");
     let (mut cat, contents) = catalog("n1", &[(&target, b"hello\n")]);
     cat.embed_contents(contents.iter().map(|(sha, b)| (sha, &b[..])));
-    let json = dir.path().join("catalog.json");
+    let json = dir.join("catalog.json");
     fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
     let args = [
         "apply",
         json.to_str().unwrap(),
         "--state-dir",
         state.to_str().unwrap(),
-    ];
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    (target, state, args)
+}
+
+/// Plain lines open with their time; `--log-format json` makes every line
+/// one JSON object with the message's fields (issue 18).
+#[test]
+fn plain_lines_carry_timestamps_and_json_lines_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, _, args) = motd_apply(dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = agent(&args);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -112,18 +123,8 @@ fn plain_lines_carry_timestamps_and_json_lines_parse() {
 #[test]
 fn apply_compiled_catalog_then_noop_then_lock() {
     let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("motd");
-    let state = dir.path().join("state");
-    let (mut cat, contents) = catalog("n1", &[(&target, b"hello\n")]);
-    cat.embed_contents(contents.iter().map(|(sha, b)| (sha, &b[..])));
-    let json = dir.path().join("catalog.json");
-    fs_err::write(&json, serde_json::to_vec(&cat).unwrap()).unwrap();
-    let args = [
-        "apply",
-        json.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
+    let (target, state, args) = motd_apply(dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     let out = agent(&args);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

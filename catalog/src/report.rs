@@ -261,13 +261,15 @@ pub struct Event {
 mod tests {
     use super::*;
 
+    /// A report as agents posted it before `metrics` (and `catalog_error`).
+    const OLD_REPORT: &str = r#"{"run_id":"r","node":"n","environment":"production","commit":"c",
+        "catalog_version":"v","noop":false,"started_at":"2024-05-01T10:00:00Z",
+        "finished_at":"2024-05-01T10:00:01Z","status":"unchanged",
+        "cached_catalog":"not_used","agent_version":"0.1.0","resources":[]}"#;
+
     #[test]
     fn a_report_from_before_metrics_decodes_with_zeros() {
-        let old = r#"{"run_id":"r","node":"n","environment":"production","commit":"c",
-            "catalog_version":"v","noop":false,"started_at":"2024-05-01T10:00:00Z",
-            "finished_at":"2024-05-01T10:00:01Z","status":"unchanged",
-            "cached_catalog":"not_used","agent_version":"0.1.0","resources":[]}"#;
-        let report: Report = serde_json::from_str(old).unwrap();
+        let report: Report = serde_json::from_str(OLD_REPORT).unwrap();
         assert_eq!(report.metrics, RunMetrics::default());
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["metrics"]["duration_ms"], 0.0);
@@ -300,11 +302,7 @@ mod tests {
 
     #[test]
     fn a_run_without_a_fresh_catalog_carries_the_failure_bit() {
-        let old = r#"{"run_id":"r","node":"n","environment":"production","commit":"c",
-            "catalog_version":"v","noop":false,"started_at":"2024-05-01T10:00:00Z",
-            "finished_at":"2024-05-01T10:00:01Z","status":"unchanged",
-            "cached_catalog":"not_used","agent_version":"0.1.0","resources":[]}"#;
-        let fresh: Report = serde_json::from_str(old).unwrap();
+        let fresh: Report = serde_json::from_str(OLD_REPORT).unwrap();
         assert_eq!(fresh.exit_code(), 0);
         let cached = Report {
             cached_catalog: CachedCatalog::OnFailure,

@@ -84,15 +84,27 @@ fn a_server_whose_log_reader_exited_keeps_serving() {
     serves_with_unwritable_log(Stdio::from(write), "pipe");
 }
 
-/// A log file holds plain text: colour codes are for a terminal (issue 18).
-#[test]
-fn a_log_file_holds_no_colour_codes() {
+/// A server of an empty repository whose server.toml also holds `extra`,
+/// logging to DATA/server.log.
+fn logging_server(extra: &str) -> (tempfile::TempDir, Server) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = GitRepo::init(&tmp.path().join("repo"));
     repo.write("nodes.toml", "[[node]]\nmatch = \"*\"\nroles = []\n");
     repo.commit("empty");
-    let server = Server::start(&repo.path, &tmp.path().join("server"));
-    // An enrollment and a refusal log lines with fields and levels.
+    let server = Server::start_with(
+        &repo.path,
+        &tmp.path().join("server"),
+        "127.0.0.1:0",
+        extra,
+        &[],
+    );
+    (tmp, server)
+}
+
+/// A log file holds plain text: colour codes are for a terminal (issue 18).
+#[test]
+fn a_log_file_holds_no_colour_codes() {
+    let (_tmp, server) = logging_server("");
     let (status, _) = server.request("GET", "/api/v1/nodes", None);
     assert_eq!(status, 200);
     let log = server.log();
@@ -106,17 +118,7 @@ fn a_log_file_holds_no_colour_codes() {
 /// `log_format = "json"`: every log line is one JSON object (issue 18).
 #[test]
 fn json_logs_parse_line_by_line() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = GitRepo::init(&tmp.path().join("repo"));
-    repo.write("nodes.toml", "[[node]]\nmatch = \"*\"\nroles = []\n");
-    repo.commit("empty");
-    let server = Server::start_with(
-        &repo.path,
-        &tmp.path().join("server"),
-        "127.0.0.1:0",
-        "log_format = \"json\"\n",
-        &[],
-    );
+    let (_tmp, server) = logging_server("log_format = \"json\"\n");
     let (status, _) = server.request("GET", "/api/v1/nodes", None);
     assert_eq!(status, 200);
     let log = server.log();

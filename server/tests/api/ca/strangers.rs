@@ -42,6 +42,24 @@ impl Held {
     }
 }
 
+/// A certificate request for `name` whose 4,000-byte body comes one byte
+/// every 100 ms (well within the 30 s between chunks, every time); ends
+/// only when the server closes the connection.
+async fn trickle_request(
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+    name: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "POST /api/v1/certificate_requests/{name} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-pem-file\r\nContent-Length: 4000\r\n\r\n"
+    );
+    write.write_all(head.as_bytes()).await?;
+    loop {
+        write.write_all(b"A").await?;
+        write.flush().await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// From 127.0.0.`last`: a TLS handshake without a certificate, then a
 /// certificate request whose body trickles a byte every 100 ms. Counts
 /// itself in `held` from the handshake until the server closes it.
@@ -62,20 +80,7 @@ async fn trickle(server: SocketAddr, ca_pem: String, last: u8, held: Arc<Held>) 
     let slot = &held.by_address[usize::from(last)];
     slot.fetch_add(1, Ordering::SeqCst);
     let (mut read, mut write) = tokio::io::split(tls);
-    let send = async {
-        let head = "POST /api/v1/certificate_requests/squat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-pem-file\r\nContent-Length: 4000\r\n\r\n";
-        write.write_all(head.as_bytes()).await?;
-        loop {
-            write.write_all(b"A").await?;
-            write.flush().await?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        #[allow(
-            unreachable_code,
-            reason = "the loop ends by an error only; this gives the block its type"
-        )]
-        std::io::Result::Ok(())
-    };
+    let send = trickle_request(&mut write, "squat");
     let mut answer = Vec::new();
     tokio::select! {
         _ = send => {}
@@ -167,21 +172,7 @@ async fn a_body_that_trickles_past_the_deadline_is_cut_off() {
     let tls = connector(&ca_pem, None).connect(name, tcp).await.unwrap();
     let (mut read, mut write) = tokio::io::split(tls);
     let started = Instant::now();
-    let sender = tokio::spawn(async move {
-        let head = "POST /api/v1/certificate_requests/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4000\r\n\r\n";
-        write.write_all(head.as_bytes()).await?;
-        // Well within the 30 s between chunks, every time.
-        loop {
-            write.write_all(b"A").await?;
-            write.flush().await?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        #[allow(
-            unreachable_code,
-            reason = "the loop ends by an error only; this gives the block its type"
-        )]
-        std::io::Result::Ok(())
-    });
+    let sender = tokio::spawn(async move { trickle_request(&mut write, "slow").await });
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut answer))
         .await
