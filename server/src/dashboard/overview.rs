@@ -22,16 +22,8 @@ const CHART_HOURS: i64 = 48;
 /// The query string, as typed into the filter form (empty means unset).
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Params {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    environment: String,
-    #[serde(default)]
-    fact: String,
+    #[serde(flatten)]
+    filter: FilterText,
     #[serde(default)]
     after: String,
 }
@@ -40,42 +32,18 @@ impl Params {
     /// The filter, or why a part of it cannot be used (that part is
     /// ignored): the same parse as the node API's.
     fn filter(&self) -> (Filter, Option<String>) {
-        FilterText {
-            q: self.q.clone(),
-            state: self.state.clone(),
-            role: self.role.clone(),
-            environment: self.environment.clone(),
-            fact: self.fact.clone(),
-        }
-        .parse()
+        self.filter.parse()
     }
 
     /// This query string with `after` replaced (`None`: the first page).
     fn href(&self, after: Option<&str>) -> String {
-        let mut query = form_urlencoded(&[
-            ("q", &self.q),
-            ("state", &self.state),
-            ("role", &self.role),
-            ("environment", &self.environment),
-            ("fact", &self.fact),
-            ("after", after.unwrap_or_default()),
-        ]);
+        let query = self.filter.query(&[("after", after.unwrap_or_default())]);
         if query.is_empty() {
-            return "/".to_owned();
+            "/".to_owned()
+        } else {
+            format!("/?{query}")
         }
-        query.insert(0, '?');
-        format!("/{query}")
     }
-}
-
-/// `k=v&...` for the pairs whose value is not empty.
-fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 struct Card {
@@ -250,9 +218,9 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
         .collect();
     let view = Overview {
         filter: FormText {
-            q: &params.q,
-            role: &params.role,
-            fact: &params.fact,
+            q: &params.filter.q,
+            role: &params.filter.role,
+            fact: &params.filter.fact,
         },
         filter_error,
         state_options,
@@ -297,8 +265,11 @@ mod tests {
     #[test]
     fn a_bad_fact_filter_is_explained_and_ignored() {
         let params = Params {
-            fact: "os.id".into(),
-            q: " web ".into(),
+            filter: FilterText {
+                fact: "os.id".into(),
+                q: " web ".into(),
+                ..FilterText::default()
+            },
             ..Params::default()
         };
         let (filter, error) = params.filter();
@@ -310,8 +281,11 @@ mod tests {
     #[test]
     fn paging_links_keep_the_filters() {
         let params = Params {
-            state: "failed".into(),
-            fact: "os.id=debian 12".into(),
+            filter: FilterText {
+                state: "failed".into(),
+                fact: "os.id=debian 12".into(),
+                ..FilterText::default()
+            },
             ..Params::default()
         };
         assert_eq!(

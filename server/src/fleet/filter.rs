@@ -37,6 +37,24 @@ pub struct FilterText {
 }
 
 impl FilterText {
+    /// `k=v&...` of the parts that are set, then of `extra` (paging), each
+    /// value percent-encoded: the query string of a link to more of the same.
+    pub fn query(&self, extra: &[(&str, &str)]) -> String {
+        [
+            ("q", self.q.as_str()),
+            ("state", &self.state),
+            ("role", &self.role),
+            ("environment", &self.environment),
+            ("fact", &self.fact),
+        ]
+        .iter()
+        .chain(extra)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+
     /// The filter, or why a part of it cannot be used (that part is left out).
     pub fn parse(&self) -> (Filter, Option<String>) {
         let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
@@ -112,13 +130,12 @@ impl Filter {
     /// `AND ...` for each part that is set, over the state columns of
     /// `Context::push_columns`.
     pub(super) fn push(&self, q: &mut QueryBuilder<'_, Sqlite>) {
-        let filter = self;
-        if let Some(name) = &filter.name {
+        if let Some(name) = &self.name {
             q.push(" AND name LIKE ")
                 .push_bind(format!("%{}%", like_escape(name)))
                 .push(" ESCAPE '\\'");
         }
-        match filter.state {
+        match self.state {
             Some(StateFilter::Is(state)) => {
                 q.push(" AND state = ").push_bind(state.as_str());
             }
@@ -127,15 +144,15 @@ impl Filter {
             }
             None => {}
         }
-        if let Some(role) = &filter.role {
+        if let Some(role) = &self.role {
             q.push(" AND EXISTS (SELECT 1 FROM json_each(roles) WHERE value = ")
                 .push_bind(role.clone())
                 .push(")");
         }
-        if let Some(env) = &filter.environment {
+        if let Some(env) = &self.environment {
             q.push(" AND environment = ").push_bind(env.clone());
         }
-        if let Some((path, value)) = &filter.fact {
+        if let Some((path, value)) = &self.fact {
             // As text, as the node page shows it: a JSON boolean reads `true`,
             // not SQLite's 1.
             let path = json_path(path);

@@ -196,6 +196,16 @@ pub struct NodePage {
     pub next_after: Option<String>,
 }
 
+/// Keeps the first `limit` of `rows` (asked for with one more, `LIMIT
+/// limit + 1`) and, when there were more, the name to continue after.
+fn keep_page<T>(rows: &mut Vec<T>, limit: u32, name: impl Fn(&T) -> &String) -> Option<String> {
+    if rows.len() <= limit as usize {
+        return None;
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(|row| name(row).clone())
+}
+
 pub async fn page(
     db: &Db,
     ctx: &Context,
@@ -217,12 +227,7 @@ pub async fn page(
     q.push(" ORDER BY name LIMIT ")
         .push_bind(i64::from(limit) + 1);
     let mut nodes: Vec<NodeLine> = q.build_query_as().fetch_all(db.reads()).await?;
-    let next_after = if nodes.len() > limit as usize {
-        nodes.truncate(limit as usize);
-        nodes.last().map(|n| n.name.clone())
-    } else {
-        None
-    };
+    let next_after = keep_page(&mut nodes, limit, |n| &n.name);
     let mut q = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT *, ");
     ctx.push_columns(&mut q);
     q.push(" FROM nodes) WHERE 1");

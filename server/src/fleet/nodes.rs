@@ -42,12 +42,7 @@ pub async fn node_statuses(
     q.push(" ORDER BY name LIMIT ")
         .push_bind(i64::from(limit) + 1);
     let mut nodes: Vec<NodeStatus> = q.build_query_as().fetch_all(db.reads()).await?;
-    let next = if nodes.len() > limit as usize {
-        nodes.truncate(limit as usize);
-        nodes.last().map(|n| n.node.name.clone())
-    } else {
-        None
-    };
+    let next = super::keep_page(&mut nodes, limit, |n| &n.node.name);
     Ok((nodes, next))
 }
 

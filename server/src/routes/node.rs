@@ -105,7 +105,7 @@ pub async fn catalog(
         .map_err(|e| AppError::Internal(format!("cannot serialize the catalog: {e}")))?;
     let signature = HeaderValue::from_str(&state.pki.catalog_signer().sign(&body))
         .map_err(|e| AppError::Internal(format!("signature is not a header value: {e}")))?;
-    Ok((
+    let mut answer = (
         [
             (header::ETAG, etag),
             (
@@ -116,11 +116,9 @@ pub async fn catalog(
         ],
         body,
     )
-        .into_response())
-    .map(|mut answer: Response| {
-        answer.headers_mut().extend(last_good);
-        answer
-    })
+        .into_response();
+    answer.headers_mut().extend(last_good);
+    Ok(answer)
 }
 
 /// `If-None-Match` holds `"VERSION"` (or a list, or `*`).

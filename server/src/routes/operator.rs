@@ -84,21 +84,8 @@ pub struct PageQuery {
 
 /// The next page's URL: the same filters, `after` the last name.
 fn next_link(text: &fleet::FilterText, limit: u32, after: &str) -> String {
-    let pairs = [
-        ("q", text.q.as_str()),
-        ("state", &text.state),
-        ("role", &text.role),
-        ("environment", &text.environment),
-        ("fact", &text.fact),
-        ("limit", &limit.to_string()),
-        ("after", after),
-    ];
-    let query: Vec<String> = pairs
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", fleet::urlencode(v)))
-        .collect();
-    format!("</api/v1/nodes?{}>; rel=\"next\"", query.join("&"))
+    let query = text.query(&[("limit", &limit.to_string()), ("after", after)]);
+    format!("</api/v1/nodes?{query}>; rel=\"next\"")
 }
 
 /// One node
