@@ -115,8 +115,7 @@ def first_line(argv):
     return proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "unknown"
 
 
-def tool_versions(top, release):
-    agent = os.path.join(release, "drover-agent")
+def tool_versions(top, agent):
     commit = first_line(["git", "-C", top, "describe", "--always", "--dirty"])
     built = datetime.datetime.fromtimestamp(os.stat(agent).st_mtime, datetime.timezone.utc)
     return {
@@ -252,9 +251,8 @@ PUPPET_CODES = DROVER_CODES  # --detailed-exitcodes: the same meaning
 CF_CODES = {"first run": (0,), "no change": (0,), "drifted": (0,)}
 
 
-def make_tools(release, work, root, repo, src, count, with_repo_row, cf_compares):
+def make_tools(release, agent, work, root, repo, src, count, with_repo_row, cf_compares):
     server = os.path.join(release, "drover-server")
-    agent = os.path.join(release, "drover-agent")
     catalog = os.path.join(work, "catalog.json")
     # Contents beside the catalog, by sha256, as the server serves them to a
     # node: a no-change run reads only the catalog, not 16 KiB a file of base64.
@@ -509,7 +507,7 @@ def print_targets(targets):
 # --------------------------------------------------------------------- main
 
 
-def run(top, release, sizes, file_bytes, runs, with_repo_row=True, cf_mtime=True):
+def run(top, release, agent, sizes, file_bytes, runs, with_repo_row=True, cf_mtime=True):
     if runs < 1:
         fail("--runs must be at least 1")
     ensure_peers()
@@ -523,7 +521,7 @@ def run(top, release, sizes, file_bytes, runs, with_repo_row=True, cf_mtime=True
             "schema_version": SCHEMA_VERSION,
             "timestamp": started.isoformat(timespec="seconds"),
             "machine": machine(work),
-            "versions": tool_versions(top, release),
+            "versions": tool_versions(top, agent),
             "harness_overhead_ms": harness_overhead(),
             "config": {
                 "file_bytes": file_bytes,
@@ -545,7 +543,7 @@ def run(top, release, sizes, file_bytes, runs, with_repo_row=True, cf_mtime=True
             write_sources(src, count, file_bytes)
             write_drover_repo(repo, root, count)
             compares = ("digest", "mtime") if cf_mtime else ("digest",)
-            tools = make_tools(release, base, root, repo, src, count, with_repo_row, compares)
+            tools = make_tools(release, agent, base, root, repo, src, count, with_repo_row, compares)
             results = {t.label: bench_tool(t, root, src, count, file_bytes, runs) for t in tools}
             report["sizes"][count] = {"files": count, "tools": results, "ratios": ratios_of(results)}
             shutil.rmtree(base, ignore_errors=True)

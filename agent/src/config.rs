@@ -214,24 +214,24 @@ impl Settings {
 /// https:// always; http:// only when asked for as insecure, and only to a
 /// loopback address (nothing else can be reached without TLS).
 fn check_server_url(server: &str, insecure_http: bool) -> Result<()> {
-    let uri: ureq::http::Uri = server.parse().map_err(|e| {
+    let url = reqwest::Url::parse(server).map_err(|e| {
         anyhow!("invalid server URL `{server}`: {e}\nhint: write it as https://HOST:PORT")
     })?;
-    let host = uri.host().unwrap_or_default();
+    let host = url.host_str().unwrap_or_default();
     if host.is_empty() {
         bail!(
             "invalid server URL `{server}`: it names no host\nhint: write it as https://HOST:PORT"
         );
     }
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if !insecure_http => bail!(
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if !insecure_http => bail!(
             "the server URL `{server}` is plain HTTP, which is insecure: nothing proves the server is yours and anyone on the path can read and change the catalogs\nhint: use https://, or pass --insecure-http (loopback addresses only) for development"
         ),
-        Some("http") if !is_loopback_ip(host) => bail!(
+        "http" if !is_loopback_ip(host) => bail!(
             "--insecure-http (insecure_http) works only with a loopback address such as 127.0.0.1 or [::1], not `{host}` in `{server}`\nhint: use https:// for any other server"
         ),
-        Some("http") => Ok(()),
+        "http" => Ok(()),
         _ => bail!("invalid server URL `{server}`: the scheme must be https://"),
     }
 }

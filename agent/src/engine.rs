@@ -141,6 +141,7 @@ pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied
         ) && previous.get(&resource.id) == Some(&&resource.spec);
         if touches_other_paths(resource, &report, &batched) {
             env.files.invalidate_prehashed();
+            env.anchors.forget();
         }
         let duration = duration.unwrap_or_else(|| started.elapsed());
         report.duration_ms = duration.as_secs_f64() * 1000.0;
@@ -241,7 +242,8 @@ fn converge_in_turn<'c>(
 }
 
 /// Whether converging `resource` may have changed managed files other than
-/// its own path, so hashes made before the walk may be stale: a file only
+/// its own path, so hashes made before the walk and parents anchored may be
+/// stale: a file only
 /// rewrites itself, unless it created or removed a path; an exec's guards
 /// are commands; a package batch may have installed files.
 fn touches_other_paths(
@@ -533,5 +535,43 @@ mod tests {
             crate::output::describe_events(&applied.resources[0])
                 .starts_with("ensure absent -> present, content absent -> ")
         );
+    }
+
+    #[test]
+    fn a_parent_changed_by_an_earlier_resource_is_walked_again() {
+        // link -> real; f1 is written through it, then a symlink resource
+        // points link at other: f2 must land in other, not in the
+        // directory f1's walk reached.
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: &str| dir.path().join(n);
+        fs_err::create_dir(at("real")).unwrap();
+        fs_err::create_dir(at("other")).unwrap();
+        std::os::unix::fs::symlink(at("real"), at("link")).unwrap();
+        let link = at("link").display().to_string();
+        let repoint: Resource = serde_json::from_value(serde_json::json!({
+            "id": format!("symlink:{link}"),
+            "kind": "symlink",
+            "path": link,
+            "target": at("other"),
+        }))
+        .unwrap();
+        let cat = catalog(vec![
+            file(&format!("{link}/f1"), b"x", &[], &[]),
+            repoint,
+            file(&format!("{link}/f2"), b"x", &[], &[]),
+        ]);
+        let source = MapSource::with(&[b"x"]);
+        let stop = AtomicBool::new(false);
+        let applied = apply(&cat, &config(&source, &stop, None));
+        assert!(
+            applied
+                .resources
+                .iter()
+                .all(|r| r.status == ResourceStatus::Changed),
+            "{:?}",
+            applied.resources
+        );
+        assert!(at("real/f1").exists() && at("other/f2").exists());
+        assert!(!at("real/f2").exists(), "f2 followed the new link");
     }
 }

@@ -1,20 +1,28 @@
-//! One HTTP connection policy to the server (blocking): [`Http`] bound to
-//! a [`Trust`] (TLS pinned to the enrolled CA, or plain loopback HTTP),
+//! One HTTP connection policy to the server: [`Http`] bound to a
+//! [`Trust`] (TLS pinned to the enrolled CA, or plain loopback HTTP),
 //! answers read whole within a size limit, and what a server's error body
 //! or a TLS failure means for this node. Used by the node routes
 //! ([`crate::client`]) and by enrollment ([`crate::identity`]).
 //!
-//! No redirect is ever followed, so no credential goes to another host; the
-//! root store is the pinned CA alone, never the system's roots.
+//! reqwest over rustls (ring), driven by a current-thread tokio runtime of
+//! its own: the callers are plain threads, so each call blocks on its
+//! request, and no runtime thread or resolver thread is started (the name
+//! is resolved on the calling thread, which waits anyway). The rustls
+//! configuration is built here, so the root store is the pinned CA alone,
+//! never the system's roots; no redirect is ever followed, so no credential
+//! goes to another host.
 
+use std::error::Error as StdError;
+use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use drover_catalog::signed::{CATALOG_ERROR_HEADER, SIGNATURE_HEADER};
-use rustls::pki_types::CertificateDer;
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The most a small answer may hold: the CA, a certificate request, a
 /// catalog watch, a report's acknowledgement.
@@ -57,9 +65,10 @@ impl Answer {
     }
 }
 
-/// An HTTP agent bound to one server and one [`Trust`].
+/// An HTTP client bound to one server and one [`Trust`].
 pub(crate) struct Http {
-    agent: ureq::Agent,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
     base: String,
     tls_dir: Option<PathBuf>,
 }
@@ -67,18 +76,25 @@ pub(crate) struct Http {
 impl Http {
     /// `Err` only for a client key that does not parse.
     pub(crate) fn new(base: &str, trust: Trust<'_>, timeout: Duration) -> Result<Http> {
-        let mut config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(timeout))
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .dns_resolver(Arc::new(OnTheCallingThread))
             .user_agent(concat!("drover-agent/", env!("CARGO_PKG_VERSION")));
         let mut tls_dir = None;
         match trust {
-            Trust::InsecureHttp => {}
+            Trust::InsecureHttp => {
+                // Plain HTTP: a TLS configuration that trusts no one, so
+                // reqwest needs no process-wide crypto provider.
+                let trusts_no_one = tls_builder()?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                builder = builder.tls_backend_preconfigured(trusts_no_one);
+            }
             Trust::FirstUse => {
-                config = config
+                builder = builder
                     .https_only(true)
-                    .tls_config(tls_builder().disable_verification(true).build());
+                    .tls_backend_preconfigured(first_use_tls()?);
             }
             Trust::Pinned {
                 ca,
@@ -86,22 +102,22 @@ impl Http {
                 tls_dir: dir,
             } => {
                 tls_dir = Some(dir.to_owned());
-                let client = match client {
-                    Some((cert, key_pem)) => Some(ClientCert::new_with_certs(
-                        &[Certificate::from_der(cert.as_ref()).to_owned()],
-                        PrivateKey::from_pem(key_pem.as_bytes())
-                            .map_err(|e| anyhow!("this node's key does not parse: {e}"))?,
-                    )),
-                    None => None,
-                };
-                let roots = RootCerts::new_with_certs(&[Certificate::from_der(ca).to_owned()]);
-                config = config
+                builder = builder
                     .https_only(true)
-                    .tls_config(tls_builder().root_certs(roots).client_cert(client).build());
+                    .tls_backend_preconfigured(pinned_tls(ca, client)?);
             }
         }
+        let client = builder
+            .build()
+            .map_err(|e| anyhow!("cannot set up the HTTP client: {}", chain(&e)))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .context("cannot start the HTTP client's runtime")?;
         Ok(Http {
-            agent: config.build().new_agent(),
+            client,
+            runtime,
             base: base.trim_end_matches('/').to_owned(),
             tls_dir,
         })
@@ -113,8 +129,7 @@ impl Http {
 
     pub(crate) fn get(&self, path: &str, limit: u64) -> Result<Answer> {
         let url = format!("{}{path}", self.base);
-        let response = self.agent.get(&url).call();
-        self.read(&url, response, limit)
+        self.call(&url, self.client.get(&url), limit)
     }
 
     /// POSTs `body`; `headers` are added as given (an `Authorization` too).
@@ -127,21 +142,31 @@ impl Http {
         limit: u64,
     ) -> Result<Answer> {
         let url = format!("{}{path}", self.base);
-        let mut call = self.agent.post(&url).content_type(content_type);
+        let mut request = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body.to_vec());
         for (name, value) in headers {
-            call = call.header(*name, value);
+            request = request.header(*name, value);
         }
-        let response = call.send(body);
-        self.read(&url, response, limit)
+        self.call(&url, request, limit)
     }
 
-    fn read(
-        &self,
-        url: &str,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-        limit: u64,
-    ) -> Result<Answer> {
-        let mut response = response.map_err(|e| self.transport_error(e))?;
+    fn call(&self, url: &str, request: reqwest::RequestBuilder, limit: u64) -> Result<Answer> {
+        self.runtime.block_on(async {
+            let response = request.send().await.map_err(|e| {
+                anyhow!(
+                    "cannot reach the server at {}: {}",
+                    self.base,
+                    self.describe(&e)
+                )
+            })?;
+            self.read(url, response, limit).await
+        })
+    }
+
+    async fn read(&self, url: &str, mut response: reqwest::Response, limit: u64) -> Result<Answer> {
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -161,12 +186,26 @@ impl Http {
         let retry_after = header("retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .map_err(|e| anyhow!("reading the answer of {url} failed: {}", self.describe(&e)))?;
+        let too_large = || anyhow!("the answer of {url} is larger than the {limit} bytes allowed");
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(
+            usize::try_from(response.content_length().unwrap_or(0).min(limit)).unwrap_or(0),
+        );
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| anyhow!("reading the answer of {url} failed: {}", self.describe(&e)))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(Answer {
             status,
             body,
@@ -176,18 +215,10 @@ impl Http {
         })
     }
 
-    fn transport_error(&self, e: ureq::Error) -> anyhow::Error {
-        anyhow!(
-            "cannot reach the server at {}: {}",
-            self.base,
-            self.describe(&e)
-        )
-    }
-
-    /// The error, or what a TLS failure means for this node.
-    fn describe(&self, e: &ureq::Error) -> String {
+    /// The error and its causes, or what a TLS failure means for this node.
+    fn describe(&self, e: &reqwest::Error) -> String {
         let Some(tls) = rustls_error(e) else {
-            return e.to_string();
+            return chain(e);
         };
         let dir = self
             .tls_dir
@@ -197,18 +228,143 @@ impl Http {
     }
 }
 
-fn tls_builder() -> ureq::tls::TlsConfigBuilder {
-    TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+/// Resolves the server's name with the system's resolver on the thread
+/// that asked, which blocks on the request anyway (reqwest's default would
+/// start a thread for it).
+struct OnTheCallingThread;
+
+impl Resolve for OnTheCallingThread {
+    fn resolve(&self, name: Name) -> Resolving {
+        let found = (name.as_str(), 0)
+            .to_socket_addrs()
+            .map(|addrs| Box::new(addrs) as Addrs)
+            .map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>);
+        Box::pin(std::future::ready(found))
+    }
 }
 
-fn rustls_error(e: &ureq::Error) -> Option<&rustls::Error> {
-    match e {
-        ureq::Error::Rustls(e) => Some(e),
-        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
-        _ => None,
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>> {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("cannot set up TLS")
+}
+
+/// The pinned CA as the only root, and this node's certificate when it has one.
+fn pinned_tls(
+    ca: &CertificateDer<'static>,
+    client: Option<(&CertificateDer<'static>, &str)>,
+) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca.clone())
+        .map_err(|e| anyhow!("the pinned CA is not a usable certificate: {e}"))?;
+    let builder = tls_builder()?.with_root_certificates(roots);
+    Ok(match client {
+        Some((cert, key_pem)) => {
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .map_err(|e| anyhow!("this node's key does not parse: {e}"))?;
+            builder
+                .with_client_auth_cert(vec![cert.clone()], key)
+                .map_err(|e| anyhow!("this node's key does not fit its certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// Any server certificate, no credential: only to fetch the CA that the
+/// caller then checks against its expected fingerprint.
+fn first_use_tls() -> Result<rustls::ClientConfig> {
+    Ok(tls_builder()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider())))
+        .with_no_client_auth())
+}
+
+/// Accepts any certificate, but still checks the handshake's signatures, so
+/// the server holds the key of the certificate it shows.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// An error and its causes, each once: reqwest's own message names only
+/// the URL, the cause (refused, timed out, reset) comes after it.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// The rustls error behind a failed request: rustls's own, or inside the
+/// I/O errors that carry it (whose `source` skips what they wrap, so they
+/// are opened with `get_ref`).
+fn rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 fn describe_tls_failure(e: &rustls::Error, tls_dir: &str) -> String {

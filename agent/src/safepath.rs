@@ -17,7 +17,7 @@
 //! and the component. The last component itself is never followed: the kinds
 //! lstat it, and read it with `O_NOFOLLOW`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -59,30 +59,78 @@ impl Anchored {
 
 /// Walks `path`'s parents from `/` (see the module comment).
 pub(crate) fn anchor(path: &Path) -> Result<Anchored> {
+    let (parent, name) = parent_and_name(path)?;
+    match walk(path, parent)? {
+        Some(dir) => Ok(through(Arc::new(dir), name)),
+        None => Ok(Anchored {
+            dir: None,
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// The parents anchored so far in one run, by path, so that the files of
+/// one directory share its walk and its descriptor (a no-change run over
+/// 1,000 files in one directory walked the same parents 1,000 times). The
+/// engine forgets them whenever a resource may have changed other paths (a
+/// directory made or replaced, a link, an exec), so what comes after is
+/// walked again; a parent that does not exist yet is never kept.
+#[derive(Debug, Default)]
+pub(crate) struct Anchors {
+    held: HashMap<PathBuf, Arc<OwnedFd>>,
+}
+
+impl Anchors {
+    /// Descriptors held at most: far below the usual limit of 1,024 open
+    /// files, whatever the catalog's directories.
+    const MAX_HELD: usize = 64;
+
+    /// [`anchor`], reusing a parent this run anchored already.
+    pub(crate) fn anchor(&mut self, path: &Path) -> Result<Anchored> {
+        let (parent, name) = parent_and_name(path)?;
+        if let Some(dir) = self.held.get(parent) {
+            return Ok(through(Arc::clone(dir), name));
+        }
+        let anchored = anchor(path)?;
+        if let Some(dir) = &anchored.dir {
+            if self.held.len() >= Self::MAX_HELD {
+                self.held.clear();
+            }
+            self.held.insert(parent.to_owned(), Arc::clone(dir));
+        }
+        Ok(anchored)
+    }
+
+    /// After a change that may have moved, made or removed a parent.
+    pub(crate) fn forget(&mut self) {
+        self.held.clear();
+    }
+}
+
+fn parent_and_name(path: &Path) -> Result<(&Path, &OsStr)> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         bail!("{} is not a path the agent can manage", path.display());
     };
     if !path.is_absolute() {
         bail!("{} is not an absolute path", path.display());
     }
-    match walk(path, parent)? {
-        Some(dir) => {
-            let mut via = PathBuf::from(format!(
-                "/proc/{}/fd/{}",
-                std::process::id(),
-                dir.as_raw_fd()
-            ));
-            via.push(name);
-            Ok(Anchored {
-                dir: Some(Arc::new(dir)),
-                path: via,
-            })
-        }
-        None => Ok(Anchored {
-            dir: None,
-            path: path.to_owned(),
-        }),
+    Ok((parent, name))
+}
+
+/// `name` in the held directory `dir`, as `/proc/PID/fd/N/NAME`.
+fn through(dir: Arc<OwnedFd>, name: &OsStr) -> Anchored {
+    let mut via = PathBuf::from(format!("/proc/{}/fd/{}", pid(), dir.as_raw_fd()));
+    via.push(name);
+    Anchored {
+        dir: Some(dir),
+        path: via,
     }
+}
+
+/// This process's id, asked once (a system call per managed path otherwise).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// `openat(dir, name, O_PATH | O_NOFOLLOW)`, spelled as an open of
@@ -242,11 +290,7 @@ pub(crate) fn hold(path: &Path, dir: bool) -> Result<Anchored> {
         bail!("{} is no longer a directory; left alone", path.display());
     }
     Ok(Anchored {
-        path: PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            fd.as_raw_fd()
-        )),
+        path: PathBuf::from(format!("/proc/{}/fd/{}", pid(), fd.as_raw_fd())),
         dir: Some(Arc::new(fd)),
     })
 }
@@ -288,5 +332,21 @@ mod tests {
         fs_err::write(dir.path().join("file"), b"").unwrap();
         let err = format!("{:#}", anchor(&dir.path().join("file/f")).unwrap_err());
         assert!(err.contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn the_files_of_one_directory_share_its_walk_and_a_missing_parent_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut anchors = Anchors::default();
+        let a = anchors.anchor(&dir.path().join("a")).unwrap();
+        let b = anchors.anchor(&dir.path().join("b")).unwrap();
+        assert_eq!(a.path().parent(), b.path().parent(), "one held descriptor");
+        let sub = dir.path().join("sub");
+        assert!(anchors.anchor(&sub.join("f")).unwrap().parent_missing());
+        fs_err::create_dir(&sub).unwrap();
+        let f = anchors.anchor(&sub.join("f")).unwrap();
+        assert!(!f.parent_missing(), "walked again once it exists");
+        fs_err::write(f.path(), b"x").unwrap();
+        assert_eq!(fs_err::read(sub.join("f")).unwrap(), b"x");
     }
 }

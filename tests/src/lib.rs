@@ -334,35 +334,24 @@ impl Server {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, String), String> {
-        let agent = self.http_client(credential);
+        let client = self.http_client(credential);
         let url = format!("{}{path}", self.url);
-        let auth = match credential {
-            Credential::Token(token) => Some(format!("Bearer {token}")),
-            _ => None,
-        };
-        let response = match method {
-            "GET" => {
-                let mut req = agent.get(&url);
-                if let Some(auth) = &auth {
-                    req = req.header("Authorization", auth);
-                }
-                req.call()
-            }
-            "POST" => {
-                let mut req = agent.post(&url);
-                if let Some(auth) = &auth {
-                    req = req.header("Authorization", auth);
-                }
-                match body {
-                    Some(body) => req.content_type("application/json").send(body),
-                    None => req.send_empty(),
-                }
-            }
+        let mut request = match method {
+            "GET" => client.get(&url),
+            "POST" => client.post(&url),
             _ => panic!("unsupported method {method}"),
         };
-        let response = response.map_err(|e| e.to_string())?;
+        if let Credential::Token(token) = credential {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_vec());
+        }
+        let response = request.send().map_err(|e| error_chain(&e))?;
         let status = response.status().as_u16();
-        let text = response.into_body().read_to_string().unwrap_or_default();
+        let text = response.text().unwrap_or_default();
         Ok((status, text))
     }
 
@@ -379,62 +368,57 @@ impl Server {
             self.http_client(&Credential::None),
             format!("{}{path}", self.url),
         );
-        let response = match body {
-            Some(body) => {
-                let mut req = client.post(&url);
-                for (name, value) in headers {
-                    req = req.header(*name, *value);
-                }
-                req.send(body)
-            }
-            None => {
-                let mut req = client.get(&url);
-                for (name, value) in headers {
-                    req = req.header(*name, *value);
-                }
-                req.call()
-            }
+        let mut request = match body {
+            Some(body) => client.post(&url).body(body.to_vec()),
+            None => client.get(&url),
+        };
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let response = request
+            .send()
+            .unwrap_or_else(|e| panic!("{path}: {}", error_chain(&e)));
         let cookie = response
             .headers()
             .get("set-cookie")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let status = response.status().as_u16();
-        let text = response.into_body().read_to_string().unwrap_or_default();
+        let text = response.text().unwrap_or_default();
         (status, text, cookie)
     }
 
-    fn http_client(&self, credential: &Credential) -> ureq::Agent {
-        let ca_pem = fs_err::read(self.ca_file()).expect("the server's CA");
-        let roots: Vec<_> = ureq::tls::parse_pem(&ca_pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-                _ => None,
-            })
-            .collect();
-        let mut tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
-        if let Credential::Cert { cert, key } = credential {
-            let chain: Vec<_> = ureq::tls::parse_pem(&fs_err::read(cert).unwrap())
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-                    _ => None,
-                })
-                .collect();
-            let key = ureq::tls::PrivateKey::from_pem(&fs_err::read(key).unwrap())
-                .expect("a PEM private key");
-            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
+    /// A client that trusts this server's CA alone, presents `credential`'s
+    /// certificate when it is one, and follows no redirect.
+    fn http_client(&self, credential: &Credential) -> reqwest::blocking::Client {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.ca_file()).expect("the server's CA") {
+            roots.add(cert.expect("a PEM certificate")).unwrap();
         }
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .tls_config(tls.build())
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let tls = match credential {
+            Credential::Cert { cert, key } => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(|c| c.expect("a PEM certificate"))
+                    .collect();
+                let key = PrivateKeyDer::from_pem_file(key).expect("a PEM private key");
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .tls_backend_preconfigured(tls)
             .build()
-            .into()
+            .unwrap()
     }
 
     /// Asks the server to re-read the repository now (the git hook).
@@ -565,4 +549,16 @@ pub fn apply(args: &[&str], state_dir: &Path) -> Output {
         .output()
         .expect("drover-agent runs");
     Output::from(out)
+}
+
+/// A request's error with its causes (reqwest's own message names only the URL).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }

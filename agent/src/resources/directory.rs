@@ -16,7 +16,7 @@ const DEFAULT_MODE: u32 = 0o755;
 
 pub(crate) fn converge(spec: &DirectorySpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     // Every read and write below goes through the parent reached here.
-    let anchored = safepath::anchor(Path::new(&spec.path))?;
+    let anchored = env.anchors.anchor(Path::new(&spec.path))?;
     let current = observe_anchored(&anchored)?;
     match spec.ensure {
         Ensure::Absent => absent(spec, anchored.path(), current, flags),

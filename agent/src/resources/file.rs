@@ -24,7 +24,7 @@ pub(crate) fn converge(spec: &FileSpec, env: &mut Env<'_>, flags: Flags) -> Resu
     // after this".
     let observed = env.files.take_observed();
     // Every read and write below goes through the parent reached here.
-    let anchored = safepath::anchor(Path::new(&spec.path))?;
+    let anchored = env.anchors.anchor(Path::new(&spec.path))?;
     let path = anchored.path();
     if !flags.noop && !anchored.parent_missing() {
         // A run killed mid-write may have left a temp file next to this one.

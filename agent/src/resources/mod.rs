@@ -106,6 +106,8 @@ pub(crate) struct Env<'a> {
     pub diffs: crate::diff::DiffBudget,
     /// Whether this run sweeps for stale temp files; told of every new one.
     pub temps: crate::fsutil::TempMarker,
+    /// The managed paths' parents this run anchored (see [`crate::safepath`]).
+    pub anchors: crate::safepath::Anchors,
     buf: Vec<u8>,
     swept: HashSet<PathBuf>,
 }
@@ -129,6 +131,7 @@ impl<'a> Env<'a> {
             staged: None,
             diffs: crate::diff::DiffBudget::default(),
             temps: crate::fsutil::TempMarker::default(),
+            anchors: crate::safepath::Anchors::default(),
             buf: Vec::new(),
             swept: HashSet::new(),
         }

@@ -8,11 +8,11 @@ use drover_catalog::model::{Ensure, SymlinkSpec};
 
 use super::{Env, Flags, Outcome, describe_type, event, observe_anchored, require_parent};
 use crate::fsutil;
-use crate::safepath::{self, Anchored};
+use crate::safepath::Anchored;
 
 pub(crate) fn converge(spec: &SymlinkSpec, env: &mut Env<'_>, flags: Flags) -> Result<Outcome> {
     // Every read and write below goes through the parent reached here.
-    let anchored = safepath::anchor(Path::new(&spec.path))?;
+    let anchored = env.anchors.anchor(Path::new(&spec.path))?;
     let current = observe_anchored(&anchored)?;
     match spec.ensure {
         Ensure::Absent => absent(spec, anchored.path(), current, flags),

@@ -211,17 +211,14 @@ fn metrics_listen_serves_only_metrics_without_a_credential() {
         &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
         &[],
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let client = reqwest::blocking::Client::new();
     let get = |path: &str| {
-        let response = agent
-            .get(&format!("http://127.0.0.1:{port}{path}"))
-            .call()
+        let response = client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
             .unwrap();
         let status = response.status().as_u16();
-        (status, response.into_body().read_to_string().unwrap())
+        (status, response.text().unwrap())
     };
     let (status, text) = get("/metrics");
     assert_eq!(status, 200, "{text}");
