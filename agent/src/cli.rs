@@ -57,9 +57,10 @@ pub(crate) struct CommonArgs {
 pub(crate) struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The drover server (default https://127.0.0.1:8140)
-    #[arg(long, value_name = "URL")]
-    pub server: Option<String>,
+    /// The drover server (default https://127.0.0.1:8140); several, given
+    /// again or comma-separated, are tried in order
+    #[arg(long = "server", value_name = "URL", value_delimiter = ',')]
+    pub servers: Vec<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Run once and exit instead of running as a daemon
@@ -149,7 +150,9 @@ mod tests {
             "--noop",
             "--detailed-exitcodes",
             "--server",
-            "http://x:1",
+            "http://x:1,http://y:2",
+            "--server",
+            "http://z:3",
             "--state-dir",
             "/tmp/s",
         ])
@@ -158,7 +161,7 @@ mod tests {
             panic!("not run")
         };
         assert!(run.once && run.detailed_exitcodes && run.common.noop);
-        assert_eq!(run.server.as_deref(), Some("http://x:1"));
+        assert_eq!(run.servers, ["http://x:1", "http://y:2", "http://z:3"]);
         assert_eq!(run.common.state_dir, Some(PathBuf::from("/tmp/s")));
     }
 

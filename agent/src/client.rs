@@ -72,7 +72,7 @@ pub(crate) enum Posted {
 impl Client {
     /// The node routes, over the identity `ensure` established.
     pub(crate) fn new(
-        server: &str,
+        servers: &[String],
         node: &str,
         identity: &Identity,
         timeout: Duration,
@@ -85,7 +85,7 @@ impl Client {
                 tls_dir: &tls.dir,
             },
         };
-        let http = Http::new(server, trust, timeout)?;
+        let http = Http::new(servers, trust, timeout)?;
         Ok(Client::over(http, node, identity.signing_key))
     }
 
@@ -95,6 +95,11 @@ impl Client {
             node: node.to_owned(),
             signing_key,
         }
+    }
+
+    /// The server that answered last (see [`crate::http`]).
+    pub(crate) fn server(&self) -> &str {
+        self.http.base()
     }
 
     fn path(&self, rest: &str) -> String {

@@ -22,7 +22,8 @@ pub(crate) const DEFAULT_METRICS_TEXTFILE: &str = "drover-agent.prom";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
-    pub server: Option<String>,
+    /// One server URL, or a list tried in order (`server = ["https://a:8140", "https://b:8140"]`).
+    pub server: Option<ServerList>,
     pub node: Option<String>,
     pub environment: Option<String>,
     pub state_dir: Option<PathBuf>,
@@ -58,6 +59,23 @@ pub(crate) struct FileConfig {
     pub log_format: Option<crate::output::LogFormat>,
 }
 
+/// `server` as written: one URL or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ServerList {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl ServerList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            ServerList::One(url) => vec![url],
+            ServerList::Several(urls) => urls,
+        }
+    }
+}
+
 impl FileConfig {
     /// Reads the configuration. The default file may be missing; an explicit one may not.
     pub(crate) fn load(explicit: Option<&Path>) -> Result<FileConfig> {
@@ -85,7 +103,8 @@ impl FileConfig {
 /// Resolved settings of one invocation.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub server: String,
+    /// The server list, tried in order (see [`crate::http`]); never empty.
+    pub servers: Vec<String>,
     pub node: String,
     pub environment: Option<String>,
     pub state_dir: PathBuf,
@@ -124,7 +143,8 @@ pub(crate) struct TlsSettings {
 #[derive(Debug, Default)]
 pub(crate) struct Overrides<'a> {
     pub common: Option<&'a CommonArgs>,
-    pub server: Option<&'a str>,
+    /// `--server`, given once or more (empty: the file's).
+    pub servers: &'a [String],
     pub environment: Option<&'a str>,
     pub tls: Option<&'a TlsArgs>,
 }
@@ -133,13 +153,27 @@ impl Settings {
     pub(crate) fn resolve(file: FileConfig, flags: Overrides<'_>) -> Result<Settings> {
         let common = flags.common.cloned().unwrap_or_default();
         let tls_flags = flags.tls.cloned().unwrap_or_default();
-        let server = flags
-            .server
-            .map(str::to_owned)
-            .or(file.server)
-            .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+        let servers = if flags.servers.is_empty() {
+            file.server
+                .map_or_else(|| vec![DEFAULT_SERVER.to_owned()], ServerList::into_vec)
+        } else {
+            flags.servers.to_vec()
+        };
+        if servers.is_empty() {
+            bail!(
+                "`server` is an empty list\nhint: name at least one server, as server = \"https://HOST:8140\""
+            );
+        }
         let insecure_http = tls_flags.insecure_http || file.insecure_http.unwrap_or(false);
-        check_server_url(&server, insecure_http)?;
+        for server in &servers {
+            check_server_url(server, insecure_http)?;
+        }
+        let plain = servers.iter().filter(|s| s.starts_with("http://")).count();
+        if plain != 0 && plain != servers.len() {
+            bail!(
+                "the server list mixes http:// and https:// URLs\nhint: every server of the list must be reached the same way"
+            );
+        }
         let node = resolve_node(common.node, file.node)?;
         let explicit_state = common.state_dir.or(file.state_dir);
         let lock_file = match (common.lock_file.or(file.lock_file), &explicit_state) {
@@ -185,7 +219,10 @@ impl Settings {
             Some(path) => Some(path),
         };
         Ok(Settings {
-            server: server.trim_end_matches('/').to_owned(),
+            servers: servers
+                .iter()
+                .map(|s| s.trim_end_matches('/').to_owned())
+                .collect(),
             node,
             environment: flags.environment.map(str::to_owned).or(file.environment),
             state_dir,
@@ -199,7 +236,7 @@ impl Settings {
                 .container_socket
                 .unwrap_or_else(|| container_socket(std::env::var("DOCKER_HOST").ok())),
             tls,
-            insecure_http: server.starts_with("http://"),
+            insecure_http: servers.iter().any(|s| s.starts_with("http://")),
             metrics_textfile,
             watch: file.watch.unwrap_or(true),
             verify_interval: Duration::from_secs(
@@ -321,13 +358,13 @@ mod tests {
             file,
             Overrides {
                 common: Some(&common),
-                server: Some("https://flag:2/"),
+                servers: &["https://flag:2/".to_owned()],
                 environment: None,
                 tls: None,
             },
         )
         .unwrap();
-        assert_eq!(s.server, "https://flag:2");
+        assert_eq!(s.servers, ["https://flag:2"]);
         assert_eq!(s.node, "n2");
         assert_eq!(s.lock_file, PathBuf::from("/s/run.lock"));
         assert_eq!(
@@ -335,6 +372,34 @@ mod tests {
             Duration::from_secs(60),
             "splay defaults to the interval"
         );
+    }
+
+    #[test]
+    fn a_server_list_is_kept_in_order_and_every_url_is_checked() {
+        let resolve = |toml: &str| {
+            let common = CommonArgs {
+                node: Some("n".into()),
+                ..Default::default()
+            };
+            Settings::resolve(
+                FileConfig::parse(toml)?,
+                Overrides {
+                    common: Some(&common),
+                    ..Default::default()
+                },
+            )
+        };
+        let s = resolve("server = [\"https://a:8140/\", \"https://b:8140\"]\n").unwrap();
+        assert_eq!(s.servers, ["https://a:8140", "https://b:8140"]);
+        let err = resolve("server = [\"https://a:8140\", \"http://b:8140\"]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("http://b:8140"), "{err:#}");
+        let err = resolve("server = []\n").unwrap_err();
+        assert!(format!("{err:#}").contains("empty list"), "{err:#}");
+        let err = resolve(
+            "insecure_http = true\nserver = [\"http://127.0.0.1:1\", \"https://127.0.0.1:2\"]\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("mixes"), "{err:#}");
     }
 
     #[test]
@@ -351,7 +416,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(s.server, DEFAULT_SERVER);
+        assert_eq!(s.servers, [DEFAULT_SERVER]);
         assert_eq!(s.lock_file, PathBuf::from(DEFAULT_LOCK_FILE));
         assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(s.interval, Duration::from_secs(1800));

@@ -185,7 +185,7 @@ pub(crate) fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i3
     output::info(&format!(
         "node `{}`, server {}, {cached}, first run in {} s, then every {} s{}",
         settings.node,
-        settings.server,
+        settings.servers.join(", "),
         first.as_secs(),
         settings.interval.as_secs(),
         if settings.watch {

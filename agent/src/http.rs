@@ -1,7 +1,11 @@
-//! One HTTP connection policy to the server: [`Http`] bound to a
-//! [`Trust`] (TLS pinned to the enrolled CA, or plain loopback HTTP),
-//! answers read whole within a size limit, and what a server's error body
-//! or a TLS failure means for this node. Used by the node routes
+//! One HTTP connection policy to the servers: [`Http`] bound to a
+//! [`Trust`] (TLS pinned to the enrolled CA, or plain loopback HTTP) and to
+//! the agent's server list, answers read whole within a size limit, and
+//! what a server's error body or a TLS failure means for this node.
+//!
+//! The list is tried in order (Puppet's `server_list`): a server that
+//! cannot be reached or answers 503 passes the request to the next one,
+//! and the first that answers serves the rest of the run. Used by the node routes
 //! ([`crate::client`]) and by enrollment ([`crate::identity`]).
 //!
 //! reqwest over rustls (ring), driven by a current-thread tokio runtime of
@@ -16,6 +20,7 @@ use std::error::Error as StdError;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -65,17 +70,36 @@ impl Answer {
     }
 }
 
-/// An HTTP client bound to one server and one [`Trust`].
+/// An HTTP client bound to a server list and one [`Trust`].
 pub(crate) struct Http {
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
-    base: String,
+    /// Base URLs, in the order they are tried; never empty.
+    servers: Vec<String>,
+    /// The server that answered last: where the next request starts.
+    current: AtomicUsize,
     tls_dir: Option<PathBuf>,
 }
 
+/// Why a server gave no answer to a request.
+enum Failed {
+    /// Not reachable, or gone mid-answer: the next server may answer.
+    Unreachable(anyhow::Error),
+    /// An answer this agent refuses (a redirect, a body over the limit).
+    Refused(anyhow::Error),
+}
+
 impl Http {
-    /// `Err` only for a client key that does not parse.
-    pub(crate) fn new(base: &str, trust: Trust<'_>, timeout: Duration) -> Result<Http> {
+    /// `servers`: base URLs, tried in this order. `Err` for an empty list
+    /// or a client key that does not parse.
+    pub(crate) fn new(
+        servers: &[impl AsRef<str>],
+        trust: Trust<'_>,
+        timeout: Duration,
+    ) -> Result<Http> {
+        if servers.is_empty() {
+            bail!("no server to talk to");
+        }
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -118,18 +142,22 @@ impl Http {
         Ok(Http {
             client,
             runtime,
-            base: base.trim_end_matches('/').to_owned(),
+            servers: servers
+                .iter()
+                .map(|s| s.as_ref().trim_end_matches('/').to_owned())
+                .collect(),
+            current: AtomicUsize::new(0),
             tls_dir,
         })
     }
 
+    /// The server that answered last (the first of the list before any did).
     pub(crate) fn base(&self) -> &str {
-        &self.base
+        &self.servers[self.current.load(Ordering::Relaxed)]
     }
 
     pub(crate) fn get(&self, path: &str, limit: u64) -> Result<Answer> {
-        let url = format!("{}{path}", self.base);
-        self.call(&url, self.client.get(&url), limit)
+        self.call(path, |url| self.client.get(url), limit)
     }
 
     /// POSTs `body`; `headers` are added as given (an `Authorization` too).
@@ -141,32 +169,91 @@ impl Http {
         headers: &[(&str, String)],
         limit: u64,
     ) -> Result<Answer> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self
-            .client
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body.to_vec());
-        for (name, value) in headers {
-            request = request.header(*name, value);
+        let body = bytes::Bytes::copy_from_slice(body);
+        let request = |url: &str| {
+            let mut request = self
+                .client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.clone());
+            for (name, value) in headers {
+                request = request.header(*name, value);
+            }
+            request
+        };
+        self.call(path, request, limit)
+    }
+
+    /// Sends `path` to the servers in turn, from the one that answered
+    /// last, until one answers other than 503. When none does, the last
+    /// 503 (so the caller can wait out a busy fleet of servers), or why
+    /// none could be reached.
+    fn call(
+        &self,
+        path: &str,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+        limit: u64,
+    ) -> Result<Answer> {
+        let first = self.current.load(Ordering::Relaxed);
+        let mut busy = None;
+        let mut unreachable = Vec::new();
+        for turn in 0..self.servers.len() {
+            let at = (first + turn) % self.servers.len();
+            let base = &self.servers[at];
+            let url = format!("{base}{path}");
+            let exchanged = self
+                .runtime
+                .block_on(self.exchange(base, &url, request(&url), limit));
+            match exchanged {
+                Ok(answer) if answer.status == 503 => busy = Some((at, answer)),
+                Ok(answer) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(Failed::Unreachable(e)) => unreachable.push(e),
+                Err(Failed::Refused(e)) => return Err(e),
+            }
         }
-        self.call(&url, request, limit)
+        if let Some((at, answer)) = busy {
+            self.current.store(at, Ordering::Relaxed);
+            return Ok(answer);
+        }
+        match unreachable.len() {
+            1 => Err(unreachable.remove(0)),
+            _ => Err(anyhow!(
+                "none of the {} servers answered:\n  {}",
+                unreachable.len(),
+                unreachable
+                    .iter()
+                    .map(|e| format!("{e:#}").replace('\n', "\n  "))
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            )),
+        }
     }
 
-    fn call(&self, url: &str, request: reqwest::RequestBuilder, limit: u64) -> Result<Answer> {
-        self.runtime.block_on(async {
-            let response = request.send().await.map_err(|e| {
-                anyhow!(
-                    "cannot reach the server at {}: {}",
-                    self.base,
-                    self.describe(&e)
-                )
-            })?;
-            self.read(url, response, limit).await
-        })
+    async fn exchange(
+        &self,
+        base: &str,
+        url: &str,
+        request: reqwest::RequestBuilder,
+        limit: u64,
+    ) -> Result<Answer, Failed> {
+        let response = request.send().await.map_err(|e| {
+            Failed::Unreachable(anyhow!(
+                "cannot reach the server at {base}: {}",
+                self.describe(&e)
+            ))
+        })?;
+        self.read(url, response, limit).await
     }
 
-    async fn read(&self, url: &str, mut response: reqwest::Response, limit: u64) -> Result<Answer> {
+    async fn read(
+        &self,
+        url: &str,
+        mut response: reqwest::Response,
+        limit: u64,
+    ) -> Result<Answer, Failed> {
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -176,17 +263,21 @@ impl Http {
                 .map(str::to_owned)
         };
         if (300..400).contains(&status) && status != 304 {
-            bail!(
+            return Err(Failed::Refused(anyhow!(
                 "the server answered {status} for {url}, redirecting to {}; the agent never follows a redirect, so no credential goes to another host\nhint: set `server` to the server's own address",
                 header("location").unwrap_or_else(|| "(no location)".into())
-            );
+            )));
         }
         let signature = header(SIGNATURE_HEADER);
         let catalog_error = header(CATALOG_ERROR_HEADER);
         let retry_after = header("retry-after")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let too_large = || anyhow!("the answer of {url} is larger than the {limit} bytes allowed");
+        let too_large = || {
+            Failed::Refused(anyhow!(
+                "the answer of {url} is larger than the {limit} bytes allowed"
+            ))
+        };
         if response
             .content_length()
             .is_some_and(|length| length > limit)
@@ -196,11 +287,12 @@ impl Http {
         let mut body = Vec::with_capacity(
             usize::try_from(response.content_length().unwrap_or(0).min(limit)).unwrap_or(0),
         );
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| anyhow!("reading the answer of {url} failed: {}", self.describe(&e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            Failed::Unreachable(anyhow!(
+                "reading the answer of {url} failed: {}",
+                self.describe(&e)
+            ))
+        })? {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
             }
@@ -447,5 +539,55 @@ mod tests {
             "/s/tls",
         );
         assert!(name.contains("server_names"), "{name}");
+    }
+
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    fn list(servers: &[&String]) -> Http {
+        Http::new(servers, Trust::InsecureHttp, Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn the_server_list_moves_on_past_an_unreachable_or_busy_server_and_stays_there() {
+        use crate::testutil::{Reply, scripted};
+        let down = closed_port();
+        let (busy, busy_seen) = scripted(vec![Reply::new("503 Service Unavailable", "busy")]);
+        let (up, up_seen) = scripted(vec![
+            Reply::new("200 OK", "one"),
+            Reply::new("200 OK", "two"),
+        ]);
+        let http = list(&[&down, &busy, &up]);
+        let answer = http.get("/x", MAX_SMALL_BYTES).unwrap();
+        assert_eq!((answer.status, answer.body.as_slice()), (200, &b"one"[..]));
+        assert_eq!(http.base(), up, "the server that answered");
+        let answer = http.get("/y", MAX_SMALL_BYTES).unwrap();
+        assert_eq!(answer.body, b"two", "the next request starts there");
+        assert_eq!(busy_seen.lock().unwrap().len(), 1);
+        assert_eq!(up_seen.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_list_of_busy_servers_gives_the_503_and_an_unreachable_list_names_each() {
+        use crate::testutil::{Reply, scripted};
+        let (a, _) = scripted(vec![Reply::new("503 Service Unavailable", "a")]);
+        let (b, _) = scripted(vec![
+            Reply::new("503 Service Unavailable", "b").header("Retry-After", "7"),
+        ]);
+        let answer = list(&[&a, &b]).get("/x", MAX_SMALL_BYTES).unwrap();
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.retry_after, Some(Duration::from_secs(7)));
+
+        let (one, two) = (closed_port(), closed_port());
+        let err = format!(
+            "{:#}",
+            list(&[&one, &two]).get("/x", MAX_SMALL_BYTES).unwrap_err()
+        );
+        assert!(
+            err.contains("none of the 2 servers") && err.contains(&one) && err.contains(&two),
+            "{err}"
+        );
     }
 }

@@ -68,7 +68,7 @@ fn run(args: &RunArgs) -> Result<u8> {
         file,
         Overrides {
             common: Some(&args.common),
-            server: args.server.as_deref(),
+            servers: &args.servers,
             environment: args.environment.as_deref(),
             tls: Some(&args.tls),
         },

@@ -69,7 +69,7 @@ fn converge(
     let filecache = Loading::start(state.root(), settings.verify_interval);
     let identity = identity::ensure(settings, stop)?;
     let client = Client::new(
-        &settings.server,
+        &settings.servers,
         &settings.node,
         &identity,
         settings.http_timeout,
@@ -121,6 +121,9 @@ fn converge(
     );
     let report = Report {
         catalog_error: chosen.catalog_error.clone(),
+        // The server that answered the catalog request (none did when the
+        // cached catalog was applied on failure).
+        server: (chosen.cached_use != CachedCatalog::OnFailure).then(|| client.server().to_owned()),
         ..report
     };
 
@@ -309,6 +312,7 @@ pub(crate) fn build_report_of_run(
         cached_catalog,
         error,
         catalog_error: None,
+        server: None,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         metrics: drover_catalog::report::RunMetrics {
             files: applied.files,

@@ -109,6 +109,7 @@ pub(crate) fn report(run_id: &str) -> Report {
         cached_catalog: CachedCatalog::NotUsed,
         error: None,
         catalog_error: None,
+        server: None,
         agent_version: "0".into(),
         resources: Vec::new(),
         metrics: Default::default(),

@@ -228,7 +228,7 @@ impl Watcher {
             return Err(anyhow!("not enrolled yet (the first run enrolls)"));
         };
         if s.insecure_http {
-            let http = Http::new(&s.server, Trust::InsecureHttp, timeout)?;
+            let http = Http::new(&s.servers, Trust::InsecureHttp, timeout)?;
             return Ok(Client::over(http, &s.node, signing_key));
         }
         let dir = TlsDir::of(&s.state_dir);
@@ -240,7 +240,7 @@ impl Watcher {
             client: Some((&cert, &key_pem)),
             tls_dir: dir.root(),
         };
-        let http = Http::new(&s.server, trust, timeout)?;
+        let http = Http::new(&s.servers, trust, timeout)?;
         Ok(Client::over(http, &s.node, signing_key))
     }
 }

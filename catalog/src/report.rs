@@ -29,6 +29,10 @@ pub struct Report {
     pub catalog_error: Option<String>,
     #[serde(default)]
     pub agent_version: String,
+    /// The server this run talked to (the first of the agent's server list
+    /// that answered); absent in reports of agents before 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     pub resources: Vec<ResourceReport>,
     /// What the run cost and what it did, measured by the agent.
     #[serde(default)]

@@ -551,6 +551,22 @@ pub fn apply(args: &[&str], state_dir: &Path) -> Output {
     Output::from(out)
 }
 
+/// A client for plain HTTP on loopback (the metrics address). reqwest wants
+/// a TLS configuration even so (it has no crypto provider of its own here):
+/// this one trusts no one.
+pub fn plain_http_client() -> reqwest::blocking::Client {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap()
+}
+
 /// A request's error with its causes (reqwest's own message names only the URL).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();

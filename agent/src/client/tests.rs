@@ -12,7 +12,7 @@ fn server_key() -> SigningKey {
 }
 
 fn client(url: &str, key: &SigningKey) -> Client {
-    let http = Http::new(url, Trust::InsecureHttp, Duration::from_secs(5)).unwrap();
+    let http = Http::new(&[url], Trust::InsecureHttp, Duration::from_secs(5)).unwrap();
     Client::over(http, "n1", key.public_key())
 }
 

@@ -108,7 +108,7 @@ fn pinned_without_certificate(
         client: None,
         tls_dir: dir.root(),
     };
-    Http::new(&settings.server, trust, settings.http_timeout)
+    Http::new(&settings.servers, trust, settings.http_timeout)
 }
 
 /// This node's identity for a run: pinned, enrolled and renewed as needed.
@@ -117,7 +117,11 @@ pub(crate) fn ensure(settings: &Settings, stop: &AtomicBool) -> Result<Identity>
     let dir = TlsDir::of(&settings.state_dir);
     dir.create()?;
     if settings.insecure_http {
-        let http = Http::new(&settings.server, Trust::InsecureHttp, settings.http_timeout)?;
+        let http = Http::new(
+            &settings.servers,
+            Trust::InsecureHttp,
+            settings.http_timeout,
+        )?;
         let signing_key = pin::signing_key_over_insecure_http(&dir, &http)?;
         return Ok(Identity {
             transport: Transport::InsecureHttp,

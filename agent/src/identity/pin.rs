@@ -94,9 +94,9 @@ fn pin_new_ca(dir: &TlsDir, settings: &Settings) -> Result<Pins> {
             (pem, der, false)
         }
         None => {
-            let http = Http::new(&settings.server, Trust::FirstUse, settings.http_timeout)?;
+            let http = Http::new(&settings.servers, Trust::FirstUse, settings.http_timeout)?;
             let answer = fetch_ca(&http).context("cannot fetch the server's CA to enroll")?;
-            let what = format!("the CA certificate from {}{CA_ROUTE}", settings.server);
+            let what = format!("the CA certificate from {}{CA_ROUTE}", http.base());
             let der = certs::single_cert(answer.ca.as_bytes(), &what)?;
             certs::check_ca(&der, &what)?;
             check_fingerprint(&der, settings, &what)?;
@@ -113,7 +113,7 @@ fn pin_new_ca(dir: &TlsDir, settings: &Settings) -> Result<Pins> {
     if first_use {
         output::warning(&format!(
             "pinned the CA of {} on first use without checking it: sha256 {}\nhint: compare it with the server's CA, and set ca_fingerprint (or ca_file) in agent.toml so a first run cannot be fooled",
-            settings.server,
+            settings.servers.join(", "),
             certs::fingerprint(&ca)
         ));
     }

@@ -40,7 +40,7 @@ pub(super) fn renew(
 ) -> Result<(NodeKey, NodeCert)> {
     let current_key = key.pem();
     let http = Http::new(
-        &settings.server,
+        &settings.servers,
         Trust::Pinned {
             ca,
             client: Some((&cert.der, &current_key)),

@@ -34,7 +34,7 @@ fn case(
     let ca = TestCa::new("drover test CA");
     let key = NodeKey::generate().unwrap();
     let (url, seen) = scripted(replies(&ca, &key));
-    let http = Http::new(&url, Trust::InsecureHttp, Duration::from_secs(5)).unwrap();
+    let http = Http::new(&[&url], Trust::InsecureHttp, Duration::from_secs(5)).unwrap();
     (Case { ca, key, http }, seen)
 }
 

@@ -114,6 +114,23 @@ fn server_down_converges_from_cache_and_delivers_the_report_later() {
 }
 
 #[test]
+fn a_server_list_converges_through_the_next_server_when_the_first_is_down() {
+    let mut w = World::start();
+    let live = w.agent.server.clone();
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://{}", listener.local_addr().unwrap())
+    };
+    // Puppet's server_list: tried in order, a server that cannot be reached
+    // passes the run to the next (enrollment included).
+    w.agent.server = format!("{down},{live}");
+    w.agent.run(&[]).expect_code(2);
+    assert_eq!(w.read("etc/app.conf"), "port = 8080\nworkers = 8\n");
+    let report = w.server.latest_report("web-1");
+    assert_eq!(report["server"], live.as_str(), "{report:#}");
+}
+
+#[test]
 fn a_second_run_while_the_lock_is_held_exits_1() {
     let w = World::start();
     w.agent.run(&[]).expect_code(2);

@@ -211,7 +211,7 @@ fn metrics_listen_serves_only_metrics_without_a_credential() {
         &format!("metrics_listen = \"127.0.0.1:{port}\"\n"),
         &[],
     );
-    let client = reqwest::blocking::Client::new();
+    let client = drover_tests::plain_http_client();
     let get = |path: &str| {
         let response = client
             .get(format!("http://127.0.0.1:{port}{path}"))

@@ -356,6 +356,7 @@ impl SimNode {
             }),
             cached_catalog: cached,
             catalog_error: None,
+            server: None,
             agent_version: "fleet-simulator".into(),
             metrics: RunMetrics::default(),
             resources,

@@ -206,6 +206,7 @@ impl Runs {
             },
             error,
             catalog_error: None,
+            server: None,
             agent_version: AGENT_VERSION.to_owned(),
             resources,
             metrics,
