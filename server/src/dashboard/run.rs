@@ -106,6 +106,8 @@ struct RunPage {
     commit: String,
     catalog_version: String,
     agent_version: String,
+    /// The server of the agent's list that answered the run.
+    server: String,
     counts: String,
     /// When the server received the report, and how far ahead the node's clock was.
     received_at: String,
@@ -162,6 +164,7 @@ pub(super) async fn page_of(
         agent_version: format::or_dash(
             Some(report.agent_version.as_str()).filter(|v| !v.is_empty()),
         ),
+        server: format::or_dash(report.server.as_deref()),
         counts: counts(&report.resources),
         clock_skew: (skew > 0.0).then(|| skew_text(skew)),
         received_at: format::when(&received_at),

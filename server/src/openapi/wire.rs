@@ -94,6 +94,9 @@ pub struct Report {
     pub catalog_error: Option<String>,
     #[schema(required = false)]
     pub agent_version: String,
+    /// The server the run talked to: the first of the agent's server list
+    /// that answered its catalog request.
+    pub server: Option<String>,
     pub resources: Vec<ResourceReport>,
     /// What the run cost and what it did, measured by the agent (zeros
     /// from agents that predate it).

@@ -483,6 +483,7 @@ async fn wire_types_of_the_catalog_crate_match_their_schemas() {
         error: Some("the server was away".into()),
         catalog_error: Some("roles/web.toml:3:9: unknown key `pth`".into()),
         agent_version: "0.1.0".into(),
+        server: Some("https://drover-a.example:8140".into()),
         resources: vec![ResourceReport {
             id: ResourceId::try_from("file:/etc/motd".to_owned()).unwrap(),
             status: ResourceStatus::Noop,
