@@ -40,6 +40,8 @@ pub struct AppState {
     pub served: Arc<Served>,
     /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
     pub hook_secrets: Option<Arc<crate::webhook::HookSecrets>>,
+    /// This server's hold on a SQLite database (see [`db::files::ServeLock`]).
+    _serve_lock: Option<Arc<db::files::ServeLock>>,
 }
 
 impl AppState {
@@ -47,6 +49,12 @@ impl AppState {
     /// mirror at first start) and loads every environment once.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         db::files::secure_dir(&config.data_dir)?;
+        let serve_lock = if config.database_url.starts_with("sqlite:") {
+            let file = db::sqlite_file(&config.database_url)?;
+            Some(Arc::new(db::files::ServeLock::take(&file)?))
+        } else {
+            None
+        };
         let db = db::open_with(
             &config.database_url,
             db::OpenOptions {
@@ -91,6 +99,7 @@ impl AppState {
             watches: Arc::default(),
             served: Arc::default(),
             hook_secrets,
+            _serve_lock: serve_lock,
         };
         // Loaded, not yet recompiled: the known nodes are recompiled in the
         // background once the server listens (see `crate::background`), so a

@@ -135,3 +135,52 @@ pub fn secure_dir(dir: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `serve`'s hold on its SQLite database: SQLite belongs to one server.
+/// An exclusive lock on `DB.serve-lock` (holding the server's pid), taken
+/// before the database is opened and held while the server runs, refuses
+/// a second `serve` on the same file, which would share the database but
+/// not the writer, the watches or the caches. The `ca` and `check`
+/// commands open the database briefly and take no such lock.
+#[derive(Debug)]
+pub struct ServeLock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl ServeLock {
+    pub fn take(db: &Path) -> Result<ServeLock, DbError> {
+        use nix::fcntl::{Flock, FlockArg};
+        use std::io::{Read, Seek, Write};
+        let path = companion(db, ".serve-lock");
+        let io = |source: std::io::Error| DbError::Files {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(io)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut held) => {
+                held.set_len(0).map_err(io)?;
+                held.rewind().map_err(io)?;
+                writeln!(held, "{}", std::process::id()).map_err(io)?;
+                Ok(ServeLock { _held: held })
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                // The pid is only for the message: unreadable, it is left out.
+                let _ = file.read_to_string(&mut pid);
+                Err(DbError::InUse {
+                    path: db.to_owned(),
+                    pid: pid.trim().parse().ok(),
+                })
+            }
+            Err((_, errno)) => Err(io(errno.into())),
+        }
+    }
+}

@@ -101,6 +101,16 @@ pub enum DbError {
         source: std::io::Error,
     },
     #[error(
+        "database {} is in use by another drover-server{}\nhint: SQLite belongs to one server: \
+         stop the other one, or give this one its own --data-dir (or --database)",
+        path.display(),
+        pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse {
+        path: std::path::PathBuf,
+        pid: Option<u32>,
+    },
+    #[error(
         "database {} is corrupt: {detail}\nhint: stop the server and restore the file from a backup \
          (or recover what is readable with `sqlite3 {} .recover`); \
          `db_quick_check = false` in server.toml or --skip-db-check starts without this check",
@@ -111,6 +121,15 @@ pub enum DbError {
         path: std::path::PathBuf,
         detail: String,
     },
+}
+
+/// The file of a SQLite database URL (`sqlite:///d/drover.db`).
+pub fn sqlite_file(url: &str) -> Result<std::path::PathBuf, DbError> {
+    let options = SqliteConnectOptions::from_str(url).map_err(|source| DbError::Url {
+        url: url.to_owned(),
+        source,
+    })?;
+    Ok(options.get_filename().to_owned())
 }
 
 /// Opens (creating if missing) the database, checks it and applies the migrations.

@@ -202,15 +202,27 @@ async fn first_start_makes_the_ca_with_private_keys() {
         body["catalog_signing_key"],
         ca.state.pki.catalog_signer().public_key().to_base64()
     );
-    // A second start keeps the same CA and catalog key.
-    let again = AppState::open(ca.state.config.as_ref().clone())
-        .await
-        .unwrap();
-    assert_eq!(again.pki.ca_pem(), ca_pem);
-    assert_eq!(
-        again.pki.catalog_signer().public_key(),
-        ca.state.pki.catalog_signer().public_key()
+    // A second start (the first one stopped: a SQLite database belongs to
+    // one server) keeps the same CA and catalog key.
+    let Ca { tmp, state, router } = ca;
+    let (config, signing_key) = (
+        state.config.as_ref().clone(),
+        state.pki.catalog_signer().public_key(),
     );
+    let busy = AppState::open(config.clone())
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        busy.as_deref()
+            .is_some_and(|e| e.contains("in use by another drover-server")),
+        "{busy:?}"
+    );
+    drop((state, router));
+    let again = AppState::open(config).await.unwrap();
+    assert_eq!(again.pki.ca_pem(), ca_pem);
+    assert_eq!(again.pki.catalog_signer().public_key(), signing_key);
+    drop(tmp);
 }
 
 #[tokio::test]

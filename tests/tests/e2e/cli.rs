@@ -174,6 +174,25 @@ impl Drop for KillOnDrop {
 }
 
 #[test]
+fn a_second_server_on_the_same_sqlite_database_is_refused() {
+    let w = World::start();
+    let out = run(Command::new(bin("drover-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(&w.repo.path)
+        .arg("--data-dir")
+        .arg(w.tmp.path().join("server")));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("in use by another drover-server (pid ")
+            && out.stderr.contains("SQLite belongs to one server"),
+        "{}",
+        out.stderr
+    );
+    // The first server goes on serving.
+    w.server.get_json("/api/v1/nodes");
+}
+
+#[test]
 fn usage_errors_exit_64() {
     for binary in ["drover-agent", "drover-server"] {
         let out = run(Command::new(bin(binary)).arg("--no-such-flag"));
