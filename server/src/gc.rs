@@ -78,7 +78,7 @@ impl Collector {
                         let doomed = served.sweep(&batch, grace, || live());
                         let mut n = 0;
                         for sha in doomed {
-                            n += sqlx::query("DELETE FROM contents WHERE sha256 = ?")
+                            n += sqlx::query("DELETE FROM contents WHERE sha256 = $1")
                                 .bind(hex::encode(sha))
                                 .execute(&mut *conn)
                                 .await?

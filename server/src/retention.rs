@@ -24,7 +24,7 @@ pub async fn prune(db: &Db, cutoff_us: i64) -> Result<u64, DbError> {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "DELETE FROM reports WHERE id IN
-                           (SELECT id FROM reports WHERE finished_at_us < ? LIMIT ?)",
+                           (SELECT id FROM reports WHERE finished_at_us < $1 LIMIT $2)",
                     )
                     .bind(cutoff_us)
                     .bind(BATCH)
@@ -42,7 +42,7 @@ pub async fn prune(db: &Db, cutoff_us: i64) -> Result<u64, DbError> {
     }
     db.write(move |conn| {
         Box::pin(async move {
-            sqlx::query("DELETE FROM report_hours WHERE hour < ?")
+            sqlx::query("DELETE FROM report_hours WHERE hour < $1")
                 .bind(cutoff_us.div_euclid(HOUR_US))
                 .execute(conn)
                 .await?;

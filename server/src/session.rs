@@ -25,13 +25,13 @@ pub async fn open(db: &Db, lifetime: Duration) -> Result<String, DbError> {
     let digest = digest(&id);
     db.write(move |conn| {
         Box::pin(async move {
-            sqlx::query("DELETE FROM sessions WHERE expires_at_us <= ?")
+            sqlx::query("DELETE FROM sessions WHERE expires_at_us <= $1")
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
             sqlx::query(
                 "INSERT INTO sessions (id_sha256, operator, created_at_us, expires_at_us)
-                 VALUES (?, 'token', ?, ?)",
+                 VALUES ($1, 'token', $2, $3)",
             )
             .bind(digest)
             .bind(now)
@@ -50,7 +50,7 @@ pub async fn end(db: &Db, id: Option<&str>) -> Result<(), DbError> {
     let (digest, now) = (id.map(digest), now_us());
     db.write(move |conn| {
         Box::pin(async move {
-            sqlx::query("DELETE FROM sessions WHERE id_sha256 = ? OR expires_at_us <= ?")
+            sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1 OR expires_at_us <= $2")
                 .bind(digest)
                 .bind(now)
                 .execute(&mut *conn)
@@ -64,7 +64,7 @@ pub async fn end(db: &Db, id: Option<&str>) -> Result<(), DbError> {
 /// Whether `id` names a session that has not ended.
 pub async fn is_open(db: &Db, id: &str) -> Result<bool, DbError> {
     let row: Option<(i64,)> =
-        sqlx::query_as("SELECT 1 FROM sessions WHERE id_sha256 = ? AND expires_at_us > ?")
+        sqlx::query_as("SELECT 1 FROM sessions WHERE id_sha256 = $1 AND expires_at_us > $2")
             .bind(digest(id))
             .bind(now_us())
             .fetch_optional(db.reads())

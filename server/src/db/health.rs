@@ -28,7 +28,7 @@ impl Db {
         let write = self.write(move |conn| {
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO health_probe (id, at_us) VALUES (1, ?)
+                    "INSERT INTO health_probe (id, at_us) VALUES (1, $1)
                      ON CONFLICT (id) DO UPDATE SET at_us = excluded.at_us",
                 )
                 .bind(now)

@@ -274,7 +274,7 @@ pub(crate) const NODE_COLUMNS: &str = "name, environment, requested_environment,
      last_status, last_run_at, last_seen_at, facts, roles, compile_error";
 
 pub async fn node(db: &Db, name: &str) -> Result<Option<NodeRow>, DbError> {
-    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?");
+    let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1");
     Ok(sqlx::query_as(&sql)
         .bind(name)
         .fetch_optional(db.reads())
@@ -300,7 +300,7 @@ pub async fn known_nodes(db: &Db, after: &str, limit: u32) -> Result<Vec<KnownNo
     Ok(sqlx::query_as(
         "SELECT name, requested_environment, environment, facts,
            compile_error IS NOT NULL AS has_compile_error FROM nodes
-         WHERE last_seen_at IS NOT NULL AND name > ? ORDER BY name LIMIT ?",
+         WHERE last_seen_at IS NOT NULL AND name > $1 ORDER BY name LIMIT $2",
     )
     .bind(after)
     .bind(i64::from(limit))
@@ -369,7 +369,7 @@ pub async fn record_catalog_request_at(
         Box::pin(async move {
             sqlx::query(
                 "INSERT INTO nodes (name, facts, requested_environment, last_seen_at, last_seen_at_us)
-                 VALUES (?, ?, ?, ?, ?)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO UPDATE SET facts = excluded.facts,
                    requested_environment = excluded.requested_environment,
                    last_seen_at = excluded.last_seen_at, last_seen_at_us = excluded.last_seen_at_us",
@@ -412,8 +412,8 @@ impl Outcome {
                 catalog,
             } => {
                 sqlx::query(
-                    "UPDATE nodes SET catalog_version = ?, environment = ?, commit_id = ?,
-                       roles = ?, compile_error = NULL WHERE name = ?",
+                    "UPDATE nodes SET catalog_version = $1, environment = $2, commit_id = $3,
+                       roles = $4, compile_error = NULL WHERE name = $5",
                 )
                 .bind(version)
                 .bind(environment)
@@ -423,7 +423,7 @@ impl Outcome {
                 .execute(&mut *conn)
                 .await?;
                 sqlx::query(
-                    "INSERT INTO catalogs (node, catalog) VALUES (?, ?)
+                    "INSERT INTO catalogs (node, catalog) VALUES ($1, $2)
                      ON CONFLICT (node) DO UPDATE SET catalog = excluded.catalog",
                 )
                 .bind(node)
@@ -432,7 +432,7 @@ impl Outcome {
                 .await?;
             }
             Outcome::Failed(error) => {
-                sqlx::query("UPDATE nodes SET compile_error = ? WHERE name = ?")
+                sqlx::query("UPDATE nodes SET compile_error = $1 WHERE name = $2")
                     .bind(error)
                     .bind(node)
                     .execute(&mut *conn)
@@ -447,9 +447,10 @@ impl Outcome {
 /// without a compile error.
 async fn is_stored(db: &Db, catalog: &Catalog, roles: &str) -> Result<bool, DbError> {
     let same: Option<bool> = sqlx::query_scalar(
-        "SELECT catalog_version IS ? AND environment IS ? AND commit_id IS ? AND roles IS ?
+        "SELECT catalog_version IS NOT DISTINCT FROM $1 AND environment IS NOT DISTINCT FROM $2
+           AND commit_id IS NOT DISTINCT FROM $3 AND roles IS NOT DISTINCT FROM $4
            AND compile_error IS NULL
-         FROM nodes WHERE name = ?",
+         FROM nodes WHERE name = $5",
     )
     .bind(&catalog.version)
     .bind(&catalog.environment)
@@ -463,7 +464,7 @@ async fn is_stored(db: &Db, catalog: &Catalog, roles: &str) -> Result<bool, DbEr
 
 /// The node's last good (last served) catalog.
 pub async fn last_good(db: &Db, node: &str) -> Result<Option<Catalog>, DbError> {
-    let text: Option<String> = sqlx::query_scalar("SELECT catalog FROM catalogs WHERE node = ?")
+    let text: Option<String> = sqlx::query_scalar("SELECT catalog FROM catalogs WHERE node = $1")
         .bind(node)
         .fetch_optional(db.reads())
         .await?;
@@ -480,7 +481,7 @@ pub async fn set_compile_error(
     let node = node.to_owned();
     db.write(move |conn| {
         Box::pin(async move {
-            sqlx::query("UPDATE nodes SET compile_error = ? WHERE name = ?")
+            sqlx::query("UPDATE nodes SET compile_error = $1 WHERE name = $2")
                 .bind(text)
                 .bind(node)
                 .execute(conn)
@@ -496,11 +497,13 @@ pub async fn store_contents(db: &Db, contents: Vec<(String, Bytes)>) -> Result<(
     db.write(move |conn| {
         Box::pin(async move {
             for (sha, bytes) in contents {
-                sqlx::query("INSERT OR IGNORE INTO contents (sha256, bytes) VALUES (?, ?)")
-                    .bind(sha)
-                    .bind(&bytes[..])
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO contents (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(sha)
+                .bind(&bytes[..])
+                .execute(&mut *conn)
+                .await?;
             }
             Ok(())
         })
@@ -510,7 +513,7 @@ pub async fn store_contents(db: &Db, contents: Vec<(String, Bytes)>) -> Result<(
 
 pub async fn content(db: &Db, sha: &str) -> Result<Option<Vec<u8>>, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT bytes FROM contents WHERE sha256 = ?")
+        sqlx::query_scalar("SELECT bytes FROM contents WHERE sha256 = $1")
             .bind(sha)
             .fetch_optional(db.reads())
             .await?,

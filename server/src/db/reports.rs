@@ -97,10 +97,11 @@ async fn insert_row(
     body: String,
 ) -> Result<bool, DbError> {
     let inserted = sqlx::query(
-        "INSERT OR IGNORE INTO reports (run_key, run_id, node, environment, commit_id, status, noop,
+        "INSERT INTO reports (run_key, run_id, node, environment, commit_id, status, noop,
            started_at, finished_at, finished_at_us, catalog_version, cached_catalog,
            resources, changed, failed, skipped, received_at, body, duration_ms)
-         VALUES (json_array(?, ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (json_array($1, $2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         ON CONFLICT DO NOTHING",
     )
     // Unique per node (migration 0007): another node's run_id is news here.
     .bind(&row.node)
@@ -134,7 +135,7 @@ async fn insert_row(
         "INSERT INTO nodes (name, last_status, last_run_at, last_run_at_us, last_run_id,
            last_noop, last_cached_catalog, last_environment, last_commit, last_catalog_version,
            last_duration_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (name) DO UPDATE SET last_status = excluded.last_status,
            last_run_at = excluded.last_run_at, last_run_at_us = excluded.last_run_at_us,
            last_run_id = excluded.last_run_id, last_noop = excluded.last_noop,
@@ -160,7 +161,7 @@ async fn insert_row(
     .await?;
     sqlx::query(
         "INSERT INTO report_hours (hour, status, runs, duration_ms_sum, duration_ms_max)
-         VALUES (?, ?, 1, ?, ?)
+         VALUES ($1, $2, 1, $3, $4)
          ON CONFLICT (hour, status) DO UPDATE SET runs = runs + 1,
            duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
            duration_ms_max = MAX(duration_ms_max, excluded.duration_ms_max)",
@@ -206,7 +207,7 @@ pub async fn report_received_at(
     run_id: &str,
 ) -> Result<Option<String>, DbError> {
     Ok(
-        sqlx::query_scalar("SELECT received_at FROM reports WHERE node = ? AND run_id = ?")
+        sqlx::query_scalar("SELECT received_at FROM reports WHERE node = $1 AND run_id = $2")
             .bind(node)
             .bind(run_id)
             .fetch_optional(db.reads())
@@ -281,8 +282,8 @@ pub async fn reports(
         "SELECT run_id, node, environment, commit_id, catalog_version, status, noop,
            cached_catalog, started_at, finished_at, resources, changed, failed, skipped,
            duration_ms, received_at
-         FROM reports WHERE node = ? AND finished_at_us < ?
-         ORDER BY finished_at_us DESC, id DESC LIMIT ?",
+         FROM reports WHERE node = $1 AND finished_at_us < $2
+         ORDER BY finished_at_us DESC, id DESC LIMIT $3",
     )
     .bind(node)
     .bind(before_us)
@@ -305,7 +306,7 @@ pub async fn report_body(
     of: Option<&str>,
 ) -> Result<Option<(String, String)>, DbError> {
     Ok(sqlx::query_as(
-        "SELECT node, body FROM reports WHERE run_id = ?1 AND (?2 IS NULL OR node = ?2)
+        "SELECT node, body FROM reports WHERE run_id = $1 AND ($2 IS NULL OR node = $2)
          ORDER BY id LIMIT 1",
     )
     .bind(run_id)

@@ -228,7 +228,7 @@ mod tests {
         move |conn| {
             Box::pin(async move {
                 // A NULL value breaks NOT NULL: that write fails.
-                let done = sqlx::query("INSERT INTO t (k, v) VALUES (?, ?)")
+                let done = sqlx::query("INSERT INTO t (k, v) VALUES ($1, $2)")
                     .bind(k)
                     .bind(v)
                     .execute(conn)

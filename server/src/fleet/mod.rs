@@ -294,7 +294,7 @@ pub async fn fleet_history(db: &Db, now_us: i64, hours: i64) -> Result<Vec<HourB
     let first = last - hours + 1;
     let rows = sqlx::query(
         "SELECT hour, status, runs, duration_ms_sum, duration_ms_max FROM report_hours
-         WHERE hour >= ? AND hour <= ? ORDER BY hour",
+         WHERE hour >= $1 AND hour <= $2 ORDER BY hour",
     )
     .bind(first)
     .bind(last)
