@@ -269,6 +269,7 @@ impl Config {
             .database
             .or(file.database)
             .unwrap_or_else(|| default_database_url(&data_dir));
+        check_database_url(&database_url)?;
         let operator_token_file = file
             .operator_token_file
             .unwrap_or_else(|| data_dir.join("operator-token"));
@@ -388,6 +389,19 @@ fn days(n: u32) -> Duration {
     Duration::from_secs(u64::from(n) * 24 * 3600)
 }
 
+/// The database is SQLite: a `sqlite:` URL or a file's path. A URL of
+/// another scheme is refused here, naming only its scheme (its password
+/// stays out of the log), rather than by SQLite failing to open a file
+/// named like a URL.
+fn check_database_url(url: &str) -> anyhow::Result<()> {
+    match url.split_once("://") {
+        Some((scheme, _)) if scheme != "sqlite" => bail!(
+            "database: a `{scheme}://` URL is not a database this server can use: it stores its data in SQLite\nhint: write sqlite:///PATH/drover.db, or leave `database` out for DATA_DIR/drover.db"
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("drover.db").display())
 }
@@ -437,6 +451,29 @@ mod tests {
         assert_eq!(c.refresh_interval, Duration::from_secs(60));
         assert_eq!(c.unresponsive_after, Duration::from_secs(5400));
         assert_eq!(c.report_retention, Duration::from_secs(14 * 24 * 3600));
+    }
+
+    #[test]
+    fn a_database_url_other_than_sqlite_is_refused_without_its_password() {
+        let with = |url: &str| {
+            let over = Overrides {
+                repo: Some("/r".into()),
+                data_dir: Some("/d".into()),
+                database: Some(url.into()),
+                ..Overrides::default()
+            };
+            Config::merge(FileConfig::default(), over)
+        };
+        let err = with("postgres://drover:s3cret@db.example/drover").unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("`postgres://` URL") && err.contains("SQLite"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        for sqlite in ["sqlite:///d/x.db", "/var/lib/drover/drover.db"] {
+            with(sqlite).unwrap();
+        }
     }
 
     #[test]

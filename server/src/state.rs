@@ -41,7 +41,7 @@ pub struct AppState {
     /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
     pub hook_secrets: Option<Arc<crate::webhook::HookSecrets>>,
     /// This server's hold on a SQLite database (see [`db::files::ServeLock`]).
-    _serve_lock: Option<Arc<db::files::ServeLock>>,
+    _serve_lock: Arc<db::files::ServeLock>,
 }
 
 impl AppState {
@@ -49,12 +49,9 @@ impl AppState {
     /// mirror at first start) and loads every environment once.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         db::files::secure_dir(&config.data_dir)?;
-        let serve_lock = if config.database_url.starts_with("sqlite:") {
-            let file = db::sqlite_file(&config.database_url)?;
-            Some(Arc::new(db::files::ServeLock::take(&file)?))
-        } else {
-            None
-        };
+        let serve_lock = Arc::new(db::files::ServeLock::take(&db::sqlite_file(
+            &config.database_url,
+        )?)?);
         let db = db::open_with(
             &config.database_url,
             db::OpenOptions {
