@@ -38,11 +38,15 @@ fn show(node: &Node, unit: &str, property: &str) -> String {
     out.expect_code(0).stdout.trim().to_owned()
 }
 
+/// The node's reports; none while the server does not know the node yet
+/// (enrolled, its first catalog request still on the way).
 fn reports(site: &Site, node: &Node) -> Vec<Value> {
-    let list = site
-        .server
-        .get_json(&format!("/api/v1/nodes/{}/reports", node.name()));
-    report_list(&list).clone()
+    let path = format!("/api/v1/nodes/{}/reports", node.name());
+    match site.server.request("GET", &path, None) {
+        (404, _) => Vec::new(),
+        (200, list) => report_list(&list).clone(),
+        (status, body) => panic!("GET {path}: {status} {body}"),
+    }
 }
 
 fn wait_for_reports(site: &Site, node: &Node, count: usize, what: &str) {
