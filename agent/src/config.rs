@@ -169,7 +169,8 @@ impl Settings {
             check_server_url(server, insecure_http)?;
         }
         let plain = servers.iter().filter(|s| s.starts_with("http://")).count();
-        if plain != 0 && plain != servers.len() {
+        let plain_http = plain != 0;
+        if plain_http && plain != servers.len() {
             bail!(
                 "the server list mixes http:// and https:// URLs\nhint: every server of the list must be reached the same way"
             );
@@ -236,7 +237,7 @@ impl Settings {
                 .container_socket
                 .unwrap_or_else(|| container_socket(std::env::var("DOCKER_HOST").ok())),
             tls,
-            insecure_http: servers.iter().any(|s| s.starts_with("http://")),
+            insecure_http: plain_http,
             metrics_textfile,
             watch: file.watch.unwrap_or(true),
             verify_interval: Duration::from_secs(

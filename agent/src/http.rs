@@ -3,10 +3,11 @@
 //! the agent's server list, answers read whole within a size limit, and
 //! what a server's error body or a TLS failure means for this node.
 //!
-//! The list is tried in order (Puppet's `server_list`): a server that
-//! cannot be reached or answers 503 passes the request to the next one,
-//! and the first that answers serves the rest of the run. Used by the node routes
-//! ([`crate::client`]) and by enrollment ([`crate::identity`]).
+//! Used by the node routes ([`crate::client`]) and by enrollment
+//! ([`crate::identity`]). The list is tried in order (Puppet's
+//! `server_list`): a server that cannot be reached or answers 503 passes
+//! the request to the next one, and the first that answers serves the rest
+//! of the run.
 //!
 //! reqwest over rustls (ring), driven by a current-thread tokio runtime of
 //! its own: the callers are plain threads, so each call blocks on its

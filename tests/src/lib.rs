@@ -123,6 +123,8 @@ pub struct Server {
     data_dir: PathBuf,
     extra_toml: String,
     extra_args: Vec<String>,
+    /// The client of every request without a certificate, made once.
+    anonymous: std::sync::OnceLock<reqwest::blocking::Client>,
 }
 
 /// What a request presents to the server.
@@ -206,6 +208,7 @@ impl Server {
             data_dir: data_dir.to_owned(),
             extra_toml: extra_toml.to_owned(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            anonymous: std::sync::OnceLock::new(),
         }
     }
 
@@ -389,36 +392,32 @@ impl Server {
     }
 
     /// A client that trusts this server's CA alone, presents `credential`'s
-    /// certificate when it is one, and follows no redirect.
+    /// certificate when it is one, follows no redirect and keeps no
+    /// connection open between requests (as a fresh client would not). The
+    /// one without a certificate is made once: a blocking client starts a
+    /// thread of its own.
     fn http_client(&self, credential: &Credential) -> reqwest::blocking::Client {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(self.ca_file()).expect("the server's CA") {
-            roots.add(cert.expect("a PEM certificate")).unwrap();
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let tls = match credential {
-            Credential::Cert { cert, key } => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .unwrap()
-                    .map(|c| c.expect("a PEM certificate"))
-                    .collect();
-                let key = PrivateKeyDer::from_pem_file(key).expect("a PEM private key");
-                builder.with_client_auth_cert(chain, key).unwrap()
+        let trusting_the_ca = || {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(self.ca_file()).expect("the server's CA") {
+                roots.add(cert.expect("a PEM certificate")).unwrap();
             }
-            _ => builder.with_no_client_auth(),
+            tls_trusting(roots)
         };
-        reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .tls_backend_preconfigured(tls)
-            .build()
+        let Credential::Cert { cert, key } = credential else {
+            return self
+                .anonymous
+                .get_or_init(|| client_over(trusting_the_ca().with_no_client_auth()))
+                .clone();
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
             .unwrap()
+            .map(|c| c.expect("a PEM certificate"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).expect("a PEM private key");
+        client_over(trusting_the_ca().with_client_auth_cert(chain, key).unwrap())
     }
 
     /// Asks the server to re-read the repository now (the git hook).
@@ -555,13 +554,27 @@ pub fn apply(args: &[&str], state_dir: &Path) -> Output {
 /// a TLS configuration even so (it has no crypto provider of its own here):
 /// this one trusts no one.
 pub fn plain_http_client() -> reqwest::blocking::Client {
+    client_over(tls_trusting(rustls::RootCertStore::empty()).with_no_client_auth())
+}
+
+/// A rustls configuration (ring) whose only roots are `roots`.
+fn tls_trusting(
+    roots: rustls::RootCertStore,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+        .with_root_certificates(roots)
+}
+
+/// The tests' client over `tls`: no redirect followed, no connection kept
+/// between requests, a 30 s bound on each.
+fn client_over(tls: rustls::ClientConfig) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
         .tls_backend_preconfigured(tls)
         .build()
         .unwrap()

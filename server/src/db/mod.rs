@@ -125,11 +125,14 @@ pub enum DbError {
 
 /// The file of a SQLite database URL (`sqlite:///d/drover.db`).
 pub fn sqlite_file(url: &str) -> Result<std::path::PathBuf, DbError> {
-    let options = SqliteConnectOptions::from_str(url).map_err(|source| DbError::Url {
+    Ok(parse_url(url)?.get_filename().to_owned())
+}
+
+fn parse_url(url: &str) -> Result<SqliteConnectOptions, DbError> {
+    SqliteConnectOptions::from_str(url).map_err(|source| DbError::Url {
         url: url.to_owned(),
         source,
-    })?;
-    Ok(options.get_filename().to_owned())
+    })
 }
 
 /// Opens (creating if missing) the database, checks it and applies the migrations.
@@ -141,11 +144,7 @@ pub async fn open(url: &str) -> Result<Db, DbError> {
 /// (see [`files`]), and a database that fails `PRAGMA quick_check` (or
 /// that SQLite finds malformed while migrating) is refused.
 pub async fn open_with(url: &str, how: OpenOptions) -> Result<Db, DbError> {
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(|source| DbError::Url {
-            url: url.to_owned(),
-            source,
-        })?
+    let options = parse_url(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(10))
