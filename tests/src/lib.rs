@@ -123,8 +123,6 @@ pub struct Server {
     data_dir: PathBuf,
     extra_toml: String,
     extra_args: Vec<String>,
-    /// The client of every request without a certificate, made once.
-    anonymous: std::sync::OnceLock<reqwest::blocking::Client>,
 }
 
 /// What a request presents to the server.
@@ -208,7 +206,6 @@ impl Server {
             data_dir: data_dir.to_owned(),
             extra_toml: extra_toml.to_owned(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
-            anonymous: std::sync::OnceLock::new(),
         }
     }
 
@@ -392,32 +389,27 @@ impl Server {
     }
 
     /// A client that trusts this server's CA alone, presents `credential`'s
-    /// certificate when it is one, follows no redirect and keeps no
-    /// connection open between requests (as a fresh client would not). The
-    /// one without a certificate is made once: a blocking client starts a
-    /// thread of its own.
+    /// certificate when it is one, and follows no redirect. One per request,
+    /// as a caller of its own (the anonymous-connection tests count on it).
     fn http_client(&self, credential: &Credential) -> reqwest::blocking::Client {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let trusting_the_ca = || {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(self.ca_file()).expect("the server's CA") {
-                roots.add(cert.expect("a PEM certificate")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.ca_file()).expect("the server's CA") {
+            roots.add(cert.expect("a PEM certificate")).unwrap();
+        }
+        let trusting_the_ca = tls_trusting(roots);
+        client_over(match credential {
+            Credential::Cert { cert, key } => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(|c| c.expect("a PEM certificate"))
+                    .collect();
+                let key = PrivateKeyDer::from_pem_file(key).expect("a PEM private key");
+                trusting_the_ca.with_client_auth_cert(chain, key).unwrap()
             }
-            tls_trusting(roots)
-        };
-        let Credential::Cert { cert, key } = credential else {
-            return self
-                .anonymous
-                .get_or_init(|| client_over(trusting_the_ca().with_no_client_auth()))
-                .clone();
-        };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .unwrap()
-            .map(|c| c.expect("a PEM certificate"))
-            .collect();
-        let key = PrivateKeyDer::from_pem_file(key).expect("a PEM private key");
-        client_over(trusting_the_ca().with_client_auth_cert(chain, key).unwrap())
+            _ => trusting_the_ca.with_no_client_auth(),
+        })
     }
 
     /// Asks the server to re-read the repository now (the git hook).
@@ -568,12 +560,11 @@ fn tls_trusting(
         .with_root_certificates(roots)
 }
 
-/// The tests' client over `tls`: no redirect followed, no connection kept
-/// between requests, a 30 s bound on each.
+/// The tests' client over `tls`: no redirect followed, a 30 s bound on
+/// each request.
 fn client_over(tls: rustls::ClientConfig) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .tls_backend_preconfigured(tls)
         .build()
