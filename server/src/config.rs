@@ -389,14 +389,14 @@ fn days(n: u32) -> Duration {
     Duration::from_secs(u64::from(n) * 24 * 3600)
 }
 
-/// The database is SQLite: a `sqlite:` URL or a file's path. A URL of
-/// another scheme is refused here, naming only its scheme (its password
-/// stays out of the log), rather than by SQLite failing to open a file
-/// named like a URL.
+/// The database is SQLite (a `sqlite:` URL or a file's path) or
+/// PostgreSQL (`postgres://` or `postgresql://`). A URL of another scheme
+/// is refused here, naming only its scheme (its password stays out of the
+/// log), rather than by SQLite failing to open a file named like a URL.
 fn check_database_url(url: &str) -> anyhow::Result<()> {
     match url.split_once("://") {
-        Some((scheme, _)) if scheme != "sqlite" => bail!(
-            "database: a `{scheme}://` URL is not a database this server can use: it stores its data in SQLite\nhint: write sqlite:///PATH/drover.db, or leave `database` out for DATA_DIR/drover.db"
+        Some((scheme, _)) if !matches!(scheme, "sqlite" | "postgres" | "postgresql") => bail!(
+            "database: a `{scheme}://` URL is not a database this server can use: it stores its data in SQLite or PostgreSQL\nhint: write sqlite:///PATH/drover.db or postgres://USER@HOST/DATABASE, or leave `database` out for DATA_DIR/drover.db"
         ),
         _ => Ok(()),
     }

@@ -40,8 +40,9 @@ pub struct AppState {
     pub served: Arc<Served>,
     /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
     pub hook_secrets: Option<Arc<crate::webhook::HookSecrets>>,
-    /// This server's hold on a SQLite database (see [`db::files::ServeLock`]).
-    _serve_lock: Arc<db::files::ServeLock>,
+    /// This server's hold on a SQLite database (see [`db::files::ServeLock`]);
+    /// none on PostgreSQL, which several servers share.
+    _serve_lock: Option<Arc<db::files::ServeLock>>,
 }
 
 impl AppState {
@@ -49,9 +50,12 @@ impl AppState {
     /// mirror at first start) and loads every environment once.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         db::files::secure_dir(&config.data_dir)?;
-        let serve_lock = Arc::new(db::files::ServeLock::take(&db::sqlite_file(
-            &config.database_url,
-        )?)?);
+        let serve_lock = match db::Backend::of(&config.database_url) {
+            db::Backend::Sqlite => Some(Arc::new(db::files::ServeLock::take(&db::sqlite_file(
+                &config.database_url,
+            )?)?)),
+            db::Backend::Postgres => None,
+        };
         let db = db::open_with(
             &config.database_url,
             db::OpenOptions {

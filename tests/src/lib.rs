@@ -8,6 +8,7 @@ pub mod browser;
 pub mod docker;
 pub mod lockfile;
 pub mod node;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -174,6 +175,13 @@ impl Server {
     ) -> Server {
         fs_err::create_dir_all(data_dir).unwrap();
         let config = Server::write_config(data_dir, listen, extra_toml);
+        // Over PostgreSQL, a database of its own, kept across restarts.
+        let mut extra_args: Vec<String> = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        if !extra_args.iter().any(|a| a == "--database")
+            && let Some(url) = postgres::fresh_database()
+        {
+            extra_args.extend(["--database".to_owned(), url]);
+        }
         let mut child = Command::new(bin("drover-server"))
             .args([
                 "serve",
@@ -188,7 +196,7 @@ impl Server {
             .arg(repo)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(extra_args)
+            .args(&extra_args)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -205,7 +213,7 @@ impl Server {
             repo: repo.to_owned(),
             data_dir: data_dir.to_owned(),
             extra_toml: extra_toml.to_owned(),
-            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            extra_args,
         }
     }
 

@@ -30,7 +30,7 @@ fn overrides_win_and_defaults_fill_in() {
 }
 
 #[test]
-fn a_database_url_other_than_sqlite_is_refused_without_its_password() {
+fn a_database_url_other_than_sqlite_or_postgres_is_refused_without_its_password() {
     let with = |url: &str| {
         let over = Overrides {
             repo: Some("/r".into()),
@@ -40,15 +40,20 @@ fn a_database_url_other_than_sqlite_is_refused_without_its_password() {
         };
         Config::merge(FileConfig::default(), over)
     };
-    let err = with("postgres://drover:s3cret@db.example/drover").unwrap_err();
+    let err = with("mysql://drover:s3cret@db.example/drover").unwrap_err();
     let err = format!("{err:#}");
     assert!(
-        err.contains("`postgres://` URL") && err.contains("SQLite"),
+        err.contains("`mysql://` URL") && err.contains("SQLite or PostgreSQL"),
         "{err}"
     );
     assert!(!err.contains("s3cret"), "{err}");
-    for sqlite in ["sqlite:///d/x.db", "/var/lib/drover/drover.db"] {
-        with(sqlite).unwrap();
+    for url in [
+        "sqlite:///d/x.db",
+        "/var/lib/drover/drover.db",
+        "postgres://drover@db.example/drover",
+        "postgresql://drover@/drover?host=/run/postgresql",
+    ] {
+        with(url).unwrap();
     }
 }
 

@@ -3,9 +3,10 @@
 
 use drover_catalog::{Report, report::ResourceStatus};
 use serde::Serialize;
-use sqlx::SqliteConnection;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, FromRow, Row};
 
-use super::{Db, DbError};
+use super::{Db, DbError, flag};
 
 /// Stores a report once per node and run_id; `true` when it was new. Updates the
 /// node's last status unless a newer run is already recorded (spooled
@@ -92,7 +93,7 @@ impl ReportRow {
 }
 
 async fn insert_row(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     row: ReportRow,
     body: String,
 ) -> Result<bool, DbError> {
@@ -100,18 +101,17 @@ async fn insert_row(
         "INSERT INTO reports (run_key, run_id, node, environment, commit_id, status, noop,
            started_at, finished_at, finished_at_us, catalog_version, cached_catalog,
            resources, changed, failed, skipped, received_at, body, duration_ms)
-         VALUES (json_array($1, $2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
          ON CONFLICT DO NOTHING",
     )
     // Unique per node (migration 0007): another node's run_id is news here.
-    .bind(&row.node)
-    .bind(&row.run_id)
+    .bind(serde_json::to_string(&[&row.node, &row.run_id])?)
     .bind(&row.run_id)
     .bind(&row.node)
     .bind(&row.environment)
     .bind(&row.commit)
     .bind(row.status)
-    .bind(row.noop)
+    .bind(i64::from(row.noop))
     .bind(&row.started_at)
     .bind(&row.finished_at)
     .bind(row.finished_us)
@@ -151,7 +151,7 @@ async fn insert_row(
     .bind(order_time(row.finished_us))
     .bind(row.finished_us)
     .bind(&row.run_id)
-    .bind(row.noop)
+    .bind(i64::from(row.noop))
     .bind(row.cached)
     .bind(&row.environment)
     .bind(&row.commit)
@@ -162,9 +162,10 @@ async fn insert_row(
     sqlx::query(
         "INSERT INTO report_hours (hour, status, runs, duration_ms_sum, duration_ms_max)
          VALUES ($1, $2, 1, $3, $4)
-         ON CONFLICT (hour, status) DO UPDATE SET runs = runs + 1,
-           duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
-           duration_ms_max = MAX(duration_ms_max, excluded.duration_ms_max)",
+         ON CONFLICT (hour, status) DO UPDATE SET runs = report_hours.runs + 1,
+           duration_ms_sum = report_hours.duration_ms_sum + excluded.duration_ms_sum,
+           duration_ms_max = CASE WHEN excluded.duration_ms_max > report_hours.duration_ms_max
+             THEN excluded.duration_ms_max ELSE report_hours.duration_ms_max END",
     )
     .bind(row.finished_us.div_euclid(HOUR_US))
     .bind(row.chart_status)
@@ -240,14 +241,12 @@ fn cached_str(report: &Report) -> &'static str {
 }
 
 /// One line of a node's run history.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReportSummary {
     /// The run_id.
-    #[sqlx(rename = "run_id")]
     pub id: String,
     pub node: String,
     pub environment: String,
-    #[sqlx(rename = "commit_id")]
     pub commit: String,
     pub catalog_version: String,
     pub status: String,
@@ -266,8 +265,33 @@ pub struct ReportSummary {
     /// How far ahead of the server's clock the node's was (`finished_at`
     /// minus `received_at`, seconds, 0 if not ahead). Runs are ordered by
     /// `finished_at`, but never later than `received_at`.
-    #[sqlx(skip)]
     pub clock_skew_secs: f64,
+}
+
+impl FromRow<'_, AnyRow> for ReportSummary {
+    fn from_row(row: &AnyRow) -> Result<ReportSummary, sqlx::Error> {
+        let (finished_at, received_at): (String, String) =
+            (row.try_get("finished_at")?, row.try_get("received_at")?);
+        Ok(ReportSummary {
+            id: row.try_get("run_id")?,
+            node: row.try_get("node")?,
+            environment: row.try_get("environment")?,
+            commit: row.try_get("commit_id")?,
+            catalog_version: row.try_get("catalog_version")?,
+            status: row.try_get("status")?,
+            noop: flag(row, "noop")?,
+            cached_catalog: row.try_get("cached_catalog")?,
+            started_at: row.try_get("started_at")?,
+            resources: row.try_get("resources")?,
+            changed: row.try_get("changed")?,
+            failed: row.try_get("failed")?,
+            skipped: row.try_get("skipped")?,
+            duration_ms: row.try_get("duration_ms")?,
+            clock_skew_secs: clock_skew_secs(&finished_at, &received_at),
+            finished_at,
+            received_at,
+        })
+    }
 }
 
 /// A node's reports, newest first, finished strictly before `before`.
@@ -278,7 +302,7 @@ pub async fn reports(
     before: Option<jiff::Timestamp>,
 ) -> Result<Vec<ReportSummary>, DbError> {
     let before_us = before.map_or(i64::MAX, |t| t.as_microsecond());
-    let rows = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT run_id, node, environment, commit_id, catalog_version, status, noop,
            cached_catalog, started_at, finished_at, resources, changed, failed, skipped,
            duration_ms, received_at
@@ -289,12 +313,7 @@ pub async fn reports(
     .bind(before_us)
     .bind(i64::from(limit))
     .fetch_all(db.reads())
-    .await?;
-    let mut rows: Vec<ReportSummary> = rows;
-    for row in &mut rows {
-        row.clock_skew_secs = clock_skew_secs(&row.finished_at, &row.received_at);
-    }
-    Ok(rows)
+    .await?)
 }
 
 /// The node and the body of one stored report: node `of`'s run `run_id`,

@@ -11,15 +11,24 @@
 //! it runs in a savepoint, so one that fails is rolled back without taking
 //! the others with it. A caller hears back only once its batch committed,
 //! so an acknowledged write (a report, say) is durable.
+//!
+//! PostgreSQL takes writers in parallel, but a commit costs it a WAL flush
+//! too, so the same batching halves its cost per write under load. Its
+//! connection can break (a restart, a failover of the database): the writer
+//! then connects again before its next batch.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{AnyConnection, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::DbError;
+use super::{Backend, DbError};
+
+/// Opens the writer's connection, set up as the backend needs.
+pub(super) type Connect =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<AnyConnection, sqlx::Error>> + Send + Sync>;
 
 /// Writes one transaction takes at most.
 const MAX_BATCH: usize = 256;
@@ -30,7 +39,7 @@ const QUEUE: usize = 4096;
 type Completion = Box<dyn FnOnce(Result<(), Arc<str>>) + Send>;
 /// A write: its statements, whether they succeeded, and its completion.
 type Job =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Completion)> + Send>;
 
 /// The handle writes are sent through; cheap to clone.
 #[derive(Debug, Clone)]
@@ -49,15 +58,34 @@ fn note(failure: &Failure, why: Arc<str>) {
 }
 
 /// Whether a write failed because of the storage (read-only, I/O error,
-/// corrupt, full, cannot open, not a database), not because of what it
-/// wrote (a constraint, say).
+/// corrupt, full, cannot open, not a database; a lost connection), not
+/// because of what it wrote (a constraint, say).
 fn is_storage_failure(e: &DbError) -> bool {
     match e {
-        DbError::Query(sqlx::Error::Io(_)) => true,
-        DbError::Query(sqlx::Error::Database(db)) => {
-            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-            // SQLITE_READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
-            matches!(code & 0xff, 8 | 10 | 11 | 13 | 14 | 26)
+        DbError::Query(e) => is_storage_error(e),
+        _ => false,
+    }
+}
+
+fn is_storage_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.parse::<i32>() {
+                // SQLITE_READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+                Ok(sqlite) => matches!(sqlite & 0xff, 8 | 10 | 11 | 13 | 14 | 26),
+                // PostgreSQL's SQLSTATE classes: connection exception,
+                // insufficient resources (a full disk), operator
+                // intervention (shutdown), system error, internal error;
+                // and a read-only transaction (a standby).
+                Err(_) => {
+                    ["08", "53", "57", "58", "XX"]
+                        .iter()
+                        .any(|c| code.starts_with(c))
+                        || code == "25006"
+                }
+            }
         }
         _ => false,
     }
@@ -66,10 +94,15 @@ fn is_storage_failure(e: &DbError) -> bool {
 impl Writer {
     /// Starts the writing task on `conn`. It ends when every handle is gone,
     /// after the writes already queued.
-    pub fn start(conn: SqliteConnection) -> Writer {
+    pub fn start(conn: AnyConnection, connect: Connect, backend: Backend) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let last_failure = Arc::default();
-        tokio::spawn(run(conn, queue, Arc::clone(&last_failure)));
+        let connection = Link {
+            conn: Some(conn),
+            connect,
+            backend,
+        };
+        tokio::spawn(run(connection, queue, Arc::clone(&last_failure)));
         Writer { jobs, last_failure }
     }
 
@@ -91,7 +124,7 @@ impl Writer {
     pub async fn write<T, F>(&self, write: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, DbError>>
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, DbError>>
             + Send
             + 'static,
     {
@@ -127,25 +160,77 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>, last_failure: Failure) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = commit_batch(&mut conn, batch.drain(..), &last_failure).await;
-        if let Err(e) = &committed {
-            note(&last_failure, Arc::clone(e));
-        }
-        if committed.is_err() {
-            // Leave no transaction open for the next batch; if this fails
-            // too the next BEGIN reports it.
-            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-        }
-    }
-    let _ = conn.close().await;
+/// The writer's connection, and how to get another when it broke.
+struct Link {
+    /// `None` after a batch failed on a broken connection.
+    conn: Option<AnyConnection>,
+    connect: Connect,
+    backend: Backend,
 }
 
-/// Runs several statements in one call (SQLite takes a `;`-separated list).
+impl Link {
+    /// The connection, connecting again when the last one broke.
+    async fn get(&mut self) -> Result<&mut AnyConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            let conn = (self.connect)().await?;
+            tracing::info!("the database writer connected again");
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// After a failed batch: no transaction left open for the next one, and
+    /// a connection that cannot even roll back is dropped for a new one.
+    async fn recover(&mut self) {
+        if let Some(conn) = &mut self.conn
+            && let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+            && (is_storage_error(&e) || conn.ping().await.is_err())
+        {
+            tracing::warn!(error = %e, "the database writer's connection broke: it connects again before the next batch");
+            self.conn = None;
+        }
+    }
+
+    /// The statements that open a batch's transaction.
+    fn begin(&self) -> &'static str {
+        match self.backend {
+            // Takes the write lock now rather than at the first write, so a
+            // `ca` command's write cannot make this one fail mid-batch.
+            Backend::Sqlite => "BEGIN IMMEDIATE; SAVEPOINT job",
+            Backend::Postgres => "BEGIN; SAVEPOINT job",
+        }
+    }
+}
+
+async fn run(mut connection: Link, mut queue: mpsc::Receiver<Job>, last_failure: Failure) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let begin = connection.begin();
+        let committed = match connection.get().await {
+            Ok(conn) => commit_batch(conn, begin, batch.drain(..), &last_failure).await,
+            Err(e) => {
+                let why = Arc::<str>::from(format!("cannot connect to the database: {e}"));
+                tracing::error!(error = %why, writes = batch.len(), "a batch of writes failed");
+                // Noted before the writes are dropped: their callers read it.
+                note(&last_failure, Arc::clone(&why));
+                batch.clear();
+                Err(why)
+            }
+        };
+        if let Err(e) = &committed {
+            note(&last_failure, Arc::clone(e));
+            connection.recover().await;
+        }
+    }
+    if let Some(conn) = connection.conn {
+        let _ = conn.close().await;
+    }
+}
+
+/// Runs several statements in one call (both databases take a
+/// `;`-separated list without parameters).
 fn statements<'c>(
-    conn: &'c mut SqliteConnection,
+    conn: &'c mut AnyConnection,
     sql: &'static str,
 ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
     Box::pin(async move {
@@ -157,7 +242,8 @@ fn statements<'c>(
 /// One transaction: each job in a savepoint, then one commit; every job's
 /// completion hears how the commit went.
 async fn commit_batch(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    begin: &'static str,
     jobs: impl Iterator<Item = Job>,
     failure: &Failure,
 ) -> Result<(), Arc<str>> {
@@ -166,7 +252,7 @@ async fn commit_batch(
     let outcome = async {
         // Each call to the connection is a round trip to its thread: the
         // statements between two jobs go together.
-        statements(conn, "BEGIN IMMEDIATE; SAVEPOINT job").await?;
+        statements(conn, begin).await?;
         for job in jobs {
             let (ok, completion) = job(conn).await;
             completions.push(completion);
@@ -203,28 +289,32 @@ async fn commit_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::ConnectOptions;
-    use sqlx::sqlite::SqliteConnectOptions;
 
-    async fn writer(dir: &tempfile::TempDir) -> (Writer, SqliteConnectOptions) {
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("w.db"))
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-        let mut conn = options.connect().await.unwrap();
+    async fn writer(dir: &tempfile::TempDir) -> (Writer, String) {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+        let mut conn = AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .execute(&mut conn)
             .await
             .unwrap();
-        (Writer::start(conn), options)
+        let again = url.clone();
+        let connect: Connect = Arc::new(move || {
+            let url = again.clone();
+            Box::pin(async move { AnyConnection::connect(&url).await })
+        });
+        (Writer::start(conn, connect, Backend::Sqlite), url)
     }
 
     fn insert(
         k: i64,
         v: Option<&'static str>,
-    ) -> impl for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<u64, DbError>>
-    + Send
-    + 'static {
+    ) -> impl for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<u64, DbError>> + Send + 'static
+    {
         move |conn| {
             Box::pin(async move {
                 // A NULL value breaks NOT NULL: that write fails.
@@ -241,7 +331,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_writes_commit_together_and_a_failing_one_alone_is_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, options) = writer(&dir).await;
+        let (writer, url) = writer(&dir).await;
         let writes = (0..200).map(|k| {
             let writer = writer.clone();
             tokio::spawn(async move {
@@ -260,7 +350,7 @@ mod tests {
             }
         }
         // What each caller was told is what another connection reads.
-        let mut reader = options.connect().await.unwrap();
+        let mut reader = AnyConnection::connect(&url).await.unwrap();
         let (count, bad): (i64, i64) =
             sqlx::query_as("SELECT COUNT(*), COUNT(*) FILTER (WHERE k = 77) FROM t")
                 .fetch_one(&mut reader)

@@ -1,8 +1,8 @@
 //! The fleet's filters: what an operator types (the dashboard's form, the
 //! node API's query string) parsed once, and pushed into the fleet query.
 
+use crate::db::{Backend, Sql};
 use serde::Deserialize;
-use sqlx::{QueryBuilder, Sqlite};
 
 use super::NodeState;
 
@@ -129,39 +129,38 @@ impl StateFilter {
 impl Filter {
     /// `AND ...` for each part that is set, over the state columns of
     /// `Context::push_columns`.
-    pub(super) fn push(&self, q: &mut QueryBuilder<'_, Sqlite>) {
+    pub(super) fn push(&self, q: &mut Sql, backend: Backend) {
         if let Some(name) = &self.name {
-            q.push(" AND name LIKE ")
-                .push_bind(format!("%{}%", like_escape(name)))
-                .push(" ESCAPE '\\'");
+            // LOWER on both sides: SQLite's LIKE ignores ASCII case,
+            // PostgreSQL's does not.
+            q.push(" AND LOWER(name) LIKE LOWER(")
+                .bind(format!("%{}%", like_escape(name)))
+                .push(") ESCAPE '\\'");
         }
         match self.state {
             Some(StateFilter::Is(state)) => {
-                q.push(" AND state = ").push_bind(state.as_str());
+                q.push(" AND state = ").bind(state.as_str());
             }
             Some(StateFilter::Stale) => {
-                q.push(" AND stale");
+                q.push(" AND stale = 1");
             }
             None => {}
         }
         if let Some(role) = &self.role {
-            q.push(" AND EXISTS (SELECT 1 FROM json_each(roles) WHERE value = ")
-                .push_bind(role.clone())
-                .push(")");
+            let n = q.param(role.clone());
+            q.push(" AND ").push(&backend.json_array_has("roles", n));
         }
         if let Some(env) = &self.environment {
-            q.push(" AND environment = ").push_bind(env.clone());
+            q.push(" AND environment = ").bind(env.clone());
         }
         if let Some((path, value)) = &self.fact {
             // As text, as the node page shows it: a JSON boolean reads `true`,
             // not SQLite's 1.
-            let path = json_path(path);
-            q.push(" AND (CASE json_type(facts, ")
-                .push_bind(path.clone())
-                .push(") WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(json_extract(facts, ")
-                .push_bind(path)
-                .push(") AS TEXT) END) = ")
-                .push_bind(value.clone());
+            let n = q.param(backend.json_path(path));
+            q.push(" AND ")
+                .push(&backend.json_text("facts", n))
+                .push(" = ")
+                .bind(value.clone());
         }
     }
 }
@@ -176,23 +175,6 @@ fn like_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// `os.id` → `$."os"."id"`: every segment quoted, so no character of a fact
-/// name can change the path's meaning.
-fn json_path(dotted: &str) -> String {
-    let mut path = String::from("$");
-    for segment in dotted.split('.') {
-        path.push_str(".\"");
-        for c in segment.chars() {
-            if matches!(c, '"' | '\\') {
-                path.push('\\');
-            }
-            path.push(c);
-        }
-        path.push('"');
-    }
-    path
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
@@ -215,11 +197,5 @@ mod tests {
     #[test]
     fn like_patterns_match_their_own_characters() {
         assert_eq!(like_escape("web_1%\\"), "web\\_1\\%\\\\");
-    }
-
-    #[test]
-    fn json_paths_quote_every_segment() {
-        assert_eq!(json_path("os.id"), "$.\"os\".\"id\"");
-        assert_eq!(json_path("a\"b"), "$.\"a\\\"b\"");
     }
 }

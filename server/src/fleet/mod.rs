@@ -23,9 +23,10 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::any::AnyRow;
+use sqlx::{FromRow, Row};
 
-use crate::db::{CompileError, Db, DbError, HOUR_US};
+use crate::db::{self, CompileError, Db, DbError, HOUR_US, Sql};
 
 mod filter;
 mod nodes;
@@ -107,18 +108,18 @@ impl Context {
     /// one, its last request) is older than the cutoff; stale when its last
     /// run used the cached catalog or applied a commit other than the head
     /// of the environment it ran (its report's, else the one last served).
-    fn push_columns(&self, q: &mut QueryBuilder<'_, Sqlite>) {
+    fn push_columns(&self, q: &mut Sql) {
         q.push("(CASE WHEN COALESCE(last_run_at_us, last_seen_at_us, 0) < ")
-            .push_bind(self.unresponsive_before_us)
+            .bind(self.unresponsive_before_us)
             .push(
                 " THEN 'unresponsive'
                  WHEN last_status IS NULL AND compile_error IS NOT NULL THEN 'failed'
                  WHEN last_status IS NULL THEN 'never_reported'
                  WHEN last_status = 'failed' THEN 'failed'
-                 WHEN last_status = 'changed' AND last_noop THEN 'noop_pending'
+                 WHEN last_status = 'changed' AND last_noop <> 0 THEN 'noop_pending'
                  ELSE last_status END) AS state,
-                 (last_status IS NOT NULL AND (last_cached_catalog = 'on_failure'
-                   OR last_commit IS NOT ",
+                 (CASE WHEN last_status IS NOT NULL AND (last_cached_catalog = 'on_failure'
+                   OR last_commit IS DISTINCT FROM ",
             );
         // A CASE over the few environments: cheaper per row than a lookup.
         if self.heads.is_empty() {
@@ -127,13 +128,13 @@ impl Context {
             q.push("(CASE COALESCE(last_environment, environment)");
             for (env, head) in &self.heads {
                 q.push(" WHEN ")
-                    .push_bind(env.clone())
+                    .bind(env.clone())
                     .push(" THEN ")
-                    .push_bind(head.clone());
+                    .bind(head.clone());
             }
             q.push(" END)");
         }
-        q.push(")) AS stale");
+        q.push(") THEN 1 ELSE 0 END) AS stale");
     }
 }
 
@@ -152,10 +153,10 @@ impl Counts {
 }
 
 pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
-    let mut q = QueryBuilder::new("SELECT state, COUNT(*), SUM(stale) FROM (SELECT ");
+    let mut q = Sql::new("SELECT state, COUNT(*), SUM(stale) FROM (SELECT ");
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes) GROUP BY state");
-    let rows = q.build().fetch_all(db.reads()).await?;
+    q.push(" FROM nodes) AS n GROUP BY state");
+    let rows = q.rows(db).await?;
     let mut counts = Counts::default();
     for row in rows {
         let state: String = row.try_get(0)?;
@@ -170,21 +171,44 @@ pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
 }
 
 /// One line of the overview's node table.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NodeLine {
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub state: NodeState,
     pub stale: bool,
     pub environment: Option<String>,
-    #[sqlx(json)]
     pub roles: Vec<String>,
     pub last_run_at: Option<String>,
     pub last_run_id: Option<String>,
     pub last_duration_ms: Option<f64>,
     pub catalog_version: Option<String>,
-    #[sqlx(rename = "has_error")]
     pub has_compile_error: bool,
+}
+
+impl FromRow<'_, AnyRow> for NodeLine {
+    fn from_row(row: &AnyRow) -> Result<NodeLine, sqlx::Error> {
+        Ok(NodeLine {
+            name: row.try_get("name")?,
+            state: state(row)?,
+            stale: db::flag(row, "stale")?,
+            environment: row.try_get("environment")?,
+            roles: db::json(row, "roles")?,
+            last_run_at: row.try_get("last_run_at")?,
+            last_run_id: row.try_get("last_run_id")?,
+            last_duration_ms: row.try_get("last_duration_ms")?,
+            catalog_version: row.try_get("catalog_version")?,
+            has_compile_error: db::flag(row, "has_error")?,
+        })
+    }
+}
+
+/// The `state` column [`Context::push_columns`] computes.
+pub(crate) fn state(row: &AnyRow) -> Result<NodeState, sqlx::Error> {
+    let text: String = row.try_get("state")?;
+    NodeState::try_from(text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: "state".into(),
+        source: e.into(),
+    })
 }
 
 /// A page of nodes in name order, after `after`, and how many match in all.
@@ -213,26 +237,26 @@ pub async fn page(
     after: Option<&str>,
     limit: u32,
 ) -> Result<NodePage, DbError> {
-    let mut q = QueryBuilder::new(
+    let mut q = Sql::new(
         "SELECT name, environment, roles, last_run_at, last_run_id, last_duration_ms,
-           catalog_version, compile_error IS NOT NULL AS has_error, state, stale
+           catalog_version, CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END AS has_error,
+           state, stale
          FROM (SELECT *, ",
     );
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes) WHERE 1");
-    filter.push(&mut q);
+    q.push(" FROM nodes) AS n WHERE 1 = 1");
+    filter.push(&mut q, db.backend());
     if let Some(after) = after {
-        q.push(" AND name > ").push_bind(after.to_owned());
+        q.push(" AND name > ").bind(after.to_owned());
     }
-    q.push(" ORDER BY name LIMIT ")
-        .push_bind(i64::from(limit) + 1);
-    let mut nodes: Vec<NodeLine> = q.build_query_as().fetch_all(db.reads()).await?;
+    q.push(" ORDER BY name LIMIT ").bind(i64::from(limit) + 1);
+    let mut nodes: Vec<NodeLine> = q.fetch_all(db).await?;
     let next_after = keep_page(&mut nodes, limit, |n| &n.name);
-    let mut q = QueryBuilder::new("SELECT COUNT(*) FROM (SELECT *, ");
+    let mut q = Sql::new("SELECT COUNT(*) FROM (SELECT *, ");
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes) WHERE 1");
-    filter.push(&mut q);
-    let total: i64 = q.build_query_scalar().fetch_one(db.reads()).await?;
+    q.push(" FROM nodes) AS n WHERE 1 = 1");
+    filter.push(&mut q, db.backend());
+    let total: i64 = q.scalar(db).await?;
     Ok(NodePage {
         nodes,
         total,
@@ -246,16 +270,15 @@ pub async fn node_state(
     ctx: &Context,
     name: &str,
 ) -> Result<Option<(NodeState, bool)>, DbError> {
-    let mut q = QueryBuilder::new("SELECT ");
+    let mut q = Sql::new("SELECT ");
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes WHERE name = ")
-        .push_bind(name.to_owned());
-    let row = q.build().fetch_optional(db.reads()).await?;
+    q.push(" FROM nodes WHERE name = ").bind(name.to_owned());
+    let row = q.row(db).await?;
     row.map(|row| {
         let state: String = row.try_get("state")?;
         Ok((
             NodeState::parse(&state).unwrap_or(NodeState::NeverReported),
-            row.try_get("stale")?,
+            db::flag(&row, "stale")?,
         ))
     })
     .transpose()

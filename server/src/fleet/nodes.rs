@@ -3,26 +3,35 @@
 //! and paged in the database.
 
 use serde::Serialize;
-use sqlx::QueryBuilder;
+use sqlx::FromRow;
+use sqlx::any::AnyRow;
 
 use super::{Context, Filter, NodeState};
-use crate::db::{Db, DbError, NODE_COLUMNS, NodeRow};
+use crate::db::{self, Db, DbError, NODE_COLUMNS, NodeRow, Sql};
 
 /// A node as `GET /api/v1/nodes` shows it: its row, and what the dashboard
 /// says of it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     #[serde(flatten)]
-    #[sqlx(flatten)]
     pub node: NodeRow,
-    #[sqlx(try_from = "String")]
     pub state: NodeState,
     /// Its last run used the cached catalog, or another commit than its
     /// environment serves.
     pub stale: bool,
     /// Its last run was a noop run (none before its first report).
-    #[sqlx(rename = "last_noop")]
     pub noop: Option<bool>,
+}
+
+impl FromRow<'_, AnyRow> for NodeStatus {
+    fn from_row(row: &AnyRow) -> Result<NodeStatus, sqlx::Error> {
+        Ok(NodeStatus {
+            node: NodeRow::from_row(row)?,
+            state: super::state(row)?,
+            stale: db::flag(row, "stale")?,
+            noop: db::optional_flag(row, "last_noop")?,
+        })
+    }
 }
 
 /// Up to `limit` nodes matching `filter`, in name order after `after`, and
@@ -35,13 +44,12 @@ pub async fn node_statuses(
     limit: u32,
 ) -> Result<(Vec<NodeStatus>, Option<String>), DbError> {
     let mut q = select(ctx);
-    filter.push(&mut q);
+    filter.push(&mut q, db.backend());
     if let Some(after) = after {
-        q.push(" AND name > ").push_bind(after.to_owned());
+        q.push(" AND name > ").bind(after.to_owned());
     }
-    q.push(" ORDER BY name LIMIT ")
-        .push_bind(i64::from(limit) + 1);
-    let mut nodes: Vec<NodeStatus> = q.build_query_as().fetch_all(db.reads()).await?;
+    q.push(" ORDER BY name LIMIT ").bind(i64::from(limit) + 1);
+    let mut nodes: Vec<NodeStatus> = q.fetch_all(db).await?;
     let next = super::keep_page(&mut nodes, limit, |n| &n.node.name);
     Ok((nodes, next))
 }
@@ -53,15 +61,15 @@ pub async fn node_status(
     name: &str,
 ) -> Result<Option<NodeStatus>, DbError> {
     let mut q = select(ctx);
-    q.push(" AND name = ").push_bind(name.to_owned());
-    Ok(q.build_query_as().fetch_optional(db.reads()).await?)
+    q.push(" AND name = ").bind(name.to_owned());
+    q.fetch_optional(db).await
 }
 
-fn select(ctx: &Context) -> QueryBuilder<'static, sqlx::Sqlite> {
-    let mut q = QueryBuilder::new(format!(
+fn select(ctx: &Context) -> Sql {
+    let mut q = Sql::new(format!(
         "SELECT {NODE_COLUMNS}, state, stale, last_noop FROM (SELECT *, "
     ));
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes) WHERE 1");
+    q.push(" FROM nodes) AS n WHERE 1 = 1");
     q
 }

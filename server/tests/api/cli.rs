@@ -191,6 +191,8 @@ async fn check_fleet_compiles_for_every_known_node_with_its_stored_facts() {
             .arg(repo)
             .arg("--data-dir")
             .arg(&data)
+            .arg("--database")
+            .arg(&cx.database_url)
             .output()
             .unwrap()
     };

@@ -315,10 +315,11 @@ async fn retention_deletes_old_reports_and_their_chart_hours() {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["r-new"]);
-    let hours: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(runs), 0) FROM report_hours")
-        .fetch_one(cx.db.reads())
-        .await
-        .unwrap();
+    let hours: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(runs), 0) AS BIGINT) FROM report_hours")
+            .fetch_one(cx.db.reads())
+            .await
+            .unwrap();
     assert_eq!(hours, 1, "the old run's hour is gone from the chart");
     cx.stop().await;
 }

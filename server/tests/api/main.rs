@@ -63,6 +63,38 @@ fn sha(bytes: &[u8]) -> String {
     drover_catalog::model::sha256_hex(bytes)
 }
 
+/// Over PostgreSQL (`DROVER_TEST_DATABASE=postgres`, scripts/test's second
+/// pass of this suite), the URL of a new database on the cluster at
+/// `DROVER_TEST_POSTGRES`; `None` over SQLite. (tests/src/postgres.rs does
+/// the same for the end-to-end suites.)
+fn postgres_database() -> Option<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    if std::env::var("DROVER_TEST_DATABASE").ok()? != "postgres" {
+        return None;
+    }
+    let admin = std::env::var("DROVER_TEST_POSTGRES")
+        .expect("DROVER_TEST_POSTGRES, the cluster scripts/test starts (scripts/postgres)");
+    let name = format!(
+        "api_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = Command::new("psql")
+        .args(["--no-psqlrc", "--quiet", &admin, "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    let server = base.rsplit_once('/').expect("a database in the URL").0;
+    Some(format!("{server}/{name}?{query}"))
+}
+
 /// A server over a temp data dir, its refresh loop running.
 struct TestContext {
     _tmp: TempDir,
@@ -71,6 +103,8 @@ struct TestContext {
     source: String,
     router: Router,
     db: drover_server::db::Db,
+    /// The database the server was started on (SQLite or PostgreSQL).
+    database_url: String,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -99,7 +133,11 @@ impl TestContext {
         config.refresh_interval = std::time::Duration::from_secs(3600);
         // Reports with fixed dates in 2025 must outlive the retention pruning.
         config.report_retention = std::time::Duration::from_secs(100 * 365 * 86_400);
+        if let Some(url) = postgres_database() {
+            config.database_url = url;
+        }
         tweak(&mut config);
+        let database_url = config.database_url.clone();
         let state = AppState::open(config).await.unwrap();
         let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
         drover_server::background::spawn(&state, &shutdown, &tracker);
@@ -108,6 +146,7 @@ impl TestContext {
             repo,
             source,
             db: state.db.clone(),
+            database_url,
             router: app(state),
             shutdown,
             tracker,
@@ -188,6 +227,7 @@ impl TestContext {
             source,
             router,
             db,
+            database_url,
             shutdown,
             tracker,
         } = self;
@@ -195,7 +235,7 @@ impl TestContext {
         tracker.close();
         tracker.wait().await;
         drop((router, db));
-        TestContext::start(tmp, repo, source).await
+        TestContext::start_with(tmp, repo, source, |c| c.database_url = database_url).await
     }
 }
 
