@@ -10,26 +10,70 @@
 //! nodes' own requests that follow are cache hits. At start the server loads
 //! the environments and listens first; the recompile of the nodes known from
 //! before runs in the background.
+//!
+//! With several servers (see `crate::cluster`): the leader recompiles every
+//! known node and writes their compile errors; a follower recompiles only
+//! the nodes whose watches it holds, to wake them. A refresh that moved an
+//! environment is announced to the other servers, which refresh too.
+//! Retention runs on the leader only; the collection of contents only on
+//! SQLite, since on PostgreSQL another server may have just stored a
+//! content this one does not know is in use.
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::compile;
+use crate::cluster::{self, notify};
+use crate::compile::{self, Recompile};
+use crate::db::Backend;
 use crate::state::AppState;
 
 /// Spawns the refresh loop and report retention on `tracker`; they stop,
 /// and the live feed and the catalog watches close, when `shutdown` is
 /// cancelled.
 pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTracker) {
+    tracker.spawn(state.cluster.clone().run(shutdown.clone()));
     let (looping, token) = (state.clone(), shutdown.clone());
     tracker.spawn(async move { refresh_loop(looping, token).await });
-    let (db, retention, token) = (
-        state.db.clone(),
-        state.config.report_retention,
+    let (url, snapshots, pki, token) = (
+        state.config.database_url.clone(),
+        state.snapshots.clone(),
+        state.pki.clone(),
         shutdown.clone(),
     );
-    tracker.spawn(crate::retention::prune_loop(db, retention, token));
-    tracker.spawn(state.collector().run(shutdown.clone()));
+    let me = state.cluster.id().to_owned();
+    tracker.spawn(async move {
+        notify::listen(&url, &me, token, |event| match event {
+            notify::Event::Refresh => snapshots.wake(),
+            notify::Event::Ca => {
+                tokio::spawn(pull_ca(pki.clone()));
+            }
+        })
+        .await;
+    });
+    if state.pki.store().replica().is_some() {
+        let (pki, token) = (state.pki.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(CA_PULL_EVERY) => {}
+                }
+                pull_ca(pki.clone()).await;
+            }
+        });
+    }
+    let (leader, retention) = (state.cluster.clone(), state.config.report_retention);
+    tracker.spawn(cluster::while_leading(
+        state.cluster.clone(),
+        shutdown.clone(),
+        move |stop| {
+            let leader = leader.clone();
+            async move { crate::retention::prune_loop(&leader, retention, stop).await }
+        },
+    ));
+    if state.db.backend() == Backend::Sqlite {
+        tracker.spawn(state.collector().run(shutdown.clone()));
+    }
     let (live, watches, token) = (state.live.clone(), state.watches.clone(), shutdown.clone());
     tracker.spawn(async move {
         token.cancelled().await;
@@ -38,19 +82,52 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
     });
 }
 
+/// How often a server brings its copy of the shared CA up to date without
+/// being told (a lost notification).
+const CA_PULL_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Brings this server's copy of the shared CA up to date (PostgreSQL).
+async fn pull_ca(pki: std::sync::Arc<crate::tls::Pki>) {
+    let pulled = tokio::task::spawn_blocking(move || match pki.store().replica() {
+        Some(replica) => replica.pull(),
+        None => Ok(0),
+    })
+    .await;
+    match pulled {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::debug!(files = n, "brought the shared CA's copy up to date"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "bringing the shared CA's copy up to date failed")
+        }
+        Err(e) => tracing::warn!(error = %e, "the CA's copy task failed"),
+    }
+}
+
 /// One refresh: fetch, reparse moved environments, drop stale cache entries,
 /// recompile known nodes of moved environments, then mark requests served.
 pub async fn refresh(state: &AppState) {
     let (ticket, changed) = state.fetch().await;
     if !changed.is_empty() {
         state.cache.clear();
+        if let Err(e) =
+            notify::announce(&state.db, state.cluster.id(), notify::Event::Refresh).await
+        {
+            tracing::warn!(error = %e, "telling the other servers of the new commits failed");
+        }
         recompile(state, &changed).await;
     }
     state.snapshots.finish(ticket);
 }
 
+/// The leader recompiles every known node; a follower the nodes it holds
+/// watches for.
 async fn recompile(state: &AppState, environments: &[String]) {
-    if let Err(e) = compile::recompile_known(state, environments).await {
+    let scope = if state.cluster.leadership().is_leader() {
+        Recompile::Known
+    } else {
+        Recompile::Watched(state.watches.watched())
+    };
+    if let Err(e) = compile::recompile_known(state, environments, scope).await {
         tracing::warn!(error = %e, "recompiling known nodes failed");
     }
 }

@@ -50,6 +50,9 @@ pub struct CaArgs {
     /// Data directory holding the CA in ca/ [default: /var/lib/drover-server]
     #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Database URL: on PostgreSQL, the CA the servers share [default: sqlite://DATA_DIR/drover.db]
+    #[arg(long, value_name = "URL", global = true)]
+    pub database: Option<String>,
     #[command(subcommand)]
     pub command: CaCommand,
 }
@@ -89,9 +92,28 @@ pub fn ca(args: &CaArgs) -> anyhow::Result<u8> {
     let config = crate::config::Config::load_without_repo(Overrides {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
+        database: args.database.clone(),
         ..Overrides::default()
     })?;
-    let pki = Pki::open_ca(&config.data_dir, config.cert_lifetime)?;
+    // On PostgreSQL the CA is the one the servers share: this host's copy is
+    // brought up to date first, and what the command changes reaches them.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let replica = match crate::db::Backend::of(&config.database_url) {
+        crate::db::Backend::Sqlite => None,
+        crate::db::Backend::Postgres => {
+            let db = runtime.block_on(crate::db::open(&config.database_url))?;
+            Some(std::sync::Arc::new(crate::tls::replica::Replica::new(
+                db,
+                runtime.handle().clone(),
+                &config.data_dir.join("ca"),
+                "ca-command",
+                &config.cluster_secret_file,
+            )?))
+        }
+    };
+    let pki = Pki::open_ca(&config.data_dir, config.cert_lifetime, replica)?;
     let text = match &args.command {
         CaCommand::List => admin::list(&pki)?,
         CaCommand::Sign { name } => admin::sign(&pki, name)?,

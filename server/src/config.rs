@@ -58,6 +58,10 @@ pub struct FileConfig {
     pub autosign_command: Option<Vec<String>>,
     /// Operator tokens, one per line [default: DATA_DIR/operator-token, made at first start].
     pub operator_token_file: Option<PathBuf>,
+    /// On PostgreSQL: the secret the shared CA's keys are sealed with in
+    /// the database [default: DATA_DIR/cluster-secret, made by the first
+    /// server; every other server needs a copy].
+    pub cluster_secret_file: Option<PathBuf>,
     /// Lifetime of the certificates the CA signs for nodes and operators.
     pub cert_lifetime_days: Option<u32>,
     /// A second, plain-HTTP address serving only `/metrics` without a credential.
@@ -145,6 +149,8 @@ pub struct Config {
     pub autosign_command: Option<Vec<String>>,
     /// Where operator tokens are read from (made with one random token when missing).
     pub operator_token_file: PathBuf,
+    /// The secret the shared CA's keys are sealed with (PostgreSQL only).
+    pub cluster_secret_file: PathBuf,
     pub cert_lifetime: Duration,
     pub metrics_listen: Option<SocketAddr>,
     pub unresponsive_after: Duration,
@@ -180,6 +186,7 @@ impl Config {
         let data_dir: PathBuf = data_dir.into();
         Config {
             operator_token_file: data_dir.join("operator-token"),
+            cluster_secret_file: data_dir.join("cluster-secret"),
             repo: repo.into(),
             listen: DEFAULT_LISTEN
                 .parse()
@@ -273,6 +280,9 @@ impl Config {
         let operator_token_file = file
             .operator_token_file
             .unwrap_or_else(|| data_dir.join("operator-token"));
+        let cluster_secret_file = file
+            .cluster_secret_file
+            .unwrap_or_else(|| data_dir.join("cluster-secret"));
         let secs = o
             .refresh_interval_secs
             .or(file.refresh_interval_secs)
@@ -351,6 +361,7 @@ impl Config {
             enrollment_token_file: file.enrollment_token_file,
             autosign_command: file.autosign_command,
             operator_token_file,
+            cluster_secret_file,
             cert_lifetime: days(lifetime_days),
             metrics_listen,
             unresponsive_after: Duration::from_secs(unresponsive_secs),

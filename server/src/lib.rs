@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod background;
 pub mod cli;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod credentials;
@@ -112,6 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let addr = listener.local_addr()?;
     let scheme = if insecure { "http" } else { "https" };
+    state.cluster.set_listen(&format!("{scheme}://{addr}"));
     announce(&format!("drover-server listening on {scheme}://{addr}"))?;
     tracing::info!(%addr, scheme, "listening");
     if let Some(metrics) = metrics {

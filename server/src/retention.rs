@@ -1,12 +1,14 @@
 //! Report retention: reports older than `report_retention_days` are deleted
 //! in the background, in small batches so that report inserts never wait
-//! long behind a big delete.
+//! long behind a big delete. The leader's work: each batch is a write as
+//! leader (see `crate::cluster`).
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, DbError, HOUR_US};
+use crate::cluster::Cluster;
+use crate::db::{DbError, HOUR_US};
 
 /// Rows deleted per statement.
 const BATCH: i64 = 5_000;
@@ -16,11 +18,11 @@ pub const EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes every report that finished before `cutoff_us` (µs since the
 /// epoch), and the chart's hourly counts before it; returns the reports deleted.
-pub async fn prune(db: &Db, cutoff_us: i64) -> Result<u64, DbError> {
+pub async fn prune(cluster: &Cluster, cutoff_us: i64) -> Result<u64, DbError> {
     let mut deleted = 0;
     loop {
-        let n = db
-            .write(move |conn| {
+        let n = cluster
+            .write_as_leader(move |conn| {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "DELETE FROM reports WHERE id IN
@@ -40,27 +42,28 @@ pub async fn prune(db: &Db, cutoff_us: i64) -> Result<u64, DbError> {
         }
         // Each batch is one write: inserts queued meanwhile go in between.
     }
-    db.write(move |conn| {
-        Box::pin(async move {
-            sqlx::query("DELETE FROM report_hours WHERE hour < $1")
-                .bind(cutoff_us.div_euclid(HOUR_US))
-                .execute(conn)
-                .await?;
-            Ok(())
+    cluster
+        .write_as_leader(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM report_hours WHERE hour < $1")
+                    .bind(cutoff_us.div_euclid(HOUR_US))
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok(deleted)
 }
 
 /// Prunes at start and then every [`EVERY`] until `shutdown`.
-pub async fn prune_loop(db: Db, retention: Duration, shutdown: CancellationToken) {
+pub async fn prune_loop(cluster: &Cluster, retention: Duration, shutdown: CancellationToken) {
     loop {
         let retention_us = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
         let cutoff = jiff::Timestamp::now()
             .as_microsecond()
             .saturating_sub(retention_us);
-        match prune(&db, cutoff).await {
+        match prune(cluster, cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, ?retention, "pruned old reports"),
             Err(e) => tracing::warn!(error = %e, "pruning old reports failed"),

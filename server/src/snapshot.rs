@@ -250,6 +250,11 @@ impl Snapshots {
         }
     }
 
+    /// Asks the refresh loop for a refresh, without waiting for it.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Resolves when a refresh is requested.
     pub async fn woken(&self) {
         self.wake.notified().await;

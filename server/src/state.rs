@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::cluster::Cluster;
 use crate::compile::cache::Cache;
 use crate::config::Config;
 use crate::credentials::Tokens;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub watches: Arc<Watches>,
     /// The contents each node may fetch, and content bytes at hand.
     pub served: Arc<Served>,
+    /// This server among the others on its database, and whether it leads.
+    pub cluster: Arc<Cluster>,
     /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
     pub hook_secrets: Option<Arc<crate::webhook::HookSecrets>>,
     /// This server's hold on a SQLite database (see [`db::files::ServeLock`]);
@@ -64,7 +67,32 @@ impl AppState {
         )
         .await?;
         let operators = Tokens::load_or_create(&config.operator_token_file)?;
-        let pki = Pki::open_or_create(&config.data_dir, &config)?;
+        let cluster = Arc::new(Cluster::new(db.clone()));
+        // On PostgreSQL the CA is the servers' shared one (see `tls::replica`);
+        // its calls block, as the CA's always do, so off the runtime's threads.
+        let replica = match db.backend() {
+            db::Backend::Sqlite => None,
+            db::Backend::Postgres => {
+                let (db, dir, id, secret) = (
+                    db.clone(),
+                    config.data_dir.join("ca"),
+                    cluster.id().to_owned(),
+                    config.cluster_secret_file.clone(),
+                );
+                let runtime = tokio::runtime::Handle::current();
+                Some(Arc::new(
+                    tokio::task::spawn_blocking(move || {
+                        crate::tls::replica::Replica::new(db, runtime, &dir, &id, &secret)
+                    })
+                    .await??,
+                ))
+            }
+        };
+        let pki = {
+            let (data_dir, config) = (config.data_dir.clone(), config.clone());
+            tokio::task::spawn_blocking(move || Pki::open_or_create(&data_dir, &config, replica))
+                .await??
+        };
         let autosign = Autosign::from_config(&config)?;
         let hook_secrets = config
             .hook_secret_file
@@ -90,6 +118,7 @@ impl AppState {
                 config.compile_queue,
             )),
             config: Arc::new(config),
+            cluster,
             db,
             cache: Arc::default(),
             metrics: Arc::default(),

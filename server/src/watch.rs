@@ -96,6 +96,12 @@ impl Watches {
         outcome
     }
 
+    /// The nodes this server compiled for or holds a watch of: the nodes
+    /// that talk to it.
+    pub fn watched(&self) -> std::collections::BTreeSet<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Ends every wait (server shutdown), and the ones that start later at once.
     pub fn close(&self) {
         self.closed.cancel();

@@ -353,7 +353,11 @@ pub async fn serve_catalog(
 /// its own compile is done: the first nodes of a big fleet converge while
 /// the last still compile. Node requests that need a compile meanwhile
 /// queue for the slots like any other.
-pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(), AppError> {
+pub async fn recompile_known(
+    state: &AppState,
+    changed: &[String],
+    scope: Recompile,
+) -> Result<(), AppError> {
     let changed: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
     let default_env = state.snapshots.default_environment();
     let width = state.shed.capacity();
@@ -374,6 +378,11 @@ pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(),
         let Some(last) = page.last() else { break };
         after.clone_from(&last.name);
         for node in page {
+            if let Recompile::Watched(watched) = &scope
+                && !watched.contains(&node.name)
+            {
+                continue;
+            }
             let wanted = node
                 .requested_environment
                 .as_deref()
@@ -391,7 +400,7 @@ pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(),
                     note(done);
                 }
             }
-            running.spawn(recompile_one(state.clone(), node));
+            running.spawn(recompile_one(state.clone(), node, scope.is_leader()));
         }
     }
     while let Some(done) = running.join_next().await {
@@ -400,7 +409,27 @@ pub async fn recompile_known(state: &AppState, changed: &[String]) -> Result<(),
     first_error.map_or(Ok(()), Err)
 }
 
-async fn recompile_one(state: AppState, node: db::KnownNode) -> Result<(), AppError> {
+/// Which known nodes a recompile covers.
+#[derive(Debug, Clone)]
+pub enum Recompile {
+    /// Every known node, their compile errors written (the leader).
+    Known,
+    /// Only these (a follower: the nodes that talk to it), to wake their
+    /// watches; the leader writes the compile errors.
+    Watched(std::collections::BTreeSet<String>),
+}
+
+impl Recompile {
+    fn is_leader(&self) -> bool {
+        matches!(self, Recompile::Known)
+    }
+}
+
+async fn recompile_one(
+    state: AppState,
+    node: db::KnownNode,
+    as_leader: bool,
+) -> Result<(), AppError> {
     let requested = node.requested_environment.as_deref();
     let outcome = compile_node(&state, &node.name, &node.facts, requested).await?;
     if let Ok(compiled) = &outcome {
@@ -408,8 +437,9 @@ async fn recompile_one(state: AppState, node: db::KnownNode) -> Result<(), AppEr
     }
     // Most recompiles leave a good node good: nothing to write.
     let error = outcome.err();
-    if error.is_some() || node.has_compile_error {
-        db::set_compile_error(&state.db, &node.name, error.as_ref()).await?;
+    if as_leader && (error.is_some() || node.has_compile_error) {
+        let write = db::set_compile_error(&node.name, error.as_ref())?;
+        state.cluster.write_as_leader(write).await?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use sqlx::AnyPool;
 
 pub mod files;
 mod health;
+pub mod lease;
 mod nodes;
 mod postgres;
 mod reports;
@@ -137,6 +138,16 @@ impl Db {
     }
 }
 
+/// `write` as a write for [`Db::write`], made outside the call (the
+/// compiler infers a closure's lifetimes from where it is passed, and here
+/// that is the bound below).
+pub fn job<T, F>(write: F) -> F
+where
+    F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, DbError>>,
+{
+    write
+}
+
 /// How [`open_with`] opens the database.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenOptions {
@@ -178,6 +189,10 @@ pub enum DbError {
     Commit(String),
     #[error("the database writer has stopped")]
     Closed,
+    #[error("refused a leader's write of term {term}: the lease has moved on ({now})")]
+    Fenced { term: i64, now: String },
+    #[error("this server does not lead: the leader's work is not its to do")]
+    NotLeader,
     #[error("cannot secure database file {}: {source}", path.display())]
     Files {
         path: std::path::PathBuf,

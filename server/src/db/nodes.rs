@@ -3,6 +3,7 @@
 
 use axum::body::Bytes;
 use drover_catalog::{Catalog, Facts};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
@@ -268,14 +269,17 @@ pub async fn last_good(db: &Db, node: &str) -> Result<Option<Catalog>, DbError> 
 }
 
 /// Sets (`Some`) or clears (`None`) a node's compile error.
-pub async fn set_compile_error(
-    db: &Db,
+/// The write, for [`Db::write`] or a leader's write (`crate::cluster`).
+pub fn set_compile_error(
     node: &str,
     error: Option<&CompileError>,
-) -> Result<(), DbError> {
+) -> Result<
+    impl for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<(), DbError>> + Send + 'static,
+    DbError,
+> {
     let text = error.map(serde_json::to_string).transpose()?;
     let node = node.to_owned();
-    db.write(move |conn| {
+    Ok(super::job(move |conn| {
         Box::pin(async move {
             sqlx::query("UPDATE nodes SET compile_error = $1 WHERE name = $2")
                 .bind(text)
@@ -284,8 +288,7 @@ pub async fn set_compile_error(
                 .await?;
             Ok(())
         })
-    })
-    .await
+    }))
 }
 
 /// Stores content blobs (once per hash).

@@ -40,6 +40,7 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enroll::status))
         .routes(routes!(operator::report))
         .routes(routes!(operator::environments))
+        .routes(routes!(operator::cluster))
         .routes(
             routes!(meta::git_hook).layer(DefaultBodyLimit::max(crate::webhook::HOOK_BODY_LIMIT)),
         )

@@ -307,3 +307,28 @@ pub async fn environments(
     caller.require_operator()?;
     Ok(Json(environments_view(&state).await?))
 }
+
+/// The servers sharing the database, and who leads
+///
+/// Each server with its listen address, version and last heartbeat (on the
+/// database's clock), and the leader's lease with its term. On SQLite, the
+/// one server, which always leads.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cluster",
+    operation_id = "cluster_status",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])),
+    responses(
+        (status = 200, description = "The cluster", body = crate::cluster::ClusterStatus),
+        crate::openapi::OperatorOnly,
+        crate::openapi::Internal,
+    ),
+)]
+pub async fn cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<crate::cluster::ClusterStatus>, AppError> {
+    caller.require_operator()?;
+    Ok(Json(state.cluster.status().await?))
+}

@@ -26,6 +26,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::CertKind;
 use super::files::write_private;
+use super::replica::Replica;
 use super::store::{IssuedCert, Store, StoreLock};
 use super::verifier::RevocationWatch;
 use crate::config::Config;
@@ -66,20 +67,31 @@ impl Pki {
     /// Opens `DATA/ca`, creating the CA and the catalog signing key at first
     /// start, and (re)issues the server certificate when its names changed or
     /// it expires within 30 days.
-    pub fn open_or_create(data_dir: &Path, config: &Config) -> anyhow::Result<Pki> {
-        let pki = Pki::open_ca(data_dir, config.cert_lifetime)?;
+    pub fn open_or_create(
+        data_dir: &Path,
+        config: &Config,
+        replica: Option<Arc<Replica>>,
+    ) -> anyhow::Result<Pki> {
+        let pki = Pki::open_ca(data_dir, config.cert_lifetime, replica)?;
         pki.ensure_server_cert(&config.server_names)?;
         Ok(pki)
     }
 
     /// Opens (or creates) the CA and the catalog signing key only: what
-    /// `drover-server ca` needs, leaving the server certificate alone.
-    pub fn open_ca(data_dir: &Path, cert_lifetime: Duration) -> anyhow::Result<Pki> {
+    /// `drover-server ca` needs, leaving the server certificate alone. With
+    /// `replica` (PostgreSQL), `DATA/ca` is first brought up to date with
+    /// the CA the servers share, and the first server stores its own there.
+    pub fn open_ca(
+        data_dir: &Path,
+        cert_lifetime: Duration,
+        replica: Option<Arc<Replica>>,
+    ) -> anyhow::Result<Pki> {
         let dir = data_dir.join("ca");
-        let store = Store::open(&dir)?;
+        let store = Store::open_shared(&dir, replica)?;
         let lock = store.lock()?;
         let (ca_key, ca_pem) = load_or_create_ca(&dir)?;
         let catalog_signer = load_or_create_catalog_key(&dir)?;
+        store.seed_if_first(&lock)?;
         drop(lock);
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
             .with_context(|| format!("cannot use {} as the CA", dir.join(CA_CERT).display()))?;

@@ -16,6 +16,7 @@ pub mod deadline;
 pub mod files;
 pub mod listener;
 pub mod policy;
+pub mod replica;
 pub mod requests;
 pub mod store;
 pub mod verifier;

@@ -9,10 +9,15 @@
 //!   re-reads when it changes;
 //! - `lock`: the flock every mutation holds, in the server and in `drover-server ca`.
 //!
+//! On PostgreSQL these files are a copy of the CA the servers share (see
+//! `replica`): the lock is also taken in the database, and every file a
+//! mutation writes or removes is written there too.
+//!
 //! NAME is always a plain host name (checked again here), so it is a safe file name.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use drover_catalog::names::check_node_name;
@@ -24,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::CertKind;
 use super::files::write_private;
+use super::replica::{Replica, ReplicaLock};
 
 /// A request waiting for an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,17 +109,27 @@ pub fn serial_hex(raw: &[u8]) -> String {
     hex::encode(&raw[start..])
 }
 
-/// Proof that the caller holds `DATA/ca/lock`; released when dropped.
-#[derive(Debug)]
-pub struct StoreLock(
+/// Proof that the caller holds `DATA/ca/lock` (and, on PostgreSQL, the
+/// shared CA's lock); released when dropped, the database's first.
+pub struct StoreLock {
+    shared: Option<ReplicaLock>,
     #[allow(dead_code, reason = "held for its Drop, which releases the flock")]
-    Flock<std::fs::File>,
-);
+    local: Flock<std::fs::File>,
+}
 
-/// The files of `DATA/ca`.
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("shared", &self.shared.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The files of `DATA/ca`, and the shared CA they copy on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    replica: Option<Arc<Replica>>,
 }
 
 impl Store {
@@ -122,6 +138,11 @@ impl Store {
     /// would be unreadable by the server, which then refuses every client
     /// certificate.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        Store::open_shared(dir, None)
+    }
+
+    /// [`Store::open`], the files a copy of `replica`'s when given.
+    pub fn open_shared(dir: &Path, replica: Option<Arc<Replica>>) -> anyhow::Result<Store> {
         if dir.exists() {
             check_owner(dir)?;
         }
@@ -131,7 +152,21 @@ impl Store {
         }
         Ok(Store {
             dir: dir.to_path_buf(),
+            replica,
         })
+    }
+
+    /// The shared CA this store copies, on PostgreSQL.
+    pub fn replica(&self) -> Option<&Arc<Replica>> {
+        self.replica.as_ref()
+    }
+
+    /// After a mutation wrote or removed `path`: its row in the database.
+    fn shared(&self, lock: &StoreLock, path: &Path) -> anyhow::Result<()> {
+        match (&self.replica, &lock.shared) {
+            (Some(replica), Some(held)) => replica.push(held, path),
+            _ => Ok(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -148,9 +183,20 @@ impl Store {
             .mode(0o600)
             .open(&path)?
             .into_file();
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
+        let local = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| anyhow::anyhow!("cannot lock {}: {errno}", path.display()))?;
-        Ok(StoreLock(lock))
+        let shared = self.replica.as_ref().map(|r| r.lock()).transpose()?;
+        Ok(StoreLock { shared, local })
+    }
+
+    /// The first server on a database stores its CA there (under `lock`).
+    pub fn seed_if_first(&self, lock: &StoreLock) -> anyhow::Result<()> {
+        if let (Some(replica), Some(held)) = (&self.replica, &lock.shared)
+            && !replica.holds_a_ca()?
+        {
+            replica.seed(held)?;
+        }
+        Ok(())
     }
 
     pub fn revoked_path(&self) -> PathBuf {
@@ -176,16 +222,17 @@ impl Store {
         read_json(&path).map(Some)
     }
 
-    pub fn put_pending(&self, _lock: &StoreLock, request: &PendingRequest) -> anyhow::Result<()> {
+    pub fn put_pending(&self, lock: &StoreLock, request: &PendingRequest) -> anyhow::Result<()> {
         let path = self.pending_path(&request.name)?;
-        write_private(&path, &serde_json::to_vec_pretty(request)?)
+        write_private(&path, &serde_json::to_vec_pretty(request)?)?;
+        self.shared(lock, &path)
     }
 
     /// Drops NAME's pending request; whether there was one.
-    pub fn remove_pending(&self, _lock: &StoreLock, name: &str) -> anyhow::Result<bool> {
+    pub fn remove_pending(&self, lock: &StoreLock, name: &str) -> anyhow::Result<bool> {
         let path = self.pending_path(name)?;
         match fs_err::remove_file(&path) {
-            Ok(()) => Ok(true),
+            Ok(()) => self.shared(lock, &path).map(|()| true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -206,11 +253,12 @@ impl Store {
         Ok(all)
     }
 
-    pub fn put_cert(&self, _lock: &StoreLock, cert: &IssuedCert) -> anyhow::Result<()> {
+    pub fn put_cert(&self, lock: &StoreLock, cert: &IssuedCert) -> anyhow::Result<()> {
         let path = self
             .cert_dir(cert.kind, &cert.name)?
             .join(format!("{}.pem", cert.serial));
-        write_private(&path, cert.pem.as_bytes())
+        write_private(&path, cert.pem.as_bytes())?;
+        self.shared(lock, &path)
     }
 
     /// Every certificate issued for NAME as `kind`.
@@ -249,10 +297,11 @@ impl Store {
         read_revocations(&self.revoked_path())
     }
 
-    pub fn add_revocations(&self, _lock: &StoreLock, new: &[Revocation]) -> anyhow::Result<()> {
+    pub fn add_revocations(&self, lock: &StoreLock, new: &[Revocation]) -> anyhow::Result<()> {
         let mut all = self.revocations()?;
         all.extend(new.iter().cloned());
-        write_private(&self.revoked_path(), &serde_json::to_vec_pretty(&all)?)
+        write_private(&self.revoked_path(), &serde_json::to_vec_pretty(&all)?)?;
+        self.shared(lock, &self.revoked_path())
     }
 }
 

@@ -35,7 +35,12 @@ async fn node_routes_take_only_the_nodes_own_certificate() {
     );
 
     // Operator routes: not for nodes, not for anonymous callers.
-    for path in ["/api/v1/nodes", "/api/v1/environments", "/metrics"] {
+    for path in [
+        "/api/v1/nodes",
+        "/api/v1/environments",
+        "/api/v1/cluster",
+        "/metrics",
+    ] {
         let get = |peer| {
             let req = Request::get(path).body(Body::empty()).unwrap();
             let cx = &cx;

@@ -303,7 +303,7 @@ async fn retention_deletes_old_reports_and_their_chart_hours() {
         .await;
     cx.report(&run("web-1", "r-new", 60, json!([]))).await;
     let cutoff = jiff::Timestamp::now().as_microsecond() - 14 * 86_400_000_000;
-    let deleted = drover_server::retention::prune(&cx.db, cutoff)
+    let deleted = drover_server::retention::prune(cx.leader().await, cutoff)
         .await
         .unwrap();
     assert_eq!(deleted, 1);

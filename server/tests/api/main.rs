@@ -4,6 +4,7 @@
 mod auth;
 mod ca;
 mod cli;
+mod cluster;
 mod dashboard;
 mod git;
 mod hook;
@@ -67,7 +68,7 @@ fn sha(bytes: &[u8]) -> String {
 /// pass of this suite), the URL of a new database on the cluster at
 /// `DROVER_TEST_POSTGRES`; `None` over SQLite. (tests/src/postgres.rs does
 /// the same for the end-to-end suites.)
-fn postgres_database() -> Option<String> {
+pub(crate) fn postgres_database() -> Option<String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     if std::env::var("DROVER_TEST_DATABASE").ok()? != "postgres" {
@@ -105,6 +106,7 @@ struct TestContext {
     db: drover_server::db::Db,
     /// The database the server was started on (SQLite or PostgreSQL).
     database_url: String,
+    cluster: std::sync::Arc<drover_server::cluster::Cluster>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -147,6 +149,7 @@ impl TestContext {
             source,
             db: state.db.clone(),
             database_url,
+            cluster: state.cluster.clone(),
             router: app(state),
             shutdown,
             tracker,
@@ -220,6 +223,20 @@ impl TestContext {
 
     /// Stops the server and starts another on the same data directory:
     /// everything it held in memory is gone.
+    /// The server's cluster, once the server leads (at once on SQLite,
+    /// after its first election on PostgreSQL).
+    async fn leader(&self) -> &drover_server::cluster::Cluster {
+        let mut leadership = self.cluster.watch_leadership();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            leadership.wait_for(|l| l.is_leader()),
+        )
+        .await
+        .expect("the server leads within 10 s")
+        .unwrap();
+        &self.cluster
+    }
+
     async fn restart(self) -> TestContext {
         let TestContext {
             _tmp: tmp,
@@ -228,6 +245,7 @@ impl TestContext {
             router,
             db,
             database_url,
+            cluster: _,
             shutdown,
             tracker,
         } = self;

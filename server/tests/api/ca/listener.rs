@@ -141,7 +141,7 @@ async fn client_certificates_name_the_caller_and_revocation_is_seen_at_the_next_
     assert_eq!(status_line(&open), "HTTP/1.1 200 OK", "{open}");
 
     // `drover-server ca revoke web1` in another process: its own handle on DATA/ca.
-    let cli = Pki::open_ca(&ca.data(), ca.state.config.cert_lifetime).unwrap();
+    let cli = Pki::open_ca(&ca.data(), ca.state.config.cert_lifetime, None).unwrap();
     let revoked = cli.revoke("web1").unwrap();
     assert_eq!(revoked.len(), 1);
     let refused = catalog(Some(&web1)).await;

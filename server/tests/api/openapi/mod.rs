@@ -18,7 +18,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The routes of the contract (spec/interfaces.md and enrollment).
-const ROUTES: [(&str, &str); 17] = [
+const ROUTES: [(&str, &str); 18] = [
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{name}"),
     ("post", "/api/v1/nodes/{name}/catalog"),
@@ -29,6 +29,7 @@ const ROUTES: [(&str, &str); 17] = [
     ("post", "/api/v1/nodes/{name}/certificate"),
     ("get", "/api/v1/reports/{id}"),
     ("get", "/api/v1/environments"),
+    ("get", "/api/v1/cluster"),
     ("get", "/api/v1/ca"),
     ("post", "/api/v1/certificate_requests/{name}"),
     ("get", "/api/v1/certificate_requests/{name}"),
