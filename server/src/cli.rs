@@ -97,7 +97,10 @@ pub fn ca(args: &CaArgs) -> anyhow::Result<u8> {
     })?;
     // On PostgreSQL the CA is the one the servers share: this host's copy is
     // brought up to date first, and what the command changes reaches them.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The CA's calls block on the runtime from this thread, so a worker
+    // thread must drive its I/O (a current-thread runtime's handle cannot).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     let replica = match crate::db::Backend::of(&config.database_url) {

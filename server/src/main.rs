@@ -57,7 +57,9 @@ fn main() -> ExitCode {
 
 fn init_tracing(format: drover_server::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // PostgreSQL's notices ("relation ... already exists, skipping" at
+        // every migration check) are not the operator's business.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     // Colour for a person at a terminal; a file, a pipe or the journal gets
     // plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

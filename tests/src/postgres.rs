@@ -20,7 +20,7 @@ pub fn fresh_database() -> Option<String> {
 pub fn admin_url() -> String {
     std::env::var("DROVER_TEST_POSTGRES").unwrap_or_else(|_| {
         panic!(
-            "DROVER_TEST_DATABASE=postgres but DROVER_TEST_POSTGRES is not set\n\
+            "this test needs PostgreSQL, and DROVER_TEST_POSTGRES (a cluster's admin URL) is not set\n\
              hint: run the tests through scripts/test, which starts a cluster, or start one \
              with `scripts/postgres start DIR` and export the URL it prints"
         )

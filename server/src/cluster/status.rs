@@ -14,6 +14,9 @@ pub struct ClusterStatus {
     pub database: &'static str,
     /// The id of the server that answered.
     pub this_server: String,
+    /// Whether the server that answered holds itself for the leader (it
+    /// stops at once when a write as leader is refused).
+    pub this_server_leads: bool,
     /// The leader's lease, if a server holds a live one.
     pub leader: Option<Leader>,
     /// Every server heard from in the last 5 minutes, by id.
@@ -58,6 +61,7 @@ impl Cluster {
                 Ok(ClusterStatus {
                     database: "sqlite",
                     this_server: self.id.clone(),
+                    this_server_leads: self.leadership().is_leader(),
                     leader: Some(Leader {
                         id: self.id.clone(),
                         term,
@@ -82,6 +86,7 @@ impl Cluster {
                 Ok(ClusterStatus {
                     database: "postgres",
                     this_server: self.id.clone(),
+                    this_server_leads: self.leadership().is_leader(),
                     leader: lease.map(|l| Leader {
                         id: l.holder,
                         term: l.term,

@@ -138,6 +138,52 @@ struct Overview<'a> {
     refreshed_at: String,
     refresh_error: Option<String>,
     environments: Vec<EnvRow>,
+    cluster: ClusterView,
+}
+
+/// The servers sharing the database, as the overview lists them.
+struct ClusterView {
+    database: &'static str,
+    leader: String,
+    servers: Vec<ServerRow>,
+}
+
+struct ServerRow {
+    id: String,
+    listen: String,
+    version: String,
+    heartbeat: String,
+    role: String,
+    this: bool,
+}
+
+impl ClusterView {
+    fn of(status: crate::cluster::ClusterStatus) -> ClusterView {
+        let term = status.leader.as_ref().map_or(0, |l| l.term);
+        ClusterView {
+            database: status.database,
+            leader: status.leader.as_ref().map_or_else(
+                || "none (an election is due)".to_owned(),
+                |l| format!("{} (term {})", l.id, l.term),
+            ),
+            servers: status
+                .servers
+                .into_iter()
+                .map(|s| ServerRow {
+                    this: s.id == status.this_server,
+                    role: if s.leader {
+                        format!("leader, term {term}")
+                    } else {
+                        "follower".to_owned()
+                    },
+                    heartbeat: format!("{:.1} s ago", s.heartbeat_age_ms.max(0) as f64 / 1000.0),
+                    id: s.id,
+                    listen: s.listen,
+                    version: s.version,
+                })
+                .collect(),
+        }
+    }
 }
 
 async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> {
@@ -149,6 +195,7 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
     let nodes = fleet::page(&state.db, &ctx, &filter, after, PAGE_SIZE).await?;
     let history = fleet::fleet_history(&state.db, now.as_microsecond(), CHART_HOURS).await?;
     let envs = environments_view(state).await?;
+    let cluster = ClusterView::of(state.cluster.status().await?);
     let selected = filter.state.map(StateFilter::as_str);
     let mut cards: Vec<Card> = NodeState::ALL
         .into_iter()
@@ -242,6 +289,7 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
             .map_or_else(|| "never".to_owned(), |t| format::when(&t.to_string())),
         refresh_error: envs.refresh_error,
         environments,
+        cluster,
     };
     page(&view)
 }

@@ -77,6 +77,8 @@ impl Drop for ReplicaLock {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        // A pool connection goes back to its pool on a task of the runtime.
+        let _runtime = self.runtime.enter();
         let unlocked = self.runtime.block_on(async {
             sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(LOCK_KEY)
@@ -86,6 +88,8 @@ impl Drop for ReplicaLock {
         if unlocked.is_err() {
             // Closing the session releases its locks.
             drop(conn.detach());
+        } else {
+            drop(conn);
         }
     }
 }

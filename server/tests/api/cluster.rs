@@ -39,6 +39,23 @@ async fn the_cluster_lists_this_server_as_its_leader() {
     if postgres {
         assert!(status["leader"]["expires_at"].is_string(), "{status:#}");
     }
+    // The overview lists the servers too, this one as the leader.
+    let html = cx.page("/").await;
+    let section = &html[html
+        .find("<section id=\"cluster\">")
+        .expect("a servers section")..];
+    assert!(
+        section.contains(&format!("data-server=\"{me}\"")) && section.contains("leader, term"),
+        "{section}"
+    );
+    assert!(
+        section.contains(if postgres {
+            "database: postgres"
+        } else {
+            "database: sqlite"
+        }),
+        "{section}"
+    );
     cx.stop().await;
 }
 

@@ -73,7 +73,7 @@ impl TestContext {
         );
     }
 
-    async fn page(&self, uri: &str) -> String {
+    pub(crate) async fn page(&self, uri: &str) -> String {
         let (status, headers, body) = self
             .send(Request::get(uri).body(Body::empty()).unwrap())
             .await;

@@ -1,0 +1,164 @@
+//! What one server does, the other knows: enrollment, reports, commits and
+//! revocations cross from one server to the other through the database.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use drover_tests::{bin, report_list, toml_str};
+
+use crate::{Cluster, converged};
+
+#[test]
+fn an_agent_enrolled_through_one_server_converges_through_the_other() {
+    let c = Cluster::start();
+    let mut agent = c.agent("web-1", &c.a);
+    agent.run(&[]).expect_code(2);
+    assert_eq!(fs_err::read_to_string(c.motd("web-1")).unwrap(), "first\n");
+    // The same certificate, the other server: it trusts the shared CA, and
+    // what it serves is what the first one would.
+    fs_err::remove_file(c.motd("web-1")).unwrap();
+    agent.server = c.b.url.clone();
+    agent.run(&[]).expect_code(2);
+    assert_eq!(fs_err::read_to_string(c.motd("web-1")).unwrap(), "first\n");
+    // Both reports, whichever server took them, are listed by either.
+    for server in [&c.a, &c.b] {
+        let list = server.get_json("/api/v1/nodes/web-1/reports");
+        let used: Vec<&str> = report_list(&list)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(used.len(), 2, "{list:#}");
+        let latest = server.latest_report("web-1");
+        assert_eq!(latest["server"], c.b.url.as_str(), "{latest:#}");
+    }
+}
+
+/// A daemon agent for `node` watching `server`, killed when dropped.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(c: &Cluster, node: &str, server: &drover_tests::Server) -> Daemon {
+        let config = c.tmp.path().join(format!("daemon-{node}.toml"));
+        fs_err::write(
+            &config,
+            format!(
+                "server = \"{}\"\nnode = \"{node}\"\nstate_dir = {}\nsplay_secs = 0\ninterval_secs = 3600\n{}",
+                server.url,
+                toml_str(&c.tmp.path().join(format!("daemon-{node}"))),
+                server.agent_config()
+            ),
+        )
+        .unwrap();
+        let log = c.tmp.path().join(format!("daemon-{node}.log"));
+        let out = fs_err::File::create(&log).unwrap().into_parts().0;
+        let child = Command::new(bin("drover-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs_err::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_commit_announced_to_one_server_converges_a_daemon_watching_the_other() {
+    let c = Cluster::start();
+    let daemon = Daemon::start(&c, "web-2", &c.b);
+    let logs = || {
+        format!(
+            "--- daemon\n{}\n--- server a\n{}\n--- server b\n{}",
+            daemon.log(),
+            c.a.log(),
+            c.b.log()
+        )
+    };
+    converged(&c.motd("web-2"), "first\n", Duration::from_secs(30), logs);
+    // The daemon holds its watch on b; the push is announced to a only.
+    std::thread::sleep(Duration::from_millis(500));
+    c.repo.write("files/motd", "second\n");
+    c.repo.commit("a new motd");
+    c.a.refresh();
+    let took = converged(&c.motd("web-2"), "second\n", Duration::from_secs(20), logs);
+    // Within seconds, not at the hourly run: b heard of the commit from a.
+    assert!(took < Duration::from_secs(10), "took {took:?}\n{}", logs());
+    assert!(
+        daemon.log().contains("new catalog version"),
+        "woken by its watch:\n{}",
+        logs()
+    );
+}
+
+#[test]
+fn a_certificate_revoked_through_one_server_is_refused_by_the_other() {
+    let c = Cluster::start();
+    let agent = c.agent("web-3", &c.a);
+    agent.run(&[]).expect_code(2);
+    let credential = agent.credential();
+    let (code, _) =
+        c.b.request_as(&credential, "GET", "/api/v1/ca", None)
+            .expect("b accepts web-3's certificate");
+    assert_eq!(code, 200);
+    // Revoked on a's host, with a's configuration and the shared database.
+    let out = Command::new(bin("drover-server"))
+        .args(["ca", "revoke", "web-3", "--data-dir"])
+        .arg(c.a.data_dir())
+        .args(["--database", &c.database])
+        .arg("--config")
+        .arg(c.a.data_dir().join("server.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ca revoke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // b refuses it at its next handshake (the revocation reaches it by the
+    // database's notification, in milliseconds; polled for at most 2 s).
+    let started = std::time::Instant::now();
+    loop {
+        match c.b.request_as(&credential, "GET", "/api/v1/ca", None) {
+            Err(e) => {
+                assert!(
+                    e.contains("certificate")
+                        || e.contains("revoked")
+                        || e.contains("handshake")
+                        || e.contains("connection"),
+                    "{e}"
+                );
+                break;
+            }
+            Ok((code, body)) => assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "b still accepts the revoked certificate: {code} {body}\nserver b log:\n{}",
+                c.b.log()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        c.b.log().contains("refused a revoked client certificate"),
+        "{}",
+        c.b.log()
+    );
+    // And a (whose host ran the command) refuses it too.
+    assert!(
+        c.a.request_as(&credential, "GET", "/api/v1/ca", None)
+            .is_err()
+    );
+}
