@@ -162,3 +162,69 @@ fn a_certificate_revoked_through_one_server_is_refused_by_the_other() {
             .is_err()
     );
 }
+
+/// `drover-server serve` on the cluster's database with `data_dir` and
+/// `config` (server.toml text): it must refuse to start; its stderr.
+fn refused_start(c: &Cluster, data_dir: &std::path::Path, config: &str) -> String {
+    fs_err::create_dir_all(data_dir).unwrap();
+    let toml = data_dir.join("server.toml");
+    fs_err::write(&toml, config).unwrap();
+    let out = Command::new(bin("drover-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--repo"])
+        .arg(&c.repo.path)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--config")
+        .arg(&toml)
+        .args(["--database", &c.database])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_server_without_the_cluster_secret_or_with_its_own_ca_is_refused_with_the_reason() {
+    let c = Cluster::start();
+    // A third server whose cluster secret is missing: it cannot open the
+    // shared CA, says which file and where to get it.
+    let missing = c.tmp.path().join("nowhere/cluster-secret");
+    let stderr = refused_start(
+        &c,
+        &c.tmp.path().join("server-c"),
+        &format!("cluster_secret_file = {}\n", toml_str(&missing)),
+    );
+    assert!(
+        stderr.contains(&missing.display().to_string()) && stderr.contains("copy that file"),
+        "{stderr}"
+    );
+    // A wrong secret: the key cannot be unsealed.
+    let wrong = c.tmp.path().join("wrong-secret");
+    fs_err::write(&wrong, "not the secret the others use, but long enough\n").unwrap();
+    let stderr = refused_start(
+        &c,
+        &c.tmp.path().join("server-d"),
+        &format!("cluster_secret_file = {}\n", toml_str(&wrong)),
+    );
+    assert!(stderr.contains("another cluster secret"), "{stderr}");
+    // A data directory with a CA of its own (a server that ran alone before).
+    let alone = c.tmp.path().join("server-e");
+    let mut own = drover_tests::Server::start(&c.repo.path, &alone);
+    own.stop();
+    let stderr = refused_start(
+        &c,
+        &alone,
+        &format!(
+            "cluster_secret_file = {}\n",
+            toml_str(&c.tmp.path().join("cluster-secret"))
+        ),
+    );
+    assert!(
+        stderr.contains("belongs to another CA than the one the servers share"),
+        "{stderr}"
+    );
+    // The cluster still has its two servers, unharmed.
+    assert_eq!(crate::status(&c.a)["servers"].as_array().unwrap().len(), 2);
+}
