@@ -533,6 +533,57 @@ impl Agent {
     }
 }
 
+/// A `drover-agent run --config CONFIG` daemon, its output in a file, killed
+/// when the test ends (even by a failed assertion).
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon of `config`; its stdout and stderr go to `log`.
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let out = fs_err::File::create(log).unwrap().into_parts().0;
+        let child = Command::new(bin("drover-agent"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        fs_err::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of a report of run `run_id` of `node` with no resources, as an
+/// agent would post it.
+pub fn report_body(node: &str, run_id: &str) -> Vec<u8> {
+    serde_json::json!({
+        "run_id": run_id, "node": node, "environment": "main", "commit": "c1",
+        "catalog_version": "v1", "noop": false,
+        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
+        "status": "unchanged", "cached_catalog": "not_used", "agent_version": "0.1.0",
+        "resources": []
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// `path` as a TOML basic string.
 pub fn toml_str(path: &Path) -> String {
     serde_json::to_string(&path.display().to_string()).unwrap()

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use drover_tests::Server;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::json;
 
 use crate::{Cluster, leader, this_server, wait_status};
 
@@ -76,19 +75,6 @@ fn a_leader_paused_past_its_lease_is_fenced_off_when_it_wakes() {
     );
 }
 
-/// A report of run `run_id` of `node`, as an agent posts it.
-fn report(node: &str, run_id: &str) -> Vec<u8> {
-    json!({
-        "run_id": run_id, "node": node, "environment": "main", "commit": "c1",
-        "catalog_version": "v1", "noop": false,
-        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
-        "status": "unchanged", "cached_catalog": "not_used", "agent_version": "0.1.0",
-        "resources": []
-    })
-    .to_string()
-    .into_bytes()
-}
-
 #[test]
 fn every_report_acknowledged_before_a_server_is_killed_is_stored() {
     let c = Cluster::start();
@@ -105,7 +91,7 @@ fn every_report_acknowledged_before_a_server_is_killed_is_stored() {
             scope.spawn(move || {
                 for i in 0..PER_SERVER {
                     let run_id = format!("run-{name}-{i}");
-                    let body = report("web-9", &run_id);
+                    let body = drover_tests::report_body("web-9", &run_id);
                     match server.request_as(
                         &credential,
                         "POST",

@@ -1,10 +1,10 @@
 //! What one server does, the other knows: enrollment, reports, commits and
 //! revocations cross from one server to the other through the database.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use drover_tests::{bin, report_list, toml_str};
+use drover_tests::{Daemon, bin, report_list, toml_str};
 
 use crate::{Cluster, converged};
 
@@ -33,53 +33,26 @@ fn an_agent_enrolled_through_one_server_converges_through_the_other() {
     }
 }
 
-/// A daemon agent for `node` watching `server`, killed when dropped.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(c: &Cluster, node: &str, server: &drover_tests::Server) -> Daemon {
-        let config = c.tmp.path().join(format!("daemon-{node}.toml"));
-        fs_err::write(
-            &config,
-            format!(
-                "server = \"{}\"\nnode = \"{node}\"\nstate_dir = {}\nsplay_secs = 0\ninterval_secs = 3600\n{}",
-                server.url,
-                toml_str(&c.tmp.path().join(format!("daemon-{node}"))),
-                server.agent_config()
-            ),
-        )
-        .unwrap();
-        let log = c.tmp.path().join(format!("daemon-{node}.log"));
-        let out = fs_err::File::create(&log).unwrap().into_parts().0;
-        let child = Command::new(bin("drover-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs_err::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A daemon agent for `node` watching `server`.
+fn start_daemon(c: &Cluster, node: &str, server: &drover_tests::Server) -> Daemon {
+    let config = c.tmp.path().join(format!("daemon-{node}.toml"));
+    fs_err::write(
+        &config,
+        format!(
+            "server = \"{}\"\nnode = \"{node}\"\nstate_dir = {}\nsplay_secs = 0\ninterval_secs = 3600\n{}",
+            server.url,
+            toml_str(&c.tmp.path().join(format!("daemon-{node}"))),
+            server.agent_config()
+        ),
+    )
+    .unwrap();
+    Daemon::start(&config, &c.tmp.path().join(format!("daemon-{node}.log")))
 }
 
 #[test]
 fn a_commit_announced_to_one_server_converges_a_daemon_watching_the_other() {
     let c = Cluster::start();
-    let daemon = Daemon::start(&c, "web-2", &c.b);
+    let daemon = start_daemon(&c, "web-2", &c.b);
     let logs = || {
         format!(
             "--- daemon\n{}\n--- server a\n{}\n--- server b\n{}",

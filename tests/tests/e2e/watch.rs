@@ -3,59 +3,28 @@
 //! server restarted between push and watch) still converges at its next
 //! interval run.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drover_tests::{Credential, bin, report_list};
+use drover_tests::{Credential, Daemon, report_list};
 
 use crate::World;
 
-/// A daemon for node web-1, killed when the test ends (even by a failed
-/// assertion); its output goes to a file the failures show.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// `name` names its configuration and log; every daemon of a world
-    /// shares one state directory (one node, enrolled once).
-    fn start(w: &World, name: &str, settings: &str) -> Daemon {
-        let config = w.tmp.path().join(format!("{name}.toml"));
-        let state = w.tmp.path().join("daemon-state");
-        fs_err::write(
-            &config,
-            format!(
-                "server = \"{}\"\nnode = \"web-1\"\nstate_dir = \"{}\"\nsplay_secs = 0\n{settings}\n{}",
-                w.server.url,
-                state.display(),
-                w.server.agent_config()
-            ),
-        )
-        .unwrap();
-        let log = w.tmp.path().join(format!("{name}.log"));
-        let out = fs_err::File::create(&log).unwrap().into_parts().0;
-        let child = Command::new(bin("drover-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        fs_err::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A daemon for node web-1; `name` names its configuration and log; every
+/// daemon of a world shares one state directory (one node, enrolled once).
+fn start_daemon(w: &World, name: &str, settings: &str) -> Daemon {
+    let config = w.tmp.path().join(format!("{name}.toml"));
+    let state = w.tmp.path().join("daemon-state");
+    fs_err::write(
+        &config,
+        format!(
+            "server = \"{}\"\nnode = \"web-1\"\nstate_dir = \"{}\"\nsplay_secs = 0\n{settings}\n{}",
+            w.server.url,
+            state.display(),
+            w.server.agent_config()
+        ),
+    )
+    .unwrap();
+    Daemon::start(&config, &w.tmp.path().join(format!("{name}.log")))
 }
 
 /// Waits (up to `limit`) until the managed `rel` holds `content`; how long it took.
@@ -90,7 +59,7 @@ fn reports(w: &World) -> usize {
 #[test]
 fn a_push_reaches_a_daemon_with_an_hour_long_interval_within_seconds() {
     let w = World::start();
-    let daemon = Daemon::start(&w, "agent", "interval_secs = 3600");
+    let daemon = start_daemon(&w, "agent", "interval_secs = 3600");
     converged(
         &w,
         &daemon,
@@ -131,7 +100,7 @@ fn a_push_reaches_a_daemon_with_an_hour_long_interval_within_seconds() {
 fn a_daemon_that_missed_the_news_converges_at_its_next_interval_run() {
     let mut w = World::start();
     // Not watching at all: the push lands, no notification reaches it.
-    let daemon = Daemon::start(&w, "blind", "interval_secs = 3\nwatch = false");
+    let daemon = start_daemon(&w, "blind", "interval_secs = 3\nwatch = false");
     converged(
         &w,
         &daemon,
@@ -158,7 +127,7 @@ fn a_daemon_that_missed_the_news_converges_at_its_next_interval_run() {
 
     // Watching, but the server restarts between the push and any watch:
     // it forgot every version, and the hook never ran.
-    let daemon = Daemon::start(&w, "restarted", "interval_secs = 3");
+    let daemon = start_daemon(&w, "restarted", "interval_secs = 3");
     converged(
         &w,
         &daemon,

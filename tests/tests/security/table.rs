@@ -1,7 +1,6 @@
 //! Every route against every kind of caller, over real TLS handshakes.
 
 use drover_tests::Credential;
-use serde_json::json;
 
 use crate::Fleet;
 
@@ -15,18 +14,6 @@ use Answer::{HandshakeRefused as Refused, Status as S};
 
 /// A method, a route, a body, and what each caller of the table gets.
 type Row<'a> = (&'a str, &'a str, Option<&'a [u8]>, [Answer; 6]);
-
-fn report_for(node: &str, run_id: &str) -> Vec<u8> {
-    json!({
-        "run_id": run_id, "node": node, "environment": "main", "commit": "c1",
-        "catalog_version": "v1", "noop": false,
-        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
-        "status": "unchanged", "cached_catalog": "not_used", "agent_version": "0.1.0",
-        "resources": []
-    })
-    .to_string()
-    .into_bytes()
-}
 
 #[test]
 fn every_route_answers_every_caller_as_designed() {
@@ -75,7 +62,7 @@ fn every_route_answers_every_caller_as_designed() {
     let catalog_route = "/api/v1/nodes/web-1/catalog".to_owned();
     let file_route = format!("/api/v1/nodes/web-1/files/{sha}");
     let report_route = format!("/api/v1/reports/{run_id}");
-    let report = report_for("web-1", "0e5cb1f6-table-test");
+    let report = drover_tests::report_body("web-1", "0e5cb1f6-table-test");
     //   route                                 none    node    other   revoked  token   op-cert
     let table: Vec<Row> = vec![
         (
