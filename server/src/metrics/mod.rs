@@ -143,10 +143,18 @@ impl Metrics {
     }
 
     /// Renders every metric; `nodes` are node counts by state, `refresh_age`
-    /// the seconds since the last successful repository refresh.
-    pub fn render(&self, nodes: &Counts, refresh_age: Option<f64>) -> String {
+    /// the seconds since the last successful repository refresh, `leads`
+    /// whether this server leads the servers of its database.
+    pub fn render(&self, nodes: &Counts, refresh_age: Option<f64>, leads: bool) -> String {
         let mut scrape = Registry::default();
         register_nodes(&mut scrape, nodes);
+        let leader = Gauge::<i64>::default();
+        leader.set(i64::from(leads));
+        scrape.register(
+            "drover_cluster_leader",
+            "1 while this server leads the servers of its database (always on SQLite), else 0",
+            leader,
+        );
         // NaN is Prometheus' "no value": the server has never refreshed.
         let age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         age.set(refresh_age.unwrap_or(f64::NAN));
@@ -199,8 +207,9 @@ mod tests {
         };
         nodes.by_state.insert(NodeState::Changed, 3);
         nodes.by_state.insert(NodeState::Failed, 1);
-        let text = metrics.render(&nodes, None);
+        let text = metrics.render(&nodes, None, true);
         for line in [
+            "drover_cluster_leader 1",
             "# TYPE drover_nodes gauge",
             "drover_nodes{state=\"changed\"} 3",
             "drover_nodes{state=\"failed\"} 1",
@@ -216,7 +225,8 @@ mod tests {
             !text.contains("# EOF"),
             "the 0.0.4 format has no EOF marker"
         );
-        let text = metrics.render(&Counts::default(), Some(1.5));
+        let text = metrics.render(&Counts::default(), Some(1.5), false);
+        assert!(text.contains("\ndrover_cluster_leader 0\n"), "{text}");
         assert!(
             text.contains("\ndrover_git_refresh_age_seconds 1.5\n"),
             "{text}"
@@ -234,7 +244,7 @@ mod tests {
         metrics.compile_finished(Duration::from_millis(30), false);
         metrics.compile_failed_early();
         metrics.refresh_finished(Duration::from_millis(20), false);
-        let text = metrics.render(&Counts::default(), None);
+        let text = metrics.render(&Counts::default(), None, true);
         for line in [
             "drover_catalog_compiles_total 1",
             "drover_catalog_compile_errors_total 2",

@@ -61,7 +61,9 @@ pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, App
     });
     Ok((
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state.metrics.render(&nodes, age),
+        state
+            .metrics
+            .render(&nodes, age, state.cluster.leadership().is_leader()),
     )
         .into_response())
 }

@@ -34,6 +34,7 @@ fn when_the_leader_is_killed_the_other_leads_within_15_s_with_a_larger_term() {
     // The follower knows it follows, and whom.
     let seen = crate::status(other);
     assert_eq!(seen["this_server_leads"], false, "{seen:#}");
+    assert!(metrics(other).contains("\ndrover_cluster_leader 0\n"));
     assert_eq!(seen["servers"].as_array().unwrap().len(), 2, "{seen:#}");
     let other_id = this_server(&seen);
     signal(old, Signal::SIGKILL);
@@ -44,6 +45,15 @@ fn when_the_leader_is_killed_the_other_leads_within_15_s_with_a_larger_term() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(15), "took {took:?}: {status:#}");
     assert_eq!(status["this_server_leads"], true, "{status:#}");
+    assert!(metrics(other).contains("\ndrover_cluster_leader 1\n"));
+}
+
+/// `GET /metrics` of `server`, as text.
+fn metrics(server: &Server) -> String {
+    match server.request("GET", "/metrics", None) {
+        (200, serde_json::Value::String(text)) => text,
+        other => panic!("/metrics: {other:?}"),
+    }
 }
 
 #[test]
