@@ -127,6 +127,10 @@ async fn recompile(state: &AppState, environments: &[String]) {
     } else {
         Recompile::Watched(state.watches.watched())
     };
+    recompile_in(state, environments, scope).await;
+}
+
+async fn recompile_in(state: &AppState, environments: &[String], scope: Recompile) {
     if let Err(e) = compile::recompile_known(state, environments, scope).await {
         tracing::warn!(error = %e, "recompiling known nodes failed");
     }
@@ -141,9 +145,17 @@ async fn refresh_loop(state: AppState, shutdown: CancellationToken) {
         .iter()
         .map(|s| s.name.clone())
         .collect();
+    // Every server learns every known node's version at start (a follower
+    // too: any node may watch it next), so a daemon that missed a commit
+    // while this server was down hears of it at its next watch.
+    let scope = if state.cluster.leadership().is_leader() {
+        Recompile::Known
+    } else {
+        Recompile::KnownVersions
+    };
     tokio::select! {
         () = shutdown.cancelled() => return,
-        () = recompile(&state, &loaded) => {}
+        () = recompile_in(&state, &loaded, scope) => {}
     }
     let interval = state.config.refresh_interval;
     loop {

@@ -409,11 +409,15 @@ pub async fn recompile_known(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Which known nodes a recompile covers.
+/// Which known nodes a recompile covers, and whether it writes their
+/// compile errors.
 #[derive(Debug, Clone)]
 pub enum Recompile {
     /// Every known node, their compile errors written (the leader).
     Known,
+    /// Every known node, to learn their versions (a follower starting: the
+    /// nodes that will watch it), compile errors left to the leader.
+    KnownVersions,
     /// Only these (a follower: the nodes that talk to it), to wake their
     /// watches; the leader writes the compile errors.
     Watched(std::collections::BTreeSet<String>),
