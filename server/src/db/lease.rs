@@ -1,7 +1,8 @@
 //! The cluster's tables on PostgreSQL: each server's heartbeat and the
-//! leader's lease, on the database's clock. These statements run on a
-//! reader connection in autocommit, not through the writer: a lease renewal
-//! must not wait behind a batch of reports.
+//! leader's lease, on the database's clock. These statements run on the
+//! cluster's own connections (`Db::control`) in autocommit, not through the
+//! writer nor the readers: a lease renewal must not wait behind a batch of
+//! reports or a busy dashboard.
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
@@ -72,7 +73,7 @@ pub async fn heartbeat(
     .bind(listen)
     .bind(version)
     .bind(started_at_us)
-    .execute(db.reads())
+    .execute(db.control())
     .await?;
     Ok(())
 }
@@ -99,7 +100,7 @@ pub async fn acquire(db: &Db, id: &str, ttl_us: i64) -> Result<Option<i64>, DbEr
     ))
     .bind(id)
     .bind(ttl_us)
-    .fetch_optional(db.reads())
+    .fetch_optional(db.control())
     .await?)
 }
 
@@ -114,7 +115,7 @@ pub async fn renew(db: &Db, fence: &Fence, ttl_us: i64) -> Result<bool, DbError>
     .bind(&fence.holder)
     .bind(fence.term)
     .bind(ttl_us)
-    .execute(db.reads())
+    .execute(db.control())
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -126,7 +127,7 @@ pub async fn release(db: &Db, fence: &Fence) -> Result<(), DbError> {
     ))
     .bind(&fence.holder)
     .bind(fence.term)
-    .execute(db.reads())
+    .execute(db.control())
     .await?;
     Ok(())
 }
@@ -138,7 +139,7 @@ pub async fn lease(db: &Db) -> Result<Option<LeaseRow>, DbError> {
            CASE WHEN expires_at_us > {NOW_US} THEN 1 ELSE 0 END AS live
          FROM cluster_lease WHERE id = 1"
     ))
-    .fetch_optional(db.reads())
+    .fetch_optional(db.control())
     .await?;
     row.map(|row| {
         Ok(LeaseRow {
@@ -160,7 +161,7 @@ pub async fn servers(db: &Db, within_us: i64) -> Result<Vec<ServerRow>, DbError>
          FROM cluster_servers WHERE heartbeat_at_us > {NOW_US} - $1 ORDER BY id"
     ))
     .bind(within_us)
-    .fetch_all(db.reads())
+    .fetch_all(db.control())
     .await?)
 }
 
@@ -170,7 +171,7 @@ pub async fn forget_silent(db: &Db, silent_us: i64) -> Result<u64, DbError> {
         "DELETE FROM cluster_servers WHERE heartbeat_at_us < {NOW_US} - $1"
     ))
     .bind(silent_us)
-    .execute(db.reads())
+    .execute(db.control())
     .await?
     .rows_affected())
 }

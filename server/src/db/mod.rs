@@ -109,6 +109,10 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct Db {
     reads: AnyPool,
+    /// The cluster's own connections (PostgreSQL): the lease must not wait
+    /// for a reader behind the dashboard's and the nodes' queries. On
+    /// SQLite, the readers.
+    control: AnyPool,
     writer: Writer,
     backend: Backend,
     /// The last write probe of [`Db::health`], shared by its callers.
@@ -119,6 +123,11 @@ impl Db {
     /// For queries: any of several connections.
     pub fn reads(&self) -> &AnyPool {
         &self.reads
+    }
+
+    /// For the cluster's lease and heartbeat (see `lease`).
+    pub fn control(&self) -> &AnyPool {
+        &self.control
     }
 
     /// Which database this is.
@@ -241,11 +250,16 @@ pub async fn open_with(url: &str, how: OpenOptions) -> Result<Db, DbError> {
         source,
     })?;
     let writer = Writer::start(writing, connect, backend);
-    if backend == Backend::Sqlite {
-        tokio::spawn(sqlite::checkpoints(reads.clone(), writer.liveness()));
-    }
+    let control = match backend {
+        Backend::Sqlite => {
+            tokio::spawn(sqlite::checkpoints(reads.clone(), writer.liveness()));
+            reads.clone()
+        }
+        Backend::Postgres => pool(url, 2, "").await?,
+    };
     Ok(Db {
         reads,
+        control,
         writer,
         backend,
         probe: Default::default(),

@@ -147,15 +147,17 @@ impl Replica {
     }
 
     /// Brings the copy up to date with every row it has not seen; how many.
+    /// One pull at a time (a signing's, a notification's, the timer's): the
+    /// watermark is held from the query to the last file written.
     pub fn pull(&self) -> anyhow::Result<usize> {
-        let seen = *self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let rows: Vec<(String, Option<Vec<u8>>, i64)> = self
             .runtime
             .block_on(
                 sqlx::query_as(
                     "SELECT path, content, seq FROM ca_files WHERE seq > $1 ORDER BY seq",
                 )
-                .bind(seen)
+                .bind(*seen)
                 .fetch_all(self.db.reads()),
             )
             .context("cannot read the shared CA from the database")?;
@@ -163,7 +165,7 @@ impl Replica {
         for (path, content, seq) in rows {
             self.apply(&path, content)
                 .with_context(|| format!("cannot bring DATA/ca/{path} up to date"))?;
-            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seq;
+            *seen = seq;
         }
         Ok(count)
     }
@@ -230,7 +232,8 @@ impl Replica {
                 Ok::<i64, anyhow::Error>(seq)
             })
             .with_context(|| format!("cannot store DATA/ca/{rel} in the database"))?;
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seq;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        *seen = (*seen).max(seq);
         Ok(())
     }
 

@@ -201,3 +201,36 @@ fn a_server_without_the_cluster_secret_or_with_its_own_ca_is_refused_with_the_re
     // The cluster still has its two servers, unharmed.
     assert_eq!(crate::status(&c.a)["servers"].as_array().unwrap().len(), 2);
 }
+
+/// Enrollments through both servers at once: each signing brings its
+/// server's copy of the CA up to date while the other's notifications do
+/// too (two writers of one file once answered 500).
+#[test]
+fn nodes_enrolling_through_both_servers_at_once_all_get_their_certificates() {
+    let c = Cluster::start();
+    let agents: Vec<_> = (0..8)
+        .map(|i| {
+            let through = if i % 2 == 0 { &c.a } else { &c.b };
+            c.agent(&format!("app-{i}"), through)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for agent in &agents {
+            scope.spawn(move || {
+                agent.run(&[]).expect_code(2);
+            });
+        }
+    });
+    for server in [&c.a, &c.b] {
+        for i in 0..8 {
+            let node = server.get_json(&format!("/api/v1/nodes/app-{i}"));
+            assert_eq!(node["last_status"], "changed", "{node:#}");
+        }
+    }
+    assert!(
+        !c.a.log().contains("up to date failed") && !c.b.log().contains("up to date failed"),
+        "--- a\n{}\n--- b\n{}",
+        c.a.log(),
+        c.b.log()
+    );
+}

@@ -17,6 +17,13 @@
 //!   node's catalog, and each node is timed to its watch answering and to
 //!   its report of the new version (see [`watch`]).
 //!
+//! `--servers N` (spread only) starts N servers sharing one `--database`
+//! (PostgreSQL) and one cluster secret, the first before the others (it
+//! creates the CA the others then read), and spreads the nodes over them:
+//! node i enrolls and checks in through server i mod N (or enrolls through
+//! the first, `--enroll-on-first-server`); each server gets its own table,
+//! and the fleet a combined one.
+//!
 //! Prints a table per scenario and writes every figure to `--out` as JSON.
 
 mod conn;
@@ -78,6 +85,26 @@ pub struct Args {
     /// watch: seconds after the webhook a node still counts as converging.
     #[arg(long, default_value_t = 60)]
     pub watch_deadline_secs: u64,
+    /// spread: servers sharing `--database`, each node on one of them.
+    #[arg(long, default_value_t = 1)]
+    pub servers: usize,
+    /// spread: the servers' database (`database` in their server.toml,
+    /// e.g. postgres://USER@localhost:PORT/DB?host=SOCKETDIR)
+    /// [default: each server's DATA/drover.db].
+    #[arg(long)]
+    pub database: Option<String>,
+    /// spread: the database server's pid (PostgreSQL's postmaster), whose
+    /// CPU time and its children's over the rounds is printed.
+    #[arg(long)]
+    pub database_pid: Option<u32>,
+    /// spread, with `--servers`: every node enrolls through the first
+    /// server (and still checks in on its own).
+    #[arg(long)]
+    pub enroll_on_first_server: bool,
+    /// Keep the scenarios' directories (site, data dirs, server logs) and
+    /// print where they are.
+    #[arg(long)]
+    pub keep_dirs: bool,
     /// Plain HTTP, the node named by the path (no enrollment, no TLS).
     #[arg(long)]
     pub insecure_http: bool,
@@ -114,6 +141,18 @@ fn raise_fd_limit() -> u64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.servers == 0 {
+        anyhow::bail!("--servers must be at least 1");
+    }
+    if (args.servers > 1 || args.database.is_some()) && args.scenario != Scenario::Spread {
+        anyhow::bail!("--servers and --database take --scenario spread");
+    }
+    if args.servers > 1 && args.database.is_none() {
+        anyhow::bail!(
+            "--servers {} needs a --database they share (PostgreSQL)",
+            args.servers
+        );
+    }
     let fds = raise_fd_limit();
     let server_bin = match &args.server_bin {
         Some(bin) => bin.clone(),
@@ -142,6 +181,13 @@ fn main() -> Result<()> {
         },
         server_bin.display()
     );
+    if let Some(url) = &args.database {
+        println!(
+            "drover-fleet: {} server(s) on one database, {}",
+            args.servers,
+            drover_server::db::redacted(url)
+        );
+    }
     let mut results = serde_json::Map::new();
     let all = args.scenario == Scenario::All;
     if all || args.scenario == Scenario::Spread {
@@ -166,6 +212,8 @@ fn main() -> Result<()> {
     let document = json!({
         "cpus": cpus,
         "transport": if args.insecure_http { "http" } else { "mtls" },
+        "servers": args.servers,
+        "database": args.database.as_deref().map(drover_server::db::redacted),
         "at": jiff::Timestamp::now().to_string(),
         "scenarios": results,
     });

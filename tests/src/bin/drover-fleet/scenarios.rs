@@ -17,10 +17,14 @@ use crate::site;
 use crate::stats::{Route, Stats};
 
 /// A running server with its site, and the fleet's shared parts.
+/// Fields drop in order: the servers stop before their directory goes.
 pub(crate) struct Setup {
-    pub dir: tempfile::TempDir,
     pub server: Server,
     pub fleet: Arc<Fleet>,
+    /// The servers after the first (`--servers`), each with its own fleet
+    /// (address and stats) over the same CA.
+    pub more: Vec<(Server, Arc<Fleet>)>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Setup {
@@ -31,37 +35,80 @@ impl Setup {
 }
 
 /// A server over a fresh site: a plain directory, or with `git` a git
-/// repository (which the server mirrors, and a webhook refreshes).
+/// repository (which the server mirrors, and a webhook refreshes). With
+/// `--servers N` (spread only), N servers on `--database` with one cluster
+/// secret, each its own data directory; the first is up (and has stored
+/// the CA) before the next starts.
 pub(crate) async fn start(args: &Args, bin: &Path, extra_toml: &str, git: bool) -> Result<Setup> {
-    let dir = tempfile::Builder::new().prefix("drover-fleet-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("drover-fleet-")
+        .disable_cleanup(args.keep_dirs)
+        .tempdir()?;
+    if args.keep_dirs {
+        println!("drover-fleet: keeping {}", dir.path().display());
+    }
     let repo = dir.path().join("site");
     site::generate(&repo)?;
     if git {
         site::init_git(&repo)?;
     }
-    let server = Server::start(
-        bin,
-        &repo,
-        &dir.path().join("data"),
-        args.insecure_http,
-        extra_toml,
-    )?;
+    let mut toml = extra_toml.to_owned();
+    if let Some(url) = &args.database {
+        toml.push_str(&format!(
+            "database = {url:?}\ncluster_secret_file = {:?}\n",
+            dir.path().join("cluster-secret").display().to_string()
+        ));
+    }
+    let mut servers = Vec::with_capacity(args.servers);
+    for n in 0..args.servers.max(1) {
+        let data = if n == 0 {
+            dir.path().join("data")
+        } else {
+            dir.path().join(format!("data-{}", n + 1))
+        };
+        servers.push(Server::start(bin, &repo, &data, args.insecure_http, &toml)?);
+    }
+    let server = servers.remove(0);
     let roots = if args.insecure_http {
         None
     } else {
         let mut roots = rustls::RootCertStore::empty();
         let pem = server.ca_pem()?;
+        for other in &servers {
+            if other.ca_pem()? != pem {
+                bail!(
+                    "{} holds another CA than {}: the servers do not share one",
+                    other.data_dir.display(),
+                    server.data_dir.display()
+                );
+            }
+        }
         let ca = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
             .context("the server's CA does not parse")?;
         roots.add(ca)?;
         Some(Arc::new(roots))
     };
-    let fleet = Arc::new(Fleet {
-        addr: server.addr,
-        roots,
-        stats: Arc::default(),
-    });
-    Ok(Setup { dir, server, fleet })
+    let fleet_of = |server: &Server| {
+        Arc::new(Fleet {
+            addr: server.addr,
+            roots: roots.clone(),
+            stats: Arc::default(),
+        })
+    };
+    let fleet = fleet_of(&server);
+    let more = servers
+        .into_iter()
+        .map(|s| {
+            let f = fleet_of(&s);
+            (s, f)
+        })
+        .collect();
+    Ok(Setup {
+        server,
+        fleet,
+        more,
+        dir,
+    })
 }
 
 /// `count` nodes named `ROLE-NNNNN` (roles in turn), `prefix` before the number.
@@ -80,25 +127,38 @@ pub(crate) async fn enroll(
     nodes: Vec<SimNode>,
     concurrency: usize,
 ) -> Result<Vec<SimNode>> {
-    if setup.fleet.roots.is_none() {
+    let fleets = [Arc::clone(&setup.fleet)];
+    let nodes = nodes.into_iter().map(|n| (0, n)).collect();
+    let enrolled = enroll_on(&fleets, nodes, concurrency).await?;
+    Ok(enrolled.into_iter().map(|(_, n)| n).collect())
+}
+
+/// [`enroll`] with each node through its own server: `(i, node)` enrolls
+/// through `fleets[i]`; returned sorted by name, each with its `i`.
+pub(crate) async fn enroll_on(
+    fleets: &[Arc<Fleet>],
+    nodes: Vec<(usize, SimNode)>,
+    concurrency: usize,
+) -> Result<Vec<(usize, SimNode)>> {
+    if fleets[0].roots.is_none() {
         return Ok(nodes);
     }
     let started = Instant::now();
     let count = nodes.len();
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    for mut node in nodes {
-        let (slots, fleet) = (Arc::clone(&slots), Arc::clone(&setup.fleet));
+    for (i, mut node) in nodes {
+        let (slots, fleet) = (Arc::clone(&slots), Arc::clone(&fleets[i]));
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await?;
-            node.enroll(&fleet).await.map(|()| node)
+            node.enroll(&fleet).await.map(|()| (i, node))
         });
     }
     let mut enrolled = Vec::with_capacity(count);
     while let Some(done) = tasks.join_next().await {
         enrolled.push(done??);
     }
-    enrolled.sort_by(|a, b| a.name.cmp(&b.name));
+    enrolled.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     let took = started.elapsed().as_secs_f64();
     println!(
         "setup: {count} nodes enrolled in {took:.1} s ({:.0}/s, key + CSR + signed certificate each)",
@@ -108,29 +168,111 @@ pub(crate) async fn enroll(
 }
 
 pub(crate) fn memory(setup: &Setup) -> Result<Value> {
-    let (hwm, rss) = setup.server.memory_kib()?;
+    server_memory(&setup.server, "server")
+}
+
+fn server_memory(server: &Server, label: &str) -> Result<Value> {
+    let (hwm, rss) = server.memory_kib()?;
     println!(
-        "server memory: peak RSS (VmHWM) {:.1} MiB, now {:.1} MiB",
+        "{label} memory: peak RSS (VmHWM) {:.1} MiB, now {:.1} MiB",
         hwm as f64 / 1024.0,
         rss as f64 / 1024.0
     );
     Ok(json!({"server_peak_rss_kib": hwm, "server_rss_kib": rss}))
 }
 
+/// CPU seconds so far: each server's, the simulator's, and the database
+/// server's (`--database-pid`, with its children).
+struct Cpu {
+    servers: Vec<f64>,
+    simulator: f64,
+    database: Option<f64>,
+}
+
+impl Cpu {
+    fn now(servers: &[&Server], database: Option<u32>) -> Result<Cpu> {
+        Ok(Cpu {
+            servers: servers
+                .iter()
+                .map(|s| s.cpu_secs())
+                .collect::<Result<_>>()?,
+            simulator: crate::server::own_cpu_secs()?,
+            database: database.map(crate::server::tree_cpu_secs).transpose()?,
+        })
+    }
+}
+
 pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-/// Scenario 1: check-ins spread evenly over `spread_secs`, `checkins` rounds.
+/// Check-ins by outcome, and 503s answered.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcomes {
+    busy: u64,
+    fresh: u64,
+    unchanged: u64,
+    fell_back: u64,
+    failed: u64,
+}
+
+impl Outcomes {
+    fn print(&self) {
+        let Outcomes {
+            busy,
+            fresh,
+            unchanged,
+            fell_back,
+            failed,
+        } = self;
+        println!(
+            "check-ins: {fresh} new catalog, {unchanged} unchanged (304), {fell_back} fell back on 503, {failed} failed; 503s: {busy}"
+        );
+    }
+}
+
+/// Scenario 1: check-ins spread evenly over `spread_secs`, `checkins` rounds
+/// (over `--servers` servers: node i through server i mod N).
 pub(crate) async fn spread(args: &Args, bin: &Path) -> Result<Value> {
     let setup = start(args, bin, "", false).await?;
-    let nodes = enroll(&setup, nodes(args.nodes, ""), args.enroll_concurrency).await?;
+    let fleets: Vec<Arc<Fleet>> = std::iter::once(Arc::clone(&setup.fleet))
+        .chain(setup.more.iter().map(|(_, f)| Arc::clone(f)))
+        .collect();
+    let servers: Vec<&Server> = std::iter::once(&setup.server)
+        .chain(setup.more.iter().map(|(s, _)| s))
+        .collect();
+    let many = servers.len();
+    let nodes: Vec<(usize, SimNode)> = nodes(args.nodes, "")
+        .into_iter()
+        .enumerate()
+        .map(|(i, node)| (i % many, node))
+        .collect();
+    let nodes = if args.enroll_on_first_server && many > 1 {
+        // Enrolled through the first server, checking in on their own.
+        let homes: std::collections::HashMap<String, usize> = nodes
+            .iter()
+            .map(|(home, node)| (node.name.clone(), *home))
+            .collect();
+        let nodes = nodes.into_iter().map(|(_, node)| (0, node)).collect();
+        enroll_on(&fleets, nodes, args.enroll_concurrency)
+            .await?
+            .into_iter()
+            .map(|(_, node)| (homes[&node.name], node))
+            .collect()
+    } else {
+        enroll_on(&fleets, nodes, args.enroll_concurrency).await?
+    };
     let count = nodes.len() as u64;
+    let mut homed = vec![0u64; many];
+    for (home, _) in &nodes {
+        homed[*home] += 1;
+    }
     let round = Duration::from_secs(args.spread_secs);
+    let cpu_before = Cpu::now(&servers, args.database_pid)?;
     let started = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
-    for (i, mut node) in nodes.into_iter().enumerate() {
-        let fleet = Arc::clone(&setup.fleet);
+    for (i, (home, mut node)) in nodes.into_iter().enumerate() {
+        let fleet = Arc::clone(&fleets[home]);
         let offset = round.mul_f64(i as f64 / count.max(1) as f64);
         let checkins = args.checkins;
         tasks.spawn(async move {
@@ -139,37 +281,127 @@ pub(crate) async fn spread(args: &Args, bin: &Path) -> Result<Value> {
                 tokio::time::sleep_until(started + offset + round * n).await;
                 outcomes.push(node.check_in(&fleet).await);
             }
-            (node.busy, outcomes)
+            (home, node.busy, outcomes)
         });
     }
-    let (mut busy, mut fresh, mut unchanged, mut fell_back, mut failed) = (0u64, 0, 0, 0, 0);
+    let mut per_server = vec![Outcomes::default(); many];
     while let Some(done) = tasks.join_next().await {
-        let (b, outcomes) = done?;
-        busy += u64::from(b);
-        for o in outcomes {
-            match o {
-                CheckIn::Fresh => fresh += 1,
-                CheckIn::Unchanged => unchanged += 1,
-                CheckIn::FellBack => fell_back += 1,
-                CheckIn::Failed => failed += 1,
+        let (home, b, outcomes) = done?;
+        let o = &mut per_server[home];
+        o.busy += u64::from(b);
+        for outcome in outcomes {
+            match outcome {
+                CheckIn::Fresh => o.fresh += 1,
+                CheckIn::Unchanged => o.unchanged += 1,
+                CheckIn::FellBack => o.fell_back += 1,
+                CheckIn::Failed => o.failed += 1,
             }
         }
     }
     let duration = started.elapsed().as_secs_f64();
-    let stats = &setup.fleet.stats;
-    stats.print(&format!(
+    let cpu_after = Cpu::now(&servers, args.database_pid)?;
+    let server_cpu: Vec<f64> = cpu_after
+        .servers
+        .iter()
+        .zip(&cpu_before.servers)
+        .map(|(a, b)| a - b)
+        .collect();
+    let mut per_server_json = Vec::new();
+    if many > 1 {
+        for (k, (server, fleet)) in servers.iter().zip(&fleets).enumerate() {
+            fleet.stats.print(&format!(
+                "server {} of {many} ({}, {}): {} nodes",
+                k + 1,
+                server.addr,
+                server.data_dir.display(),
+                homed[k]
+            ));
+            per_server[k].print();
+            let mem = server_memory(server, "server")?;
+            println!(
+                "server CPU over the rounds: {:.1} s ({:.0}% of one core)",
+                server_cpu[k],
+                100.0 * server_cpu[k] / duration
+            );
+            let o = per_server[k];
+            per_server_json.push(json!({
+                "addr": server.addr.to_string(), "nodes": homed[k],
+                "errors": fleet.stats.errors(), "requests": fleet.stats.requests(),
+                "busy_503": o.busy, "fresh": o.fresh, "unchanged": o.unchanged,
+                "fell_back": o.fell_back, "failed": o.failed,
+                "cpu_s": server_cpu[k], "memory": mem, "stats": fleet.stats.to_json(),
+            }));
+        }
+    }
+    let merged;
+    let stats: &Stats = if many > 1 {
+        merged = Stats::merged(fleets.iter().map(|f| &*f.stats));
+        &merged
+    } else {
+        &setup.fleet.stats
+    };
+    let total = per_server
+        .iter()
+        .fold(Outcomes::default(), |a, o| Outcomes {
+            busy: a.busy + o.busy,
+            fresh: a.fresh + o.fresh,
+            unchanged: a.unchanged + o.unchanged,
+            fell_back: a.fell_back + o.fell_back,
+            failed: a.failed + o.failed,
+        });
+    let title = format!(
         "spread: {count} nodes x {} check-ins, each round over {} s ({duration:.1} s in all)",
         args.checkins, args.spread_secs
-    ));
-    println!(
-        "check-ins: {fresh} new catalog, {unchanged} unchanged (304), {fell_back} fell back on 503, {failed} failed; 503s: {busy}"
     );
-    let mem = memory(&setup)?;
+    stats.print(&if many > 1 {
+        format!("{title}, all {many} servers together")
+    } else {
+        title
+    });
+    total.print();
+    let (mem, peak_mib) = if many > 1 {
+        let peaks: Vec<u64> = servers
+            .iter()
+            .map(|s| s.memory_kib().map(|(hwm, _)| hwm))
+            .collect::<Result<_>>()?;
+        let highest = peaks.iter().copied().max().unwrap_or(0);
+        println!(
+            "servers memory: peak RSS (VmHWM) {} MiB, highest {:.1} MiB",
+            peaks
+                .iter()
+                .map(|p| format!("{:.1}", *p as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(" + "),
+            highest as f64 / 1024.0
+        );
+        (
+            json!({"server_peak_rss_kib": highest, "servers_peak_rss_kib": peaks}),
+            highest as f64 / 1024.0,
+        )
+    } else {
+        let mem = memory(&setup)?;
+        let peak = mem["server_peak_rss_kib"].as_u64().unwrap_or(0) as f64 / 1024.0;
+        (mem, peak)
+    };
+    let servers_cpu: f64 = server_cpu.iter().sum();
+    let simulator_cpu = cpu_after.simulator - cpu_before.simulator;
+    let database_cpu = cpu_after
+        .database
+        .zip(cpu_before.database)
+        .map(|(a, b)| a - b);
+    println!(
+        "CPU over the rounds: server{} {servers_cpu:.1} s ({:.0}% of one core){}, simulator {simulator_cpu:.1} s",
+        if many > 1 { "s" } else { "" },
+        100.0 * servers_cpu / duration,
+        database_cpu.map_or(String::new(), |d| format!(
+            ", database {d:.1} s ({:.0}% of one core)",
+            100.0 * d / duration
+        )),
+    );
     let p99 = [Route::Catalog, Route::File, Route::Report]
         .map(|r| stats.percentiles(r)[2])
         .into_iter()
         .fold(0.0, f64::max);
-    let peak_mib = mem["server_peak_rss_kib"].as_u64().unwrap_or(0) as f64 / 1024.0;
     let errors = stats.errors();
     if count >= 10_000 && args.spread_secs <= 60 {
         println!("target zero errors: {errors}, {}", verdict(errors == 0));
@@ -178,16 +410,29 @@ pub(crate) async fn spread(args: &Args, bin: &Path) -> Result<Value> {
             verdict(p99 < 50.0)
         );
         println!(
-            "target server RSS < 300 MB: {peak_mib:.1} MiB, {}",
+            "target server RSS < 300 MB{}: {peak_mib:.1} MiB, {}",
+            if many > 1 { " (each server)" } else { "" },
             verdict(peak_mib * 1.048_576 < 300.0)
         );
     }
-    Ok(json!({
+    let Outcomes {
+        busy,
+        fresh,
+        unchanged,
+        fell_back,
+        failed,
+    } = total;
+    let mut figures = json!({
         "nodes": count, "checkins": args.checkins, "spread_secs": args.spread_secs,
         "duration_s": duration, "requests": stats.requests(), "errors": errors, "busy_503": busy,
         "fresh": fresh, "unchanged": unchanged, "fell_back": fell_back, "failed": failed,
         "worst_p99_ms": p99, "memory": mem, "stats": stats.to_json(),
-    }))
+        "cpu_s": {"servers": servers_cpu, "simulator": simulator_cpu, "database": database_cpu},
+    });
+    if many > 1 {
+        figures["servers"] = Value::Array(per_server_json);
+    }
+    Ok(figures)
 }
 
 /// Scenario 2: every node at the same instant, runs repeated until converged.

@@ -1,5 +1,6 @@
 //! The real `drover-server` under test: started on 127.0.0.1:0 over a
-//! fresh data directory, its peak RSS read from /proc, stopped on drop.
+//! fresh data directory, its peak RSS and CPU time read from /proc,
+//! stopped on drop.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -53,7 +54,11 @@ impl Server {
             .arg(repo)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
+            // DROVER_FLEET_SERVER_LOG: another filter, to look into a run.
+            .env(
+                "RUST_LOG",
+                std::env::var("DROVER_FLEET_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.into_parts().0));
         if insecure {
@@ -116,6 +121,71 @@ impl Server {
         };
         Ok((field("VmHWM:")?, field("VmRSS:")?))
     }
+
+    /// User plus system CPU seconds the server has used so far.
+    pub(crate) fn cpu_secs(&self) -> Result<f64> {
+        Ok(stat_of(self.child.id())?.0 as f64 / clock_ticks())
+    }
+}
+
+/// Clock ticks a second, the unit of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(hz)) if hz > 0 => hz as f64,
+        _ => 100.0,
+    }
+}
+
+/// User plus system CPU seconds of process `pid` and of its children so
+/// far: its own, those of the children it waited for, and those of the
+/// children still running (PostgreSQL: the postmaster and its backends).
+pub(crate) fn tree_cpu_secs(pid: u32) -> Result<f64> {
+    let (own, waited, _) = stat_of(pid)?;
+    let mut ticks = own + waited;
+    for entry in fs_err::read_dir("/proc")? {
+        let Some(child) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process that ended meanwhile is counted in `waited` next time.
+        if let Ok((own, _, parent)) = stat_of(child)
+            && parent == pid
+        {
+            ticks += own;
+        }
+    }
+    Ok(ticks as f64 / clock_ticks())
+}
+
+/// From /proc/PID/stat: (utime + stime, cutime + cstime, ppid) in ticks.
+fn stat_of(pid: u32) -> Result<(u64, u64, u32)> {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command name's closing parenthesis: state is field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .with_context(|| format!("/proc/{pid}/stat does not parse"))?;
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/proc/{pid}/stat has no field {i}"))
+    };
+    Ok((
+        field(14)? + field(15)?,
+        field(16)? + field(17)?,
+        u32::try_from(field(4)?)?,
+    ))
+}
+
+/// User plus system CPU seconds this process (the simulator) has used.
+pub(crate) fn own_cpu_secs() -> Result<f64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(secs(usage.user_time()) + secs(usage.system_time()))
 }
 
 impl Drop for Server {

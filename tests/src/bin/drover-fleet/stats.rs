@@ -51,6 +51,26 @@ impl Stats {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every sample of `parts` together (one table for several servers).
+    pub(crate) fn merged<'a>(parts: impl IntoIterator<Item = &'a Stats>) -> Stats {
+        let mut all = Inner::default();
+        for part in parts {
+            let inner = part.lock();
+            for (route, samples) in &inner.latencies {
+                all.latencies.entry(*route).or_default().extend(samples);
+            }
+            for (key, n) in &inner.statuses {
+                *all.statuses.entry(*key).or_default() += n;
+            }
+            for (key, n) in &inner.failures {
+                *all.failures.entry(*key).or_default() += n;
+            }
+        }
+        Stats {
+            inner: Mutex::new(all),
+        }
+    }
+
     /// An answer with `status` after `took`.
     pub(crate) fn answered(&self, route: Route, status: u16, took: Duration) {
         let mut inner = self.lock();
