@@ -19,6 +19,9 @@
 //! SQLite, since on PostgreSQL another server may have just stored a
 //! content this one does not know is in use.
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,33 +37,26 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
     tracker.spawn(state.cluster.clone().run(shutdown.clone()));
     let (looping, token) = (state.clone(), shutdown.clone());
     tracker.spawn(async move { refresh_loop(looping, token).await });
-    let (url, snapshots, pki, token) = (
+    // Notifications of CA changes only wake the one task that pulls: a
+    // burst of enrollments on another server costs one pull per round, not
+    // a task per notification.
+    let ca_changed = Arc::new(tokio::sync::Notify::new());
+    let (url, snapshots, ca, token) = (
         state.config.database_url.clone(),
         state.snapshots.clone(),
-        state.pki.clone(),
+        ca_changed.clone(),
         shutdown.clone(),
     );
     let me = state.cluster.id().to_owned();
     tracker.spawn(async move {
         notify::listen(&url, &me, token, |event| match event {
             notify::Event::Refresh => snapshots.wake(),
-            notify::Event::Ca => {
-                tokio::spawn(pull_ca(pki.clone()));
-            }
+            notify::Event::Ca => ca.notify_one(),
         })
         .await;
     });
     if state.pki.store().replica().is_some() {
-        let (pki, token) = (state.pki.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep(CA_PULL_EVERY) => {}
-                }
-                pull_ca(pki.clone()).await;
-            }
-        });
+        tracker.spawn(follow_ca(state.pki.clone(), ca_changed, shutdown.clone()));
     }
     let (leader, retention) = (state.cluster.clone(), state.config.report_retention);
     tracker.spawn(cluster::while_leading(
@@ -86,13 +82,26 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
 /// being told (a lost notification).
 const CA_PULL_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Brings this server's copy of the shared CA up to date (PostgreSQL).
-async fn pull_ca(pki: std::sync::Arc<crate::tls::Pki>) {
-    let pulled = tokio::task::spawn_blocking(move || match pki.store().replica() {
-        Some(replica) => replica.pull(),
-        None => Ok(0),
-    })
-    .await;
+/// Brings this server's copy of the shared CA up to date (PostgreSQL) when
+/// another server changed it, and every [`CA_PULL_EVERY`] anyway.
+async fn follow_ca(pki: Arc<crate::tls::Pki>, changed: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = changed.notified() => {}
+            () = tokio::time::sleep(CA_PULL_EVERY) => {}
+        }
+        let pki = pki.clone();
+        let pulled = tokio::task::spawn_blocking(move || match pki.store().replica() {
+            Some(replica) => replica.pull(),
+            None => Ok(0),
+        })
+        .await;
+        log_pull(pulled);
+    }
+}
+
+fn log_pull(pulled: Result<anyhow::Result<usize>, tokio::task::JoinError>) {
     match pulled {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => tracing::debug!(files = n, "brought the shared CA's copy up to date"),

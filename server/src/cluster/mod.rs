@@ -114,16 +114,13 @@ impl Cluster {
         self.leadership.subscribe()
     }
 
-    /// What this server's leader writes are checked against: none on
-    /// SQLite, its lease on PostgreSQL (`None` while it follows).
-    fn fence(&self) -> Option<Fence> {
-        match (self.db.backend(), self.leadership()) {
-            (Backend::Postgres, Leadership::Leader { term }) => Some(Fence {
-                holder: self.id.clone(),
-                term,
-            }),
-            _ => None,
-        }
+    /// What this server's writes as the leader of `term` are checked
+    /// against: its lease on PostgreSQL, nothing on SQLite.
+    fn fence(&self, term: i64) -> Option<Fence> {
+        (self.db.backend() == Backend::Postgres).then(|| Fence {
+            holder: self.id.clone(),
+            term,
+        })
     }
 
     /// Runs `write` as the leader: refused without writing when this server
@@ -139,7 +136,9 @@ impl Cluster {
         let Leadership::Leader { term } = self.leadership() else {
             return Err(DbError::NotLeader);
         };
-        let result = self.db.write_fenced(self.fence(), write).await;
+        // The fence of the term read above: a step-down meanwhile must not
+        // turn this write into an unchecked one.
+        let result = self.db.write_fenced(self.fence(term), write).await;
         if let Err(DbError::Fenced { now, .. }) = &result {
             self.step_down(term, &format!("a write as leader was refused: {now}"));
         }
@@ -200,8 +199,10 @@ impl Cluster {
                 }
             }
         }
-        if let Some(fence) = self.fence() {
-            self.step_down(fence.term, "the server stops");
+        if let Leadership::Leader { term } = self.leadership()
+            && let Some(fence) = self.fence(term)
+        {
+            self.step_down(term, "the server stops");
             if let Err(e) = lease::release(&self.db, &fence).await {
                 tracing::warn!(error = %e, "giving up the lease failed; another server leads once it expires");
             }

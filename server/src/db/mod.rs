@@ -82,7 +82,9 @@ impl Backend {
     pub fn json_text(self, column: &str, param: usize) -> String {
         match self {
             Backend::Sqlite => format!(
-                "(CASE json_type({column}, ${param}) WHEN 'true' THEN 'true'                  WHEN 'false' THEN 'false' ELSE CAST(json_extract({column}, ${param}) AS TEXT) END)"
+                "(CASE json_type({column}, ${param}) WHEN 'true' THEN 'true' \
+                 WHEN 'false' THEN 'false' \
+                 ELSE CAST(json_extract({column}, ${param}) AS TEXT) END)"
             ),
             Backend::Postgres => {
                 format!("(CAST({column} AS jsonb) #>> CAST(${param} AS text[]))")

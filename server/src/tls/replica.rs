@@ -105,16 +105,11 @@ impl Replica {
         sender: &str,
         secret_file: &Path,
     ) -> anyhow::Result<Replica> {
-        let found: Option<i64> = runtime
-            .block_on(
-                sqlx::query_scalar(
-                    "SELECT 1 FROM ca_files WHERE path = 'ca.crt.pem' AND content IS NOT NULL",
-                )
-                .fetch_optional(db.reads()),
-            )
+        let holds = runtime
+            .block_on(holds_a_ca(&db))
             .context("cannot read the shared CA from the database")?;
         // The first server makes the secret; the others must have its copy.
-        let key = cluster_key(secret_file, found.is_none())?;
+        let key = cluster_key(secret_file, !holds)?;
         Ok(Replica {
             db,
             runtime,
@@ -239,13 +234,7 @@ impl Replica {
 
     /// Whether the database holds a CA yet.
     pub fn holds_a_ca(&self) -> anyhow::Result<bool> {
-        let found: Option<i64> = self.runtime.block_on(
-            sqlx::query_scalar(
-                "SELECT 1 FROM ca_files WHERE path = 'ca.crt.pem' AND content IS NOT NULL",
-            )
-            .fetch_optional(self.db.reads()),
-        )?;
-        Ok(found.is_some())
+        Ok(self.runtime.block_on(holds_a_ca(&self.db))?)
     }
 
     /// Stores every shared file of the copy: the first server on a
@@ -305,6 +294,15 @@ impl Replica {
             })?;
         Ok(plain.to_vec())
     }
+}
+
+async fn holds_a_ca(db: &Db) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM ca_files WHERE path = 'ca.crt.pem' AND content IS NOT NULL",
+    )
+    .fetch_optional(db.reads())
+    .await?;
+    Ok(found.is_some())
 }
 
 /// `rel` if it names a shared file of `DATA/ca`: relative, no `..`, not a
