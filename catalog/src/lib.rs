@@ -55,6 +55,7 @@ pub mod csr;
 pub mod model;
 pub mod names;
 pub mod report;
+pub mod schedule;
 pub mod sha;
 pub mod signed;
 
