@@ -1,10 +1,14 @@
-//! Which roles a node gets: `nodes.toml` matching, then role includes.
+//! Which roles, labels and taints a node gets: `nodes.toml` matching, then
+//! role includes. Every entry that matches contributes, in file order, so a
+//! broad entry (`match = "*"`) sets defaults a narrower one refines.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Loc};
 use crate::model::Facts;
-use crate::repo::{Repository, Role};
+use crate::repo::{NodeEntry, Repository, Role};
 
 /// The roles of a node as `nodes.toml` lists them, and its environment pin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +19,62 @@ pub struct Classification {
     pub environment: Option<String>,
 }
 
+/// What `nodes.toml` makes of a node: what the scheduler's selector,
+/// spread and tolerations look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeProfile {
+    /// Expanded (includes first), as [`crate::Compiled::roles`].
+    pub roles: Vec<String>,
+    /// The union of its matching entries' labels; later entries win per key.
+    pub labels: BTreeMap<String, String>,
+    /// The union of its matching entries' taints, in order, without duplicates.
+    pub taints: Vec<String>,
+}
+
 impl Repository {
+    /// The node's expanded roles, labels and taints, without compiling.
+    pub fn node_profile(&self, node: &str, facts: &Facts) -> Result<NodeProfile, Diagnostics> {
+        let (_, roots) = self
+            .classify_with_locs(node, facts)
+            .map_err(Diagnostics::one)?;
+        let roles = self.expand_roles(&roots).map_err(Diagnostics)?;
+        let mut taints: Vec<String> = Vec::new();
+        for entry in self.matching(node, facts) {
+            for taint in &entry.taints {
+                if !taints.contains(taint) {
+                    taints.push(taint.clone());
+                }
+            }
+        }
+        Ok(NodeProfile {
+            roles: roles.iter().map(|r| r.name.clone()).collect(),
+            labels: self.node_labels(node, facts),
+            taints,
+        })
+    }
+
+    /// The node's labels: `labels` in templates.
+    pub(crate) fn node_labels(&self, node: &str, facts: &Facts) -> BTreeMap<String, String> {
+        self.matching(node, facts)
+            .flat_map(|entry| entry.labels.iter().cloned())
+            .collect()
+    }
+
+    /// The `[[node]]` entries that match the node, in file order.
+    fn matching<'a>(
+        &'a self,
+        node: &'a str,
+        facts: &'a Facts,
+    ) -> impl Iterator<Item = &'a NodeEntry> + 'a {
+        self.nodes.iter().filter(move |entry| {
+            entry.glob.is_match(node)
+                && entry
+                    .facts
+                    .iter()
+                    .all(|(path, want)| fact_at(facts, path).is_some_and(|f| fact_equals(f, want)))
+        })
+    }
+
     /// The roles and environment pin of a node, without compiling.
     pub fn classify(&self, node: &str, facts: &Facts) -> Result<Classification, Diagnostics> {
         self.classify_with_locs(node, facts)
@@ -31,14 +90,7 @@ impl Repository {
         let mut roles: Vec<(String, Loc)> = Vec::new();
         let mut environment = None;
         let mut matched = false;
-        for entry in &self.nodes {
-            let facts_match = entry
-                .facts
-                .iter()
-                .all(|(path, want)| fact_at(facts, path).is_some_and(|f| fact_equals(f, want)));
-            if !entry.glob.is_match(node) || !facts_match {
-                continue;
-            }
+        for entry in self.matching(node, facts) {
             matched = true;
             for (role, loc) in &entry.roles {
                 if !roles.iter().any(|(r, _)| r == role) {
@@ -70,14 +122,7 @@ impl Repository {
     pub(crate) fn fact_only_roles(&self, node: &str, facts: &Facts) -> Vec<(String, Loc)> {
         let mut trusted_roots = Vec::new();
         let mut claimed_roots: Vec<(String, Loc)> = Vec::new();
-        for entry in &self.nodes {
-            let facts_match = entry
-                .facts
-                .iter()
-                .all(|(path, want)| fact_at(facts, path).is_some_and(|f| fact_equals(f, want)));
-            if !entry.glob.is_match(node) || !facts_match {
-                continue;
-            }
+        for entry in self.matching(node, facts) {
             let by_name = entry.facts.is_empty() || entry.trust_facts;
             for root in &entry.roles {
                 if by_name {

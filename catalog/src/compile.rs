@@ -42,10 +42,12 @@ impl Repository {
             .classify_with_locs(req.node, req.facts)
             .map_err(Diagnostics::one)?;
         let roles = self.expand_roles(&roots).map_err(Diagnostics)?;
+        let labels = self.node_labels(req.node, req.facts);
         let level_cx = LevelContext {
             node: req.node,
             facts: req.facts,
             environment: req.environment,
+            labels: &labels,
         };
         let vars = self.node_vars(&level_cx, &roles).map_err(Diagnostics)?;
         let mut secrets = Secrets::default();
@@ -55,6 +57,7 @@ impl Repository {
             vars => secrets.template_vars(&vars),
             environment => req.environment,
             commit => req.commit,
+            labels => labels,
         };
         let renderer = Renderer::new(Arc::clone(&self.files), Some(ctx)).with_secrets(secrets);
         let hide = |errors: Vec<Diagnostic>| scrub(errors, renderer.secrets());

@@ -1,6 +1,8 @@
 //! The data hierarchy (like Hiera): per-node variables deep-merged from
 //! `data/**.toml` levels over role `[vars]`.
 
+use std::collections::BTreeMap;
+
 use minijinja::{Environment, UndefinedBehavior, context};
 
 use crate::diagnostic::Diagnostic;
@@ -13,6 +15,8 @@ pub(crate) struct LevelContext<'a> {
     pub node: &'a str,
     pub facts: &'a Facts,
     pub environment: &'a str,
+    /// The node's labels: a level may name `{{ labels.zone }}`.
+    pub labels: &'a BTreeMap<String, String>,
 }
 
 impl Repository {
@@ -81,6 +85,7 @@ impl Repository {
                     node => cx.node,
                     facts => cx.facts,
                     environment => cx.environment,
+                    labels => cx.labels,
                     role => role,
                 };
                 match tmpl.render(ctx) {

@@ -12,7 +12,11 @@
 //! Choices where the format spec is silent:
 //! - `nodes.toml`: `facts` keys are dotted paths (quoted `"os.id"` or a
 //!   nested table); values match when equal as values or as strings. The
-//!   last matching entry with `environment` sets the pin.
+//!   last matching entry with `environment` sets the pin. `labels` values
+//!   must be strings; `taints` are `KEY=VALUE` or `KEY`, both parts
+//!   non-empty and of `[A-Za-z0-9._/-]` (tolerations likewise). Labels are
+//!   also seen by data hierarchy levels (`zones/{{ labels.zone }}`; a
+//!   missing label skips the level, like a missing fact).
 //! - Roles: includes come before their includer; [`Compiled::roles`] lists
 //!   the expanded roles in that order. A later role's `[vars]` override an
 //!   earlier one's, and a hierarchy level naming `{{ role }}` ranks later
@@ -74,7 +78,7 @@ mod secret;
 mod values;
 
 pub use check::check;
-pub use classify::Classification;
+pub use classify::{Classification, NodeProfile};
 pub use compile::{CompileRequest, Compiled};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{Catalog, CatalogRequest, Facts, Mode, Resource, ResourceId, Spec, sha256_hex};

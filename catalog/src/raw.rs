@@ -16,6 +16,8 @@ pub type V = Spanned<toml::Value>;
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     pub data: Option<RawDataSettings>,
+    /// `[scheduler]`, kept unparsed here: the scheduler module owns its shape.
+    pub scheduler: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,10 +39,18 @@ pub struct RawNodes {
 pub struct RawNodeEntry {
     #[serde(rename = "match")]
     pub pattern: S,
-    pub facts: Option<BTreeMap<String, V>>,
+    // A plain table: toml's `Spanned<Value>` cannot hold a nested table
+    // (`{ os.id = "debian" }`), and a fact's place is never needed.
+    pub facts: Option<toml::Table>,
     #[serde(default)]
     pub roles: Vec<S>,
     pub environment: Option<S>,
+    /// Node labels: string values, later entries win per key.
+    #[serde(default)]
+    pub labels: BTreeMap<String, V>,
+    /// `key=value` or `key`: only apps that tolerate them run on the node.
+    #[serde(default)]
+    pub taints: Vec<S>,
     /// Let roles given only through `facts` render sensitive data.
     #[serde(default)]
     pub trust_facts: bool,

@@ -183,7 +183,7 @@ pub(crate) fn describe(err: &Error) -> String {
     match err.kind() {
         ErrorKind::UndefinedError => {
             msg.push_str(
-                "\nhint: the context has `node`, `facts`, `vars`, `environment` and `commit`",
+                "\nhint: the context has `node`, `facts`, `vars`, `labels`, `environment` and `commit`",
             );
         }
         ErrorKind::OutOfFuel => {

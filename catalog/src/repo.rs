@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Loc, SourceFile};
 use crate::raw::{RawNodes, RawResource, RawRole, RawSettings};
+use crate::values;
 
 /// Repo-relative, `/`-separated paths to file contents. The contents are
 /// `Arc`s from the start: the parsed repository and every catalog compiled
@@ -33,6 +34,13 @@ pub struct Repository {
     pub(crate) nodes: Vec<NodeEntry>,
     pub(crate) roles: BTreeMap<String, Result<Role, Vec<Diagnostic>>>,
     pub(crate) data: BTreeMap<String, Result<toml::Table, Diagnostic>>,
+    /// `[scheduler]` of `drover.toml`, unparsed: the policy is parsed by
+    /// `schedule::parse_policy`, which owns its shape (wired at merge).
+    #[expect(
+        dead_code,
+        reason = "read by `schedule::parse_policy`, which lands on another branch"
+    )]
+    pub(crate) scheduler_table: Option<(SourceFile, toml::Spanned<toml::Table>)>,
 }
 
 /// One level of the data hierarchy (a template of a path under `data/`).
@@ -49,6 +57,9 @@ pub(crate) struct NodeEntry {
     pub facts: Vec<(String, toml::Value)>,
     pub roles: Vec<(String, Loc)>,
     pub environment: Option<String>,
+    pub labels: Vec<(String, String)>,
+    /// Validated `key=value` or `key`.
+    pub taints: Vec<String>,
     /// `trust_facts = true`: its fact-gated roles may render sensitive data.
     pub trust_facts: bool,
 }
@@ -77,19 +88,24 @@ impl Repository {
             .collect();
         let mut errors = Vec::new();
 
+        let mut scheduler_table = None;
         let hierarchy = match files.get("drover.toml") {
             None => default_hierarchy(),
             Some(bytes) => match parse_toml::<RawSettings>("drover.toml", bytes) {
-                Ok((src, settings)) => match settings.data.and_then(|d| d.hierarchy) {
-                    Some(levels) => levels
-                        .into_iter()
-                        .map(|l| Level {
-                            loc: src.span(&l.span()),
-                            text: l.into_inner(),
-                        })
-                        .collect(),
-                    None => default_hierarchy(),
-                },
+                Ok((src, settings)) => {
+                    let hierarchy = match settings.data.and_then(|d| d.hierarchy) {
+                        Some(levels) => levels
+                            .into_iter()
+                            .map(|l| Level {
+                                loc: src.span(&l.span()),
+                                text: l.into_inner(),
+                            })
+                            .collect(),
+                        None => default_hierarchy(),
+                    };
+                    scheduler_table = settings.scheduler.map(|table| (src, table));
+                    hierarchy
+                }
                 Err(e) => {
                     errors.push(e);
                     Vec::new()
@@ -133,6 +149,7 @@ impl Repository {
             nodes,
             roles,
             data,
+            scheduler_table,
         })
     }
 
@@ -191,18 +208,40 @@ fn node_entries(src: &SourceFile, raw: RawNodes, errors: &mut Vec<Diagnostic>) -
         };
         let mut facts = Vec::new();
         for (key, value) in entry.facts.unwrap_or_default() {
-            flatten_fact(key, value.into_inner(), &mut facts);
+            flatten_fact(key, value, &mut facts);
         }
         let roles = entry
             .roles
             .into_iter()
             .map(|r| (r.get_ref().clone(), src.span(&r.span())))
             .collect();
+        let mut labels = Vec::new();
+        for (key, value) in entry.labels {
+            match value.get_ref() {
+                toml::Value::String(s) => labels.push((key, s.clone())),
+                other => errors.push(src.span(&value.span()).error(format!(
+                    "label `{key}` must be a string (found {})\nhint: label values are strings: quote it",
+                    other.type_str()
+                ))),
+            }
+        }
+        let mut taints = Vec::new();
+        for taint in entry.taints {
+            match values::taint_problem(taint.get_ref()) {
+                Some(why) => errors.push(
+                    src.span(&taint.span())
+                        .error(format!("invalid taint `{}`: {why}", taint.get_ref())),
+                ),
+                None => taints.push(taint.into_inner()),
+            }
+        }
         out.push(NodeEntry {
             glob,
             facts,
             roles,
             environment: entry.environment.map(|e| e.into_inner()),
+            labels,
+            taints,
             trust_facts: entry.trust_facts,
         });
     }
@@ -210,7 +249,7 @@ fn node_entries(src: &SourceFile, raw: RawNodes, errors: &mut Vec<Diagnostic>) -
 }
 
 /// `{ os.id = "debian" }` (a nested table) means the same as `{ "os.id" = "debian" }`.
-fn flatten_fact(key: String, value: toml::Value, out: &mut Vec<(String, toml::Value)>) {
+pub(crate) fn flatten_fact(key: String, value: toml::Value, out: &mut Vec<(String, toml::Value)>) {
     match value {
         toml::Value::Table(table) => {
             for (k, v) in table {

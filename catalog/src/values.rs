@@ -1,5 +1,5 @@
 //! Checks and conversions of single field values: paths, modes, ensure
-//! words, memory sizes, CPU counts.
+//! words, memory sizes, CPU counts, taints.
 
 use crate::model::{ContainerEnsure, Ensure, PackageEnsure, ServiceEnsure};
 
@@ -119,6 +119,35 @@ pub(crate) fn cpus_to_milli(cpus: f64) -> Option<u64> {
     (cpus.is_finite() && (1.0..1e12).contains(&milli)).then_some(milli as u64)
 }
 
+/// Why `s` is not a taint (or a toleration): `KEY=VALUE` or `KEY`, each
+/// non-empty and of `[A-Za-z0-9._/-]`, so it reads the same in a label
+/// selector, a report and a shell.
+pub(crate) fn taint_problem(s: &str) -> Option<String> {
+    let fits = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))
+    };
+    let (key, value) = match s.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (s, None),
+    };
+    if !fits(key) {
+        return Some(
+            "expected KEY=VALUE or KEY, the key non-empty and of [A-Za-z0-9._/-], e.g. dedicated=edge"
+                .into(),
+        );
+    }
+    match value {
+        Some(value) if !fits(value) => Some(
+            "the value after `=` must be non-empty and of [A-Za-z0-9._/-], e.g. dedicated=edge"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +203,16 @@ mod tests {
             "filesx/a",
         ] {
             assert!(repo_path_problem(bad, "files").is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn taints_are_a_key_and_an_optional_value() {
+        for good in ["dedicated=edge", "gpu", "example.com/role=db-1", "a_b=c.d"] {
+            assert_eq!(taint_problem(good), None, "{good}");
+        }
+        for bad in ["", "=edge", "dedicated=", "a b", "k=v=w", "k=v w", "ключ"] {
+            assert!(taint_problem(bad).is_some(), "{bad:?}");
         }
     }
 
