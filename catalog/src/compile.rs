@@ -1,10 +1,14 @@
-//! Compiling a repository for one node into a [`Catalog`].
+//! Compiling a repository for one node into a [`Catalog`]: its roles'
+//! resources, and the containers of the app replicas placed on it. The
+//! placements are an input, not something the compile decides: the same
+//! commit and placements always give the same catalog.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use minijinja::context;
 
+use crate::apps::{AppsContext, AppsInput};
 use crate::data::LevelContext;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::graph;
@@ -33,11 +37,25 @@ pub struct Compiled {
     pub contents: BTreeMap<String, Arc<[u8]>>,
     /// Every role of the node after include expansion, included roles first.
     pub roles: Vec<String>,
+    /// Whether rendering anything for the node read `apps`: only then does
+    /// its catalog change when placements elsewhere change.
+    pub reads_apps: bool,
 }
 
 impl Repository {
-    /// Compiles the node's catalog, or returns every error found.
+    /// Compiles the node's catalog, or returns every error found, with no
+    /// app replica placed on it and no replica seen in `apps`.
     pub fn compile(&self, req: &CompileRequest<'_>) -> Result<Compiled, Diagnostics> {
+        self.compile_with(req, &AppsInput::default())
+    }
+
+    /// Compiles the node's catalog with the replicas `apps.placed` puts on
+    /// it and `apps.discovery` as `apps` in templates.
+    pub fn compile_with(
+        &self,
+        req: &CompileRequest<'_>,
+        apps: &AppsInput,
+    ) -> Result<Compiled, Diagnostics> {
         let (_, roots) = self
             .classify_with_locs(req.node, req.facts)
             .map_err(Diagnostics::one)?;
@@ -51,6 +69,7 @@ impl Repository {
         };
         let vars = self.node_vars(&level_cx, &roles).map_err(Diagnostics)?;
         let mut secrets = Secrets::default();
+        let discovery = AppsContext::new(self.apps.keys(), &apps.discovery);
         let ctx = context! {
             node => req.node,
             facts => req.facts,
@@ -58,10 +77,23 @@ impl Repository {
             environment => req.environment,
             commit => req.commit,
             labels => labels,
+            apps => discovery.value.clone(),
         };
         let renderer = Renderer::new(Arc::clone(&self.files), Some(ctx)).with_secrets(secrets);
         let hide = |errors: Vec<Diagnostic>| scrub(errors, renderer.secrets());
-        let decls = self.declare(&roles, &renderer).map_err(hide)?;
+        let mut decls = Vec::new();
+        let mut errors = Vec::new();
+        match self.declare(&roles, &renderer) {
+            Ok(mut role_decls) => decls.append(&mut role_decls),
+            Err(mut role_errors) => errors.append(&mut role_errors),
+        }
+        match self.declare_replicas(req.node, &apps.placed, &renderer) {
+            Ok(mut replicas) => decls.append(&mut replicas),
+            Err(mut replica_errors) => errors.append(&mut replica_errors),
+        }
+        if !errors.is_empty() {
+            return Err(hide(errors));
+        }
         self.refuse_claimed_secrets(req, &roles, &renderer)
             .map_err(Diagnostics)?;
         let linked = graph::link(decls).map_err(hide)?;
@@ -77,6 +109,7 @@ impl Repository {
             catalog,
             contents: linked.contents,
             roles: roles.iter().map(|r| r.name.clone()).collect(),
+            reads_apps: discovery.was_read(),
         })
     }
 

@@ -63,6 +63,7 @@ pub mod schedule;
 pub mod sha;
 pub mod signed;
 
+mod apps;
 mod check;
 mod classify;
 mod compile;
@@ -77,6 +78,7 @@ mod resources;
 mod secret;
 mod values;
 
+pub use apps::{App, AppHealth, AppsInput, Disruption, ReplicaView, UpdatePolicy};
 pub use check::check;
 pub use classify::{Classification, NodeProfile};
 pub use compile::{CompileRequest, Compiled};

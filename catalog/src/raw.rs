@@ -213,6 +213,94 @@ pub struct RawHealthcheck {
     pub retries: Option<u32>,
 }
 
+/// `apps/NAME.toml`: the container kind's fields (the name is the file's
+/// stem, and `ensure` is left out: a replica runs, `replicas = 0` stops an
+/// app) and what the scheduler needs. The container fields are spelled out
+/// again rather than shared with [`RawContainer`], whose shape is a role's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub replicas: Option<Spanned<i64>>,
+    pub image: S,
+    pub image_archive: Option<S>,
+    pub command: Option<Vec<S>>,
+    pub entrypoint: Option<Vec<S>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, V>,
+    #[serde(default)]
+    pub ports: Vec<S>,
+    #[serde(default)]
+    pub volumes: Vec<S>,
+    pub restart: Option<S>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, V>,
+    pub user: Option<S>,
+    pub network: Option<S>,
+    pub memory: Option<V>,
+    pub cpus: Option<V>,
+    pub healthcheck: Option<RawHealthcheck>,
+    pub stop_timeout: Option<u64>,
+    #[serde(default)]
+    pub noop: bool,
+    #[serde(default)]
+    pub sensitive: bool,
+    #[serde(default)]
+    pub tags: Vec<S>,
+    pub requests: Option<RawRequests>,
+    pub selector: Option<RawSelector>,
+    pub spread: Option<S>,
+    #[serde(default)]
+    pub tolerations: Vec<S>,
+    pub health: Option<RawHealth>,
+    pub disruption: Option<RawDisruption>,
+    pub update: Option<RawUpdate>,
+}
+
+/// An app's `requests`: cpu as a number, memory and disk as bytes or sizes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequests {
+    pub cpu: Option<V>,
+    pub memory: Option<V>,
+    pub disk: Option<V>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelector {
+    #[serde(default)]
+    pub roles: Vec<S>,
+    /// A plain table, as `RawNodeEntry::facts`.
+    pub facts: Option<toml::Table>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, V>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub http: S,
+    pub port: Spanned<i64>,
+    pub interval_secs: Option<Spanned<i64>>,
+    pub timeout_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisruption {
+    pub min_available: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdate {
+    pub max_parallel: Option<Spanned<i64>>,
+    pub canary: Option<Spanned<i64>>,
+    pub min_healthy_secs: Option<Spanned<i64>>,
+    pub healthy_deadline_secs: Option<Spanned<i64>>,
+    pub auto_revert: Option<bool>,
+}
+
 resource!(RawUser {
     name: S,
     ensure: Option<S>,

@@ -183,7 +183,7 @@ pub(crate) fn describe(err: &Error) -> String {
     match err.kind() {
         ErrorKind::UndefinedError => {
             msg.push_str(
-                "\nhint: the context has `node`, `facts`, `vars`, `labels`, `environment` and `commit`",
+                "\nhint: the context has `node`, `facts`, `vars`, `labels`, `apps`, `environment` and `commit`",
             );
         }
         ErrorKind::OutOfFuel => {
@@ -209,7 +209,7 @@ fn expression_start(src: &str, start: usize) -> usize {
     start - kept
 }
 
-fn has_syntax(s: &str) -> bool {
+pub(crate) fn has_syntax(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 

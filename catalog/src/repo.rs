@@ -1,6 +1,7 @@
 //! A parsed catalog repository: the files of one commit, read once and
 //! compiled per node. Problems of one role or data file stay with that file
-//! so that nodes which do not use it still compile.
+//! so that nodes which do not use it still compile; an app likewise fails
+//! only itself (and the nodes given a replica of it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobMatcher};
 use serde::de::DeserializeOwned;
 
+use crate::apps::{self, App};
 use crate::diagnostic::{Diagnostic, Diagnostics, Loc, SourceFile};
 use crate::raw::{RawNodes, RawResource, RawRole, RawSettings};
 use crate::values;
@@ -34,6 +36,8 @@ pub struct Repository {
     pub(crate) nodes: Vec<NodeEntry>,
     pub(crate) roles: BTreeMap<String, Result<Role, Vec<Diagnostic>>>,
     pub(crate) data: BTreeMap<String, Result<toml::Table, Diagnostic>>,
+    /// `apps/NAME.toml` by NAME (the file's stem).
+    pub(crate) apps: BTreeMap<String, Result<App, Vec<Diagnostic>>>,
     /// `[scheduler]` of `drover.toml`, unparsed: the policy is parsed by
     /// `schedule::parse_policy`, which owns its shape (wired at merge).
     #[expect(
@@ -135,8 +139,11 @@ impl Repository {
 
         let mut roles = BTreeMap::new();
         let mut data = BTreeMap::new();
+        let mut apps = BTreeMap::new();
         for (path, bytes) in &files {
-            if let Some(name) = under(path, "roles/") {
+            if let Some(name) = under(path, "apps/") {
+                apps.insert(name.to_owned(), apps::parse_app(path, name, bytes));
+            } else if let Some(name) = under(path, "roles/") {
                 roles.insert(name.to_owned(), parse_role(path, name, bytes));
             } else if let Some(name) = under(path, "data/") {
                 let table = parse_toml::<toml::Table>(path, bytes).map(|(_, t)| t);
@@ -149,19 +156,25 @@ impl Repository {
             nodes,
             roles,
             data,
+            apps,
             scheduler_table,
         })
     }
 
-    /// The parse errors of every role and data file.
+    /// The parse errors of every role, app and data file.
     pub(crate) fn file_errors(&self) -> Vec<Diagnostic> {
         let roles = self
             .roles
             .values()
             .filter_map(|r| r.as_ref().err())
             .flatten();
+        let apps = self
+            .apps
+            .values()
+            .filter_map(|a| a.as_ref().err())
+            .flatten();
         let data = self.data.values().filter_map(|d| d.as_ref().err());
-        roles.chain(data).cloned().collect()
+        roles.chain(apps).chain(data).cloned().collect()
     }
 }
 
