@@ -47,6 +47,28 @@
 //!   It may not be used in a resource's `path` or `name` (the id is shown
 //!   everywhere), and compile errors print `(sensitive)` in its place. The
 //!   compiled catalog itself holds the values the node needs.
+//! - Apps (`apps/NAME.toml`, [`App`]): NAME must match
+//!   `[a-z0-9][a-z0-9_.-]*`. `ensure` is not a field (a replica runs;
+//!   `replicas = 0` stops an app), nor are `require`/`before`/`notify`/
+//!   `subscribe` (a replica may land on any node, whose other resources the
+//!   app cannot know); `noop`, `sensitive` and `tags` are, and every replica
+//!   is tagged `app:NAME`. Only the container fields are rendered, per node;
+//!   what the scheduler reads (`replicas`, `requests`, `selector`, `spread`,
+//!   `tolerations`, host ports) is read as written, so in `ports` only
+//!   HOST_IP may be a template (`{{ labels.ip }}:8080:80`). Labels
+//!   `drover.*` are reserved. Defaults: `replicas = 1`, requests 0,
+//!   `health` interval 10 s and timeout 2 s, `disruption.min_available = 0`,
+//!   `update` as Nomad's (`max_parallel = 1`, `canary = 0`,
+//!   `min_healthy_secs = 10`, `healthy_deadline_secs = 300` and more than
+//!   it, `auto_revert = false`). `spec_hash` is the sha256 of the file, so
+//!   any edit re-places (the `stay` priority keeps the node). A selector
+//!   role that no node gets is an error of `check` only: the app stays
+//!   valid, pending with its reason. [`Repository::compile_with`] compiles
+//!   the placements given for the node (others are skipped); a placement of
+//!   an app missing or broken fails that node only. Templates see
+//!   `apps.NAME.replicas` ([`ReplicaView`]s), an empty list for an app of
+//!   the repository with none; [`Compiled::reads_apps`] says whether any
+//!   render read `apps`.
 
 #![deny(
     clippy::print_stdout,
