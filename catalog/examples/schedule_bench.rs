@@ -313,7 +313,7 @@ fn run(label: &str, policy: &Policy, apps: &[AppDemand], nodes: &[NodeState]) ->
             "replicas": apps.iter().map(|a| a.replicas as usize).sum::<usize>(),
             "placed": placed, "pending": pending, "secs": secs, "placements_per_sec": rate,
             "violations": bad.len(), "max_spread_skew": skew, "nodes_used": used.len(),
-            "lower_bound": bound, "used_over_bound": used.len() as f64 / bound.max(1) as f64,
+            "lower_bound": bound, "usable_nodes": usable.len(), "used_over_bound": used.len() as f64 / bound.max(1) as f64,
             "reschedule_lost_1pct_secs": resched, "reschedule_moved": moved,
             "reschedule_violations": violations(&again, apps, &after, policy).len(),
         })
@@ -323,11 +323,12 @@ fn run(label: &str, policy: &Policy, apps: &[AppDemand], nodes: &[NodeState]) ->
     }
     format!(
         "{label}: {placed} placed, {pending} pending in {:.2} s ({rate:.0} placements/s); {} violations; \
-         spread skew at most {skew}; {} nodes used, lower bound {bound} ({:+.1}%); 1% of nodes lost: \
+         spread skew at most {skew}; {} of {} usable nodes used, lower bound {bound} ({:+.1}%); 1% of nodes lost: \
          {moved} replicas moved in {:.3} s",
         secs,
         bad.len(),
         used.len(),
+        usable.len(),
         (used.len() as f64 / bound.max(1) as f64 - 1.0) * 100.0,
         resched,
     )
