@@ -235,7 +235,7 @@ pub(crate) fn fact_at<'a>(facts: &'a Facts, path: &str) -> Option<&'a serde_json
 }
 
 /// Equal as values, or equal as strings (`"12"` matches the number 12).
-fn fact_equals(fact: &serde_json::Value, want: &toml::Value) -> bool {
+pub(crate) fn fact_equals(fact: &serde_json::Value, want: &toml::Value) -> bool {
     if serde_json::to_value(want).is_ok_and(|w| &w == fact) {
         return true;
     }

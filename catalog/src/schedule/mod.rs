@@ -8,10 +8,36 @@
 //! The server's control loop is the only caller that acts on a schedule;
 //! `drover-server plan`, the property tests and `scripts/bench scheduler`
 //! call it with no server at all.
+//!
+//! Modules: `policy` (the default and `[scheduler]`), `fleet` (the indexed
+//! state a call works on), `predicates` and `priorities` (filter and
+//! score), `place` ([`schedule`] itself), `capacity` (capacity from facts
+//! and the packing view).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+mod capacity;
+mod fleet;
+mod place;
+mod policy;
+mod predicates;
+mod priorities;
+#[cfg(test)]
+mod tests;
+
+pub use capacity::{capacity_from_facts, packing_lower_bound, usage};
+pub use place::schedule;
+#[allow(
+    unused_imports,
+    reason = "the repository parser calls it for drover.toml's [scheduler]; until that lands only tests do"
+)]
+pub(crate) use policy::parse_policy;
+pub use policy::{
+    HEARTBEATS_PER_SEC, MAX_WEIGHT, RawPriority, RawResources, RawScheduler, quantity_bytes,
+    quantity_cpu,
+};
 
 /// What a replica reserves on a node, and what a node can hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
