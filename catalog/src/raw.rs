@@ -16,8 +16,8 @@ pub type V = Spanned<toml::Value>;
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     pub data: Option<RawDataSettings>,
-    /// `[scheduler]`, kept unparsed here: the scheduler module owns its shape.
-    pub scheduler: Option<Spanned<toml::Table>>,
+    /// `[scheduler]`: the scheduler module owns its shape.
+    pub scheduler: Option<crate::schedule::RawScheduler>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::apps::{self, App};
 use crate::diagnostic::{Diagnostic, Diagnostics, Loc, SourceFile};
 use crate::raw::{RawNodes, RawResource, RawRole, RawSettings};
+use crate::schedule::Policy;
 use crate::values;
 
 /// Repo-relative, `/`-separated paths to file contents. The contents are
@@ -38,13 +39,8 @@ pub struct Repository {
     pub(crate) data: BTreeMap<String, Result<toml::Table, Diagnostic>>,
     /// `apps/NAME.toml` by NAME (the file's stem).
     pub(crate) apps: BTreeMap<String, Result<App, Vec<Diagnostic>>>,
-    /// `[scheduler]` of `drover.toml`, unparsed: the policy is parsed by
-    /// `schedule::parse_policy`, which owns its shape (wired at merge).
-    #[expect(
-        dead_code,
-        reason = "read by `schedule::parse_policy`, which lands on another branch"
-    )]
-    pub(crate) scheduler_table: Option<(SourceFile, toml::Spanned<toml::Table>)>,
+    /// `[scheduler]` of `drover.toml`, or the default policy.
+    pub(crate) policy: Policy,
 }
 
 /// One level of the data hierarchy (a template of a path under `data/`).
@@ -92,7 +88,7 @@ impl Repository {
             .collect();
         let mut errors = Vec::new();
 
-        let mut scheduler_table = None;
+        let mut policy = Policy::default();
         let hierarchy = match files.get("drover.toml") {
             None => default_hierarchy(),
             Some(bytes) => match parse_toml::<RawSettings>("drover.toml", bytes) {
@@ -107,7 +103,12 @@ impl Repository {
                             .collect(),
                         None => default_hierarchy(),
                     };
-                    scheduler_table = settings.scheduler.map(|table| (src, table));
+                    if let Some(raw) = settings.scheduler {
+                        match crate::schedule::parse_policy(&src, raw) {
+                            Ok(parsed) => policy = parsed,
+                            Err(mut e) => errors.append(&mut e),
+                        }
+                    }
                     hierarchy
                 }
                 Err(e) => {
@@ -157,8 +158,13 @@ impl Repository {
             roles,
             data,
             apps,
-            scheduler_table,
+            policy,
         })
+    }
+
+    /// The scheduler's policy: `[scheduler]` of `drover.toml`, or the default.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The parse errors of every role, app and data file.

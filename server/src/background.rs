@@ -41,10 +41,11 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
     // burst of enrollments on another server costs one pull per round, not
     // a task per notification.
     let ca_changed = Arc::new(tokio::sync::Notify::new());
-    let (url, snapshots, ca, token) = (
+    let (url, snapshots, ca, apps, token) = (
         state.config.database_url.clone(),
         state.snapshots.clone(),
         ca_changed.clone(),
+        state.apps.clone(),
         shutdown.clone(),
     );
     let me = state.cluster.id().to_owned();
@@ -52,6 +53,7 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
         notify::listen(&url, &me, token, |event| match event {
             notify::Event::Refresh => snapshots.wake(),
             notify::Event::Ca => ca.notify_one(),
+            notify::Event::Placements => apps.reload.notify_one(),
         })
         .await;
     });
@@ -67,6 +69,7 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
             async move { crate::retention::prune_loop(&leader, retention, stop).await }
         },
     ));
+    crate::apps::spawn(state, shutdown, tracker);
     if state.db.backend() == Backend::Sqlite {
         tracker.spawn(state.collector().run(shutdown.clone()));
     }

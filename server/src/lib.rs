@@ -11,6 +11,7 @@
     reason = "a server logs through tracing; only the command line (`cli`) prints"
 )]
 
+pub mod apps;
 pub mod auth;
 pub mod background;
 pub mod cli;

@@ -44,6 +44,9 @@ fn main() -> ExitCode {
         (Command::Compile(args), _) => cli::compile(args),
         (Command::Check(args), _) => cli::check(args),
         (Command::Ca(args), _) => cli::ca(args),
+        (Command::Apps(args), _) => cli::apps(args),
+        (Command::Explain(args), _) => cli::explain(args),
+        (Command::Plan(args), _) => cli::plan(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -39,6 +39,8 @@ pub struct AppState {
     pub watches: Arc<Watches>,
     /// The contents each node may fetch, and content bytes at hand.
     pub served: Arc<Served>,
+    /// Placements, heartbeats and the control loop's wake-up.
+    pub apps: Arc<crate::apps::Apps>,
     /// This server among the others on its database, and whether it leads.
     pub cluster: Arc<Cluster>,
     /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
@@ -128,6 +130,7 @@ impl AppState {
             live: Arc::default(),
             watches: Arc::default(),
             served: Arc::default(),
+            apps: Arc::default(),
             hook_secrets,
             _serve_lock: serve_lock,
         };

@@ -159,10 +159,6 @@ pub struct RawResources {
 /// Validates `[scheduler]` into a [`Policy`]; every error is reported, each
 /// at its value. `pub(crate)`, not `pub`: it takes the crate's private
 /// [`SourceFile`].
-#[allow(
-    dead_code,
-    reason = "the repository parser calls it for drover.toml's [scheduler]; until that lands only tests do"
-)]
 pub(crate) fn parse_policy(src: &SourceFile, raw: RawScheduler) -> Result<Policy, Vec<Diagnostic>> {
     let mut policy = Policy::default();
     let mut errors = Vec::new();

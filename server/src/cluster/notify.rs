@@ -21,6 +21,9 @@ pub enum Event {
     /// The shared CA changed (a request, a certificate, a revocation): the
     /// others bring their copies up to date.
     Ca,
+    /// The control loop changed placements, or a report changed a
+    /// replica's state: the others reload theirs.
+    Placements,
 }
 
 impl Event {
@@ -28,6 +31,7 @@ impl Event {
         match self {
             Event::Refresh => "refresh",
             Event::Ca => "ca",
+            Event::Placements => "placements",
         }
     }
 
@@ -35,6 +39,7 @@ impl Event {
         match s {
             "refresh" => Some(Event::Refresh),
             "ca" => Some(Event::Ca),
+            "placements" => Some(Event::Placements),
             _ => None,
         }
     }

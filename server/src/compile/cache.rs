@@ -1,5 +1,5 @@
 //! The compile cache's types: what a compile produced, kept per
-//! (environment, commit, node, facts), apart from the functions that take
+//! (environment, commit, node, facts, placed replicas), apart from the functions that take
 //! the whole server state (`compile`), so that the state can hold a cache
 //! without importing them.
 
@@ -15,6 +15,9 @@ use crate::db::CompileError;
 pub struct Compiled {
     pub catalog: Catalog,
     pub roles: Vec<String>,
+    /// The digest of the replicas its templates read (`apps`), when they
+    /// read any: the entry is stale once they moved.
+    pub apps_digest: Option<String>,
 }
 
 pub type Outcome = Result<Arc<Compiled>, CompileError>;
@@ -25,9 +28,11 @@ pub(super) struct CacheKey {
     pub(super) commit: String,
     pub(super) node: String,
     pub(super) facts: String,
+    /// The digest of the replicas placed on the node.
+    pub(super) placed: String,
 }
 
-/// Compile results per (environment, commit, node, facts hash); cleared when
+/// Compile results per (environment, commit, node, facts hash, placed replicas); cleared when
 /// a refresh moves a commit.
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -39,8 +44,14 @@ pub struct Cache {
 const CACHE_LIMIT: usize = 20_000;
 
 impl Cache {
-    pub(super) fn get(&self, key: &CacheKey) -> Option<Outcome> {
-        self.lock().get(key).cloned()
+    /// The entry of `key`, unless it read `apps` when they were other
+    /// than `apps_digest` says they are now.
+    pub(super) fn get(&self, key: &CacheKey, apps_digest: &str) -> Option<Outcome> {
+        let outcome = self.lock().get(key).cloned()?;
+        let stale = outcome
+            .as_ref()
+            .is_ok_and(|c| c.apps_digest.as_deref().is_some_and(|d| d != apps_digest));
+        (!stale).then_some(outcome)
     }
 
     pub(super) fn put(&self, key: CacheKey, outcome: Outcome) {

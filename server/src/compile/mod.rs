@@ -131,19 +131,28 @@ pub async fn compile_admitted(
             return Ok(Err(error));
         }
     };
+    let (apps, apps_digest) = state.apps.placements.current().input(&snap.name, node);
     let key = CacheKey {
         environment: snap.name.clone(),
         commit: snap.commit.clone(),
         node: node.to_owned(),
         facts: sha256_hex(&serde_json::to_vec(facts).unwrap_or_default()),
+        placed: sha256_hex(&serde_json::to_vec(&apps.placed).unwrap_or_default()),
     };
-    if let Some(outcome) = state.cache.get(&key) {
+    if let Some(outcome) = state.cache.get(&key, &apps_digest) {
         if let Ok(compiled) = &outcome {
             state.served.touch(&compiled.catalog);
         }
         return Ok(outcome);
     }
-    let outcome = compile_in_slot(state, &snap, repo, node, facts, admission).await?;
+    let apps = (apps, apps_digest);
+    let outcome = compile_in_slot(state, &snap, repo, node, facts, apps, admission).await?;
+    if let Ok(compiled) = &outcome {
+        state
+            .apps
+            .placements
+            .read_apps(node, compiled.apps_digest.is_some());
+    }
     state.cache.put(key, outcome.clone());
     Ok(outcome)
 }
@@ -199,6 +208,7 @@ async fn compile_in_slot(
     repo: Arc<drover_catalog::Repository>,
     node: &str,
     facts: &Facts,
+    apps: (drover_catalog::AppsInput, String),
     admission: Admission,
 ) -> Result<Outcome, AppError> {
     let slot = state.shed.admit(admission).await?;
@@ -207,12 +217,13 @@ async fn compile_in_slot(
     let (result, took) = tokio::task::spawn_blocking(move || {
         // Timed in the task so the metric is the compile, not the wait for a thread.
         let started = std::time::Instant::now();
-        let result = repo.compile(&CompileRequest {
+        let request = CompileRequest {
             node: &node_owned,
             facts: &facts_owned,
             environment: &environment,
             commit: &commit,
-        });
+        };
+        let result = repo.compile_with(&request, &apps.0);
         (result, started.elapsed())
     })
     .await
@@ -229,6 +240,7 @@ async fn compile_in_slot(
             Ok(Arc::new(Compiled {
                 catalog,
                 roles: compiled.roles,
+                apps_digest: compiled.reads_apps.then_some(apps.1),
             }))
         }
         Err(d) => Err(failure(&snap.name, &snap.commit, lines(&d))),
@@ -378,8 +390,8 @@ pub async fn recompile_known(
         let Some(last) = page.last() else { break };
         after.clone_from(&last.name);
         for node in page {
-            if let Recompile::Watched(watched) = &scope
-                && !watched.contains(&node.name)
+            if let Recompile::Watched(only) | Recompile::Placed(only) = &scope
+                && !only.contains(&node.name)
             {
                 continue;
             }
@@ -421,11 +433,14 @@ pub enum Recompile {
     /// Only these (a follower: the nodes that talk to it), to wake their
     /// watches; the leader writes the compile errors.
     Watched(std::collections::BTreeSet<String>),
+    /// Only these (the leader: nodes whose placements, or the replicas
+    /// their templates read, changed), their compile errors written.
+    Placed(std::collections::BTreeSet<String>),
 }
 
 impl Recompile {
     fn is_leader(&self) -> bool {
-        matches!(self, Recompile::Known)
+        matches!(self, Recompile::Known | Recompile::Placed(_))
     }
 }
 

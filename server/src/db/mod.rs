@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use sqlx::AnyConnection;
 use sqlx::AnyPool;
 
+pub mod apps;
 pub mod files;
 mod health;
 pub mod lease;

@@ -1,6 +1,7 @@
 //! HTTP routes, grouped by who calls them, and [`api`], the only place API
 //! routes are registered (each with its OpenAPI description).
 
+pub mod apps;
 pub mod enroll;
 pub mod meta;
 pub mod node;
@@ -41,6 +42,9 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operator::report))
         .routes(routes!(operator::environments))
         .routes(routes!(operator::cluster))
+        .routes(routes!(apps::list))
+        .routes(routes!(apps::get))
+        .routes(routes!(apps::capacity))
         .routes(
             routes!(meta::git_hook).layer(DefaultBodyLimit::max(crate::webhook::HOOK_BODY_LIMIT)),
         )

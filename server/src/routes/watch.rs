@@ -97,6 +97,8 @@ pub async fn watch(
                 ))
             })?,
     };
+    // The open watch is the daemon's heartbeat (see `crate::apps::liveness`).
+    let _alive = state.apps.liveness.watching(&node);
     let outcome = state
         .watches
         .wait(

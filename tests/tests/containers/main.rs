@@ -3,6 +3,7 @@
 //! its own container names (`drover-t-PID-TEST-...`), removed when it ends.
 
 mod airgap;
+mod apps;
 mod converge;
 mod drift;
 mod failures;
@@ -143,18 +144,24 @@ pub fn sleeper() -> &'static str {
 /// the server comes up.
 #[track_caller]
 pub fn http_get(port: u16) -> String {
+    http_get_at("127.0.0.1", port)
+}
+
+/// [`http_get`] on another loopback address (`127.0.0.x`).
+#[track_caller]
+pub fn http_get_at(ip: &str, port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match try_http_get(port) {
+        match try_http_get(ip, port) {
             Ok(body) => return body,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => panic!("GET http://127.0.0.1:{port}/ failed for 10 s: {e}"),
+            Err(e) => panic!("GET http://{ip}:{port}/ failed for 10 s: {e}"),
         }
     }
 }
 
-fn try_http_get(port: u16) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+fn try_http_get(ip: &str, port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect((ip, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut response = String::new();

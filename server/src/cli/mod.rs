@@ -1,4 +1,5 @@
-//! The command line: `serve`, and the offline `compile` and `check`.
+//! The command line: `serve`, the offline `compile` and `check`, the CA,
+//! and the apps' commands (`apps.rs`: `apps`, `explain`, `plan`).
 
 #![allow(
     clippy::print_stdout,
@@ -11,6 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use drover_catalog::Facts;
+
+mod apps;
+
+pub use apps::{AppsArgs, ExplainArgs, PlanArgs, ServerArgs};
 
 use crate::config::Overrides;
 use crate::git::{self, GitDir, Tree};
@@ -40,7 +45,15 @@ pub enum Command {
     Check(CheckArgs),
     /// The certificate authority: list, sign and revoke certificates, issue operator certificates.
     Ca(CaArgs),
+    /// List the apps and where their replicas run (asks a running server).
+    Apps(AppsArgs),
+    /// Explain an app's placements: every node's verdict or scores (asks a running server).
+    Explain(ExplainArgs),
+    /// Print the placements a commit would produce against the known fleet, without applying them.
+    Plan(PlanArgs),
 }
+
+pub use apps::{apps, explain, plan};
 
 #[derive(Debug, Args)]
 pub struct CaArgs {
@@ -220,13 +233,13 @@ pub struct CheckArgs {
 }
 
 /// One snapshot of a local repository.
-struct Local {
-    environment: String,
-    commit: String,
-    tree: Tree,
+pub(crate) struct Local {
+    pub(crate) environment: String,
+    pub(crate) commit: String,
+    pub(crate) tree: Tree,
 }
 
-fn load_local(repo: &Path, env: Option<&str>) -> anyhow::Result<Local> {
+pub(crate) fn load_local(repo: &Path, env: Option<&str>) -> anyhow::Result<Local> {
     if !repo.is_dir() {
         bail!("catalog repository {} is not a directory", repo.display());
     }

@@ -1,0 +1,290 @@
+//! The control loop: desired apps against placements against what agents
+//! report, on the leader only (`cluster::while_leading`), every
+//! [`TICK`] and whenever something it reads changes.
+//!
+//! Each round, per environment that has apps or placements: the fleet of
+//! that environment as the scheduler sees it (profile from `nodes.toml`,
+//! capacity from facts, health from heartbeats and the last run, cordon),
+//! the current placements, then `schedule`. What differs from the stored
+//! rows is written in one fenced write (`Cluster::write_as_leader`), and
+//! then every server reloads its placements and recompiles the nodes whose
+//! catalogs change, which wakes their watches.
+//!
+//! A node is lost when no server heard from it for the policy's
+//! `lost_after` (scaled with fleet size); counted from the later of its
+//! last signal and the moment this server became leader, so a new leader
+//! (or a restarted server) does not declare the fleet lost before the
+//! daemons had time to reconnect to it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_catalog::schedule::{self, AppDemand, Explain, Health, NodeState, Placement, Schedule};
+use drover_catalog::{Facts, Repository};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::notify;
+use crate::db::apps::{FleetNode, PlacementChanges, PlacementRow};
+use crate::db::{self, DbError};
+use crate::error::AppError;
+use crate::snapshot::EnvSnapshot;
+use crate::state::AppState;
+
+/// How often the loop runs without being woken.
+pub const TICK: Duration = Duration::from_secs(2);
+
+/// Runs rounds until `stop` (the end of this server's leadership).
+pub async fn run(state: AppState, wake: Arc<Notify>, stop: CancellationToken) {
+    let leading_since_us = jiff::Timestamp::now().as_microsecond();
+    tracing::info!("this server runs the control loop");
+    loop {
+        match round(&state, leading_since_us).await {
+            Ok(true) => announce(&state).await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "a round of the control loop failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Tells this server (reload, recompile) and the others (a notification)
+/// that placements changed.
+async fn announce(state: &AppState) {
+    super::placements_changed(state).await;
+    if let Err(e) = notify::announce(&state.db, state.cluster.id(), notify::Event::Placements).await
+    {
+        tracing::warn!(error = %e, "telling the other servers of new placements failed");
+    }
+}
+
+/// One round over every environment; whether anything was written.
+async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError> {
+    let rows = db::apps::placements(&state.db).await?;
+    let environments = state.snapshots.list();
+    let has_apps = environments.iter().any(|snap| {
+        snap.repo
+            .as_ref()
+            .is_ok_and(|repo| repo.apps().next().is_some())
+    });
+    if rows.is_empty() && !has_apps {
+        return Ok(false);
+    }
+    let fleet = db::apps::fleet(&state.db).await?;
+    let default_env = state.snapshots.default_environment();
+    let now_us = jiff::Timestamp::now().as_microsecond();
+    let mut wrote = false;
+    for snap in environments {
+        // A commit that does not parse keeps the placements it had.
+        let Ok(repo) = &snap.repo else { continue };
+        let current: Vec<&PlacementRow> =
+            rows.iter().filter(|r| r.environment == snap.name).collect();
+        let apps = repo.app_demands();
+        if apps.is_empty() && current.is_empty() {
+            continue;
+        }
+        let members: Vec<&FleetNode> = fleet
+            .iter()
+            .filter(|n| n.environment.as_deref().unwrap_or(&default_env) == snap.name)
+            .collect();
+        let seen_floor = leading_since_us;
+        let nodes = node_states(repo, &members, now_us, seen_floor);
+        let placements: Vec<Placement> = current.iter().filter_map(|r| placement(r)).collect();
+        let schedule = schedule::schedule(
+            repo.policy(),
+            &apps,
+            &nodes,
+            &placements,
+            &snap.commit,
+            Explain::Full,
+        );
+        let changes = changes(&snap, &current, &schedule, &members, repo)?;
+        if changes.is_empty() {
+            continue;
+        }
+        log_changes(&changes, &current);
+        state
+            .cluster
+            .write_as_leader(db::apps::write_placements(changes))
+            .await?;
+        wrote = true;
+    }
+    Ok(wrote)
+}
+
+/// The fleet of one environment as the scheduler sees it; a node whose
+/// profile cannot be read (it matches no `nodes.toml` entry, a role is
+/// broken) cannot run anything of this environment and is left out.
+pub fn node_states(
+    repo: &Repository,
+    members: &[&FleetNode],
+    now_us: i64,
+    seen_floor_us: i64,
+) -> Vec<NodeState> {
+    let policy = repo.policy();
+    let lost_after_us =
+        i64::try_from(policy.lost_after_secs_for(members.len())).unwrap_or(i64::MAX) * 1_000_000;
+    members
+        .iter()
+        .filter_map(|node| {
+            let profile = repo.node_profile(&node.name, &node.facts).ok()?;
+            let seen = node.seen_at_us.max(seen_floor_us);
+            let health = if now_us.saturating_sub(seen) > lost_after_us {
+                Health::Lost
+            } else if node.last_status.as_deref() == Some("failed") {
+                Health::Failed
+            } else {
+                Health::Ready
+            };
+            Some(NodeState {
+                name: node.name.clone(),
+                roles: profile.roles,
+                capacity: schedule::capacity_from_facts(&node.facts, &policy.reserved),
+                labels: profile.labels,
+                taints: profile.taints,
+                facts: node.facts.clone(),
+                health,
+                cordoned: node.cordoned,
+            })
+        })
+        .collect()
+}
+
+fn placement(row: &PlacementRow) -> Option<Placement> {
+    Some(Placement {
+        app: row.app.clone(),
+        replica: row.replica,
+        node: row.node.clone()?,
+        id: row.placement_id.clone()?,
+        spec_hash: row.spec_hash.clone(),
+    })
+}
+
+/// Where services reach a replica on `node`: its `address` or `ip` label,
+/// else its `networking.ip` fact.
+pub fn address(repo: &Repository, node: &FleetNode) -> Option<String> {
+    let labels = repo
+        .node_profile(&node.name, &node.facts)
+        .map(|p| p.labels)
+        .unwrap_or_default();
+    labels
+        .get("address")
+        .or_else(|| labels.get("ip"))
+        .cloned()
+        .or_else(|| fact_ip(&node.facts))
+}
+
+fn fact_ip(facts: &Facts) -> Option<String> {
+    facts
+        .get("networking")?
+        .get("ip")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The rows that differ from what `schedule` decided: a decision written
+/// when it is new or differs, a row deleted when its replica is no longer
+/// wanted (scaled down, app removed).
+fn changes(
+    snap: &EnvSnapshot,
+    current: &[&PlacementRow],
+    schedule: &Schedule,
+    members: &[&FleetNode],
+    repo: &Repository,
+) -> Result<PlacementChanges, DbError> {
+    let now = jiff::Timestamp::now().to_string();
+    let by_key: BTreeMap<(&str, u32), &PlacementRow> = current
+        .iter()
+        .map(|r| ((r.app.as_str(), r.replica), *r))
+        .collect();
+    let members: HashMap<&str, &FleetNode> =
+        members.iter().map(|n| (n.name.as_str(), *n)).collect();
+    let placed: HashMap<(&str, u32), &Placement> = schedule
+        .placements
+        .iter()
+        .map(|p| ((p.app.as_str(), p.replica), p))
+        .collect();
+    let demands: HashMap<String, AppDemand> = repo
+        .app_demands()
+        .into_iter()
+        .map(|d| (d.name.clone(), d))
+        .collect();
+    let mut changes = PlacementChanges {
+        environment: snap.name.clone(),
+        ..PlacementChanges::default()
+    };
+    for decision in &schedule.decisions {
+        let key = (decision.app.as_str(), decision.replica);
+        let placement = placed.get(&key);
+        let row = PlacementRow {
+            environment: snap.name.clone(),
+            app: decision.app.clone(),
+            replica: decision.replica,
+            node: placement.map(|p| p.node.clone()),
+            placement_id: placement.map(|p| p.id.clone()),
+            address: placement
+                .and_then(|p| members.get(p.node.as_str()))
+                .and_then(|node| address(repo, node)),
+            spec_hash: demands
+                .get(&decision.app)
+                .map(|d| d.spec_hash.clone())
+                .unwrap_or_default(),
+            reason: decision.reason.clone(),
+            decision: serde_json::to_string(decision)?,
+            decided_at: now.clone(),
+        };
+        let unchanged = by_key.get(&key).is_some_and(|old| {
+            old.node == row.node
+                && old.placement_id == row.placement_id
+                && old.spec_hash == row.spec_hash
+                && old.reason == row.reason
+                && old.decision == row.decision
+        });
+        if !unchanged {
+            changes.upsert.push(row);
+        }
+    }
+    let decided: std::collections::HashSet<(&str, u32)> = schedule
+        .decisions
+        .iter()
+        .map(|d| (d.app.as_str(), d.replica))
+        .collect();
+    for key in by_key.keys() {
+        if !placed.contains_key(key) && !decided.contains(key) {
+            changes.delete.push((key.0.to_owned(), key.1));
+        }
+    }
+    Ok(changes)
+}
+
+fn log_changes(changes: &PlacementChanges, current: &[&PlacementRow]) {
+    for row in &changes.upsert {
+        let before = current
+            .iter()
+            .find(|r| r.app == row.app && r.replica == row.replica)
+            .and_then(|r| r.node.clone());
+        match (&row.node, &before) {
+            (Some(node), Some(old)) if node != old => tracing::info!(
+                environment = %row.environment, app = %row.app, replica = row.replica,
+                from = %old, to = %node, "replica moved"
+            ),
+            (Some(node), None) => tracing::info!(
+                environment = %row.environment, app = %row.app, replica = row.replica,
+                node = %node, "replica placed"
+            ),
+            (None, _) => tracing::info!(
+                environment = %row.environment, app = %row.app, replica = row.replica,
+                reason = row.reason.as_deref().unwrap_or(""), "replica pending"
+            ),
+            _ => {}
+        }
+    }
+    for (app, replica) in &changes.delete {
+        tracing::info!(environment = %changes.environment, app = %app, replica, "replica removed");
+    }
+}

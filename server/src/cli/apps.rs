@@ -1,0 +1,448 @@
+//! The apps' commands. `apps` and `explain` ask a running server over its
+//! API (the placements are the leader's, and any server answers them);
+//! `plan` runs the scheduler itself on a local commit against the fleet in
+//! the server's database, and applies nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use drover_catalog::schedule::{self, Decision, Explain, Placement, Verdict};
+
+use crate::apps::control;
+use crate::apps::view::AppStatus;
+use crate::config::{Config, Overrides};
+
+/// How to reach the running server.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server's URL [default: the listen address of the configuration, https]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// A file holding an operator token [default: DATA_DIR/operator-token]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Plain HTTP, for a development server on loopback
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Configuration file [default: /etc/drover/server.toml, may be missing]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (the CA that signed the server's certificate, the token) [default: /var/lib/drover-server]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AppsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Only this environment
+    #[arg(long = "env", value_name = "ENV")]
+    pub env: Option<String>,
+    /// Print the API's JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Only this replica
+    #[arg(long, value_name = "N")]
+    pub replica: Option<u32>,
+    /// Only this environment
+    #[arg(long = "env", value_name = "ENV")]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the API's JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Catalog repository: a plain directory or a git repository (bare or not)
+    #[arg(long, value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Branch to read [default: the work tree of a checkout, HEAD's branch of a bare repository]
+    #[arg(long = "env", value_name = "BRANCH")]
+    pub env: Option<String>,
+    /// The environment whose fleet and placements to plan against [default: the server's default environment, else the branch's name]
+    #[arg(long, value_name = "ENV")]
+    pub against: Option<String>,
+    /// The server's configuration file [default: /etc/drover/server.toml, may be missing]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's data directory [default: /var/lib/drover-server]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's database URL [default: sqlite://DATA_DIR/drover.db]
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+/// `drover-server apps`: exit 0 with the apps, 1 when the server refuses.
+pub fn apps(args: &AppsArgs) -> anyhow::Result<u8> {
+    let query = args
+        .env
+        .as_deref()
+        .map(|env| format!("?environment={}", encode(env)))
+        .unwrap_or_default();
+    let body = get(&args.server, &format!("/api/v1/apps{query}"))?;
+    if args.json {
+        println!("{body}");
+        return Ok(0);
+    }
+    let apps: Vec<AppStatus> = serde_json::from_str(&body).context("the server's answer")?;
+    if apps.is_empty() {
+        println!("no apps (add apps/NAME.toml to the catalog repository)");
+    }
+    for app in &apps {
+        print_app(app);
+    }
+    Ok(0)
+}
+
+fn print_app(app: &AppStatus) {
+    let up = app
+        .replicas
+        .iter()
+        .filter(|r| matches!(r.state.as_str(), "running" | "healthy"))
+        .count();
+    println!(
+        "{} ({}): {up}/{} up",
+        app.name, app.environment, app.desired
+    );
+    for error in &app.errors {
+        println!("  error: {error}");
+    }
+    for r in &app.replicas {
+        match &r.node {
+            Some(node) => println!(
+                "  #{} {} on {node}{} {}",
+                r.index,
+                r.container.as_deref().unwrap_or("-"),
+                r.address
+                    .as_deref()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default(),
+                r.state
+            ),
+            None => println!(
+                "  #{} pending: {}",
+                r.index,
+                r.reason.as_deref().unwrap_or("not yet scheduled")
+            ),
+        }
+    }
+}
+
+/// `drover-server explain APP`: every node's verdict for each replica.
+pub fn explain(args: &ExplainArgs) -> anyhow::Result<u8> {
+    let query = args
+        .env
+        .as_deref()
+        .map(|env| format!("?environment={}", encode(env)))
+        .unwrap_or_default();
+    let body = get(
+        &args.server,
+        &format!("/api/v1/apps/{}{query}", encode(&args.app)),
+    )?;
+    if args.json {
+        println!("{body}");
+        return Ok(0);
+    }
+    let apps: Vec<AppStatus> = serde_json::from_str(&body).context("the server's answer")?;
+    for app in &apps {
+        print_app(app);
+        for r in &app.replicas {
+            if args.replica.is_some_and(|n| n != r.index) {
+                continue;
+            }
+            let Some(decision) = r
+                .decision
+                .clone()
+                .and_then(|d| serde_json::from_value::<Decision>(d).ok())
+            else {
+                continue;
+            };
+            println!();
+            println!("{}#{} decided {}:", app.name, r.index, r.decided_at);
+            print!("{}", decision_table(&decision));
+        }
+    }
+    Ok(0)
+}
+
+/// A decision as a table: the chosen node first, then the scored nodes
+/// best first, then the refused ones with the predicate that refused them.
+fn decision_table(decision: &Decision) -> String {
+    let mut scored: Vec<&Verdict> = decision
+        .verdicts
+        .iter()
+        .filter(|v| v.refused.is_none())
+        .collect();
+    scored.sort_by(|a, b| b.total.total_cmp(&a.total));
+    let mut out = String::new();
+    if let Some(reason) = &decision.reason {
+        out.push_str(&format!("  pending: {reason}\n"));
+    }
+    for v in scored {
+        let chosen = decision.node.as_deref() == Some(v.node.as_str());
+        let scores: Vec<String> = v
+            .scores
+            .iter()
+            .map(|(priority, score)| format!("{}={score:.2}", priority.name()))
+            .collect();
+        out.push_str(&format!(
+            "  {} {:<24} total {:>6.2}  {}\n",
+            if chosen { "*" } else { " " },
+            v.node,
+            v.total,
+            scores.join(" ")
+        ));
+    }
+    for v in decision.verdicts.iter().filter(|v| v.refused.is_some()) {
+        if let Some(refusal) = &v.refused {
+            out.push_str(&format!(
+                "    {:<24} refused by {}: {}\n",
+                v.node,
+                refusal.predicate.name(),
+                refusal.reason
+            ));
+        }
+    }
+    out
+}
+
+/// A path segment or query value, percent-encoded.
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// GETs `path` from the server as an operator; the body of a 200.
+fn get(args: &ServerArgs, path: &str) -> anyhow::Result<String> {
+    let config = Config::load_without_repo(Overrides {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    })?;
+    let insecure = args.insecure_http || config.insecure_http;
+    let base = match &args.server {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let mut listen = config.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("{}://{listen}", if insecure { "http" } else { "https" })
+        }
+    };
+    let token_file = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| config.operator_token_file.clone());
+    let token = fs_err::read_to_string(&token_file)
+        .context("the operator token")?
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .with_context(|| format!("{} holds no token", token_file.display()))?
+        .to_owned();
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30));
+    if base.starts_with("https://") {
+        builder = builder.use_preconfigured_tls(tls(&config.data_dir)?);
+    }
+    let client = builder.build()?;
+    let url = format!("{base}{path}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let response = client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {base}\nhint: pass --server URL (and --insecure-http for a plain-HTTP development server)"))?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or(body);
+            bail!("the server answered {status}: {message}");
+        }
+        Ok(body)
+    })
+}
+
+/// Trusts the server's CA (DATA_DIR/ca/ca.crt.pem) and nothing else.
+fn tls(data_dir: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let path = data_dir.join("ca").join("ca.crt.pem");
+    let ca = rustls_pki_types::CertificateDer::from_pem_file(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the server's CA at {}: {e}\nhint: pass --data-dir of the server, or --server with --insecure-http for a development server",
+            path.display()
+        )
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca)?;
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+/// `drover-server plan`: prints, app by app, where each replica would run
+/// (kept, placed, moved) or why it would be pending, without writing
+/// anything. Exit 0 when nothing would change, 2 when placements would
+/// change (as `--detailed-exitcodes`), 1 on errors.
+pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
+    let local = super::load_local(&args.repo, args.env.as_deref())?;
+    let repo = match drover_catalog::Repository::parse(local.tree.files.clone()) {
+        Ok(repo) => repo,
+        Err(diagnostics) => {
+            for d in &diagnostics.0 {
+                eprintln!("{d}");
+            }
+            return Ok(1);
+        }
+    };
+    let mut broken = false;
+    for (name, app) in repo.apps() {
+        if let Err(errors) = app {
+            broken = true;
+            for e in errors {
+                eprintln!("{e}");
+            }
+            eprintln!("app `{name}` does not parse: it would not be placed");
+        }
+    }
+    let config = Config::load_without_repo(Overrides {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+        database: args.database.clone(),
+        ..Overrides::default()
+    })?;
+    let against = args
+        .against
+        .clone()
+        .or_else(|| config.default_environment.clone())
+        .unwrap_or_else(|| local.environment.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (fleet, rows) = runtime.block_on(async {
+        let db = crate::db::open_with(
+            &config.database_url,
+            crate::db::OpenOptions { quick_check: false },
+        )
+        .await?;
+        anyhow::Ok((
+            crate::db::apps::fleet(&db).await?,
+            crate::db::apps::placements(&db).await?,
+        ))
+    })?;
+    let members: Vec<&crate::db::apps::FleetNode> = fleet
+        .iter()
+        .filter(|n| n.environment.as_deref().unwrap_or(&against) == against)
+        .collect();
+    let now = jiff::Timestamp::now().as_microsecond();
+    let nodes = control::node_states(&repo, &members, now, 0);
+    let current: Vec<Placement> = rows
+        .iter()
+        .filter(|r| r.environment == against)
+        .filter_map(|r| {
+            Some(Placement {
+                app: r.app.clone(),
+                replica: r.replica,
+                node: r.node.clone()?,
+                id: r.placement_id.clone()?,
+                spec_hash: r.spec_hash.clone(),
+            })
+        })
+        .collect();
+    let planned = schedule::schedule(
+        repo.policy(),
+        &repo.app_demands(),
+        &nodes,
+        &current,
+        &local.commit,
+        Explain::Top(3),
+    );
+    println!(
+        "plan of `{}` at {} against the {} node(s) of `{against}`:",
+        local.environment,
+        local.commit,
+        nodes.len()
+    );
+    let changed = print_plan(&planned, &current);
+    Ok(if broken {
+        1
+    } else if changed {
+        2
+    } else {
+        0
+    })
+}
+
+/// Prints each replica's fate; whether any placement would change.
+fn print_plan(planned: &schedule::Schedule, current: &[Placement]) -> bool {
+    let mut changed = false;
+    let mut lines: Vec<(String, u32, String)> = Vec::new();
+    for p in &planned.placements {
+        let before = current
+            .iter()
+            .find(|c| c.app == p.app && c.replica == p.replica);
+        let what = match before {
+            Some(b) if b.node == p.node && b.id == p.id => format!("stays on {}", p.node),
+            Some(b) => {
+                changed = true;
+                format!("moves from {} to {}", b.node, p.node)
+            }
+            None => {
+                changed = true;
+                format!("placed on {}", p.node)
+            }
+        };
+        lines.push((p.app.clone(), p.replica, what));
+    }
+    for d in planned.decisions.iter().filter(|d| d.node.is_none()) {
+        changed = true;
+        let reason = d.reason.as_deref().unwrap_or("no node fits");
+        lines.push((d.app.clone(), d.replica, format!("pending: {reason}")));
+    }
+    for c in current {
+        let kept = planned
+            .placements
+            .iter()
+            .any(|p| p.app == c.app && p.replica == c.replica);
+        let pending = planned
+            .decisions
+            .iter()
+            .any(|d| d.app == c.app && d.replica == c.replica);
+        if !kept && !pending {
+            changed = true;
+            lines.push((c.app.clone(), c.replica, format!("removed from {}", c.node)));
+        }
+    }
+    lines.sort();
+    for (app, replica, what) in &lines {
+        println!("  {app}#{replica}: {what}");
+    }
+    if lines.is_empty() {
+        println!("  no apps");
+    }
+    changed
+}
