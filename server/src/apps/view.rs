@@ -273,3 +273,40 @@ pub fn summarize(
             .collect(),
     }
 }
+
+/// A replica placed on a node, as the node API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeReplica {
+    pub environment: String,
+    pub app: String,
+    pub index: u32,
+    /// The container's name on the node (`APP-INDEX-ID`).
+    pub container: String,
+    /// `starting`, `running`, `healthy` or `unhealthy`.
+    pub state: String,
+}
+
+/// The replicas placed on `node`, by environment, app and index.
+pub async fn node_replicas(state: &AppState, node: &str) -> Result<Vec<NodeReplica>, DbError> {
+    let rows = db::apps::placements(&state.db).await?;
+    let states: HashMap<(String, String), db::apps::ReplicaStateRow> =
+        db::apps::replica_states(&state.db)
+            .await?
+            .into_iter()
+            .filter(|s| s.node == node)
+            .map(|s| ((s.node.clone(), s.container.clone()), s))
+            .collect();
+    Ok(rows
+        .iter()
+        .filter(|r| r.node.as_deref() == Some(node))
+        .filter_map(|r| {
+            Some(NodeReplica {
+                environment: r.environment.clone(),
+                app: r.app.clone(),
+                index: r.replica,
+                container: container_name(&r.app, r.replica, r.placement_id.as_deref()?),
+                state: replica_state(r, &states).to_owned(),
+            })
+        })
+        .collect())
+}

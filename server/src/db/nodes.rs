@@ -35,6 +35,8 @@ pub struct NodeRow {
     pub facts: serde_json::Value,
     pub roles: Vec<String>,
     pub compile_error: Option<CompileError>,
+    /// No new replica is placed on it (running ones stay).
+    pub cordoned: bool,
 }
 
 impl FromRow<'_, AnyRow> for NodeRow {
@@ -51,12 +53,13 @@ impl FromRow<'_, AnyRow> for NodeRow {
             facts: json(row, "facts")?,
             roles: json(row, "roles")?,
             compile_error: optional_json(row, "compile_error")?,
+            cordoned: flag(row, "cordoned")?,
         })
     }
 }
 
 pub(crate) const NODE_COLUMNS: &str = "name, environment, requested_environment, catalog_version, commit_id, \
-     last_status, last_run_at, last_seen_at, facts, roles, compile_error";
+     last_status, last_run_at, last_seen_at, facts, roles, compile_error, cordoned";
 
 pub async fn node(db: &Db, name: &str) -> Result<Option<NodeRow>, DbError> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1");

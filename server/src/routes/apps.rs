@@ -16,6 +16,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct EnvironmentQuery {
     /// Only this environment (for capacity: default, the default environment).
+    #[param(example = "production")]
     environment: Option<String>,
 }
 

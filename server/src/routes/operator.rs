@@ -99,7 +99,7 @@ fn next_link(text: &fleet::FilterText, limit: u32, after: &str) -> String {
     security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = []), ("node_certificate" = [])),
     params(("name" = String, Path, description = "The node's name")),
     responses(
-        (status = 200, description = "The node, with the state the dashboard gives it", body = fleet::NodeStatus),
+        (status = 200, description = "The node, with the state the dashboard gives it and its replicas", body = NodeDetail),
         crate::openapi::NodeOrOperator,
         (status = 404, description = "Unknown node", body = crate::openapi::wire::ErrorBody),
         crate::openapi::Internal,
@@ -109,12 +109,21 @@ pub async fn node(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<Json<fleet::NodeStatus>, AppError> {
+) -> Result<Json<NodeDetail>, AppError> {
     caller.require_node_or_operator(&name)?;
-    fleet::node_status(&state.db, &state.fleet_context(), &name)
+    let node = fleet::node_status(&state.db, &state.fleet_context(), &name)
         .await?
-        .map(Json)
-        .ok_or_else(|| AppError::NotFound(format!("unknown node `{name}`")))
+        .ok_or_else(|| AppError::NotFound(format!("unknown node `{name}`")))?;
+    let replicas = crate::apps::view::node_replicas(&state, &name).await?;
+    Ok(Json(NodeDetail { node, replicas }))
+}
+
+/// A node with the replicas of apps placed on it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeDetail {
+    #[serde(flatten)]
+    pub node: fleet::NodeStatus,
+    pub replicas: Vec<crate::apps::view::NodeReplica>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -55,6 +55,8 @@ fn site(tmp: &Path, motd: &str) -> PathBuf {
             ("nodes.toml", NODES),
             ("roles/base.toml", BASE),
             ("files/motd", motd),
+            // An app that asks for no replica: its routes have something to show.
+            ("apps/web.toml", "replicas = 0\nimage = \"busybox:1\"\n"),
         ],
     );
     repo

@@ -114,6 +114,24 @@ fn every_route_answers_every_caller_as_designed() {
             [S(401), S(403), S(403), Refused, S(200), S(200)],
         ),
         (
+            "GET",
+            "/api/v1/apps",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
+            "GET",
+            "/api/v1/apps/no-such-app",
+            None,
+            [S(401), S(403), S(403), Refused, S(404), S(404)],
+        ),
+        (
+            "GET",
+            "/api/v1/capacity",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
             "POST",
             "/api/v1/hooks/git",
             None,

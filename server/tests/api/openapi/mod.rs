@@ -18,7 +18,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The routes of the contract (spec/interfaces.md and enrollment).
-const ROUTES: [(&str, &str); 18] = [
+const ROUTES: [(&str, &str); 21] = [
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{name}"),
     ("post", "/api/v1/nodes/{name}/catalog"),
@@ -30,6 +30,9 @@ const ROUTES: [(&str, &str); 18] = [
     ("get", "/api/v1/reports/{id}"),
     ("get", "/api/v1/environments"),
     ("get", "/api/v1/cluster"),
+    ("get", "/api/v1/apps"),
+    ("get", "/api/v1/apps/{name}"),
+    ("get", "/api/v1/capacity"),
     ("get", "/api/v1/ca"),
     ("post", "/api/v1/certificate_requests/{name}"),
     ("get", "/api/v1/certificate_requests/{name}"),
@@ -254,6 +257,7 @@ fn concrete(path: &str, sha256: &str, run_id: &str) -> String {
     let mut uri = path.to_owned();
     for param in template_params(path) {
         let value = match param {
+            "name" if path.starts_with("/api/v1/apps/") => "web",
             "name" => "web-1",
             "sha256" => sha256,
             "id" => run_id,
