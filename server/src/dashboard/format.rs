@@ -1,4 +1,4 @@
-//! How the dashboard writes times, durations and versions.
+//! How the dashboard writes times, durations, versions and quantities.
 
 /// `2026-12-01 07:45:12 UTC` from an RFC 3339 timestamp (as stored).
 pub(super) fn when(rfc3339: &str) -> String {
@@ -48,6 +48,28 @@ pub(super) fn or_dash(value: Option<&str>) -> String {
     value.unwrap_or("-").to_owned()
 }
 
+/// `512 B`, `64 MiB`, `1.5 GiB`: binary units, as `requests` are written.
+pub(super) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `2`, `0.5`, `1.25` CPUs: no trailing zeros.
+pub(super) fn cpus(cpu: f64) -> String {
+    let text = format!("{cpu:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +90,18 @@ mod tests {
         assert_eq!(ago("2026-12-01T09:00:00Z", now), "3 h ago");
         assert_eq!(ago("2026-11-28T12:00:00Z", now), "3 d ago");
         assert_eq!(ago("not a time", now), "not a time");
+    }
+
+    #[test]
+    fn quantities_read_as_written() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(64 * 1024 * 1024), "64 MiB");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(cpus(2.0), "2");
+        assert_eq!(cpus(0.5), "0.5");
+        assert_eq!(cpus(1.25), "1.25");
+        assert_eq!(cpus(0.0), "0");
     }
 
     #[test]

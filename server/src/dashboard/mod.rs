@@ -3,21 +3,24 @@
 //! (server-sent events), and the sign-in form.
 //!
 //! Pages: `/` the fleet, `/nodes/{name}` one node, `/runs/{run_id}` one run,
-//! `/events` the live feed, `/static/*` the stylesheet and the script,
-//! `/login` and `/logout` (see [`login`]); `page` renders them.
+//! `/apps` the apps and the fleet's capacity, `/apps/{name}` one app with
+//! the scheduler's decisions, `/events` the live feed, `/static/*` the
+//! stylesheet and the script, `/login` and `/logout` (see [`login`]);
+//! `page` renders them.
 //!
 //! `dashboard/` renders askama templates (`server/templates/*.html`, checked
 //! against their structs when the server compiles; HTML escaping on) with one
 //! stylesheet and one script served from `server/static/` under a
 //! Content-Security-Policy that allows nothing inline. Pages work without the
 //! script; with it, a page listens to `/events` and, on a `report` event,
-//! fetches itself and swaps `<main id="live">`. `overview.rs`, `node.rs` and
-//! `run.rs` each build one page's view struct; `chart.rs` draws the inline
-//! SVG charts as escaped text; `events.rs` turns the `live.rs` broadcast
-//! channel into server-sent events that end at shutdown (so an open page
-//! never holds the graceful shutdown), and a lagging page gets one catch-up
-//! event instead of a backlog.
+//! fetches itself and swaps `<main id="live">`. `overview.rs`, `node.rs`,
+//! `run.rs` and `apps.rs` each build their pages' view structs; `chart.rs`
+//! draws the inline SVG charts as escaped text; `events.rs` turns the
+//! `live.rs` broadcast channel into server-sent events that end at shutdown
+//! (so an open page never holds the graceful shutdown), and a lagging page
+//! gets one catch-up event instead of a backlog.
 
+mod apps;
 mod chart;
 mod events;
 mod format;
@@ -40,6 +43,8 @@ pub fn router() -> Router<AppState> {
         .route("/", get(overview::show))
         .route("/nodes/{name}", get(node::page_of))
         .route("/runs/{id}", get(run::page_of))
+        .route("/apps", get(apps::show))
+        .route("/apps/{name}", get(apps::page_of))
         .route("/events", get(events::stream))
         .route("/static/dashboard.css", get(stylesheet))
         .route("/static/dashboard.js", get(script))

@@ -212,7 +212,7 @@ async fn a_failed_run_shows_its_error_and_diff_escaped() {
 #[tokio::test]
 async fn pages_redirect_a_browser_without_a_credential_to_login() {
     let cx = TestContext::directory().await;
-    for uri in ["/", "/nodes/web-1", "/runs/x"] {
+    for uri in ["/", "/nodes/web-1", "/runs/x", "/apps", "/apps/web"] {
         let req = Request::get(uri).body(Body::empty()).unwrap();
         let (status, headers, _) = cx.send_as(Peer::Anonymous, req).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{uri}");

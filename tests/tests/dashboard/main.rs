@@ -1,6 +1,7 @@
 //! The dashboard as an operator sees it: a real headless Chromium signs in
 //! to a real server that holds reports from several nodes, and reads it.
 
+mod apps;
 mod markup;
 mod walkthrough;
 
@@ -27,6 +28,12 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn start() -> Fleet {
+        Fleet::start_with(&[])
+    }
+
+    /// [`Fleet::start`] with `files` (path, text) added to the repo's
+    /// first commit.
+    pub fn start_with(files: &[(&str, &str)]) -> Fleet {
         let tmp = tempfile::Builder::new()
             .prefix("drover-dashboard-")
             .tempdir()
@@ -53,6 +60,9 @@ impl Fleet {
             "[[exec]]\nname = \"migrate\"\n\
              command = [\"sh\", \"-c\", \"echo boom >&2; exit 3\"]\n",
         );
+        for (path, text) in files {
+            repo.write(path, text);
+        }
         let commit = repo.commit("a fleet whose db nodes fail");
         let server = Server::start_with(
             &repo.path,
@@ -118,21 +128,28 @@ impl Fleet {
         }
     }
 
-    /// As `node`: asks for its catalog, as an agent does before a run, and
-    /// posts the report of a run of it that finished `age_secs` ago with
-    /// nothing to change.
-    pub fn post_old_report(&self, node: &str, credential: &Credential, age_secs: i64) {
+    /// As `node`: asks for its catalog with `facts`, as an agent does
+    /// before a run (the node is then seen, and ready to the scheduler).
+    pub fn ask_for_catalog(&self, node: &str, credential: &Credential, facts: &Value) -> Value {
+        let request = json!({ "facts": facts }).to_string();
         let (status, body) = self
             .server
             .request_as(
                 credential,
                 "POST",
                 &format!("/api/v1/nodes/{node}/catalog"),
-                Some(br#"{"facts": {}}"#),
+                Some(request.as_bytes()),
             )
             .unwrap();
         assert_eq!(status, 200, "{node}'s catalog: {body}");
-        let catalog: Value = serde_json::from_str(&body).unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// As `node`: asks for its catalog, as an agent does before a run, and
+    /// posts the report of a run of it that finished `age_secs` ago with
+    /// nothing to change.
+    pub fn post_old_report(&self, node: &str, credential: &Credential, age_secs: i64) {
+        let catalog = self.ask_for_catalog(node, credential, &json!({}));
         let resources: Vec<Value> = catalog["resources"]
             .as_array()
             .expect("catalog resources")

@@ -83,7 +83,7 @@ fn an_operator_reads_the_fleet_follows_a_failure_and_sees_a_report_arrive() {
 
 /// The dashboard sends a browser without a credential to the form; a good
 /// token gets it to `/` with a cookie that page scripts cannot read.
-async fn sign_in(browser: &Browser, token: &str) {
+pub(crate) async fn sign_in(browser: &Browser, token: &str) {
     browser.goto("/").await;
     assert_eq!(browser.path().await, "/login");
     let field = browser.find("input[name=token]").await;
