@@ -319,7 +319,7 @@ pub(crate) fn build_report_of_run(
             ..clock.metrics(&applied.resources)
         },
         resources: applied.resources,
-        replicas: Vec::new(),
+        replicas: applied.replicas,
     }
 }
 
