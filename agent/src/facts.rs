@@ -149,10 +149,10 @@ pub(crate) struct DiskSpace {
 pub(crate) fn disk_space(path: &Path) -> Result<DiskSpace> {
     let stat = nix::sys::statvfs::statvfs(path)
         .with_context(|| format!("cannot statvfs {}", path.display()))?;
-    let fragment = u64::from(stat.fragment_size());
+    let fragment = stat.fragment_size();
     Ok(DiskSpace {
-        available_bytes: u64::from(stat.blocks_available()).saturating_mul(fragment),
-        total_bytes: u64::from(stat.blocks()).saturating_mul(fragment),
+        available_bytes: stat.blocks_available().saturating_mul(fragment),
+        total_bytes: stat.blocks().saturating_mul(fragment),
     })
 }
 
