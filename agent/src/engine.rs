@@ -14,6 +14,7 @@ use anyhow::Result;
 use crate::config::Settings;
 use crate::filecache::Loading;
 use crate::fsutil::TempMarker;
+use crate::resources::container::replicas::{self, Replicas};
 use crate::resources::{self, ContentSource, Env, Flags, Outcome};
 
 mod batch;
@@ -85,6 +86,8 @@ pub(crate) struct Applied {
     pub stopped: Option<String>,
     /// How the managed files' contents were checked.
     pub files: drover_catalog::report::FileChecks,
+    /// The states of the catalog's app replicas, read after the walk.
+    pub replicas: Vec<drover_catalog::report::ReplicaReport>,
 }
 
 pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied {
@@ -164,10 +167,25 @@ pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied
     settle(&mut batch, &mut status, &mut reports);
     env.temps.finish(stopped.is_none());
     env.files.save(stopped.is_none());
+    let mut resources: Vec<ResourceReport> = reports.into_iter().flatten().collect();
+    // Stale replicas go once the catalog's own are converged (their
+    // replacements first); a stopping run leaves them for the next.
+    let replicas = match stopped {
+        Some(_) => Replicas::default(),
+        None => replicas::settle(catalog, &mut env.containers, cfg.noop, || stop_reason(cfg)),
+    };
+    if cfg.verbose {
+        replicas
+            .removed
+            .iter()
+            .for_each(crate::output::print_resource);
+    }
+    resources.extend(replicas.removed);
     Applied {
-        resources: reports.into_iter().flatten().collect(),
+        resources,
         stopped,
         files: env.files.checks(),
+        replicas: replicas.states,
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use drover_catalog::Facts;
@@ -51,6 +52,7 @@ pub(crate) fn gather() -> Result<Facts> {
         "processors": { "count": processors },
         "memory": { "total_bytes": mem_total_bytes(&meminfo) },
         "networking": { "interfaces": interfaces, "ip": ip },
+        "disks": disks(),
         "agent_version": env!("CARGO_PKG_VERSION"),
     });
     match value {
@@ -105,6 +107,53 @@ pub(crate) fn fqdn(hostname: &str, hosts: &str) -> String {
         })
         .next()
         .unwrap_or_else(|| hostname.to_owned())
+}
+
+/// Where container storage lives: Docker's, else Podman's, else the
+/// filesystems that would hold either.
+const CONTAINER_STORAGE: [&str; 4] = ["/var/lib/docker", "/var/lib/containers", "/var/lib", "/"];
+
+/// `containers`: the filesystem holding container storage, whose free space
+/// the server's scheduler counts as the node's disk capacity. Left out when
+/// it cannot be measured.
+fn disks() -> Value {
+    let path = container_storage(|p| Path::new(p).exists());
+    match disk_space(Path::new(path)) {
+        Ok(space) => json!({
+            "containers": {
+                "path": path,
+                "available_bytes": space.available_bytes,
+                "total_bytes": space.total_bytes,
+            }
+        }),
+        Err(_) => json!({}),
+    }
+}
+
+/// The first of [`CONTAINER_STORAGE`] that `exists`.
+pub(crate) fn container_storage(exists: impl Fn(&str) -> bool) -> &'static str {
+    CONTAINER_STORAGE
+        .into_iter()
+        .find(|p| exists(p))
+        .unwrap_or("/")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiskSpace {
+    /// What an unprivileged writer may still use (`f_bavail`).
+    pub available_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The size and free space of the filesystem holding `path`.
+pub(crate) fn disk_space(path: &Path) -> Result<DiskSpace> {
+    let stat = nix::sys::statvfs::statvfs(path)
+        .with_context(|| format!("cannot statvfs {}", path.display()))?;
+    let fragment = stat.fragment_size();
+    Ok(DiskSpace {
+        available_bytes: stat.blocks_available().saturating_mul(fragment),
+        total_bytes: stat.blocks().saturating_mul(fragment),
+    })
 }
 
 fn interfaces() -> (Value, Value) {
@@ -172,6 +221,30 @@ mod tests {
     }
 
     #[test]
+    fn container_storage_is_dockers_then_podmans_then_var_lib() {
+        let only = |present: &'static [&'static str]| container_storage(|p| present.contains(&p));
+        assert_eq!(
+            only(&["/var/lib/docker", "/var/lib/containers", "/var/lib", "/"]),
+            "/var/lib/docker"
+        );
+        assert_eq!(
+            only(&["/var/lib/containers", "/var/lib", "/"]),
+            "/var/lib/containers"
+        );
+        assert_eq!(only(&["/var/lib", "/"]), "/var/lib");
+        assert_eq!(only(&[]), "/");
+    }
+
+    #[test]
+    fn disk_space_of_the_root_filesystem() {
+        let space = disk_space(Path::new("/")).unwrap();
+        assert!(space.available_bytes > 0, "{space:?}");
+        assert!(space.total_bytes >= space.available_bytes, "{space:?}");
+        let err = disk_space(Path::new("/nonexistent/drover")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/drover"), "{err}");
+    }
+
+    #[test]
     fn gathered_facts_have_the_contract_keys() {
         let facts = gather().unwrap();
         for key in [
@@ -188,5 +261,12 @@ mod tests {
         assert_eq!(facts["os"]["family"], "linux");
         assert!(facts["processors"]["count"].as_u64().unwrap() >= 1);
         assert!(facts["networking"]["interfaces"].is_object());
+        let disk = &facts["disks"]["containers"];
+        assert!(disk["path"].is_string(), "{disk}");
+        assert!(disk["available_bytes"].as_u64().unwrap() > 0, "{disk}");
+        assert!(
+            disk["total_bytes"].as_u64().unwrap() >= disk["available_bytes"].as_u64().unwrap(),
+            "{disk}"
+        );
     }
 }

@@ -319,6 +319,7 @@ pub(crate) fn build_report_of_run(
             ..clock.metrics(&applied.resources)
         },
         resources: applied.resources,
+        replicas: applied.replicas,
     }
 }
 

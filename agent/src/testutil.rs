@@ -112,6 +112,7 @@ pub(crate) fn report(run_id: &str) -> Report {
         server: None,
         agent_version: "0".into(),
         resources: Vec::new(),
+        replicas: Vec::new(),
         metrics: Default::default(),
     }
 }

@@ -34,6 +34,11 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     pub resources: Vec<ResourceReport>,
+    /// The state of each replica of an app the catalog places on this node
+    /// (its container resources labelled `drover.app`), as the container
+    /// engine saw them once the run converged; absent when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaReport>,
     /// What the run cost and what it did, measured by the agent.
     #[serde(default)]
     pub metrics: RunMetrics,
@@ -250,6 +255,51 @@ impl ResourceStatus {
     }
 }
 
+/// One replica of an app on this node, as its container is after the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaReport {
+    /// The container resource's name (`APP-REPLICA-ID`).
+    pub container: String,
+    /// Its `drover.app` label.
+    pub app: String,
+    /// Its `drover.replica` label: the replica's index in the app.
+    pub replica: u32,
+    /// Its `drover.placement` label: the placement that put it here.
+    pub placement: String,
+    pub state: ReplicaState,
+    /// When it entered `state`, as far as the engine tells; `None` when it
+    /// does not (a missing container).
+    #[serde(default)]
+    pub since: Option<jiff::Timestamp>,
+}
+
+/// A replica's container as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// Running, with no healthcheck or one still starting.
+    Running,
+    /// Running, and its healthcheck passes.
+    Healthy,
+    /// Running, and its healthcheck fails.
+    Unhealthy,
+    /// Created or stopped, not running.
+    Exited,
+    /// In the catalog, but no such container (a noop run, a failed create).
+    Missing,
+}
+
+impl ReplicaState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [ReplicaState; 5] = [
+        ReplicaState::Running,
+        ReplicaState::Healthy,
+        ReplicaState::Unhealthy,
+        ReplicaState::Exited,
+        ReplicaState::Missing,
+    ];
+}
+
 /// One property that differed: `content`, `mode`, `owner`, `ensure`, `target`...
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -355,6 +405,27 @@ mod tests {
             .map(|s| counts.of_status(*s))
             .sum();
         assert_eq!(by_status, counts.total);
+    }
+
+    #[test]
+    fn replicas_are_left_out_when_there_are_none_and_read_back_when_there_are() {
+        let mut report: Report = serde_json::from_str(OLD_REPORT).unwrap();
+        assert!(report.replicas.is_empty());
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("replicas").is_none(), "{json}");
+        report.replicas = vec![ReplicaReport {
+            container: "web-0-p1".into(),
+            app: "web".into(),
+            replica: 0,
+            placement: "p1".into(),
+            state: ReplicaState::Healthy,
+            since: Some("2025-01-01T00:00:00Z".parse().unwrap()),
+        }];
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["replicas"][0]["state"], "healthy");
+        assert_eq!(json["replicas"][0]["since"], "2025-01-01T00:00:00Z");
+        let again: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(again, report);
     }
 
     #[test]

@@ -98,10 +98,49 @@ pub struct Report {
     /// that answered its catalog request.
     pub server: Option<String>,
     pub resources: Vec<ResourceReport>,
+    /// The state of each replica of an app the node's catalog places on it
+    /// (its container resources labelled `drover.app`), as the container
+    /// engine saw them once the run converged; absent when the catalog has
+    /// none, and from agents that predate apps.
+    #[schema(required = false)]
+    pub replicas: Vec<ReplicaReport>,
     /// What the run cost and what it did, measured by the agent (zeros
     /// from agents that predate it).
     #[schema(required = false)]
     pub metrics: RunMetrics,
+}
+
+/// One replica of an app on the node (`drover_catalog::report::ReplicaReport`).
+#[derive(ToSchema)]
+pub struct ReplicaReport {
+    /// The container resource's name (`APP-REPLICA-ID`).
+    pub container: String,
+    /// The app (its `drover.app` label).
+    pub app: String,
+    /// The replica's index in the app (its `drover.replica` label).
+    pub replica: u32,
+    /// The placement that put it on this node (its `drover.placement` label).
+    pub placement: String,
+    pub state: ReplicaState,
+    /// When it entered `state`, as far as the engine tells: the container's
+    /// start (`running`), the first probe of its current healthcheck streak
+    /// (`healthy`, `unhealthy`), its exit (`exited`); null when `missing`.
+    #[schema(required = true)]
+    pub since: Option<jiff::Timestamp>,
+}
+
+/// `running`: running without a healthcheck, or with one still starting;
+/// `healthy`/`unhealthy`: running, as its healthcheck says; `exited`: not
+/// running; `missing`: in the catalog but no such container (a noop run,
+/// a failed create).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum ReplicaState {
+    Running,
+    Healthy,
+    Unhealthy,
+    Exited,
+    Missing,
 }
 
 /// The run's own measurements (`drover_catalog::report::RunMetrics`).

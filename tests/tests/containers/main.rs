@@ -9,6 +9,7 @@ mod drift;
 mod failures;
 mod harness;
 mod refresh;
+mod replicas;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,6 +2,7 @@
 //! current-thread tokio runtime that lives as long as the run. Every call
 //! names the container or image it was about in its error.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use bollard::Docker as Client;
 use bollard::errors::Error as ApiError;
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
+use bollard::models::{ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ImportImageOptions, LogsOptions,
-    RemoveContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions,
 };
 use futures_lite::StreamExt as _;
 use tokio::runtime::Runtime;
@@ -61,6 +62,24 @@ impl Containers {
         };
         Ok((docker, node))
     }
+
+    /// The engine when one may be there: already connected, or its socket
+    /// exists. `None`, without trying, when there is no socket to reach.
+    pub(super) fn connect_if_present(&mut self) -> Option<Result<(&Docker, &str)>> {
+        let (socket, _) = self.target.as_ref()?;
+        if self.docker.is_none() && !socket.exists() {
+            return None;
+        }
+        Some(self.connect())
+    }
+}
+
+/// A container as the engine lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Listed {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub running: bool,
 }
 
 pub(super) struct Docker {
@@ -102,6 +121,38 @@ impl Docker {
             .runtime
             .block_on(self.client.inspect_container(name, None));
         not_found_is_none(found).with_context(|| format!("cannot inspect container {name}"))
+    }
+
+    /// Every container, running or not, that has each of `labels` (`KEY`
+    /// or `KEY=VALUE`): one call, filtered by the engine.
+    pub(super) fn list_labelled(&self, labels: &[String]) -> Result<Vec<Listed>> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), labels.to_vec())])),
+            ..Default::default()
+        };
+        let listed = self
+            .runtime
+            .block_on(self.client.list_containers(Some(options)))
+            .map_err(|e| {
+                anyhow!(
+                    "cannot list the containers labelled {}: {}",
+                    labels.join(", "),
+                    api_message(&e)
+                )
+            })?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|c| {
+                // The engine names a container `/NAME`.
+                let name = c.names?.first()?.trim_start_matches('/').to_owned();
+                Some(Listed {
+                    name,
+                    labels: c.labels.unwrap_or_default(),
+                    running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+                })
+            })
+            .collect())
     }
 
     /// The local image's id (`sha256:...`); `None` when it is not on this node.

@@ -13,6 +13,7 @@ mod archive;
 mod desired;
 mod docker;
 mod health;
+pub(crate) mod replicas;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -464,8 +464,8 @@ async fn every_operation_called_as_documented_answers_as_documented() {
 #[tokio::test]
 async fn wire_types_of_the_catalog_crate_match_their_schemas() {
     use drover_catalog::report::{
-        CachedCatalog, Event, FileChecks, ResourceCounts, ResourceReport, ResourceStatus,
-        RunMetrics, RunStatus,
+        CachedCatalog, Event, FileChecks, ReplicaReport, ReplicaState, ResourceCounts,
+        ResourceReport, ResourceStatus, RunMetrics, RunStatus,
     };
     use drover_catalog::{CatalogRequest, Report, ResourceId};
 
@@ -503,6 +503,14 @@ async fn wire_types_of_the_catalog_crate_match_their_schemas() {
             error: Some("denied".into()),
             refreshed: true,
             duration_ms: 1.5,
+        }],
+        replicas: vec![ReplicaReport {
+            container: "web-0-p1".into(),
+            app: "web".into(),
+            replica: 0,
+            placement: "p1".into(),
+            state: ReplicaState::Healthy,
+            since: Some("2025-01-01T00:00:00Z".parse().unwrap()),
         }],
         metrics: RunMetrics {
             duration_ms: 1000.0,
@@ -545,6 +553,7 @@ async fn wire_types_of_the_catalog_crate_match_their_schemas() {
     assert_eq!(names("RunStatus"), serialized(&runs));
     let cached = [CachedCatalog::NotUsed, CachedCatalog::OnFailure];
     assert_eq!(names("CachedCatalog"), serialized(&cached));
+    assert_eq!(names("ReplicaState"), serialized(&ReplicaState::ALL));
     cx.stop().await;
 }
 

@@ -360,6 +360,7 @@ impl SimNode {
             agent_version: "fleet-simulator".into(),
             metrics: RunMetrics::default(),
             resources,
+            replicas: Vec::new(),
         };
         let body = serde_json::to_vec(&report).expect("a report serializes");
         let request = Request::post(self.path("reports"))

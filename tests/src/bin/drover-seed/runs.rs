@@ -209,6 +209,7 @@ impl Runs {
             server: None,
             agent_version: AGENT_VERSION.to_owned(),
             resources,
+            replicas: Vec::new(),
             metrics,
         };
         // As the agent posts it.
