@@ -298,6 +298,17 @@ impl ReplicaState {
         ReplicaState::Exited,
         ReplicaState::Missing,
     ];
+
+    /// The state as reports and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Running => "running",
+            ReplicaState::Healthy => "healthy",
+            ReplicaState::Unhealthy => "unhealthy",
+            ReplicaState::Exited => "exited",
+            ReplicaState::Missing => "missing",
+        }
+    }
 }
 
 /// One property that differed: `content`, `mode`, `owner`, `ensure`, `target`...

@@ -119,3 +119,36 @@ pub async fn placements_changed(state: &AppState) {
         tracing::warn!(error = %e, "recompiling the nodes of changed placements failed");
     }
 }
+
+/// Whether a stored report may have changed what the replica states say:
+/// it lists replicas, or its node had some.
+pub fn may_change_replicas(state: &AppState, report: &drover_catalog::Report) -> bool {
+    !report.replicas.is_empty()
+        || state
+            .apps
+            .placements
+            .current()
+            .states
+            .keys()
+            .any(|(node, _)| *node == report.node)
+}
+
+/// After a report changed replica states: this server reloads (and
+/// recompiles the catalogs that read them) in the background, the others
+/// are told, and the control loop is woken.
+pub fn replicas_reported(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        placements_changed(&state).await;
+        state.apps.wake_control.notify_one();
+        if let Err(e) = crate::cluster::notify::announce(
+            &state.db,
+            state.cluster.id(),
+            crate::cluster::notify::Event::Placements,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "telling the other servers of replica states failed");
+        }
+    });
+}

@@ -61,6 +61,9 @@ struct ReportRow {
     failed: i64,
     skipped: i64,
     duration_ms: f64,
+    /// (container, state, since) of each replica the node holds; written
+    /// only by a noop-free report that is the node's newest.
+    replicas: Option<Vec<(String, String, Option<String>)>>,
 }
 
 impl ReportRow {
@@ -88,6 +91,22 @@ impl ReportRow {
             failed: count(|s| s == ResourceStatus::Failed),
             skipped: count(|s| s == ResourceStatus::Skipped),
             duration_ms: run_duration_ms(report),
+            // A noop run converged nothing: the states it saw are not news
+            // for the control loop, and a noop run reports missing replicas
+            // that a real run would have created.
+            replicas: (!report.noop).then(|| {
+                report
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.container.clone(),
+                            r.state.as_str().to_owned(),
+                            r.since.map(|t| t.to_string()),
+                        )
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -131,7 +150,7 @@ async fn insert_row(
     if !inserted {
         return Ok(false);
     }
-    sqlx::query(
+    let newest = sqlx::query(
         "INSERT INTO nodes (name, last_status, last_run_at, last_run_at_us, last_run_id,
            last_noop, last_cached_catalog, last_environment, last_commit, last_catalog_version,
            last_duration_ms)
@@ -158,7 +177,14 @@ async fn insert_row(
     .bind(&row.catalog_version)
     .bind(row.duration_ms)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    // Only the node's newest run says what its replicas are now.
+    if newest == 1
+        && let Some(replicas) = &row.replicas
+    {
+        super::apps::record_replica_states(conn, &row.node, replicas, &row.received_at).await?;
+    }
     sqlx::query(
         "INSERT INTO report_hours (hour, status, runs, duration_ms_sum, duration_ms_max)
          VALUES ($1, $2, 1, $3, $4)

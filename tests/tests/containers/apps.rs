@@ -21,7 +21,8 @@ const LOST_AFTER_SECS: u64 = 6;
 /// Fields drop in order: the daemons stop before the test's containers go.
 struct Fleet {
     daemons: Vec<(String, Option<Daemon>)>,
-    docker: Containers,
+    /// Removes the replicas' containers (named after the app) when dropped.
+    _docker: Containers,
     server: Server,
     tmp: tempfile::TempDir,
     app: String,
@@ -97,7 +98,7 @@ impl Fleet {
         repo.commit("an app spread over two zones, one too big, a load balancer");
         let server = Server::start(&repo.path, &tmp.path().join("server"));
         let mut fleet = Fleet {
-            docker,
+            _docker: docker,
             server,
             tmp,
             app,
