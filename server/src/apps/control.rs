@@ -101,7 +101,7 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
             &nodes,
             &placements,
             &snap.commit,
-            Explain::Full,
+            explain_for(nodes.len()),
         );
         let changes = changes(&snap, &current, &schedule, &members, repo)?;
         if changes.is_empty() {
@@ -115,6 +115,21 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
         wrote = true;
     }
     Ok(wrote)
+}
+
+/// Up to this many nodes, a decision keeps every node's verdict; beyond,
+/// the best [`TOP_VERDICTS`] scored ones, the refusals counted in the
+/// reason of a pending replica (a row per decision stays small at 10,000
+/// nodes).
+pub const FULL_EXPLAIN_NODES: usize = 500;
+const TOP_VERDICTS: usize = 50;
+
+fn explain_for(nodes: usize) -> Explain {
+    if nodes <= FULL_EXPLAIN_NODES {
+        Explain::Full
+    } else {
+        Explain::Top(TOP_VERDICTS)
+    }
 }
 
 /// The fleet of one environment as the scheduler sees it; a node whose

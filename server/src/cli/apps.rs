@@ -387,7 +387,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
         local.commit,
         nodes.len()
     );
-    let changed = print_plan(&planned, &current);
+    let pending_before: std::collections::HashSet<(String, u32)> = rows
+        .iter()
+        .filter(|r| r.environment == against && r.node.is_none())
+        .map(|r| (r.app.clone(), r.replica))
+        .collect();
+    let changed = print_plan(&planned, &current, &pending_before);
     Ok(if broken {
         1
     } else if changed {
@@ -397,8 +402,13 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Prints each replica's fate; whether any placement would change.
-fn print_plan(planned: &schedule::Schedule, current: &[Placement]) -> bool {
+/// Prints each replica's fate; whether any placement would change (a
+/// replica pending before and after is no change).
+fn print_plan(
+    planned: &schedule::Schedule,
+    current: &[Placement],
+    pending_before: &std::collections::HashSet<(String, u32)>,
+) -> bool {
     let mut changed = false;
     let mut lines: Vec<(String, u32, String)> = Vec::new();
     for p in &planned.placements {
@@ -419,7 +429,7 @@ fn print_plan(planned: &schedule::Schedule, current: &[Placement]) -> bool {
         lines.push((p.app.clone(), p.replica, what));
     }
     for d in planned.decisions.iter().filter(|d| d.node.is_none()) {
-        changed = true;
+        changed |= !pending_before.contains(&(d.app.clone(), d.replica));
         let reason = d.reason.as_deref().unwrap_or("no node fits");
         lines.push((d.app.clone(), d.replica, format!("pending: {reason}")));
     }

@@ -458,11 +458,14 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
         nodes.extend(fleet_facts(args)?);
     }
     let local = load_local(&args.repo, args.env.as_deref())?;
+    let apps = drover_catalog::Repository::parse(local.tree.files.clone())
+        .map(|repo| repo.apps().count())
+        .unwrap_or(0);
     let diagnostics =
         drover_catalog::check(local.tree.files, &local.environment, &local.commit, &nodes);
     if diagnostics.is_empty() {
         eprintln!(
-            "ok: environment `{}` at {} ({} node(s) compiled)",
+            "ok: environment `{}` at {} ({} node(s) compiled, {apps} app(s) checked)",
             local.environment,
             local.commit,
             nodes.len()

@@ -24,6 +24,7 @@ struct Fleet {
     /// Removes the replicas' containers (named after the app) when dropped.
     _docker: Containers,
     server: Server,
+    repo: GitRepo,
     tmp: tempfile::TempDir,
     app: String,
     big: String,
@@ -100,6 +101,7 @@ impl Fleet {
         let mut fleet = Fleet {
             _docker: docker,
             server,
+            repo,
             tmp,
             app,
             big,
@@ -258,6 +260,30 @@ fn replicas_spread_serve_are_explained_discovered_and_replaced_when_a_node_is_lo
             .all(|(node, _)| text.contains(&format!("{node} {}:{}", ip(node), f.port)))
             .then_some(())
     });
+
+    // plan: the same commit changes nothing; a third replica would be placed.
+    let repo = fleet.repo.path.to_str().unwrap().to_owned();
+    let same = fleet.server.admin(&["plan", "--repo", &repo]);
+    same.expect_code(0);
+    assert!(
+        same.stdout.contains(&format!("{}#0: stays on", fleet.app)),
+        "{}",
+        same.stdout
+    );
+    let file = format!("apps/{}.toml", fleet.app);
+    let spec = fs_err::read_to_string(fleet.repo.path.join(&file)).unwrap();
+    fleet
+        .repo
+        .write(&file, &spec.replace("replicas = 2", "replicas = 3"));
+    let more = fleet.server.admin(&["plan", "--repo", &repo]);
+    more.expect_code(2);
+    assert!(
+        more.stdout
+            .contains(&format!("{}#2: placed on apps-", fleet.app)),
+        "{}",
+        more.stdout
+    );
+    fleet.repo.write(&file, &spec);
 
     // Kill the agent of the zone-a node holding a replica.
     let (lost, stale) = placed
