@@ -69,7 +69,7 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
             async move { crate::retention::prune_loop(&leader, retention, stop).await }
         },
     ));
-    crate::apps::spawn(state, shutdown, tracker);
+    crate::apps::reload::spawn(state, shutdown, tracker);
     if state.db.backend() == Backend::Sqlite {
         tracker.spawn(state.collector().run(shutdown.clone()));
     }

@@ -8,6 +8,7 @@
 
 mod discovery;
 mod parse;
+mod placed;
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,6 @@ use toml::Spanned;
 use crate::diagnostic::{Diagnostic, Loc, SourceFile};
 use crate::raw::{RawContainer, RawResource};
 use crate::render::Renderer;
-use crate::repo::Repository;
 use crate::resources::{Builder, Decl};
 use crate::schedule::{AppDemand, Placement};
 
@@ -152,68 +152,6 @@ impl App {
         match decl {
             Some(decl) if builder.errors.is_empty() => Ok(decl),
             _ => Err(builder.errors),
-        }
-    }
-}
-
-impl Repository {
-    /// Every `apps/*.toml` by name, valid or with its errors.
-    pub fn apps(&self) -> impl Iterator<Item = (&str, Result<&App, &[Diagnostic]>)> {
-        self.apps
-            .iter()
-            .map(|(name, app)| (name.as_str(), app.as_ref().map_err(Vec::as_slice)))
-    }
-
-    /// What the scheduler places: every valid app, sorted by name.
-    pub fn app_demands(&self) -> Vec<AppDemand> {
-        self.apps
-            .values()
-            .filter_map(|app| app.as_ref().ok())
-            .map(|app| app.demand.clone())
-            .collect()
-    }
-
-    /// The containers of the replicas placed on `node`.
-    pub(crate) fn declare_replicas(
-        &self,
-        node: &str,
-        placed: &[Placement],
-        renderer: &Renderer,
-    ) -> Result<Vec<Decl>, Vec<Diagnostic>> {
-        let mut decls = Vec::new();
-        let mut errors = Vec::new();
-        for placement in placed.iter().filter(|p| p.node == node) {
-            let file = format!("apps/{}.toml", placement.app);
-            match self.apps.get(&placement.app) {
-                None => errors.push(Diagnostic::file(
-                    &file,
-                    format!(
-                        "replica {} of app `{}` is placed on this node, but {file} does not \
-                         exist in this commit\nhint: the placement is from a commit that had \
-                         the app; it goes once the scheduler has run on this one",
-                        placement.replica, placement.app
-                    ),
-                )),
-                Some(Err(app_errors)) => {
-                    errors.extend(app_errors.iter().cloned());
-                }
-                Some(Ok(app)) => match app.declare(placement, renderer, &self.files) {
-                    Ok(decl) => decls.push(decl),
-                    Err(mut app_errors) => errors.append(&mut app_errors),
-                },
-            }
-        }
-        if errors.is_empty() {
-            Ok(decls)
-        } else {
-            // two replicas of one app on a node would say the same twice
-            let mut unique: Vec<Diagnostic> = Vec::new();
-            for e in errors {
-                if !unique.contains(&e) {
-                    unique.push(e);
-                }
-            }
-            Err(unique)
         }
     }
 }

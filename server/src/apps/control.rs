@@ -56,7 +56,7 @@ pub async fn run(state: AppState, wake: Arc<Notify>, stop: CancellationToken) {
 /// Tells this server (reload, recompile) and the others (a notification)
 /// that placements changed.
 async fn announce(state: &AppState) {
-    super::placements_changed(state).await;
+    super::reload::placements_changed(state).await;
     if let Err(e) = notify::announce(&state.db, state.cluster.id(), notify::Event::Placements).await
     {
         tracing::warn!(error = %e, "telling the other servers of new placements failed");

@@ -251,8 +251,8 @@ pub async fn report(
     // It parsed as JSON, so it is UTF-8.
     let text = String::from_utf8_lossy(&raw).into_owned();
     let inserted = db::insert_report(&state.db, &report, text).await?;
-    if inserted && crate::apps::may_change_replicas(&state, &report) {
-        crate::apps::replicas_reported(&state);
+    if inserted && crate::apps::reload::may_change_replicas(&state, &report) {
+        crate::apps::reload::replicas_reported(&state);
     }
     let status = if inserted {
         state.metrics.reports_received.inc();
