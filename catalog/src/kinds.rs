@@ -306,13 +306,7 @@ impl Builder<'_> {
 
     /// `cpus`: a positive number, kept as millicpus.
     fn cpus(&mut self, c: &V) -> Option<u64> {
-        let cpus = match c.get_ref() {
-            toml::Value::Integer(i) => Some(*i as f64),
-            toml::Value::Float(f) => Some(*f),
-            toml::Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        let milli = cpus.and_then(values::cpus_to_milli);
+        let milli = values::cpus_number(c.get_ref()).and_then(values::cpus_to_milli);
         if milli.is_none() {
             self.fail(
                 self.loc(c),

@@ -113,6 +113,16 @@ pub(crate) fn parse_memory(s: &str) -> Option<u64> {
         .then_some(bytes as u64)
 }
 
+/// A number of CPUs as written: an integer, a float or a string of one.
+pub(crate) fn cpus_number(value: &toml::Value) -> Option<f64> {
+    match value {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        toml::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// CPUs (`0.5`, `2`) as millicpus.
 pub(crate) fn cpus_to_milli(cpus: f64) -> Option<u64> {
     let milli = (cpus * 1000.0).round();

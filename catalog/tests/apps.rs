@@ -3,34 +3,17 @@
 //! `apps` in templates. Fixtures are multi-file strings with `//- path`
 //! markers, as in `compile.rs`; errors are compared with snapshots.
 
+mod common;
+
 use std::collections::BTreeMap;
+
+use common::fixture;
 
 use drover_catalog::schedule::{HostPort, Placement, Resources};
 use drover_catalog::{
-    AppsInput, CompileRequest, Compiled, Facts, NodeProfile, ReplicaView, RepoFiles, Repository,
-    Spec, sha256_hex,
+    AppsInput, CompileRequest, Compiled, Facts, NodeProfile, ReplicaView, Repository, Spec,
+    sha256_hex,
 };
-
-/// Splits a fixture into files at lines `//- path`.
-fn fixture(text: &str) -> RepoFiles {
-    let mut files = RepoFiles::new();
-    let mut current: Option<(String, String)> = None;
-    for line in text.lines() {
-        if let Some(path) = line.strip_prefix("//- ") {
-            if let Some((p, body)) = current.take() {
-                files.insert(p, body.into_bytes().into());
-            }
-            current = Some((path.trim().to_owned(), String::new()));
-        } else if let Some((_, body)) = current.as_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    if let Some((p, body)) = current {
-        files.insert(p, body.into_bytes().into());
-    }
-    files
-}
 
 fn debian() -> Facts {
     serde_json::from_str(r#"{"os": {"id": "debian"}, "networking": {"ip": "10.0.0.5"}}"#).unwrap()

@@ -2,28 +2,10 @@
 //! multi-file string with `//- path` markers, compiled for one node, and
 //! the catalog or the errors are compared with a committed snapshot.
 
-use drover_catalog::{CompileRequest, Compiled, Facts, RepoFiles, Repository};
+mod common;
 
-/// Splits a fixture into files at lines `//- path`.
-fn fixture(text: &str) -> RepoFiles {
-    let mut files = RepoFiles::new();
-    let mut current: Option<(String, String)> = None;
-    for line in text.lines() {
-        if let Some(path) = line.strip_prefix("//- ") {
-            if let Some((p, body)) = current.take() {
-                files.insert(p, body.into_bytes().into());
-            }
-            current = Some((path.trim().to_owned(), String::new()));
-        } else if let Some((_, body)) = current.as_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    if let Some((p, body)) = current {
-        files.insert(p, body.into_bytes().into());
-    }
-    files
-}
+use common::fixture;
+use drover_catalog::{CompileRequest, Compiled, Facts, Repository};
 
 fn facts(json: &str) -> Facts {
     serde_json::from_str(json).expect("facts are a JSON object")

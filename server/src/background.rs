@@ -151,12 +151,7 @@ async fn recompile_in(state: &AppState, environments: &[String], scope: Recompil
 async fn refresh_loop(state: AppState, shutdown: CancellationToken) {
     // First the nodes known from before the start: their compile errors
     // show and their watches hear of the commits loaded at start.
-    let loaded: Vec<String> = state
-        .snapshots
-        .list()
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
+    let loaded = state.snapshots.names();
     // Every server learns every known node's version at start (a follower
     // too: any node may watch it next), so a daemon that missed a commit
     // while this server was down hears of it at its next watch.

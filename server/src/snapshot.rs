@@ -146,6 +146,11 @@ impl Snapshots {
         self.read().envs.values().cloned().collect()
     }
 
+    /// The environments' names.
+    pub fn names(&self) -> Vec<String> {
+        self.read().envs.keys().cloned().collect()
+    }
+
     /// The environment of a node that asks for none and has no pin.
     pub fn default_environment(&self) -> String {
         if let Some(env) = &self.default_environment {

@@ -139,6 +139,13 @@ impl AppState {
         // big fleet does not keep it from starting.
         let (ticket, _) = state.fetch().await;
         state.snapshots.finish(ticket);
+        // Before the first catalog is served: a catalog compiled without
+        // the node's replicas would have its agent remove them.
+        state
+            .apps
+            .placements
+            .reload(&state.db, &state.snapshots)
+            .await?;
         Ok(state)
     }
 

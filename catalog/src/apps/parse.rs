@@ -250,13 +250,7 @@ impl Fields<'_> {
     }
 
     fn cpu(&mut self, v: &V) -> Option<u64> {
-        let cpus = match v.get_ref() {
-            toml::Value::Integer(i) => Some(*i as f64),
-            toml::Value::Float(f) => Some(*f),
-            toml::Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        let milli = cpus.and_then(values::cpus_to_milli);
+        let milli = values::cpus_number(v.get_ref()).and_then(values::cpus_to_milli);
         if milli.is_none() {
             self.fail(
                 v.span(),

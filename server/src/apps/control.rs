@@ -16,7 +16,7 @@
 //! (or a restarted server) does not declare the fleet lost before the
 //! daemons had time to reconnect to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,8 +82,18 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
     for snap in environments {
         // A commit that does not parse keeps the placements it had.
         let Ok(repo) = &snap.repo else { continue };
-        let current: Vec<&PlacementRow> =
-            rows.iter().filter(|r| r.environment == snap.name).collect();
+        // An app file that does not parse keeps its replicas where they
+        // are (its nodes keep their last good catalogs) until it is fixed:
+        // a typo must not stop an app.
+        let broken: HashSet<&str> = repo
+            .apps()
+            .filter(|(_, app)| app.is_err())
+            .map(|(name, _)| name)
+            .collect();
+        let current: Vec<&PlacementRow> = rows
+            .iter()
+            .filter(|r| r.environment == snap.name && !broken.contains(r.app.as_str()))
+            .collect();
         let apps = repo.app_demands();
         if apps.is_empty() && current.is_empty() {
             continue;
@@ -94,7 +104,7 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
             .collect();
         let seen_floor = leading_since_us;
         let nodes = node_states(repo, &members, now_us, seen_floor);
-        let placements: Vec<Placement> = current.iter().filter_map(|r| placement(r)).collect();
+        let placements: Vec<Placement> = current.iter().filter_map(|r| r.placement()).collect();
         let schedule = schedule::schedule(
             repo.policy(),
             &apps,
@@ -168,16 +178,6 @@ pub fn node_states(
             })
         })
         .collect()
-}
-
-fn placement(row: &PlacementRow) -> Option<Placement> {
-    Some(Placement {
-        app: row.app.clone(),
-        replica: row.replica,
-        node: row.node.clone()?,
-        id: row.placement_id.clone()?,
-        spec_hash: row.spec_hash.clone(),
-    })
 }
 
 /// Where services reach a replica on `node`: its `address` or `ip` label,
@@ -264,7 +264,7 @@ fn changes(
             changes.upsert.push(row);
         }
     }
-    let decided: std::collections::HashSet<(&str, u32)> = schedule
+    let decided: HashSet<(&str, u32)> = schedule
         .decisions
         .iter()
         .map(|d| (d.app.as_str(), d.replica))

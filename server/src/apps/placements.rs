@@ -121,6 +121,20 @@ impl Snapshot {
         }
     }
 
+    /// Replicas by (environment, app, state), for `/metrics`.
+    pub fn replica_counts(&self) -> crate::metrics::ReplicaCounts {
+        let mut counts = crate::metrics::ReplicaCounts::new();
+        for row in &self.rows {
+            let key = (
+                row.environment.clone(),
+                row.app.clone(),
+                replica_state(row, &self.states),
+            );
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+    }
+
     /// What compiling `node` in `environment` takes from the placements.
     pub fn input(&self, environment: &str, node: &str) -> (AppsInput, String) {
         let placed = self

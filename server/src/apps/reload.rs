@@ -84,12 +84,7 @@ pub async fn placements_changed(state: &AppState) {
     if affected.is_empty() {
         return;
     }
-    let environments: Vec<String> = state
-        .snapshots
-        .list()
-        .iter()
-        .map(|s| s.name.clone())
-        .collect();
+    let environments = state.snapshots.names();
     let scope = if state.cluster.leadership().is_leader() {
         Recompile::Placed(affected)
     } else {

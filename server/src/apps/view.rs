@@ -216,17 +216,9 @@ pub async fn capacity(state: &AppState, environment: Option<&str>) -> Result<Cap
 async fn placed(state: &AppState, environment: &str) -> Result<Vec<Placement>, DbError> {
     Ok(db::apps::placements(&state.db)
         .await?
-        .into_iter()
+        .iter()
         .filter(|r| r.environment == environment)
-        .filter_map(|r| {
-            Some(Placement {
-                node: r.node?,
-                id: r.placement_id?,
-                app: r.app,
-                replica: r.replica,
-                spec_hash: r.spec_hash,
-            })
-        })
+        .filter_map(db::apps::PlacementRow::placement)
         .collect())
 }
 

@@ -12,7 +12,7 @@ use drover_catalog::schedule::{self, Decision, Explain, Placement, Verdict};
 
 use crate::apps::control;
 use crate::apps::view::AppStatus;
-use crate::config::{Config, Overrides};
+use crate::db::apps::PlacementRow;
 
 /// How to reach the running server.
 #[derive(Debug, Args)]
@@ -87,12 +87,10 @@ pub struct PlanArgs {
 
 /// `drover-server apps`: exit 0 with the apps, 1 when the server refuses.
 pub fn apps(args: &AppsArgs) -> anyhow::Result<u8> {
-    let query = args
-        .env
-        .as_deref()
-        .map(|env| format!("?environment={}", encode(env)))
-        .unwrap_or_default();
-    let body = get(&args.server, &format!("/api/v1/apps{query}"))?;
+    let body = get(
+        &args.server,
+        &format!("/api/v1/apps{}", environment_query(args.env.as_deref())),
+    )?;
     if args.json {
         println!("{body}");
         return Ok(0);
@@ -143,14 +141,13 @@ fn print_app(app: &AppStatus) {
 
 /// `drover-server explain APP`: every node's verdict for each replica.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<u8> {
-    let query = args
-        .env
-        .as_deref()
-        .map(|env| format!("?environment={}", encode(env)))
-        .unwrap_or_default();
     let body = get(
         &args.server,
-        &format!("/api/v1/apps/{}{query}", encode(&args.app)),
+        &format!(
+            "/api/v1/apps/{}{}",
+            encode(&args.app),
+            environment_query(args.env.as_deref())
+        ),
     )?;
     if args.json {
         println!("{body}");
@@ -219,6 +216,12 @@ fn decision_table(decision: &Decision) -> String {
     out
 }
 
+/// `?environment=ENV`, or nothing.
+fn environment_query(env: Option<&str>) -> String {
+    env.map(|env| format!("?environment={}", encode(env)))
+        .unwrap_or_default()
+}
+
 /// A path segment or query value, percent-encoded.
 fn encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
@@ -226,11 +229,7 @@ fn encode(text: &str) -> String {
 
 /// GETs `path` from the server as an operator; the body of a 200.
 fn get(args: &ServerArgs, path: &str) -> anyhow::Result<String> {
-    let config = Config::load_without_repo(Overrides {
-        config: args.config.clone(),
-        data_dir: args.data_dir.clone(),
-        ..Overrides::default()
-    })?;
+    let config = super::server_config(&args.config, &args.data_dir, &None)?;
     let insecure = args.insecure_http || config.insecure_http;
     let base = match &args.server {
         Some(url) => url.trim_end_matches('/').to_owned(),
@@ -329,12 +328,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             eprintln!("app `{name}` does not parse: it would not be placed");
         }
     }
-    let config = Config::load_without_repo(Overrides {
-        config: args.config.clone(),
-        data_dir: args.data_dir.clone(),
-        database: args.database.clone(),
-        ..Overrides::default()
-    })?;
+    let config = super::server_config(&args.config, &args.data_dir, &args.database)?;
     let against = args
         .against
         .clone()
@@ -363,15 +357,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
     let current: Vec<Placement> = rows
         .iter()
         .filter(|r| r.environment == against)
-        .filter_map(|r| {
-            Some(Placement {
-                app: r.app.clone(),
-                replica: r.replica,
-                node: r.node.clone()?,
-                id: r.placement_id.clone()?,
-                spec_hash: r.spec_hash.clone(),
-            })
-        })
+        .filter_map(PlacementRow::placement)
         .collect();
     let planned = schedule::schedule(
         repo.policy(),

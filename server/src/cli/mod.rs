@@ -99,15 +99,25 @@ pub enum CaCommand {
     },
 }
 
+/// The configuration of the server whose data a command reads: its file
+/// (may be missing), its data directory and its database.
+pub(crate) fn server_config(
+    config: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    database: &Option<String>,
+) -> anyhow::Result<crate::config::Config> {
+    crate::config::Config::load_without_repo(Overrides {
+        config: config.clone(),
+        data_dir: data_dir.clone(),
+        database: database.clone(),
+        ..Overrides::default()
+    })
+}
+
 /// `drover-server ca ...`: exit 0, or an error (exit 1).
 pub fn ca(args: &CaArgs) -> anyhow::Result<u8> {
     use crate::tls::{Pki, admin};
-    let config = crate::config::Config::load_without_repo(Overrides {
-        config: args.config.clone(),
-        data_dir: args.data_dir.clone(),
-        database: args.database.clone(),
-        ..Overrides::default()
-    })?;
+    let config = server_config(&args.config, &args.data_dir, &args.database)?;
     // On PostgreSQL the CA is the one the servers share: this host's copy is
     // brought up to date first, and what the command changes reaches them.
     // The CA's calls block on the runtime from this thread, so a worker
@@ -398,12 +408,7 @@ fn write_contents<B: AsRef<[u8]>>(
 /// `check --fleet`: every node the server knows, with the facts it last
 /// sent, read from the server's database (opened as the server opens it).
 fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
-    let config = crate::config::Config::load_without_repo(Overrides {
-        config: args.config.clone(),
-        data_dir: args.data_dir.clone(),
-        database: args.database.clone(),
-        ..Overrides::default()
-    })?;
+    let config = server_config(&args.config, &args.data_dir, &args.database)?;
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
         let path = Path::new(path.split('?').next().unwrap_or(path));
         if !path.exists() {

@@ -44,6 +44,19 @@ impl FromRow<'_, AnyRow> for PlacementRow {
     }
 }
 
+impl PlacementRow {
+    /// The placement, when the replica has a node.
+    pub fn placement(&self) -> Option<drover_catalog::schedule::Placement> {
+        Some(drover_catalog::schedule::Placement {
+            app: self.app.clone(),
+            replica: self.replica,
+            node: self.node.clone()?,
+            id: self.placement_id.clone()?,
+            spec_hash: self.spec_hash.clone(),
+        })
+    }
+}
+
 /// Every placement row, by environment, app and replica.
 pub async fn placements(db: &Db) -> Result<Vec<PlacementRow>, DbError> {
     Ok(sqlx::query_as(

@@ -144,10 +144,32 @@ impl Metrics {
 
     /// Renders every metric; `nodes` are node counts by state, `refresh_age`
     /// the seconds since the last successful repository refresh, `leads`
-    /// whether this server leads the servers of its database.
-    pub fn render(&self, nodes: &Counts, refresh_age: Option<f64>, leads: bool) -> String {
+    /// whether this server leads the servers of its database, `replicas`
+    /// the apps' replicas by (environment, app, state).
+    pub fn render(
+        &self,
+        nodes: &Counts,
+        refresh_age: Option<f64>,
+        leads: bool,
+        replicas: &ReplicaCounts,
+    ) -> String {
         let mut scrape = Registry::default();
         register_nodes(&mut scrape, nodes);
+        let family = Family::<[(&'static str, String); 3], Gauge>::default();
+        for ((environment, app, state), count) in replicas {
+            family
+                .get_or_create(&[
+                    ("environment", environment.clone()),
+                    ("app", app.clone()),
+                    ("state", (*state).to_owned()),
+                ])
+                .set(*count);
+        }
+        scrape.register(
+            "drover_app_replicas",
+            "Replicas of each app by state (pending, starting, running, healthy, unhealthy)",
+            family,
+        );
         let leader = Gauge::<i64>::default();
         leader.set(i64::from(leads));
         scrape.register(
@@ -173,6 +195,9 @@ impl Metrics {
 
 /// `drover_nodes{state=...}`, one series for every state (0 included, so a
 /// rate or an alert never sees a series vanish), and the stale-catalog count.
+/// Replicas by (environment, app, state).
+pub type ReplicaCounts = std::collections::BTreeMap<(String, String, &'static str), i64>;
+
 fn register_nodes(registry: &mut Registry, nodes: &Counts) {
     let family = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     for state in NodeState::ALL {
@@ -207,9 +232,12 @@ mod tests {
         };
         nodes.by_state.insert(NodeState::Changed, 3);
         nodes.by_state.insert(NodeState::Failed, 1);
-        let text = metrics.render(&nodes, None, true);
+        let mut replicas = ReplicaCounts::new();
+        replicas.insert(("production".into(), "web".into(), "pending"), 2);
+        let text = metrics.render(&nodes, None, true, &replicas);
         for line in [
             "drover_cluster_leader 1",
+            "drover_app_replicas{environment=\"production\",app=\"web\",state=\"pending\"} 2",
             "# TYPE drover_nodes gauge",
             "drover_nodes{state=\"changed\"} 3",
             "drover_nodes{state=\"failed\"} 1",
@@ -225,7 +253,7 @@ mod tests {
             !text.contains("# EOF"),
             "the 0.0.4 format has no EOF marker"
         );
-        let text = metrics.render(&Counts::default(), Some(1.5), false);
+        let text = metrics.render(&Counts::default(), Some(1.5), false, &ReplicaCounts::new());
         assert!(text.contains("\ndrover_cluster_leader 0\n"), "{text}");
         assert!(
             text.contains("\ndrover_git_refresh_age_seconds 1.5\n"),
@@ -244,7 +272,7 @@ mod tests {
         metrics.compile_finished(Duration::from_millis(30), false);
         metrics.compile_failed_early();
         metrics.refresh_finished(Duration::from_millis(20), false);
-        let text = metrics.render(&Counts::default(), None, true);
+        let text = metrics.render(&Counts::default(), None, true, &ReplicaCounts::new());
         for line in [
             "drover_catalog_compiles_total 1",
             "drover_catalog_compile_errors_total 2",

@@ -61,9 +61,12 @@ pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, App
     });
     Ok((
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state
-            .metrics
-            .render(&nodes, age, state.cluster.leadership().is_leader()),
+        state.metrics.render(
+            &nodes,
+            age,
+            state.cluster.leadership().is_leader(),
+            &state.apps.placements.current().replica_counts(),
+        ),
     )
         .into_response())
 }

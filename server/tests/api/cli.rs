@@ -199,7 +199,7 @@ async fn check_fleet_compiles_for_every_known_node_with_its_stored_facts() {
     let out = fleet_check(&cx.repo);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("(1 node(s) compiled)"), "{stderr}");
+    assert!(stderr.contains("(1 node(s) compiled, "), "{stderr}");
 
     // A branch whose template needs a fact the real node never sent.
     let branch = cx.repo.parent().unwrap().join("branch");

@@ -1,6 +1,7 @@
 //! Handler tests: the router called without a socket over a temp data dir,
 //! plus one real server process on 127.0.0.1:0 and the offline commands.
 
+mod apps;
 mod auth;
 mod ca;
 mod cli;
