@@ -269,9 +269,25 @@ fn changes(
         .iter()
         .map(|d| (d.app.as_str(), d.replica))
         .collect();
-    for key in by_key.keys() {
-        if !placed.contains_key(key) && !decided.contains(key) {
+    for (key, old) in &by_key {
+        if decided.contains(key) {
+            continue;
+        }
+        if !placed.contains_key(key) {
             changes.delete.push((key.0.to_owned(), key.1));
+            continue;
+        }
+        // Kept where it is; its node's address may have changed (a label).
+        let address = old
+            .node
+            .as_deref()
+            .and_then(|node| members.get(node))
+            .and_then(|node| address(repo, node));
+        if address != old.address {
+            changes.upsert.push(PlacementRow {
+                address,
+                ..(*old).clone()
+            });
         }
     }
     Ok(changes)
