@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         (Command::Apps(args), _) => cli::apps(args),
         (Command::Explain(args), _) => cli::explain(args),
         (Command::Plan(args), _) => cli::plan(args),
+        (Command::Node(args), _) => cli::node(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -113,6 +113,12 @@ pub struct ReplicaView {
 }
 
 impl App {
+    /// Whether its container has a healthcheck: without one, a running
+    /// replica is as healthy as anyone can tell.
+    pub fn has_healthcheck(&self) -> bool {
+        self.container.healthcheck.is_some()
+    }
+
     /// The container of one replica: the app's fields, the placement's
     /// name, and the labels and tag that tie it back to the app.
     fn replica_container(&self, placement: &Placement) -> RawContainer {

@@ -25,8 +25,10 @@ use drover_catalog::{Facts, Repository};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::drain;
 use crate::cluster::notify;
-use crate::db::apps::{FleetNode, PlacementChanges, PlacementRow};
+use crate::db::apps::{FleetNode, PlacementChanges, PlacementRow, ReplicaStateRow};
+use crate::db::drains::{self, Drain};
 use crate::db::{self, DbError};
 use crate::error::AppError;
 use crate::snapshot::EnvSnapshot;
@@ -66,65 +68,167 @@ async fn announce(state: &AppState) {
 /// One round over every environment; whether anything was written.
 async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError> {
     let rows = db::apps::placements(&state.db).await?;
+    let mut drains: HashMap<String, Drain> = db::drains::drains(&state.db)
+        .await?
+        .into_iter()
+        .filter(|d| d.state == drains::DRAINING)
+        .map(|d| (d.node.clone(), d))
+        .collect();
     let environments = state.snapshots.list();
     let has_apps = environments.iter().any(|snap| {
         snap.repo
             .as_ref()
             .is_ok_and(|repo| repo.apps().next().is_some())
     });
-    if rows.is_empty() && !has_apps {
+    if rows.is_empty() && !has_apps && drains.is_empty() {
         return Ok(false);
     }
     let fleet = db::apps::fleet(&state.db).await?;
+    let states: HashMap<(String, String), ReplicaStateRow> = db::apps::replica_states(&state.db)
+        .await?
+        .into_iter()
+        .map(|s| ((s.node.clone(), s.container.clone()), s))
+        .collect();
     let default_env = state.snapshots.default_environment();
     let now_us = jiff::Timestamp::now().as_microsecond();
     let mut wrote = false;
+    let mut progress = Vec::new();
     for snap in environments {
         // A commit that does not parse keeps the placements it had.
         let Ok(repo) = &snap.repo else { continue };
-        // An app file that does not parse keeps its replicas where they
-        // are (its nodes keep their last good catalogs) until it is fixed:
-        // a typo must not stop an app.
-        let broken: HashSet<&str> = repo
-            .apps()
-            .filter(|(_, app)| app.is_err())
-            .map(|(name, _)| name)
-            .collect();
-        let current: Vec<&PlacementRow> = rows
-            .iter()
-            .filter(|r| r.environment == snap.name && !broken.contains(r.app.as_str()))
-            .collect();
-        let apps = repo.app_demands();
-        if apps.is_empty() && current.is_empty() {
-            continue;
-        }
         let members: Vec<&FleetNode> = fleet
             .iter()
             .filter(|n| n.environment.as_deref().unwrap_or(&default_env) == snap.name)
             .collect();
-        let seen_floor = leading_since_us;
-        let nodes = node_states(repo, &members, now_us, seen_floor);
-        let placements: Vec<Placement> = current.iter().filter_map(|r| r.placement()).collect();
-        let schedule = schedule::schedule(
-            repo.policy(),
-            &apps,
-            &nodes,
-            &placements,
-            &snap.commit,
-            explain_for(nodes.len()),
-        );
-        let changes = changes(&snap, &current, &schedule, &members, repo)?;
-        if changes.is_empty() {
+        let env_drains: HashMap<String, Drain> = members
+            .iter()
+            .filter_map(|n| drains.remove(&n.name))
+            .map(|d| (d.node.clone(), d))
+            .collect();
+        let Some(changes) = environment_round(
+            &snap,
+            repo,
+            &rows,
+            &members,
+            &env_drains,
+            &states,
+            (now_us, leading_since_us),
+            &mut progress,
+        )?
+        else {
             continue;
-        }
-        log_changes(&changes, &current);
+        };
+        log_changes(&changes, &rows);
         state
             .cluster
             .write_as_leader(db::apps::write_placements(changes))
             .await?;
         wrote = true;
     }
+    // Drains of nodes no environment holds replicas on are done at once.
+    for node in drains.into_keys() {
+        progress.push((node, drains::DONE, "drained: no replica left".to_owned()));
+    }
+    write_progress(state, progress).await?;
     Ok(wrote)
+}
+
+/// One environment's round: the changes to write, if any.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one round's inputs, passed down once"
+)]
+fn environment_round(
+    snap: &EnvSnapshot,
+    repo: &Repository,
+    rows: &[PlacementRow],
+    members: &[&FleetNode],
+    drains: &HashMap<String, Drain>,
+    states: &HashMap<(String, String), ReplicaStateRow>,
+    (now_us, leading_since_us): (i64, i64),
+    progress: &mut Vec<(String, &'static str, String)>,
+) -> Result<Option<PlacementChanges>, DbError> {
+    // An app file that does not parse keeps its replicas where they
+    // are (its nodes keep their last good catalogs) until it is fixed:
+    // a typo must not stop an app.
+    let broken: HashSet<&str> = repo
+        .apps()
+        .filter(|(_, app)| app.is_err())
+        .map(|(name, _)| name)
+        .collect();
+    let current: Vec<&PlacementRow> = rows
+        .iter()
+        .filter(|r| r.environment == snap.name && !broken.contains(r.app.as_str()))
+        .collect();
+    let apps = repo.app_demands();
+    if apps.is_empty() && current.is_empty() {
+        progress.extend(drains.keys().map(|node| {
+            (
+                node.clone(),
+                drains::DONE,
+                "drained: no replica left".to_owned(),
+            )
+        }));
+        return Ok(None);
+    }
+    let nodes = node_states(repo, members, now_us, leading_since_us);
+    let placements = drain::scheduler_view(&current, drains);
+    let schedule = schedule::schedule(
+        repo.policy(),
+        &apps,
+        &nodes,
+        &placements,
+        &snap.commit,
+        explain_for(nodes.len()),
+    );
+    let by_name: HashMap<&str, &FleetNode> =
+        members.iter().map(|n| (n.name.as_str(), *n)).collect();
+    let step = drain::step(&drain::Inputs {
+        repo,
+        rows: &current,
+        schedule: &schedule,
+        drains,
+        states,
+        members: &by_name,
+        now_us,
+    });
+    progress.extend(step.progress);
+    let mut changes = changes(snap, &current, &schedule, &by_name, repo, &step.handled)?;
+    changes.upsert.extend(step.upsert);
+    Ok((!changes.is_empty()).then_some(changes))
+}
+
+/// Writes the drains' progress that differs from what is stored.
+async fn write_progress(
+    state: &AppState,
+    progress: Vec<(String, &'static str, String)>,
+) -> Result<(), AppError> {
+    if progress.is_empty() {
+        return Ok(());
+    }
+    let stored: HashMap<String, Drain> = db::drains::drains(&state.db)
+        .await?
+        .into_iter()
+        .map(|d| (d.node.clone(), d))
+        .collect();
+    let changed: Vec<(String, &'static str, String)> = progress
+        .into_iter()
+        .filter(|(node, st, status)| {
+            stored
+                .get(node)
+                .is_some_and(|d| d.state != *st || d.status != *status)
+        })
+        .collect();
+    for (node, st, status) in &changed {
+        tracing::info!(node = %node, state = st, status = %status, "drain");
+    }
+    if !changed.is_empty() {
+        state
+            .cluster
+            .write_as_leader(db::drains::write_progress(changed))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Up to this many nodes, a decision keeps every node's verdict; beyond,
@@ -209,16 +313,15 @@ fn changes(
     snap: &EnvSnapshot,
     current: &[&PlacementRow],
     schedule: &Schedule,
-    members: &[&FleetNode],
+    members: &HashMap<&str, &FleetNode>,
     repo: &Repository,
+    handled: &HashSet<(String, u32)>,
 ) -> Result<PlacementChanges, DbError> {
     let now = jiff::Timestamp::now().to_string();
     let by_key: BTreeMap<(&str, u32), &PlacementRow> = current
         .iter()
         .map(|r| ((r.app.as_str(), r.replica), *r))
         .collect();
-    let members: HashMap<&str, &FleetNode> =
-        members.iter().map(|n| (n.name.as_str(), *n)).collect();
     let placed: HashMap<(&str, u32), &Placement> = schedule
         .placements
         .iter()
@@ -234,6 +337,9 @@ fn changes(
         ..PlacementChanges::default()
     };
     for decision in &schedule.decisions {
+        if handled.contains(&(decision.app.clone(), decision.replica)) {
+            continue;
+        }
         let key = (decision.app.as_str(), decision.replica);
         let placement = placed.get(&key);
         let row = PlacementRow {
@@ -252,6 +358,7 @@ fn changes(
             reason: decision.reason.clone(),
             decision: serde_json::to_string(decision)?,
             decided_at: now.clone(),
+            next: None,
         };
         let unchanged = by_key.get(&key).is_some_and(|old| {
             old.node == row.node
@@ -270,7 +377,7 @@ fn changes(
         .map(|d| (d.app.as_str(), d.replica))
         .collect();
     for (key, old) in &by_key {
-        if decided.contains(key) {
+        if decided.contains(key) || handled.contains(&(key.0.to_owned(), key.1)) {
             continue;
         }
         if !placed.contains_key(key) {
@@ -293,7 +400,7 @@ fn changes(
     Ok(changes)
 }
 
-fn log_changes(changes: &PlacementChanges, current: &[&PlacementRow]) {
+fn log_changes(changes: &PlacementChanges, current: &[PlacementRow]) {
     for row in &changes.upsert {
         let before = current
             .iter()

@@ -7,6 +7,7 @@
 //! The decisions themselves are the pure core's (`drover_catalog::schedule`).
 
 pub mod control;
+pub mod drain;
 pub mod liveness;
 pub mod placements;
 pub mod reload;

@@ -46,14 +46,19 @@ pub fn replica_state(
         return "pending";
     };
     let container = container_name(&row.app, row.replica, id);
-    match states
-        .get(&(node.clone(), container))
-        .map(|s| s.state.as_str())
-    {
+    match states.get(&(node.clone(), container)) {
         None => "starting",
-        Some("running") => "running",
-        Some("healthy") => "healthy",
-        Some(_) => "unhealthy",
+        Some(s) => reported_state(&s.state),
+    }
+}
+
+/// A reported container state as the API says it: an exited or missing
+/// container is unhealthy.
+pub fn reported_state(state: &str) -> &'static str {
+    match state {
+        "running" => "running",
+        "healthy" => "healthy",
+        _ => "unhealthy",
     }
 }
 
@@ -76,34 +81,51 @@ impl Snapshot {
         let mut apps: HashMap<String, BTreeMap<String, Vec<ReplicaView>>> = HashMap::new();
         let mut ports: HashMap<(String, String), Vec<u16>> = HashMap::new();
         for row in &rows {
-            let (Some(node), Some(id)) = (&row.node, &row.placement_id) else {
-                continue;
-            };
-            placed
-                .entry((row.environment.clone(), node.clone()))
-                .or_default()
-                .push(Placement {
-                    app: row.app.clone(),
-                    replica: row.replica,
-                    node: node.clone(),
-                    id: id.clone(),
-                    spec_hash: row.spec_hash.clone(),
-                });
-            let host_ports = ports
-                .entry((row.environment.clone(), row.app.clone()))
-                .or_insert_with(|| host_ports(snapshots, &row.environment, &row.app))
-                .clone();
-            apps.entry(row.environment.clone())
-                .or_default()
-                .entry(row.app.clone())
-                .or_default()
-                .push(ReplicaView {
-                    replica: row.replica,
-                    node: node.clone(),
-                    address: row.address.clone(),
-                    ports: host_ports,
-                    state: replica_state(row, &states).to_owned(),
-                });
+            // A moving replica runs twice, at its node and at its
+            // replacement's, until the move is done (see `drain`).
+            let running = row
+                .node
+                .clone()
+                .zip(row.placement_id.clone())
+                .map(|(node, id)| (node, id, row.address.clone()))
+                .into_iter()
+                .chain(
+                    row.next
+                        .iter()
+                        .map(|n| (n.node.clone(), n.placement_id.clone(), n.address.clone())),
+                );
+            for (node, id, address) in running {
+                let container = container_name(&row.app, row.replica, &id);
+                let state = match states.get(&(node.clone(), container)) {
+                    None => "starting",
+                    Some(s) => reported_state(&s.state),
+                };
+                placed
+                    .entry((row.environment.clone(), node.clone()))
+                    .or_default()
+                    .push(Placement {
+                        app: row.app.clone(),
+                        replica: row.replica,
+                        node: node.clone(),
+                        id,
+                        spec_hash: row.spec_hash.clone(),
+                    });
+                let host_ports = ports
+                    .entry((row.environment.clone(), row.app.clone()))
+                    .or_insert_with(|| host_ports(snapshots, &row.environment, &row.app))
+                    .clone();
+                apps.entry(row.environment.clone())
+                    .or_default()
+                    .entry(row.app.clone())
+                    .or_default()
+                    .push(ReplicaView {
+                        replica: row.replica,
+                        node,
+                        address,
+                        ports: host_ports,
+                        state: state.to_owned(),
+                    });
+            }
         }
         let discovery = apps
             .into_iter()

@@ -54,6 +54,10 @@ pub struct ReplicaStatus {
     /// Since when the container is in the reported state.
     #[schema(nullable = true)]
     pub since: Option<String>,
+    /// Where it is moving (a drain): its replacement's node, running
+    /// beside it until healthy long enough.
+    #[schema(nullable = true)]
+    pub moving_to: Option<String>,
     /// Why it is pending: `0/12 nodes are available: ...`.
     #[schema(nullable = true)]
     pub reason: Option<String>,
@@ -133,6 +137,7 @@ pub async fn apps(
                         reported: reported.map(|s| s.state.clone()),
                         since: reported.and_then(|s| s.since.clone()),
                         container,
+                        moving_to: row.next.as_ref().map(|n| n.node.clone()),
                         reason: row.reason.clone(),
                         decided_at: row.decided_at.clone(),
                         decision: with_decisions
@@ -288,17 +293,31 @@ pub async fn node_replicas(state: &AppState, node: &str) -> Result<Vec<NodeRepli
             .filter(|s| s.node == node)
             .map(|s| ((s.node.clone(), s.container.clone()), s))
             .collect();
-    Ok(rows
-        .iter()
-        .filter(|r| r.node.as_deref() == Some(node))
-        .filter_map(|r| {
-            Some(NodeReplica {
+    let mut out = Vec::new();
+    for r in &rows {
+        if let (Some(id), true) = (&r.placement_id, r.node.as_deref() == Some(node)) {
+            out.push(NodeReplica {
                 environment: r.environment.clone(),
                 app: r.app.clone(),
                 index: r.replica,
-                container: container_name(&r.app, r.replica, r.placement_id.as_deref()?),
+                container: container_name(&r.app, r.replica, id),
                 state: replica_state(r, &states).to_owned(),
-            })
-        })
-        .collect())
+            });
+        }
+        // The replacement of a replica moving here.
+        if let Some(next) = r.next.as_ref().filter(|n| n.node == node) {
+            let container = container_name(&r.app, r.replica, &next.placement_id);
+            let state = states
+                .get(&(node.to_owned(), container.clone()))
+                .map_or("starting", |s| super::placements::reported_state(&s.state));
+            out.push(NodeReplica {
+                environment: r.environment.clone(),
+                app: r.app.clone(),
+                index: r.replica,
+                container,
+                state: state.to_owned(),
+            });
+        }
+    }
+    Ok(out)
 }

@@ -4,35 +4,15 @@
 //! the server's database, and applies nothing.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use drover_catalog::schedule::{self, Decision, Explain, Placement, Verdict};
 
+use super::client::{ServerArgs, encode, get};
 use crate::apps::control;
 use crate::apps::view::AppStatus;
 use crate::db::apps::PlacementRow;
-
-/// How to reach the running server.
-#[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// The server's URL [default: the listen address of the configuration, https]
-    #[arg(long, value_name = "URL")]
-    pub server: Option<String>,
-    /// A file holding an operator token [default: DATA_DIR/operator-token]
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Plain HTTP, for a development server on loopback
-    #[arg(long)]
-    pub insecure_http: bool,
-    /// Configuration file [default: /etc/drover/server.toml, may be missing]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Data directory (the CA that signed the server's certificate, the token) [default: /var/lib/drover-server]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-}
 
 #[derive(Debug, Args)]
 pub struct AppsArgs {
@@ -220,87 +200,6 @@ fn decision_table(decision: &Decision) -> String {
 fn environment_query(env: Option<&str>) -> String {
     env.map(|env| format!("?environment={}", encode(env)))
         .unwrap_or_default()
-}
-
-/// A path segment or query value, percent-encoded.
-fn encode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-/// GETs `path` from the server as an operator; the body of a 200.
-fn get(args: &ServerArgs, path: &str) -> anyhow::Result<String> {
-    let config = super::server_config(&args.config, &args.data_dir, &None)?;
-    let insecure = args.insecure_http || config.insecure_http;
-    let base = match &args.server {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let mut listen = config.listen;
-            if listen.ip().is_unspecified() {
-                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("{}://{listen}", if insecure { "http" } else { "https" })
-        }
-    };
-    let token_file = args
-        .token_file
-        .clone()
-        .unwrap_or_else(|| config.operator_token_file.clone());
-    let token = fs_err::read_to_string(&token_file)
-        .context("the operator token")?
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .with_context(|| format!("{} holds no token", token_file.display()))?
-        .to_owned();
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(30));
-    if base.starts_with("https://") {
-        builder = builder.use_preconfigured_tls(tls(&config.data_dir)?);
-    }
-    let client = builder.build()?;
-    let url = format!("{base}{path}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let response = client
-            .get(&url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {base}\nhint: pass --server URL (and --insecure-http for a plain-HTTP development server)"))?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or(body);
-            bail!("the server answered {status}: {message}");
-        }
-        Ok(body)
-    })
-}
-
-/// Trusts the server's CA (DATA_DIR/ca/ca.crt.pem) and nothing else.
-fn tls(data_dir: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    let path = data_dir.join("ca").join("ca.crt.pem");
-    let ca = rustls_pki_types::CertificateDer::from_pem_file(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the server's CA at {}: {e}\nhint: pass --data-dir of the server, or --server with --insecure-http for a development server",
-            path.display()
-        )
-    })?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca)?;
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 /// `drover-server plan`: prints, app by app, where each replica would run

@@ -1,5 +1,6 @@
 //! The command line: `serve`, the offline `compile` and `check`, the CA,
-//! and the apps' commands (`apps.rs`: `apps`, `explain`, `plan`).
+//! the apps' commands (`apps.rs`: `apps`, `explain`, `plan`) and a node's
+//! maintenance (`node.rs`), the operator ones through `client.rs`.
 
 #![allow(
     clippy::print_stdout,
@@ -14,8 +15,12 @@ use clap::{Args, Parser, Subcommand};
 use drover_catalog::Facts;
 
 mod apps;
+mod client;
+mod node;
 
-pub use apps::{AppsArgs, ExplainArgs, PlanArgs, ServerArgs};
+pub use apps::{AppsArgs, ExplainArgs, PlanArgs};
+pub use client::ServerArgs;
+pub use node::{NodeArgs, NodeCommand, node};
 
 use crate::config::Overrides;
 use crate::git::{self, GitDir, Tree};
@@ -51,6 +56,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the placements a commit would produce against the known fleet, without applying them.
     Plan(PlanArgs),
+    /// Cordon, uncordon or drain a node (asks a running server).
+    Node(NodeArgs),
 }
 
 pub use apps::{apps, explain, plan};

@@ -24,6 +24,18 @@ pub struct PlacementRow {
     /// The scheduler's `Decision`, as JSON text.
     pub decision: String,
     pub decided_at: String,
+    /// The replacement of a replica moving off its node (a drain): it runs
+    /// beside the replica until it has been healthy long enough.
+    pub next: Option<Replacement>,
+}
+
+/// Where a moving replica goes, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replacement {
+    pub node: String,
+    pub placement_id: String,
+    pub address: Option<String>,
+    pub since_us: i64,
 }
 
 impl FromRow<'_, AnyRow> for PlacementRow {
@@ -40,6 +52,18 @@ impl FromRow<'_, AnyRow> for PlacementRow {
             reason: row.try_get("reason")?,
             decision: row.try_get("decision")?,
             decided_at: row.try_get("decided_at")?,
+            next: match (
+                row.try_get::<Option<String>, _>("next_node")?,
+                row.try_get::<Option<String>, _>("next_id")?,
+            ) {
+                (Some(node), Some(placement_id)) => Some(Replacement {
+                    node,
+                    placement_id,
+                    address: row.try_get("next_address")?,
+                    since_us: row.try_get::<Option<i64>, _>("next_since_us")?.unwrap_or(0),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -61,7 +85,7 @@ impl PlacementRow {
 pub async fn placements(db: &Db) -> Result<Vec<PlacementRow>, DbError> {
     Ok(sqlx::query_as(
         "SELECT environment, app, replica, node, placement_id, address, spec_hash, reason,
-           decision, decided_at FROM placements ORDER BY environment, app, replica",
+           decision, decided_at, next_node, next_id, next_address, next_since_us FROM placements ORDER BY environment, app, replica",
     )
     .fetch_all(db.reads())
     .await?)
@@ -102,13 +126,17 @@ pub fn write_placements(
             for row in &changes.upsert {
                 sqlx::query(
                     "INSERT INTO placements (environment, app, replica, node, placement_id,
-                       address, spec_hash, reason, decision, decided_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                       address, spec_hash, reason, decision, decided_at, next_node, next_id,
+                       next_address, next_since_us)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                      ON CONFLICT (environment, app, replica) DO UPDATE SET
                        node = excluded.node, placement_id = excluded.placement_id,
                        address = excluded.address,
                        spec_hash = excluded.spec_hash, reason = excluded.reason,
-                       decision = excluded.decision, decided_at = excluded.decided_at",
+                       decision = excluded.decision, decided_at = excluded.decided_at,
+                       next_node = excluded.next_node, next_id = excluded.next_id,
+                       next_address = excluded.next_address,
+                       next_since_us = excluded.next_since_us",
                 )
                 .bind(&row.environment)
                 .bind(&row.app)
@@ -120,6 +148,10 @@ pub fn write_placements(
                 .bind(&row.reason)
                 .bind(&row.decision)
                 .bind(&row.decided_at)
+                .bind(row.next.as_ref().map(|n| n.node.clone()))
+                .bind(row.next.as_ref().map(|n| n.placement_id.clone()))
+                .bind(row.next.as_ref().and_then(|n| n.address.clone()))
+                .bind(row.next.as_ref().map(|n| n.since_us))
                 .execute(&mut *conn)
                 .await?;
             }

@@ -12,6 +12,7 @@ use sqlx::AnyConnection;
 use sqlx::AnyPool;
 
 pub mod apps;
+pub mod drains;
 pub mod files;
 mod health;
 pub mod lease;

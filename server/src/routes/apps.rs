@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::apps::view::{self, AppStatus, Capacity};
 use crate::auth::Caller;
@@ -121,4 +121,152 @@ pub async fn capacity(
     Ok(Json(
         view::capacity(&state, query.environment.as_deref()).await?,
     ))
+}
+
+/// A node's maintenance state, as the cordon and drain routes answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Maintenance {
+    pub node: String,
+    /// No new replica is placed on it.
+    pub cordoned: bool,
+    /// Its drain, until it is uncordoned.
+    #[schema(nullable = true)]
+    pub drain: Option<crate::db::drains::Drain>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Seconds after which what is left on the node is stopped (default: none).
+    #[schema(example = 600)]
+    pub deadline_secs: Option<u64>,
+}
+
+async fn maintenance(state: &AppState, node: &str) -> Result<Json<Maintenance>, AppError> {
+    state.apps.wake_control.notify_one();
+    let drain = crate::db::drains::drain(&state.db, node).await?;
+    let cordoned = crate::db::node(&state.db, node)
+        .await?
+        .is_some_and(|n| n.cordoned);
+    Ok(Json(Maintenance {
+        node: node.to_owned(),
+        cordoned,
+        drain,
+    }))
+}
+
+fn unknown(node: &str) -> AppError {
+    AppError::NotFound(format!(
+        "unknown node `{node}`: a node is known from its first catalog request"
+    ))
+}
+
+/// Cordon a node
+///
+/// No new replica is placed on it; the replicas it runs stay.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{name}/cordon",
+    operation_id = "cordon_node",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = [])),
+    params(("name" = String, Path, description = "The node's name")),
+    responses(
+        (status = 200, description = "Cordoned", body = Maintenance),
+        (status = 404, description = "Unknown node", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::OperatorOnly,
+        crate::openapi::Internal,
+    ),
+)]
+pub async fn cordon(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node): Path<String>,
+) -> Result<Json<Maintenance>, AppError> {
+    caller.require_operator()?;
+    if !crate::db::drains::set_cordon(&state.db, &node, true).await? {
+        return Err(unknown(&node));
+    }
+    maintenance(&state, &node).await
+}
+
+/// Uncordon a node
+///
+/// Replicas may be placed on it again; its drain, if any, ends (replicas
+/// already moving finish their move).
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{name}/uncordon",
+    operation_id = "uncordon_node",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = [])),
+    params(("name" = String, Path, description = "The node's name")),
+    responses(
+        (status = 200, description = "Uncordoned", body = Maintenance),
+        (status = 404, description = "Unknown node", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::OperatorOnly,
+        crate::openapi::Internal,
+    ),
+)]
+pub async fn uncordon(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node): Path<String>,
+) -> Result<Json<Maintenance>, AppError> {
+    caller.require_operator()?;
+    if !crate::db::drains::set_cordon(&state.db, &node, false).await? {
+        return Err(unknown(&node));
+    }
+    maintenance(&state, &node).await
+}
+
+/// Drain a node
+///
+/// Cordons it, then the control loop moves every replica away
+/// make-before-break: each replacement is placed and must be healthy for
+/// the app's `update.min_healthy_secs` before the old replica stops, and a
+/// replica that fits nowhere stops only when the app keeps
+/// `disruption.min_available` healthy replicas. After `deadline_secs` what
+/// is left stops. The drain's `status` says what it waits for; poll
+/// `GET /api/v1/nodes/{name}` (or this route's answer) for its `state`:
+/// `draining`, `done`, `stopped`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{name}/drain",
+    operation_id = "drain_node",
+    tag = "operator",
+    security(("operator_certificate" = []), ("operator_token" = [])),
+    params(("name" = String, Path, description = "The node's name")),
+    request_body(content = DrainRequest, description = "Optional; `{}` drains without a deadline"),
+    responses(
+        (status = 200, description = "The drain started", body = Maintenance),
+        (status = 400, description = "A body that is not a drain request", body = crate::openapi::wire::ErrorBody),
+        (status = 404, description = "Unknown node", body = crate::openapi::wire::ErrorBody),
+        crate::openapi::OperatorOnly,
+        crate::openapi::Internal,
+    ),
+)]
+pub async fn drain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Maintenance>, AppError> {
+    caller.require_operator()?;
+    let request: DrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AppError::BadRequest(format!("invalid drain request: {e}")))?
+    };
+    let deadline = request.deadline_secs.map(|secs| {
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2_000_000);
+        jiff::Timestamp::now()
+            .as_microsecond()
+            .saturating_add(secs.saturating_mul(1_000_000))
+    });
+    if !crate::db::drains::start(&state.db, &node, deadline).await? {
+        return Err(unknown(&node));
+    }
+    maintenance(&state, &node).await
 }

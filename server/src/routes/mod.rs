@@ -45,6 +45,9 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::list))
         .routes(routes!(apps::get))
         .routes(routes!(apps::capacity))
+        .routes(routes!(apps::cordon))
+        .routes(routes!(apps::uncordon))
+        .routes(routes!(apps::drain))
         .routes(
             routes!(meta::git_hook).layer(DefaultBodyLimit::max(crate::webhook::HOOK_BODY_LIMIT)),
         )

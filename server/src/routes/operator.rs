@@ -115,7 +115,15 @@ pub async fn node(
         .await?
         .ok_or_else(|| AppError::NotFound(format!("unknown node `{name}`")))?;
     let replicas = crate::apps::view::node_replicas(&state, &name).await?;
-    Ok(Json(NodeDetail { node, replicas }))
+    let drain = crate::db::drains::drain(&state.db, &name).await?;
+    Ok(Json(NodeDetail {
+        draining: drain
+            .as_ref()
+            .is_some_and(|d| d.state == crate::db::drains::DRAINING),
+        drain,
+        node,
+        replicas,
+    }))
 }
 
 /// A node with the replicas of apps placed on it.
@@ -124,6 +132,11 @@ pub struct NodeDetail {
     #[serde(flatten)]
     pub node: fleet::NodeStatus,
     pub replicas: Vec<crate::apps::view::NodeReplica>,
+    /// A drain is moving its replicas away.
+    pub draining: bool,
+    /// Its drain (until it is uncordoned): state and what it waits for.
+    #[schema(nullable = true)]
+    pub drain: Option<crate::db::drains::Drain>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -9,27 +9,14 @@
 
 use std::time::{Duration, Instant};
 
-use drover_tests::docker::{self, Containers};
-use drover_tests::{Daemon, GitRepo, Server, toml_str};
-use serde_json::Value;
+use drover_tests::docker;
+use drover_tests::toml_str;
 
+use super::fleet::Fleet;
 use super::http_get_at;
 
 /// The scheduler declares a node lost after this much silence.
 const LOST_AFTER_SECS: u64 = 6;
-
-/// Fields drop in order: the daemons stop before the test's containers go.
-struct Fleet {
-    daemons: Vec<(String, Option<Daemon>)>,
-    /// Removes the replicas' containers (named after the app) when dropped.
-    _docker: Containers,
-    server: Server,
-    repo: GitRepo,
-    tmp: tempfile::TempDir,
-    app: String,
-    big: String,
-    port: u16,
-}
 
 /// node name, zone, address.
 const NODES: [(&str, &str, &str); 3] = [
@@ -39,152 +26,80 @@ const NODES: [(&str, &str, &str); 3] = [
 ];
 const LB: &str = "apps-lb";
 
-impl Fleet {
-    fn new() -> Fleet {
-        let docker = Containers::new("apps");
-        let image = docker::ensure_image();
-        let tmp = tempfile::Builder::new()
-            .prefix("drover-apps-")
-            .tempdir()
-            .unwrap();
-        let repo = GitRepo::init(&tmp.path().join("repo"));
-        let app = docker.name("web");
-        let big = docker.name("big");
-        let port = docker::free_port();
-        let mut nodes = String::new();
-        for (name, zone, ip) in NODES {
-            nodes.push_str(&format!(
-                "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ zone = \"{zone}\", ip = \"{ip}\" }}\n\n"
-            ));
-        }
-        nodes.push_str(&format!("[[node]]\nmatch = \"{LB}\"\nroles = [\"lb\"]\n"));
-        repo.write("nodes.toml", &nodes);
-        repo.write("roles/docker-host.toml", "# replicas only\n");
-        let upstreams = tmp.path().join("upstreams.conf");
-        repo.write(
-            "roles/lb.toml",
-            &format!(
-                "[[file]]\npath = {}\ntemplate = \"templates/upstreams.j2\"\n",
-                toml_str(&upstreams)
-            ),
-        );
-        repo.write(
-            "templates/upstreams.j2",
-            &format!(
-                "{{% for r in apps[\"{app}\"].replicas %}}{{{{ r.node }}}} {{{{ r.address }}}}:{{{{ r.ports[0] }}}}\n{{% endfor %}}"
-            ),
-        );
-        repo.write(
-            "drover.toml",
-            &format!("[scheduler]\nlost_after_secs = {LOST_AFTER_SECS}\n"),
-        );
-        repo.write(
-            &format!("apps/{app}.toml"),
-            &format!(
-                "replicas = 2\nimage = \"{image}\"\n\
-                 command = [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n\
-                 ports = [\"{{{{ labels.ip }}}}:{port}:80\"]\n\
-                 requests = {{ cpu = 0.1, memory = \"16MiB\" }}\n\
-                 selector = {{ roles = [\"docker-host\"] }}\n\
-                 spread = \"zone\"\n"
-            ),
-        );
-        repo.write(
-            &format!("apps/{big}.toml"),
-            &format!(
-                "image = \"{image}\"\ncommand = [\"httpd\", \"-f\", \"-p\", \"80\"]\n\
-                 requests = {{ memory = \"100000GiB\" }}\nselector = {{ roles = [\"docker-host\"] }}\n"
-            ),
-        );
-        repo.commit("an app spread over two zones, one too big, a load balancer");
-        let server = Server::start(&repo.path, &tmp.path().join("server"));
-        let mut fleet = Fleet {
-            _docker: docker,
-            server,
-            repo,
-            tmp,
-            app,
-            big,
-            port,
-            daemons: Vec::new(),
-        };
-        for name in NODES.iter().map(|n| n.0).chain([LB]) {
-            let daemon = fleet.start_daemon(name);
-            fleet.daemons.push((name.to_owned(), Some(daemon)));
-        }
-        fleet
-    }
+struct World {
+    fleet: Fleet,
+    app: String,
+    big: String,
+    port: u16,
+}
 
-    fn start_daemon(&self, node: &str) -> Daemon {
-        let config = self.tmp.path().join(format!("{node}.toml"));
-        fs_err::write(
-            &config,
-            format!(
-                "server = \"{}\"\nnode = \"{node}\"\nstate_dir = {}\nsplay_secs = 0\ninterval_secs = 3600\n{}",
-                self.server.url,
-                toml_str(&self.tmp.path().join(node)),
-                self.server.agent_config()
-            ),
-        )
-        .unwrap();
-        Daemon::start(&config, &self.tmp.path().join(format!("{node}.log")))
+impl World {
+    fn new() -> World {
+        let port = docker::free_port();
+        let image = docker::ensure_image();
+        let all: Vec<&str> = NODES.iter().map(|n| n.0).chain([LB]).collect();
+        let fleet = Fleet::start("apps", &all, |repo, docker, tmp| {
+            let (app, big) = (docker.name("web"), docker.name("big"));
+            let mut nodes = String::new();
+            for (name, zone, ip) in NODES {
+                nodes.push_str(&format!(
+                    "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ zone = \"{zone}\", ip = \"{ip}\" }}\n\n"
+                ));
+            }
+            nodes.push_str(&format!("[[node]]\nmatch = \"{LB}\"\nroles = [\"lb\"]\n"));
+            repo.write("nodes.toml", &nodes);
+            repo.write("roles/docker-host.toml", "# replicas only\n");
+            repo.write(
+                "roles/lb.toml",
+                &format!(
+                    "[[file]]\npath = {}\ntemplate = \"templates/upstreams.j2\"\n",
+                    toml_str(&tmp.join("upstreams.conf"))
+                ),
+            );
+            repo.write(
+                "templates/upstreams.j2",
+                &format!(
+                    "{{% for r in apps[\"{app}\"].replicas %}}{{{{ r.node }}}} {{{{ r.address }}}}:{{{{ r.ports[0] }}}}\n{{% endfor %}}"
+                ),
+            );
+            repo.write(
+                "drover.toml",
+                &format!("[scheduler]\nlost_after_secs = {LOST_AFTER_SECS}\n"),
+            );
+            repo.write(
+                &format!("apps/{app}.toml"),
+                &format!(
+                    "replicas = 2\nimage = \"{image}\"\n\
+                     command = [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n\
+                     ports = [\"{{{{ labels.ip }}}}:{port}:80\"]\n\
+                     requests = {{ cpu = 0.1, memory = \"16MiB\" }}\n\
+                     selector = {{ roles = [\"docker-host\"] }}\n\
+                     spread = \"zone\"\n"
+                ),
+            );
+            repo.write(
+                &format!("apps/{big}.toml"),
+                &format!(
+                    "image = \"{image}\"\ncommand = [\"httpd\", \"-f\", \"-p\", \"80\"]\n\
+                     requests = {{ memory = \"100000GiB\" }}\nselector = {{ roles = [\"docker-host\"] }}\n"
+                ),
+            );
+        });
+        World {
+            app: fleet.docker.name("web"),
+            big: fleet.docker.name("big"),
+            fleet,
+            port,
+        }
     }
 
     fn upstreams(&self) -> String {
-        fs_err::read_to_string(self.tmp.path().join("upstreams.conf")).unwrap_or_default()
+        fs_err::read_to_string(self.fleet.tmp.path().join("upstreams.conf")).unwrap_or_default()
     }
 
-    fn app(&self, name: &str) -> Value {
-        let apps = self.server.get_json(&format!("/api/v1/apps/{name}"));
-        apps[0].clone()
-    }
-
-    /// Everything a failed wait needs to be understood.
-    fn story(&self) -> String {
-        let mut out = format!(
-            "--- apps\n{:#}\n--- upstreams\n{}\n--- server\n{}",
-            self.server.get_json("/api/v1/apps"),
-            self.upstreams(),
-            self.server.log()
-        );
-        for (node, _) in &self.daemons {
-            let log = fs_err::read_to_string(self.tmp.path().join(format!("{node}.log")))
-                .unwrap_or_default();
-            out.push_str(&format!("\n--- daemon {node}\n{log}"));
-        }
-        out
-    }
-
-    /// Waits up to `secs` for `done` to give a value.
-    #[track_caller]
-    fn wait<T>(&self, secs: u64, what: &str, mut done: impl FnMut(&Fleet) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(value) = done(self) {
-                return value;
-            }
-            if Instant::now() > deadline {
-                panic!("{what}: not within {secs} s\n{}", self.story());
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    /// (node, container) of each replica once all are running.
+    /// (node, container) of each replica once both run.
     fn running(&self) -> Option<Vec<(String, String)>> {
-        let app = self.app(&self.app);
-        let replicas = app["replicas"].as_array()?;
-        let up: Vec<(String, String)> = replicas
-            .iter()
-            .filter(|r| matches!(r["state"].as_str(), Some("running" | "healthy")))
-            .map(|r| {
-                (
-                    r["node"].as_str().unwrap_or_default().to_owned(),
-                    r["container"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        (up.len() == 2).then_some(up)
+        self.fleet.running(&self.app, 2)
     }
 }
 
@@ -198,25 +113,25 @@ fn ip(node: &str) -> &'static str {
 
 #[test]
 fn replicas_spread_serve_are_explained_discovered_and_replaced_when_a_node_is_lost() {
-    let mut fleet = Fleet::new();
-    let placed = fleet.wait(90, "both replicas running", Fleet::running);
+    let mut w = World::new();
+    let placed = w.fleet.wait(90, "both replicas running", |_| w.running());
     let mut zones: Vec<&str> = placed.iter().map(|(node, _)| zone(node)).collect();
     zones.sort_unstable();
     assert_eq!(zones, ["a", "b"], "one replica per zone: {placed:?}");
     for (node, container) in &placed {
         assert_eq!(
-            http_get_at(ip(node), fleet.port),
+            http_get_at(ip(node), w.port),
             docker::INDEX_HTML,
             "{container} serves on {node}'s address"
         );
         let labels =
             &docker::inspect(container).expect("the replica's container")["Config"]["Labels"];
-        assert_eq!(labels["drover.app"], fleet.app.as_str());
+        assert_eq!(labels["drover.app"], w.app.as_str());
         assert_eq!(labels["drover.node"], node.as_str());
     }
 
     // The one that fits nowhere says why, counting every node.
-    let big = fleet.app(&fleet.big);
+    let big = w.fleet.app(&w.big);
     let reason = big["replicas"][0]["reason"]
         .as_str()
         .unwrap_or_default()
@@ -226,13 +141,11 @@ fn replicas_spread_serve_are_explained_discovered_and_replaced_when_a_node_is_lo
             && reason.contains("3 insufficient memory")
             && reason.contains("1 didn't match the app's selector"),
         "{reason}\n{}",
-        fleet.story()
+        w.fleet.story()
     );
 
     // explain: every node with its verdict or scores.
-    let explained = fleet
-        .server
-        .admin(&["explain", &fleet.app, "--server", &fleet.server.url]);
+    let explained = w.fleet.operator(&["explain", &w.app]);
     explained.expect_code(0);
     for node in NODES.iter().map(|n| n.0).chain([LB]) {
         assert!(
@@ -253,37 +166,38 @@ fn replicas_spread_serve_are_explained_discovered_and_replaced_when_a_node_is_lo
     );
 
     // The load balancer's file lists both.
-    fleet.wait(30, "the load balancer lists both replicas", |f| {
-        let text = f.upstreams();
-        placed
-            .iter()
-            .all(|(node, _)| text.contains(&format!("{node} {}:{}", ip(node), f.port)))
-            .then_some(())
-    });
+    w.fleet
+        .wait(30, "the load balancer lists both replicas", |_| {
+            let text = w.upstreams();
+            placed
+                .iter()
+                .all(|(node, _)| text.contains(&format!("{node} {}:{}", ip(node), w.port)))
+                .then_some(())
+        });
 
     // plan: the same commit changes nothing; a third replica would be placed.
-    let repo = fleet.repo.path.to_str().unwrap().to_owned();
-    let same = fleet.server.admin(&["plan", "--repo", &repo]);
+    let repo = w.fleet.repo.path.to_str().unwrap().to_owned();
+    let same = w.fleet.server.admin(&["plan", "--repo", &repo]);
     same.expect_code(0);
     assert!(
-        same.stdout.contains(&format!("{}#0: stays on", fleet.app)),
+        same.stdout.contains(&format!("{}#0: stays on", w.app)),
         "{}",
         same.stdout
     );
-    let file = format!("apps/{}.toml", fleet.app);
-    let spec = fs_err::read_to_string(fleet.repo.path.join(&file)).unwrap();
-    fleet
+    let file = format!("apps/{}.toml", w.app);
+    let spec = fs_err::read_to_string(w.fleet.repo.path.join(&file)).unwrap();
+    w.fleet
         .repo
         .write(&file, &spec.replace("replicas = 2", "replicas = 3"));
-    let more = fleet.server.admin(&["plan", "--repo", &repo]);
+    let more = w.fleet.server.admin(&["plan", "--repo", &repo]);
     more.expect_code(2);
     assert!(
         more.stdout
-            .contains(&format!("{}#2: placed on apps-", fleet.app)),
+            .contains(&format!("{}#2: placed on apps-", w.app)),
         "{}",
         more.stdout
     );
-    fleet.repo.write(&file, &spec);
+    w.fleet.repo.write(&file, &spec);
 
     // Kill the agent of the zone-a node holding a replica.
     let (lost, stale) = placed
@@ -291,14 +205,13 @@ fn replicas_spread_serve_are_explained_discovered_and_replaced_when_a_node_is_lo
         .find(|(node, _)| zone(node) == "a")
         .cloned()
         .expect("a replica in zone a");
-    let slot = fleet.daemons.iter().position(|(n, _)| *n == lost).unwrap();
-    drop(fleet.daemons[slot].1.take());
+    w.fleet.kill(&lost);
     let killed_at = Instant::now();
-    let moved = fleet.wait(
+    let moved = w.fleet.wait(
         LOST_AFTER_SECS + 40,
         "the lost node's replica replaced",
-        |f| {
-            let up = f.running()?;
+        |_| {
+            let up = w.running()?;
             up.iter()
                 .find(|(node, _)| zone(node) == "a" && *node != lost)
                 .cloned()
@@ -310,9 +223,9 @@ fn replicas_spread_serve_are_explained_discovered_and_replaced_when_a_node_is_lo
         took < Duration::from_secs(LOST_AFTER_SECS + 25),
         "replaced {took:?} after the agent died (lost after {LOST_AFTER_SECS} s)"
     );
-    assert_eq!(http_get_at(ip(&moved.0), fleet.port), docker::INDEX_HTML);
-    fleet.wait(30, "the load balancer follows the move", |f| {
-        let text = f.upstreams();
+    assert_eq!(http_get_at(ip(&moved.0), w.port), docker::INDEX_HTML);
+    w.fleet.wait(30, "the load balancer follows the move", |_| {
+        let text = w.upstreams();
         (text.contains(&moved.0) && !text.contains(&lost)).then_some(())
     });
     assert!(
@@ -321,13 +234,12 @@ fn replicas_spread_serve_are_explained_discovered_and_replaced_when_a_node_is_lo
     );
 
     // The agent comes back: its catalog no longer holds the replica.
-    let daemon = fleet.start_daemon(&lost);
-    fleet.daemons[slot].1 = Some(daemon);
-    fleet.wait(
+    w.fleet.revive(&lost);
+    w.fleet.wait(
         60,
         "the returning agent removes the stale container",
         |_| docker::inspect(&stale).is_none().then_some(()),
     );
     // The survivors were not touched.
-    assert!(fleet.running().is_some(), "{}", fleet.story());
+    assert!(w.running().is_some(), "{}", w.fleet.story());
 }

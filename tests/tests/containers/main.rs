@@ -5,8 +5,10 @@
 mod airgap;
 mod apps;
 mod converge;
+mod drain;
 mod drift;
 mod failures;
+mod fleet;
 mod harness;
 mod refresh;
 mod replicas;
