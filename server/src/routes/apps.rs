@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::apps::view::{self, AppStatus, Capacity};
@@ -237,7 +238,7 @@ pub async fn uncordon(
     tag = "operator",
     security(("operator_certificate" = []), ("operator_token" = [])),
     params(("name" = String, Path, description = "The node's name")),
-    request_body(content = DrainRequest, description = "Optional; `{}` drains without a deadline"),
+    request_body(content = DrainRequest, description = "Optional; `{}` drains without a deadline", example = json!({"deadline_secs": 600})),
     responses(
         (status = 200, description = "The drain started", body = Maintenance),
         (status = 400, description = "A body that is not a drain request", body = crate::openapi::wire::ErrorBody),

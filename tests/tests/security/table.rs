@@ -126,6 +126,24 @@ fn every_route_answers_every_caller_as_designed() {
             [S(401), S(403), S(403), Refused, S(404), S(404)],
         ),
         (
+            "POST",
+            "/api/v1/nodes/web-1/cordon",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
+            "POST",
+            "/api/v1/nodes/web-1/drain",
+            Some(b"{}"),
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
+            "POST",
+            "/api/v1/nodes/web-1/uncordon",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
             "GET",
             "/api/v1/capacity",
             None,

@@ -18,7 +18,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The routes of the contract (spec/interfaces.md and enrollment).
-const ROUTES: [(&str, &str); 21] = [
+const ROUTES: [(&str, &str); 24] = [
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{name}"),
     ("post", "/api/v1/nodes/{name}/catalog"),
@@ -33,6 +33,9 @@ const ROUTES: [(&str, &str); 21] = [
     ("get", "/api/v1/apps"),
     ("get", "/api/v1/apps/{name}"),
     ("get", "/api/v1/capacity"),
+    ("post", "/api/v1/nodes/{name}/cordon"),
+    ("post", "/api/v1/nodes/{name}/uncordon"),
+    ("post", "/api/v1/nodes/{name}/drain"),
     ("get", "/api/v1/ca"),
     ("post", "/api/v1/certificate_requests/{name}"),
     ("get", "/api/v1/certificate_requests/{name}"),
