@@ -169,6 +169,12 @@ pub(crate) fn splay_offset(node: &str, splay: Duration) -> Duration {
     Duration::from_secs(n % secs)
 }
 
+/// How soon to run again after `n` runs in a row left reports spooled:
+/// 5 s, doubling up to 5 minutes; none when the spool is empty.
+fn spool_retry(n: u32) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(5 << (n - 1).min(6)).min(Duration::from_secs(300)))
+}
+
 /// The next run: an interval after the last one started, or, after a run
 /// longer than the interval, a full interval from now.
 fn next_run_after(started: Instant, interval: Duration, now: Instant) -> Instant {
@@ -201,6 +207,7 @@ pub(crate) fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i3
     };
     let mut next_run = Instant::now() + first;
     let mut last = LastOutcome::None;
+    let mut undelivered = 0u32;
     // Ready before the first run: a run can take minutes, readiness must not wait for it.
     notifier.ready(&status::idle(first, &last));
     loop {
@@ -231,6 +238,16 @@ pub(crate) fn run_daemon(settings: &Settings, mut signals: Signals) -> Result<i3
                     watch.ran(version);
                 }
                 next_run = next_run_after(started, settings.interval, Instant::now());
+                // A report the server did not get (spooled) is news it
+                // waits for (a drain waits for a replica's state): the next
+                // run, which delivers the spool first, comes soon.
+                let spooled = crate::state::StateDir::new(&settings.state_dir)
+                    .spooled()
+                    .is_ok_and(|s| !s.is_empty());
+                undelivered = if spooled { undelivered + 1 } else { 0 };
+                if let Some(retry) = spool_retry(undelivered) {
+                    next_run = next_run.min(Instant::now() + retry);
+                }
                 let next_in = next_run.saturating_duration_since(Instant::now());
                 notifier.alive(&status::idle(next_in, &last));
             }
@@ -398,6 +415,15 @@ mod tests {
             Event::Tick,
             "one announcement, one run"
         );
+    }
+
+    #[test]
+    fn spooled_reports_bring_the_next_run_closer_backing_off() {
+        assert_eq!(spool_retry(0), None);
+        assert_eq!(spool_retry(1), Some(Duration::from_secs(5)));
+        assert_eq!(spool_retry(2), Some(Duration::from_secs(10)));
+        assert_eq!(spool_retry(7), Some(Duration::from_secs(300)));
+        assert_eq!(spool_retry(40), Some(Duration::from_secs(300)));
     }
 
     #[test]

@@ -21,13 +21,20 @@ const NODES: [(&str, &str); 3] = [
     ("drain-3", "127.0.0.7"),
 ];
 
-fn start() -> (Fleet, String) {
+/// For the restart test: its own names and addresses (tests run at once).
+const RESTART_NODES: [(&str, &str); 3] = [
+    ("restart-1", "127.0.0.8"),
+    ("restart-2", "127.0.0.9"),
+    ("restart-3", "127.0.0.10"),
+];
+
+fn start(test: &str, all: &[(&str, &str)], min_healthy_secs: u64) -> (Fleet, String) {
     let port = docker::free_port();
     let image = docker::ensure_image();
-    let names: Vec<&str> = NODES.iter().map(|n| n.0).collect();
-    let fleet = Fleet::start("drain", &names, |repo, docker, _| {
+    let names: Vec<&str> = all.iter().map(|n| n.0).collect();
+    let fleet = Fleet::start(test, &names, |repo, docker, _| {
         let mut nodes = String::new();
-        for (name, ip) in NODES {
+        for (name, ip) in all {
             nodes.push_str(&format!(
                 "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ ip = \"{ip}\" }}\n\n"
             ));
@@ -36,21 +43,21 @@ fn start() -> (Fleet, String) {
         repo.write("roles/docker-host.toml", "# replicas only\n");
         repo.write(
             &format!("apps/{}.toml", docker.name("web")),
-            &app_file(image, port, 2),
+            &app_file(image, port, 2, min_healthy_secs),
         );
     });
     let app = fleet.docker.name("web");
     (fleet, app)
 }
 
-fn app_file(image: &str, port: u16, replicas: u32) -> String {
+fn app_file(image: &str, port: u16, replicas: u32, min_healthy_secs: u64) -> String {
     format!(
         "replicas = {replicas}\nimage = \"{image}\"\n\
          command = [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n\
          ports = [\"{{{{ labels.ip }}}}:{port}:80\"]\n\
          healthcheck = {{ test = [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1/\"], interval = 1, timeout = 2, retries = 2 }}\n\
          disruption = {{ min_available = 2 }}\n\
-         update = {{ min_healthy_secs = 2 }}\n"
+         update = {{ min_healthy_secs = {min_healthy_secs} }}\n"
     )
 }
 
@@ -86,45 +93,53 @@ fn drain_of(fleet: &Fleet, node: &str) -> Value {
     fleet.server.get_json(&format!("/api/v1/nodes/{node}"))["drain"].clone()
 }
 
-/// Samples the app's healthy containers until dropped; the fewest seen.
+/// Samples the app's healthy containers until finished; the fewest and
+/// the most seen.
 struct Sampler {
     stop: Arc<AtomicBool>,
     fewest: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sampler {
     fn start(app: &str) -> Sampler {
-        let (stop, fewest) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(usize::MAX)),
-        );
-        let (s, f, app) = (stop.clone(), fewest.clone(), app.to_owned());
+        let stop = Arc::new(AtomicBool::new(false));
+        let fewest = Arc::new(AtomicUsize::new(usize::MAX));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (s, f, m, app) = (stop.clone(), fewest.clone(), most.clone(), app.to_owned());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                f.fetch_min(healthy(&app), Ordering::Relaxed);
+                let now = healthy(&app);
+                f.fetch_min(now, Ordering::Relaxed);
+                m.fetch_max(now, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
         Sampler {
             stop,
             fewest,
+            most,
             thread: Some(thread),
         }
     }
 
-    fn finish(mut self) -> usize {
+    /// The fewest and the most healthy containers seen.
+    fn finish(mut self) -> (usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             thread.join().unwrap();
         }
-        self.fewest.load(Ordering::Relaxed)
+        (
+            self.fewest.load(Ordering::Relaxed),
+            self.most.load(Ordering::Relaxed),
+        )
     }
 }
 
 #[test]
 fn drains_move_replicas_make_before_break_wait_for_min_available_and_end_at_a_deadline() {
-    let (fleet, app) = start();
+    let (fleet, app) = start("drain", &NODES, 2);
     let placed = fleet.wait(90, "both replicas healthy", |f| {
         let up = f.running(&app, 2)?;
         (healthy(&app) == 2).then_some(up)
@@ -134,7 +149,7 @@ fn drains_move_replicas_make_before_break_wait_for_min_available_and_end_at_a_de
     // A drain moves the replica away without ever going below 2 healthy.
     let sampler = Sampler::start(&app);
     let drained = fleet.operator(&["node", "drain", &first, "--wait"]);
-    let fewest = sampler.finish();
+    let (fewest, _) = sampler.finish();
     drained.expect_code(0);
     assert!(
         drained.stdout.contains("done: drained"),
@@ -157,7 +172,7 @@ fn drains_move_replicas_make_before_break_wait_for_min_available_and_end_at_a_de
     // A scale-up places nothing on the cordoned node.
     let file = format!("apps/{app}.toml");
     let (image, port) = (docker::ensure_image(), port_of(&fleet, &file));
-    fleet.repo.write(&file, &app_file(image, port, 3));
+    fleet.repo.write(&file, &app_file(image, port, 3, 2));
     fleet.repo.commit("three replicas");
     fleet.server.refresh();
     let reason = fleet.wait(30, "the third replica pending", |f| {
@@ -166,7 +181,7 @@ fn drains_move_replicas_make_before_break_wait_for_min_available_and_end_at_a_de
     });
     assert!(reason.contains("cordoned"), "{reason}");
     assert_eq!(containers_on(&app, &first), 0);
-    fleet.repo.write(&file, &app_file(image, port, 2));
+    fleet.repo.write(&file, &app_file(image, port, 2, 2));
     fleet.repo.commit("two replicas again");
     fleet.server.refresh();
 
@@ -221,4 +236,45 @@ fn port_of(fleet: &Fleet, file: &str) -> u16 {
     let text = fs_err::read_to_string(fleet.repo.path.join(file)).unwrap();
     let after = text.split("}}:").nth(1).unwrap();
     after.split(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_drain_survives_a_server_restart_without_losing_or_doubling_a_replica() {
+    // Long enough to restart the server while the replacement proves healthy.
+    let (mut fleet, app) = start("restart", &RESTART_NODES, 8);
+    let placed = fleet.wait(90, "both replicas healthy", |f| {
+        let up = f.running(&app, 2)?;
+        (healthy(&app) == 2).then_some(up)
+    });
+    let node = placed[0].0.clone();
+    let sampler = Sampler::start(&app);
+    let (status, _) = fleet.server.request(
+        "POST",
+        &format!("/api/v1/nodes/{node}/drain"),
+        Some(&serde_json::json!({})),
+    );
+    assert_eq!(status, 200);
+    fleet.wait(60, "the replacement placed", |f| {
+        let status = drain_of(f, &node)["status"].as_str()?.to_owned();
+        status.contains("waiting for").then_some(())
+    });
+    fleet.server.restart();
+    fleet.wait(90, "the drain completes after the restart", |f| {
+        (drain_of(f, &node)["state"] == "done").then_some(())
+    });
+    fleet.wait(30, "the drained node's container removed", |_| {
+        (containers_on(&app, &node) == 0).then_some(())
+    });
+    let (fewest, most) = sampler.finish();
+    assert!(
+        fewest >= 2,
+        "healthy replicas fell to {fewest}\n{}",
+        fleet.story()
+    );
+    assert!(
+        most <= 3,
+        "{most} healthy at once: more than the one replacement"
+    );
+    assert!(fleet.running(&app, 2).is_some(), "{}", fleet.story());
+    assert_eq!(healthy(&app), 2);
 }
