@@ -278,3 +278,94 @@ fn a_drain_survives_a_server_restart_without_losing_or_doubling_a_replica() {
     assert!(fleet.running(&app, 2).is_some(), "{}", fleet.story());
     assert_eq!(healthy(&app), 2);
 }
+
+/// For the failover test.
+const FAILOVER_NODES: [(&str, &str); 3] = [
+    ("failover-1", "127.0.0.11"),
+    ("failover-2", "127.0.0.12"),
+    ("failover-3", "127.0.0.13"),
+];
+
+/// Which of the fleet's servers leads, once one does.
+fn leader_of(fleet: &Fleet) -> Option<usize> {
+    let (code, status) = fleet.server.request("GET", "/api/v1/cluster", None);
+    if code != 200 {
+        return None;
+    }
+    let id = status["leader"]["id"].as_str()?;
+    let mine = status["this_server"].as_str()?;
+    Some(if id == mine { 0 } else { 1 })
+}
+
+#[test]
+fn a_drain_survives_the_loss_of_its_leader_on_postgresql() {
+    let names: Vec<&str> = FAILOVER_NODES.iter().map(|n| n.0).collect();
+    let (port, image) = (docker::free_port(), docker::ensure_image());
+    let mut fleet = Fleet::start_two("failover", &names, |repo, docker, _| {
+        let mut nodes = String::new();
+        for (name, ip) in FAILOVER_NODES {
+            nodes.push_str(&format!(
+                "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ ip = \"{ip}\" }}\n\n"
+            ));
+        }
+        repo.write("nodes.toml", &nodes);
+        repo.write("roles/docker-host.toml", "# replicas only\n");
+        repo.write(
+            &format!("apps/{}.toml", docker.name("web")),
+            &app_file(image, port, 2, 8),
+        );
+    });
+    let app = fleet.docker.name("web");
+    let placed = fleet.wait(90, "both replicas healthy", |f| {
+        let up = f.running(&app, 2)?;
+        (healthy(&app) == 2).then_some(up)
+    });
+    let leads = fleet.wait(20, "a leader", leader_of);
+    let node = placed[0].0.clone();
+    let sampler = Sampler::start(&app);
+    let (status, _) = fleet.server.request(
+        "POST",
+        &format!("/api/v1/nodes/{node}/drain"),
+        Some(&serde_json::json!({})),
+    );
+    assert_eq!(status, 200);
+    fleet.wait(60, "the replacement placed", |f| {
+        let status = drain_of(f, &node)["status"].as_str()?.to_owned();
+        status.contains("waiting for").then_some(())
+    });
+    // kill -9 the leader mid-drain; the other server takes over.
+    let killed = if leads == 0 {
+        &fleet.server
+    } else {
+        fleet.second.as_ref().unwrap()
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Ask the survivor from now on.
+    let mut dead = fleet.second.take().unwrap();
+    if leads == 0 {
+        std::mem::swap(&mut fleet.server, &mut dead);
+    }
+    dead.stop();
+    fleet.wait(120, "the drain completes under the new leader", |f| {
+        (drain_of(f, &node)["state"] == "done").then_some(())
+    });
+    fleet.wait(30, "the drained node's container removed", |_| {
+        (containers_on(&app, &node) == 0).then_some(())
+    });
+    let (fewest, most) = sampler.finish();
+    assert!(
+        fewest >= 2,
+        "healthy replicas fell to {fewest}\n{}",
+        fleet.story()
+    );
+    assert!(
+        most <= 3,
+        "{most} healthy at once: more than the one replacement"
+    );
+    assert!(fleet.running(&app, 2).is_some(), "{}", fleet.story());
+    assert_eq!(healthy(&app), 2);
+}

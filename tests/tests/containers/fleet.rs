@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use drover_tests::docker::Containers;
-use drover_tests::{Daemon, GitRepo, Server, toml_str};
+use drover_tests::{Daemon, GitRepo, Server, postgres, toml_str};
 use serde_json::Value;
 
 pub(crate) struct Fleet {
@@ -13,6 +13,9 @@ pub(crate) struct Fleet {
     /// Names the apps (`docker.name("web")`) and removes their containers.
     pub(crate) docker: Containers,
     pub(crate) server: Server,
+    /// A second server on the same PostgreSQL database ([`Fleet::start_two`]);
+    /// the daemons fail over to it.
+    pub(crate) second: Option<Server>,
     pub(crate) repo: GitRepo,
     pub(crate) tmp: tempfile::TempDir,
 }
@@ -26,6 +29,25 @@ impl Fleet {
         nodes: &[&str],
         write: impl FnOnce(&GitRepo, &Containers, &std::path::Path),
     ) -> Fleet {
+        Fleet::start_with(test, nodes, false, write)
+    }
+
+    /// [`Fleet::start`] with two servers on one fresh PostgreSQL database
+    /// (scripts/test's cluster, `DROVER_TEST_POSTGRES`), sharing the CA.
+    pub(crate) fn start_two(
+        test: &str,
+        nodes: &[&str],
+        write: impl FnOnce(&GitRepo, &Containers, &std::path::Path),
+    ) -> Fleet {
+        Fleet::start_with(test, nodes, true, write)
+    }
+
+    fn start_with(
+        test: &str,
+        nodes: &[&str],
+        two: bool,
+        write: impl FnOnce(&GitRepo, &Containers, &std::path::Path),
+    ) -> Fleet {
         let docker = Containers::new(test);
         let tmp = tempfile::Builder::new()
             .prefix(&format!("drover-{test}-"))
@@ -34,11 +56,31 @@ impl Fleet {
         let repo = GitRepo::init(&tmp.path().join("repo"));
         write(&repo, &docker, tmp.path());
         repo.commit("the test's catalog");
-        let server = Server::start(&repo.path, &tmp.path().join("server"));
+        let (server, second) = if two {
+            let database = postgres::create_database(&postgres::admin_url());
+            let secret = format!(
+                "cluster_secret_file = {}\n",
+                toml_str(&tmp.path().join("cluster-secret"))
+            );
+            let start = |name: &str| {
+                Server::start_with(
+                    &repo.path,
+                    &tmp.path().join(name),
+                    "127.0.0.1:0",
+                    &secret,
+                    &["--database", &database],
+                )
+            };
+            let first = start("server");
+            (first, Some(start("server-2")))
+        } else {
+            (Server::start(&repo.path, &tmp.path().join("server")), None)
+        };
         let mut fleet = Fleet {
             daemons: Vec::new(),
             docker,
             server,
+            second,
             repo,
             tmp,
         };
@@ -54,14 +96,22 @@ impl Fleet {
         fs_err::write(
             &config,
             format!(
-                "server = \"{}\"\nnode = \"{node}\"\nstate_dir = {}\nsplay_secs = 0\ninterval_secs = 3600\n{}",
-                self.server.url,
+                "server = [{}]\nnode = \"{node}\"\nstate_dir = {}\nsplay_secs = 0\ninterval_secs = 3600\n{}",
+                self.servers()
+                    .map(|s| format!("\"{}\"", s.url))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 toml_str(&self.tmp.path().join(node)),
                 self.server.agent_config()
             ),
         )
         .unwrap();
         Daemon::start(&config, &self.tmp.path().join(format!("{node}.log")))
+    }
+
+    /// The servers, the first first.
+    pub(crate) fn servers(&self) -> impl Iterator<Item = &Server> {
+        std::iter::once(&self.server).chain(self.second.as_ref())
     }
 
     /// Kills `node`'s daemon (SIGKILL).
@@ -109,11 +159,16 @@ impl Fleet {
 
     /// Everything a failed wait needs to be understood.
     pub(crate) fn story(&self) -> String {
-        let mut out = format!(
-            "--- apps\n{:#}\n--- server\n{}",
-            self.server.get_json("/api/v1/apps"),
-            self.server.log()
-        );
+        let mut out = String::new();
+        for server in self.servers() {
+            let (_, apps) = server.request("GET", "/api/v1/apps", None);
+            out.push_str(&format!(
+                "--- apps ({})\n{apps:#}\n--- server {}\n{}\n",
+                server.url,
+                server.url,
+                server.log()
+            ));
+        }
         for (node, _) in &self.daemons {
             let log = fs_err::read_to_string(self.tmp.path().join(format!("{node}.log")))
                 .unwrap_or_default();
