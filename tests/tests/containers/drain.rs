@@ -30,24 +30,34 @@ const RESTART_NODES: [(&str, &str); 3] = [
 
 fn start(test: &str, all: &[(&str, &str)], min_healthy_secs: u64) -> (Fleet, String) {
     let port = docker::free_port();
-    let image = docker::ensure_image();
     let names: Vec<&str> = all.iter().map(|n| n.0).collect();
     let fleet = Fleet::start(test, &names, |repo, docker, _| {
-        let mut nodes = String::new();
-        for (name, ip) in all {
-            nodes.push_str(&format!(
-                "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ ip = \"{ip}\" }}\n\n"
-            ));
-        }
-        repo.write("nodes.toml", &nodes);
-        repo.write("roles/docker-host.toml", "# replicas only\n");
-        repo.write(
-            &format!("apps/{}.toml", docker.name("web")),
-            &app_file(image, port, 2, min_healthy_secs),
-        );
+        write_catalog(repo, docker, all, port, min_healthy_secs);
     });
     let app = fleet.docker.name("web");
     (fleet, app)
+}
+
+/// nodes.toml for `all` (each node's `ip` label) and the app `web`.
+fn write_catalog(
+    repo: &drover_tests::GitRepo,
+    docker: &docker::Containers,
+    all: &[(&str, &str)],
+    port: u16,
+    min_healthy_secs: u64,
+) {
+    let mut nodes = String::new();
+    for (name, ip) in all {
+        nodes.push_str(&format!(
+            "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ ip = \"{ip}\" }}\n\n"
+        ));
+    }
+    repo.write("nodes.toml", &nodes);
+    repo.write("roles/docker-host.toml", "# replicas only\n");
+    repo.write(
+        &format!("apps/{}.toml", docker.name("web")),
+        &app_file(docker::ensure_image(), port, 2, min_healthy_secs),
+    );
 }
 
 fn app_file(image: &str, port: u16, replicas: u32, min_healthy_secs: u64) -> String {
@@ -259,11 +269,19 @@ fn a_drain_survives_a_server_restart_without_losing_or_doubling_a_replica() {
         status.contains("waiting for").then_some(())
     });
     fleet.server.restart();
-    fleet.wait(90, "the drain completes after the restart", |f| {
-        (drain_of(f, &node)["state"] == "done").then_some(())
+    drained_without_a_gap(&fleet, &app, &node, sampler, "after the restart");
+}
+
+/// Waits for the drain of `node` to finish (`when`: after what) and its
+/// container to go; the app never had fewer than 2 healthy replicas nor
+/// more than the one surge, and ends with 2.
+#[track_caller]
+fn drained_without_a_gap(fleet: &Fleet, app: &str, node: &str, sampler: Sampler, when: &str) {
+    fleet.wait(120, &format!("the drain completes {when}"), |f| {
+        (drain_of(f, node)["state"] == "done").then_some(())
     });
     fleet.wait(30, "the drained node's container removed", |_| {
-        (containers_on(&app, &node) == 0).then_some(())
+        (containers_on(app, node) == 0).then_some(())
     });
     let (fewest, most) = sampler.finish();
     assert!(
@@ -275,8 +293,8 @@ fn a_drain_survives_a_server_restart_without_losing_or_doubling_a_replica() {
         most <= 3,
         "{most} healthy at once: more than the one replacement"
     );
-    assert!(fleet.running(&app, 2).is_some(), "{}", fleet.story());
-    assert_eq!(healthy(&app), 2);
+    assert!(fleet.running(app, 2).is_some(), "{}", fleet.story());
+    assert_eq!(healthy(app), 2);
 }
 
 /// For the failover test.
@@ -300,20 +318,9 @@ fn leader_of(fleet: &Fleet) -> Option<usize> {
 #[test]
 fn a_drain_survives_the_loss_of_its_leader_on_postgresql() {
     let names: Vec<&str> = FAILOVER_NODES.iter().map(|n| n.0).collect();
-    let (port, image) = (docker::free_port(), docker::ensure_image());
+    let port = docker::free_port();
     let mut fleet = Fleet::start_two("failover", &names, |repo, docker, _| {
-        let mut nodes = String::new();
-        for (name, ip) in FAILOVER_NODES {
-            nodes.push_str(&format!(
-                "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ ip = \"{ip}\" }}\n\n"
-            ));
-        }
-        repo.write("nodes.toml", &nodes);
-        repo.write("roles/docker-host.toml", "# replicas only\n");
-        repo.write(
-            &format!("apps/{}.toml", docker.name("web")),
-            &app_file(image, port, 2, 8),
-        );
+        write_catalog(repo, docker, &FAILOVER_NODES, port, 8);
     });
     let app = fleet.docker.name("web");
     let placed = fleet.wait(90, "both replicas healthy", |f| {
@@ -350,22 +357,5 @@ fn a_drain_survives_the_loss_of_its_leader_on_postgresql() {
         std::mem::swap(&mut fleet.server, &mut dead);
     }
     dead.stop();
-    fleet.wait(120, "the drain completes under the new leader", |f| {
-        (drain_of(f, &node)["state"] == "done").then_some(())
-    });
-    fleet.wait(30, "the drained node's container removed", |_| {
-        (containers_on(&app, &node) == 0).then_some(())
-    });
-    let (fewest, most) = sampler.finish();
-    assert!(
-        fewest >= 2,
-        "healthy replicas fell to {fewest}\n{}",
-        fleet.story()
-    );
-    assert!(
-        most <= 3,
-        "{most} healthy at once: more than the one replacement"
-    );
-    assert!(fleet.running(&app, 2).is_some(), "{}", fleet.story());
-    assert_eq!(healthy(&app), 2);
+    drained_without_a_gap(&fleet, &app, &node, sampler, "under the new leader");
 }
