@@ -254,7 +254,10 @@ impl MaintenanceView {
                 deadline: d
                     .deadline_at_us
                     .and_then(|us| jiff::Timestamp::from_microsecond(us).ok())
-                    .map_or_else(|| "none".to_owned(), |t| super::format::when(&t.to_string())),
+                    .map_or_else(
+                        || "none".to_owned(),
+                        |t| super::format::when(&t.to_string()),
+                    ),
                 active: d.state == crate::db::drains::DRAINING,
             }),
             replicas: replicas
@@ -336,7 +339,10 @@ mod tests {
             vec![host, ("origin", "null")],
             vec![("origin", "https://drover.example:8443")],
         ] {
-            assert!(cross_site(&headers(&refused), &uri).is_some(), "{refused:?}");
+            assert!(
+                cross_site(&headers(&refused), &uri).is_some(),
+                "{refused:?}"
+            );
         }
     }
 }

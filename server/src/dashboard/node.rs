@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::page::{page, sign_in_first};
 use super::maintenance::{self, MaintenanceView};
+use super::page::{page, sign_in_first};
 use super::{chart, format};
 use crate::auth::Caller;
 use crate::db::{self, ReportSummary};
