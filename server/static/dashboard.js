@@ -18,8 +18,20 @@
     }
   }
 
+  // An operator typing into a form of the page (a drain deadline) keeps
+  // what they typed: the swap waits until they leave the field.
+  function typing() {
+    var live = document.getElementById("live");
+    var active = document.activeElement;
+    return !!(live && active && active.tagName === "INPUT" && live.contains(active));
+  }
+
   function refresh() {
     timer = null;
+    if (typing()) {
+      schedule();
+      return;
+    }
     if (inFlight) {
       again = true;
       return;

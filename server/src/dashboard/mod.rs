@@ -6,7 +6,10 @@
 //! `/apps` the apps and the fleet's capacity, `/apps/{name}` one app with
 //! the scheduler's decisions, `/events` the live feed, `/static/*` the
 //! stylesheet and the script, `/login` and `/logout` (see [`login`]);
-//! `page` renders them.
+//! `page` renders them. The node page's buttons post to
+//! `/nodes/{name}/cordon`, `/uncordon` and `/drain` (see [`maintenance`]:
+//! the only dashboard routes that change something, each checking the
+//! session, a form token bound to it, and that the post is same-origin).
 //!
 //! `dashboard/` renders askama templates (`server/templates/*.html`, checked
 //! against their structs when the server compiles; HTML escaping on) with one
@@ -25,6 +28,7 @@ mod chart;
 mod events;
 mod format;
 pub mod login;
+mod maintenance;
 mod node;
 mod overview;
 mod page;
@@ -42,6 +46,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(overview::show))
         .route("/nodes/{name}", get(node::page_of))
+        .route("/nodes/{name}/cordon", post(maintenance::cordon))
+        .route("/nodes/{name}/uncordon", post(maintenance::uncordon))
+        .route("/nodes/{name}/drain", post(maintenance::drain))
         .route("/runs/{id}", get(run::page_of))
         .route("/apps", get(apps::show))
         .route("/apps/{name}", get(apps::page_of))

@@ -1,12 +1,14 @@
-//! `GET /nodes/{name}`: one node: its state, catalog, facts, and its runs
-//! (a chart and a page of the history, newest first).
+//! `GET /nodes/{name}`: one node: its state, catalog, maintenance (cordon,
+//! drain, the replicas placed on it, and the buttons of [`super::maintenance`]),
+//! facts, and its runs (a chart and a page of the history, newest first).
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::maintenance::{self, MaintenanceView};
 use super::page::{page, sign_in_first};
 use super::{chart, format};
 use crate::auth::Caller;
@@ -85,12 +87,14 @@ struct NodePage {
     newest_href: String,
     older_href: Option<String>,
     facts: Vec<(String, String)>,
+    maintenance: MaintenanceView,
 }
 
 /// `GET /nodes/{name}?before=RFC3339`.
 pub(super) async fn page_of(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(name): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
@@ -136,7 +140,17 @@ pub(super) async fn page_of(
             if before.is_some() { "older" } else { "latest" }
         ),
     };
+    let drain = db::drains::drain(&state.db, &name).await?;
+    let replicas = crate::apps::view::node_replicas(&state, &name).await?;
+    let maintenance = MaintenanceView::new(
+        &name,
+        node.cordoned,
+        drain.as_ref(),
+        &replicas,
+        maintenance::session_id(&headers),
+    );
     let view = NodePage {
+        maintenance,
         state: node_state.as_str(),
         state_label: node_state.label(),
         stale,

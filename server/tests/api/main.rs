@@ -7,6 +7,7 @@ mod ca;
 mod cli;
 mod cluster;
 mod dashboard;
+mod dashboard_actions;
 mod git;
 mod hook;
 mod metrics;

@@ -1,7 +1,8 @@
 //! The apps pages as an operator reads them: an app placed by the server's
 //! control loop on nodes that asked for catalogs (with the facts capacity
 //! comes from), an app too large for any node, the capacity of the fleet,
-//! and one replica's decision node by node.
+//! and one replica's decision node by node; then a node of the app taken
+//! into maintenance and back with the node page's buttons.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -116,6 +117,8 @@ fn an_operator_sees_where_replicas_run_why_one_waits_and_how_full_the_fleet_is()
         assert_eq!(browser.path().await, "/apps");
         apps_page(&mut browser, &web_nodes).await;
         decision_page(&mut browser, &web_nodes).await;
+        let node = web_nodes.first().unwrap();
+        maintenance(&mut browser, &fleet, node).await;
         browser.close().await;
     });
 }
@@ -222,4 +225,61 @@ async fn decision_page(browser: &mut Browser, web_nodes: &BTreeSet<String>) {
         "{header}"
     );
     browser.screenshot("app-decisions").await;
+}
+
+/// On the page of `node` (which runs a web replica): Cordon shows the
+/// badge, Drain with a deadline shows the drain and what it waits for,
+/// Uncordon ends both; the API agrees at each step.
+async fn maintenance(browser: &mut Browser, fleet: &Fleet, node: &str) {
+    browser.goto(&format!("/nodes/{node}")).await;
+    browser
+        .find("#node-replicas tr.replica[data-app=\"web\"]")
+        .await;
+    browser.find("#maintenance[data-cordoned=\"false\"]").await;
+    assert!(browser.find_all("#maintenance-badge").await.is_empty());
+
+    browser.click("#maintenance button#cordon").await;
+    let badge = browser.text("h1 #maintenance-badge").await;
+    assert_eq!(badge, "in maintenance");
+    assert_eq!(browser.path().await, format!("/nodes/{node}"));
+    browser.find("#maintenance[data-cordoned=\"true\"]").await;
+    let api = node_api(fleet, node);
+    assert_eq!(api["cordoned"], true, "{api:#}");
+    browser.screenshot("node-cordoned").await;
+
+    let deadline = browser
+        .find("#maintenance input[name=\"deadline_secs\"]")
+        .await;
+    deadline.send_keys("900").await.unwrap();
+    browser.click("#maintenance button#drain").await;
+    browser
+        .find("#maintenance[data-drain-state=\"draining\"]")
+        .await;
+    let status = browser
+        .text("#maintenance [data-field=\"drain-status\"]")
+        .await;
+    assert!(!status.is_empty(), "the drain says what it waits for");
+    assert!(
+        browser
+            .find_all("#maintenance button#drain")
+            .await
+            .is_empty()
+    );
+    let api = node_api(fleet, node);
+    assert_eq!(api["drain"]["state"], "draining", "{api:#}");
+    assert!(api["drain"]["deadline_at_us"].is_i64(), "{api:#}");
+    browser.screenshot("node-draining").await;
+
+    browser.click("#maintenance button#uncordon").await;
+    browser.find("#maintenance[data-cordoned=\"false\"]").await;
+    assert!(browser.find_all("#maintenance-badge").await.is_empty());
+    let api = node_api(fleet, node);
+    assert_eq!(api["cordoned"], false, "{api:#}");
+    assert!(api["drain"].is_null(), "{api:#}");
+}
+
+/// `GET /api/v1/nodes/{node}`: the server's blocking client, off the
+/// browser's runtime threads.
+fn node_api(fleet: &Fleet, node: &str) -> Value {
+    tokio::task::block_in_place(|| fleet.server.get_json(&format!("/api/v1/nodes/{node}")))
 }
