@@ -197,12 +197,7 @@ fn deadline_at_us(text: &str) -> Result<Option<i64>, AppError> {
             "invalid drain deadline `{text}` (hint: a whole number of seconds, or empty for none)"
         ))
     })?;
-    let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2_000_000);
-    Ok(Some(
-        jiff::Timestamp::now()
-            .as_microsecond()
-            .saturating_add(secs.saturating_mul(1_000_000)),
-    ))
+    Ok(Some(crate::db::drains::deadline_in(secs)))
 }
 
 /// The node page's maintenance section.

@@ -40,6 +40,14 @@ pub const DRAINING: &str = "draining";
 pub const DONE: &str = "done";
 pub const STOPPED: &str = "stopped";
 
+/// The deadline `secs` from now, in microseconds since the epoch.
+pub fn deadline_in(secs: u64) -> i64 {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2_000_000);
+    jiff::Timestamp::now()
+        .as_microsecond()
+        .saturating_add(secs.saturating_mul(1_000_000))
+}
+
 /// Every drain, by node.
 pub async fn drains(db: &Db) -> Result<Vec<Drain>, DbError> {
     Ok(sqlx::query_as(

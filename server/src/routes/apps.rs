@@ -259,12 +259,7 @@ pub async fn drain(
         serde_json::from_slice(&body)
             .map_err(|e| AppError::BadRequest(format!("invalid drain request: {e}")))?
     };
-    let deadline = request.deadline_secs.map(|secs| {
-        let secs = i64::try_from(secs).unwrap_or(i64::MAX / 2_000_000);
-        jiff::Timestamp::now()
-            .as_microsecond()
-            .saturating_add(secs.saturating_mul(1_000_000))
-    });
+    let deadline = request.deadline_secs.map(crate::db::drains::deadline_in);
     if !crate::db::drains::start(&state.db, &node, deadline).await? {
         return Err(unknown(&node));
     }
