@@ -72,6 +72,8 @@ struct Row {
     state_label: &'static str,
     stale: bool,
     compile_error: bool,
+    /// Cordoned or drained.
+    maintenance: bool,
     environment: String,
     roles: String,
     last_run_href: Option<String>,
@@ -90,6 +92,7 @@ impl Row {
             state_label: n.state.label(),
             stale: n.stale,
             compile_error: n.has_compile_error,
+            maintenance: n.cordoned,
             environment: format::or_dash(n.environment.as_deref()),
             roles: n.roles.join(", "),
             last_run_href: n

@@ -183,6 +183,8 @@ pub struct NodeLine {
     pub last_duration_ms: Option<f64>,
     pub catalog_version: Option<String>,
     pub has_compile_error: bool,
+    /// Cordoned (or drained): in maintenance until uncordoned.
+    pub cordoned: bool,
 }
 
 impl FromRow<'_, AnyRow> for NodeLine {
@@ -198,6 +200,7 @@ impl FromRow<'_, AnyRow> for NodeLine {
             last_duration_ms: row.try_get("last_duration_ms")?,
             catalog_version: row.try_get("catalog_version")?,
             has_compile_error: db::flag(row, "has_error")?,
+            cordoned: db::flag(row, "cordoned")?,
         })
     }
 }
@@ -240,7 +243,7 @@ pub async fn page(
     let mut q = Sql::new(
         "SELECT name, environment, roles, last_run_at, last_run_id, last_duration_ms,
            catalog_version, CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END AS has_error,
-           state, stale
+           cordoned, state, stale
          FROM (SELECT *, ",
     );
     ctx.push_columns(&mut q);

@@ -165,6 +165,16 @@ async fn the_buttons_cordon_drain_and_uncordon_with_the_sessions_token() {
     let html = node_page(&cx, &cookie).await;
     assert!(html.contains("id=\"maintenance-badge\""), "{html}");
     assert!(html.contains("id=\"uncordon\""), "{html}");
+    // The fleet's node list says so too.
+    let req = Request::get("/")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, body) = cx.send_as(Peer::Anonymous, req).await;
+    assert!(
+        String::from_utf8_lossy(&body).contains(">in maintenance</span>"),
+        "the overview lists web-1 in maintenance"
+    );
     assert!(!html.contains("id=\"cordon\""), "{html}");
 
     // Drain with a deadline: a drain row, draining.
