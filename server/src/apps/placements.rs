@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub rows: Vec<PlacementRow>,
     /// By (node, container).
     pub states: HashMap<(String, String), ReplicaStateRow>,
+    /// The nodes `states` has rows of.
+    reporting: std::collections::HashSet<String>,
     /// The replicas placed on each (environment, node).
     placed: HashMap<(String, String), Vec<Placement>>,
     /// What templates of each environment see as `apps`, and its digest.
@@ -136,11 +138,19 @@ impl Snapshot {
             })
             .collect();
         Snapshot {
+            reporting: states.keys().map(|(node, _)| node.clone()).collect(),
             rows,
             states,
             placed,
             discovery,
         }
+    }
+
+    /// Whether a report of `node` said something of its replicas before:
+    /// one that says nothing now changes the states (asked at every report,
+    /// so a lookup, not a scan).
+    pub fn has_states(&self, node: &str) -> bool {
+        self.reporting.contains(node)
     }
 
     /// Replicas by (environment, app, state), for `/metrics`.

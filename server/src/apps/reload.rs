@@ -99,14 +99,7 @@ pub async fn placements_changed(state: &AppState) {
 /// Whether a stored report may have changed what the replica states say:
 /// it lists replicas, or its node had some.
 pub fn may_change_replicas(state: &AppState, report: &drover_catalog::Report) -> bool {
-    !report.replicas.is_empty()
-        || state
-            .apps
-            .placements
-            .current()
-            .states
-            .keys()
-            .any(|(node, _)| *node == report.node)
+    !report.replicas.is_empty() || state.apps.placements.current().has_states(&report.node)
 }
 
 /// After a report changed replica states: this server reloads (and

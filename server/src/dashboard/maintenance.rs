@@ -103,55 +103,39 @@ pub(super) struct ActionForm {
     deadline_secs: String,
 }
 
+/// What a node page's form asks for: the last segment of its route.
 enum Action {
     Cordon,
     Uncordon,
     Drain,
 }
 
-/// `POST /nodes/{name}/cordon`.
-pub(super) async fn cordon(
-    state: State<AppState>,
-    name: Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Result<Response, AppError> {
-    act(Action::Cordon, state, name, headers, uri, form).await
+impl Action {
+    fn parse(segment: &str) -> Option<Action> {
+        match segment {
+            "cordon" => Some(Action::Cordon),
+            "uncordon" => Some(Action::Uncordon),
+            "drain" => Some(Action::Drain),
+            _ => None,
+        }
+    }
 }
 
-/// `POST /nodes/{name}/uncordon`.
-pub(super) async fn uncordon(
-    state: State<AppState>,
-    name: Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Result<Response, AppError> {
-    act(Action::Uncordon, state, name, headers, uri, form).await
-}
-
-/// `POST /nodes/{name}/drain`.
-pub(super) async fn drain(
-    state: State<AppState>,
-    name: Path<String>,
-    headers: HeaderMap,
-    uri: Uri,
-    form: Result<Form<ActionForm>, FormRejection>,
-) -> Result<Response, AppError> {
-    act(Action::Drain, state, name, headers, uri, form).await
-}
-
-/// Checks the origin, the session and its token, in that order, then
-/// does `action` as the API route would and goes back to the node page.
-async fn act(
-    action: Action,
+/// `POST /nodes/{name}/cordon|uncordon|drain`: checks the origin, the
+/// session and its token, in that order, then does the action as the API
+/// route would and goes back to the node page.
+pub(super) async fn act(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Result<Response, AppError> {
+    let Some(action) = Action::parse(&action) else {
+        return Err(AppError::NotFound(format!(
+            "no action `{action}` on a node (cordon, uncordon or drain)"
+        )));
+    };
     if let Some(why) = cross_site(&headers, &uri) {
         return Ok(forbidden(&why));
     }

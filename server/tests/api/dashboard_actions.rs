@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use super::*;
 
 const TOKEN: &str = "operator-token-0123456789abcdef";
-const SHOP: &str = "replicas = 1\nimage = \"busybox:1\"\nrequests = { memory = \"64MiB\" }\n";
+/// `min_available = 1`: a drain of its only node waits (nothing else fits
+/// and nothing reports it healthy), so the page shows it draining however
+/// fast the control loop is.
+const SHOP: &str = "replicas = 1\nimage = \"busybox:1\"\nrequests = { memory = \"64MiB\" }\n\
+                    disruption = { min_available = 1 }\n";
 /// The host the browser of these tests talks to, and its origin.
 const HOST: &str = "drover.test:8443";
 const ORIGIN: &str = "https://drover.test:8443";

@@ -258,6 +258,15 @@ fn a_drain_survives_a_server_restart_without_losing_or_doubling_a_replica() {
     });
     let node = placed[0].0.clone();
     let sampler = Sampler::start(&app);
+    drain_until_replacing(&fleet, &node);
+    fleet.server.restart();
+    drained_without_a_gap(&fleet, &app, &node, sampler, "after the restart");
+}
+
+/// Drains `node` through the API and waits until its replica's
+/// replacement runs beside it.
+#[track_caller]
+fn drain_until_replacing(fleet: &Fleet, node: &str) {
     let (status, _) = fleet.server.request(
         "POST",
         &format!("/api/v1/nodes/{node}/drain"),
@@ -265,11 +274,9 @@ fn a_drain_survives_a_server_restart_without_losing_or_doubling_a_replica() {
     );
     assert_eq!(status, 200);
     fleet.wait(60, "the replacement placed", |f| {
-        let status = drain_of(f, &node)["status"].as_str()?.to_owned();
+        let status = drain_of(f, node)["status"].as_str()?.to_owned();
         status.contains("waiting for").then_some(())
     });
-    fleet.server.restart();
-    drained_without_a_gap(&fleet, &app, &node, sampler, "after the restart");
 }
 
 /// Waits for the drain of `node` to finish (`when`: after what) and its
@@ -330,16 +337,7 @@ fn a_drain_survives_the_loss_of_its_leader_on_postgresql() {
     let leads = fleet.wait(20, "a leader", leader_of);
     let node = placed[0].0.clone();
     let sampler = Sampler::start(&app);
-    let (status, _) = fleet.server.request(
-        "POST",
-        &format!("/api/v1/nodes/{node}/drain"),
-        Some(&serde_json::json!({})),
-    );
-    assert_eq!(status, 200);
-    fleet.wait(60, "the replacement placed", |f| {
-        let status = drain_of(f, &node)["status"].as_str()?.to_owned();
-        status.contains("waiting for").then_some(())
-    });
+    drain_until_replacing(&fleet, &node);
     // kill -9 the leader mid-drain; the other server takes over.
     let killed = if leads == 0 {
         &fleet.server
