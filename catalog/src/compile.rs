@@ -87,7 +87,7 @@ impl Repository {
             Ok(mut role_decls) => decls.append(&mut role_decls),
             Err(mut role_errors) => errors.append(&mut role_errors),
         }
-        match self.declare_replicas(req.node, &apps.placed, &renderer) {
+        match self.declare_replicas(req.node, &apps.placed, &apps.specs, &renderer) {
             Ok(mut replicas) => decls.append(&mut replicas),
             Err(mut replica_errors) => errors.append(&mut replica_errors),
         }

@@ -120,6 +120,10 @@ impl SourceFile {
         }
     }
 
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The place of a byte offset; columns count characters, not bytes.
     pub(crate) fn loc(&self, offset: usize) -> Loc {
         let offset = offset.min(self.text.len());

@@ -243,7 +243,7 @@ fn replicas_compile_into_the_nodes_they_are_placed_on() {
             placement("todo", 0, "web-1", "a1b2c3"),
             placement("todo", 1, "web-2", "d4e5f6"),
         ],
-        discovery: BTreeMap::new(),
+        ..AppsInput::default()
     };
     let web1 = compile(&repo, "web-1", &apps).unwrap();
     insta::assert_json_snapshot!("replica_container", containers(&web1));
@@ -253,6 +253,53 @@ fn replicas_compile_into_the_nodes_they_are_placed_on() {
     // a node with no placement has no replica
     let db = compile(&repo, "db-1", &apps).unwrap();
     assert!(containers(&db).is_empty());
+}
+
+#[test]
+fn a_replica_of_an_earlier_spec_is_built_from_its_stored_body() {
+    let repo = repo(SITE);
+    let (_, todo) = repo.apps().find(|(name, _)| *name == "todo").unwrap();
+    let now = todo.unwrap();
+    let before = now.body().replace("todo:1.4", "todo:1.3");
+    let before_hash = sha256_hex(before.as_bytes());
+    let at = |replica, node: &str, id: &str, spec: &str| Placement {
+        spec_hash: spec.to_owned(),
+        ..placement("todo", replica, node, id)
+    };
+    let apps = AppsInput {
+        placed: vec![
+            at(0, "web-1", "old000", &before_hash),
+            at(1, "web-1", "new111", &now.demand.spec_hash),
+            // a spec nobody stored: built from this commit's
+            at(2, "web-1", "lost22", "0000"),
+        ],
+        specs: BTreeMap::from([(before_hash.clone(), before.into())]),
+        ..AppsInput::default()
+    };
+    let web1 = compile(&repo, "web-1", &apps).unwrap();
+    let images: Vec<(&str, String)> = containers(&web1)
+        .iter()
+        .map(|r| match &r.spec {
+            Spec::Container(c) => (r.id.name(), c.image.clone()),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        images,
+        [
+            ("todo-0-old000", "registry.example.com/todo:1.3".to_owned()),
+            ("todo-1-new111", "registry.example.com/todo:1.4".to_owned()),
+            ("todo-2-lost22", "registry.example.com/todo:1.4".to_owned()),
+        ]
+    );
+    // a stored body that no longer parses names the app file
+    let apps = AppsInput {
+        placed: vec![at(0, "web-1", "bad000", "bad")],
+        specs: BTreeMap::from([("bad".to_owned(), "replicas = \"two\"".into())]),
+        ..AppsInput::default()
+    };
+    let err = compile(&repo, "web-1", &apps).unwrap_err();
+    assert!(err.contains("apps/todo.toml"), "{err}");
 }
 
 #[test]
@@ -272,6 +319,7 @@ fn apps_in_templates_come_from_discovery_and_are_tracked() {
             "todo".to_owned(),
             vec![view(0, "web-1", "10.0.0.5"), view(1, "web-2", "10.0.0.6")],
         )]),
+        ..AppsInput::default()
     };
     let lb = compile(&repo, "web-1", &apps).unwrap();
     let upstream = lb.contents.values().next().unwrap();
@@ -343,7 +391,7 @@ fn a_broken_app_fails_only_the_nodes_given_a_replica_of_it() {
             placement("gone", 0, "web-3", "g0"),
             placement("todo", 0, "web-4", "t0"),
         ],
-        discovery: BTreeMap::new(),
+        ..AppsInput::default()
     };
     let errors = ["web-1", "web-2", "web-3"]
         .map(|node| format!("{node}:\n{}", compile(&repo, node, &apps).unwrap_err()));

@@ -97,6 +97,11 @@ pub struct AppsInput {
     /// Every app's replicas, as templates see them in `apps.NAME.replicas`.
     /// An app of the repository missing here is seen with no replicas.
     pub discovery: BTreeMap<String, Vec<ReplicaView>>,
+    /// App file bodies by spec hash, for replicas placed from a spec this
+    /// commit no longer has (an update in progress, a reverted update):
+    /// such a replica is built from its own spec, so it does not change
+    /// until its turn comes. One missing here is built from this commit's.
+    pub specs: BTreeMap<String, std::sync::Arc<str>>,
 }
 
 /// One replica as templates see it (`apps.todo.replicas[0].address`).
@@ -113,6 +118,17 @@ pub struct ReplicaView {
 }
 
 impl App {
+    /// Parses the body of `apps/NAME.toml` (a stored spec of an earlier
+    /// commit: see [`AppsInput::specs`]).
+    pub fn parse(name: &str, body: &str) -> Result<App, Vec<Diagnostic>> {
+        parse_app(&format!("apps/{name}.toml"), name, body.as_bytes())
+    }
+
+    /// The file's text, as its spec hash was taken of.
+    pub fn body(&self) -> &str {
+        self.source.text()
+    }
+
     /// Whether its container has a healthcheck: without one, a running
     /// replica is as healthy as anyone can tell.
     pub fn has_healthcheck(&self) -> bool {

@@ -3,6 +3,9 @@
 //! a node (apart from `apps/mod.rs`, which the repository parser uses, so
 //! the two do not import each other).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::diagnostic::Diagnostic;
 use crate::render::Renderer;
 use crate::repo::Repository;
@@ -28,17 +31,35 @@ impl Repository {
             .collect()
     }
 
-    /// The containers of the replicas placed on `node`.
+    /// Whether this commit's `apps/NAME.toml` has spec `hash`.
+    fn has_spec(&self, name: &str, hash: &str) -> bool {
+        matches!(self.apps.get(name), Some(Ok(app)) if app.demand.spec_hash == hash)
+    }
+
+    /// The containers of the replicas placed on `node`, each built from
+    /// the spec it was placed from: this commit's, or a stored one.
     pub(crate) fn declare_replicas(
         &self,
         node: &str,
         placed: &[Placement],
+        specs: &BTreeMap<String, Arc<str>>,
         renderer: &Renderer,
     ) -> Result<Vec<Decl>, Vec<Diagnostic>> {
         let mut decls = Vec::new();
         let mut errors = Vec::new();
         for placement in placed.iter().filter(|p| p.node == node) {
             let file = format!("apps/{}.toml", placement.app);
+            let stored = specs
+                .get(&placement.spec_hash)
+                .filter(|_| !self.has_spec(&placement.app, &placement.spec_hash))
+                .map(|body| App::parse(&placement.app, body));
+            if let Some(app) = stored {
+                match app.and_then(|app| app.declare(placement, renderer, &self.files)) {
+                    Ok(decl) => decls.push(decl),
+                    Err(mut app_errors) => errors.append(&mut app_errors),
+                }
+                continue;
+            }
             match self.apps.get(&placement.app) {
                 None => errors.push(Diagnostic::file(
                     &file,

@@ -28,7 +28,7 @@ mod priorities;
 mod tests;
 
 pub use capacity::{capacity_from_facts, packing_lower_bound, usage};
-pub use place::schedule;
+pub use place::{schedule, schedule_holding};
 #[allow(
     unused_imports,
     reason = "the repository parser calls it for drover.toml's [scheduler]; until that lands only tests do"

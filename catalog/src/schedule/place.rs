@@ -44,6 +44,22 @@ pub fn schedule(
     commit: &str,
     explain: Explain,
 ) -> Schedule {
+    schedule_holding(policy, apps, nodes, current, &[], commit, explain)
+}
+
+/// [`schedule`], with `held` containers that still run and take their
+/// app's room, ports and place on their nodes (counted after the kept
+/// replicas, before the new ones): an old replica beside which its
+/// replacement is placed (make-before-break). A hold stands for no replica.
+pub fn schedule_holding(
+    policy: &Policy,
+    apps: &[AppDemand],
+    nodes: &[NodeState],
+    current: &[Placement],
+    held: &[Placement],
+    commit: &str,
+    explain: Explain,
+) -> Schedule {
     let mut fleet = Fleet::new(policy, apps, nodes);
 
     // The replica each current placement stands for; of two for one
@@ -69,6 +85,14 @@ pub fn schedule(
             fleet.add(app, n);
             kept.push((*p).clone());
             placed.insert((app, replica), ());
+        }
+    }
+
+    for hold in held {
+        let app = fleet.app_ix.get(hold.app.as_str()).copied();
+        let node = fleet.node_ix.get(hold.node.as_str()).copied();
+        if let (Some(app), Some(node)) = (app, node) {
+            fleet.add(app, node);
         }
     }
 

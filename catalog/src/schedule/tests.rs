@@ -458,6 +458,50 @@ fn a_new_spec_stays_on_its_node_with_its_id() {
 }
 
 #[test]
+fn a_held_container_takes_its_room_and_ports_but_stands_for_no_replica() {
+    let nodes = [node("n1"), node("n2")];
+    let p = Policy::default();
+    let mut web = app("web", 1);
+    web.host_ports = vec![port(8080)];
+    let old = Placement {
+        app: "web".into(),
+        replica: 0,
+        node: "n1".into(),
+        id: "old".into(),
+        spec_hash: "spec0".into(),
+    };
+    let s = schedule_holding(
+        &p,
+        &[web],
+        &nodes,
+        &[],
+        std::slice::from_ref(&old),
+        "c0ffee",
+        Explain::Full,
+    );
+    // replica 0 is placed anew, beside (not on) the node its old one holds
+    assert_eq!(s.placements.len(), 1);
+    assert_eq!((s.placements[0].replica, &*s.placements[0].node), (0, "n2"));
+    let n1 = s.decisions[0].verdicts.iter().find(|v| v.node == "n1");
+    assert!(n1.unwrap().refused.is_some(), "{:?}", s.decisions[0]);
+    // with nowhere else to go it is pending, not doubled on n1
+    let s = schedule_holding(
+        &p,
+        &[app("web", 1)],
+        &nodes[..1],
+        &[],
+        &[old],
+        "c0ffee",
+        Explain::Full,
+    );
+    assert!(s.placements.is_empty());
+    assert_eq!(
+        s.decisions[0].reason.as_deref(),
+        Some("0/1 nodes are available: 1 already runs a replica of web")
+    );
+}
+
+#[test]
 fn kept_replicas_that_no_longer_fit_together_move_the_higher_index() {
     let mut small = node("small");
     small.capacity.memory = 2 * GIB;

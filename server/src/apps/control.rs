@@ -25,10 +25,12 @@ use drover_catalog::{Facts, Repository};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::drain;
+use super::health::States;
+use super::{moves, update};
 use crate::cluster::notify;
-use crate::db::apps::{FleetNode, PlacementChanges, PlacementRow, ReplicaStateRow};
+use crate::db::apps::{FleetNode, PlacementChanges, PlacementRow};
 use crate::db::drains::{self, Drain};
+use crate::db::updates::{AppUpdate, StoredSpec};
 use crate::db::{self, DbError};
 use crate::error::AppError;
 use crate::snapshot::EnvSnapshot;
@@ -65,7 +67,29 @@ async fn announce(state: &AppState) {
     }
 }
 
-/// One round over every environment; whether anything was written.
+/// What every environment's round reads, loaded once per round.
+struct World {
+    rows: Vec<PlacementRow>,
+    states: States,
+    /// Stored updates by (environment, app).
+    updates: HashMap<(String, String), AppUpdate>,
+    /// Stored app file bodies by (app, spec hash).
+    bodies: HashMap<(String, String), Arc<str>>,
+    /// The (app, spec hash) pairs stored.
+    stored: HashSet<(String, String)>,
+    now_us: i64,
+    leading_since_us: i64,
+}
+
+/// What one environment's round writes.
+#[derive(Default)]
+struct Writes {
+    specs: Vec<StoredSpec>,
+    placements: Option<PlacementChanges>,
+    updates: Vec<AppUpdate>,
+}
+
+/// One round over every environment; whether placements were written.
 async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError> {
     let rows = db::apps::placements(&state.db).await?;
     let mut drains: HashMap<String, Drain> = db::drains::drains(&state.db)
@@ -84,13 +108,31 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
         return Ok(false);
     }
     let fleet = db::apps::fleet(&state.db).await?;
-    let states: HashMap<(String, String), ReplicaStateRow> = db::apps::replica_states(&state.db)
-        .await?
-        .into_iter()
-        .map(|s| ((s.node.clone(), s.container.clone()), s))
-        .collect();
+    let world = World {
+        rows,
+        states: db::apps::replica_states(&state.db)
+            .await?
+            .into_iter()
+            .map(|s| ((s.node.clone(), s.container.clone()), s))
+            .collect(),
+        updates: db::updates::updates(&state.db)
+            .await?
+            .into_iter()
+            .map(|u| ((u.environment.clone(), u.app.clone()), u))
+            .collect(),
+        bodies: db::updates::specs_in_use(&state.db)
+            .await?
+            .into_iter()
+            .map(|s| ((s.app, s.spec_hash), Arc::from(s.body)))
+            .collect(),
+        stored: db::updates::stored_specs(&state.db)
+            .await?
+            .into_iter()
+            .collect(),
+        now_us: jiff::Timestamp::now().as_microsecond(),
+        leading_since_us,
+    };
     let default_env = state.snapshots.default_environment();
-    let now_us = jiff::Timestamp::now().as_microsecond();
     let mut wrote = false;
     let mut progress = Vec::new();
     for snap in environments {
@@ -105,25 +147,35 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
             .filter_map(|n| drains.remove(&n.name))
             .map(|d| (d.node.clone(), d))
             .collect();
-        let Some(changes) = environment_round(
-            &snap,
-            repo,
-            &rows,
-            &members,
-            &env_drains,
-            &states,
-            (now_us, leading_since_us),
-            &mut progress,
-        )?
-        else {
-            continue;
-        };
-        log_changes(&changes, &rows);
-        state
-            .cluster
-            .write_as_leader(db::apps::write_placements(changes))
-            .await?;
-        wrote = true;
+        let writes =
+            environment_round(&snap, repo, &world, &members, &env_drains, &mut progress)?;
+        if !writes.specs.is_empty() {
+            state
+                .cluster
+                .write_as_leader(db::updates::store_specs(writes.specs))
+                .await?;
+        }
+        if let Some(changes) = writes.placements {
+            log_changes(&changes, &world.rows);
+            state
+                .cluster
+                .write_as_leader(db::apps::write_placements(changes))
+                .await?;
+            wrote = true;
+        }
+        if !writes.updates.is_empty() {
+            for u in &writes.updates {
+                tracing::info!(
+                    environment = %u.environment, app = %u.app, state = %u.state,
+                    spec = update::short(&u.spec_hash), reason = u.reason.as_deref().unwrap_or(""),
+                    "app update"
+                );
+            }
+            state
+                .cluster
+                .write_as_leader(db::updates::write_updates(writes.updates))
+                .await?;
+        }
     }
     // Drains of nodes no environment holds replicas on are done at once.
     for node in drains.into_keys() {
@@ -133,21 +185,15 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
     Ok(wrote)
 }
 
-/// One environment's round: the changes to write, if any.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one round's inputs, passed down once"
-)]
+/// One environment's round: what to write.
 fn environment_round(
     snap: &EnvSnapshot,
     repo: &Repository,
-    rows: &[PlacementRow],
+    world: &World,
     members: &[&FleetNode],
     drains: &HashMap<String, Drain>,
-    states: &HashMap<(String, String), ReplicaStateRow>,
-    (now_us, leading_since_us): (i64, i64),
     progress: &mut Vec<(String, &'static str, String)>,
-) -> Result<Option<PlacementChanges>, DbError> {
+) -> Result<Writes, DbError> {
     // An app file that does not parse keeps its replicas where they
     // are (its nodes keep their last good catalogs) until it is fixed:
     // a typo must not stop an app.
@@ -156,12 +202,16 @@ fn environment_round(
         .filter(|(_, app)| app.is_err())
         .map(|(name, _)| name)
         .collect();
-    let current: Vec<&PlacementRow> = rows
+    let current: Vec<&PlacementRow> = world
+        .rows
         .iter()
         .filter(|r| r.environment == snap.name && !broken.contains(r.app.as_str()))
         .collect();
-    let apps = repo.app_demands();
-    if apps.is_empty() && current.is_empty() {
+    let mut writes = Writes {
+        specs: new_specs(repo, &world.stored),
+        ..Writes::default()
+    };
+    if repo.app_demands().is_empty() && current.is_empty() {
         progress.extend(drains.keys().map(|node| {
             (
                 node.clone(),
@@ -169,33 +219,80 @@ fn environment_round(
                 "drained: no replica left".to_owned(),
             )
         }));
-        return Ok(None);
+        return Ok(writes);
     }
-    let nodes = node_states(repo, members, now_us, leading_since_us);
-    let placements = drain::scheduler_view(&current, drains);
-    let schedule = schedule::schedule(
+    let stored_updates: HashMap<String, AppUpdate> = world
+        .updates
+        .iter()
+        .filter(|((env, _), _)| *env == snap.name)
+        .map(|((_, app), u)| (app.clone(), u.clone()))
+        .collect();
+    let outcome = update::advance(&update::Round {
+        environment: &snap.name,
+        repo,
+        rows: &current,
+        updates: &stored_updates,
+        bodies: &world.bodies,
+        states: &world.states,
+        now_us: world.now_us,
+    });
+    let apps: Vec<AppDemand> = outcome
+        .desired
+        .values()
+        .map(|d| (d.app.name.clone(), d.app.demand.clone()))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    let nodes = node_states(repo, members, world.now_us, world.leading_since_us);
+    let starting = moves::starting(
+        &current,
+        &outcome.desired,
+        drains,
+        &world.states,
+        world.now_us,
+    );
+    let (view, held) = moves::scheduler_view(&current, &outcome.desired, drains, &starting);
+    let schedule = schedule::schedule_holding(
         repo.policy(),
         &apps,
         &nodes,
-        &placements,
+        &view,
+        &held,
         &snap.commit,
         explain_for(nodes.len()),
     );
     let by_name: HashMap<&str, &FleetNode> =
         members.iter().map(|n| (n.name.as_str(), *n)).collect();
-    let step = drain::step(&drain::Inputs {
-        repo,
+    let step = moves::step(&moves::Inputs {
         rows: &current,
+        desired: &outcome.desired,
+        starting: &starting,
         schedule: &schedule,
         drains,
-        states,
+        states: &world.states,
         members: &by_name,
-        now_us,
+        address: &|node| address(repo, node),
+        now_us: world.now_us,
     });
     progress.extend(step.progress);
-    let mut changes = changes(snap, &current, &schedule, &by_name, repo, &step.handled)?;
+    let mut changes = changes(snap, &current, &schedule, &by_name, repo, &apps, &step.handled)?;
     changes.upsert.extend(step.upsert);
-    Ok((!changes.is_empty()).then_some(changes))
+    writes.placements = (!changes.is_empty()).then_some(changes);
+    writes.updates = update::changed(&stored_updates, outcome.updates, &step.update_waits);
+    Ok(writes)
+}
+
+/// The bodies of this commit's app files not stored yet.
+fn new_specs(repo: &Repository, stored: &HashSet<(String, String)>) -> Vec<StoredSpec> {
+    repo.apps()
+        .filter_map(|(name, app)| app.ok().map(|app| (name, app)))
+        .filter(|(name, app)| !stored.contains(&((*name).to_owned(), app.demand.spec_hash.clone())))
+        .map(|(name, app)| StoredSpec {
+            app: name.to_owned(),
+            spec_hash: app.demand.spec_hash.clone(),
+            body: app.body().to_owned(),
+        })
+        .collect()
 }
 
 /// Writes the drains' progress that differs from what is stored.
@@ -315,6 +412,7 @@ fn changes(
     schedule: &Schedule,
     members: &HashMap<&str, &FleetNode>,
     repo: &Repository,
+    apps: &[AppDemand],
     handled: &HashSet<(String, u32)>,
 ) -> Result<PlacementChanges, DbError> {
     let now = jiff::Timestamp::now().to_string();
@@ -327,11 +425,7 @@ fn changes(
         .iter()
         .map(|p| ((p.app.as_str(), p.replica), p))
         .collect();
-    let demands: HashMap<String, AppDemand> = repo
-        .app_demands()
-        .into_iter()
-        .map(|d| (d.name.clone(), d))
-        .collect();
+    let demands: HashMap<&str, &AppDemand> = apps.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut changes = PlacementChanges {
         environment: snap.name.clone(),
         ..PlacementChanges::default()
@@ -352,7 +446,7 @@ fn changes(
                 .and_then(|p| members.get(p.node.as_str()))
                 .and_then(|node| address(repo, node)),
             spec_hash: demands
-                .get(&decision.app)
+                .get(decision.app.as_str())
                 .map(|d| d.spec_hash.clone())
                 .unwrap_or_default(),
             reason: decision.reason.clone(),

@@ -8,9 +8,12 @@
 
 pub mod control;
 pub mod drain;
+pub mod health;
 pub mod liveness;
+pub mod moves;
 pub mod placements;
 pub mod reload;
+pub mod update;
 pub mod view;
 
 use std::sync::Arc;

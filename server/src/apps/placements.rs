@@ -11,6 +11,7 @@ use drover_catalog::schedule::Placement;
 use drover_catalog::{AppsInput, ReplicaView};
 
 use crate::db::apps::{PlacementRow, ReplicaStateRow};
+use crate::db::updates::StoredSpec;
 use crate::db::{self, Db, DbError};
 use crate::snapshot::Snapshots;
 
@@ -27,6 +28,8 @@ pub struct Snapshot {
     placed: HashMap<(String, String), Vec<Placement>>,
     /// What templates of each environment see as `apps`, and its digest.
     discovery: HashMap<String, Discovery>,
+    /// Stored app file bodies by spec hash (see `AppsInput::specs`).
+    bodies: HashMap<String, Arc<str>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -73,6 +76,7 @@ impl Snapshot {
     fn build(
         rows: Vec<PlacementRow>,
         states: Vec<ReplicaStateRow>,
+        specs: Vec<StoredSpec>,
         snapshots: &Snapshots,
     ) -> Snapshot {
         let states: HashMap<(String, String), ReplicaStateRow> = states
@@ -89,14 +93,17 @@ impl Snapshot {
                 .node
                 .clone()
                 .zip(row.placement_id.clone())
-                .map(|(node, id)| (node, id, row.address.clone()))
+                .map(|(node, id)| (node, id, row.address.clone(), row.spec_hash.clone()))
                 .into_iter()
-                .chain(
-                    row.next
-                        .iter()
-                        .map(|n| (n.node.clone(), n.placement_id.clone(), n.address.clone())),
-                );
-            for (node, id, address) in running {
+                .chain(row.next.iter().map(|n| {
+                    (
+                        n.node.clone(),
+                        n.placement_id.clone(),
+                        n.address.clone(),
+                        n.spec_hash.clone(),
+                    )
+                }));
+            for (node, id, address, spec_hash) in running {
                 let container = container_name(&row.app, row.replica, &id);
                 let state = match states.get(&(node.clone(), container)) {
                     None => "starting",
@@ -110,7 +117,7 @@ impl Snapshot {
                         replica: row.replica,
                         node: node.clone(),
                         id,
-                        spec_hash: row.spec_hash.clone(),
+                        spec_hash,
                     });
                 let host_ports = ports
                     .entry((row.environment.clone(), row.app.clone()))
@@ -143,6 +150,10 @@ impl Snapshot {
             states,
             placed,
             discovery,
+            bodies: specs
+                .into_iter()
+                .map(|s| (s.spec_hash, Arc::from(s.body)))
+                .collect(),
         }
     }
 
@@ -175,10 +186,15 @@ impl Snapshot {
             .cloned()
             .unwrap_or_default();
         let discovery = self.discovery.get(environment).cloned().unwrap_or_default();
+        let specs = placed
+            .iter()
+            .filter_map(|p| Some((p.spec_hash.clone(), self.bodies.get(&p.spec_hash)?.clone())))
+            .collect();
         (
             AppsInput {
                 placed,
                 discovery: discovery.apps,
+                specs,
             },
             discovery.digest,
         )
@@ -263,7 +279,8 @@ impl Placements {
     ) -> Result<BTreeSet<String>, DbError> {
         let rows = db::apps::placements(db).await?;
         let states = db::apps::replica_states(db).await?;
-        let next = Snapshot::build(rows, states, snapshots);
+        let specs = db::updates::specs_in_use(db).await?;
+        let next = Snapshot::build(rows, states, specs, snapshots);
         let readers = self
             .readers
             .read()

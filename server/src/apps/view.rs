@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::control;
 use super::placements::{container_name, replica_state};
+use crate::db::updates::AppUpdate;
 use crate::db::{self, DbError};
 use crate::error::AppError;
 use crate::state::AppState;
@@ -30,6 +31,14 @@ pub struct AppStatus {
     pub spread: Option<String>,
     /// The app file's errors (`file:line:col: message`): it is not placed.
     pub errors: Vec<String>,
+    /// The spec (a hash of the app file) the commit asks for.
+    #[schema(nullable = true)]
+    pub spec: Option<String>,
+    /// How its update goes: `rolling` (with what it waits for), `done`,
+    /// `failed` or `reverted` (with why); null before the control loop
+    /// first saw the app.
+    #[schema(nullable = true)]
+    pub update: Option<AppUpdate>,
     pub replicas: Vec<ReplicaStatus>,
 }
 
@@ -54,10 +63,15 @@ pub struct ReplicaStatus {
     /// Since when the container is in the reported state.
     #[schema(nullable = true)]
     pub since: Option<String>,
-    /// Where it is moving (a drain): its replacement's node, running
-    /// beside it until healthy long enough.
+    /// The spec it runs (a hash of the app file it was placed from).
+    pub spec: String,
+    /// Where it is moving (a drain or an update): its replacement's node,
+    /// running beside it until healthy long enough.
     #[schema(nullable = true)]
     pub moving_to: Option<String>,
+    /// The spec its replacement runs.
+    #[schema(nullable = true)]
+    pub moving_spec: Option<String>,
     /// Why it is pending: `0/12 nodes are available: ...`.
     #[schema(nullable = true)]
     pub reason: Option<String>,
@@ -102,6 +116,11 @@ pub async fn apps(
             .into_iter()
             .map(|s| ((s.node.clone(), s.container.clone()), s))
             .collect();
+    let mut updates: HashMap<(String, String), AppUpdate> = db::updates::updates(&state.db)
+        .await?
+        .into_iter()
+        .map(|u| ((u.environment.clone(), u.app.clone()), u))
+        .collect();
     let mut out = Vec::new();
     for snap in state.snapshots.list() {
         if environment.is_some_and(|e| e != snap.name) {
@@ -137,7 +156,9 @@ pub async fn apps(
                         reported: reported.map(|s| s.state.clone()),
                         since: reported.and_then(|s| s.since.clone()),
                         container,
+                        spec: row.spec_hash.clone(),
                         moving_to: row.next.as_ref().map(|n| n.node.clone()),
+                        moving_spec: row.next.as_ref().map(|n| n.spec_hash.clone()),
                         reason: row.reason.clone(),
                         decided_at: row.decided_at.clone(),
                         decision: with_decisions
@@ -153,6 +174,8 @@ pub async fn apps(
                 requests: demand.map(|d| d.requests.into()).unwrap_or_default(),
                 spread: demand.and_then(|d| d.spread.clone()),
                 errors,
+                spec: demand.map(|d| d.spec_hash.clone()),
+                update: updates.remove(&(snap.name.clone(), app.to_owned())),
                 replicas,
             });
         }

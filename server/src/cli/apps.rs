@@ -11,6 +11,7 @@ use drover_catalog::schedule::{self, Decision, Explain, Placement, Verdict};
 
 use super::client::{ServerArgs, encode, get};
 use crate::apps::control;
+use crate::apps::update::short;
 use crate::apps::view::AppStatus;
 use crate::db::apps::PlacementRow;
 
@@ -98,6 +99,10 @@ fn print_app(app: &AppStatus) {
     for error in &app.errors {
         println!("  error: {error}");
     }
+    if let Some(u) = app.update.as_ref().filter(|u| u.state != "done") {
+        let said = u.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        println!("  update {} to spec {}{said}", u.state, short(&u.spec_hash));
+    }
     for r in &app.replicas {
         match &r.node {
             Some(node) => println!(
@@ -108,7 +113,10 @@ fn print_app(app: &AppStatus) {
                     .as_deref()
                     .map(|a| format!(" ({a})"))
                     .unwrap_or_default(),
-                r.state
+                match (&r.moving_to, &r.moving_spec) {
+                    (Some(to), Some(spec)) => format!("{}, moving to {to} (spec {})", r.state, short(spec)),
+                    _ => r.state.clone(),
+                }
             ),
             None => println!(
                 "  #{} pending: {}",

@@ -17,6 +17,7 @@ use crate::apps::view::{self, AppStatus, Capacity, Quantities, ReplicaStatus};
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::fleet::urlencode;
+use crate::apps::update::short;
 use crate::state::AppState;
 
 /// The query string: `?environment=` (empty means every environment for
@@ -43,6 +44,8 @@ struct ReplicaRow {
     since: String,
     since_at: String,
     reason: Option<String>,
+    /// `moving to NODE (spec abcd1234)` while a replacement runs beside it.
+    moving: Option<String>,
 }
 
 impl ReplicaRow {
@@ -67,6 +70,10 @@ impl ReplicaRow {
                     .clone()
                     .unwrap_or_else(|| "not yet scheduled".to_owned())
             }),
+            moving: r.moving_to.as_ref().map(|node| {
+                let spec = r.moving_spec.as_deref().unwrap_or_default();
+                format!("moving to {node} (spec {})", short(spec))
+            }),
         }
     }
 }
@@ -81,6 +88,8 @@ struct AppRow {
     requests: String,
     spread: Option<String>,
     errors: Vec<String>,
+    /// The update's state and what it says, unless it is done.
+    update: Option<(String, String)>,
     replicas: Vec<ReplicaRow>,
 }
 
@@ -100,6 +109,19 @@ impl AppRow {
             requests: requests(&app.requests),
             spread: app.spread.clone(),
             errors: app.errors.clone(),
+            update: app.update.as_ref().filter(|u| u.state != "done").map(|u| {
+                (
+                    u.state.clone(),
+                    format!(
+                        "to spec {}{}",
+                        short(&u.spec_hash),
+                        u.reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                )
+            }),
             replicas: app
                 .replicas
                 .iter()

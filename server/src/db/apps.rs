@@ -24,17 +24,19 @@ pub struct PlacementRow {
     /// The scheduler's `Decision`, as JSON text.
     pub decision: String,
     pub decided_at: String,
-    /// The replacement of a replica moving off its node (a drain): it runs
-    /// beside the replica until it has been healthy long enough.
+    /// The replacement of a replica moving off its node (a drain) or to a
+    /// new spec (an update): it runs beside the replica until it has been
+    /// healthy long enough.
     pub next: Option<Replacement>,
 }
 
-/// Where a moving replica goes, and since when.
+/// Where a moving replica goes, with which spec, and since when.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replacement {
     pub node: String,
     pub placement_id: String,
     pub address: Option<String>,
+    pub spec_hash: String,
     pub since_us: i64,
 }
 
@@ -60,6 +62,9 @@ impl FromRow<'_, AnyRow> for PlacementRow {
                     node,
                     placement_id,
                     address: row.try_get("next_address")?,
+                    spec_hash: row
+                        .try_get::<Option<String>, _>("next_spec_hash")?
+                        .unwrap_or_default(),
                     since_us: row.try_get::<Option<i64>, _>("next_since_us")?.unwrap_or(0),
                 }),
                 _ => None,
@@ -85,7 +90,8 @@ impl PlacementRow {
 pub async fn placements(db: &Db) -> Result<Vec<PlacementRow>, DbError> {
     Ok(sqlx::query_as(
         "SELECT environment, app, replica, node, placement_id, address, spec_hash, reason,
-           decision, decided_at, next_node, next_id, next_address, next_since_us FROM placements ORDER BY environment, app, replica",
+           decision, decided_at, next_node, next_id, next_address, next_since_us, next_spec_hash
+         FROM placements ORDER BY environment, app, replica",
     )
     .fetch_all(db.reads())
     .await?)
@@ -127,8 +133,8 @@ pub fn write_placements(
                 sqlx::query(
                     "INSERT INTO placements (environment, app, replica, node, placement_id,
                        address, spec_hash, reason, decision, decided_at, next_node, next_id,
-                       next_address, next_since_us)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                       next_address, next_since_us, next_spec_hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                      ON CONFLICT (environment, app, replica) DO UPDATE SET
                        node = excluded.node, placement_id = excluded.placement_id,
                        address = excluded.address,
@@ -136,7 +142,8 @@ pub fn write_placements(
                        decision = excluded.decision, decided_at = excluded.decided_at,
                        next_node = excluded.next_node, next_id = excluded.next_id,
                        next_address = excluded.next_address,
-                       next_since_us = excluded.next_since_us",
+                       next_since_us = excluded.next_since_us,
+                       next_spec_hash = excluded.next_spec_hash",
                 )
                 .bind(&row.environment)
                 .bind(&row.app)
@@ -152,6 +159,7 @@ pub fn write_placements(
                 .bind(row.next.as_ref().map(|n| n.placement_id.clone()))
                 .bind(row.next.as_ref().and_then(|n| n.address.clone()))
                 .bind(row.next.as_ref().map(|n| n.since_us))
+                .bind(row.next.as_ref().map(|n| n.spec_hash.clone()))
                 .execute(&mut *conn)
                 .await?;
             }

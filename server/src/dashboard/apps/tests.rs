@@ -4,6 +4,7 @@
 use drover_catalog::schedule::{Predicate, Priority, Refusal};
 
 use super::*;
+use crate::db::updates::AppUpdate;
 use crate::apps::view::NodeCapacity;
 
 const MIB: u64 = 1024 * 1024;
@@ -78,6 +79,8 @@ fn app() -> AppStatus {
         },
         spread: None,
         errors: Vec::new(),
+        spec: Some("5e1f00aa77".into()),
+        update: None,
         replicas: vec![
             ReplicaStatus {
                 index: 0,
@@ -87,7 +90,9 @@ fn app() -> AppStatus {
                 state: "healthy".into(),
                 reported: Some("healthy".into()),
                 since: Some("2026-12-01T11:59:30Z".into()),
+                spec: "5e1f00aa77".into(),
                 moving_to: None,
+                moving_spec: None,
                 reason: None,
                 decided_at: "2026-12-01T11:59:00Z".into(),
                 decision: Some(serde_json::to_value(placed()).unwrap()),
@@ -100,7 +105,9 @@ fn app() -> AppStatus {
                 state: "pending".into(),
                 reported: None,
                 since: None,
+                spec: "5e1f00aa77".into(),
                 moving_to: None,
+                moving_spec: None,
                 reason: pending().reason,
                 decided_at: "2026-12-01T11:58:00Z".into(),
                 decision: Some(serde_json::to_value(pending()).unwrap()),
@@ -233,6 +240,50 @@ fn the_apps_page_lists_replicas_reasons_and_capacity() {
     assert!(html.contains(r#"<tr class="node-capacity" data-node="b" data-health="ready">"#));
     assert!(html.contains(r#"<span class="badge cordoned">cordoned</span>"#));
     assert!(html.contains("64 MiB / 1.5 GiB"));
+}
+
+#[test]
+fn an_update_that_is_not_done_says_its_state_and_why() {
+    let mut app = app();
+    app.update = Some(AppUpdate {
+        environment: "main".into(),
+        app: "web".into(),
+        spec_hash: "b0a7c0de99".into(),
+        stable_spec_hash: Some("5e1f00aa77".into()),
+        state: "reverted".into(),
+        reason: Some("web-0-x2 on c was not healthy within healthy_deadline_secs (60 s)".into()),
+        since: "2026-12-01T11:59:00Z".into(),
+    });
+    app.replicas[0].moving_to = Some("c".into());
+    app.replicas[0].moving_spec = Some("5e1f00aa77".into());
+    let html = AppsPage {
+        filtered: None,
+        apps: vec![AppRow::new(&app, now())],
+        environments: Vec::new(),
+        capacity: None,
+        capacity_error: None,
+    }
+    .render()
+    .unwrap();
+    assert!(
+        html.contains(
+            r#"<p class="update update-reverted"><span class="badge state-update-reverted">update reverted</span> to spec b0a7c0de: web-0-x2 on c was not healthy"#
+        ),
+        "{html}"
+    );
+    assert!(html.contains(r#"<span class="moving">moving to c (spec 5e1f00aa)</span>"#));
+    // a done update says nothing
+    app.update.as_mut().unwrap().state = "done".into();
+    let html = AppsPage {
+        filtered: None,
+        apps: vec![AppRow::new(&app, now())],
+        environments: Vec::new(),
+        capacity: None,
+        capacity_error: None,
+    }
+    .render()
+    .unwrap();
+    assert!(!html.contains("update-"), "{html}");
 }
 
 #[test]
