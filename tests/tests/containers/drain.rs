@@ -72,7 +72,7 @@ fn app_file(image: &str, port: u16, replicas: u32, min_healthy_secs: u64) -> Str
 }
 
 /// The app's healthy containers, as the engine says.
-fn healthy(app: &str) -> usize {
+pub(crate) fn healthy(app: &str) -> usize {
     docker::docker_ok(&[
         "ps",
         "-q",
@@ -105,7 +105,7 @@ fn drain_of(fleet: &Fleet, node: &str) -> Value {
 
 /// Samples the app's healthy containers until finished; the fewest and
 /// the most seen.
-struct Sampler {
+pub(crate) struct Sampler {
     stop: Arc<AtomicBool>,
     fewest: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
@@ -113,7 +113,7 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn start(app: &str) -> Sampler {
+    pub(crate) fn start(app: &str) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let fewest = Arc::new(AtomicUsize::new(usize::MAX));
         let most = Arc::new(AtomicUsize::new(0));
@@ -135,7 +135,7 @@ impl Sampler {
     }
 
     /// The fewest and the most healthy containers seen.
-    fn finish(mut self) -> (usize, usize) {
+    pub(crate) fn finish(mut self) -> (usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             thread.join().unwrap();

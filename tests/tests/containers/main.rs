@@ -12,6 +12,7 @@ mod fleet;
 mod harness;
 mod refresh;
 mod replicas;
+mod update;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
