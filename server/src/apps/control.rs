@@ -68,25 +68,26 @@ async fn announce(state: &AppState) {
 }
 
 /// What every environment's round reads, loaded once per round.
-struct World {
-    rows: Vec<PlacementRow>,
-    states: States,
+#[derive(Debug, Default)]
+pub(crate) struct World {
+    pub rows: Vec<PlacementRow>,
+    pub states: States,
     /// Stored updates by (environment, app).
-    updates: HashMap<(String, String), AppUpdate>,
+    pub updates: HashMap<(String, String), AppUpdate>,
     /// Stored app file bodies by (app, spec hash).
-    bodies: HashMap<(String, String), Arc<str>>,
+    pub bodies: HashMap<(String, String), Arc<str>>,
     /// The (app, spec hash) pairs stored.
-    stored: HashSet<(String, String)>,
-    now_us: i64,
-    leading_since_us: i64,
+    pub stored: HashSet<(String, String)>,
+    pub now_us: i64,
+    pub leading_since_us: i64,
 }
 
 /// What one environment's round writes.
-#[derive(Default)]
-struct Writes {
-    specs: Vec<StoredSpec>,
-    placements: Option<PlacementChanges>,
-    updates: Vec<AppUpdate>,
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    pub specs: Vec<StoredSpec>,
+    pub placements: Option<PlacementChanges>,
+    pub updates: Vec<AppUpdate>,
 }
 
 /// One round over every environment; whether placements were written.
@@ -147,8 +148,7 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
             .filter_map(|n| drains.remove(&n.name))
             .map(|d| (d.node.clone(), d))
             .collect();
-        let writes =
-            environment_round(&snap, repo, &world, &members, &env_drains, &mut progress)?;
+        let writes = environment_round(&snap, repo, &world, &members, &env_drains, &mut progress)?;
         if !writes.specs.is_empty() {
             state
                 .cluster
@@ -185,8 +185,9 @@ async fn round(state: &AppState, leading_since_us: i64) -> Result<bool, AppError
     Ok(wrote)
 }
 
-/// One environment's round: what to write.
-fn environment_round(
+/// One environment's round: what to write (a function of what it reads;
+/// `apps::update`'s tests run rounds through it).
+pub(crate) fn environment_round(
     snap: &EnvSnapshot,
     repo: &Repository,
     world: &World,
@@ -275,7 +276,15 @@ fn environment_round(
         now_us: world.now_us,
     });
     progress.extend(step.progress);
-    let mut changes = changes(snap, &current, &schedule, &by_name, repo, &apps, &step.handled)?;
+    let mut changes = changes(
+        snap,
+        &current,
+        &schedule,
+        &by_name,
+        repo,
+        &apps,
+        &step.handled,
+    )?;
     changes.upsert.extend(step.upsert);
     writes.placements = (!changes.is_empty()).then_some(changes);
     writes.updates = update::changed(&stored_updates, outcome.updates, &step.update_waits);

@@ -255,9 +255,7 @@ pub fn step(input: &Inputs<'_>) -> Step {
             });
             continue;
         }
-        let starts = input
-            .starting
-            .contains(&(row.app.clone(), row.replica));
+        let starts = input.starting.contains(&(row.app.clone(), row.replica));
         if !(drain.is_some() || starts) {
             continue;
         }

@@ -16,6 +16,9 @@
 //!   stays, failing replacements go, nothing more is replaced.
 //! - Either holds until a commit changes the spec again.
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -143,11 +146,8 @@ fn next_state(
     }
     if let Some(why) = failure(round, app, rows) {
         let stable = old.stable_spec_hash.as_ref().filter(|s| *s != spec);
-        let stored = stable.filter(|s| {
-            round
-                .bodies
-                .contains_key(&(app.name.clone(), (*s).clone()))
-        });
+        let stored =
+            stable.filter(|s| round.bodies.contains_key(&(app.name.clone(), (*s).clone())));
         return match (app.update.auto_revert, stored) {
             (true, Some(stable)) => fresh(
                 REVERTED,

@@ -100,7 +100,11 @@ fn print_app(app: &AppStatus) {
         println!("  error: {error}");
     }
     if let Some(u) = app.update.as_ref().filter(|u| u.state != "done") {
-        let said = u.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        let said = u
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
         println!("  update {} to spec {}{said}", u.state, short(&u.spec_hash));
     }
     for r in &app.replicas {
@@ -114,7 +118,8 @@ fn print_app(app: &AppStatus) {
                     .map(|a| format!(" ({a})"))
                     .unwrap_or_default(),
                 match (&r.moving_to, &r.moving_spec) {
-                    (Some(to), Some(spec)) => format!("{}, moving to {to} (spec {})", r.state, short(spec)),
+                    (Some(to), Some(spec)) =>
+                        format!("{}, moving to {to} (spec {})", r.state, short(spec)),
                     _ => r.state.clone(),
                 }
             ),

@@ -13,11 +13,11 @@ use serde::Deserialize;
 
 use super::format;
 use super::page::{page, render, sign_in_first};
+use crate::apps::update::short;
 use crate::apps::view::{self, AppStatus, Capacity, Quantities, ReplicaStatus};
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::fleet::urlencode;
-use crate::apps::update::short;
 use crate::state::AppState;
 
 /// The query string: `?environment=` (empty means every environment for

@@ -13,7 +13,6 @@ use sqlx::AnyPool;
 
 pub mod apps;
 pub mod drains;
-pub mod updates;
 pub mod files;
 mod health;
 pub mod lease;
@@ -23,6 +22,7 @@ mod reports;
 mod rows;
 mod sql;
 mod sqlite;
+pub mod updates;
 mod writer;
 
 pub(crate) use nodes::NODE_COLUMNS;

@@ -21,9 +21,7 @@ pub const FAILED: &str = "failed";
 pub const REVERTED: &str = "reverted";
 
 /// One app's update, as `app_updates` holds it.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AppUpdate {
     pub environment: String,
     pub app: String,

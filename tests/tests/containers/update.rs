@@ -47,7 +47,11 @@ fn served(fleet: &Fleet, app: &str, port: u16) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| http_get_at(r["address"].as_str().unwrap(), port).trim().to_owned())
+        .map(|r| {
+            http_get_at(r["address"].as_str().unwrap(), port)
+                .trim()
+                .to_owned()
+        })
         .collect();
     out.sort();
     out
@@ -118,7 +122,9 @@ fn an_update_replaces_replicas_one_at_a_time_and_a_broken_one_reverts() {
     // A broken update: its replacement never runs; at the deadline the app
     // goes back to v2, which served all along.
     let sampler = Sampler::start(&app);
-    fleet.repo.write(&file, &app_file(MISSING_IMAGE, port, "v3"));
+    fleet
+        .repo
+        .write(&file, &app_file(MISSING_IMAGE, port, "v3"));
     fleet.repo.commit("web v3, an image nobody has");
     fleet.server.refresh();
     let rolling = fleet.wait(30, "the v3 replacement placed", |f| {

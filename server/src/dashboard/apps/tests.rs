@@ -4,8 +4,8 @@
 use drover_catalog::schedule::{Predicate, Priority, Refusal};
 
 use super::*;
-use crate::db::updates::AppUpdate;
 use crate::apps::view::NodeCapacity;
+use crate::db::updates::AppUpdate;
 
 const MIB: u64 = 1024 * 1024;
 
