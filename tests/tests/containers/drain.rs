@@ -46,6 +46,16 @@ fn write_catalog(
     port: u16,
     min_healthy_secs: u64,
 ) {
+    write_nodes(repo, all);
+    repo.write(
+        &format!("apps/{}.toml", docker.name("web")),
+        &app_file(docker::ensure_image(), port, 2, min_healthy_secs),
+    );
+}
+
+/// nodes.toml giving each of `all` the role `docker-host` (empty: the
+/// nodes run replicas only) and its address as the `ip` label.
+pub(crate) fn write_nodes(repo: &drover_tests::GitRepo, all: &[(&str, &str)]) {
     let mut nodes = String::new();
     for (name, ip) in all {
         nodes.push_str(&format!(
@@ -54,10 +64,6 @@ fn write_catalog(
     }
     repo.write("nodes.toml", &nodes);
     repo.write("roles/docker-host.toml", "# replicas only\n");
-    repo.write(
-        &format!("apps/{}.toml", docker.name("web")),
-        &app_file(docker::ensure_image(), port, 2, min_healthy_secs),
-    );
 }
 
 fn app_file(image: &str, port: u16, replicas: u32, min_healthy_secs: u64) -> String {

@@ -9,7 +9,7 @@
 use drover_tests::docker;
 use serde_json::Value;
 
-use super::drain::{Sampler, healthy};
+use super::drain::{Sampler, healthy, write_nodes};
 use super::fleet::Fleet;
 use super::http_get_at;
 
@@ -63,14 +63,7 @@ fn an_update_replaces_replicas_one_at_a_time_and_a_broken_one_reverts() {
     let names: Vec<&str> = NODES.iter().map(|n| n.0).collect();
     let image = docker::ensure_image();
     let fleet = Fleet::start("update", &names, |repo, docker, _| {
-        let mut nodes = String::new();
-        for (name, ip) in NODES {
-            nodes.push_str(&format!(
-                "[[node]]\nmatch = \"{name}\"\nroles = [\"docker-host\"]\nlabels = {{ ip = \"{ip}\" }}\n\n"
-            ));
-        }
-        repo.write("nodes.toml", &nodes);
-        repo.write("roles/docker-host.toml", "# replicas only\n");
+        write_nodes(repo, &NODES);
         repo.write(
             &format!("apps/{}.toml", docker.name("web")),
             &app_file(image, port, "v1"),

@@ -256,15 +256,18 @@ fn an_update_that_is_not_done_says_its_state_and_why() {
     });
     app.replicas[0].moving_to = Some("c".into());
     app.replicas[0].moving_spec = Some("5e1f00aa77".into());
-    let html = AppsPage {
-        filtered: None,
-        apps: vec![AppRow::new(&app, now())],
-        environments: Vec::new(),
-        capacity: None,
-        capacity_error: None,
-    }
-    .render()
-    .unwrap();
+    let render = |app: &AppStatus| {
+        AppsPage {
+            filtered: None,
+            apps: vec![AppRow::new(app, now())],
+            environments: Vec::new(),
+            capacity: None,
+            capacity_error: None,
+        }
+        .render()
+        .unwrap()
+    };
+    let html = render(&app);
     assert!(
         html.contains(
             r#"<p class="update update-reverted"><span class="badge state-update-reverted">update reverted</span> to spec b0a7c0de: web-0-x2 on c was not healthy"#
@@ -274,15 +277,7 @@ fn an_update_that_is_not_done_says_its_state_and_why() {
     assert!(html.contains(r#"<span class="moving">moving to c (spec 5e1f00aa)</span>"#));
     // a done update says nothing
     app.update.as_mut().unwrap().state = "done".into();
-    let html = AppsPage {
-        filtered: None,
-        apps: vec![AppRow::new(&app, now())],
-        environments: Vec::new(),
-        capacity: None,
-        capacity_error: None,
-    }
-    .render()
-    .unwrap();
+    let html = render(&app);
     assert!(!html.contains("update-"), "{html}");
 }
 
