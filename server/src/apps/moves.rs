@@ -84,6 +84,7 @@ pub fn starting(
         let rows: Vec<&PlacementRow> = rows.iter().filter(|r| r.app == *name).copied().collect();
         let mut outdated: Vec<(bool, u32)> = rows
             .iter()
+            .filter(|r| r.replica < app.demand.replicas)
             .filter(|r| r.spec_hash != d.spec() && !draining(r, drains))
             .filter(|r| r.next.as_ref().is_none_or(|n| !keeps(n, d, false)))
             .filter_map(|r| Some((at_node(r)?.is_healthy(states, check), r.replica)))
@@ -186,7 +187,13 @@ pub fn step(input: &Inputs<'_>) -> Step {
     let mut healthy = healthy_counts(input);
     for row in input.rows {
         let key = (row.app.as_str(), row.replica);
-        let Some(d) = input.desired.get(&row.app) else {
+        // A replica no longer asked for (scaled down) is removed by the
+        // round's other rules, replacement and all.
+        let Some(d) = input
+            .desired
+            .get(&row.app)
+            .filter(|d| row.replica < d.app.demand.replicas)
+        else {
             continue;
         };
         let drain = row.node.as_deref().and_then(|n| input.drains.get(n));

@@ -4,7 +4,7 @@
 //! fall below `min_available` nor rise above one surge), and an update to
 //! an image that cannot be pulled fails at `healthy_deadline_secs` and
 //! reverts to the last spec that was healthy, the old replicas serving
-//! throughout.
+//! throughout. A server restart mid-update loses and doubles nothing.
 
 use drover_tests::docker;
 use serde_json::Value;
@@ -62,7 +62,7 @@ fn an_update_replaces_replicas_one_at_a_time_and_a_broken_one_reverts() {
     let port = docker::free_port();
     let names: Vec<&str> = NODES.iter().map(|n| n.0).collect();
     let image = docker::ensure_image();
-    let fleet = Fleet::start("update", &names, |repo, docker, _| {
+    let mut fleet = Fleet::start("update", &names, |repo, docker, _| {
         write_nodes(repo, &NODES);
         repo.write(
             &format!("apps/{}.toml", docker.name("web")),
@@ -83,6 +83,12 @@ fn an_update_replaces_replicas_one_at_a_time_and_a_broken_one_reverts() {
     fleet.repo.commit("web v2");
     fleet.server.refresh();
     let v2 = fleet.app(&app)["spec"].as_str().unwrap().to_owned();
+    // A server restart mid-update: it goes on from the database.
+    fleet.wait(60, "the first replacement placed", |f| {
+        let u = update_of(f, &app);
+        u["reason"].as_str()?.contains("waiting for").then_some(())
+    });
+    fleet.server.restart();
     fleet.wait(150, "the update to v2 done", |f| {
         let u = update_of(f, &app);
         (u["state"] == "done" && u["spec_hash"] == v2.as_str()).then_some(())

@@ -422,3 +422,17 @@ fn an_app_with_no_node_to_run_on_rolls_without_failing() {
     assert!(sim.world.rows.iter().all(|r| r.node.is_none()));
     assert_eq!(sim.update().state, ROLLING);
 }
+
+#[test]
+fn replicas_scaled_down_mid_update_go_with_their_replacements() {
+    let mut sim = Sim::new(&app("1", ""), 6);
+    sim.settled();
+    let v2 = app("2", "").replace("canary = 1", "canary = 0");
+    sim.commit(&v2, "c2");
+    sim.round(1);
+    assert_eq!(sim.moving(), [0, 1]);
+    sim.commit(&v2.replace("replicas = 3", "replicas = 1"), "c3");
+    sim.round(1);
+    let left: Vec<u32> = sim.world.rows.iter().map(|r| r.replica).collect();
+    assert_eq!(left, [0], "replicas 1 and 2 removed, moving or not");
+}
