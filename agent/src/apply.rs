@@ -78,7 +78,7 @@ pub(crate) struct Source<'a> {
 /// textfile either way.
 pub(crate) fn apply(source: Source<'_>, settings: &Settings, stop: &AtomicBool) -> Result<i32> {
     let mut clock = RunClock::start();
-    let _lock = RunLock::acquire(&settings.lock_file)?;
+    let _lock = RunLock::acquire_within(&settings.lock_file, settings.wait_for_lock)?;
     let result = converge(source, settings, stop, &mut clock);
     let sample = match &result {
         Ok(report) => Sample::of_report(report),
@@ -96,7 +96,9 @@ fn converge(
 ) -> Result<Report> {
     let filecache = Loading::start(&settings.state_dir, settings.verify_interval);
     let (catalog, mut contents) = if fs_err::metadata(source.path)?.is_dir() {
-        let facts = clock.time(Phase::Facts, || load_facts(source.facts))?;
+        let facts = clock.time(Phase::Facts, || {
+            load_facts(source.facts, &settings.facts_dir)
+        })?;
         clock.time(Phase::Catalog, || {
             compile_repository(source.path, &settings.node, &facts)
         })?
@@ -107,9 +109,13 @@ fn converge(
     let state = StateDir::new(&settings.state_dir);
     state.prepare()?;
     let started = clock.started();
+    let selected = match settings.tags.is_empty() {
+        true => None,
+        false => Some(crate::tags::select(&catalog, &settings.tags)?),
+    };
     let applied = clock.time(Phase::Apply, || {
         engine::apply(
-            &catalog,
+            selected.as_ref().unwrap_or(&catalog),
             &EngineConfig::new(
                 settings,
                 state.backups(),
@@ -129,6 +135,10 @@ fn converge(
         CachedCatalog::NotUsed,
         None,
     );
+    let report = Report {
+        tags: settings.tags.clone(),
+        ..report
+    };
     if let Err(e) = state.write_last_run(&LastRun::of(&report)) {
         crate::output::warning(&format!("cannot write the run summary: {e:#}"));
     }
@@ -151,12 +161,13 @@ pub(crate) fn load_compiled(path: &Path) -> Result<(Catalog, LocalContents)> {
     Ok((catalog, LocalContents::embedded(contents)))
 }
 
-/// Facts from `--facts FILE`, else this node's gathered ones.
-fn load_facts(facts_file: Option<&Path>) -> Result<Facts> {
+/// Facts from `--facts FILE`, else this node's gathered ones (with the
+/// external ones of `facts_dir`).
+fn load_facts(facts_file: Option<&Path>, facts_dir: &Path) -> Result<Facts> {
     match facts_file {
         Some(file) => serde_json::from_slice(&fs_err::read(file)?)
             .with_context(|| format!("{} is not a JSON object of facts", file.display())),
-        None => crate::facts::gather(),
+        None => crate::facts::gather_with(facts_dir),
     }
 }
 

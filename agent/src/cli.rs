@@ -25,8 +25,32 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Converge from a compiled catalog JSON file or a catalog repository directory
     Apply(ApplyArgs),
-    /// Print this node's facts as JSON
-    Facts,
+    /// Print this node's facts as JSON (external ones of facts_dir included)
+    Facts(ConfigArgs),
+    /// Turn agent runs off until `enable`, saying why (Puppet's --disable)
+    Disable(DisableArgs),
+    /// Turn agent runs back on
+    Enable(ConfigArgs),
+}
+
+/// Where the configuration and the state are.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ConfigArgs {
+    /// Configuration file (default /etc/drover/agent.toml, optional)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Agent state directory (default: the configuration's, else /var/lib/drover-agent)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct DisableArgs {
+    /// Why: shown by every run until `enable`
+    #[arg(value_name = "REASON")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// Flags shared by `run` and `apply` that override the configuration file.
@@ -51,6 +75,13 @@ pub(crate) struct CommonArgs {
     /// Messages as plain lines (or journal entries under systemd), or one JSON object per line on stdout
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<crate::output::LogFormat>,
+    /// Converge only the resources with one of these tags (or ids, kind:name)
+    /// and what they require
+    #[arg(long, value_name = "TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Wait up to SECS for another run to release the run lock (default: fail at once)
+    #[arg(long, value_name = "SECS")]
+    pub wait_for_lock: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -57,6 +57,8 @@ pub(crate) struct FileConfig {
     pub verify_interval_secs: Option<u64>,
     /// `text` (default) or `json`: one JSON object per message on stdout.
     pub log_format: Option<crate::output::LogFormat>,
+    /// External facts: `*.json`, `*.toml` and executables (default /etc/drover/facts.d).
+    pub facts_dir: Option<PathBuf>,
 }
 
 /// `server` as written: one URL or several.
@@ -126,6 +128,11 @@ pub(crate) struct Settings {
     /// cached metadata (see [`crate::filecache`]).
     pub verify_interval: Duration,
     pub log_format: crate::output::LogFormat,
+    pub facts_dir: PathBuf,
+    /// How long a run waits for another to release the run lock.
+    pub wait_for_lock: Duration,
+    /// `--tags`: converge only these (see [`crate::tags`]); empty for all.
+    pub tags: Vec<String>,
 }
 
 /// How this node gets and keeps its identity (see [`crate::identity`]).
@@ -245,6 +252,11 @@ impl Settings {
                     .unwrap_or(crate::filecache::DEFAULT_VERIFY_INTERVAL_SECS),
             ),
             log_format: common.log_format.or(file.log_format).unwrap_or_default(),
+            facts_dir: file
+                .facts_dir
+                .unwrap_or_else(|| PathBuf::from(crate::facts::DEFAULT_FACTS_DIR)),
+            wait_for_lock: Duration::from_secs(common.wait_for_lock.unwrap_or(0)),
+            tags: common.tags.clone(),
         })
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct EngineConfig<'a> {
     pub temp_marker: Option<PathBuf>,
     /// The agent's state dir and run lock: no resource may be at or inside them.
     pub protected: Vec<PathBuf>,
+    /// Only part of the catalog is applied (`--tags`): no stale replica is
+    /// removed, no replica state read.
+    pub partial: bool,
 }
 
 impl<'a> EngineConfig<'a> {
@@ -75,6 +78,7 @@ impl<'a> EngineConfig<'a> {
             filecache: Some(filecache),
             temp_marker: Some(settings.state_dir.join(TempMarker::FILE_NAME)),
             protected: vec![settings.state_dir.clone(), settings.lock_file.clone()],
+            partial: !settings.tags.is_empty(),
         }
     }
 }
@@ -172,6 +176,7 @@ pub(crate) fn apply<'c>(catalog: &'c Catalog, cfg: &EngineConfig<'_>) -> Applied
     // replacements first); a stopping run leaves them for the next.
     let replicas = match stopped {
         Some(_) => Replicas::default(),
+        None if cfg.partial => Replicas::default(),
         None => replicas::settle(catalog, &mut env.containers, cfg.noop, || stop_reason(cfg)),
     };
     if cfg.verbose {
@@ -423,6 +428,7 @@ mod tests {
             filecache: None,
             temp_marker: None,
             protected: Vec::new(),
+            partial: false,
         }
     }
 

@@ -3,6 +3,8 @@
 //! Everything comes from the kernel and a few small files under /etc and
 //! /proc; nothing spawns a process or touches the network, so it stays fast.
 
+mod external;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -17,6 +19,20 @@ pub(crate) fn hostname() -> Result<String> {
 }
 
 /// Gathers the facts of the running node.
+pub(crate) use external::DEFAULT_FACTS_DIR;
+
+/// The gathered facts with the external ones of `facts_dir` over them;
+/// a skipped external fact file is a warning.
+pub(crate) fn gather_with(facts_dir: &Path) -> Result<Facts> {
+    let mut facts = gather()?;
+    let (external, warnings) = external::read(facts_dir);
+    for warning in warnings {
+        crate::output::warning(&warning);
+    }
+    facts.extend(external);
+    Ok(facts)
+}
+
 pub(crate) fn gather() -> Result<Facts> {
     let hostname = hostname()?;
     let uts = nix::sys::utsname::uname().context("uname failed")?;

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -13,6 +14,8 @@ use nix::fcntl::{Flock, FlockArg};
 pub(crate) enum LockError {
     #[error("another run holds the lock {}", .0.display())]
     Held(PathBuf),
+    #[error("another run held the lock {} for all of the {} s waited", .0.display(), .1)]
+    HeldAfter(PathBuf, u64),
     #[error("cannot open the lock file {}: {source}", path.display())]
     Open {
         path: PathBuf,
@@ -22,6 +25,9 @@ pub(crate) enum LockError {
     Lock { path: PathBuf, source: Errno },
 }
 
+/// How often a waiting run tries the lock again.
+const POLL: Duration = Duration::from_millis(100);
+
 /// Held for as long as it lives.
 #[derive(Debug)]
 pub(crate) struct RunLock {
@@ -29,6 +35,21 @@ pub(crate) struct RunLock {
 }
 
 impl RunLock {
+    /// Takes the lock, waiting up to `wait` for another run to let it go
+    /// (`--wait-for-lock`), polled every [`POLL`].
+    pub(crate) fn acquire_within(path: &Path, wait: Duration) -> Result<RunLock, LockError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match RunLock::acquire(path) {
+                Err(LockError::Held(_)) if Instant::now() < deadline => std::thread::sleep(POLL),
+                Err(LockError::Held(path)) if !wait.is_zero() => {
+                    return Err(LockError::HeldAfter(path, wait.as_secs()));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Takes the lock without waiting.
     pub(crate) fn acquire(path: &Path) -> Result<RunLock, LockError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -75,5 +96,20 @@ mod tests {
         );
         drop(first);
         RunLock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn a_waiting_run_gets_the_lock_once_it_is_let_go_or_says_how_long_it_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.lock");
+        let first = RunLock::acquire(&path).unwrap();
+        let err = RunLock::acquire_within(&path, Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(err, LockError::HeldAfter(_, 0)), "{err}");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        RunLock::acquire_within(&path, Duration::from_secs(10)).unwrap();
+        releaser.join().unwrap();
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod contents;
 mod daemon;
 mod diff;
+mod disable;
 mod engine;
 mod facts;
 mod filecache;
@@ -22,6 +23,7 @@ mod run;
 mod safepath;
 mod state;
 mod systemd;
+mod tags;
 #[cfg(test)]
 mod testutil;
 mod watch;
@@ -43,7 +45,9 @@ fn main() -> ExitCode {
         Err(code) => return ExitCode::from(code as u8),
     };
     let result = match cli.command {
-        Command::Facts => facts(),
+        Command::Facts(args) => facts(&args),
+        Command::Disable(args) => disable(&args),
+        Command::Enable(args) => enable(&args),
         Command::Run(args) => run(&args),
         Command::Apply(args) => apply(&args),
     };
@@ -56,9 +60,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn facts() -> Result<u8> {
-    let facts = facts::gather()?;
+fn facts(args: &cli::ConfigArgs) -> Result<u8> {
+    let settings = settings_of(args)?;
+    let facts = facts::gather_with(&settings.facts_dir)?;
     println!("{}", serde_json::to_string_pretty(&facts)?);
+    Ok(0)
+}
+
+/// The settings of a command that needs only the configuration file and
+/// the state directory.
+fn settings_of(args: &cli::ConfigArgs) -> Result<Settings> {
+    let file = FileConfig::load(args.config.as_deref())?;
+    let common = cli::CommonArgs {
+        config: args.config.clone(),
+        state_dir: args.state_dir.clone(),
+        ..cli::CommonArgs::default()
+    };
+    Settings::resolve(
+        file,
+        Overrides {
+            common: Some(&common),
+            ..Overrides::default()
+        },
+    )
+}
+
+fn disable(args: &cli::DisableArgs) -> Result<u8> {
+    let settings = settings_of(&args.config)?;
+    let d = disable::disable(&settings.state_dir, args.reason.as_deref())?;
+    println!("runs are disabled: {} (by {} at {})", d.reason, d.by, d.at);
+    Ok(0)
+}
+
+fn enable(args: &cli::ConfigArgs) -> Result<u8> {
+    let settings = settings_of(args)?;
+    match disable::enable(&settings.state_dir)? {
+        Some(d) => println!(
+            "runs are enabled (they were disabled by {} at {}: {})",
+            d.by, d.at, d.reason
+        ),
+        None => println!("runs are enabled (they were not disabled)"),
+    }
     Ok(0)
 }
 

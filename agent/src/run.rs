@@ -47,7 +47,8 @@ pub(crate) fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Ran> {
     let mut clock = RunClock::start();
     let run_id = uuid::Uuid::new_v4().to_string();
     let scope = output::run_scope(&run_id, &settings.node);
-    let _lock = RunLock::acquire(&settings.lock_file)?;
+    crate::disable::check(&settings.state_dir)?;
+    let _lock = RunLock::acquire_within(&settings.lock_file, settings.wait_for_lock)?;
     let result = converge(settings, stop, run_id, &scope, &mut clock);
     let sample = match &result {
         Ok(ran) => Sample::of_report(&ran.report),
@@ -85,8 +86,12 @@ fn converge(
         upstream: &upstream,
     };
     let converging = Instant::now();
+    let selected = match settings.tags.is_empty() {
+        true => None,
+        false => Some(crate::tags::select(&chosen.catalog, &settings.tags)?),
+    };
     let applied = engine::apply(
-        &chosen.catalog,
+        selected.as_ref().unwrap_or(&chosen.catalog),
         &EngineConfig {
             previous: chosen.cached.as_ref(),
             ..EngineConfig::new(
@@ -124,6 +129,7 @@ fn converge(
         // The server that answered the catalog request (none did when the
         // cached catalog was applied on failure).
         server: (chosen.cached_use != CachedCatalog::OnFailure).then(|| client.server().to_owned()),
+        tags: settings.tags.clone(),
         ..report
     };
 
@@ -166,7 +172,9 @@ fn choose_catalog(
     stop: &AtomicBool,
     clock: &mut RunClock,
 ) -> Result<Chosen> {
-    let facts = clock.time(Phase::Facts, crate::facts::gather)?;
+    let facts = clock.time(Phase::Facts, || {
+        crate::facts::gather_with(&settings.facts_dir)
+    })?;
     let fetching = Instant::now();
     let (cached, cache_refused) = match state.cached_catalog(&identity.signing_key) {
         Ok(cached) => (cached.filter(|c| c.node == settings.node), false),
@@ -320,6 +328,7 @@ pub(crate) fn build_report_of_run(
         },
         resources: applied.resources,
         replicas: applied.replicas,
+        tags: Vec::new(),
     }
 }
 

@@ -113,6 +113,7 @@ pub(crate) fn report(run_id: &str) -> Report {
         agent_version: "0".into(),
         resources: Vec::new(),
         replicas: Vec::new(),
+        tags: Vec::new(),
         metrics: Default::default(),
     }
 }

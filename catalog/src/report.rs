@@ -39,6 +39,11 @@ pub struct Report {
     /// engine saw them once the run converged; absent when there is none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaReport>,
+    /// `run --tags`: the run converged only the resources with one of
+    /// these tags (or ids) and what they require; empty for a whole run.
+    /// Such a run says nothing of the rest, its replicas included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// What the run cost and what it did, measured by the agent.
     #[serde(default)]
     pub metrics: RunMetrics,

@@ -81,6 +81,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let cfg = EngineConfig {
             protected: vec![state.clone(), dir.path().join("run.lock")],
+            partial: false,
             ..crate::engine::tests::config(&source, &stop, None)
         };
         let catalog = crate::engine::tests::catalog(vec![file(&key), file(&elsewhere)]);

@@ -82,6 +82,7 @@ impl Node {
                 filecache: Some(Loading::start(&self.path("state"), self.verify_interval)),
                 temp_marker: Some(self.marker()),
                 protected: Vec::new(),
+                partial: false,
             },
         )
     }

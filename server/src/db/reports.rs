@@ -93,8 +93,9 @@ impl ReportRow {
             duration_ms: run_duration_ms(report),
             // A noop run converged nothing: the states it saw are not news
             // for the control loop, and a noop run reports missing replicas
-            // that a real run would have created.
-            replicas: (!report.noop).then(|| {
+            // that a real run would have created; a tagged run (`--tags`)
+            // left the replicas alone.
+            replicas: (!report.noop && report.tags.is_empty()).then(|| {
                 report
                     .replicas
                     .iter()

@@ -104,6 +104,11 @@ pub struct Report {
     /// none, and from agents that predate apps.
     #[schema(required = false)]
     pub replicas: Vec<ReplicaReport>,
+    /// `drover-agent run --tags`: the run converged only the resources with
+    /// one of these tags (or ids) and what they require; absent for a whole
+    /// run. Its replica states are not recorded.
+    #[schema(required = false)]
+    pub tags: Vec<String>,
     /// What the run cost and what it did, measured by the agent (zeros
     /// from agents that predate it).
     #[schema(required = false)]

@@ -3,6 +3,7 @@
 mod cli;
 mod converge;
 mod failures;
+mod habits;
 mod kill;
 mod metrics;
 mod watch;

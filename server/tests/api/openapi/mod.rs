@@ -515,6 +515,7 @@ async fn wire_types_of_the_catalog_crate_match_their_schemas() {
             state: ReplicaState::Healthy,
             since: Some("2025-01-01T00:00:00Z".parse().unwrap()),
         }],
+        tags: vec!["web".into()],
         metrics: RunMetrics {
             duration_ms: 1000.0,
             facts_ms: 1.0,

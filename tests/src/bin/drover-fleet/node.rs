@@ -361,6 +361,7 @@ impl SimNode {
             metrics: RunMetrics::default(),
             resources,
             replicas: Vec::new(),
+            tags: Vec::new(),
         };
         let body = serde_json::to_vec(&report).expect("a report serializes");
         let request = Request::post(self.path("reports"))

@@ -210,6 +210,7 @@ impl Runs {
             agent_version: AGENT_VERSION.to_owned(),
             resources,
             replicas: Vec::new(),
+            tags: Vec::new(),
             metrics,
         };
         // As the agent posts it.
