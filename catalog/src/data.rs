@@ -57,10 +57,23 @@ impl Repository {
         cx: &LevelContext<'_>,
         roles: &[&Role],
     ) -> Result<Vec<String>, Vec<Diagnostic>> {
+        Ok(self
+            .data_levels_named(cx, roles)?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect())
+    }
+
+    /// [`Repository::data_levels`], each with the level that named it.
+    pub(crate) fn data_levels_named(
+        &self,
+        cx: &LevelContext<'_>,
+        roles: &[&Role],
+    ) -> Result<Vec<(String, String)>, Vec<Diagnostic>> {
         let mut env = Environment::new();
         // A level naming a fact the node lacks is skipped, not an error.
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
-        let mut keys: Vec<String> = Vec::new();
+        let mut keys: Vec<(String, String)> = Vec::new();
         let mut errors = Vec::new();
         for level in &self.hierarchy {
             let tmpl = match env.template_from_str(&level.text) {
@@ -90,8 +103,8 @@ impl Repository {
                 };
                 match tmpl.render(ctx) {
                     Ok(key) if is_level_path(&key) => {
-                        if !keys.contains(&key) {
-                            keys.push(key);
+                        if !keys.iter().any(|(_, k)| *k == key) {
+                            keys.push((level.text.clone(), key));
                         }
                     }
                     Ok(_) => {}

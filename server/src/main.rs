@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         (Command::Explain(args), _) => cli::explain(args),
         (Command::Plan(args), _) => cli::plan(args),
         (Command::Node(args), _) => cli::node(args),
+        (Command::Lookup(args), _) => cli::lookup(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

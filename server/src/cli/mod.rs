@@ -16,6 +16,7 @@ use drover_catalog::Facts;
 
 mod apps;
 mod client;
+mod lookup;
 mod node;
 
 pub use apps::{AppsArgs, ExplainArgs, PlanArgs};
@@ -58,9 +59,12 @@ pub enum Command {
     Plan(PlanArgs),
     /// Cordon, uncordon or drain a node (asks a running server).
     Node(NodeArgs),
+    /// The value a node gets for a data key; --explain shows every hierarchy level tried.
+    Lookup(lookup::LookupArgs),
 }
 
 pub use apps::{apps, explain, plan};
+pub use lookup::lookup;
 
 #[derive(Debug, Args)]
 pub struct CaArgs {
@@ -415,7 +419,16 @@ fn write_contents<B: AsRef<[u8]>>(
 /// `check --fleet`: every node the server knows, with the facts it last
 /// sent, read from the server's database (opened as the server opens it).
 fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
-    let config = server_config(&args.config, &args.data_dir, &args.database)?;
+    stored_facts(&args.config, &args.data_dir, &args.database)
+}
+
+/// Every node a server's database knows, with the facts it last sent.
+pub(crate) fn stored_facts(
+    config: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    database: &Option<String>,
+) -> anyhow::Result<Vec<(String, Facts)>> {
+    let config = server_config(config, data_dir, database)?;
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
         let path = Path::new(path.split('?').next().unwrap_or(path));
         if !path.exists() {

@@ -213,3 +213,48 @@ fn usage_errors_exit_64() {
         out.stderr
     );
 }
+
+#[test]
+fn lookup_explains_every_level_tried_and_which_was_used() {
+    let w = World::start();
+    let facts = w.tmp.path().join("facts.json");
+    fs_err::write(&facts, r#"{"os": {"id": "debian"}}"#).unwrap();
+    let lookup = |key: &str| {
+        run(Command::new(bin("drover-server"))
+            .args(["lookup", key, "--node", "web-1", "--explain", "--repo"])
+            .arg(&w.repo.path)
+            .arg("--facts")
+            .arg(&facts))
+    };
+    let out = lookup("workers");
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "8", "{}", out.stdout);
+    assert_eq!(lines[1], "Searching for `workers`");
+    assert_eq!(
+        lines[2],
+        "  data/nodes/web-1.toml (level \"nodes/{{ node }}\"): found 8  <= used"
+    );
+    assert!(
+        out.stdout.contains(
+            "  data/os/debian.toml (level \"os/{{ facts.os.id }}\"): not found: the file does not exist\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("  data/common.toml (level \"common\"): found 2\n"),
+        "{}",
+        out.stdout
+    );
+    let missing = lookup("nothing");
+    missing.expect_code(1);
+    assert!(
+        missing
+            .stderr
+            .contains("no level of the hierarchy has `nothing` for node `web-1`"),
+        "{}",
+        missing.stderr
+    );
+}
