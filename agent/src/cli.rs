@@ -31,6 +31,30 @@ pub(crate) enum Command {
     Disable(DisableArgs),
     /// Turn agent runs back on
     Enable(ConfigArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as the package installs it
+    #[command(hide = true)]
+    Man,
+}
+
+/// `completions SHELL`: the script on stdout.
+pub(crate) fn completions(shell: clap_complete::Shell) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Into a buffer: `generate` panics on a write error (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "drover-agent", &mut script);
+    std::io::Write::write_all(&mut std::io::stdout(), &script)
+}
+
+/// `man`: the man page on stdout.
+pub(crate) fn man() -> std::io::Result<()> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())
 }
 
 /// Where the configuration and the state are.

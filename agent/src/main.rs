@@ -48,6 +48,8 @@ fn main() -> ExitCode {
         Command::Facts(args) => facts(&args),
         Command::Disable(args) => disable(&args),
         Command::Enable(args) => enable(&args),
+        Command::Completions { shell } => cli::completions(shell).map(|()| 0).map_err(Into::into),
+        Command::Man => cli::man().map(|()| 0).map_err(Into::into),
         Command::Run(args) => run(&args),
         Command::Apply(args) => apply(&args),
     };

@@ -30,6 +30,31 @@ fn facts_prints_json() {
 }
 
 #[test]
+fn completions_and_the_man_page_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = agent(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for sub in ["run", "apply", "facts", "disable", "enable"] {
+            assert!(script.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    // bash itself accepts the script
+    let script = agent(&["completions", "bash"]).stdout;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("drover-agent.bash");
+    fs_err::write(&file, script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax));
+    let man = agent(&["man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(page.contains(".TH drover-agent 1"), "{page}");
+    assert!(page.contains("disable"), "{page}");
+    assert_eq!(agent(&["completions", "tcsh"]).status.code(), Some(64));
+}
+
+#[test]
 fn bad_config_key_exits_1_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");

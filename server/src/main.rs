@@ -49,6 +49,8 @@ fn main() -> ExitCode {
         (Command::Plan(args), _) => cli::plan(args),
         (Command::Node(args), _) => cli::node(args),
         (Command::Lookup(args), _) => cli::lookup(args),
+        (Command::Completions { shell }, _) => cli::completions(*shell),
+        (Command::Man, _) => cli::man(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

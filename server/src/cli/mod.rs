@@ -61,6 +61,32 @@ pub enum Command {
     Node(NodeArgs),
     /// The value a node gets for a data key; --explain shows every hierarchy level tried.
     Lookup(lookup::LookupArgs),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), as the package installs it.
+    #[command(hide = true)]
+    Man,
+}
+
+/// `completions SHELL`: the script on stdout.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    // Into a buffer: `generate` panics on a write error (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "drover-server", &mut script);
+    std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+    Ok(0)
+}
+
+/// `man`: the man page on stdout.
+pub fn man() -> anyhow::Result<u8> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    Ok(0)
 }
 
 pub use apps::{apps, explain, plan};

@@ -258,3 +258,18 @@ fn lookup_explains_every_level_tried_and_which_was_used() {
         missing.stderr
     );
 }
+
+#[test]
+fn the_servers_completions_and_man_page_name_its_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(Command::new(bin("drover-server")).args(["completions", shell]));
+        out.expect_code(0);
+        for sub in ["serve", "check", "lookup", "node", "completions"] {
+            assert!(out.stdout.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    let man = run(Command::new(bin("drover-server")).arg("man"));
+    man.expect_code(0);
+    assert!(man.stdout.contains(".TH drover-server 1"), "{}", man.stdout);
+    assert!(man.stdout.contains("lookup"), "{}", man.stdout);
+}
