@@ -353,6 +353,15 @@ pub async fn fleet_history(db: &Db, now_us: i64, hours: i64) -> Result<Vec<HourB
     Ok(buckets)
 }
 
+/// How many nodes have a compile error (for `/metrics`).
+pub async fn compile_error_count(db: &Db) -> Result<i64, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE compile_error IS NOT NULL")
+            .fetch_one(db.reads())
+            .await?,
+    )
+}
+
 /// Nodes with a compile error, for the environments view.
 pub async fn compile_errors(db: &Db) -> Result<Vec<(String, CompileError)>, DbError> {
     let rows: Vec<(String, String)> = sqlx::query_as(

@@ -7,6 +7,7 @@
 
 mod http;
 pub mod log;
+mod process;
 
 pub use http::track_requests;
 
@@ -142,21 +143,14 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric; `nodes` are node counts by state, `refresh_age`
-    /// the seconds since the last successful repository refresh, `leads`
-    /// whether this server leads the servers of its database, `replicas`
-    /// the apps' replicas by (environment, app, state).
-    pub fn render(
-        &self,
-        nodes: &Counts,
-        refresh_age: Option<f64>,
-        leads: bool,
-        replicas: &ReplicaCounts,
-    ) -> String {
+    /// Renders every metric, the counters kept and what `now` says.
+    pub fn render(&self, now: &Scrape<'_>) -> String {
         let mut scrape = Registry::default();
-        register_nodes(&mut scrape, nodes);
+        register_nodes(&mut scrape, now.nodes);
+        register_server(&mut scrape, now);
+        process::register(&mut scrape);
         let family = Family::<[(&'static str, String); 3], Gauge>::default();
-        for ((environment, app, state), count) in replicas {
+        for ((environment, app, state), count) in now.replicas {
             family
                 .get_or_create(&[
                     ("environment", environment.clone()),
@@ -171,7 +165,7 @@ impl Metrics {
             family,
         );
         let leader = Gauge::<i64>::default();
-        leader.set(i64::from(leads));
+        leader.set(i64::from(now.leads));
         scrape.register(
             "drover_cluster_leader",
             "1 while this server leads the servers of its database (always on SQLite), else 0",
@@ -179,7 +173,7 @@ impl Metrics {
         );
         // NaN is Prometheus' "no value": the server has never refreshed.
         let age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        age.set(refresh_age.unwrap_or(f64::NAN));
+        age.set(now.refresh_age.unwrap_or(f64::NAN));
         scrape.register(
             "drover_git_refresh_age_seconds",
             "Seconds since the last successful repository refresh",
@@ -193,10 +187,96 @@ impl Metrics {
     }
 }
 
-/// `drover_nodes{state=...}`, one series for every state (0 included, so a
-/// rate or an alert never sees a series vanish), and the stale-catalog count.
 /// Replicas by (environment, app, state).
 pub type ReplicaCounts = std::collections::BTreeMap<(String, String, &'static str), i64>;
+
+/// What a scrape reads of the server's state now.
+#[derive(Debug)]
+pub struct Scrape<'a> {
+    /// Node counts by state.
+    pub nodes: &'a Counts,
+    /// Seconds since the last successful repository refresh.
+    pub refresh_age: Option<f64>,
+    /// Whether this server leads the servers of its database.
+    pub leads: bool,
+    pub replicas: &'a ReplicaCounts,
+    /// When the CA's certificate expires (seconds since the epoch).
+    pub ca_expiry: Option<i64>,
+    /// When this server's TLS certificate expires.
+    pub server_expiry: Option<i64>,
+    /// Certificate requests waiting for an operator.
+    pub pending_requests: Option<i64>,
+    /// Nodes whose newest commit does not compile for them.
+    pub compile_errors: i64,
+}
+
+static NO_NODES: Counts = Counts {
+    by_state: std::collections::BTreeMap::new(),
+    stale: 0,
+    total: 0,
+};
+static NO_REPLICAS: ReplicaCounts = ReplicaCounts::new();
+
+impl Default for Scrape<'_> {
+    /// No node, no replica, nothing known.
+    fn default() -> Self {
+        Scrape {
+            nodes: &NO_NODES,
+            refresh_age: None,
+            leads: false,
+            replicas: &NO_REPLICAS,
+            ca_expiry: None,
+            server_expiry: None,
+            pending_requests: None,
+            compile_errors: 0,
+        }
+    }
+}
+
+/// What an operator alerts on about the server itself: its build, its
+/// certificates' expiry, requests waiting, nodes that do not compile.
+fn register_server(registry: &mut Registry, now: &Scrape<'_>) {
+    let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+    build
+        .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+        .set(1);
+    registry.register(
+        "drover_build_info",
+        "1, labelled with the version of this drover-server",
+        build,
+    );
+    for (name, help, value) in [
+        (
+            "drover_ca_certificate_expiry_timestamp_seconds",
+            "When the CA certificate expires (renew it before: every node pins it)",
+            now.ca_expiry,
+        ),
+        (
+            "drover_server_certificate_expiry_timestamp_seconds",
+            "When this server's TLS certificate expires (reissued at start within 30 days of it)",
+            now.server_expiry,
+        ),
+        (
+            "drover_certificate_requests_pending",
+            "Certificate requests waiting for an operator to sign or reject them",
+            now.pending_requests,
+        ),
+        (
+            "drover_nodes_compile_errors",
+            "Nodes whose environment's newest commit does not compile for them (they get their last good catalog)",
+            Some(now.compile_errors),
+        ),
+    ] {
+        if let Some(value) = value {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(value);
+            registry.register(name, help, gauge);
+        }
+    }
+}
+
+/// `drover_nodes{state=...}`, one series for every state (0 included, so a
+/// rate or an alert never sees a series vanish), and the stale-catalog count.
 
 fn register_nodes(registry: &mut Registry, nodes: &Counts) {
     let family = Family::<[(&'static str, &'static str); 1], Gauge>::default();
@@ -234,7 +314,15 @@ mod tests {
         nodes.by_state.insert(NodeState::Failed, 1);
         let mut replicas = ReplicaCounts::new();
         replicas.insert(("production".into(), "web".into(), "pending"), 2);
-        let text = metrics.render(&nodes, None, true, &replicas);
+        let text = metrics.render(&Scrape {
+            nodes: &nodes,
+            leads: true,
+            replicas: &replicas,
+            ca_expiry: Some(2_000_000_000),
+            pending_requests: Some(3),
+            compile_errors: 2,
+            ..Scrape::default()
+        });
         for line in [
             "drover_cluster_leader 1",
             "drover_app_replicas{environment=\"production\",app=\"web\",state=\"pending\"} 2",
@@ -246,6 +334,10 @@ mod tests {
             "drover_git_refresh_age_seconds NaN",
             "# TYPE drover_catalog_compiles_total counter",
             "drover_catalog_compiles_total 0",
+            "drover_build_info{version=\"0.1.0\"} 1",
+            "drover_ca_certificate_expiry_timestamp_seconds 2000000000",
+            "drover_certificate_requests_pending 3",
+            "drover_nodes_compile_errors 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
@@ -253,7 +345,26 @@ mod tests {
             !text.contains("# EOF"),
             "the 0.0.4 format has no EOF marker"
         );
-        let text = metrics.render(&Counts::default(), Some(1.5), false, &ReplicaCounts::new());
+        let text = metrics.render(&Scrape {
+            refresh_age: Some(1.5),
+            ..Scrape::default()
+        });
+        assert!(
+            !text.contains("drover_server_certificate_expiry"),
+            "no value, no series"
+        );
+        for process in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(
+                text.contains(&format!("\n{process}")),
+                "{process} in {text}"
+            );
+        }
         assert!(text.contains("\ndrover_cluster_leader 0\n"), "{text}");
         assert!(
             text.contains("\ndrover_git_refresh_age_seconds 1.5\n"),
@@ -272,7 +383,7 @@ mod tests {
         metrics.compile_finished(Duration::from_millis(30), false);
         metrics.compile_failed_early();
         metrics.refresh_finished(Duration::from_millis(20), false);
-        let text = metrics.render(&Counts::default(), None, true, &ReplicaCounts::new());
+        let text = metrics.render(&Scrape::default());
         for line in [
             "drover_catalog_compiles_total 1",
             "drover_catalog_compile_errors_total 2",

@@ -59,14 +59,21 @@ pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, App
         let span = jiff::Timestamp::now().duration_since(t);
         span.as_secs_f64().max(0.0)
     });
+    let (ca_expiry, server_expiry) = state.pki.expiries();
+    let pending = state.pki.store().pending_count().ok();
+    let scrape = crate::metrics::Scrape {
+        nodes: &nodes,
+        refresh_age: age,
+        leads: state.cluster.leadership().is_leader(),
+        replicas: &state.apps.placements.current().replica_counts(),
+        ca_expiry,
+        server_expiry,
+        pending_requests: pending.and_then(|n| i64::try_from(n).ok()),
+        compile_errors: crate::fleet::compile_error_count(&state.db).await?,
+    };
     Ok((
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state.metrics.render(
-            &nodes,
-            age,
-            state.cluster.leadership().is_leader(),
-            &state.apps.placements.current().replica_counts(),
-        ),
+        state.metrics.render(&scrape),
     )
         .into_response())
 }

@@ -125,6 +125,21 @@ impl Pki {
             .map_err(|e| anyhow::anyhow!("the CA certificate is not PEM: {e}"))
     }
 
+    /// When the CA's and this server's certificates expire, in seconds
+    /// since the epoch (`None` for one that cannot be read).
+    pub fn expiries(&self) -> (Option<i64>, Option<i64>) {
+        let not_after = |pem: &[u8]| -> Option<i64> {
+            let der = CertificateDer::from_pem_slice(pem).ok()?;
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+            Some(cert.validity().not_after.timestamp())
+        };
+        let server = fs_err::read(self.dir.join(SERVER_CERT)).ok();
+        (
+            not_after(self.ca_pem.as_bytes()),
+            server.as_deref().and_then(not_after),
+        )
+    }
+
     /// The key that signs every catalog the server serves.
     pub fn catalog_signer(&self) -> &SigningKey {
         &self.catalog_signer

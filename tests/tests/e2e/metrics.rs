@@ -105,4 +105,30 @@ fn an_agent_run_moves_metrics_that_promtool_accepts() {
     );
     let age = value(&a, "drover_git_refresh_age_seconds");
     assert!((0.0..600.0).contains(&age), "refresh age {age}");
+
+    // What an operator alerts on about the server itself.
+    let version = format!(
+        "drover_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&a, &version), 1.0, "{after}");
+    let now = jiff::Timestamp::now().as_second() as f64;
+    let ca = value(&a, "drover_ca_certificate_expiry_timestamp_seconds");
+    let server = value(&a, "drover_server_certificate_expiry_timestamp_seconds");
+    assert!(ca > now + 365.0 * 86400.0, "the CA lasts years: {ca}");
+    assert!(server > now + 30.0 * 86400.0 && server <= ca, "{server}");
+    assert_eq!(
+        value(&a, "drover_certificate_requests_pending"),
+        0.0,
+        "{after}"
+    );
+    assert_eq!(value(&a, "drover_nodes_compile_errors"), 0.0, "{after}");
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(&a, process) > 0.0, "{process}: {after}");
+    }
 }
