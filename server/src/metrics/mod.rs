@@ -277,7 +277,6 @@ fn register_server(registry: &mut Registry, now: &Scrape<'_>) {
 
 /// `drover_nodes{state=...}`, one series for every state (0 included, so a
 /// rate or an alert never sees a series vanish), and the stale-catalog count.
-
 fn register_nodes(registry: &mut Registry, nodes: &Counts) {
     let family = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     for state in NodeState::ALL {
