@@ -57,6 +57,9 @@ pub(crate) struct Watched {
     /// The server's version when `changed`, else the one sent.
     pub version: Option<String>,
     pub changed: bool,
+    /// An operator asked for a run now (servers before it never say so).
+    #[serde(default)]
+    pub run: bool,
 }
 
 #[derive(Debug, PartialEq)]

@@ -162,6 +162,9 @@ enum Next {
     Announce(String, Duration),
 }
 
+/// What [`Next::Announce`] carries for a run an operator asked for.
+const ASKED: &str = "(asked)";
+
 /// Announcements of one version without the run reaching it.
 #[derive(Debug, Default)]
 struct Repeats {
@@ -209,9 +212,11 @@ impl Watcher {
                     if self.shared.wait_for_run(round.runs, delay) {
                         continue;
                     }
-                    output::info(&format!(
-                        "the server has catalog {version} for this node; running now"
-                    ));
+                    output::info(&if version == ASKED {
+                        "an operator asked for a run; running now".to_owned()
+                    } else {
+                        format!("the server has catalog {version} for this node; running now")
+                    });
                     self.waker.catalog_changed();
                     self.shared.wait_for_run(round.runs, RUN_WAIT);
                 }
@@ -262,6 +267,11 @@ fn decide(
     took: Duration,
     repeats: &mut Repeats,
 ) -> Next {
+    if answer.run {
+        // An operator asked for a run now (`node run`): no backoff, and
+        // the version is the one held (the run fetches whatever is new).
+        return Next::Announce(ASKED.to_owned(), Duration::ZERO);
+    }
     let new = match (&answer.version, answer.changed) {
         (Some(new), true) => new,
         // An answer much sooner than asked for is a server going away (it
@@ -326,7 +336,22 @@ mod tests {
         Watched {
             version: Some(version.into()),
             changed,
+            run: false,
         }
+    }
+
+    #[test]
+    fn a_run_asked_for_is_announced_at_once_even_unchanged() {
+        let mut repeats = Repeats::default();
+        let asked = Watched {
+            run: true,
+            ..answer("v1", false)
+        };
+        let next = decide(&asked, &round("v1", 3), &round("v1", 3), LONG, &mut repeats);
+        assert!(
+            matches!(next, Next::Announce(ref v, d) if v == ASKED && d.is_zero()),
+            "{next:?}"
+        );
     }
 
     const LONG: Duration = Duration::from_secs(55);

@@ -41,11 +41,13 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
     // burst of enrollments on another server costs one pull per round, not
     // a task per notification.
     let ca_changed = Arc::new(tokio::sync::Notify::new());
-    let (url, snapshots, ca, apps, token) = (
+    let runs_asked = Arc::new(tokio::sync::Notify::new());
+    let (url, snapshots, ca, apps, runs, token) = (
         state.config.database_url.clone(),
         state.snapshots.clone(),
         ca_changed.clone(),
         state.apps.clone(),
+        runs_asked.clone(),
         shutdown.clone(),
     );
     let me = state.cluster.id().to_owned();
@@ -54,9 +56,11 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
             notify::Event::Refresh => snapshots.wake(),
             notify::Event::Ca => ca.notify_one(),
             notify::Event::Placements => apps.reload.notify_one(),
+            notify::Event::Runs => runs.notify_one(),
         })
         .await;
     });
+    tracker.spawn(answer_runs(state.clone(), runs_asked, shutdown.clone()));
     if state.pki.store().replica().is_some() {
         tracker.spawn(follow_ca(state.pki.clone(), ca_changed, shutdown.clone()));
     }
@@ -69,6 +73,17 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
             async move { crate::retention::prune_loop(&leader, retention, stop).await }
         },
     ));
+    if let Some(days) = state.config.node_ttl_days {
+        let db = state.db.clone();
+        tracker.spawn(cluster::while_leading(
+            state.cluster.clone(),
+            shutdown.clone(),
+            move |stop| {
+                let db = db.clone();
+                async move { deactivate_silent(&db, days, stop).await }
+            },
+        ));
+    }
     crate::apps::reload::spawn(state, shutdown, tracker);
     if state.db.backend() == Backend::Sqlite {
         tracker.spawn(state.collector().run(shutdown.clone()));
@@ -172,5 +187,47 @@ async fn refresh_loop(state: AppState, shutdown: CancellationToken) {
             () = state.snapshots.woken() => {}
         }
         refresh(&state).await;
+    }
+}
+
+/// Another server was asked to run nodes: this one tells those whose
+/// watch it holds (with PostgreSQL; on SQLite the asking server holds them).
+async fn answer_runs(state: AppState, asked: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = asked.notified() => {}
+        }
+        match crate::db::lifecycle::runs_requested(&state.db).await {
+            Ok(nodes) => {
+                let here = state.watches.watched();
+                for node in nodes.iter().filter(|n| here.contains(*n)) {
+                    state.watches.request_run(node);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the runs asked failed"),
+        }
+    }
+}
+
+/// `node_ttl_days`: the leader deactivates the nodes silent that long
+/// (PuppetDB's node-ttl), hourly.
+async fn deactivate_silent(db: &crate::db::Db, days: u64, stop: CancellationToken) {
+    loop {
+        let ttl_us = i64::try_from(days.saturating_mul(86_400_000_000)).unwrap_or(i64::MAX);
+        let before = jiff::Timestamp::now()
+            .as_microsecond()
+            .saturating_sub(ttl_us);
+        match crate::db::lifecycle::deactivate_silent(db, before).await {
+            Ok(names) if !names.is_empty() => tracing::info!(
+                nodes = %names.join(", "), days, "deactivated nodes silent for node_ttl_days"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "deactivating silent nodes failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
     }
 }

@@ -70,6 +70,8 @@ pub struct FileConfig {
     pub unresponsive_after_secs: Option<u64>,
     /// Reports older than this many days are deleted in the background.
     pub report_retention_days: Option<u32>,
+    /// Nodes silent this many days are deactivated (PuppetDB's node-ttl) [default: never].
+    pub node_ttl_days: Option<u64>,
     /// Catalog compiles running at once [default: 2 per core].
     pub max_concurrent_compiles: Option<usize>,
     /// Catalog requests waiting for a compile slot; beyond, 503 with Retry-After.
@@ -155,6 +157,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub unresponsive_after: Duration,
     pub report_retention: Duration,
+    /// Deactivate nodes silent this many days (`None`: never).
+    pub node_ttl_days: Option<u64>,
     /// Compile slots and the queue in front of them (see `crate::shed`).
     pub max_concurrent_compiles: usize,
     pub compile_queue: usize,
@@ -203,6 +207,7 @@ impl Config {
             metrics_listen: None,
             unresponsive_after: Duration::from_secs(DEFAULT_UNRESPONSIVE_SECS),
             report_retention: days(DEFAULT_RETENTION_DAYS),
+            node_ttl_days: None,
             max_concurrent_compiles: default_max_compiles(),
             compile_queue: DEFAULT_COMPILE_QUEUE,
             max_connections: None,
@@ -366,6 +371,12 @@ impl Config {
             metrics_listen,
             unresponsive_after: Duration::from_secs(unresponsive_secs),
             report_retention: days(retention_days),
+            node_ttl_days: match file.node_ttl_days {
+                Some(0) => bail!(
+                    "node_ttl_days must be at least 1\nhint: leave it out to never deactivate silent nodes"
+                ),
+                other => other,
+            },
             max_concurrent_compiles,
             compile_queue: file.compile_queue.unwrap_or(DEFAULT_COMPILE_QUEUE),
             max_connections: file.max_connections,

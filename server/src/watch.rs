@@ -1,5 +1,7 @@
 //! The catalog version each node would get now, and the nodes waiting to
-//! hear that it moved (the long-poll of `GET nodes/{name}/catalog/watch`).
+//! hear that it moved (the long-poll of `GET nodes/{name}/catalog/watch`);
+//! also an operator's request for a run now (`node run`), answered to the
+//! node's next (or current) wait.
 //!
 //! In memory only: a restart forgets every version, and the next compile
 //! (a node's catalog request, or the recompile after a git refresh) puts it
@@ -15,11 +17,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-type Version = Option<Arc<str>>;
+/// What a node's waiters are told of.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    version: Option<Arc<str>>,
+    /// An operator asked for a run, not yet answered to a wait.
+    run: bool,
+}
 
 #[derive(Debug, Default)]
 pub struct Watches {
-    nodes: Mutex<HashMap<String, watch::Sender<Version>>>,
+    nodes: Mutex<HashMap<String, watch::Sender<Known>>>,
     closed: CancellationToken,
 }
 
@@ -30,6 +38,8 @@ pub struct Outcome {
     /// else the one held.
     pub version: Option<String>,
     pub changed: bool,
+    /// An operator asked for a run (`node run`): run even when unchanged.
+    pub run: bool,
 }
 
 impl Watches {
@@ -39,24 +49,36 @@ impl Watches {
         let mut nodes = self.lock();
         if let Some(sender) = nodes.get(node) {
             sender.send_if_modified(|known| {
-                if known.as_deref() == Some(version) {
+                if known.version.as_deref() == Some(version) {
                     return false;
                 }
-                *known = Some(Arc::from(version));
+                known.version = Some(Arc::from(version));
                 true
             });
         } else {
             nodes.insert(
                 node.to_owned(),
-                watch::Sender::new(Some(Arc::from(version))),
+                watch::Sender::new(Known {
+                    version: Some(Arc::from(version)),
+                    run: false,
+                }),
             );
         }
+    }
+
+    /// Asks `node` to run now: its wait answers with `run` (at once, or
+    /// when it next waits on this server).
+    pub fn request_run(&self, node: &str) {
+        self.lock()
+            .entry(node.to_owned())
+            .or_insert_with(|| watch::Sender::new(Known::default()))
+            .send_modify(|known| known.run = true);
     }
 
     /// The version known for `node`, if any.
     pub fn known(&self, node: &str) -> Option<String> {
         let nodes = self.lock();
-        let version = nodes.get(node)?.borrow().clone();
+        let version = nodes.get(node)?.borrow().version.clone();
         version.map(|v| v.to_string())
     }
 
@@ -68,15 +90,21 @@ impl Watches {
         let unchanged = || Outcome {
             version: held.map(str::to_owned),
             changed: false,
+            run: false,
         };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let outcome = loop {
             let known = receiver.borrow_and_update().clone();
-            if let Some(known) = known.filter(|k| Some(&**k) != held) {
+            let moved = known.version.clone().filter(|k| Some(&**k) != held);
+            if moved.is_some() || known.run {
+                if known.run {
+                    self.answered_run(node);
+                }
                 break Outcome {
-                    version: Some(known.to_string()),
-                    changed: true,
+                    changed: moved.is_some(),
+                    version: moved.map(|v| v.to_string()).or(held.map(str::to_owned)),
+                    run: known.run,
                 };
             }
             tokio::select! {
@@ -107,25 +135,36 @@ impl Watches {
         self.closed.cancel();
     }
 
-    fn subscribe(&self, node: &str) -> watch::Receiver<Version> {
+    fn subscribe(&self, node: &str) -> watch::Receiver<Known> {
         self.lock()
             .entry(node.to_owned())
-            .or_insert_with(|| watch::Sender::new(None))
+            .or_insert_with(|| watch::Sender::new(Known::default()))
             .subscribe()
     }
 
-    /// Drops the entry of a node with no version once nobody waits for it.
+    /// A run request was answered: it is not answered twice.
+    fn answered_run(&self, node: &str) {
+        if let Some(sender) = self.lock().get(node) {
+            sender.send_if_modified(|known| {
+                known.run = false;
+                false
+            });
+        }
+    }
+
+    /// Drops the entry of a node with no version nor run request once
+    /// nobody waits for it.
     fn forget_if_unused(&self, node: &str) {
         let mut nodes = self.lock();
-        if nodes
-            .get(node)
-            .is_some_and(|s| s.receiver_count() == 0 && s.borrow().is_none())
-        {
+        if nodes.get(node).is_some_and(|s| {
+            let known = s.borrow();
+            s.receiver_count() == 0 && known.version.is_none() && !known.run
+        }) {
             nodes.remove(node);
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Version>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Known>>> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -177,7 +216,8 @@ mod tests {
             outcome,
             Outcome {
                 version: Some("v2".into()),
-                changed: true
+                changed: true,
+                run: false,
             }
         );
     }
@@ -192,7 +232,8 @@ mod tests {
             outcome,
             Outcome {
                 version: Some("v1".into()),
-                changed: false
+                changed: false,
+                run: false,
             }
         );
         assert_eq!(watches.len(), 0, "bounded by the nodes with versions");
@@ -244,5 +285,37 @@ mod tests {
             later.is_ok_and(|o| !o.changed),
             "a wait after close ends at once"
         );
+    }
+
+    #[tokio::test]
+    async fn a_run_request_answers_one_wait_at_once_or_the_next_one() {
+        let watches = Watches::default();
+        watches.publish("web-1", "v1");
+        // asked while nobody waits: the next wait answers it at once
+        watches.request_run("web-1");
+        let outcome = watches.wait("web-1", Some("v1"), LONG).await;
+        assert_eq!((outcome.run, outcome.changed), (true, false));
+        assert_eq!(outcome.version.as_deref(), Some("v1"));
+        // answered once only
+        let outcome = watches
+            .wait("web-1", Some("v1"), Duration::from_millis(20))
+            .await;
+        assert!(!outcome.run);
+        // asked while a node waits: it wakes
+        let shared = std::sync::Arc::new(watches);
+        let waiting = {
+            let w = shared.clone();
+            tokio::spawn(async move { w.wait("web-1", Some("v1"), LONG).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        shared.request_run("web-1");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(outcome.run);
+        // a node the server never compiled for keeps its request
+        shared.request_run("new-node");
+        assert!(shared.wait("new-node", None, LONG).await.run);
     }
 }

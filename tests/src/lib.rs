@@ -347,6 +347,7 @@ impl Server {
         let mut request = match method {
             "GET" => client.get(&url),
             "POST" => client.post(&url),
+            "DELETE" => client.delete(&url),
             _ => panic!("unsupported method {method}"),
         };
         if let Credential::Token(token) = credential {

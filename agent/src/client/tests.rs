@@ -196,14 +196,16 @@ fn a_watch_sends_the_held_version_and_reads_the_answer() {
         client.watch(Some("v1"), 55).unwrap(),
         Watched {
             version: Some("v2".into()),
-            changed: true
+            changed: true,
+            run: false,
         }
     );
     assert_eq!(
         client.watch(None, 0).unwrap(),
         Watched {
             version: None,
-            changed: false
+            changed: false,
+            run: false,
         }
     );
     let err = client.watch(Some("v1"), 55).unwrap_err();

@@ -43,6 +43,11 @@ pub(super) fn post(args: &ServerArgs, path: &str, body: &str) -> anyhow::Result<
     request(args, reqwest::Method::POST, path, Some(body.to_owned()))
 }
 
+/// DELETEs `path` as an operator; the body of a 200.
+pub(super) fn delete(args: &ServerArgs, path: &str) -> anyhow::Result<String> {
+    request(args, reqwest::Method::DELETE, path, None)
+}
+
 fn request(
     args: &ServerArgs,
     method: reqwest::Method,

@@ -57,7 +57,7 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the placements a commit would produce against the known fleet, without applying them.
     Plan(PlanArgs),
-    /// Cordon, uncordon or drain a node (asks a running server).
+    /// List, run, deactivate or purge nodes; cordon, uncordon or drain one (asks a running server).
     Node(NodeArgs),
     /// The value a node gets for a data key; --explain shows every hierarchy level tried.
     Lookup(lookup::LookupArgs),
@@ -110,7 +110,11 @@ pub struct CaArgs {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Print pending certificate requests and every certificate issued.
-    List,
+    List {
+        /// Only the pending requests
+        #[arg(long)]
+        pending: bool,
+    },
     /// Sign NAME's pending certificate request.
     Sign {
         #[arg(value_name = "NAME")]
@@ -118,6 +122,11 @@ pub enum CaCommand {
     },
     /// Refuse NAME's pending certificate request: it is deleted, and the name is free for another request.
     Reject {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Revoke NAME's certificates and drop its pending request, so it may enroll afresh.
+    Clean {
         #[arg(value_name = "NAME")]
         name: String,
     },
@@ -178,7 +187,8 @@ pub fn ca(args: &CaArgs) -> anyhow::Result<u8> {
     };
     let pki = Pki::open_ca(&config.data_dir, config.cert_lifetime, replica)?;
     let text = match &args.command {
-        CaCommand::List => admin::list(&pki)?,
+        CaCommand::List { pending } => admin::list(&pki, *pending)?,
+        CaCommand::Clean { name } => admin::clean(&pki, name)?,
         CaCommand::Sign { name } => admin::sign(&pki, name)?,
         CaCommand::Reject { name } => admin::reject(&pki, name)?,
         CaCommand::Revoke { target } => admin::revoke(&pki, target)?,

@@ -1,6 +1,7 @@
-//! `drover-server node cordon|uncordon|drain NAME`: maintenance of a node,
-//! asked of a running server over its API. `drain --wait` follows the
-//! drain until it ends, printing each new status.
+//! `drover-server node ...`, asked of a running server over its API: the
+//! fleet's list, maintenance (`cordon`, `uncordon`, `drain`; `drain --wait`
+//! follows the drain until it ends, printing each new status) and the
+//! lifecycle (`run`, `deactivate`, `purge`).
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{ServerArgs, encode, get, post};
+use super::client::{ServerArgs, delete, encode, get, post};
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -20,6 +21,30 @@ pub struct NodeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
+    /// List the nodes (deactivated ones left out), with their state.
+    List {
+        /// Only nodes in this state (failed, unresponsive, noop_pending, changed, unchanged, never_reported)
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make NAME's daemon run now, through its catalog watch (no commit needed).
+    Run {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Take NAME out of the fleet's lists, counts and placements until it checks in again.
+    Deactivate {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Revoke NAME's certificates and delete its data.
+    Purge {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
     /// Place no new replica on NAME; the replicas it runs stay.
     Cordon {
         #[arg(value_name = "NAME")]
@@ -50,6 +75,13 @@ const POLL: Duration = Duration::from_secs(1);
 /// deadline stopped).
 pub fn node(args: &NodeArgs) -> anyhow::Result<u8> {
     let (name, action, body) = match &args.command {
+        NodeCommand::List { state, json } => return list(&args.server, state.as_deref(), *json),
+        NodeCommand::Run { name } => return lifecycle(&args.server, name, "run"),
+        NodeCommand::Deactivate { name } => return lifecycle(&args.server, name, "deactivate"),
+        NodeCommand::Purge { name } => {
+            let answer = delete(&args.server, &format!("/api/v1/nodes/{}", encode(name)))?;
+            return said(&answer);
+        }
         NodeCommand::Cordon { name } => (name, "cordon", String::new()),
         NodeCommand::Uncordon { name } => (name, "uncordon", String::new()),
         NodeCommand::Drain { name, deadline, .. } => (
@@ -98,4 +130,77 @@ pub fn node(args: &NodeArgs) -> anyhow::Result<u8> {
             _ => return Ok(0),
         }
     }
+}
+
+/// POSTs a lifecycle action and prints what the server said.
+fn lifecycle(server: &ServerArgs, name: &str, action: &str) -> anyhow::Result<u8> {
+    let answer = post(
+        server,
+        &format!("/api/v1/nodes/{}/{action}", encode(name)),
+        "",
+    )?;
+    said(&answer)
+}
+
+fn said(answer: &str) -> anyhow::Result<u8> {
+    let answer: Value = serde_json::from_str(answer).context("the server's answer")?;
+    println!("{}", answer["said"].as_str().unwrap_or_default());
+    Ok(0)
+}
+
+/// How many nodes a page of `node list` asks for.
+const PAGE: usize = 1000;
+
+/// Every node (of `state`), a page at a time.
+fn list(server: &ServerArgs, state: Option<&str>, json: bool) -> anyhow::Result<u8> {
+    let mut nodes: Vec<Value> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let mut path = format!("/api/v1/nodes?limit={PAGE}&after={}", encode(&after));
+        if let Some(state) = state {
+            path.push_str(&format!("&state={}", encode(state)));
+        }
+        let page: Vec<Value> =
+            serde_json::from_str(&get(server, &path)?).context("the server's answer")?;
+        let full = page.len() == PAGE;
+        after = page
+            .last()
+            .and_then(|n| n["name"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        nodes.extend(page);
+        if !full {
+            break;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(0);
+    }
+    let field = |n: &Value, key: &str| n[key].as_str().unwrap_or("-").to_owned();
+    println!(
+        "{:<32} {:<15} {:<15} LAST RUN",
+        "NAME", "STATE", "ENVIRONMENT"
+    );
+    for n in &nodes {
+        let mut flags = String::new();
+        if n["stale"] == true {
+            flags.push_str(" (stale)");
+        }
+        if n["compile_error"].is_object() {
+            flags.push_str(" (compile error)");
+        }
+        if n["cordoned"] == true {
+            flags.push_str(" (cordoned)");
+        }
+        println!(
+            "{:<32} {:<15} {:<15} {}{flags}",
+            field(n, "name"),
+            field(n, "state"),
+            field(n, "environment"),
+            field(n, "last_run_at"),
+        );
+    }
+    println!("{} node(s)", nodes.len());
+    Ok(0)
 }

@@ -24,6 +24,9 @@ pub enum Event {
     /// The control loop changed placements, or a report changed a
     /// replica's state: the others reload theirs.
     Placements,
+    /// An operator asked nodes to run now: the server holding a node's
+    /// watch answers it.
+    Runs,
 }
 
 impl Event {
@@ -32,6 +35,7 @@ impl Event {
             Event::Refresh => "refresh",
             Event::Ca => "ca",
             Event::Placements => "placements",
+            Event::Runs => "runs",
         }
     }
 
@@ -40,6 +44,7 @@ impl Event {
             "refresh" => Some(Event::Refresh),
             "ca" => Some(Event::Ca),
             "placements" => Some(Event::Placements),
+            "runs" => Some(Event::Runs),
             _ => None,
         }
     }

@@ -294,7 +294,7 @@ pub async fn fleet(db: &Db) -> Result<Vec<FleetNode>, DbError> {
         "SELECT n.name, n.environment, n.requested_environment, n.facts, n.cordoned,
            n.last_status, n.last_seen_at_us, n.last_run_at_us, l.seen_at_us AS liveness_us
          FROM nodes n LEFT JOIN node_liveness l ON l.node = n.name
-         WHERE n.last_seen_at IS NOT NULL ORDER BY n.name",
+         WHERE n.last_seen_at IS NOT NULL AND n.deactivated_at IS NULL ORDER BY n.name",
     )
     .fetch_all(db.reads())
     .await?)

@@ -37,6 +37,9 @@ pub struct NodeRow {
     pub compile_error: Option<CompileError>,
     /// No new replica is placed on it (running ones stay).
     pub cordoned: bool,
+    /// When `node deactivate` (or `node_ttl_days`) took it out of the
+    /// fleet's lists; null while active (its next check-in clears it).
+    pub deactivated_at: Option<String>,
 }
 
 impl FromRow<'_, AnyRow> for NodeRow {
@@ -54,12 +57,15 @@ impl FromRow<'_, AnyRow> for NodeRow {
             roles: json(row, "roles")?,
             compile_error: optional_json(row, "compile_error")?,
             cordoned: flag(row, "cordoned")?,
+            deactivated_at: row.try_get("deactivated_at")?,
         })
     }
 }
 
-pub(crate) const NODE_COLUMNS: &str = "name, environment, requested_environment, catalog_version, commit_id, \
-     last_status, last_run_at, last_seen_at, facts, roles, compile_error, cordoned";
+pub(crate) const NODE_COLUMNS: &str =
+    "name, environment, requested_environment, catalog_version, commit_id, \
+     last_status, last_run_at, last_seen_at, facts, roles, compile_error, cordoned,
+     deactivated_at";
 
 pub async fn node(db: &Db, name: &str) -> Result<Option<NodeRow>, DbError> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1");
@@ -171,7 +177,8 @@ pub async fn record_catalog_request_at(
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO UPDATE SET facts = excluded.facts,
                    requested_environment = excluded.requested_environment,
-                   last_seen_at = excluded.last_seen_at, last_seen_at_us = excluded.last_seen_at_us",
+                   last_seen_at = excluded.last_seen_at, last_seen_at_us = excluded.last_seen_at_us,
+                   deactivated_at = NULL",
             )
             .bind(&node)
             .bind(facts)

@@ -163,7 +163,7 @@ async fn insert_row(
            last_environment = excluded.last_environment,
            last_commit = excluded.last_commit,
            last_catalog_version = excluded.last_catalog_version,
-           last_duration_ms = excluded.last_duration_ms
+           last_duration_ms = excluded.last_duration_ms, deactivated_at = NULL
          WHERE nodes.last_run_at_us IS NULL OR nodes.last_run_at_us <= excluded.last_run_at_us",
     )
     .bind(&row.node)

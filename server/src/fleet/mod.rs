@@ -155,7 +155,7 @@ impl Counts {
 pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
     let mut q = Sql::new("SELECT state, COUNT(*), SUM(stale) FROM (SELECT ");
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes) AS n GROUP BY state");
+    q.push(" FROM nodes WHERE deactivated_at IS NULL) AS n GROUP BY state");
     let rows = q.rows(db).await?;
     let mut counts = Counts::default();
     for row in rows {
@@ -247,7 +247,7 @@ pub async fn page(
          FROM (SELECT *, ",
     );
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes) AS n WHERE 1 = 1");
+    q.push(" FROM nodes WHERE deactivated_at IS NULL) AS n WHERE 1 = 1");
     filter.push(&mut q, db.backend());
     if let Some(after) = after {
         q.push(" AND name > ").bind(after.to_owned());
@@ -257,7 +257,7 @@ pub async fn page(
     let next_after = keep_page(&mut nodes, limit, |n| &n.name);
     let mut q = Sql::new("SELECT COUNT(*) FROM (SELECT *, ");
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes) AS n WHERE 1 = 1");
+    q.push(" FROM nodes WHERE deactivated_at IS NULL) AS n WHERE 1 = 1");
     filter.push(&mut q, db.backend());
     let total: i64 = q.scalar(db).await?;
     Ok(NodePage {

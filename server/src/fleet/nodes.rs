@@ -44,6 +44,8 @@ pub async fn node_statuses(
     limit: u32,
 ) -> Result<(Vec<NodeStatus>, Option<String>), DbError> {
     let mut q = select(ctx);
+    // A deactivated node leaves the lists until it checks in again.
+    q.push(" AND deactivated_at IS NULL");
     filter.push(&mut q, db.backend());
     if let Some(after) = after {
         q.push(" AND name > ").bind(after.to_owned());

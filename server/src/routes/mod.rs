@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod enroll;
+pub mod lifecycle;
 pub mod meta;
 pub mod node;
 pub mod operator;
@@ -30,7 +31,9 @@ fn described_routes() -> OpenApiRouter<AppState> {
     // every path of that call.
     OpenApiRouter::with_openapi(crate::openapi::base())
         .routes(routes!(operator::nodes))
-        .routes(routes!(operator::node))
+        .routes(routes!(operator::node, lifecycle::purge))
+        .routes(routes!(lifecycle::run))
+        .routes(routes!(lifecycle::deactivate))
         .routes(routes!(node::catalog))
         .routes(routes!(watch::watch))
         .routes(routes!(node::file))

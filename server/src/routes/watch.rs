@@ -43,6 +43,9 @@ pub struct WatchAnswer {
     pub version: Option<String>,
     /// Whether the node should fetch its catalog now.
     pub changed: bool,
+    /// An operator asked the node to run now (`drover-server node run`),
+    /// changed or not.
+    pub run: bool,
 }
 
 /// Wait for a new catalog version
@@ -52,7 +55,8 @@ pub struct WatchAnswer {
 /// listening when the version moved learns at its next watch), else when a
 /// compile moves it (the node's own catalog request, or the recompile after
 /// a git refresh such as `POST /api/v1/hooks/git`). A commit that does not
-/// compile does not move it. After `timeout_secs` without a change, or when
+/// compile does not move it. An operator's `POST /api/v1/nodes/{name}/run`
+/// answers it at once with `run: true`. After `timeout_secs` without a change, or when
 /// the server shuts down, it answers `changed: false`. The server forgets
 /// versions when it restarts; a watch then waits for the next compile.
 #[utoipa::path(
@@ -107,8 +111,12 @@ pub async fn watch(
             Duration::from_secs(timeout),
         )
         .await;
+    if outcome.run {
+        crate::db::lifecycle::run_answered(&state.db, &node).await?;
+    }
     Ok(Json(WatchAnswer {
         version: outcome.version,
         changed: outcome.changed,
+        run: outcome.run,
     }))
 }

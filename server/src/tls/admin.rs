@@ -12,8 +12,9 @@ use super::Pki;
 use super::files::write_private;
 use super::requests::colon_hex;
 
-/// Pending requests, then every certificate with its state.
-pub fn list(pki: &Pki) -> anyhow::Result<String> {
+/// Pending requests, then (unless `pending_only`) every certificate with
+/// its state.
+pub fn list(pki: &Pki, pending_only: bool) -> anyhow::Result<String> {
     let listing = pki.listing()?;
     let mut out = String::new();
     writeln!(out, "pending requests: {}", listing.pending.len())?;
@@ -30,6 +31,12 @@ pub fn list(pki: &Pki) -> anyhow::Result<String> {
         })
         .collect();
     out.push_str(&table(&["NAME", "KEY", "WHEN", "FROM"], &rows));
+    if pending_only {
+        if !listing.pending.is_empty() {
+            out.push_str("sign one with `drover-server ca sign NAME` once its key fingerprint is the node's\n");
+        }
+        return Ok(out);
+    }
     let now = jiff::Timestamp::now();
     writeln!(out, "certificates: {}", listing.certificates.len())?;
     let rows: Vec<Vec<String>> = listing
@@ -81,6 +88,38 @@ pub fn reject(pki: &Pki, name: &str) -> anyhow::Result<String> {
         "rejected the pending request of `{name}` (key sha256 {}); the name is free for a new request\n",
         request.fingerprint
     ))
+}
+
+/// `ca clean NAME` (Puppet's `puppetserver ca clean`): revokes NAME's valid
+/// certificates and drops its pending request, so the name can enroll
+/// afresh (a rebuilt machine with a new key).
+pub fn clean(pki: &Pki, name: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let revoked = pki.revoke(name).unwrap_or_default();
+    for r in &revoked {
+        writeln!(
+            out,
+            "revoked {} certificate of `{}`: serial {}",
+            r.kind,
+            r.name,
+            colon_hex(&r.serial)
+        )?;
+    }
+    let pending = pki.reject_pending(name).ok();
+    if let Some(request) = &pending {
+        writeln!(
+            out,
+            "dropped the pending request of `{name}` (key sha256 {})",
+            request.fingerprint
+        )?;
+    }
+    if revoked.is_empty() && pending.is_none() {
+        bail!(
+            "`{name}` has neither a valid certificate nor a pending request\nhint: `drover-server ca list` shows the certificates"
+        );
+    }
+    writeln!(out, "`{name}` may enroll again with a new key")?;
+    Ok(out)
 }
 
 /// Revokes NAME's certificates or the one with SERIAL.

@@ -31,7 +31,10 @@ async fn a_known_different_version_answers_at_once_and_the_same_one_waits_out_th
 
     let t = Instant::now();
     let answer = watch(&cx, OTHER, 30).await;
-    assert_eq!(answer, json!({"version": v1, "changed": true}));
+    assert_eq!(
+        answer,
+        json!({"version": v1, "changed": true, "run": false})
+    );
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "at once, not at the timeout"
@@ -40,11 +43,17 @@ async fn a_known_different_version_answers_at_once_and_the_same_one_waits_out_th
     let answer = cx
         .get_json("/api/v1/nodes/web-1/catalog/watch?timeout_secs=30")
         .await;
-    assert_eq!(answer, json!({"version": v1, "changed": true}));
+    assert_eq!(
+        answer,
+        json!({"version": v1, "changed": true, "run": false})
+    );
 
     let t = Instant::now();
     let answer = watch(&cx, &v1, 1).await;
-    assert_eq!(answer, json!({"version": v1, "changed": false}));
+    assert_eq!(
+        answer,
+        json!({"version": v1, "changed": false, "run": false})
+    );
     assert!(
         t.elapsed() >= Duration::from_secs(1),
         "waited for the timeout"
@@ -83,7 +92,10 @@ async fn a_hook_that_moves_the_version_answers_the_waiting_watch() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         cx.hook().await;
     });
-    assert_eq!(answer, json!({"version": v2, "changed": false}));
+    assert_eq!(
+        answer,
+        json!({"version": v2, "changed": false, "run": false})
+    );
     cx.stop().await;
 }
 
@@ -104,7 +116,10 @@ async fn a_watch_for_a_node_the_server_has_no_version_for_waits_for_its_first_co
     let ((status, _, body), version) = tokio::join!(first, compile);
     assert_eq!(status, StatusCode::OK);
     let answer: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(answer, json!({"version": version, "changed": true}));
+    assert_eq!(
+        answer,
+        json!({"version": version, "changed": true, "run": false})
+    );
     cx.stop().await;
 }
 
@@ -154,11 +169,34 @@ async fn shutdown_ends_a_waiting_watch() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         cx.shutdown.cancel();
     });
-    assert_eq!(answer, json!({"version": v1, "changed": false}));
+    assert_eq!(
+        answer,
+        json!({"version": v1, "changed": false, "run": false})
+    );
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "it did not hold shutdown"
     );
     cx.tracker.close();
     cx.tracker.wait().await;
+}
+
+#[tokio::test]
+async fn an_operators_run_request_answers_the_nodes_watch_once() {
+    let cx = TestContext::directory().await;
+    let v1 = version_served(&cx).await;
+    let (status, _, _) = cx.post("/api/v1/nodes/web-1/run", "").await;
+    assert_eq!(status, axum::http::StatusCode::OK);
+    let t = Instant::now();
+    let answer = watch(&cx, &v1, 30).await;
+    assert_eq!(
+        answer,
+        json!({"version": v1, "changed": false, "run": true})
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "at once");
+    let answer = watch(&cx, &v1, 1).await;
+    assert_eq!(
+        answer,
+        json!({"version": v1, "changed": false, "run": false})
+    );
 }

@@ -184,3 +184,58 @@ fn a_long_poll_outlives_the_listeners_request_head_timeout() {
         .unwrap();
     assert_eq!(status, 401);
 }
+
+#[test]
+fn node_run_makes_a_watching_daemon_run_within_seconds_without_a_commit() {
+    let w = World::start();
+    let daemon = start_daemon(&w, "asked", "interval_secs = 3600");
+    converged(
+        &w,
+        &daemon,
+        "etc/logo.txt",
+        "drover\n",
+        Duration::from_secs(60),
+    );
+    // Drift by hand: nothing in git moves, only a run repairs it.
+    fs_err::write(w.managed("etc/logo.txt"), "hand edit\n").unwrap();
+    let before = reports(&w);
+    let asked = w
+        .server
+        .admin(&["node", "run", "web-1", "--server", &w.server.url]);
+    asked.expect_code(0);
+    assert!(
+        asked.stdout.contains("runs within seconds"),
+        "{}",
+        asked.stdout
+    );
+    let took = converged(
+        &w,
+        &daemon,
+        "etc/logo.txt",
+        "drover\n",
+        Duration::from_secs(15),
+    );
+    eprintln!("node run: repaired {took:?} after the command returned");
+    assert!(
+        daemon.log().contains("an operator asked for a run"),
+        "{}",
+        daemon.log()
+    );
+    let t = Instant::now();
+    while reports(&w) <= before {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Answered once: no second run follows.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(reports(&w), before + 1, "{}", daemon.log());
+    let unknown = w
+        .server
+        .admin(&["node", "run", "no-such-node", "--server", &w.server.url]);
+    unknown.expect_code(1);
+    assert!(
+        unknown.stderr.contains("unknown node `no-such-node`"),
+        "{}",
+        unknown.stderr
+    );
+}

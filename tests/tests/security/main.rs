@@ -5,6 +5,7 @@
 mod anonymous;
 mod enroll;
 mod hostile;
+mod lifecycle;
 mod logging;
 mod table;
 mod webhook;

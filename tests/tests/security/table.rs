@@ -144,6 +144,24 @@ fn every_route_answers_every_caller_as_designed() {
             [S(401), S(403), S(403), Refused, S(200), S(200)],
         ),
         (
+            "POST",
+            "/api/v1/nodes/web-1/run",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
+            "POST",
+            "/api/v1/nodes/web-2/deactivate",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
+            "DELETE",
+            "/api/v1/nodes/ghost",
+            None,
+            [S(401), S(403), S(403), Refused, S(404), S(404)],
+        ),
+        (
             "GET",
             "/api/v1/capacity",
             None,

@@ -18,7 +18,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The routes of the contract (spec/interfaces.md and enrollment).
-const ROUTES: [(&str, &str); 24] = [
+const ROUTES: [(&str, &str); 27] = [
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{name}"),
     ("post", "/api/v1/nodes/{name}/catalog"),
@@ -36,6 +36,9 @@ const ROUTES: [(&str, &str); 24] = [
     ("post", "/api/v1/nodes/{name}/cordon"),
     ("post", "/api/v1/nodes/{name}/uncordon"),
     ("post", "/api/v1/nodes/{name}/drain"),
+    ("post", "/api/v1/nodes/{name}/run"),
+    ("post", "/api/v1/nodes/{name}/deactivate"),
+    ("delete", "/api/v1/nodes/{name}"),
     ("get", "/api/v1/ca"),
     ("post", "/api/v1/certificate_requests/{name}"),
     ("get", "/api/v1/certificate_requests/{name}"),
@@ -394,11 +397,14 @@ async fn every_operation_called_as_documented_answers_as_documented() {
     let run_id = run_id["run_id"].as_str().unwrap().to_owned();
     let motd = sha(b"welcome\n");
 
-    // Writes first, so that the reads find a node, a report, a request.
-    let (mut writes, reads): (Vec<&Op<'_>>, Vec<&Op<'_>>) =
+    // Writes first, so that the reads find a node, a report, a request;
+    // deletes (a purge) last, so that nothing else misses what they delete.
+    let (mut writes, rest): (Vec<&Op<'_>>, Vec<&Op<'_>>) =
         ops.iter().partition(|o| o.method == "post");
+    let (deletes, reads): (Vec<&Op<'_>>, Vec<&Op<'_>>) =
+        rest.into_iter().partition(|o| o.method == "delete");
     writes.sort_by_key(|o| !o.path.ends_with("/catalog"));
-    for op in writes.into_iter().chain(reads) {
+    for op in writes.into_iter().chain(reads).chain(deletes) {
         let name = op.name();
         let path = concrete(op.path, &motd, &run_id);
         let (media, bytes) = body(op);
