@@ -103,6 +103,12 @@ pub(crate) struct CommonArgs {
     /// and what they require
     #[arg(long, value_name = "TAG", value_delimiter = ',')]
     pub tags: Vec<String>,
+    /// Also print every unchanged resource
+    #[arg(long)]
+    pub verbose: bool,
+    /// Also print each step of the run (lock, facts, catalog, report); implies --verbose
+    #[arg(long)]
+    pub debug: bool,
     /// Wait up to SECS for another run to release the run lock (default: fail at once)
     #[arg(long, value_name = "SECS")]
     pub wait_for_lock: Option<u64>,

@@ -69,6 +69,15 @@ fn facts(args: &cli::ConfigArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `--debug` wins over `--verbose`.
+fn verbosity(common: &cli::CommonArgs) -> output::Verbosity {
+    match (common.debug, common.verbose) {
+        (true, _) => output::Verbosity::Debug,
+        (false, true) => output::Verbosity::Verbose,
+        _ => output::Verbosity::Normal,
+    }
+}
+
 /// The settings of a command that needs only the configuration file and
 /// the state directory.
 fn settings_of(args: &cli::ConfigArgs) -> Result<Settings> {
@@ -118,6 +127,7 @@ fn run(args: &RunArgs) -> Result<u8> {
         },
     )?;
     output::use_format(settings.log_format);
+    output::use_verbosity(verbosity(&args.common));
     if !args.once {
         let signals = Signals::install_with_reload()?;
         return daemon::run_daemon(&settings, signals).map(|code| code as u8);
@@ -141,6 +151,7 @@ fn apply(args: &cli::ApplyArgs) -> Result<u8> {
         },
     )?;
     output::use_format(settings.log_format);
+    output::use_verbosity(verbosity(&args.common));
     let signals = Signals::install()?;
     let source = apply::Source {
         path: &args.path,

@@ -37,6 +37,41 @@ pub(crate) enum LogFormat {
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
+/// How much a run says (`--verbose`, `--debug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) enum Verbosity {
+    /// Changes, failures, warnings and the summary.
+    #[default]
+    Normal,
+    /// Also every unchanged resource.
+    Verbose,
+    /// Also what the run does step by step (lock, facts, catalog, report).
+    Debug,
+}
+
+static VERBOSITY: OnceLock<Verbosity> = OnceLock::new();
+
+/// Chooses how much is said; the first call wins.
+pub(crate) fn use_verbosity(verbosity: Verbosity) {
+    let _ = VERBOSITY.set(verbosity);
+}
+
+fn verbosity() -> Verbosity {
+    VERBOSITY.get().copied().unwrap_or_default()
+}
+
+/// A step of the run, said with `--debug` only.
+pub(crate) fn debug(message: impl FnOnce() -> String) {
+    if verbosity() < Verbosity::Debug {
+        return;
+    }
+    let message = message();
+    emit(
+        || Entry::new(Priority::Debug, &message),
+        || eprintln!("{}", stamped(&format!("debug: {message}"))),
+    );
+}
+
 /// Chooses the format; call before anything is printed (the first call wins).
 pub(crate) fn use_format(format: LogFormat) {
     let _ = FORMAT.set(format);
@@ -191,6 +226,13 @@ pub(crate) fn error(message: &str) {
 /// then the diff; failures and skips go to stderr.
 pub(crate) fn print_resource(r: &ResourceReport) {
     let Some(line) = resource_line(r) else {
+        if verbosity() >= Verbosity::Verbose {
+            let line = format!("unchanged {}", r.id);
+            emit(
+                || resource_entry(r, &line),
+                || println!("{}", stamped(&line)),
+            );
+        }
         return;
     };
     emit(

@@ -49,6 +49,7 @@ pub(crate) fn run_once(settings: &Settings, stop: &AtomicBool) -> Result<Ran> {
     let scope = output::run_scope(&run_id, &settings.node);
     crate::disable::check(&settings.state_dir)?;
     let _lock = RunLock::acquire_within(&settings.lock_file, settings.wait_for_lock)?;
+    output::debug(|| format!("took the run lock {}", settings.lock_file.display()));
     let result = converge(settings, stop, run_id, &scope, &mut clock);
     let sample = match &result {
         Ok(ran) => Sample::of_report(&ran.report),
@@ -175,6 +176,7 @@ fn choose_catalog(
     let facts = clock.time(Phase::Facts, || {
         crate::facts::gather_with(&settings.facts_dir)
     })?;
+    output::debug(|| format!("gathered {} top-level facts", facts.len()));
     let fetching = Instant::now();
     let (cached, cache_refused) = match state.cached_catalog(&identity.signing_key) {
         Ok(cached) => (cached.filter(|c| c.node == settings.node), false),
@@ -195,6 +197,20 @@ fn choose_catalog(
         stop,
     );
     clock.add(Phase::Catalog, fetching.elapsed());
+    output::debug(|| match &answer {
+        Ok(CatalogAnswer::Fresh(signed)) => format!(
+            "{} sent catalog {} ({} resources) in {:?}",
+            client.server(),
+            signed.catalog.version,
+            signed.catalog.resources.len(),
+            fetching.elapsed()
+        ),
+        Ok(CatalogAnswer::NotModified { .. }) => format!(
+            "{} answered 304: the cached catalog is current",
+            client.server()
+        ),
+        Err(e) => format!("the catalog request failed: {e:#}"),
+    });
     let chosen = |catalog, fresh, cached_use, error, catalog_error: Option<String>| {
         if let Some(why) = &catalog_error {
             output::warning(&format!(
@@ -387,7 +403,14 @@ fn deliver(state: &StateDir, client: &Client, report: &Report, queue_clear: bool
         Err(e) => return output::error(&format!("cannot serialize the report: {e}")),
     };
     match client.post_report(&json) {
-        Ok(Posted::Stored) => {}
+        Ok(Posted::Stored) => output::debug(|| {
+            format!(
+                "report {} stored by {} ({} bytes)",
+                report.run_id,
+                client.server(),
+                json.len()
+            )
+        }),
         Ok(Posted::Rejected(why)) => {
             // Kept for inspection, out of the delivery queue.
             if let Ok(path) = state.spool(report) {

@@ -2,7 +2,8 @@
 //! external facts from `facts_dir` (a file and an executable) reach the
 //! server's compiler; `disable` stops runs with the reason, who and when,
 //! `enable` turns them back on; `--tags` converges only the tagged part
-//! and says so in its report; `--wait-for-lock` waits for another run.
+//! and says so in its report; `--wait-for-lock` waits for another run;
+//! `--verbose` lists unchanged resources, `--debug` each step of a run.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -159,4 +160,36 @@ fn wait_for_lock_waits_for_the_run_that_holds_it() {
     world.agent.run(&["--wait-for-lock", "30"]).expect_code(2);
     assert!(started.elapsed() >= Duration::from_millis(500), "it waited");
     holder.wait().unwrap();
+}
+
+#[test]
+fn verbose_lists_unchanged_resources_and_debug_the_runs_steps() {
+    let world = World::start();
+    world.agent.run(&[]).expect_code(2);
+    let quiet = world.agent.run(&[]);
+    quiet.expect_code(0);
+    assert!(
+        !quiet.stdout.contains("unchanged file:"),
+        "{}",
+        quiet.stdout
+    );
+    let verbose = world.agent.run(&["--verbose"]);
+    verbose.expect_code(0);
+    assert!(
+        verbose.stdout.contains("unchanged file:"),
+        "{}",
+        verbose.stdout
+    );
+    assert!(!verbose.stderr.contains("debug:"), "{}", verbose.stderr);
+    let debug = world.agent.run(&["--debug"]);
+    debug.expect_code(0);
+    assert!(debug.stdout.contains("unchanged file:"), "{}", debug.stdout);
+    for step in [
+        "debug: took the run lock",
+        "debug: gathered",
+        "answered 304",
+        "debug: report",
+    ] {
+        assert!(debug.stderr.contains(step), "{step}: {}", debug.stderr);
+    }
 }
