@@ -30,7 +30,9 @@ pub struct PresentedSerial(pub String);
 /// digests so comparing them leaks nothing through timing.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    digests: Vec<[u8; 32]>,
+    digests: std::sync::RwLock<Vec<[u8; 32]>>,
+    /// The file and what they are, for [`Tokens::reload`].
+    source: Option<(std::path::PathBuf, String)>,
 }
 
 /// The shortest token a token file may hold.
@@ -66,12 +68,30 @@ impl Tokens {
             );
         }
         Ok(Tokens {
-            digests: lines.into_iter().map(digest).collect(),
+            digests: std::sync::RwLock::new(lines.into_iter().map(digest).collect()),
+            source: Some((path.to_owned(), what.to_owned())),
         })
     }
 
+    /// Reads the file again (SIGHUP); on an error the tokens stay as they were.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let Some((path, what)) = &self.source else {
+            return Ok(());
+        };
+        let fresh = Tokens::read(path, what)?;
+        let digests = fresh
+            .digests
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        *self.digests.write().unwrap_or_else(|e| e.into_inner()) = digests;
+        Ok(())
+    }
+
     pub fn accepts(&self, token: &str) -> bool {
-        self.digests.contains(&digest(token.trim()))
+        self.digests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&digest(token.trim()))
     }
 }
 

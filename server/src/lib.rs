@@ -36,6 +36,7 @@ pub mod session;
 pub mod shed;
 pub mod snapshot;
 pub mod state;
+pub mod systemd;
 pub mod tls;
 pub mod watch;
 pub mod webhook;
@@ -117,6 +118,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     state.cluster.set_listen(&format!("{scheme}://{addr}"));
     announce(&format!("drover-server listening on {scheme}://{addr}"))?;
     tracing::info!(%addr, scheme, "listening");
+    systemd::ready(&format!("{scheme}://{addr}"));
+    tracker.spawn(systemd::watchdog(state.clone(), shutdown.clone()));
+    tracker.spawn(systemd::reload_on_sighup(state.clone(), shutdown.clone()));
     if let Some(metrics) = metrics {
         announce(&format!(
             "drover-server metrics on http://{}",
@@ -152,6 +156,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "connection limits"
     );
     let served = tls::listener::serve(listener, tls, app(state), limits, shutdown.clone()).await;
+    systemd::stopping();
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;

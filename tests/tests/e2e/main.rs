@@ -6,6 +6,7 @@ mod failures;
 mod habits;
 mod kill;
 mod metrics;
+mod package;
 mod watch;
 
 use std::path::{Path, PathBuf};
