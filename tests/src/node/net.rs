@@ -56,12 +56,43 @@ impl Bridge {
             .and_then(|_| run_ok(tool("ip").args(["addr", "add", &address, "dev", name])))
             .and_then(|_| run_ok(tool("ip").args(["link", "set", name, "up"])))
             .with_context(|| format!("cannot create the lab bridge {name} ({address})"))?;
+        forward(name, true);
         Ok(())
     }
 }
 
+/// Lets the nodes of bridge `name` reach each other (`open`), or takes
+/// that back. dockerd sets the
+/// FORWARD policy to DROP and has bridged frames go through iptables
+/// (`br_netfilter`), which would drop node-to-node traffic; docker's
+/// own chain for such rules, DOCKER-USER, takes an accept for this
+/// bridge alone (FORWARD when there is no dockerd). Without iptables
+/// there is nothing to open.
+fn forward(name: &str, open: bool) {
+    let Some(iptables) = super::host::find_tool("iptables") else {
+        return;
+    };
+    let chain = if std::process::Command::new(&iptables)
+        .args(["-n", "-L", "DOCKER-USER"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        "DOCKER-USER"
+    } else {
+        "FORWARD"
+    };
+    let verb = if open { "-I" } else { "-D" };
+    let rule = ["-i", name, "-o", name, "-j", "ACCEPT"];
+    let _ = std::process::Command::new(&iptables)
+        .arg(verb)
+        .arg(chain)
+        .args(rule)
+        .output();
+}
+
 impl Drop for Bridge {
     fn drop(&mut self) {
+        forward(&self.name, false);
         delete_link(&self.name);
     }
 }
@@ -81,6 +112,7 @@ pub(super) fn sweep_bridges() {
         };
         if let Ok(Some(_lock)) = try_lock_subnet(subnet) {
             eprintln!("drover-tests: deleting the stale lab bridge {name}");
+            forward(&name, false);
             delete_link(&name);
         }
     }

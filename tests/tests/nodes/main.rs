@@ -2,6 +2,7 @@
 //! node has its own hostname and address on a lab network with the host.
 
 mod agent_service;
+mod packages;
 mod site;
 mod system;
 
