@@ -49,6 +49,7 @@ fn main() -> ExitCode {
         (Command::Plan(args), _) => cli::plan(args),
         (Command::Node(args), _) => cli::node(args),
         (Command::Lookup(args), _) => cli::lookup(args),
+        (Command::Diff(args), _) => cli::diff(args),
         (Command::Completions { shell }, _) => cli::completions(*shell),
         (Command::Man, _) => cli::man(),
     };

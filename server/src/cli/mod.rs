@@ -16,6 +16,7 @@ use drover_catalog::Facts;
 
 mod apps;
 mod client;
+mod diff;
 mod lookup;
 mod node;
 
@@ -61,6 +62,8 @@ pub enum Command {
     Node(NodeArgs),
     /// The value a node gets for a data key; --explain shows every hierarchy level tried.
     Lookup(lookup::LookupArgs),
+    /// What a branch would change in every known node's catalog, before it is merged.
+    Diff(diff::DiffArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_name = "SHELL")]
@@ -90,6 +93,7 @@ pub fn man() -> anyhow::Result<u8> {
 }
 
 pub use apps::{apps, explain, plan};
+pub use diff::diff;
 pub use lookup::lookup;
 
 #[derive(Debug, Args)]
@@ -451,7 +455,26 @@ fn write_contents<B: AsRef<[u8]>>(
     Ok(())
 }
 
-/// `drover-server check`: exit 0 clean, 1 with every error on stderr.
+/// The `NODE.json` facts files of `dir`, by node name.
+pub(crate) fn facts_files(dir: &Path) -> anyhow::Result<Vec<(String, Facts)>> {
+    let mut paths: Vec<PathBuf> = fs_err::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    paths.sort();
+    let mut nodes = Vec::new();
+    for path in paths {
+        if path.extension().is_some_and(|e| e == "json") {
+            let node = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .with_context(|| format!("facts file {} has no UTF-8 node name", path.display()))?
+                .to_owned();
+            nodes.push((node, read_facts(&path)?));
+        }
+    }
+    Ok(nodes)
+}
+
 /// `check --fleet`: every node the server knows, with the facts it last
 /// sent, read from the server's database (opened as the server opens it).
 fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
@@ -495,26 +518,12 @@ pub(crate) fn stored_facts(
     })
 }
 
+/// `drover-server check`: exit 0 clean, 1 with every error on stderr.
 pub fn check(args: &CheckArgs) -> anyhow::Result<u8> {
-    let mut nodes = Vec::new();
-    if let Some(dir) = &args.facts_dir {
-        let mut paths: Vec<PathBuf> = fs_err::read_dir(dir)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
-        paths.sort();
-        for path in paths {
-            if path.extension().is_some_and(|e| e == "json") {
-                let node = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .with_context(|| {
-                        format!("facts file {} has no UTF-8 node name", path.display())
-                    })?
-                    .to_owned();
-                nodes.push((node, read_facts(&path)?));
-            }
-        }
-    }
+    let mut nodes = match &args.facts_dir {
+        Some(dir) => facts_files(dir)?,
+        None => Vec::new(),
+    };
     if args.fleet {
         nodes.extend(fleet_facts(args)?);
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod converge;
+mod diff;
 mod failures;
 mod habits;
 mod kill;

@@ -40,6 +40,17 @@ enum Command {
     Repo { dir: PathBuf },
     /// Seeds an empty (or new) database with the fleet.
     Fleet(FleetArgs),
+    /// Writes the fleet's facts as DIR/NODE.json, for `drover-server diff
+    /// --facts-dir` (`scripts/bench diff`).
+    Facts {
+        /// A new directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 6)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,11 +84,29 @@ struct FleetArgs {
 fn main() -> Result<()> {
     match Command::parse() {
         Command::Repo { dir } => site::write_repo(&dir),
+        Command::Facts { dir, nodes, seed } => write_facts(&dir, nodes, seed),
         Command::Fleet(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(fleet(args)),
     }
+}
+
+/// Each node's facts as the seeded fleet has them, one JSON file per node.
+fn write_facts(dir: &Path, nodes: usize, seed: u64) -> Result<()> {
+    fs_err::create_dir_all(dir)?;
+    let mut rng = rng::Rng::new(seed);
+    for i in 1..=nodes {
+        let name = format!("web-{i:05}");
+        let os = facts::Os::ALL[rng.weighted(&facts::Os::WEIGHTS)];
+        let facts = facts::facts_of(i, &name, os, &mut rng);
+        fs_err::write(
+            dir.join(format!("{name}.json")),
+            serde_json::to_vec(&facts)?,
+        )?;
+    }
+    eprintln!("wrote the facts of {nodes} nodes into {}", dir.display());
+    Ok(())
 }
 
 async fn fleet(args: FleetArgs) -> Result<()> {
