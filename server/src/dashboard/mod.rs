@@ -24,9 +24,11 @@
 //! gets one catch-up event instead of a backlog.
 
 mod apps;
+mod certificates;
 mod chart;
 mod events;
 mod format;
+mod forms;
 pub mod login;
 mod maintenance;
 mod node;
@@ -50,6 +52,8 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}", get(run::page_of))
         .route("/apps", get(apps::show))
         .route("/apps/{name}", get(apps::page_of))
+        .route("/certificates", get(certificates::show))
+        .route("/certificates/{name}/{action}", post(certificates::act))
         .route("/events", get(events::stream))
         .route("/static/dashboard.css", get(stylesheet))
         .route("/static/dashboard.js", get(script))

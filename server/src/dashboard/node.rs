@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::maintenance::{self, MaintenanceView};
+use super::maintenance::MaintenanceView;
 use super::page::{page, sign_in_first};
 use super::{chart, format};
 use crate::auth::Caller;
@@ -147,7 +147,7 @@ pub(super) async fn page_of(
         node.cordoned,
         drain.as_ref(),
         &replicas,
-        maintenance::session_id(&headers),
+        super::forms::session_id(&headers),
     );
     let view = NodePage {
         maintenance,

@@ -1,7 +1,7 @@
-//! The node page's operator buttons through the router: a signed-in
-//! browser cordons, drains and uncordons a node with the form token of its
-//! session, and every other post (no token, another token, another site,
-//! no session) changes nothing.
+//! The dashboard's forms through the router: a signed-in browser cordons,
+//! drains and uncordons a node, and signs and rejects certificate requests,
+//! with the form token of its session; every other post (no token, another
+//! token, another site, no session) changes nothing.
 
 use std::time::{Duration, Instant};
 
@@ -353,4 +353,100 @@ async fn without_a_session_the_node_page_offers_the_login_instead_of_buttons() {
     assert!(!html.contains("name=\"token\""), "{html}");
     assert!(html.contains("href=\"/login\""), "{html}");
     cx.stop().await;
+}
+
+/// A certificate request for `name`, pending (no enrollment token).
+async fn request_certificate(cx: &TestContext, name: &str) {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let req = Request::post(format!("/api/v1/certificate_requests/{name}"))
+        .body(Body::from(csr))
+        .unwrap();
+    let (status, _, body) = cx.send_as(Peer::Anonymous, req).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+async fn certificates_page(cx: &TestContext, cookie: &str) -> String {
+    let req = Request::get("/certificates")
+        .header(header::COOKIE, cookie)
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = cx.send_as(Peer::Anonymous, req).await;
+    let html = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, StatusCode::OK, "{html}");
+    html
+}
+
+#[tokio::test]
+async fn pending_requests_are_signed_and_rejected_from_the_page_and_only_from_it() {
+    let cx = fleet().await;
+    request_certificate(&cx, "db-9").await;
+    request_certificate(&cx, "db-10").await;
+    let cookie = sign_in(&cx).await;
+    let html = certificates_page(&cx, &cookie).await;
+    assert!(
+        html.contains(r#"<tr class="request" data-name="db-9">"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<code class="fingerprint">sha256:"#),
+        "{html}"
+    );
+    let token = form_token(&html);
+
+    // Refused: no token, another site, no session.
+    let (status, _, _) = send_form(&cx, post("/certificates/db-9/sign", Some(&cookie)), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let foreign = with(
+        post("/certificates/db-9/sign", Some(&cookie)),
+        FETCH_SITE,
+        "cross-site",
+    );
+    let (status, _, body) = send_form(&cx, foreign, &format!("token={token}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, headers, _) = send_form(
+        &cx,
+        post("/certificates/db-9/sign", None),
+        &format!("token={token}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/login");
+    assert!(
+        certificates_page(&cx, &cookie)
+            .await
+            .contains(r#"data-name="db-9""#)
+    );
+
+    // Signed, and rejected, with the session's token.
+    let form = format!("token={token}");
+    let (status, headers, body) =
+        send_form(&cx, post("/certificates/db-9/sign", Some(&cookie)), &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers[header::LOCATION], "/certificates");
+    let (status, _, _) = send_form(
+        &cx,
+        post("/certificates/db-10/reject", Some(&cookie)),
+        &form,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let html = certificates_page(&cx, &cookie).await;
+    assert!(!html.contains(r#"data-name="db-9""#), "{html}");
+    assert!(!html.contains(r#"data-name="db-10""#), "{html}");
+    assert!(html.contains("No request waits"), "{html}");
+    // Signing what is not pending says so.
+    let (status, _, body) =
+        send_form(&cx, post("/certificates/db-9/sign", Some(&cookie)), &form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
