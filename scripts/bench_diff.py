@@ -3,8 +3,8 @@
 Builds (unless --no-build) the release drover-server and drover-seed;
 writes the dashboard benchmark's catalog repository (`drover-seed repo`) as
 a git repository with a branch whose motd template changed (every node
-renders it) and a branch that changes one role (`web-*` nodes) and
-nothing else, and the facts of N nodes (default 10,000; `drover-seed
+renders it) and a branch that changes the `debian` role (the nodes whose
+`os.id` is debian, about 60%), and the facts of N nodes (default 10,000; `drover-seed
 facts`, about 1.5 KB each, as the seeded fleet has them); then times
 `drover-server diff --env BRANCH --against main --facts-dir DIR` for each
 branch (every node compiled twice, on every core), checking the exit code
@@ -50,18 +50,18 @@ def run(top, release, argv):
             f.write("changed by the benchmark's branch\n")
         git(repo, "commit", "-q", "-am", "every node's motd")
         git(repo, "checkout", "-q", "main")
-        git(repo, "checkout", "-q", "-b", "web")
-        web = os.path.join(repo, "roles", "web.toml")
-        with open(web) as f:
+        git(repo, "checkout", "-q", "-b", "debian")
+        debian = os.path.join(repo, "roles", "debian.toml")
+        with open(debian) as f:
             text = f.read()
-        with open(web, "w") as f:
-            f.write(text.replace("root /srv/www;", "root /srv/www2;"))
-        git(repo, "commit", "-q", "-am", "the web nodes' site")
+        with open(debian, "w") as f:
+            f.write(text.replace('mode = "0644"', 'mode = "0640"'))
+        git(repo, "commit", "-q", "-am", "the debian nodes' apt setting")
         git(repo, "checkout", "-q", "main")
         facts = os.path.join(work, "facts")
         subprocess.run([seed, "facts", "--dir", facts, "--nodes", str(nodes)], check=True)
         results = []
-        for branch in ("motd", "web"):
+        for branch in ("motd", "debian"):
             started = time.monotonic()
             proc = subprocess.run([server, "diff", "--repo", repo, "--env", branch, "--against", "main",
                                    "--facts-dir", facts], capture_output=True, text=True)
