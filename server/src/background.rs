@@ -41,11 +41,12 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
     // burst of enrollments on another server costs one pull per round, not
     // a task per notification.
     let ca_changed = Arc::new(tokio::sync::Notify::new());
-    let (url, snapshots, ca, apps, token) = (
+    let (url, snapshots, ca, apps, rollouts, token) = (
         state.config.database_url.clone(),
         state.snapshots.clone(),
         ca_changed.clone(),
         state.apps.clone(),
+        state.rollouts.clone(),
         shutdown.clone(),
     );
     let me = state.cluster.id().to_owned();
@@ -54,6 +55,10 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
             notify::Event::Refresh => snapshots.wake(),
             notify::Event::Ca => ca.notify_one(),
             notify::Event::Placements => apps.reload.notify_one(),
+            notify::Event::Rollouts => {
+                rollouts.reload.notify_one();
+                rollouts.wake.notify_one();
+            }
         })
         .await;
     });
@@ -70,6 +75,7 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
         },
     ));
     crate::apps::reload::spawn(state, shutdown, tracker);
+    crate::rollout::spawn(state, shutdown, tracker);
     if state.db.backend() == Backend::Sqlite {
         tracker.spawn(state.collector().run(shutdown.clone()));
     }
@@ -121,6 +127,8 @@ pub async fn refresh(state: &AppState) {
     let (ticket, changed) = state.fetch().await;
     if !changed.is_empty() {
         state.cache.clear();
+        // The leader's rollout loop starts a rollout for a staged commit.
+        state.rollouts.wake.notify_one();
         if let Err(e) =
             notify::announce(&state.db, state.cluster.id(), notify::Event::Refresh).await
         {

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         (Command::Explain(args), _) => cli::explain(args),
         (Command::Plan(args), _) => cli::plan(args),
         (Command::Node(args), _) => cli::node(args),
+        (Command::Rollout(args), _) => cli::rollout(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,6 +1,7 @@
 //! The command line: `serve`, the offline `compile` and `check`, the CA,
 //! the apps' commands (`apps.rs`: `apps`, `explain`, `plan`) and a node's
-//! maintenance (`node.rs`), the operator ones through `client.rs`.
+//! maintenance (`node.rs`), staged rollouts (`rollout.rs`), the operator
+//! ones through `client.rs`.
 
 #![allow(
     clippy::print_stdout,
@@ -17,10 +18,12 @@ use drover_catalog::Facts;
 mod apps;
 mod client;
 mod node;
+mod rollout;
 
 pub use apps::{AppsArgs, ExplainArgs, PlanArgs};
 pub use client::ServerArgs;
 pub use node::{NodeArgs, NodeCommand, node};
+pub use rollout::{RolloutArgs, RolloutCommand, rollout};
 
 use crate::config::Overrides;
 use crate::git::{self, GitDir, Tree};
@@ -58,6 +61,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Cordon, uncordon or drain a node (asks a running server).
     Node(NodeArgs),
+    /// The staged rollout of an environment's newest commit: status, resume, abort (asks a running server).
+    Rollout(RolloutArgs),
 }
 
 pub use apps::{apps, explain, plan};

@@ -24,6 +24,9 @@ pub enum Event {
     /// The control loop changed placements, or a report changed a
     /// replica's state: the others reload theirs.
     Placements,
+    /// A rollout took a step, or an operator asked one to resume or
+    /// abort: the others reload the rollouts, and the leader's loop wakes.
+    Rollouts,
 }
 
 impl Event {
@@ -32,6 +35,7 @@ impl Event {
             Event::Refresh => "refresh",
             Event::Ca => "ca",
             Event::Placements => "placements",
+            Event::Rollouts => "rollouts",
         }
     }
 
@@ -40,6 +44,7 @@ impl Event {
             "refresh" => Some(Event::Refresh),
             "ca" => Some(Event::Ca),
             "placements" => Some(Event::Placements),
+            "rollouts" => Some(Event::Rollouts),
             _ => None,
         }
     }

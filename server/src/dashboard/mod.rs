@@ -4,7 +4,8 @@
 //!
 //! Pages: `/` the fleet, `/nodes/{name}` one node, `/runs/{run_id}` one run,
 //! `/apps` the apps and the fleet's capacity, `/apps/{name}` one app with
-//! the scheduler's decisions, `/events` the live feed, `/static/*` the
+//! the scheduler's decisions, `/rollouts` each environment's staged
+//! rollout (`rollouts.rs`), `/events` the live feed, `/static/*` the
 //! stylesheet and the script, `/login` and `/logout` (see [`login`]);
 //! `page` renders them. The node page's buttons post to
 //! `/nodes/{name}/cordon`, `/uncordon` and `/drain` (see [`maintenance`]:
@@ -32,6 +33,7 @@ mod maintenance;
 mod node;
 mod overview;
 mod page;
+mod rollouts;
 mod run;
 
 use axum::Router;
@@ -50,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}", get(run::page_of))
         .route("/apps", get(apps::show))
         .route("/apps/{name}", get(apps::page_of))
+        .route("/rollouts", get(rollouts::show))
         .route("/events", get(events::stream))
         .route("/static/dashboard.css", get(stylesheet))
         .route("/static/dashboard.js", get(script))

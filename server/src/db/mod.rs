@@ -16,6 +16,7 @@ pub mod drains;
 pub mod files;
 mod health;
 pub mod lease;
+pub mod rollouts;
 mod nodes;
 mod postgres;
 mod reports;

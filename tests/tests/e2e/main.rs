@@ -5,6 +5,7 @@ mod converge;
 mod failures;
 mod kill;
 mod metrics;
+mod rollout;
 mod watch;
 
 use std::path::{Path, PathBuf};

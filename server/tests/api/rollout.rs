@@ -1,0 +1,102 @@
+//! The rollout routes: an environment without a rollout, one whose staged
+//! commit serves the canary only, and `resume`/`abort` accepted or refused
+//! (409) by the rollout's state, with messages that say why.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::{TestContext, write};
+
+const ROLLOUT: &str = "[rollout]\nstages = [{ nodes = \"canary-*\" }, { percent = 100 }]\n\
+                       gate = { min_wait_secs = 3600 }\n";
+
+async fn rollout(cx: &TestContext) -> Value {
+    cx.get_json("/api/v1/environments/production/rollout").await
+}
+
+async fn until(cx: &TestContext, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = rollout(cx).await;
+        if done(&now) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 20 s: {now:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn post(cx: &TestContext, action: &str) -> (StatusCode, Value) {
+    let (status, _, body) = cx
+        .post(&format!("/api/v1/environments/production/rollout/{action}"), "")
+        .await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A catalog's version: the motd's content is all that differs.
+fn motd(catalog: &Value) -> String {
+    catalog["version"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
+    let cx = TestContext::directory().await;
+    // Unknown environment.
+    let (status, body) = cx.get("/api/v1/environments/nope/rollout").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&body));
+    // No [rollout]: the leader records the commit every node runs.
+    let settled = until(&cx, "the first commit is recorded", |r| !r["rollout"].is_null()).await;
+    assert_eq!(settled["staged"], false);
+    assert_eq!(settled["rollout"]["state"], "done", "{settled:#}");
+    assert_eq!(settled["rollout"]["to_commit"], settled["commit"]);
+    let (status, body) = post(&cx, "resume").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["error"],
+        "cannot resume the rollout of `production`: it is done: every node is served its commit"
+    );
+    assert_eq!(post(&cx, "abort").await.0, StatusCode::CONFLICT);
+
+    // Two known nodes, then a staged commit: only the canary gets it.
+    assert_eq!(cx.catalog("canary-1").await.0, StatusCode::OK);
+    let (status, _, before) = cx.catalog("web-1").await;
+    assert_eq!(status, StatusCode::OK);
+    write(&cx.repo, &[("drover.toml", ROLLOUT), ("files/motd", "staged\n")]);
+    cx.hook().await;
+    let rolling = until(&cx, "the rollout starts", |r| r["rollout"]["state"] == "rolling").await;
+    assert_eq!(rolling["staged"], true);
+    assert_eq!(rolling["rollout"]["stages"][0]["nodes"], serde_json::json!(["canary-1"]));
+    assert_eq!(rolling["rollout"]["stages"][1]["nodes"], serde_json::json!(["web-1"]));
+    assert_eq!(rolling["rollout"]["from_commit"], settled["commit"]);
+    let canary = cx.catalog("canary-1").await.2;
+    let web = cx.catalog("web-1").await.2;
+    assert_ne!(motd(&canary), motd(&before), "the canary is served the new commit");
+    assert_eq!(motd(&web), motd(&before), "web-1 keeps the previous commit");
+    assert_eq!(web["commit"], settled["commit"]);
+    assert!(
+        rolling["rollout"]["reason"].as_str().unwrap_or_default().contains("stage 1"),
+        "{rolling:#}"
+    );
+
+    // Resume is for a paused rollout; abort is accepted and applied.
+    let (status, body) = post(&cx, "resume").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["error"],
+        "cannot resume the rollout of `production`: it is rolling, not paused: its gate has not failed"
+    );
+    let (status, body) = post(&cx, "abort").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let aborted = until(&cx, "the abort applies", |r| r["rollout"]["state"] == "aborted").await;
+    assert!(aborted["rollout"]["request"].is_null(), "{aborted:#}");
+    let canary = cx.catalog("canary-1").await.2;
+    assert_eq!(motd(&canary), motd(&before), "abort serves the canary the previous commit");
+    let (status, body) = post(&cx, "abort").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("it was aborted"),
+        "{body}"
+    );
+}
