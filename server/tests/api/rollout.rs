@@ -60,7 +60,8 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
     assert_eq!(post(&cx, "abort").await.0, StatusCode::CONFLICT);
 
     // Two known nodes, then a staged commit: only the canary gets it.
-    assert_eq!(cx.catalog("canary-1").await.0, StatusCode::OK);
+    let (status, _, canary_before) = cx.catalog("canary-1").await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _, before) = cx.catalog("web-1").await;
     assert_eq!(status, StatusCode::OK);
     write(&cx.repo, &[("drover.toml", ROLLOUT), ("files/motd", "staged\n")]);
@@ -72,7 +73,8 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
     assert_eq!(rolling["rollout"]["from_commit"], settled["commit"]);
     let canary = cx.catalog("canary-1").await.2;
     let web = cx.catalog("web-1").await.2;
-    assert_ne!(motd(&canary), motd(&before), "the canary is served the new commit");
+    assert_ne!(motd(&canary), motd(&canary_before), "the canary is served the new commit");
+    assert_eq!(canary["commit"], rolling["commit"]);
     assert_eq!(motd(&web), motd(&before), "web-1 keeps the previous commit");
     assert_eq!(web["commit"], settled["commit"]);
     assert!(
@@ -91,8 +93,12 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let aborted = until(&cx, "the abort applies", |r| r["rollout"]["state"] == "aborted").await;
     assert!(aborted["rollout"]["request"].is_null(), "{aborted:#}");
-    let canary = cx.catalog("canary-1").await.2;
-    assert_eq!(motd(&canary), motd(&before), "abort serves the canary the previous commit");
+    // Every server reloads the row once the leader wrote it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while motd(&cx.catalog("canary-1").await.2) != motd(&canary_before) {
+        assert!(Instant::now() < deadline, "abort serves the canary the previous commit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, body) = post(&cx, "abort").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(

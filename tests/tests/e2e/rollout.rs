@@ -50,6 +50,7 @@ impl Rollout {
             .tempdir()
             .unwrap();
         let repo = GitRepo::init(&tmp.path().join("repo"));
+        fs_err::create_dir(tmp.path().join("managed")).unwrap();
         write_catalog(&repo, &tmp.path().join("managed"), "v1", None, false);
         repo.commit("v1");
         let server = Server::start(&repo.path, &tmp.path().join("server"));
