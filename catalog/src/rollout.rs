@@ -123,7 +123,11 @@ pub(crate) fn parse_rollout(
                 }),
                 Err(e) => errors.push(at(
                     pattern.span(),
-                    format!("invalid glob `{}` in `nodes`: {}", pattern.get_ref(), e.kind()),
+                    format!(
+                        "invalid glob `{}` in `nodes`: {}",
+                        pattern.get_ref(),
+                        e.kind()
+                    ),
                 )),
             },
             RawStage {
@@ -143,7 +147,10 @@ pub(crate) fn parse_rollout(
                 )),
                 _ => errors.push(at(
                     percent.span(),
-                    format!("percent is a whole number from 1 to 100, not {}", percent.get_ref()),
+                    format!(
+                        "percent is a whole number from 1 to 100, not {}",
+                        percent.get_ref()
+                    ),
                 )),
             },
             _ => errors.push(at(
@@ -168,7 +175,10 @@ pub(crate) fn parse_rollout(
                 Ok(s) => gate.min_wait_secs = s,
                 Err(_) => errors.push(at(
                     secs.span(),
-                    format!("min_wait_secs is a number of seconds, not {}", secs.get_ref()),
+                    format!(
+                        "min_wait_secs is a number of seconds, not {}",
+                        secs.get_ref()
+                    ),
                 )),
             }
         }

@@ -42,7 +42,7 @@ pub struct AppState {
     /// Placements, heartbeats and the control loop's wake-up.
     pub apps: Arc<crate::apps::Apps>,
     /// Every environment's staged rollout, as this server serves it.
-    pub rollouts: Arc<crate::rollout::Rollouts>,
+    pub rollouts: Arc<crate::rollout::pick::Rollouts>,
     /// This server among the others on its database, and whether it leads.
     pub cluster: Arc<Cluster>,
     /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
@@ -151,7 +151,7 @@ impl AppState {
             .await?;
         // Likewise: a node a rollout has not reached must not be served
         // the newest commit in the meantime.
-        crate::rollout::load(&state).await?;
+        state.rollouts.load(&state.db, &state.snapshots).await?;
         Ok(state)
     }
 

@@ -68,13 +68,24 @@ pub fn decide(gate: &Gate, commit: &str, nodes: &[Observed], waited_secs: u64) -
                 let pending: Vec<&str> = node
                     .replicas
                     .iter()
-                    .filter(|(_, state)| !matches!(state.as_str(), "healthy" | "running" | "unhealthy" | "exited"))
+                    .filter(|(_, state)| {
+                        !matches!(
+                            state.as_str(),
+                            "healthy" | "running" | "unhealthy" | "exited"
+                        )
+                    })
                     .map(|(c, _)| c.as_str())
                     .collect();
                 if !unhealthy.is_empty() {
-                    failed.push(format!("{name} has unhealthy replicas: {}", unhealthy.join(", ")));
+                    failed.push(format!(
+                        "{name} has unhealthy replicas: {}",
+                        unhealthy.join(", ")
+                    ));
                 } else if !pending.is_empty() {
-                    waiting.push(format!("{name} has replicas not healthy yet: {}", pending.join(", ")));
+                    waiting.push(format!(
+                        "{name} has replicas not healthy yet: {}",
+                        pending.join(", ")
+                    ));
                 }
             }
             Some(_) => {}

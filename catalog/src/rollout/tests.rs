@@ -11,14 +11,22 @@ fn names(n: usize, prefix: &str) -> Vec<String> {
 fn policy(toml: &str) -> Result<RolloutPolicy, String> {
     let files = [
         ("drover.toml", toml.to_owned()),
-        ("nodes.toml", "[[node]]\nmatch = \"*\"\nroles = []\n".to_owned()),
+        (
+            "nodes.toml",
+            "[[node]]\nmatch = \"*\"\nroles = []\n".to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(p, t)| (p.to_owned(), std::sync::Arc::from(t.into_bytes())))
     .collect();
     match Repository::parse(files) {
         Ok(repo) => Ok(repo.rollout().cloned().expect("a [rollout]")),
-        Err(d) => Err(d.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        Err(d) => Err(d
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")),
     }
 }
 
@@ -36,13 +44,19 @@ fn stages_are_stable_cumulative_and_globs_come_first() {
     assert_eq!(canaries, names(2, "canary-"));
     // Cumulative: after stage k, ceil(p% of 20) nodes (or the canaries, if more).
     let upto = |k: usize| stages[..=k].iter().map(Vec::len).sum::<usize>();
-    assert!(upto(1) >= 2, "10% of 20 is 2 nodes, counted with the canaries");
+    assert!(
+        upto(1) >= 2,
+        "10% of 20 is 2 nodes, counted with the canaries"
+    );
     // 50% is the first 10 by hash; canaries outside them were served earlier.
     let mut by_hash = nodes.clone();
     by_hash.sort_by_key(|n| (node_hash(n), n.clone()));
     let first_half: std::collections::BTreeSet<&String> = by_hash[..10].iter().collect();
     assert!(stages[2].iter().all(|n| first_half.contains(n)));
-    assert_eq!(upto(2), first_half.len() + stages[0].iter().filter(|n| !first_half.contains(n)).count());
+    assert_eq!(
+        upto(2),
+        first_half.len() + stages[0].iter().filter(|n| !first_half.contains(n)).count()
+    );
     assert_eq!(upto(3), 20);
     // Every node once.
     let mut all: Vec<String> = stages.concat();
@@ -59,7 +73,10 @@ fn stages_are_stable_cumulative_and_globs_come_first() {
     grown.push("web-99".into());
     let bigger = assign(&p.stages, &grown);
     for node in &stages[2] {
-        assert!(bigger[..=2].iter().any(|s| s.contains(node)), "{node} moved to a later stage");
+        assert!(
+            bigger[..=2].iter().any(|s| s.contains(node)),
+            "{node} moved to a later stage"
+        );
     }
 }
 
@@ -69,7 +86,10 @@ fn a_percent_rounds_up_and_an_empty_fleet_has_empty_stages() {
     let stages = assign(&p.stages, &names(3, "n"));
     assert_eq!(stages[0].len(), 1, "10% of 3 nodes is one node, not none");
     assert_eq!(stages[1].len(), 2);
-    assert_eq!(assign(&p.stages, &[]), vec![Vec::<String>::new(), Vec::new()]);
+    assert_eq!(
+        assign(&p.stages, &[]),
+        vec![Vec::<String>::new(), Vec::new()]
+    );
 }
 
 fn run(node: &str, commit: &str, failed: u64) -> Observed {
@@ -95,41 +115,80 @@ fn the_gate_passes_only_on_every_node_reporting_the_commit_after_the_wait() {
     assert_eq!(decide(&GATE, "new", &good, 60), Verdict::Pass);
     assert_eq!(
         decide(&GATE, "new", &good, 10),
-        Verdict::Wait(vec!["min_wait_secs = 60 has not passed since the stage began".into()])
+        Verdict::Wait(vec![
+            "min_wait_secs = 60 has not passed since the stage began".into()
+        ])
     );
     // No data is not success.
-    let silent = [run("a", "new", 0), Observed { node: "b".into(), last_run: None, replicas: vec![] }];
-    assert_eq!(decide(&GATE, "new", &silent, 600), Verdict::Wait(vec!["b has not reported yet".into()]));
+    let silent = [
+        run("a", "new", 0),
+        Observed {
+            node: "b".into(),
+            last_run: None,
+            replicas: vec![],
+        },
+    ];
+    assert_eq!(
+        decide(&GATE, "new", &silent, 600),
+        Verdict::Wait(vec!["b has not reported yet".into()])
+    );
     let old = [run("a", "new", 0), run("b", "old", 0)];
-    assert!(matches!(decide(&GATE, "new", &old, 600), Verdict::Wait(w) if w[0].starts_with("b has not reported commit new")));
+    assert!(
+        matches!(decide(&GATE, "new", &old, 600), Verdict::Wait(w) if w[0].starts_with("b has not reported commit new"))
+    );
     // A failure of the old commit is not the new commit's.
     let old_failed = [run("a", "old", 3)];
-    assert!(matches!(decide(&GATE, "new", &old_failed, 600), Verdict::Wait(_)));
+    assert!(matches!(
+        decide(&GATE, "new", &old_failed, 600),
+        Verdict::Wait(_)
+    ));
 }
 
 #[test]
 fn failed_nodes_beyond_the_allowance_fail_the_gate() {
     let nodes = [run("a", "new", 2), run("b", "new", 0)];
-    let Verdict::Fail(why) = decide(&GATE, "new", &nodes, 600) else { panic!() };
-    assert_eq!(why, vec!["1 failed node (the gate allows 0)".to_owned(), "a reported 2 failed resources at commit new".into()]);
+    let Verdict::Fail(why) = decide(&GATE, "new", &nodes, 600) else {
+        panic!()
+    };
+    assert_eq!(
+        why,
+        vec![
+            "1 failed node (the gate allows 0)".to_owned(),
+            "a reported 2 failed resources at commit new".into()
+        ]
+    );
     // Even before min_wait_secs: a failure is known at once.
     assert!(matches!(decide(&GATE, "new", &nodes, 0), Verdict::Fail(_)));
-    let lenient = Gate { max_failed_nodes: 1, ..GATE };
+    let lenient = Gate {
+        max_failed_nodes: 1,
+        ..GATE
+    };
     assert_eq!(decide(&lenient, "new", &nodes, 600), Verdict::Pass);
 }
 
 #[test]
 fn healthy_apps_reads_the_replicas() {
     let mut node = run("a", "new", 0);
-    node.replicas = vec![("todo-0".into(), "healthy".into()), ("todo-1".into(), "missing".into())];
+    node.replicas = vec![
+        ("todo-0".into(), "healthy".into()),
+        ("todo-1".into(), "missing".into()),
+    ];
     assert_eq!(
         decide(&GATE, "new", std::slice::from_ref(&node), 600),
         Verdict::Wait(vec!["a has replicas not healthy yet: todo-1".into()])
     );
-    let off = Gate { healthy_apps: false, ..GATE };
-    assert_eq!(decide(&off, "new", std::slice::from_ref(&node), 600), Verdict::Pass);
+    let off = Gate {
+        healthy_apps: false,
+        ..GATE
+    };
+    assert_eq!(
+        decide(&off, "new", std::slice::from_ref(&node), 600),
+        Verdict::Pass
+    );
     node.replicas[1].1 = "unhealthy".into();
-    assert!(matches!(decide(&GATE, "new", &[node], 600), Verdict::Fail(w) if w[1] == "a has unhealthy replicas: todo-1"));
+    assert!(
+        matches!(decide(&GATE, "new", &[node], 600), Verdict::Fail(w) if w[1] == "a has unhealthy replicas: todo-1")
+    );
 }
 
 #[test]

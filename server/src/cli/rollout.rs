@@ -52,8 +52,9 @@ pub fn rollout(args: &RolloutArgs) -> anyhow::Result<u8> {
     };
     let path = format!("/api/v1/environments/{}/rollout", encode(env));
     if let Some(action) = action {
-        let answer: Value = serde_json::from_str(&post(&args.server, &format!("{path}/{action}"), "")?)
-            .context("the server's answer")?;
+        let answer: Value =
+            serde_json::from_str(&post(&args.server, &format!("{path}/{action}"), "")?)
+                .context("the server's answer")?;
         println!("{env}: {action} requested; the leader applies it");
         print!("{}", describe(&answer));
         return Ok(0);
@@ -125,7 +126,11 @@ fn describe(answer: &Value) -> String {
             "  stage {} ({}) {mark}: {}\n",
             i + 1,
             s["spec"].as_str().unwrap_or_default(),
-            if nodes.is_empty() { "no nodes".to_owned() } else { nodes.join(", ") }
+            if nodes.is_empty() {
+                "no nodes".to_owned()
+            } else {
+                nodes.join(", ")
+            }
         ));
     }
     out

@@ -193,9 +193,9 @@ fn snapshot_for(
     // commit: the one place a node's commit is chosen.
     let staged = matches!(&snap.repo, Ok(repo) if repo.rollout().is_some());
     let rollout = state.rollouts.get(&env);
-    let snap = match crate::rollout::pick(node, &snap.commit, staged, rollout.as_deref()) {
-        crate::rollout::Pick::Head => snap,
-        crate::rollout::Pick::Commit(commit) => match snapshots.at(&env, &commit) {
+    let snap = match crate::rollout::pick::pick(node, &snap.commit, staged, rollout.as_deref()) {
+        crate::rollout::pick::Pick::Head => snap,
+        crate::rollout::pick::Pick::Commit(commit) => match snapshots.at(&env, &commit) {
             Some(earlier) => earlier,
             None => {
                 return Err(failure(

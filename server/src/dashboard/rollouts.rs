@@ -47,7 +47,10 @@ struct RolloutsPage {
     rollouts: Vec<EnvRollout>,
 }
 
-pub(super) async fn show(State(state): State<AppState>, caller: Caller) -> Result<Response, AppError> {
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, AppError> {
     if let Some(login) = sign_in_first(&caller) {
         return Ok(login);
     }

@@ -46,9 +46,9 @@ pub struct Rollout {
     /// The index of the stage being gated (the number of stages once done).
     pub stage: i64,
     pub stages: Vec<StageRow>,
-    /// The gate as `drover.toml` sets it.
-    #[schema(value_type = Object)]
-    pub gate: serde_json::Value,
+    /// The gate as `drover.toml` sets it (none for a commit without stages).
+    #[schema(value_type = Option<Object>)]
+    pub gate: Option<serde_json::Value>,
     /// What blocks the stage, why the rollout paused, or how it ended.
     pub reason: String,
     /// An operator's `resume` or `abort` not yet applied by the leader.
@@ -96,21 +96,21 @@ const COLUMNS: &str = "environment, from_commit, to_commit, state, stage, stages
 
 /// Every environment's rollout.
 pub async fn rollouts(db: &Db) -> Result<Vec<Rollout>, DbError> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM rollouts ORDER BY environment"))
-            .fetch_all(db.reads())
-            .await?,
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM rollouts ORDER BY environment"
+    ))
+    .fetch_all(db.reads())
+    .await?)
 }
 
 /// The rollout of `environment`, if it has one.
 pub async fn rollout(db: &Db, environment: &str) -> Result<Option<Rollout>, DbError> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM rollouts WHERE environment = $1"))
-            .bind(environment)
-            .fetch_optional(db.reads())
-            .await?,
-    )
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM rollouts WHERE environment = $1"
+    ))
+    .bind(environment)
+    .fetch_optional(db.reads())
+    .await?)
 }
 
 /// An operator asks for `resume` or `abort`; the leader's loop applies it.
@@ -147,7 +147,10 @@ pub fn write(
     super::job(move |conn| {
         Box::pin(async move {
             let stages = serde_json::to_string(&next.stages).unwrap_or_else(|_| "[]".into());
-            let gate = next.gate.to_string();
+            let gate = next
+                .gate
+                .as_ref()
+                .map_or_else(|| "null".to_owned(), ToString::to_string);
             let written = if first {
                 sqlx::query(
                     "INSERT INTO rollouts (environment, from_commit, to_commit, state, stage,
@@ -223,10 +226,10 @@ pub async fn last_run(
 
 /// The replica states a node's last report listed: (container, state).
 pub async fn replicas_of(db: &Db, node: &str) -> Result<Vec<(String, String)>, DbError> {
-    Ok(
-        sqlx::query_as("SELECT container, state FROM replica_states WHERE node = $1 ORDER BY container")
-            .bind(node)
-            .fetch_all(db.reads())
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT container, state FROM replica_states WHERE node = $1 ORDER BY container",
     )
+    .bind(node)
+    .fetch_all(db.reads())
+    .await?)
 }

@@ -87,16 +87,29 @@ async fn step(
     let staged = snap.repo.as_ref().ok().and_then(|r| r.rollout().cloned());
     let Some(row) = row else {
         // First sight: the commit every node runs, the base of the next.
-        let first = settled(&snap.name, &snap.commit, &at, 0, "the environment's first commit seen");
+        let first = settled(
+            &snap.name,
+            &snap.commit,
+            &at,
+            0,
+            "the environment's first commit seen",
+        );
         return Ok(Some((first, false)));
     };
     let mut next = row.clone();
     next.updated_at.clone_from(&at);
     if row.to_commit != snap.commit {
-        let base = if row.state == DONE { &row.to_commit } else { &row.from_commit };
+        let base = if row.state == DONE {
+            &row.to_commit
+        } else {
+            &row.from_commit
+        };
         let Some(policy) = staged.filter(|_| *base != snap.commit) else {
             let why = "no [rollout] in this commit: served to every node at once";
-            return Ok(Some((settled(&snap.name, &snap.commit, &at, row.version, why), true)));
+            return Ok(Some((
+                settled(&snap.name, &snap.commit, &at, row.version, why),
+                true,
+            )));
         };
         next = start(state, &snap.name, base, &snap.commit, &policy, &at, at_us).await?;
         next.version = row.version;
@@ -113,12 +126,20 @@ async fn step(
             return Ok(Some((next, true)));
         }
         (Some("resume"), PAUSED) => {
-            pass(&mut next, &at, at_us, "resumed by an operator past the failed gate");
+            pass(
+                &mut next,
+                &at,
+                at_us,
+                "resumed by an operator past the failed gate",
+            );
             return Ok(Some((next, true)));
         }
         (Some(other), _) => {
             // A request that no longer applies (the state moved on) is dropped.
-            next.reason = format!("{} (a `{other}` request did not apply: the rollout is {})", row.reason, row.state);
+            next.reason = format!(
+                "{} (a `{other}` request did not apply: the rollout is {})",
+                row.reason, row.state
+            );
             return Ok(Some((next, false)));
         }
         (None, ROLLING) => {}
@@ -133,7 +154,11 @@ async fn step(
         pass(&mut next, &at, at_us, "its stage has no nodes");
         return Ok(Some((next, true)));
     }
-    let gate_policy: policy::Gate = serde_json::from_value(row.gate.clone()).unwrap_or_default();
+    let gate_policy: policy::Gate = row
+        .gate
+        .clone()
+        .and_then(|g| serde_json::from_value(g).ok())
+        .unwrap_or_default();
     let mut observed = Vec::with_capacity(current.nodes.len());
     for node in &current.nodes {
         observed.push(Observed {
@@ -142,8 +167,9 @@ async fn step(
             replicas: rollouts::replicas_of(&state.db, node).await?,
         });
     }
-    let waited = u64::try_from(at_us.saturating_sub(current.started_us.unwrap_or(at_us)) / 1_000_000)
-        .unwrap_or(0);
+    let waited =
+        u64::try_from(at_us.saturating_sub(current.started_us.unwrap_or(at_us)) / 1_000_000)
+            .unwrap_or(0);
     match gate::decide(&gate_policy, &row.to_commit, &observed, waited) {
         Verdict::Pass => {
             pass(&mut next, &at, at_us, "");
@@ -178,16 +204,28 @@ fn pass(next: &mut Rollout, at: &str, at_us: i64, why: &str) {
     }
     next.stage += 1;
     next.state = ROLLING.into();
-    let suffix = if why.is_empty() { String::new() } else { format!(" ({why})") };
+    let suffix = if why.is_empty() {
+        String::new()
+    } else {
+        format!(" ({why})")
+    };
     match next.stages.get_mut(stage + 1) {
         Some(s) => {
             s.started_at = Some(at.to_owned());
             s.started_us = Some(at_us);
-            next.reason = format!("stage {} passed{suffix}; stage {} began", stage + 1, stage + 2);
+            next.reason = format!(
+                "stage {} passed{suffix}; stage {} began",
+                stage + 1,
+                stage + 2
+            );
         }
         None => {
             next.state = DONE.into();
-            next.reason = format!("stage {} passed{suffix}: every node is served commit {}", stage + 1, short(&next.to_commit));
+            next.reason = format!(
+                "stage {} passed{suffix}: every node is served commit {}",
+                stage + 1,
+                short(&next.to_commit)
+            );
         }
     }
 }
@@ -201,7 +239,7 @@ fn settled(env: &str, commit: &str, at: &str, version: i64, why: &str) -> Rollou
         state: DONE.into(),
         stage: 0,
         stages: Vec::new(),
-        gate: serde_json::Value::Null,
+        gate: None,
         reason: why.to_owned(),
         request: None,
         version,
@@ -241,8 +279,12 @@ async fn start(
         state: ROLLING.into(),
         stage: 0,
         stages,
-        gate: serde_json::to_value(policy.gate).unwrap_or_default(),
-        reason: format!("stage 1 began: commit {} rolls out from {}", short(to), short(from)),
+        gate: serde_json::to_value(policy.gate).ok(),
+        reason: format!(
+            "stage 1 began: commit {} rolls out from {}",
+            short(to),
+            short(from)
+        ),
         request: None,
         version: 0,
         started_at: at.to_owned(),

@@ -18,7 +18,7 @@ fn rollout(state: &str, stage: i64) -> Rollout {
         state: state.into(),
         stage,
         stages: vec![stage_of(&["canary-1"]), stage_of(&["web-1", "web-2"])],
-        gate: serde_json::Value::Null,
+        gate: None,
         reason: String::new(),
         request: None,
         version: 1,
@@ -46,8 +46,14 @@ fn a_stage_not_reached_keeps_the_previous_commit() {
 
 #[test]
 fn done_serves_the_new_commit_and_aborted_the_previous_one() {
-    assert_eq!(pick("web-1", "new", true, Some(&rollout(DONE, 2))), Pick::Head);
-    assert_eq!(pick("canary-1", "new", true, Some(&rollout(ABORTED, 0))), old());
+    assert_eq!(
+        pick("web-1", "new", true, Some(&rollout(DONE, 2))),
+        Pick::Head
+    );
+    assert_eq!(
+        pick("canary-1", "new", true, Some(&rollout(ABORTED, 0))),
+        old()
+    );
     assert_eq!(pick("web-1", "new", true, None), Pick::Head);
 }
 
@@ -55,11 +61,17 @@ fn done_serves_the_new_commit_and_aborted_the_previous_one() {
 fn a_commit_the_leader_has_not_seen_waits_for_it_only_when_staged() {
     // The environment moved to `newer`; the row still says `new`.
     let r = rollout(ROLLING, 0);
-    assert_eq!(pick("canary-1", "newer", true, Some(&r)), Pick::Commit("new".into()));
+    assert_eq!(
+        pick("canary-1", "newer", true, Some(&r)),
+        Pick::Commit("new".into())
+    );
     assert_eq!(pick("web-1", "newer", true, Some(&r)), old());
     // Without [rollout] in it, the commit reaches every node at once.
     assert_eq!(pick("web-1", "newer", false, Some(&r)), Pick::Head);
     let mut settled = rollout(DONE, 0);
     settled.from_commit = "new".into();
-    assert_eq!(pick("web-1", "newer", true, Some(&settled)), Pick::Commit("new".into()));
+    assert_eq!(
+        pick("web-1", "newer", true, Some(&settled)),
+        Pick::Commit("new".into())
+    );
 }

@@ -87,9 +87,7 @@ pub async fn request(
                 "it is rolling, not paused: its gate has not failed".to_owned()
             }
             (_, DONE) => "it is done: every node is served its commit".to_owned(),
-            (_, ABORTED) => {
-                "it was aborted: a new commit starts the next rollout".to_owned()
-            }
+            (_, ABORTED) => "it was aborted: a new commit starts the next rollout".to_owned(),
             (_, other) => format!("it is {other}"),
         };
         return conflict(format!(

@@ -23,14 +23,20 @@ async fn until(cx: &TestContext, what: &str, done: impl Fn(&Value) -> bool) -> V
         if done(&now) {
             return now;
         }
-        assert!(Instant::now() < deadline, "{what}: not within 20 s: {now:#}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 20 s: {now:#}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn post(cx: &TestContext, action: &str) -> (StatusCode, Value) {
     let (status, _, body) = cx
-        .post(&format!("/api/v1/environments/production/rollout/{action}"), "")
+        .post(
+            &format!("/api/v1/environments/production/rollout/{action}"),
+            "",
+        )
         .await;
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
@@ -45,9 +51,17 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
     let cx = TestContext::directory().await;
     // Unknown environment.
     let (status, body) = cx.get("/api/v1/environments/nope/rollout").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     // No [rollout]: the leader records the commit every node runs.
-    let settled = until(&cx, "the first commit is recorded", |r| !r["rollout"].is_null()).await;
+    let settled = until(&cx, "the first commit is recorded", |r| {
+        !r["rollout"].is_null()
+    })
+    .await;
     assert_eq!(settled["staged"], false);
     assert_eq!(settled["rollout"]["state"], "done", "{settled:#}");
     assert_eq!(settled["rollout"]["to_commit"], settled["commit"]);
@@ -64,21 +78,40 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
     assert_eq!(status, StatusCode::OK);
     let (status, _, before) = cx.catalog("web-1").await;
     assert_eq!(status, StatusCode::OK);
-    write(&cx.repo, &[("drover.toml", ROLLOUT), ("files/motd", "staged\n")]);
+    write(
+        &cx.repo,
+        &[("drover.toml", ROLLOUT), ("files/motd", "staged\n")],
+    );
     cx.hook().await;
-    let rolling = until(&cx, "the rollout starts", |r| r["rollout"]["state"] == "rolling").await;
+    let rolling = until(&cx, "the rollout starts", |r| {
+        r["rollout"]["state"] == "rolling"
+    })
+    .await;
     assert_eq!(rolling["staged"], true);
-    assert_eq!(rolling["rollout"]["stages"][0]["nodes"], serde_json::json!(["canary-1"]));
-    assert_eq!(rolling["rollout"]["stages"][1]["nodes"], serde_json::json!(["web-1"]));
+    assert_eq!(
+        rolling["rollout"]["stages"][0]["nodes"],
+        serde_json::json!(["canary-1"])
+    );
+    assert_eq!(
+        rolling["rollout"]["stages"][1]["nodes"],
+        serde_json::json!(["web-1"])
+    );
     assert_eq!(rolling["rollout"]["from_commit"], settled["commit"]);
     let canary = cx.catalog("canary-1").await.2;
     let web = cx.catalog("web-1").await.2;
-    assert_ne!(motd(&canary), motd(&canary_before), "the canary is served the new commit");
+    assert_ne!(
+        motd(&canary),
+        motd(&canary_before),
+        "the canary is served the new commit"
+    );
     assert_eq!(canary["commit"], rolling["commit"]);
     assert_eq!(motd(&web), motd(&before), "web-1 keeps the previous commit");
     assert_eq!(web["commit"], settled["commit"]);
     assert!(
-        rolling["rollout"]["reason"].as_str().unwrap_or_default().contains("stage 1"),
+        rolling["rollout"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stage 1"),
         "{rolling:#}"
     );
 
@@ -91,18 +124,27 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
     );
     let (status, body) = post(&cx, "abort").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let aborted = until(&cx, "the abort applies", |r| r["rollout"]["state"] == "aborted").await;
+    let aborted = until(&cx, "the abort applies", |r| {
+        r["rollout"]["state"] == "aborted"
+    })
+    .await;
     assert!(aborted["rollout"]["request"].is_null(), "{aborted:#}");
     // Every server reloads the row once the leader wrote it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while motd(&cx.catalog("canary-1").await.2) != motd(&canary_before) {
-        assert!(Instant::now() < deadline, "abort serves the canary the previous commit");
+        assert!(
+            Instant::now() < deadline,
+            "abort serves the canary the previous commit"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, body) = post(&cx, "abort").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(
-        body["error"].as_str().unwrap_or_default().contains("it was aborted"),
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("it was aborted"),
         "{body}"
     );
 }

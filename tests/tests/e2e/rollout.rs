@@ -24,7 +24,10 @@ struct Rollout {
 /// `min_wait` seconds; `broken` adds a file whose parent is a file.
 fn write_catalog(repo: &GitRepo, root: &Path, version: &str, min_wait: Option<u64>, broken: bool) {
     let root = root.display();
-    repo.write("nodes.toml", "[[node]]\nmatch = \"*\"\nroles = [\"base\"]\n");
+    repo.write(
+        "nodes.toml",
+        "[[node]]\nmatch = \"*\"\nroles = [\"base\"]\n",
+    );
     let mut role = format!(
         "[[directory]]\npath = \"{root}/{{{{ node }}}}\"\n\n[[file]]\npath = \"{root}/{{{{ node }}}}/version\"\ncontent = \"{version}\"\n"
     );
@@ -80,7 +83,13 @@ impl Rollout {
     }
 
     fn commit(&self, version: &str, min_wait: Option<u64>, broken: bool) -> String {
-        write_catalog(&self.repo, &self.tmp.path().join("managed"), version, min_wait, broken);
+        write_catalog(
+            &self.repo,
+            &self.tmp.path().join("managed"),
+            version,
+            min_wait,
+            broken,
+        );
         let commit = self.repo.commit(version);
         self.server.refresh();
         commit
@@ -94,16 +103,23 @@ impl Rollout {
 
     /// The commit of `node`'s newest report.
     fn reported(&self, node: &str) -> String {
-        let (status, list) = self
-            .server
-            .request("GET", &format!("/api/v1/nodes/{node}/reports?limit=1"), None);
+        let (status, list) = self.server.request(
+            "GET",
+            &format!("/api/v1/nodes/{node}/reports?limit=1"),
+            None,
+        );
         if status != 200 {
             return String::new();
         }
         drover_tests::report_list(&list)
             .first()
             .and_then(|r| r["id"].as_str())
-            .map(|id| self.server.get_json(&format!("/api/v1/reports/{id}"))["commit"].as_str().unwrap_or_default().to_owned())
+            .map(|id| {
+                self.server.get_json(&format!("/api/v1/reports/{id}"))["commit"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .unwrap_or_default()
     }
 
@@ -112,9 +128,14 @@ impl Rollout {
     }
 
     fn story(&self) -> String {
-        let mut out = format!("--- rollout\n{:#}\n--- server\n{}\n", self.status(), self.server.log());
+        let mut out = format!(
+            "--- rollout\n{:#}\n--- server\n{}\n",
+            self.status(),
+            self.server.log()
+        );
         for node in NODES {
-            let log = fs_err::read_to_string(self.tmp.path().join(format!("{node}.log"))).unwrap_or_default();
+            let log = fs_err::read_to_string(self.tmp.path().join(format!("{node}.log")))
+                .unwrap_or_default();
             out.push_str(&format!("--- {node}: {}\n{log}\n", self.version(node)));
         }
         out
@@ -124,7 +145,11 @@ impl Rollout {
     fn wait(&self, secs: u64, what: &str, mut done: impl FnMut(&Rollout) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !done(self) {
-            assert!(Instant::now() < deadline, "{what}: not within {secs} s\n{}", self.story());
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {secs} s\n{}",
+                self.story()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -143,7 +168,9 @@ fn a_staged_commit_reaches_the_canary_first_pauses_on_failure_and_survives_a_res
     let mut r = Rollout::start();
     let env_default = r.server.get_json("/api/v1/environments");
     assert!(env_default.to_string().contains("main"), "{env_default}");
-    r.wait(30, "every node converges on v1", |r| NODES.iter().all(|n| r.version(n) == "v1"));
+    r.wait(30, "every node converges on v1", |r| {
+        NODES.iter().all(|n| r.version(n) == "v1")
+    });
     let v1 = r.repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
 
     // (1) The canary first; the others keep v1 until its gate passes.
@@ -152,14 +179,24 @@ fn a_staged_commit_reaches_the_canary_first_pauses_on_failure_and_survives_a_res
     let status = r.status();
     assert_eq!(status["rollout"]["state"], "rolling", "{status:#}");
     assert_eq!(status["rollout"]["stage"], 0, "{status:#}");
-    assert_eq!(status["rollout"]["stages"][0]["nodes"], serde_json::json!(["canary-1"]));
+    assert_eq!(
+        status["rollout"]["stages"][0]["nodes"],
+        serde_json::json!(["canary-1"])
+    );
     for web in ["web-1", "web-2"] {
-        assert_eq!(r.version(web), "v1", "{web} outran its stage\n{}", r.story());
+        assert_eq!(
+            r.version(web),
+            "v1",
+            "{web} outran its stage\n{}",
+            r.story()
+        );
     }
     r.wait(30, "the canary's gate passes and every node gets v2", |r| {
         NODES.iter().all(|n| r.version(n) == "v2")
     });
-    r.wait(10, "the rollout is done", |r| r.status()["rollout"]["state"] == "done");
+    r.wait(10, "the rollout is done", |r| {
+        r.status()["rollout"]["state"] == "done"
+    });
     let passed = r.status()["rollout"]["stages"][0]["passed_at"].clone();
     assert!(passed.is_string(), "{:#}", r.status());
 
@@ -205,12 +242,18 @@ fn a_staged_commit_reaches_the_canary_first_pauses_on_failure_and_survives_a_res
         "the stage began once, not again at the restart"
     );
     for web in ["web-1", "web-2"] {
-        assert_eq!(r.version(web), "v2", "{web} outran its stage across the restart");
+        assert_eq!(
+            r.version(web),
+            "v2",
+            "{web} outran its stage across the restart"
+        );
     }
     r.wait(40, "every node gets v4 after the restart", |r| {
         NODES.iter().all(|n| r.version(n) == "v4")
     });
-    r.wait(10, "the rollout is done", |r| r.status()["rollout"]["state"] == "done");
+    r.wait(10, "the rollout is done", |r| {
+        r.status()["rollout"]["state"] == "done"
+    });
     for node in NODES {
         assert_eq!(r.reported(node), v4);
     }
