@@ -147,4 +147,18 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
             .contains("it was aborted"),
         "{body}"
     );
+
+    // The dashboard's page shows it, with the nodes of each stage.
+    let (status, page) = cx.get("/rollouts").await;
+    assert_eq!(status, StatusCode::OK);
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("data-environment=\"production\" data-state=\"aborted\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("<a href=\"/nodes/canary-1\">canary-1</a>"),
+        "{page}"
+    );
+    assert!(page.contains("aborted by an operator at stage 1"), "{page}");
 }
