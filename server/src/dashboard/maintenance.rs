@@ -38,7 +38,7 @@ pub(super) fn token(session_id: &str) -> String {
 }
 
 /// Whether `token` is session `id`'s (compared in constant time).
-fn token_matches(session_id: &str, token: &str) -> bool {
+pub(super) fn token_matches(session_id: &str, token: &str) -> bool {
     let Ok(tag) = hex::decode(token.trim()) else {
         return false;
     };
@@ -56,7 +56,7 @@ pub(super) fn session_id(headers: &HeaderMap) -> Option<&str> {
 /// a browser says so in `Sec-Fetch-Site`, and in `Origin` (which must name
 /// the host the request was sent to). A client that sends neither (not a
 /// browser) still needs the session and its token.
-fn cross_site(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+pub(super) fn cross_site(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or("?");
         if site != "same-origin" {
@@ -81,7 +81,7 @@ fn cross_site(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     }
 }
 
-fn forbidden(why: &str) -> Response {
+pub(super) fn forbidden(why: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

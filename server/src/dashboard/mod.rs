@@ -10,7 +10,8 @@
 //! `page` renders them. The node page's buttons post to
 //! `/nodes/{name}/cordon`, `/uncordon` and `/drain` (see [`maintenance`]:
 //! the only dashboard routes that change something, each checking the
-//! session, a form token bound to it, and that the post is same-origin).
+//! session, a form token bound to it, and that the post is same-origin), as
+//! do the rollouts page's `/rollouts/{env}/resume` and `/abort`.
 //!
 //! `dashboard/` renders askama templates (`server/templates/*.html`, checked
 //! against their structs when the server compiles; HTML escaping on) with one
@@ -53,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .route("/apps", get(apps::show))
         .route("/apps/{name}", get(apps::page_of))
         .route("/rollouts", get(rollouts::show))
+        .route("/rollouts/{env}/{action}", post(rollouts::act))
         .route("/events", get(events::stream))
         .route("/static/dashboard.css", get(stylesheet))
         .route("/static/dashboard.js", get(script))

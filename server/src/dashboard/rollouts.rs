@@ -1,17 +1,25 @@
 //! `GET /rollouts`: each environment's staged rollout: its commits, state,
 //! the stage being gated, what blocks it or why it paused, and the nodes
-//! of every stage (read only; `drover-server rollout resume|abort` acts).
+//! of every stage; with a session, **Resume** (a paused rollout) and
+//! **Abort** (a rolling or paused one) buttons. Their
+//! `POST /rollouts/{env}/resume|abort` is checked as the node page's
+//! buttons are (`maintenance.rs`: same origin, the session, its form
+//! token), then asks what the API route asks and goes back to the page.
 
 use askama::Template;
-use axum::extract::State;
-use axum::response::Response;
+use axum::Form;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
 
+use super::maintenance::{cross_site, forbidden, session_id, token, token_matches};
 use super::page::{page, sign_in_first};
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::fleet::urlencode;
 use crate::rollout::control::short;
-use crate::rollout::view;
+use crate::rollout::view::{self, Request};
 use crate::state::AppState;
 
 struct NodeLink {
@@ -39,17 +47,22 @@ struct EnvRollout {
     reason: String,
     request: Option<String>,
     stages: Vec<StageView>,
+    resume_action: Option<String>,
+    abort_action: Option<String>,
 }
 
 #[derive(Template)]
 #[template(path = "rollouts.html")]
 struct RolloutsPage {
     rollouts: Vec<EnvRollout>,
+    /// The form token; none without a session (the buttons could not work).
+    token: Option<String>,
 }
 
 pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     if let Some(login) = sign_in_first(&caller) {
         return Ok(login);
@@ -68,6 +81,8 @@ pub(super) async fn show(
             reason: String::new(),
             request: None,
             stages: Vec::new(),
+            resume_action: None,
+            abort_action: None,
         };
         if let Some(r) = &status.rollout {
             let current = usize::try_from(r.stage).unwrap_or(0);
@@ -80,6 +95,12 @@ pub(super) async fn show(
                 format!("stage {} of {}", current + 1, r.stages.len())
             };
             shown.reason.clone_from(&r.reason);
+            let base = format!("/rollouts/{}", urlencode(&env));
+            let current_commit = r.to_commit == status.commit && r.request.is_none();
+            shown.resume_action =
+                (current_commit && r.state == "paused").then(|| format!("{base}/resume"));
+            shown.abort_action = (current_commit && (r.state == "paused" || r.state == "rolling"))
+                .then(|| format!("{base}/abort"));
             shown.request.clone_from(&r.request);
             shown.stages = r
                 .stages
@@ -108,5 +129,51 @@ pub(super) async fn show(
         }
         rollouts.push(shown);
     }
-    page(&RolloutsPage { rollouts })
+    let token = session_id(&headers).map(token);
+    page(&RolloutsPage { rollouts, token })
+}
+
+/// A button's form.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct ButtonForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /rollouts/{env}/resume|abort`: the origin, the session and its
+/// token checked in that order, then the request as the API route makes it
+/// (a 409 names why the state does not allow it), back to the page.
+pub(super) async fn act(
+    State(state): State<AppState>,
+    Path((env, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+    form: Result<Form<ButtonForm>, FormRejection>,
+) -> Result<Response, AppError> {
+    let request = match action.as_str() {
+        "resume" => Request::Resume,
+        "abort" => Request::Abort,
+        _ => {
+            return Err(AppError::NotFound(format!(
+                "no action `{action}` on a rollout (resume or abort)"
+            )));
+        }
+    };
+    if let Some(why) = cross_site(&headers, &uri) {
+        return Ok(forbidden(&why));
+    }
+    let Some(id) = session_id(&headers) else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    if !crate::session::is_open(&state.db, id).await? {
+        return Ok(Redirect::to("/login").into_response());
+    }
+    let Form(form) = form.map_err(|e| AppError::BadRequest(format!("invalid form: {e}")))?;
+    if !token_matches(id, &form.token) {
+        return Ok(forbidden(
+            "the form's token is missing or not this session's (reload the rollouts page)",
+        ));
+    }
+    view::request(&state, &env, request).await?;
+    Ok(Redirect::to("/rollouts").into_response())
 }

@@ -1,10 +1,13 @@
 //! The rollout routes: an environment without a rollout, one whose staged
 //! commit serves the canary only, and `resume`/`abort` accepted or refused
-//! (409) by the rollout's state, with messages that say why.
+//! (409) by the rollout's state, with messages that say why; the
+//! dashboard's page and its abort button (same origin, session, token).
 
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use drover_server::credentials::Peer;
 use serde_json::Value;
 
 use super::{TestContext, write};
@@ -161,4 +164,98 @@ async fn rollout_routes_show_the_state_and_refuse_what_it_does_not_allow() {
         "{page}"
     );
     assert!(page.contains("aborted by an operator at stage 1"), "{page}");
+}
+
+const TOKEN: &str = "operator-token-0123456789abcdef";
+
+/// A browser's button post on this server's own page.
+fn button(path: &str, cookie: &str, form: &str, site: &str) -> axum::http::Request<Body> {
+    axum::http::Request::post(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::HOST, "drover.test:8443")
+        .header(header::ORIGIN, "https://drover.test:8443")
+        .header("sec-fetch-site", site)
+        .header(header::COOKIE, cookie)
+        .body(Body::from(form.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_rollouts_page_aborts_with_the_sessions_token_only() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let repo = super::site(tmp.path(), "welcome\n");
+    let token_file = tmp.path().join("operator-token");
+    fs_err::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let cx = TestContext::start_with(tmp, repo.clone(), repo.display().to_string(), |c| {
+        c.operator_token_file = token_file;
+    })
+    .await;
+    until(&cx, "the first commit is recorded", |r| {
+        !r["rollout"].is_null()
+    })
+    .await;
+    assert_eq!(cx.catalog("canary-1").await.0, StatusCode::OK);
+    write(
+        &cx.repo,
+        &[("drover.toml", ROLLOUT), ("files/motd", "staged\n")],
+    );
+    cx.hook().await;
+    until(&cx, "the rollout starts", |r| {
+        r["rollout"]["state"] == "rolling"
+    })
+    .await;
+
+    let login = axum::http::Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("token={TOKEN}")))
+        .unwrap();
+    let (status, headers, _) = cx.send_as(Peer::Anonymous, login).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = axum::http::Request::get("/rollouts")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, html) = cx.send_as(Peer::Anonymous, page).await;
+    let html = String::from_utf8_lossy(&html).into_owned();
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("action=\"/rollouts/production/abort\""),
+        "{html}"
+    );
+    assert!(
+        !html.contains("/rollouts/production/resume"),
+        "resume only when paused: {html}"
+    );
+    let marker = "name=\"token\" value=\"";
+    let start = html.find(marker).expect("a form token") + marker.len();
+    let form_token = html[start..].split('"').next().unwrap().to_owned();
+
+    // Another site, no token, a wrong token: refused, nothing changes.
+    let abort = "/rollouts/production/abort";
+    let good = format!("token={form_token}");
+    for (form, site) in [
+        (good.as_str(), "cross-site"),
+        ("", "same-origin"),
+        ("token=00", "same-origin"),
+    ] {
+        let (status, _, _) = cx
+            .send_as(Peer::Anonymous, button(abort, &cookie, form, site))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{form} {site}");
+    }
+    assert_eq!(rollout(&cx).await["rollout"]["state"], "rolling");
+    let (status, headers, _) = cx
+        .send_as(
+            Peer::Anonymous,
+            button(abort, &cookie, &good, "same-origin"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/rollouts");
+    until(&cx, "the page's abort applies", |r| {
+        r["rollout"]["state"] == "aborted"
+    })
+    .await;
 }
