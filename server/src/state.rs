@@ -188,6 +188,7 @@ impl AppState {
                 .iter()
                 .map(|snap| (snap.name.clone(), snap.commit.clone()))
                 .collect(),
+            held: self.rollouts.held(),
         }
     }
 }

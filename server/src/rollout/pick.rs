@@ -62,6 +62,18 @@ impl Rollouts {
 
     /// Replaces the copy; the environments whose row changed in a way that
     /// may change a node's commit.
+    /// Environment → the earlier commit its rollout still serves some
+    /// nodes (rolling, paused or aborted), for the fleet's `stale`.
+    pub fn held(&self) -> BTreeMap<String, String> {
+        self.rows
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| r.state != DONE && r.from_commit != r.to_commit)
+            .map(|r| (r.environment.clone(), r.from_commit.clone()))
+            .collect()
+    }
+
     /// Reads the rows, makes sure the commits they serve are at hand (a
     /// previous commit is read from the mirror after a restart), and swaps
     /// the copy. The environments whose nodes may be served another commit

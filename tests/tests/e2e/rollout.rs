@@ -190,6 +190,9 @@ fn a_staged_commit_reaches_the_canary_first_pauses_on_failure_and_survives_a_res
             "{web} outran its stage\n{}",
             r.story()
         );
+        // Held back by the rollout is not stale.
+        let node = r.server.get_json(&format!("/api/v1/nodes/{web}"));
+        assert_eq!(node["stale"], false, "v2 {v2}: {node:#}\n{status:#}");
     }
     r.wait(30, "the canary's gate passes and every node gets v2", |r| {
         NODES.iter().all(|n| r.version(n) == "v2")
