@@ -106,9 +106,11 @@ async fn step(
         };
         let Some(policy) = staged.filter(|_| *base != snap.commit) else {
             let why = "no [rollout] in this commit: served to every node at once";
+            // After a settled row `pick` served every node the head already.
+            let moves = !(row.state == DONE && row.stages.is_empty());
             return Ok(Some((
                 settled(&snap.name, &snap.commit, &at, row.version, why),
-                true,
+                moves,
             )));
         };
         next = start(state, &snap.name, base, &snap.commit, &policy, &at, at_us).await?;

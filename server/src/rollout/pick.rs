@@ -90,26 +90,34 @@ impl Rollouts {
         Ok(self.replace(fresh))
     }
 
-    fn replace(&self, fresh: Vec<Rollout>) -> Vec<String> {
+    pub(super) fn replace(&self, fresh: Vec<Rollout>) -> Vec<String> {
         let mut rows = self.rows.write().unwrap_or_else(|e| e.into_inner());
         let mut changed = Vec::new();
         let mut next = BTreeMap::new();
         for row in fresh {
-            let moved = rows.get(&row.environment).is_none_or(|old| {
-                (
-                    &old.from_commit,
-                    &old.to_commit,
-                    &old.state,
-                    old.stage,
-                    &old.stages,
-                ) != (
-                    &row.from_commit,
-                    &row.to_commit,
-                    &row.state,
-                    row.stage,
-                    &row.stages,
-                )
-            });
+            // A settled row (every node served one commit) written after
+            // none or another settled row serves every node what `pick`
+            // already served it: nothing to recompile.
+            let settled = |r: &Rollout| r.state == DONE && r.stages.is_empty();
+            let moved = match rows.get(&row.environment) {
+                None => !settled(&row),
+                Some(old) if settled(old) && settled(&row) => false,
+                Some(old) => {
+                    (
+                        &old.from_commit,
+                        &old.to_commit,
+                        &old.state,
+                        old.stage,
+                        &old.stages,
+                    ) != (
+                        &row.from_commit,
+                        &row.to_commit,
+                        &row.state,
+                        row.stage,
+                        &row.stages,
+                    )
+                }
+            };
             if moved {
                 changed.push(row.environment.clone());
             }

@@ -75,3 +75,42 @@ fn a_commit_the_leader_has_not_seen_waits_for_it_only_when_staged() {
         Pick::Commit("new".into())
     );
 }
+
+#[test]
+fn only_a_row_that_may_change_a_nodes_commit_recompiles() {
+    let rollouts = super::Rollouts::default();
+    let mut settled = rollout(DONE, 0);
+    settled.stages.clear();
+    settled.from_commit = "new".into();
+    assert!(
+        rollouts.replace(vec![settled.clone()]).is_empty(),
+        "first sight"
+    );
+    let mut next = settled.clone();
+    next.to_commit = "newer".into();
+    next.from_commit = "newer".into();
+    assert!(
+        rollouts.replace(vec![next.clone()]).is_empty(),
+        "a commit without stages"
+    );
+    let rolling = rollout(ROLLING, 0);
+    assert_eq!(
+        rollouts.replace(vec![rolling.clone()]),
+        vec!["production".to_owned()]
+    );
+    let mut waiting = rolling.clone();
+    waiting.reason = "stage 1 waits".into();
+    assert!(
+        rollouts.replace(vec![waiting]).is_empty(),
+        "a new reason moves nothing"
+    );
+    assert_eq!(
+        rollouts.replace(vec![rollout(ABORTED, 0)]),
+        vec!["production".to_owned()]
+    );
+    assert_eq!(
+        rollouts.replace(vec![next]),
+        vec!["production".to_owned()],
+        "settled after a rollout"
+    );
+}
