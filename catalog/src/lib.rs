@@ -81,6 +81,7 @@ pub mod csr;
 pub mod model;
 pub mod names;
 pub mod report;
+pub mod rollout;
 pub mod schedule;
 pub mod sha;
 pub mod signed;

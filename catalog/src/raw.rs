@@ -18,6 +18,8 @@ pub struct RawSettings {
     pub data: Option<RawDataSettings>,
     /// `[scheduler]`: the scheduler module owns its shape.
     pub scheduler: Option<crate::schedule::RawScheduler>,
+    /// `[rollout]`: the rollout module owns its shape.
+    pub rollout: Option<crate::rollout::RawRollout>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::apps::{self, App};
 use crate::diagnostic::{Diagnostic, Diagnostics, Loc, SourceFile};
 use crate::raw::{RawNodes, RawResource, RawRole, RawSettings};
+use crate::rollout::RolloutPolicy;
 use crate::schedule::Policy;
 use crate::values;
 
@@ -41,6 +42,8 @@ pub struct Repository {
     pub(crate) apps: BTreeMap<String, Result<App, Vec<Diagnostic>>>,
     /// `[scheduler]` of `drover.toml`, or the default policy.
     pub(crate) policy: Policy,
+    /// `[rollout]` of `drover.toml`: commits reach the nodes in stages.
+    pub(crate) rollout: Option<RolloutPolicy>,
 }
 
 /// One level of the data hierarchy (a template of a path under `data/`).
@@ -89,6 +92,7 @@ impl Repository {
         let mut errors = Vec::new();
 
         let mut policy = Policy::default();
+        let mut rollout = None;
         let hierarchy = match files.get("drover.toml") {
             None => default_hierarchy(),
             Some(bytes) => match parse_toml::<RawSettings>("drover.toml", bytes) {
@@ -106,6 +110,12 @@ impl Repository {
                     if let Some(raw) = settings.scheduler {
                         match crate::schedule::parse_policy(&src, raw) {
                             Ok(parsed) => policy = parsed,
+                            Err(mut e) => errors.append(&mut e),
+                        }
+                    }
+                    if let Some(raw) = settings.rollout {
+                        match crate::rollout::parse_rollout(&src, raw) {
+                            Ok(parsed) => rollout = Some(parsed),
                             Err(mut e) => errors.append(&mut e),
                         }
                     }
@@ -159,7 +169,13 @@ impl Repository {
             data,
             apps,
             policy,
+            rollout,
         })
+    }
+
+    /// `[rollout]` of `drover.toml`, if the repository stages its commits.
+    pub fn rollout(&self) -> Option<&RolloutPolicy> {
+        self.rollout.as_ref()
     }
 
     /// The scheduler's policy: `[scheduler]` of `drover.toml`, or the default.

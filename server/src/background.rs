@@ -42,12 +42,13 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
     // a task per notification.
     let ca_changed = Arc::new(tokio::sync::Notify::new());
     let runs_asked = Arc::new(tokio::sync::Notify::new());
-    let (url, snapshots, ca, apps, runs, token) = (
+    let (url, snapshots, ca, apps, runs, rollouts, token) = (
         state.config.database_url.clone(),
         state.snapshots.clone(),
         ca_changed.clone(),
         state.apps.clone(),
         runs_asked.clone(),
+        state.rollouts.clone(),
         shutdown.clone(),
     );
     let me = state.cluster.id().to_owned();
@@ -57,6 +58,10 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
             notify::Event::Ca => ca.notify_one(),
             notify::Event::Placements => apps.reload.notify_one(),
             notify::Event::Runs => runs.notify_one(),
+            notify::Event::Rollouts => {
+                rollouts.reload.notify_one();
+                rollouts.wake.notify_one();
+            }
         })
         .await;
     });
@@ -85,6 +90,7 @@ pub fn spawn(state: &AppState, shutdown: &CancellationToken, tracker: &TaskTrack
         ));
     }
     crate::apps::reload::spawn(state, shutdown, tracker);
+    crate::rollout::spawn(state, shutdown, tracker);
     if state.db.backend() == Backend::Sqlite {
         tracker.spawn(state.collector().run(shutdown.clone()));
     }
@@ -136,6 +142,8 @@ pub async fn refresh(state: &AppState) {
     let (ticket, changed) = state.fetch().await;
     if !changed.is_empty() {
         state.cache.clear();
+        // The leader's rollout loop starts a rollout for a staged commit.
+        state.rollouts.wake.notify_one();
         if let Err(e) =
             notify::announce(&state.db, state.cluster.id(), notify::Event::Refresh).await
         {

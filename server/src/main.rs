@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         (Command::Diff(args), _) => cli::diff(args),
         (Command::Completions { shell }, _) => cli::completions(*shell),
         (Command::Man, _) => cli::man(),
+        (Command::Rollout(args), _) => cli::rollout(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

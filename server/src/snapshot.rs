@@ -1,5 +1,9 @@
 //! Environments: one parsed snapshot per branch (or the one directory), and
-//! the refresh that replaces them when commits move.
+//! the refresh that replaces them when commits move. Earlier commits a
+//! staged rollout still serves (see `crate::rollout`) are kept beside them:
+//! the snapshot a refresh replaces stays at hand, and after a restart one
+//! is read again from the mirror (in development mode a directory has no
+//! history: an earlier commit is only at hand until the server restarts).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,6 +119,8 @@ pub struct Snapshots {
     /// The last request served, and the error of the refresh that served it.
     completed: watch::Sender<(u64, Option<String>)>,
     wake: Notify,
+    /// Earlier commits a rollout still serves, by (environment, commit).
+    older: RwLock<BTreeMap<(String, String), Arc<EnvSnapshot>>>,
 }
 
 impl Snapshots {
@@ -127,6 +133,7 @@ impl Snapshots {
             requested: AtomicU64::new(0),
             completed: watch::Sender::new((0, None)),
             wake: Notify::new(),
+            older: RwLock::default(),
         }
     }
 
@@ -140,6 +147,54 @@ impl Snapshots {
 
     pub fn get(&self, env: &str) -> Option<Arc<EnvSnapshot>> {
         self.read().envs.get(env).cloned()
+    }
+
+    /// `environment` at `commit`: its newest snapshot, or an earlier one
+    /// kept for a rollout.
+    pub fn at(&self, environment: &str, commit: &str) -> Option<Arc<EnvSnapshot>> {
+        if let Some(snap) = self.get(environment).filter(|s| s.commit == commit) {
+            return Some(snap);
+        }
+        self.older
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(environment.to_owned(), commit.to_owned()))
+            .cloned()
+    }
+
+    /// Keeps exactly the earlier commits in `wanted` (environment, commit),
+    /// reading from the mirror those not at hand. A commit that cannot be
+    /// read is logged and left out: its nodes keep their last good catalog.
+    pub async fn keep_commits(&self, wanted: &[(String, String)]) {
+        for (env, commit) in wanted {
+            if commit.is_empty() || self.at(env, commit).is_some() {
+                continue;
+            }
+            let Source::Mirror(dir) = &self.source else {
+                continue;
+            };
+            let (dir, name, id) = (dir.clone(), env.clone(), commit.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                dir.read_tree(&id).map(|tree| snapshot(name, id, tree))
+            })
+            .await;
+            match read {
+                Ok(Ok(snap)) => {
+                    self.older
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((env.clone(), commit.clone()), Arc::new(snap));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(environment = %env, commit = %commit, error = %e, "cannot read an earlier commit a rollout serves")
+                }
+                Err(e) => tracing::warn!(error = %e, "reading an earlier commit failed"),
+            }
+        }
+        self.older
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| wanted.contains(key));
     }
 
     pub fn list(&self) -> Vec<Arc<EnvSnapshot>> {
@@ -196,6 +251,15 @@ impl Snapshots {
                 head_branch,
             }) => {
                 let mut envs = BTreeMap::new();
+                // Replaced snapshots stay at hand for a rollout (pruned by
+                // `keep_commits` once no rollout serves them).
+                let mut older = self.older.write().unwrap_or_else(|e| e.into_inner());
+                for snap in &fresh {
+                    if let Some(old) = state.envs.get(&snap.name) {
+                        older.insert((old.name.clone(), old.commit.clone()), old.clone());
+                    }
+                }
+                drop(older);
                 for name in keep {
                     if let Some(old) = state.envs.get(&name) {
                         envs.insert(name, old.clone());

@@ -41,6 +41,8 @@ pub struct AppState {
     pub served: Arc<Served>,
     /// Placements, heartbeats and the control loop's wake-up.
     pub apps: Arc<crate::apps::Apps>,
+    /// Every environment's staged rollout, as this server serves it.
+    pub rollouts: Arc<crate::rollout::pick::Rollouts>,
     /// This server among the others on its database, and whether it leads.
     pub cluster: Arc<Cluster>,
     /// The secrets of `hook_secret_file`, for signed webhooks to the git hook.
@@ -131,6 +133,7 @@ impl AppState {
             watches: Arc::default(),
             served: Arc::default(),
             apps: Arc::default(),
+            rollouts: Arc::default(),
             hook_secrets,
             _serve_lock: serve_lock,
         };
@@ -146,6 +149,9 @@ impl AppState {
             .placements
             .reload(&state.db, &state.snapshots)
             .await?;
+        // Likewise: a node a rollout has not reached must not be served
+        // the newest commit in the meantime.
+        state.rollouts.load(&state.db, &state.snapshots).await?;
         Ok(state)
     }
 
@@ -182,6 +188,7 @@ impl AppState {
                 .iter()
                 .map(|snap| (snap.name.clone(), snap.commit.clone()))
                 .collect(),
+            held: self.rollouts.held(),
         }
     }
 }

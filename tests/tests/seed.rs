@@ -73,6 +73,7 @@ async fn a_seeded_fleet_reads_back_through_the_servers_queries() {
     let now: jiff::Timestamp = summary["now"].as_str().unwrap().parse().unwrap();
     let ctx = Context {
         unresponsive_before_us: now.as_microsecond() - DEFAULT_UNRESPONSIVE_SECS as i64 * 1_000_000,
+        held: Default::default(),
         heads: BTreeMap::from([(
             "production".to_owned(),
             summary["head"].as_str().unwrap().to_owned(),

@@ -1,6 +1,7 @@
 //! The command line: `serve`, the offline `compile` and `check`, the CA,
 //! the apps' commands (`apps.rs`: `apps`, `explain`, `plan`) and a node's
-//! maintenance (`node.rs`), the operator ones through `client.rs`.
+//! maintenance (`node.rs`), staged rollouts (`rollout.rs`), the operator
+//! ones through `client.rs`.
 
 #![allow(
     clippy::print_stdout,
@@ -19,10 +20,12 @@ mod client;
 mod diff;
 mod lookup;
 mod node;
+mod rollout;
 
 pub use apps::{AppsArgs, ExplainArgs, PlanArgs};
 pub use client::ServerArgs;
 pub use node::{NodeArgs, NodeCommand, node};
+pub use rollout::{RolloutArgs, RolloutCommand, rollout};
 
 use crate::config::Overrides;
 use crate::git::{self, GitDir, Tree};
@@ -64,6 +67,8 @@ pub enum Command {
     Lookup(lookup::LookupArgs),
     /// What a branch would change in every known node's catalog, before it is merged.
     Diff(diff::DiffArgs),
+    /// The staged rollout of an environment's newest commit: status, resume, abort (asks a running server).
+    Rollout(RolloutArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_name = "SHELL")]

@@ -27,6 +27,9 @@ pub enum Event {
     /// An operator asked nodes to run now: the server holding a node's
     /// watch answers it.
     Runs,
+    /// A rollout took a step, or an operator asked one to resume or
+    /// abort: the others reload the rollouts, and the leader's loop wakes.
+    Rollouts,
 }
 
 impl Event {
@@ -36,6 +39,7 @@ impl Event {
             Event::Ca => "ca",
             Event::Placements => "placements",
             Event::Runs => "runs",
+            Event::Rollouts => "rollouts",
         }
     }
 
@@ -45,6 +49,7 @@ impl Event {
             "ca" => Some(Event::Ca),
             "placements" => Some(Event::Placements),
             "runs" => Some(Event::Runs),
+            "rollouts" => Some(Event::Rollouts),
             _ => None,
         }
     }

@@ -189,6 +189,27 @@ fn snapshot_for(
             )],
         ));
     };
+    // A staged rollout that has not reached the node serves it an earlier
+    // commit: the one place a node's commit is chosen.
+    let staged = matches!(&snap.repo, Ok(repo) if repo.rollout().is_some());
+    let rollout = state.rollouts.get(&env);
+    let snap = match crate::rollout::pick::pick(node, &snap.commit, staged, rollout.as_deref()) {
+        crate::rollout::pick::Pick::Head => snap,
+        crate::rollout::pick::Pick::Commit(commit) => match snapshots.at(&env, &commit) {
+            Some(earlier) => earlier,
+            None => {
+                return Err(failure(
+                    &env,
+                    &commit,
+                    vec![format!(
+                        "the staged rollout of `{env}` serves this node commit {commit}, which \
+                         is not at hand (a development directory keeps no history)\n\
+                         hint: `drover-server rollout abort {env}` or a new commit ends the wait"
+                    )],
+                ));
+            }
+        },
+    };
     // Roles come from the chosen environment's own nodes.toml (so a branch
     // can try a role change); its pins, if any, are not read.
     match &snap.repo {

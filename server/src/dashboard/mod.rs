@@ -4,12 +4,14 @@
 //!
 //! Pages: `/` the fleet, `/nodes/{name}` one node, `/runs/{run_id}` one run,
 //! `/apps` the apps and the fleet's capacity, `/apps/{name}` one app with
-//! the scheduler's decisions, `/events` the live feed, `/static/*` the
+//! the scheduler's decisions, `/rollouts` each environment's staged
+//! rollout (`rollouts.rs`), `/events` the live feed, `/static/*` the
 //! stylesheet and the script, `/login` and `/logout` (see [`login`]);
 //! `page` renders them. The node page's buttons post to
 //! `/nodes/{name}/cordon`, `/uncordon` and `/drain` (see [`maintenance`]:
 //! the only dashboard routes that change something, each checking the
-//! session, a form token bound to it, and that the post is same-origin).
+//! session, a form token bound to it, and that the post is same-origin), as
+//! do the rollouts page's `/rollouts/{env}/resume` and `/abort`.
 //!
 //! `dashboard/` renders askama templates (`server/templates/*.html`, checked
 //! against their structs when the server compiles; HTML escaping on) with one
@@ -34,6 +36,7 @@ mod maintenance;
 mod node;
 mod overview;
 mod page;
+mod rollouts;
 mod run;
 
 use axum::Router;
@@ -54,6 +57,8 @@ pub fn router() -> Router<AppState> {
         .route("/apps/{name}", get(apps::page_of))
         .route("/certificates", get(certificates::show))
         .route("/certificates/{name}/{action}", post(certificates::act))
+        .route("/rollouts", get(rollouts::show))
+        .route("/rollouts/{env}/{action}", post(rollouts::act))
         .route("/events", get(events::stream))
         .route("/static/dashboard.css", get(stylesheet))
         .route("/static/dashboard.js", get(script))

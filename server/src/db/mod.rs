@@ -20,6 +20,7 @@ pub mod lifecycle;
 mod nodes;
 mod postgres;
 mod reports;
+pub mod rollouts;
 mod rows;
 mod sql;
 mod sqlite;

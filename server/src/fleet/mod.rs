@@ -100,6 +100,9 @@ pub struct Context {
     pub unresponsive_before_us: i64,
     /// Environment name → the commit it serves now.
     pub heads: BTreeMap<String, String>,
+    /// Environment name → the earlier commit a staged rollout still serves
+    /// some of its nodes (`crate::rollout`): running it is not stale.
+    pub held: BTreeMap<String, String>,
 }
 
 impl Context {
@@ -107,7 +110,8 @@ impl Context {
     /// counted in SQL. A node is unresponsive when its last report (or, before
     /// one, its last request) is older than the cutoff; stale when its last
     /// run used the cached catalog or applied a commit other than the head
-    /// of the environment it ran (its report's, else the one last served).
+    /// of the environment it ran (its report's, else the one last served)
+    /// and other than the earlier commit a rollout holds nodes on.
     fn push_columns(&self, q: &mut Sql) {
         q.push("(CASE WHEN COALESCE(last_run_at_us, last_seen_at_us, 0) < ")
             .bind(self.unresponsive_before_us)
@@ -131,6 +135,18 @@ impl Context {
                     .bind(env.clone())
                     .push(" THEN ")
                     .bind(head.clone());
+            }
+            q.push(" END)");
+        }
+        if !self.held.is_empty() {
+            q.push(
+                " AND last_commit IS DISTINCT FROM (CASE COALESCE(last_environment, environment)",
+            );
+            for (env, commit) in &self.held {
+                q.push(" WHEN ")
+                    .bind(env.clone())
+                    .push(" THEN ")
+                    .bind(commit.clone());
             }
             q.push(" END)");
         }

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod meta;
 pub mod node;
 pub mod operator;
+pub mod rollout;
 pub mod watch;
 
 use std::sync::Arc;
@@ -51,6 +52,9 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::cordon))
         .routes(routes!(apps::uncordon))
         .routes(routes!(apps::drain))
+        .routes(routes!(rollout::status))
+        .routes(routes!(rollout::resume))
+        .routes(routes!(rollout::abort))
         .routes(
             routes!(meta::git_hook).layer(DefaultBodyLimit::max(crate::webhook::HOOK_BODY_LIMIT)),
         )

@@ -3,6 +3,7 @@
 //! starts (`DROVER_TEST_POSTGRES`), real agents, kill -9 and SIGSTOP.
 
 mod failover;
+mod rollout;
 mod shared;
 
 use std::path::{Path, PathBuf};

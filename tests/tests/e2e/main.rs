@@ -8,6 +8,7 @@ mod habits;
 mod kill;
 mod metrics;
 mod package;
+mod rollout;
 mod watch;
 
 use std::path::{Path, PathBuf};

@@ -163,6 +163,26 @@ fn every_route_answers_every_caller_as_designed() {
         ),
         (
             "GET",
+            "/api/v1/environments/main/rollout",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        // Nothing to resume or abort: refused by the rollout's state, once
+        // the caller may ask.
+        (
+            "POST",
+            "/api/v1/environments/main/rollout/resume",
+            None,
+            [S(401), S(403), S(403), Refused, S(409), S(409)],
+        ),
+        (
+            "POST",
+            "/api/v1/environments/main/rollout/abort",
+            None,
+            [S(401), S(403), S(403), Refused, S(409), S(409)],
+        ),
+        (
+            "GET",
             "/api/v1/capacity",
             None,
             [S(401), S(403), S(403), Refused, S(200), S(200)],

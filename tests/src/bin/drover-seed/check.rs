@@ -32,6 +32,7 @@ impl Fleet {
     pub(crate) fn context(&self) -> Context {
         Context {
             unresponsive_before_us: self.unresponsive_before_us(),
+            held: Default::default(),
             heads: BTreeMap::from([(ENVIRONMENT.to_owned(), self.head.clone())]),
         }
     }

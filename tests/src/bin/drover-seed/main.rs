@@ -123,6 +123,7 @@ async fn fleet(args: FleetArgs) -> Result<()> {
         &db,
         &drover_server::fleet::Context {
             unresponsive_before_us: 0,
+            held: Default::default(),
             heads: Default::default(),
         },
     )
