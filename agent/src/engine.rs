@@ -47,6 +47,8 @@ pub(crate) struct EngineConfig<'a> {
     pub filecache: Option<Loading>,
     /// STATE/temps.pending; `None` sweeps every directory for stale temp files.
     pub temp_marker: Option<PathBuf>,
+    /// STATE/probes.json, the replicas' probe verdicts; `None` keeps none.
+    pub probe_state: Option<PathBuf>,
     /// The agent's state dir and run lock: no resource may be at or inside them.
     pub protected: Vec<PathBuf>,
     /// Only part of the catalog is applied (`--tags`): no stale replica is
@@ -77,6 +79,7 @@ impl<'a> EngineConfig<'a> {
             verbose: true,
             filecache: Some(filecache),
             temp_marker: Some(settings.state_dir.join(TempMarker::FILE_NAME)),
+            probe_state: Some(settings.state_dir.join(replicas::PROBE_STATE)),
             protected: vec![settings.state_dir.clone(), settings.lock_file.clone()],
             partial: !settings.tags.is_empty(),
         }
@@ -207,6 +210,7 @@ fn env_for<'a>(catalog: &'a Catalog, cfg: &EngineConfig<'a>) -> Env<'a> {
     let mut env = Env::new(cfg.contents, cfg.backups.clone(), managed);
     env.stage_writes = true;
     env.containers = resources::container::Containers::new(cfg.container_socket, cfg.node);
+    env.containers.keep_probes_in(cfg.probe_state.clone());
     if let Some(loading) = &cfg.filecache {
         env.files = loading.wait();
     }

@@ -112,12 +112,7 @@ impl Http {
         let mut tls_dir = None;
         match trust {
             Trust::InsecureHttp => {
-                // Plain HTTP: a TLS configuration that trusts no one, so
-                // reqwest needs no process-wide crypto provider.
-                let trusts_no_one = tls_builder()?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
-                builder = builder.tls_backend_preconfigured(trusts_no_one);
+                builder = builder.tls_backend_preconfigured(trusts_no_one()?);
             }
             Trust::FirstUse => {
                 builder = builder
@@ -339,9 +334,18 @@ impl Resolve for OnTheCallingThread {
     }
 }
 
+/// For a client that speaks plain HTTP only (`--insecure-http`, the
+/// container kind's probes): a TLS configuration that trusts no one, so
+/// reqwest needs no process-wide crypto provider and no https URL can work.
+pub(crate) fn trusts_no_one() -> Result<rustls::ClientConfig> {
+    Ok(tls_builder()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 /// An error and its causes, each once: reqwest's own message names only
 /// the URL, the cause (refused, timed out, reset) comes after it.
-fn chain(e: &(dyn StdError + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn StdError + 'static)) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {

@@ -213,6 +213,8 @@ impl Builder<'_> {
             memory_bytes: r.memory.as_ref().and_then(|m| self.memory(m)),
             millicpus: r.cpus.as_ref().and_then(|c| self.cpus(c)),
             healthcheck: r.healthcheck.as_ref().and_then(|h| self.healthcheck(h)),
+            // An app's replica gets its probe from the app (`App::declare`).
+            probe: None,
             stop_timeout_secs: r.stop_timeout,
         })
     }

@@ -272,8 +272,9 @@ pub struct ReplicaReport {
     /// Its `drover.placement` label: the placement that put it here.
     pub placement: String,
     pub state: ReplicaState,
-    /// When it entered `state`, as far as the engine tells; `None` when it
-    /// does not (a missing container).
+    /// When it entered `state`, as far as the engine tells (for a probed
+    /// replica, the first report that saw its probe's current verdict);
+    /// `None` when it does not (a missing container).
     #[serde(default)]
     pub since: Option<jiff::Timestamp>,
 }
@@ -282,11 +283,11 @@ pub struct ReplicaReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplicaState {
-    /// Running, with no healthcheck or one still starting.
+    /// Running, with no healthcheck or one still starting (and no probe).
     Running,
-    /// Running, and its healthcheck passes.
+    /// Running, and its healthcheck passes, or its app's probe when it has one.
     Healthy,
-    /// Running, and its healthcheck fails.
+    /// Running, and its healthcheck fails, or its app's probe when it has one.
     Unhealthy,
     /// Created or stopped, not running.
     Exited,

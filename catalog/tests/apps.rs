@@ -214,6 +214,10 @@ fn an_app_is_parsed_into_what_the_scheduler_needs() {
     let health = app.health.as_ref().unwrap();
     assert_eq!((health.http.as_str(), health.port), ("/healthz", 8080));
     assert_eq!((health.interval_secs, health.timeout_secs), (10, 2));
+    // `health` alone (no container healthcheck) makes its replicas checked.
+    assert!(app.has_healthcheck());
+    let (_, cron_app) = repo.apps().find(|(name, _)| *name == "cron").unwrap();
+    assert!(!cron_app.unwrap().has_healthcheck());
     assert_eq!(app.disruption.min_available, 2);
     assert_eq!(
         (
@@ -247,6 +251,23 @@ fn replicas_compile_into_the_nodes_they_are_placed_on() {
     };
     let web1 = compile(&repo, "web-1", &apps).unwrap();
     insta::assert_json_snapshot!("replica_container", containers(&web1));
+    // The app's `health` rides on its replica for the agent to probe.
+    let Spec::Container(replica) = &containers(&web1)[0].spec else {
+        unreachable!()
+    };
+    let probe = replica
+        .probe
+        .as_ref()
+        .expect("the replica carries the probe");
+    assert_eq!(
+        (
+            probe.path.as_str(),
+            probe.port,
+            probe.interval_secs,
+            probe.timeout_secs
+        ),
+        ("/healthz", 8080, 10, 2)
+    );
     let web2 = compile(&repo, "web-2", &apps).unwrap();
     let names: Vec<&str> = containers(&web2).iter().map(|r| r.id.name()).collect();
     assert_eq!(names, ["todo-1-d4e5f6"]);

@@ -49,8 +49,8 @@ pub(super) fn config<'a>(
         verbose: false,
         filecache: None,
         temp_marker: None,
+        probe_state: None,
         protected: Vec::new(),
-        partial: false,
     }
 }
 

@@ -81,6 +81,7 @@ impl Node {
                 verbose: false,
                 filecache: Some(Loading::start(&self.path("state"), self.verify_interval)),
                 temp_marker: Some(self.marker()),
+                probe_state: None,
                 protected: Vec::new(),
                 partial: false,
             },

@@ -16,6 +16,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use crate::diagnostic::{Diagnostic, Loc, SourceFile};
+use crate::model::{HttpProbe, Spec};
 use crate::raw::{RawContainer, RawResource};
 use crate::render::Renderer;
 use crate::resources::{Builder, Decl};
@@ -129,10 +130,11 @@ impl App {
         self.source.text()
     }
 
-    /// Whether its container has a healthcheck: without one, a running
-    /// replica is as healthy as anyone can tell.
+    /// Whether its replicas are checked, by the container's own
+    /// healthcheck or by the app's `health` probe (the agent's): without
+    /// either, a running replica is as healthy as anyone can tell.
     pub fn has_healthcheck(&self) -> bool {
-        self.container.healthcheck.is_some()
+        self.container.healthcheck.is_some() || self.health.is_some()
     }
 
     /// The container of one replica: the app's fields, the placement's
@@ -172,7 +174,19 @@ impl App {
         let decl = builder.build(&raw);
         builder.errors.sort_by_key(|e| (e.line, e.col));
         match decl {
-            Some(decl) if builder.errors.is_empty() => Ok(decl),
+            Some(mut decl) if builder.errors.is_empty() => {
+                // `health` rides on the replica's container for its agent
+                // to probe; it is not a container field, so it is set here.
+                if let (Spec::Container(spec), Some(health)) = (&mut decl.spec, &self.health) {
+                    spec.probe = Some(HttpProbe {
+                        path: health.http.clone(),
+                        port: health.port,
+                        interval_secs: health.interval_secs,
+                        timeout_secs: health.timeout_secs,
+                    });
+                }
+                Ok(decl)
+            }
             _ => Err(builder.errors),
         }
     }

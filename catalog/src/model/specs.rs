@@ -254,6 +254,23 @@ pub struct ContainerSpec {
     /// (Docker's default: 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_secs: Option<u64>,
+    /// An app's `health`, probed by the agent from outside the container;
+    /// only an app's replicas have one (a role's `[[container]]` cannot set
+    /// it). Left out of the JSON when unset, so catalogs without apps keep
+    /// their bytes and their version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<HttpProbe>,
+}
+
+/// An HTTP GET of `path` on the container's `port`: 2xx and 3xx pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpProbe {
+    /// Starts with `/`.
+    pub path: String,
+    /// The port inside the container (not a published host port).
+    pub port: u16,
+    pub interval_secs: u64,
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

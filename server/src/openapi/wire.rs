@@ -129,13 +129,16 @@ pub struct ReplicaReport {
     pub state: ReplicaState,
     /// When it entered `state`, as far as the engine tells: the container's
     /// start (`running`), the first probe of its current healthcheck streak
-    /// (`healthy`, `unhealthy`), its exit (`exited`); null when `missing`.
+    /// (`healthy`, `unhealthy`) or, for an app with `health`, the first
+    /// report that saw its probe's current verdict, its exit (`exited`);
+    /// null when `missing`.
     #[schema(required = true)]
     pub since: Option<jiff::Timestamp>,
 }
 
 /// `running`: running without a healthcheck, or with one still starting;
-/// `healthy`/`unhealthy`: running, as its healthcheck says; `exited`: not
+/// `healthy`/`unhealthy`: running, as its app's `health` probe (made by
+/// the agent at report time) says, else as its healthcheck says; `exited`: not
 /// running; `missing`: in the catalog but no such container (a noop run,
 /// a failed create).
 #[derive(ToSchema)]

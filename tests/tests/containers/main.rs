@@ -10,6 +10,7 @@ mod drift;
 mod failures;
 mod fleet;
 mod harness;
+mod probe;
 mod refresh;
 mod replicas;
 mod update;

@@ -37,11 +37,13 @@ pub(super) struct Desired {
 }
 
 /// The parts of the spec a container is created from: not `ensure` (a
-/// state, not a shape) and not where the image came from.
+/// state, not a shape), not where the image came from, and not an app's
+/// probe (the agent's, not the engine's: a new probe recreates nothing).
 fn shape(spec: &ContainerSpec) -> String {
     let shape = ContainerSpec {
         ensure: ContainerEnsure::Running,
         image_archive: None,
+        probe: None,
         ..spec.clone()
     };
     serde_json::to_string(&shape).expect("a container spec serializes")

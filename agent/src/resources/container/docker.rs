@@ -32,6 +32,8 @@ pub(crate) struct Containers {
     /// The engine's socket and the node, once the engine configured them.
     target: Option<(PathBuf, String)>,
     docker: Option<Docker>,
+    /// Where the replicas' probe verdicts are kept (`verdicts.rs`).
+    probe_state: Option<PathBuf>,
 }
 
 impl fmt::Debug for Containers {
@@ -48,7 +50,17 @@ impl Containers {
         Containers {
             target: Some((socket.to_owned(), node.to_owned())),
             docker: None,
+            probe_state: None,
         }
+    }
+
+    /// Keeps the replicas' probe verdicts in `path` (`None`: keeps none).
+    pub(crate) fn keep_probes_in(&mut self, path: Option<PathBuf>) {
+        self.probe_state = path;
+    }
+
+    pub(super) fn probe_state(&self) -> Option<&Path> {
+        self.probe_state.as_deref()
     }
 
     /// The engine, and the node name its containers are labelled with.

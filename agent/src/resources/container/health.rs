@@ -1,14 +1,18 @@
-//! Readiness: a container drover started must still be running, and one
-//! with a healthcheck must turn healthy within a bound its own check sets.
+//! Readiness: a container drover started must still be running, one
+//! with a healthcheck must turn healthy within a bound its own check sets,
+//! and one with an app's probe (`probe.rs`) must pass it within the bound
+//! the probe sets. A running container its check or its probe calls
+//! unhealthy fails its resource on later runs too.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use bollard::models::{HealthStatusEnum, HealthcheckResult};
-use drover_catalog::model::Healthcheck;
+use drover_catalog::model::{Healthcheck, HttpProbe};
 
 use super::Seen;
 use super::docker::Docker;
+use super::probe::{self, Prober};
 use crate::resources::sensitive::OUTPUT_HIDDEN;
 
 /// Docker's defaults for what a healthcheck leaves unset.
@@ -18,6 +22,9 @@ const DEFAULT_RETRIES: u32 = 3;
 /// No wait for healthy is longer than this, whatever the check says.
 const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 const POLL: Duration = Duration::from_millis(250);
+/// Between probes while a fresh container is awaited: sooner than the
+/// probe's interval, so a replica that is up is seen up at once.
+const PROBE_POLL: Duration = Duration::from_millis(500);
 /// Health probe outputs shown under a failure.
 const LOG_ENTRIES: usize = 3;
 
@@ -53,6 +60,59 @@ pub(super) fn await_running(
             _ => std::thread::sleep(POLL),
         }
     }
+}
+
+/// After a start (and the container's own healthcheck): the app's probe
+/// passes within [`probe::budget`], while the container keeps running.
+pub(super) fn await_probe(
+    docker: &Docker,
+    name: &str,
+    probe: &HttpProbe,
+    sensitive: bool,
+) -> Result<()> {
+    let prober = Prober::new()?;
+    let wait = probe::budget(probe);
+    let deadline = Instant::now() + wait;
+    loop {
+        let Some(c) = docker.inspect(name)? else {
+            bail!("container {name} disappeared while its probe was awaited");
+        };
+        if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            let logs = match sensitive {
+                true => OUTPUT_HIDDEN.to_owned(),
+                false => logs_or_nothing(docker.log_tail(name)),
+            };
+            bail!("container {name} exited before its probe passed\n{logs}");
+        }
+        let verdict = prober.once(&c, probe);
+        if verdict.passed() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            bail!(
+                "container {name} is unhealthy: its probe did not pass within {} s; the last one: {verdict}",
+                wait.as_secs()
+            );
+        }
+        std::thread::sleep(PROBE_POLL.min(deadline - now));
+    }
+}
+
+/// A running container already converged whose probe fails (a few tries,
+/// [`Prober::confirm`]) is a failure to see, as an unhealthy check is.
+pub(super) fn check_probe(docker: &Docker, name: &str, probe: &HttpProbe) -> Result<()> {
+    let Some(c) = docker.inspect(name)? else {
+        bail!("container {name} disappeared before its probe");
+    };
+    let verdict = Prober::new()?.confirm(&c, probe);
+    if !verdict.passed() {
+        bail!(
+            "container {name} is unhealthy: its probe failed {} times in a row; the last one: {verdict}",
+            probe::TRIES
+        );
+    }
+    Ok(())
 }
 
 /// A running container that its own check calls unhealthy is a failure

@@ -13,7 +13,9 @@ mod archive;
 mod desired;
 mod docker;
 mod health;
+mod probe;
 pub(crate) mod replicas;
+mod verdicts;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,9 @@ pub(crate) fn converge(spec: &ContainerSpec, env: &mut Env<'_>, flags: Flags) ->
         .filter(|s| s.running && plan.action == Action::Nothing)
     {
         health::check_not_unhealthy(&spec.name, seen, flags.sensitive)?;
+        if let Some(probe) = &spec.probe {
+            health::check_probe(docker, &spec.name, probe)?;
+        }
     }
     if !flags.noop {
         apply(&plan, spec, desired, &image, docker, flags.sensitive)?;
@@ -412,6 +417,9 @@ fn apply(
     };
     if started {
         health::await_running(docker, name, spec.healthcheck.as_ref(), sensitive)?;
+        if let Some(probe) = &spec.probe {
+            health::await_probe(docker, name, probe, sensitive)?;
+        }
     }
     Ok(())
 }

@@ -7,7 +7,8 @@
 //!   scheduler placed them elsewhere, e.g. while this node was lost), each
 //!   reported as a resource of its own, and
 //! - reports the state of every replica the catalog holds, for the
-//!   scheduler's control loop.
+//!   scheduler's control loop: the engine's view of it, or for a running
+//!   replica with an app's `health` probe, the probe's (`verdicts.rs`).
 //!
 //! Only a container with both `drover.app` and this node's `drover.node` is
 //! ever removed: one without `drover.app` is a plain catalog container, one
@@ -28,6 +29,9 @@ use jiff::Timestamp;
 use super::Containers;
 use super::desired::{LABEL_NODE, LABEL_RESOURCE};
 use super::docker::{Docker, Listed};
+/// Where, in the state directory, the replicas' probe verdicts are kept.
+pub(crate) use super::verdicts::FILE_NAME as PROBE_STATE;
+use super::verdicts::Probing;
 
 /// The app a replica container runs.
 pub(crate) const LABEL_APP: &str = "drover.app";
@@ -66,6 +70,7 @@ pub(crate) fn settle(
             _ => None,
         })
         .collect();
+    let mut probing = Probing::load(containers.probe_state());
     let Some(Ok((docker, node))) = containers.connect_if_present() else {
         return Replicas::default();
     };
@@ -83,8 +88,9 @@ pub(crate) fn settle(
     };
     let states = specs
         .into_iter()
-        .filter_map(|spec| state_of(docker, node, spec))
+        .filter_map(|spec| state_of(docker, node, spec, &mut probing))
         .collect();
+    probing.save();
     Replicas { removed, states }
 }
 
@@ -166,13 +172,23 @@ fn label<'a>(labels: &'a HashMap<String, String>, key: &str) -> &'a str {
 
 /// The state of the catalog's container `spec` when it is a replica (its
 /// labels name the app and a numeric replica index); `None` for a plain
-/// container, or when the engine cannot say.
-fn state_of(docker: &Docker, node: &str, spec: &ContainerSpec) -> Option<ReplicaReport> {
+/// container, or when the engine cannot say. A running replica with an
+/// app's probe is as its probe says now (`verdicts.rs`).
+fn state_of(
+    docker: &Docker,
+    node: &str,
+    spec: &ContainerSpec,
+    probing: &mut Probing,
+) -> Option<ReplicaReport> {
     let app = spec.labels.get(LABEL_APP)?;
     let replica = spec.labels.get(LABEL_REPLICA)?.parse().ok()?;
     let resource = ResourceId::new(Kind::Container, &spec.name).to_string();
     let (state, since) = match docker.inspect(&spec.name) {
-        Ok(Some(c)) if is_ours(&c, node, &resource) => observed(c),
+        Ok(Some(c)) if is_ours(&c, node, &resource) => spec
+            .probe
+            .as_ref()
+            .and_then(|probe| probing.state(&spec.name, &c, probe))
+            .unwrap_or_else(|| observed(c)),
         Ok(_) => (ReplicaState::Missing, None),
         Err(e) => {
             crate::output::warning(&format!(

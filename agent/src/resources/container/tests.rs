@@ -32,6 +32,7 @@ fn spec() -> ContainerSpec {
         healthcheck: None,
         image_archive: None,
         stop_timeout_secs: Some(2),
+        probe: None,
     }
 }
 
@@ -127,11 +128,17 @@ fn the_create_body_carries_every_field_and_drovers_labels() {
 }
 
 #[test]
-fn the_spec_hash_ignores_ensure_and_where_the_image_comes_from() {
+fn the_spec_hash_ignores_ensure_where_the_image_comes_from_and_the_probe() {
     let running = desired_of(&spec()).hash;
     let stopped = ContainerSpec {
         ensure: ContainerEnsure::Stopped,
         image_archive: Some("/srv/images/app.tar".into()),
+        probe: Some(drover_catalog::model::HttpProbe {
+            path: "/healthz".into(),
+            port: 80,
+            interval_secs: 5,
+            timeout_secs: 2,
+        }),
         ..spec()
     };
     assert_eq!(desired_of(&stopped).hash, running);
