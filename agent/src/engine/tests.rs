@@ -51,6 +51,7 @@ pub(super) fn config<'a>(
         temp_marker: None,
         probe_state: None,
         protected: Vec::new(),
+        partial: false,
     }
 }
 
