@@ -72,6 +72,9 @@ pub struct FileConfig {
     pub report_retention_days: Option<u32>,
     /// Nodes silent this many days are deactivated (PuppetDB's node-ttl) [default: never].
     pub node_ttl_days: Option<u64>,
+    /// A commit's page on the forge, `{commit}` replaced by its id
+    /// (`https://git.example.com/ops/site/commit/{commit}`).
+    pub commit_url: Option<String>,
     /// Catalog compiles running at once [default: 2 per core].
     pub max_concurrent_compiles: Option<usize>,
     /// Catalog requests waiting for a compile slot; beyond, 503 with Retry-After.
@@ -159,6 +162,8 @@ pub struct Config {
     pub report_retention: Duration,
     /// Deactivate nodes silent this many days (`None`: never).
     pub node_ttl_days: Option<u64>,
+    /// A commit's forge page, with `{commit}` where its id goes.
+    pub commit_url: Option<String>,
     /// Compile slots and the queue in front of them (see `crate::shed`).
     pub max_concurrent_compiles: usize,
     pub compile_queue: usize,
@@ -185,6 +190,16 @@ pub struct Config {
 pub const DEFAULT_SESSION_LIFETIME_SECS: u64 = 12 * 3600;
 
 impl Config {
+    /// The forge page of `commit`, when `commit_url` is set and the id is a
+    /// git one (development mode's content ids have no page).
+    pub fn commit_link(&self, commit: &str) -> Option<String> {
+        let is_git = commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit());
+        self.commit_url
+            .as_ref()
+            .filter(|_| is_git)
+            .map(|url| url.replace("{commit}", commit))
+    }
+
     /// A configuration with every default, for tests and embedding.
     pub fn new(repo: impl Into<String>, data_dir: impl Into<PathBuf>) -> Config {
         let data_dir: PathBuf = data_dir.into();
@@ -208,6 +223,7 @@ impl Config {
             unresponsive_after: Duration::from_secs(DEFAULT_UNRESPONSIVE_SECS),
             report_retention: days(DEFAULT_RETENTION_DAYS),
             node_ttl_days: None,
+            commit_url: None,
             max_concurrent_compiles: default_max_compiles(),
             compile_queue: DEFAULT_COMPILE_QUEUE,
             max_connections: None,
@@ -374,6 +390,12 @@ impl Config {
             node_ttl_days: match file.node_ttl_days {
                 Some(0) => bail!(
                     "node_ttl_days must be at least 1\nhint: leave it out to never deactivate silent nodes"
+                ),
+                other => other,
+            },
+            commit_url: match file.commit_url {
+                Some(url) if !url.contains("{commit}") => bail!(
+                    "commit_url `{url}` has no {{commit}}\nhint: e.g. commit_url = \"https://git.example.com/ops/site/commit/{{commit}}\""
                 ),
                 other => other,
             },

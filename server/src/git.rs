@@ -109,6 +109,18 @@ impl GitDir {
         (!name.is_empty()).then(|| name.to_owned())
     }
 
+    /// A commit's subject, author and committer time (RFC 3339).
+    pub fn commit_info(&self, commit: &str) -> Result<CommitInfo, GitError> {
+        let out = self.output(&["log", "-1", "--format=%s%x1f%an%x1f%cI", commit, "--"])?;
+        let mut parts = out.trim_end_matches('\n').splitn(3, '\u{1f}');
+        let mut next = || parts.next().unwrap_or_default().to_owned();
+        Ok(CommitInfo {
+            subject: next(),
+            author: next(),
+            time: next(),
+        })
+    }
+
     /// The commit a branch points at.
     pub fn branch_commit(&self, branch: &str) -> Result<String, GitError> {
         let spec = format!("refs/heads/{branch}^{{commit}}");
@@ -239,6 +251,15 @@ impl GitDir {
 }
 
 /// `git clone --mirror SRC DEST`.
+/// What the dashboard says of a commit besides its id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitInfo {
+    pub subject: String,
+    pub author: String,
+    /// RFC 3339.
+    pub time: String,
+}
+
 pub fn clone_mirror(src: &str, dest: &Path) -> Result<GitDir, GitError> {
     let mut cmd = git();
     cmd.args(["clone", "--mirror", "--quiet", src]).arg(dest);

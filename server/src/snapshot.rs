@@ -79,6 +79,8 @@ pub struct EnvSnapshot {
     pub notes: Vec<String>,
     /// When this commit was loaded.
     pub loaded_at: Timestamp,
+    /// Its subject, author and time (none in development mode).
+    pub info: Option<crate::git::CommitInfo>,
 }
 
 #[derive(Debug, Default)]
@@ -175,7 +177,10 @@ impl Snapshots {
             };
             let (dir, name, id) = (dir.clone(), env.clone(), commit.clone());
             let read = tokio::task::spawn_blocking(move || {
-                dir.read_tree(&id).map(|tree| snapshot(name, id, tree))
+                dir.read_tree(&id).map(|tree| {
+                    let info = dir.commit_info(&id).ok();
+                    snapshot(name, id, tree, info)
+                })
             })
             .await;
             match read {
@@ -354,7 +359,8 @@ fn load(source: &Source, known: &BTreeMap<String, String>) -> Result<Loaded, Git
                     continue;
                 }
                 let tree = dir.read_tree(&commit)?;
-                loaded.fresh.push(snapshot(branch, commit, tree));
+                let info = dir.commit_info(&commit).ok();
+                loaded.fresh.push(snapshot(branch, commit, tree, info));
             }
         }
         Source::Directory { path, environment } => {
@@ -365,14 +371,19 @@ fn load(source: &Source, known: &BTreeMap<String, String>) -> Result<Loaded, Git
             } else {
                 loaded
                     .fresh
-                    .push(snapshot(environment.clone(), commit, tree));
+                    .push(snapshot(environment.clone(), commit, tree, None));
             }
         }
     }
     Ok(loaded)
 }
 
-fn snapshot(name: String, commit: String, tree: Tree) -> EnvSnapshot {
+fn snapshot(
+    name: String,
+    commit: String,
+    tree: Tree,
+    info: Option<crate::git::CommitInfo>,
+) -> EnvSnapshot {
     let repo = Repository::parse(tree.files)
         .map(Arc::new)
         .map_err(|d| d.0.iter().map(ToString::to_string).collect());
@@ -382,5 +393,6 @@ fn snapshot(name: String, commit: String, tree: Tree) -> EnvSnapshot {
         repo,
         notes: tree.notes,
         loaded_at: Timestamp::now(),
+        info,
     }
 }

@@ -75,6 +75,9 @@ struct NodePage {
     requested_environment: Option<String>,
     catalog_version: String,
     commit: String,
+    /// `subject (author, time)` when the commit is an environment's head.
+    commit_said: String,
+    commit_href: Option<String>,
     environment_head: Option<String>,
     roles: String,
     last_seen: String,
@@ -158,6 +161,17 @@ pub(super) async fn page_of(
         requested_environment: node.requested_environment.clone(),
         catalog_version: format::or_dash(node.catalog_version.as_deref()),
         commit: format::or_dash(node.commit.as_deref()),
+        commit_said: node
+            .commit
+            .as_deref()
+            .and_then(|c| state.snapshots.list().into_iter().find(|s| s.commit == c))
+            .and_then(|snap| snap.info.clone())
+            .map(|i| format!("{} ({}, {})", i.subject, i.author, format::when(&i.time)))
+            .unwrap_or_default(),
+        commit_href: node
+            .commit
+            .as_deref()
+            .and_then(|c| state.config.commit_link(c)),
         environment_head,
         roles: node.roles.join(", "),
         last_seen: node

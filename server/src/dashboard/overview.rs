@@ -80,11 +80,31 @@ struct Row {
     last_run_at: String,
     last_run_ago: String,
     duration: String,
-    catalog_version: String,
+    /// The commit its last run applied, short; its subject when it is an
+    /// environment's head, and its forge page when `commit_url` is set.
+    commit: String,
+    commit_title: String,
+    commit_href: Option<String>,
+}
+
+/// What the page says of a commit: its subject, author and time (known for
+/// the environments' heads), and its forge link.
+struct Commits<'a> {
+    known: std::collections::HashMap<String, crate::git::CommitInfo>,
+    config: &'a crate::config::Config,
+}
+
+impl Commits<'_> {
+    fn title(&self, commit: &str) -> String {
+        self.known.get(commit).map_or_else(String::new, |i| {
+            format!("{} ({}, {})", i.subject, i.author, format::when(&i.time))
+        })
+    }
 }
 
 impl Row {
-    fn new(n: NodeLine, now: jiff::Timestamp) -> Row {
+    fn new(n: NodeLine, now: jiff::Timestamp, commits: &Commits<'_>) -> Row {
+        let commit = n.last_commit.as_deref().unwrap_or_default();
         let last_run_at = n.last_run_at.as_deref().unwrap_or_default();
         Row {
             href: format!("/nodes/{}", urlencode(&n.name)),
@@ -104,10 +124,13 @@ impl Row {
             duration: n
                 .last_duration_ms
                 .map_or_else(|| "-".to_owned(), format::duration_ms),
-            catalog_version: n
-                .catalog_version
-                .as_deref()
-                .map_or_else(String::new, format::short),
+            commit: if commit.is_empty() {
+                "-".to_owned()
+            } else {
+                format::short(commit)
+            },
+            commit_title: commits.title(commit),
+            commit_href: commits.config.commit_link(commit),
             name: n.name,
         }
     }
@@ -116,6 +139,9 @@ impl Row {
 struct EnvRow {
     name: String,
     commit: String,
+    /// `subject (author, time)`; empty in development mode.
+    commit_said: String,
+    commit_href: Option<String>,
     errors: Vec<String>,
 }
 
@@ -198,6 +224,15 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
     let nodes = fleet::page(&state.db, &ctx, &filter, after, PAGE_SIZE).await?;
     let history = fleet::fleet_history(&state.db, now.as_microsecond(), CHART_HOURS).await?;
     let envs = environments_view(state).await?;
+    let commits = Commits {
+        known: state
+            .snapshots
+            .list()
+            .iter()
+            .filter_map(|snap| Some((snap.commit.clone(), snap.info.clone()?)))
+            .collect(),
+        config: &state.config,
+    };
     let cluster = ClusterView::of(state.cluster.status().await?);
     let selected = filter.state.map(StateFilter::as_str);
     let mut cards: Vec<Card> = NodeState::ALL
@@ -262,6 +297,13 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
             EnvRow {
                 name: env.name.clone(),
                 commit: env.commit.clone(),
+                commit_said: match (&env.commit_subject, &env.commit_author, &env.commit_time) {
+                    (Some(subject), Some(author), Some(time)) => {
+                        format!("{subject} ({author}, {})", format::when(time))
+                    }
+                    _ => String::new(),
+                },
+                commit_href: env.commit_url.clone(),
                 errors,
             }
         })
@@ -280,7 +322,11 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
         chart_hours: CHART_HOURS,
         chart: chart::fleet(&history),
         page_summary,
-        nodes: nodes.nodes.into_iter().map(|n| Row::new(n, now)).collect(),
+        nodes: nodes
+            .nodes
+            .into_iter()
+            .map(|n| Row::new(n, now, &commits))
+            .collect(),
         paged: after.is_some(),
         first_href: params.href(None),
         next_href: nodes.next_after.as_deref().map(|a| params.href(Some(a))),

@@ -198,6 +198,8 @@ pub struct NodeLine {
     pub last_run_id: Option<String>,
     pub last_duration_ms: Option<f64>,
     pub catalog_version: Option<String>,
+    /// The commit its last run applied.
+    pub last_commit: Option<String>,
     pub has_compile_error: bool,
     /// Cordoned (or drained): in maintenance until uncordoned.
     pub cordoned: bool,
@@ -215,6 +217,7 @@ impl FromRow<'_, AnyRow> for NodeLine {
             last_run_id: row.try_get("last_run_id")?,
             last_duration_ms: row.try_get("last_duration_ms")?,
             catalog_version: row.try_get("catalog_version")?,
+            last_commit: row.try_get("last_commit")?,
             has_compile_error: db::flag(row, "has_error")?,
             cordoned: db::flag(row, "cordoned")?,
         })
@@ -258,7 +261,7 @@ pub async fn page(
 ) -> Result<NodePage, DbError> {
     let mut q = Sql::new(
         "SELECT name, environment, roles, last_run_at, last_run_id, last_duration_ms,
-           catalog_version, CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END AS has_error,
+           catalog_version, last_commit, CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END AS has_error,
            cordoned, state, stale
          FROM (SELECT *, ",
     );

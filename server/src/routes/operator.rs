@@ -255,6 +255,16 @@ pub struct Environments {
 pub struct Environment {
     pub name: String,
     pub commit: String,
+    /// The commit's subject, author and time (null in development mode).
+    #[schema(nullable = true)]
+    pub commit_subject: Option<String>,
+    #[schema(nullable = true)]
+    pub commit_author: Option<String>,
+    #[schema(nullable = true)]
+    pub commit_time: Option<String>,
+    /// The commit's page on the forge, when `commit_url` is set.
+    #[schema(nullable = true)]
+    pub commit_url: Option<String>,
     /// When this commit was loaded.
     pub refreshed_at: jiff::Timestamp,
     /// Why the repository at this commit does not parse (`file:line:col: msg`).
@@ -284,6 +294,10 @@ pub async fn environments_view(state: &AppState) -> Result<Environments, AppErro
         .map(|snap| Environment {
             name: snap.name.clone(),
             commit: snap.commit.clone(),
+            commit_subject: snap.info.as_ref().map(|i| i.subject.clone()),
+            commit_author: snap.info.as_ref().map(|i| i.author.clone()),
+            commit_time: snap.info.as_ref().map(|i| i.time.clone()),
+            commit_url: state.config.commit_link(&snap.commit),
             refreshed_at: snap.loaded_at,
             parse_errors: snap.repo.as_ref().err().cloned().unwrap_or_default(),
             notes: snap.notes.clone(),

@@ -176,3 +176,63 @@ async fn a_pin_in_nodes_toml_wins_over_the_requested_environment() {
     assert_eq!(node["compile_error"]["environment"], "staging");
     cx.stop().await;
 }
+
+#[tokio::test]
+async fn a_commit_shows_its_subject_author_time_and_forge_link() {
+    let tmp = TempDir::new().unwrap();
+    let repo = tmp.path().join("origin");
+    write(
+        &repo,
+        &[
+            ("nodes.toml", NODES),
+            ("roles/base.toml", BASE),
+            ("files/motd", "welcome\n"),
+        ],
+    );
+    git(&repo, &["init", "-q", "-b", "main"]);
+    commit_all(&repo, "Make the motd friendlier");
+    let cx = TestContext::start_with(tmp, repo.clone(), repo.display().to_string(), |c| {
+        c.commit_url = Some("https://git.example.com/ops/site/commit/{commit}".into());
+    })
+    .await;
+    let envs = cx.get_json("/api/v1/environments").await;
+    let main = &envs["environments"][0];
+    let commit = main["commit"].as_str().unwrap().to_owned();
+    assert_eq!(
+        main["commit_subject"], "Make the motd friendlier",
+        "{main:#}"
+    );
+    assert_eq!(main["commit_author"], "t", "{main:#}");
+    assert!(
+        main["commit_time"].as_str().unwrap().contains('T'),
+        "{main:#}"
+    );
+    let link = format!("https://git.example.com/ops/site/commit/{commit}");
+    assert_eq!(main["commit_url"], link.as_str());
+
+    // The node that ran it shows it in the list, linked, with its subject.
+    assert_eq!(cx.catalog("web-1").await.0, StatusCode::OK);
+    let mut run = super::report("web-1", "r1", "changed", "2099-01-01T00:00:00Z");
+    run["commit"] = commit.clone().into();
+    let (status, _, _) = cx
+        .post("/api/v1/nodes/web-1/reports", run.to_string())
+        .await;
+    assert!(status.is_success(), "{status}");
+    let (status, body) = cx.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&body);
+    assert!(
+        html.contains(&format!(
+            r#"<a class="commit-link" href="{link}"><code class="commit">{commit}</code></a>"#
+        )),
+        "{html}"
+    );
+    assert!(html.contains("Make the motd friendlier (t, "), "{html}");
+    assert!(
+        html.contains(&format!(
+            r#"<a class="commit-link" href="{link}"><code>{}</code></a>"#,
+            &commit[..12]
+        )),
+        "the node list links the node's commit: {html}"
+    );
+}

@@ -150,12 +150,15 @@ async fn failed_run(browser: &mut Browser, fleet: &Fleet) {
     assert_eq!(browser.path().await, "/nodes/db-1");
     let state = browser.text("#node-info dd[data-field=\"state\"]").await;
     assert!(state.contains("failed"), "node state: {state}");
-    let commit = browser.text("#node-info dd[data-field=\"commit\"]").await;
+    let said = browser.text("#node-info dd[data-field=\"commit\"]").await;
+    // The id, then the commit's subject, author and time.
+    let commit = said.split_whitespace().next().unwrap_or_default();
     assert!(
-        fleet.commit.starts_with(commit.trim()) && commit.trim().len() >= 7,
-        "node commit `{commit}`, head {}",
+        fleet.commit.starts_with(commit) && commit.len() >= 7,
+        "node commit `{said}`, head {}",
         fleet.commit
     );
+    assert!(said.contains("(drover tests, "), "the commit's author: {said}");
     browser.find("svg#node-chart").await;
     let runs = browser.find_all("#runs tr.run").await;
     assert_eq!(runs.len(), 1, "{}", browser.page_text().await);

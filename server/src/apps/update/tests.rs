@@ -212,6 +212,7 @@ fn snapshot(app: &str, nodes: usize, commit: &str) -> EnvSnapshot {
         repo: Ok(Arc::new(Repository::parse(files(app, nodes)).unwrap())),
         notes: Vec::new(),
         loaded_at: jiff::Timestamp::now(),
+        info: None,
     }
 }
 
