@@ -158,7 +158,10 @@ async fn failed_run(browser: &mut Browser, fleet: &Fleet) {
         "node commit `{said}`, head {}",
         fleet.commit
     );
-    assert!(said.contains("(drover tests, "), "the commit's author: {said}");
+    assert!(
+        said.contains("(drover tests, "),
+        "the commit's author: {said}"
+    );
     browser.find("svg#node-chart").await;
     let runs = browser.find_all("#runs tr.run").await;
     assert_eq!(runs.len(), 1, "{}", browser.page_text().await);
