@@ -23,9 +23,8 @@ pub struct NodeArgs {
 pub enum NodeCommand {
     /// List the nodes (deactivated ones left out), with their state.
     List {
-        /// Only nodes in this state (failed, unresponsive, noop_pending, changed, unchanged, never_reported)
-        #[arg(long, value_name = "STATE")]
-        state: Option<String>,
+        #[command(flatten)]
+        filter: ListFilter,
         /// Print the API's JSON
         #[arg(long)]
         json: bool,
@@ -68,6 +67,43 @@ pub enum NodeCommand {
     },
 }
 
+/// `node list`'s filters: the API's (`GET /api/v1/nodes`), the
+/// dashboard's form.
+#[derive(Debug, Args)]
+pub struct ListFilter {
+    /// Only nodes in this state (failed, unresponsive, noop_pending, changed, unchanged, never_reported, stale)
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// Only nodes with this role
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+    /// Only nodes of this environment
+    #[arg(long, value_name = "ENV")]
+    environment: Option<String>,
+    /// Only nodes whose fact (a dotted path) has this value: os.id=debian
+    #[arg(long, value_name = "KEY=VALUE")]
+    fact: Option<String>,
+    /// Only nodes whose name contains this
+    #[arg(long, value_name = "TEXT")]
+    name: Option<String>,
+}
+
+impl ListFilter {
+    /// The query string's filter part (`&state=...`).
+    fn query(&self) -> String {
+        [
+            ("state", &self.state),
+            ("role", &self.role),
+            ("environment", &self.environment),
+            ("fact", &self.fact),
+            ("q", &self.name),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some(format!("&{key}={}", encode(value.as_ref()?))))
+        .collect()
+    }
+}
+
 /// How often `drain --wait` asks.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -75,7 +111,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// deadline stopped).
 pub fn node(args: &NodeArgs) -> anyhow::Result<u8> {
     let (name, action, body) = match &args.command {
-        NodeCommand::List { state, json } => return list(&args.server, state.as_deref(), *json),
+        NodeCommand::List { filter, json } => return list(&args.server, filter, *json),
         NodeCommand::Run { name } => return lifecycle(&args.server, name, "run"),
         NodeCommand::Deactivate { name } => return lifecycle(&args.server, name, "deactivate"),
         NodeCommand::Purge { name } => {
@@ -152,14 +188,15 @@ fn said(answer: &str) -> anyhow::Result<u8> {
 const PAGE: usize = 1000;
 
 /// Every node (of `state`), a page at a time.
-fn list(server: &ServerArgs, state: Option<&str>, json: bool) -> anyhow::Result<u8> {
+fn list(server: &ServerArgs, filter: &ListFilter, json: bool) -> anyhow::Result<u8> {
     let mut nodes: Vec<Value> = Vec::new();
     let mut after = String::new();
     loop {
-        let mut path = format!("/api/v1/nodes?limit={PAGE}&after={}", encode(&after));
-        if let Some(state) = state {
-            path.push_str(&format!("&state={}", encode(state)));
-        }
+        let path = format!(
+            "/api/v1/nodes?limit={PAGE}&after={}{}",
+            encode(&after),
+            filter.query()
+        );
         let page: Vec<Value> =
             serde_json::from_str(&get(server, &path)?).context("the server's answer")?;
         let full = page.len() == PAGE;

@@ -131,6 +131,19 @@ fn a_deactivated_node_leaves_the_lists_until_it_checks_in_again() {
         .map(|n| n["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["web-1"], "{nodes:#}");
+    // The API's other filters, by name and by role.
+    let by_name = operator(
+        &fleet,
+        &["node", "list", "--name", "web-2", "--role", "base"],
+    );
+    by_name.expect_code(0);
+    assert!(
+        by_name.stdout.contains("web-2")
+            && !by_name.stdout.contains("web-1 ")
+            && by_name.stdout.contains("1 node(s)"),
+        "{}",
+        by_name.stdout
+    );
 }
 
 #[test]
