@@ -64,6 +64,7 @@ pub fn router() -> Router<AppState> {
         .route("/static/dashboard.js", get(script))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
+        .fallback(page::fallback)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

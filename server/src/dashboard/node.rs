@@ -4,8 +4,8 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::maintenance::MaintenanceView;
@@ -117,7 +117,9 @@ pub(super) async fn page_of(
         db::node(&state.db, &name).await?,
         fleet::node_state(&state.db, &ctx, &name).await?,
     ) else {
-        return Ok((StatusCode::NOT_FOUND, format!("unknown node `{name}`")).into_response());
+        return Ok(super::page::not_found(&format!(
+            "No node is named `{name}`: a node is known from its first catalog request."
+        )));
     };
     let now = jiff::Timestamp::now();
     let history = db::reports(&state.db, &name, RUNS + 1, before).await?;

@@ -46,6 +46,29 @@ pub(super) fn render(status: StatusCode, template: &impl Template) -> Result<Res
     Ok(response)
 }
 
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFound<'a> {
+    what: &'a str,
+}
+
+/// The dashboard's 404: a page saying what was not found, with the way back.
+pub(super) fn not_found(what: &str) -> Response {
+    render(StatusCode::NOT_FOUND, &NotFound { what })
+        .unwrap_or_else(|_| (StatusCode::NOT_FOUND, what.to_owned()).into_response())
+}
+
+/// Any path no route serves: the styled page for a browser; under `/api/`
+/// the empty 404 the API has always given (no documented 404 looks like it,
+/// so a client can tell a wrong route from an unknown node).
+pub(super) async fn fallback(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/api/") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    not_found(&format!("There is no page at {path}."))
+}
+
 pub(super) fn page(template: &impl Template) -> Result<Response, AppError> {
     render(StatusCode::OK, template)
 }

@@ -3,8 +3,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use drover_catalog::Report;
 use drover_catalog::report::{CachedCatalog, ResourceReport, ResourceStatus};
 use serde::Deserialize;
@@ -131,11 +130,9 @@ pub(super) async fn page_of(
         return Ok(login);
     }
     let Some((stored_node, body)) = db::report_body(&state.db, &id, None).await? else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            format!("no report with run_id `{id}`"),
-        )
-            .into_response());
+        return Ok(super::page::not_found(&format!(
+            "No report has the run id `{id}` (reports older than report_retention_days are deleted)."
+        )));
     };
     let report: Report = serde_json::from_str(&body)
         .map_err(|e| AppError::Internal(format!("stored report `{id}` does not parse: {e}")))?;

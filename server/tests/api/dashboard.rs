@@ -202,10 +202,21 @@ async fn a_failed_run_shows_its_error_and_diff_escaped() {
     let corrective = cx.page("/runs/r-web-1").await;
     assert!(corrective.contains("class=\"corrective badge\""));
 
-    let (status, _) = cx.get("/runs/nope").await;
+    let (status, body) = cx.get("/runs/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = cx.get("/nodes/nope").await;
+    let html = String::from_utf8_lossy(&body);
+    assert!(
+        html.contains("<h1>Not found</h1>") && html.contains("run id `nope`"),
+        "{html}"
+    );
+    let (status, body) = cx.get("/nodes/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("No node is named `nope`"));
+    // Any other path: the styled page (under /api/, the API's empty 404:
+    // openapi's tests).
+    let (status, body) = cx.get("/no/such/page").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("There is no page at /no/such/page."));
     cx.stop().await;
 }
 
