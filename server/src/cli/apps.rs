@@ -55,15 +55,9 @@ pub struct PlanArgs {
     /// The environment whose fleet and placements to plan against [default: the server's default environment, else the branch's name]
     #[arg(long, value_name = "ENV")]
     pub against: Option<String>,
-    /// The server's configuration file [default: /etc/drover/server.toml, may be missing]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// The server's data directory [default: /var/lib/drover-server]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// The server's database URL [default: sqlite://DATA_DIR/drover.db]
-    #[arg(long, value_name = "URL")]
-    pub database: Option<String>,
+    /// Where the server's fleet and placements are
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 /// `drover-server apps`: exit 0 with the apps, 1 when the server refuses.
@@ -240,7 +234,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             eprintln!("app `{name}` does not parse: it would not be placed");
         }
     }
-    let config = super::server_config(&args.config, &args.data_dir, &args.database)?;
+    let config = args.store.server_config()?;
     let against = args
         .against
         .clone()

@@ -35,15 +35,9 @@ pub struct DiffArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
-    /// Where the stored facts are: the server's configuration file
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Where the stored facts are: the server's data directory
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Where the stored facts are: the server's database URL
-    #[arg(long, value_name = "URL")]
-    pub database: Option<String>,
+    /// Where the stored facts are
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 /// What the branch does to one node.
@@ -70,11 +64,13 @@ pub(super) struct Impact {
 pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
     let nodes = match &args.facts_dir {
         Some(dir) => facts_files(dir)?,
-        None => stored_facts(&args.config, &args.data_dir, &args.database)?,
+        None => stored_facts(&args.store)?,
     };
     let against = match &args.against {
         Some(env) => env.clone(),
-        None => super::server_config(&args.config, &args.data_dir, &args.database)
+        None => args
+            .store
+            .server_config()
             .ok()
             .and_then(|c| c.default_environment)
             .map_or_else(|| load_local(&args.repo, None).map(|l| l.environment), Ok)?,

@@ -34,15 +34,9 @@ pub struct LookupArgs {
     /// Print the answer as JSON
     #[arg(long)]
     pub json: bool,
-    /// Where the stored facts are: the server's configuration file
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Where the stored facts are: the server's data directory
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Where the stored facts are: the server's database URL
-    #[arg(long, value_name = "URL")]
-    pub database: Option<String>,
+    /// Where the stored facts are
+    #[command(flatten)]
+    pub store: super::StoreArgs,
 }
 
 /// Exit 0 with the value, 1 when no level has the key or on errors.
@@ -90,7 +84,7 @@ fn facts_of(args: &LookupArgs) -> anyhow::Result<Facts> {
     if let Some(path) = &args.facts {
         return read_facts(path);
     }
-    let stored = stored_facts(&args.config, &args.data_dir, &args.database);
+    let stored = stored_facts(&args.store);
     match stored {
         Ok(nodes) => match nodes.into_iter().find(|(name, _)| *name == args.node) {
             Some((_, facts)) => Ok(facts),

@@ -169,6 +169,28 @@ pub(crate) fn server_config(
     })
 }
 
+/// Where a command finds the server's data (its stored facts, fleet and
+/// placements): the configuration file, the data directory, the database.
+#[derive(Debug, Default, Args)]
+pub struct StoreArgs {
+    /// The server's configuration file [default: /etc/drover/server.toml, may be missing]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's data directory [default: /var/lib/drover-server]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's database URL [default: sqlite://DATA_DIR/drover.db]
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+impl StoreArgs {
+    /// The server's configuration as these name it.
+    pub(crate) fn server_config(&self) -> anyhow::Result<crate::config::Config> {
+        server_config(&self.config, &self.data_dir, &self.database)
+    }
+}
+
 /// `drover-server ca ...`: exit 0, or an error (exit 1).
 pub fn ca(args: &CaArgs) -> anyhow::Result<u8> {
     use crate::tls::{Pki, admin};
@@ -287,15 +309,9 @@ pub struct CheckArgs {
     /// Also compile every node the server knows, with the facts it last sent (read from the server's database)
     #[arg(long)]
     pub fleet: bool,
-    /// With --fleet: the server's configuration file [default: /etc/drover/server.toml, may be missing]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// With --fleet: the server's data directory [default: /var/lib/drover-server]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// With --fleet: the server's database URL [default: sqlite://DATA_DIR/drover.db]
-    #[arg(long, value_name = "URL")]
-    pub database: Option<String>,
+    /// With --fleet: where the server's database is
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// One snapshot of a local repository.
@@ -483,16 +499,12 @@ pub(crate) fn facts_files(dir: &Path) -> anyhow::Result<Vec<(String, Facts)>> {
 /// `check --fleet`: every node the server knows, with the facts it last
 /// sent, read from the server's database (opened as the server opens it).
 fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
-    stored_facts(&args.config, &args.data_dir, &args.database)
+    stored_facts(&args.store)
 }
 
 /// Every node a server's database knows, with the facts it last sent.
-pub(crate) fn stored_facts(
-    config: &Option<PathBuf>,
-    data_dir: &Option<PathBuf>,
-    database: &Option<String>,
-) -> anyhow::Result<Vec<(String, Facts)>> {
-    let config = server_config(config, data_dir, database)?;
+pub(crate) fn stored_facts(store: &StoreArgs) -> anyhow::Result<Vec<(String, Facts)>> {
+    let config = store.server_config()?;
     if let Some(path) = config.database_url.strip_prefix("sqlite://") {
         let path = Path::new(path.split('?').next().unwrap_or(path));
         if !path.exists() {

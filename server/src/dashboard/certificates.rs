@@ -10,7 +10,6 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
 
 use super::forms::{self, token};
 use super::page::{page, sign_in_first};
@@ -113,12 +112,6 @@ pub(super) async fn show(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct TokenForm {
-    #[serde(default)]
-    token: String,
-}
-
 /// `POST /certificates/{name}/sign|reject`: the guard, then the CA's
 /// operation, and back to the page.
 pub(super) async fn act(
@@ -126,7 +119,7 @@ pub(super) async fn act(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
-    form: Result<Form<TokenForm>, FormRejection>,
+    form: Result<Form<forms::TokenForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     if !matches!(action.as_str(), "sign" | "reject") {
         return Err(AppError::NotFound(format!(

@@ -85,6 +85,13 @@ fn forbidden(why: &str) -> Response {
         .into_response()
 }
 
+/// A form whose only field is the session's token (a button).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct TokenForm {
+    #[serde(default)]
+    pub token: String,
+}
+
 /// Checks a form POST: same origin, an open session, and `token` (the
 /// form's) that session's. `Some` is the answer to send instead (403, or
 /// the login page); `None`, go ahead.

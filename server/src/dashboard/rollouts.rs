@@ -133,13 +133,6 @@ pub(super) async fn show(
     page(&RolloutsPage { rollouts, token })
 }
 
-/// A button's form.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(super) struct ButtonForm {
-    #[serde(default)]
-    token: String,
-}
-
 /// `POST /rollouts/{env}/resume|abort`: the origin, the session and its
 /// token checked in that order, then the request as the API route makes it
 /// (a 409 names why the state does not allow it), back to the page.
@@ -148,7 +141,7 @@ pub(super) async fn act(
     Path((env, action)): Path<(String, String)>,
     headers: HeaderMap,
     uri: Uri,
-    form: Result<Form<ButtonForm>, FormRejection>,
+    form: Result<Form<forms::TokenForm>, FormRejection>,
 ) -> Result<Response, AppError> {
     let request = match action.as_str() {
         "resume" => Request::Resume,
