@@ -5,54 +5,42 @@
 
 use super::{Db, DbError};
 
-/// Marks `node` deactivated now; whether the server knows it.
+/// Marks `node` deactivated now (one already deactivated keeps its
+/// time); whether the server knows it.
 pub async fn deactivate(db: &Db, node: &str) -> Result<bool, DbError> {
     let node = node.to_owned();
     let now = jiff::Timestamp::now().to_string();
     db.write(move |conn| {
         Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE nodes SET deactivated_at = $1 WHERE name = $2 AND deactivated_at IS NULL",
+            Ok(sqlx::query(
+                "UPDATE nodes SET deactivated_at = COALESCE(deactivated_at, $1) WHERE name = $2",
             )
             .bind(&now)
             .bind(&node)
             .execute(&mut *conn)
             .await?
-            .rows_affected();
-            if done > 0 {
-                return Ok(true);
-            }
-            let known: Option<String> =
-                sqlx::query_scalar("SELECT name FROM nodes WHERE name = $1")
-                    .bind(&node)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            Ok(known.is_some())
+            .rows_affected()
+                > 0)
         })
     })
     .await
 }
 
 /// Deactivates the nodes not heard from since `before_us` (microseconds
-/// since the epoch); the names deactivated.
+/// since the epoch), in one statement; the names deactivated.
 pub async fn deactivate_silent(db: &Db, before_us: i64) -> Result<Vec<String>, DbError> {
     let now = jiff::Timestamp::now().to_string();
     db.write(move |conn| {
         Box::pin(async move {
-            let names: Vec<String> = sqlx::query_scalar(
-                "SELECT name FROM nodes WHERE deactivated_at IS NULL
-                   AND COALESCE(last_run_at_us, last_seen_at_us, 0) < $1 ORDER BY name",
+            let mut names: Vec<String> = sqlx::query_scalar(
+                "UPDATE nodes SET deactivated_at = $1 WHERE deactivated_at IS NULL
+                   AND COALESCE(last_run_at_us, last_seen_at_us, 0) < $2 RETURNING name",
             )
+            .bind(&now)
             .bind(before_us)
             .fetch_all(&mut *conn)
             .await?;
-            for name in &names {
-                sqlx::query("UPDATE nodes SET deactivated_at = $1 WHERE name = $2")
-                    .bind(&now)
-                    .bind(name)
-                    .execute(&mut *conn)
-                    .await?;
-            }
+            names.sort();
             Ok(names)
         })
     })
