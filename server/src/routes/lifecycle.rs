@@ -130,14 +130,22 @@ pub async fn purge(
     let pki = state.pki.clone();
     let name = node.clone();
     // Revoked first: a node whose data is gone must not come back with it.
-    let revoked = tokio::task::spawn_blocking(move || pki.revoke(&name))
-        .await
-        .map_err(|e| AppError::Internal(format!("the CA task failed: {e}")))?;
-    let revoked = match revoked {
-        Ok(revoked) => revoked.len(),
-        // No valid certificate of that name: nothing to revoke.
-        Err(_) => 0,
-    };
+    // A failure to revoke stops the purge (its data stays); a node with no
+    // valid certificate has nothing to revoke.
+    let revoked = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        let now = jiff::Timestamp::now();
+        let holds =
+            pki.listing()?.certificates.iter().any(|(cert, revoked)| {
+                cert.name == name && revoked.is_none() && !cert.is_expired(now)
+            });
+        if !holds {
+            return Ok(0);
+        }
+        Ok(pki.revoke(&name)?.len())
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("the CA task failed: {e}")))?
+    .map_err(|e| AppError::Internal(format!("revoking `{node}`'s certificates failed: {e:#}")))?;
     let deleted = lifecycle::purge(&state.db, &node).await?;
     if !deleted && revoked == 0 {
         return Err(unknown(&node));
