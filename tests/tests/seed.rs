@@ -95,7 +95,8 @@ async fn a_seeded_fleet_reads_back_through_the_servers_queries() {
     );
 
     // The node table, in name order, each node in its state.
-    let page = fleet::page(&db, &ctx, &Filter::default(), None, 100)
+    let by_name = fleet::Sort::parse("name").unwrap();
+    let page = fleet::page(&db, &ctx, &Filter::default(), by_name, None, 100)
         .await
         .unwrap();
     let names: Vec<String> = page.nodes.iter().map(|n| n.name.clone()).collect();
@@ -119,7 +120,9 @@ async fn a_seeded_fleet_reads_back_through_the_servers_queries() {
         ..Filter::default()
     };
     for filter in [by_fact, by_role] {
-        let page = fleet::page(&db, &ctx, &filter, None, 100).await.unwrap();
+        let page = fleet::page(&db, &ctx, &filter, by_name, None, 100)
+            .await
+            .unwrap();
         assert_eq!(page.total, debian, "{filter:?}");
     }
 

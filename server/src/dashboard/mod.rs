@@ -28,6 +28,7 @@
 mod apps;
 mod certificates;
 mod chart;
+mod cluster;
 mod events;
 mod format;
 mod forms;
@@ -36,6 +37,8 @@ mod maintenance;
 mod node;
 mod overview;
 mod page;
+#[cfg(test)]
+mod palette;
 mod rollouts;
 mod run;
 

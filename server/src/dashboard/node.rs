@@ -20,12 +20,60 @@ use crate::state::AppState;
 
 /// Runs per page.
 const RUNS: u32 = 50;
+/// Runs the chart draws at most (the newest of its range).
+const CHART_RUNS: u32 = 20_000;
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Params {
     /// RFC 3339: runs that finished strictly before it.
     #[serde(default)]
     before: String,
+    /// The chart's range (`6h`, `24h`, `7d`, `14d`).
+    #[serde(default)]
+    range: String,
+}
+
+/// A link to one of the chart's ranges.
+pub(super) struct RangeLink {
+    pub label: &'static str,
+    pub href: String,
+    pub selected: bool,
+}
+
+/// The range links of a page whose other parameters are `query` (`k=v&...`,
+/// or empty): each keeps them.
+pub(super) fn range_links(path: &str, query: &str, chosen: chart::Range) -> Vec<RangeLink> {
+    chart::RANGES
+        .into_iter()
+        .map(|r| {
+            let sep = if query.is_empty() { "" } else { "&" };
+            RangeLink {
+                label: r.label,
+                href: format!("{path}?{query}{sep}range={}", r.param),
+                selected: r == chosen,
+            }
+        })
+        .collect()
+}
+
+/// The node's runs in the chart's range, placed at their times.
+async fn node_timeline(
+    state: &AppState,
+    name: &str,
+    range: chart::Range,
+    now: jiff::Timestamp,
+) -> Result<chart::Timeline, AppError> {
+    let mut timeline = chart::Timeline::empty(range, now.as_microsecond(), "run duration");
+    let window = range.window(now.as_microsecond());
+    for run in db::run_points(&state.db, name, window, CHART_RUNS).await? {
+        if let Some(slot) = timeline.slot_mut(run.finished_at_us) {
+            slot.add(&run.status, run.noop != 0, run.duration_ms);
+        }
+        timeline
+            .durations
+            .push((run.finished_at_us, run.duration_ms));
+    }
+    Ok(timeline)
 }
 
 pub(super) struct RunRow {
@@ -85,6 +133,8 @@ struct NodePage {
     compile_error: Vec<String>,
     runs_summary: String,
     chart: String,
+    chart_range: &'static str,
+    range_links: Vec<RangeLink>,
     runs: Vec<RunRow>,
     paged: bool,
     newest_href: String,
@@ -112,6 +162,7 @@ pub(super) async fn page_of(
             ))
         })?),
     };
+    let range = chart::Range::parse(&params.range).map_err(AppError::BadRequest)?;
     let ctx = state.fleet_context();
     let (Some(node), Some((node_state, stale))) = (
         db::node(&state.db, &name).await?,
@@ -127,9 +178,10 @@ pub(super) async fn page_of(
     let runs: Vec<&ReportSummary> = history.iter().take(RUNS as usize).collect();
     let older_href = more.then(|| runs.last()).flatten().map(|r| {
         format!(
-            "/nodes/{}?before={}",
+            "/nodes/{}?before={}{}",
             urlencode(&name),
-            urlencode(&r.finished_at)
+            urlencode(&r.finished_at),
+            keep_range(&params.range)
         )
     });
     let environment_head = node
@@ -190,15 +242,41 @@ pub(super) async fn page_of(
             .map(|e| e.diagnostics.clone())
             .unwrap_or_default(),
         runs_summary,
-        chart: chart::node(&runs),
+        chart: chart::timeline(
+            "node-chart",
+            "this node's runs by status over time, and each run's duration",
+            &node_timeline(&state, &name, range, now).await?,
+        ),
+        chart_range: range.label,
+        range_links: range_links(
+            &format!("/nodes/{}", urlencode(&name)),
+            &if before.is_some() {
+                format!("before={}", urlencode(params.before.trim()))
+            } else {
+                String::new()
+            },
+            range,
+        ),
         runs: runs.iter().map(|r| RunRow::new(r, now)).collect(),
         paged: before.is_some(),
-        newest_href: format!("/nodes/{}", urlencode(&name)),
+        newest_href: format!(
+            "/nodes/{}{}",
+            urlencode(&name),
+            keep_range(&params.range).replacen('&', "?", 1)
+        ),
         older_href,
         facts: flatten_facts(&node.facts),
         name,
     };
     page(&view)
+}
+
+/// `&range=...` when the page was asked for a range, so paging keeps it.
+fn keep_range(range: &str) -> String {
+    match range.trim() {
+        "" => String::new(),
+        r => format!("&range={}", urlencode(r)),
+    }
 }
 
 fn timestamp(rfc3339: &str, now: jiff::Timestamp) -> String {

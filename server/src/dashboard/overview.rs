@@ -10,40 +10,133 @@ use super::page::{page, sign_in_first};
 use super::{chart, format};
 use crate::auth::Caller;
 use crate::error::AppError;
-use crate::fleet::{self, Filter, FilterText, NodeLine, NodeState, StateFilter, urlencode};
+use crate::fleet::{
+    self, Cursor, Filter, FilterText, NodeLine, NodeState, Sort, SortKey, StateFilter, urlencode,
+};
 use crate::routes::operator::environments_view;
 use crate::state::AppState;
 
 /// Nodes per page.
 pub(super) const PAGE_SIZE: u32 = 100;
-/// Hours the fleet chart covers.
-const CHART_HOURS: i64 = 48;
 
 /// The query string, as typed into the filter form (empty means unset).
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Params {
     #[serde(flatten)]
     filter: FilterText,
+    /// `KEY` or `-KEY` (descending); triage order when empty.
+    #[serde(default)]
+    sort: String,
+    /// The chart's range (`6h`, `24h`, `7d`, `14d`).
+    #[serde(default)]
+    range: String,
     #[serde(default)]
     after: String,
 }
 
+/// What the query string asks for once read: each part that cannot be used
+/// is left at its default and said in `errors`.
+struct Asked {
+    filter: Filter,
+    sort: Sort,
+    range: chart::Range,
+    after: Option<Cursor>,
+    errors: Vec<String>,
+}
+
 impl Params {
-    /// The filter, or why a part of it cannot be used (that part is
-    /// ignored): the same parse as the node API's.
-    fn filter(&self) -> (Filter, Option<String>) {
-        self.filter.parse()
+    /// The filter (the same parse as the node API's), the order, the
+    /// chart's range and the page.
+    fn read(&self) -> Asked {
+        let (filter, filter_error) = self.filter.parse();
+        let mut errors: Vec<String> = filter_error.into_iter().collect();
+        let sort = match self.sort.trim() {
+            "" => Sort::default(),
+            text => Sort::parse(text).unwrap_or_else(|| {
+                let keys: Vec<&str> = SortKey::ALL.iter().map(|k| k.as_str()).collect();
+                errors.push(format!(
+                    "unknown sort `{text}`: one of {}, `-` first for descending",
+                    keys.join(", ")
+                ));
+                Sort::default()
+            }),
+        };
+        let range = chart::Range::parse(&self.range).unwrap_or_else(|e| {
+            errors.push(e);
+            chart::RANGES[1]
+        });
+        let after = match self.after.trim() {
+            "" => None,
+            text => sort.parse_cursor(text).map_or_else(
+                |e| {
+                    errors.push(format!("{e}; showing the first page"));
+                    None
+                },
+                Some,
+            ),
+        };
+        Asked {
+            filter,
+            sort,
+            range,
+            after,
+            errors,
+        }
     }
 
-    /// This query string with `after` replaced (`None`: the first page).
-    fn href(&self, after: Option<&str>) -> String {
-        let query = self.filter.query(&[("after", after.unwrap_or_default())]);
+    /// This query string with the order, the range and the page replaced
+    /// (the defaults are left out).
+    fn href_with(&self, sort: &str, range: &str, after: Option<&str>) -> String {
+        let sort = Some(sort).filter(|s| *s != Sort::default().as_param());
+        let range = Some(range).filter(|r| *r != chart::RANGES[1].param);
+        let query = self.filter.query(&[
+            ("sort", sort.unwrap_or_default()),
+            ("range", range.unwrap_or_default()),
+            ("after", after.unwrap_or_default()),
+        ]);
         if query.is_empty() {
             "/".to_owned()
         } else {
             format!("/?{query}")
         }
     }
+
+    /// This query string with `after` replaced (`None`: the first page).
+    fn href(&self, asked: &Asked, after: Option<&str>) -> String {
+        self.href_with(&asked.sort.as_param(), asked.range.param, after)
+    }
+}
+
+/// A column heading of the node table: a link that sorts by it (the other
+/// way when it is the order already).
+struct Heading {
+    label: &'static str,
+    href: String,
+    /// `ascending`/`descending` on the column the list is sorted by.
+    aria_sort: &'static str,
+}
+
+fn headings(params: &Params, asked: &Asked) -> Vec<Heading> {
+    [
+        (SortKey::Name, "node"),
+        (SortKey::State, "state"),
+        (SortKey::Environment, "environment"),
+        (SortKey::Roles, "roles"),
+        (SortKey::LastRun, "last run"),
+        (SortKey::Duration, "duration"),
+        (SortKey::Commit, "commit"),
+    ]
+    .into_iter()
+    .map(|(key, label)| Heading {
+        label,
+        href: params.href_with(&asked.sort.toggled(key).as_param(), asked.range.param, None),
+        aria_sort: match (asked.sort.key == key, asked.sort.descending) {
+            (false, _) => "none",
+            (true, false) => "ascending",
+            (true, true) => "descending",
+        },
+    })
+    .collect()
 }
 
 struct Card {
@@ -51,6 +144,31 @@ struct Card {
     label: &'static str,
     count: i64,
     selected: bool,
+    /// Needs an operator: failed, compile error, unresponsive.
+    alarm: bool,
+}
+
+/// The state cards in triage order, each opening its list.
+fn cards(counts: &fleet::Counts, selected: Option<&str>) -> Vec<Card> {
+    let card = |state: &'static str, label: &'static str, count: i64, alarm: bool| Card {
+        state,
+        label,
+        count,
+        selected: selected == Some(state),
+        alarm: alarm && count > 0,
+    };
+    let of = |s: NodeState, alarm: bool| card(s.as_str(), s.label(), counts.get(s), alarm);
+    vec![
+        of(NodeState::Failed, true),
+        card("compile_error", "compile error", counts.compile_error, true),
+        card("corrective", "repaired drift", counts.corrective, false),
+        of(NodeState::NoopPending, false),
+        of(NodeState::Unresponsive, true),
+        card("stale", "stale catalog", counts.stale, false),
+        of(NodeState::Changed, false),
+        of(NodeState::NeverReported, false),
+        of(NodeState::Unchanged, false),
+    ]
 }
 
 struct SelectOption {
@@ -63,6 +181,9 @@ struct FormText<'a> {
     q: &'a str,
     role: &'a str,
     fact: &'a str,
+    /// Kept through the form, which only filters.
+    sort: String,
+    range: &'static str,
 }
 
 struct Row {
@@ -72,6 +193,8 @@ struct Row {
     state_label: &'static str,
     stale: bool,
     compile_error: bool,
+    /// Resources its last run repaired.
+    corrective: i64,
     /// Cordoned or drained.
     maintenance: bool,
     environment: String,
@@ -112,6 +235,7 @@ impl Row {
             state_label: n.state.label(),
             stale: n.stale,
             compile_error: n.has_compile_error,
+            corrective: n.corrective,
             maintenance: n.cordoned,
             environment: format::or_dash(n.environment.as_deref()),
             roles: n.roles.join(", "),
@@ -154,8 +278,11 @@ struct Overview<'a> {
     environment_options: Vec<SelectOption>,
     cards: Vec<Card>,
     total_nodes: i64,
-    chart_hours: i64,
+    chart_range: &'static str,
+    range_links: Vec<super::node::RangeLink>,
     chart: String,
+    headings: Vec<Heading>,
+    triage: bool,
     page_summary: String,
     nodes: Vec<Row>,
     paged: bool,
@@ -167,108 +294,12 @@ struct Overview<'a> {
     refreshed_at: String,
     refresh_error: Option<String>,
     environments: Vec<EnvRow>,
-    cluster: ClusterView,
+    cluster: super::cluster::ClusterView,
 }
 
-/// The servers sharing the database, as the overview lists them.
-struct ClusterView {
-    database: &'static str,
-    leader: String,
-    servers: Vec<ServerRow>,
-}
-
-struct ServerRow {
-    id: String,
-    listen: String,
-    version: String,
-    heartbeat: String,
-    role: String,
-    this: bool,
-}
-
-impl ClusterView {
-    fn of(status: crate::cluster::ClusterStatus) -> ClusterView {
-        let term = status.leader.as_ref().map_or(0, |l| l.term);
-        ClusterView {
-            database: status.database,
-            leader: status.leader.as_ref().map_or_else(
-                || "none (an election is due)".to_owned(),
-                |l| format!("{} (term {})", l.id, l.term),
-            ),
-            servers: status
-                .servers
-                .into_iter()
-                .map(|s| ServerRow {
-                    this: s.id == status.this_server,
-                    role: if s.leader {
-                        format!("leader, term {term}")
-                    } else {
-                        "follower".to_owned()
-                    },
-                    heartbeat: format!("{:.1} s ago", s.heartbeat_age_ms.max(0) as f64 / 1000.0),
-                    id: s.id,
-                    listen: s.listen,
-                    version: s.version,
-                })
-                .collect(),
-        }
-    }
-}
-
-async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> {
-    let now = jiff::Timestamp::now();
-    let ctx = state.fleet_context();
-    let (filter, filter_error) = params.filter();
-    let after = Some(params.after.as_str()).filter(|a| !a.is_empty());
-    let counts = fleet::counts(&state.db, &ctx).await?;
-    let nodes = fleet::page(&state.db, &ctx, &filter, after, PAGE_SIZE).await?;
-    let history = fleet::fleet_history(&state.db, now.as_microsecond(), CHART_HOURS).await?;
-    let envs = environments_view(state).await?;
-    let commits = Commits {
-        known: state
-            .snapshots
-            .list()
-            .iter()
-            .filter_map(|snap| Some((snap.commit.clone(), snap.info.clone()?)))
-            .collect(),
-        config: &state.config,
-    };
-    let cluster = ClusterView::of(state.cluster.status().await?);
-    let selected = filter.state.map(StateFilter::as_str);
-    let mut cards: Vec<Card> = NodeState::ALL
-        .into_iter()
-        .map(|s| Card {
-            state: s.as_str(),
-            label: s.label(),
-            count: counts.get(s),
-            selected: selected == Some(s.as_str()),
-        })
-        .collect();
-    cards.push(Card {
-        state: "stale",
-        label: "stale catalog",
-        count: counts.stale,
-        selected: selected == Some("stale"),
-    });
-    let state_options = cards
-        .iter()
-        .map(|c| SelectOption {
-            value: c.state.to_owned(),
-            label: c.label.to_owned(),
-            selected: c.selected,
-        })
-        .collect();
-    let environment_options = envs
-        .environments
-        .iter()
-        .map(|e| SelectOption {
-            value: e.name.clone(),
-            label: e.name.clone(),
-            selected: filter.environment.as_deref() == Some(e.name.as_str()),
-        })
-        .collect();
-    let shown = nodes.nodes.len();
-    let page_summary = match (shown, after.is_some()) {
+/// "12", "12 of 340 matching, from web-07" or "0 of 340".
+fn page_summary(nodes: &fleet::NodePage, paged: bool) -> String {
+    match (nodes.nodes.len(), paged) {
         (0, _) => format!("0 of {}", nodes.total),
         (n, false) if i64::try_from(n).ok() == Some(nodes.total) => format!("{n}"),
         (n, _) => format!(
@@ -280,9 +311,11 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
                 .map(|r| r.name.as_str())
                 .unwrap_or_default()
         ),
-    };
-    let environments = envs
-        .environments
+    }
+}
+
+fn env_rows(envs: &crate::routes::operator::Environments) -> Vec<EnvRow> {
+    envs.environments
         .iter()
         .map(|env| {
             let mut errors = env.parse_errors.clone();
@@ -307,37 +340,106 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
                 errors,
             }
         })
+        .collect()
+}
+
+async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> {
+    let now = jiff::Timestamp::now();
+    let ctx = state.fleet_context();
+    let asked = params.read();
+    let filter = &asked.filter;
+    let counts = fleet::counts(&state.db, &ctx).await?;
+    let nodes = fleet::page(
+        &state.db,
+        &ctx,
+        filter,
+        asked.sort,
+        asked.after.as_ref(),
+        PAGE_SIZE,
+    )
+    .await?;
+    let history =
+        fleet::fleet_history(&state.db, now.as_microsecond(), asked.range.hours() + 1).await?;
+    let timeline = chart::Timeline::of_hours(asked.range, now.as_microsecond(), &history);
+    let envs = environments_view(state).await?;
+    let commits = Commits {
+        known: state
+            .snapshots
+            .list()
+            .iter()
+            .filter_map(|snap| Some((snap.commit.clone(), snap.info.clone()?)))
+            .collect(),
+        config: &state.config,
+    };
+    let cluster = super::cluster::ClusterView::of(state.cluster.status().await?);
+    let cards = cards(&counts, filter.state.map(StateFilter::as_str));
+    let state_options = cards
+        .iter()
+        .map(|c| SelectOption {
+            value: c.state.to_owned(),
+            label: c.label.to_owned(),
+            selected: c.selected,
+        })
         .collect();
+    let environment_options = envs
+        .environments
+        .iter()
+        .map(|e| SelectOption {
+            value: e.name.clone(),
+            label: e.name.clone(),
+            selected: filter.environment.as_deref() == Some(e.name.as_str()),
+        })
+        .collect();
+    let paged = asked.after.is_some();
     let view = Overview {
         filter: FormText {
             q: &params.filter.q,
             role: &params.filter.role,
             fact: &params.filter.fact,
+            sort: asked.sort.as_param(),
+            range: asked.range.param,
         },
-        filter_error,
+        filter_error: (!asked.errors.is_empty()).then(|| asked.errors.join("; ")),
         state_options,
         environment_options,
         cards,
         total_nodes: counts.total,
-        chart_hours: CHART_HOURS,
-        chart: chart::fleet(&history),
-        page_summary,
+        chart_range: asked.range.label,
+        range_links: chart::RANGES
+            .into_iter()
+            .map(|r| super::node::RangeLink {
+                label: r.label,
+                href: params.href_with(&asked.sort.as_param(), r.param, None),
+                selected: r == asked.range,
+            })
+            .collect(),
+        chart: chart::timeline(
+            "fleet-chart",
+            "the fleet's runs by status over time, and their mean duration",
+            &timeline,
+        ),
+        headings: headings(params, &asked),
+        triage: asked.sort == Sort::default(),
+        page_summary: page_summary(&nodes, paged),
         nodes: nodes
             .nodes
             .into_iter()
             .map(|n| Row::new(n, now, &commits))
             .collect(),
-        paged: after.is_some(),
-        first_href: params.href(None),
-        next_href: nodes.next_after.as_deref().map(|a| params.href(Some(a))),
+        paged,
+        first_href: params.href(&asked, None),
+        next_href: nodes
+            .next_after
+            .as_deref()
+            .map(|a| params.href(&asked, Some(a))),
         page_size: PAGE_SIZE,
         source: envs.source,
-        default_environment: envs.default_environment,
+        default_environment: envs.default_environment.clone(),
         refreshed_at: envs
             .refreshed_at
             .map_or_else(|| "never".to_owned(), |t| format::when(&t.to_string())),
-        refresh_error: envs.refresh_error,
-        environments,
+        refresh_error: envs.refresh_error.clone(),
+        environments: env_rows(&envs),
         cluster,
     };
     page(&view)
@@ -369,10 +471,10 @@ mod tests {
             },
             ..Params::default()
         };
-        let (filter, error) = params.filter();
-        assert!(filter.fact.is_none());
-        assert_eq!(filter.name.as_deref(), Some("web"));
-        assert!(error.unwrap().contains("KEY=VALUE"));
+        let asked = params.read();
+        assert!(asked.filter.fact.is_none());
+        assert_eq!(asked.filter.name.as_deref(), Some("web"));
+        assert!(asked.errors[0].contains("KEY=VALUE"));
     }
 
     #[test]
@@ -385,10 +487,43 @@ mod tests {
             },
             ..Params::default()
         };
+        let asked = params.read();
         assert_eq!(
-            params.href(Some("web-100")),
-            "/?state=failed&fact=os.id%3Ddebian%2012&after=web-100"
+            params.href(&asked, Some("[0,\"web-100\"]")),
+            "/?state=failed&fact=os.id%3Ddebian%2012&after=%5B0%2C%22web-100%22%5D"
         );
-        assert_eq!(Params::default().href(None), "/");
+        assert_eq!(Params::default().href(&Params::default().read(), None), "/");
+    }
+
+    #[test]
+    fn sorting_and_ranges_are_kept_and_bad_ones_explained() {
+        let params = Params {
+            sort: "-last_run".into(),
+            range: "7d".into(),
+            after: "web-1".into(),
+            ..Params::default()
+        };
+        let asked = params.read();
+        assert_eq!(asked.sort.as_param(), "-last_run");
+        assert_eq!(asked.range.param, "7d");
+        assert!(asked.after.is_none(), "a name is no cursor of this order");
+        assert!(
+            asked.errors[0].contains("does not fit"),
+            "{:?}",
+            asked.errors
+        );
+        assert_eq!(params.href(&asked, None), "/?sort=-last_run&range=7d");
+        let names = headings(&params, &asked);
+        assert_eq!(names[4].aria_sort, "descending");
+        assert_eq!(names[4].href, "/?sort=last_run&range=7d");
+        assert_eq!(names[0].href, "/?sort=name&range=7d");
+        let bad = Params {
+            sort: "size".into(),
+            range: "1y".into(),
+            ..Params::default()
+        }
+        .read();
+        assert_eq!(bad.sort, Sort::default());
+        assert_eq!(bad.errors.len(), 2, "{:?}", bad.errors);
     }
 }

@@ -33,8 +33,8 @@ pub use nodes::{
     record_catalog_request, record_catalog_request_at, set_compile_error, store_contents,
 };
 pub use reports::{
-    HOUR_US, ReportSummary, clock_skew_secs, insert_report, insert_reports, report_body,
-    report_received_at, reports,
+    HOUR_US, ReportSummary, RunPoint, clock_skew_secs, insert_report, insert_reports, report_body,
+    report_received_at, reports, run_points,
 };
 pub use rows::{flag, json, optional_flag, optional_json};
 pub use sql::Sql;

@@ -60,6 +60,8 @@ struct ReportRow {
     changed: i64,
     failed: i64,
     skipped: i64,
+    /// Resources the run repaired (drift the catalog did not ask for).
+    corrective: i64,
     duration_ms: f64,
     /// (container, state, since) of each replica the node holds; written
     /// only by a noop-free report that is the node's newest.
@@ -90,6 +92,8 @@ impl ReportRow {
             changed: count(|s| matches!(s, ResourceStatus::Changed | ResourceStatus::Noop)),
             failed: count(|s| s == ResourceStatus::Failed),
             skipped: count(|s| s == ResourceStatus::Skipped),
+            corrective: i64::try_from(report.resources.iter().filter(|r| r.corrective).count())
+                .unwrap_or(i64::MAX),
             duration_ms: run_duration_ms(report),
             // A noop run converged nothing: the states it saw are not news
             // for the control loop, and a noop run reports missing replicas
@@ -154,8 +158,8 @@ async fn insert_row(
     let newest = sqlx::query(
         "INSERT INTO nodes (name, last_status, last_run_at, last_run_at_us, last_run_id,
            last_noop, last_cached_catalog, last_environment, last_commit, last_catalog_version,
-           last_duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           last_duration_ms, last_corrective)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (name) DO UPDATE SET last_status = excluded.last_status,
            last_run_at = excluded.last_run_at, last_run_at_us = excluded.last_run_at_us,
            last_run_id = excluded.last_run_id, last_noop = excluded.last_noop,
@@ -163,7 +167,8 @@ async fn insert_row(
            last_environment = excluded.last_environment,
            last_commit = excluded.last_commit,
            last_catalog_version = excluded.last_catalog_version,
-           last_duration_ms = excluded.last_duration_ms, deactivated_at = NULL
+           last_duration_ms = excluded.last_duration_ms,
+           last_corrective = excluded.last_corrective, deactivated_at = NULL
          WHERE nodes.last_run_at_us IS NULL OR nodes.last_run_at_us <= excluded.last_run_at_us",
     )
     .bind(&row.node)
@@ -177,6 +182,7 @@ async fn insert_row(
     .bind(&row.commit)
     .bind(&row.catalog_version)
     .bind(row.duration_ms)
+    .bind(row.corrective)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -359,4 +365,37 @@ pub async fn report_body(
     .bind(of)
     .fetch_optional(db.reads())
     .await?)
+}
+
+/// One run of a node as its chart draws it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunPoint {
+    pub finished_at_us: i64,
+    pub status: String,
+    pub noop: i64,
+    pub duration_ms: f64,
+}
+
+/// A node's runs that finished in `[from_us, to_us)`, oldest first, at most
+/// `limit` of them (the newest when there are more): the columns its chart
+/// needs, read along the `(node, finished_at_us)` index.
+pub async fn run_points(
+    db: &Db,
+    node: &str,
+    (from_us, to_us): (i64, i64),
+    limit: u32,
+) -> Result<Vec<RunPoint>, DbError> {
+    let mut points: Vec<RunPoint> = sqlx::query_as(
+        "SELECT finished_at_us, status, noop, duration_ms FROM reports
+         WHERE node = $1 AND finished_at_us >= $2 AND finished_at_us < $3
+         ORDER BY finished_at_us DESC LIMIT $4",
+    )
+    .bind(node)
+    .bind(from_us)
+    .bind(to_us)
+    .bind(i64::from(limit))
+    .fetch_all(db.reads())
+    .await?;
+    points.reverse();
+    Ok(points)
 }

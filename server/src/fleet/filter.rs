@@ -15,11 +15,13 @@ pub struct FilterText {
     #[param(example = "web")]
     pub q: String,
     /// A node state (`failed`, `unresponsive`, `noop_pending`, `changed`,
-    /// `unchanged`, `never_reported`), or `stale`.
+    /// `unchanged`, `never_reported`), or `stale` (its last run used the
+    /// cached catalog or an older commit), `compile_error` (its catalog does
+    /// not compile), `corrective` (changed, and its last run repaired drift).
     #[serde(default)]
     #[param(
         example = "changed",
-        pattern = "^(failed|unresponsive|noop_pending|changed|unchanged|never_reported|stale)$"
+        pattern = "^(failed|unresponsive|noop_pending|changed|unchanged|never_reported|stale|compile_error|corrective)$"
     )]
     pub state: String,
     /// A role the node has.
@@ -108,20 +110,27 @@ pub struct Filter {
 pub enum StateFilter {
     Is(NodeState),
     Stale,
+    CompileError,
+    /// Changed, and the last run repaired drift.
+    Corrective,
 }
 
 impl StateFilter {
     pub fn parse(s: &str) -> Option<StateFilter> {
-        if s == "stale" {
-            return Some(StateFilter::Stale);
+        match s {
+            "stale" => Some(StateFilter::Stale),
+            "compile_error" => Some(StateFilter::CompileError),
+            "corrective" => Some(StateFilter::Corrective),
+            _ => NodeState::parse(s).map(StateFilter::Is),
         }
-        NodeState::parse(s).map(StateFilter::Is)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             StateFilter::Is(state) => state.as_str(),
             StateFilter::Stale => "stale",
+            StateFilter::CompileError => "compile_error",
+            StateFilter::Corrective => "corrective",
         }
     }
 }
@@ -143,6 +152,12 @@ impl Filter {
             }
             Some(StateFilter::Stale) => {
                 q.push(" AND stale = 1");
+            }
+            Some(StateFilter::CompileError) => {
+                q.push(" AND compile_error IS NOT NULL");
+            }
+            Some(StateFilter::Corrective) => {
+                q.push(" AND state = 'changed' AND COALESCE(last_corrective, 0) > 0");
             }
             None => {}
         }

@@ -30,9 +30,11 @@ use crate::db::{self, CompileError, Db, DbError, HOUR_US, Sql};
 
 mod filter;
 mod nodes;
+mod sort;
 
 pub use filter::{Filter, FilterText, StateFilter, urlencode};
 pub use nodes::{NodeStatus, node_status, node_statuses};
+pub use sort::{Cursor, Sort, SortKey};
 
 /// What the dashboard says about a node, from its last report and its age.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
@@ -154,11 +156,15 @@ impl Context {
     }
 }
 
-/// Nodes per state, and how many of them run a stale catalog.
+/// Nodes per state, and how many of them run a stale catalog, have a
+/// catalog that does not compile, or repaired drift in their last run (each
+/// of these also counted in its state).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
     pub by_state: BTreeMap<NodeState, i64>,
     pub stale: i64,
+    pub compile_error: i64,
+    pub corrective: i64,
     pub total: i64,
 }
 
@@ -169,18 +175,31 @@ impl Counts {
 }
 
 pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
-    let mut q = Sql::new("SELECT state, COUNT(*), SUM(stale) FROM (SELECT ");
+    let mut q = Sql::new(
+        "SELECT state, COUNT(*), SUM(stale),
+           SUM(CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END),
+           SUM(CASE WHEN COALESCE(last_corrective, 0) > 0 AND last_status = 'changed' THEN 1 ELSE 0 END)
+         FROM (SELECT *, ",
+    );
     ctx.push_columns(&mut q);
     q.push(" FROM nodes WHERE deactivated_at IS NULL) AS n GROUP BY state");
     let rows = q.rows(db).await?;
     let mut counts = Counts::default();
     for row in rows {
         let state: String = row.try_get(0)?;
-        let (n, stale): (i64, Option<i64>) = (row.try_get(1)?, row.try_get(2)?);
+        let n: i64 = row.try_get(1)?;
+        let sum = |i: usize| {
+            row.try_get::<Option<i64>, _>(i)
+                .map(Option::unwrap_or_default)
+        };
         if let Some(state) = NodeState::parse(&state) {
             counts.by_state.insert(state, n);
         }
-        counts.stale += stale.unwrap_or(0);
+        if state == NodeState::Changed.as_str() {
+            counts.corrective += sum(4)?;
+        }
+        counts.stale += sum(2)?;
+        counts.compile_error += sum(3)?;
         counts.total += n;
     }
     Ok(counts)
@@ -203,6 +222,8 @@ pub struct NodeLine {
     pub has_compile_error: bool,
     /// Cordoned (or drained): in maintenance until uncordoned.
     pub cordoned: bool,
+    /// Resources its last run repaired.
+    pub corrective: i64,
 }
 
 impl FromRow<'_, AnyRow> for NodeLine {
@@ -220,6 +241,9 @@ impl FromRow<'_, AnyRow> for NodeLine {
             last_commit: row.try_get("last_commit")?,
             has_compile_error: db::flag(row, "has_error")?,
             cordoned: db::flag(row, "cordoned")?,
+            corrective: row
+                .try_get::<Option<i64>, _>("last_corrective")?
+                .unwrap_or_default(),
         })
     }
 }
@@ -233,12 +257,12 @@ pub(crate) fn state(row: &AnyRow) -> Result<NodeState, sqlx::Error> {
     })
 }
 
-/// A page of nodes in name order, after `after`, and how many match in all.
+/// A page of nodes in the order asked for, and how many match in all.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodePage {
     pub nodes: Vec<NodeLine>,
     pub total: i64,
-    /// The name to continue after, when there are more.
+    /// The `after` parameter of the next page, when there are more.
     pub next_after: Option<String>,
 }
 
@@ -252,28 +276,44 @@ fn keep_page<T>(rows: &mut Vec<T>, limit: u32, name: impl Fn(&T) -> &String) -> 
     rows.last().map(|row| name(row).clone())
 }
 
+/// Up to `limit` nodes matching `filter` in `sort` order, after `after`.
 pub async fn page(
     db: &Db,
     ctx: &Context,
     filter: &Filter,
-    after: Option<&str>,
+    sort: Sort,
+    after: Option<&Cursor>,
     limit: u32,
 ) -> Result<NodePage, DbError> {
     let mut q = Sql::new(
         "SELECT name, environment, roles, last_run_at, last_run_id, last_duration_ms,
            catalog_version, last_commit, CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END AS has_error,
-           cordoned, state, stale
-         FROM (SELECT *, ",
+           cordoned, last_corrective, state, stale, sort_key
+         FROM (SELECT *",
     );
+    sort.push_column(&mut q);
+    q.push(" FROM (SELECT *, ");
     ctx.push_columns(&mut q);
-    q.push(" FROM nodes WHERE deactivated_at IS NULL) AS n WHERE 1 = 1");
+    q.push(" FROM nodes WHERE deactivated_at IS NULL) AS s) AS n WHERE 1 = 1");
     filter.push(&mut q, db.backend());
     if let Some(after) = after {
-        q.push(" AND name > ").bind(after.to_owned());
+        sort.push_after(&mut q, after);
     }
-    q.push(" ORDER BY name LIMIT ").bind(i64::from(limit) + 1);
-    let mut nodes: Vec<NodeLine> = q.fetch_all(db).await?;
-    let next_after = keep_page(&mut nodes, limit, |n| &n.name);
+    sort.push_order(&mut q);
+    q.bind(i64::from(limit) + 1);
+    let mut rows = q.rows(db).await?;
+    let next_after = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|row| sort.cursor_of(row).map(|c| c.to_param(sort)))
+            .transpose()?
+    } else {
+        None
+    };
+    let nodes = rows
+        .iter()
+        .map(NodeLine::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut q = Sql::new("SELECT COUNT(*) FROM (SELECT *, ");
     ctx.push_columns(&mut q);
     q.push(" FROM nodes WHERE deactivated_at IS NULL) AS n WHERE 1 = 1");

@@ -213,6 +213,8 @@ pub struct Scrape<'a> {
 static NO_NODES: Counts = Counts {
     by_state: std::collections::BTreeMap::new(),
     stale: 0,
+    compile_error: 0,
+    corrective: 0,
     total: 0,
 };
 static NO_REPLICAS: ReplicaCounts = ReplicaCounts::new();

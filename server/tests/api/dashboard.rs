@@ -98,6 +98,22 @@ fn row_state<'a>(html: &'a str, node: &str) -> Option<&'a str> {
     value.split('"').next()
 }
 
+/// The node rows of an overview page, in order.
+fn node_names(html: &str) -> Vec<String> {
+    html.split("<tr class=\"node\" data-node=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The next-page link of an overview page, unescaped.
+fn next_page(html: &str) -> Option<String> {
+    let start = html.find("id=\"next-page\" href=\"")? + 21;
+    let href = html[start..].split('"').next()?;
+    Some(href.replace("&#38;", "&").replace("&amp;", "&"))
+}
+
 fn card_count(html: &str, state: &str) -> Option<i64> {
     let start = html.find(&format!("data-state=\"{state}\" href="))?;
     let rest = &html[start..];
@@ -248,10 +264,24 @@ async fn node_names_pages_and_facts_are_paged_and_escaped() {
     }
     let first = cx.page("/").await;
     assert!(row_state(&first, "n-099").is_some() && row_state(&first, "n-100").is_none());
-    assert!(first.contains("href=\"/?after=n-099\""), "a next-page link");
-    let second = cx.page("/?after=n-099").await;
+    // All alike (stale): triage order is name order within it.
+    let next = next_page(&first).expect("a next-page link");
+    assert_eq!(next, "/?after=%5B5%2C%22n-099%22%5D");
+    let second = cx.page(&next).await;
     assert!(row_state(&second, "n-100").is_some() && row_state(&second, "n-099").is_none());
     assert!(second.contains("5 of 105 matching"), "{second}");
+    // Newest run first, paged by (time, name): every node once.
+    let mut seen = node_names(&cx.page("/?sort=-last_run").await);
+    assert_eq!(seen.len(), 100);
+    assert_eq!(seen[0], "n-104", "the newest report first");
+    let newest = cx.page("/?sort=-last_run").await;
+    let next = next_page(&newest).expect("a next page in this order");
+    let more = node_names(&cx.page(&next).await);
+    assert_eq!(more.len(), 5, "{next}: {more:?}");
+    seen.extend(more);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 105);
 
     // A fact with markup in it, sent by the node itself.
     let body = json!({"facts": {"hostname": "x", "motd": "<script>alert(1)</script>"}}).to_string();
@@ -332,5 +362,159 @@ async fn retention_deletes_old_reports_and_their_chart_hours() {
             .await
             .unwrap();
     assert_eq!(hours, 1, "the old run's hour is gone from the chart");
+    cx.stop().await;
+}
+
+#[tokio::test]
+async fn the_overview_lists_what_needs_an_operator_first_and_sorts_by_any_column() {
+    let cx = TestContext::directory().await;
+    let unchanged = json!([{"id": "file:/etc/x", "status": "unchanged", "duration_ms": 1.0}]);
+    // g-broken converged, then its catalog stopped compiling.
+    assert_eq!(cx.catalog("g-broken").await.0, StatusCode::OK);
+    cx.report(&run("g-broken", "r1", 11, unchanged.clone()))
+        .await;
+    super::write(
+        &cx.repo,
+        &[(
+            "roles/base.toml",
+            &format!("{}\n[[file]]\npth = \"x\"\n", super::BASE),
+        )],
+    );
+    cx.hook().await;
+    // It keeps its last good catalog, with the error beside it.
+    cx.catalog("g-broken").await;
+    let broken = cx.get_json("/api/v1/nodes/g-broken").await;
+    assert!(broken["compile_error"].is_object(), "{broken:#}");
+
+    // Every other node applied the commit its environment serves now.
+    let envs = cx.get_json("/api/v1/environments").await;
+    let head = envs["environments"][0]["commit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at_head = |node: &str, secs_ago: i64, resources: Value| {
+        let mut r = run(node, "r1", secs_ago, resources);
+        r["commit"] = json!(head);
+        r
+    };
+    let changed = json!([{"id": "file:/etc/x", "status": "changed", "duration_ms": 1.0}]);
+    cx.report(&at_head("a-quiet", 5, unchanged.clone())).await;
+    cx.report(&at_head("b-changed", 6, changed.clone())).await;
+    let mut noop = at_head("c-noop", 7, changed);
+    noop["noop"] = json!(true);
+    cx.report(&noop).await;
+    // changed_file() repaired drift (`corrective`).
+    cx.report(&at_head("d-repaired", 8, changed_file())).await;
+    cx.report(&at_head("e-failed", 9, failed_exec())).await;
+    cx.report(&at_head("f-silent", 3 * 86_400, unchanged.clone()))
+        .await;
+    cx.report(&run("h-stale", "r1", 10, unchanged)).await;
+    let html = cx.page("/").await;
+    assert_eq!(
+        node_names(&html),
+        [
+            "e-failed",
+            "g-broken",
+            "d-repaired",
+            "c-noop",
+            "f-silent",
+            "h-stale",
+            "b-changed",
+            "a-quiet"
+        ],
+        "failures first, then repaired drift, noop pending, unresponsive, then the quiet ones"
+    );
+    assert!(html.contains("what needs you first"));
+    assert!(html.contains("repaired 1</span>"), "d-repaired's badge");
+    // Cards in the same order, each opening its list.
+    let cards: Vec<&str> = html
+        .split("class=\"state-count state-")
+        .skip(1)
+        .filter_map(|rest| rest.split(['"', ' ']).next())
+        .collect();
+    assert_eq!(
+        cards,
+        [
+            "failed",
+            "compile_error",
+            "corrective",
+            "noop_pending",
+            "unresponsive",
+            "stale",
+            "changed",
+            "never_reported",
+            "unchanged"
+        ]
+    );
+    assert_eq!(card_count(&html, "compile_error"), Some(1));
+    assert_eq!(card_count(&html, "corrective"), Some(1));
+    for (state, nodes) in [
+        ("compile_error", vec!["g-broken"]),
+        ("corrective", vec!["d-repaired"]),
+    ] {
+        assert_eq!(
+            node_names(&cx.page(&format!("/?state={state}")).await),
+            nodes
+        );
+        let api = cx.get_json(&format!("/api/v1/nodes?state={state}")).await;
+        assert_eq!(api.as_array().unwrap().len(), 1, "{state}: {api:#}");
+    }
+
+    // Any column, either way; the headings link to the other way.
+    let by_name = cx.page("/?sort=name").await;
+    let mut names = node_names(&html);
+    names.sort();
+    assert_eq!(node_names(&by_name), names);
+    assert!(
+        by_name.contains(
+            "<th aria-sort=\"ascending\"><a class=\"sort\" href=\"/?sort=-name\">node</a>"
+        )
+    );
+    let newest = node_names(&cx.page("/?sort=-last_run").await);
+    assert_eq!(newest.first().map(String::as_str), Some("a-quiet"));
+    assert_eq!(newest.last().map(String::as_str), Some("f-silent"));
+    let oldest = node_names(&cx.page("/?sort=last_run").await);
+    assert_eq!(oldest.first().map(String::as_str), Some("f-silent"));
+    let by_state = node_names(&cx.page("/?sort=state").await);
+    assert_eq!(by_state[0], "e-failed");
+    // A sort that does not exist is said, and triage is kept.
+    let bad = cx.page("/?sort=size").await;
+    assert!(bad.contains("unknown sort `size`"), "{bad}");
+    assert_eq!(node_names(&bad), node_names(&html));
+    cx.stop().await;
+}
+
+#[tokio::test]
+async fn charts_cover_the_range_asked_for_with_runs_at_their_times() {
+    let cx = TestContext::directory().await;
+    cx.report(&run("web-1", "r1", 30 * 60, changed_file()))
+        .await;
+    cx.report(&run("web-1", "r2", 3 * 86_400, failed_exec()))
+        .await;
+    for (range, label, runs) in [("6h", "6 hours", 1), ("7d", "7 days", 2)] {
+        for uri in [
+            format!("/?range={range}"),
+            format!("/nodes/web-1?range={range}"),
+        ] {
+            let html = cx.page(&uri).await;
+            assert!(html.contains(&format!("data-range=\"{range}\"")), "{uri}");
+            assert!(html.contains(&format!("last {label}")), "{uri}");
+            assert_eq!(html.matches("<g class=\"slot\">").count(), runs, "{uri}");
+            assert!(html.contains("class=\"time-tick\""), "{uri}: a dated axis");
+            assert!(html.contains("(right axis)"), "{uri}: a legend");
+        }
+    }
+    // The node's chart has one duration point per run, at its time.
+    let node = cx.page("/nodes/web-1?range=14d").await;
+    assert_eq!(node.matches("<circle class=\"duration-point\"").count(), 2);
+    let (status, _, body) = cx
+        .send(
+            Request::get("/nodes/web-1?range=1y")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("6h, 24h, 7d, 14d"));
     cx.stop().await;
 }

@@ -93,7 +93,14 @@ pub(crate) async fn check(db: &Db, fleet: &Fleet) -> Result<()> {
     let mut after: Option<String> = None;
     let mut seen = 0;
     loop {
-        let page = fleet::page(db, &ctx, &Filter::default(), after.as_deref(), 1000).await?;
+        let by_name = fleet::Sort::parse("name").expect("a sort key");
+        let cursor = after
+            .as_deref()
+            .map(|a| by_name.parse_cursor(a))
+            .transpose();
+        let cursor = cursor.map_err(anyhow::Error::msg)?;
+        let page =
+            fleet::page(db, &ctx, &Filter::default(), by_name, cursor.as_ref(), 1000).await?;
         for line in &page.nodes {
             let i = seen;
             if fleet.names.get(i) != Some(&line.name) {
