@@ -16,6 +16,7 @@ pub mod auth;
 pub mod background;
 pub mod cli;
 pub mod cluster;
+pub mod commits;
 pub mod compile;
 pub mod config;
 pub mod credentials;

@@ -123,11 +123,18 @@ pub struct Snapshots {
     wake: Notify,
     /// Earlier commits a rollout still serves, by (environment, commit).
     older: RwLock<BTreeMap<(String, String), Arc<EnvSnapshot>>>,
+    /// Subjects, authors and times of any commit, for the pages.
+    pub commits: crate::commits::CommitBook,
 }
 
 impl Snapshots {
     pub fn new(source: Source, default_environment: Option<String>) -> Snapshots {
+        let mirror = match &source {
+            Source::Mirror(dir) => Some(dir.clone()),
+            Source::Directory { .. } => None,
+        };
         Snapshots {
+            commits: crate::commits::CommitBook::new(mirror),
             source,
             default_environment,
             state: RwLock::default(),

@@ -203,21 +203,41 @@ struct Row {
     last_run_at: String,
     last_run_ago: String,
     duration: String,
-    /// The commit its last run applied, short; its subject when it is an
-    /// environment's head, and its forge page when `commit_url` is set.
+    /// The commit its last run applied, short; its subject, author and time
+    /// (when the mirror has it), and its forge page when `commit_url` is set.
     commit: String,
     commit_title: String,
     commit_href: Option<String>,
 }
 
-/// What the page says of a commit: its subject, author and time (known for
-/// the environments' heads), and its forge link.
+/// What the page says of a commit: its subject, author and time (read from
+/// the mirror), and its forge link.
 struct Commits<'a> {
     known: std::collections::HashMap<String, crate::git::CommitInfo>,
     config: &'a crate::config::Config,
 }
 
 impl Commits<'_> {
+    /// The environments' heads, and the commits the listed nodes ran.
+    async fn of<'a>(state: &'a AppState, nodes: &[NodeLine]) -> Commits<'a> {
+        let mut known: std::collections::HashMap<String, crate::git::CommitInfo> = state
+            .snapshots
+            .list()
+            .iter()
+            .filter_map(|snap| Some((snap.commit.clone(), snap.info.clone()?)))
+            .collect();
+        let others: Vec<&str> = nodes
+            .iter()
+            .filter_map(|n| n.last_commit.as_deref())
+            .filter(|c| !known.contains_key(*c))
+            .collect();
+        known.extend(state.snapshots.commits.describe(others).await);
+        Commits {
+            known,
+            config: &state.config,
+        }
+    }
+
     fn title(&self, commit: &str) -> String {
         self.known.get(commit).map_or_else(String::new, |i| {
             format!("{} ({}, {})", i.subject, i.author, format::when(&i.time))
@@ -362,15 +382,7 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
         fleet::fleet_history(&state.db, now.as_microsecond(), asked.range.hours() + 1).await?;
     let timeline = chart::Timeline::of_hours(asked.range, now.as_microsecond(), &history);
     let envs = environments_view(state).await?;
-    let commits = Commits {
-        known: state
-            .snapshots
-            .list()
-            .iter()
-            .filter_map(|snap| Some((snap.commit.clone(), snap.info.clone()?)))
-            .collect(),
-        config: &state.config,
-    };
+    let commits = Commits::of(state, &nodes.nodes).await;
     let cluster = super::cluster::ClusterView::of(state.cluster.status().await?);
     let cards = cards(&counts, filter.state.map(StateFilter::as_str));
     let state_options = cards

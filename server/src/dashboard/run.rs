@@ -103,6 +103,9 @@ struct RunPage {
     duration: String,
     environment: String,
     commit: String,
+    /// `subject (author, time)` when the mirror has the commit.
+    commit_said: String,
+    commit_href: Option<String>,
     catalog_version: String,
     agent_version: String,
     /// The server of the agent's list that answered the run.
@@ -157,6 +160,8 @@ pub(super) async fn page_of(
         duration: format::duration_ms(duration.as_secs_f64() * 1000.0),
         environment: report.environment.clone(),
         commit: report.commit.clone(),
+        commit_said: super::node::commit_said(&state, Some(&report.commit)).await,
+        commit_href: state.config.commit_link(&report.commit),
         catalog_version: report.catalog_version.clone(),
         agent_version: format::or_dash(
             Some(report.agent_version.as_str()).filter(|v| !v.is_empty()),

@@ -235,4 +235,25 @@ async fn a_commit_shows_its_subject_author_time_and_forge_link() {
         )),
         "the node list links the node's commit: {html}"
     );
+
+    // A newer commit lands: web-1 still ran the older one, which is no
+    // environment's head, and every page still says what it was.
+    write(&repo, &[("files/motd", "welcome back\n")]);
+    commit_all(&repo, "Say welcome back");
+    cx.hook().await;
+    let envs = cx.get_json("/api/v1/environments").await;
+    assert_eq!(
+        envs["environments"][0]["commit_subject"],
+        "Say welcome back"
+    );
+    for page in ["/", "/nodes/web-1", "/runs/r1"] {
+        let (status, body) = cx.get(page).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let html = String::from_utf8_lossy(&body);
+        assert!(
+            html.contains("Make the motd friendlier (t, "),
+            "{page}: {html}"
+        );
+        assert!(html.contains(&link), "{page} links the commit");
+    }
 }
