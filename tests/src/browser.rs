@@ -101,6 +101,15 @@ impl Browser {
         );
     }
 
+    /// Loads a page of another site (`url` whole), as a link from
+    /// elsewhere would.
+    pub async fn goto_elsewhere(&self, url: &str) {
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot load {url}: {e}"));
+    }
+
     /// The path (and query) of the page now shown.
     pub async fn path(&self) -> String {
         let url = self.client.current_url().await.expect("the current URL");

@@ -224,7 +224,9 @@ pub(super) fn timeline(id: &str, label: &str, t: &Timeline) -> String {
         escape(label),
         t.range.param
     );
-    let max_runs = t.slots.iter().map(Slot::runs).max().unwrap_or(0).max(1);
+    // Even, so the middle tick is a whole number of runs.
+    let max_runs = t.slots.iter().map(Slot::runs).max().unwrap_or(0).max(2);
+    let max_runs = max_runs + max_runs % 2;
     let max_ms = t.durations.iter().map(|d| d.1).fold(0.0, f64::max);
     axes(&mut out, max_runs, max_ms);
     time_ticks(&mut out, t);

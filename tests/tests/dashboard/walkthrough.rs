@@ -89,7 +89,7 @@ pub(crate) async fn sign_in(browser: &Browser, token: &str) {
     let field = browser.find("input[name=token]").await;
     field.send_keys(token).await.unwrap();
     browser.click("form button").await;
-    browser.find("table#nodes").await;
+    browser.find("form#filters").await;
     assert_eq!(browser.path().await, "/");
     let cookies = browser.js("return document.cookie").await;
     assert!(
@@ -123,8 +123,45 @@ async fn overview(browser: &mut Browser, states: &BTreeMap<&str, &str>) {
         let count = browser.text(&format!("{card} .count")).await;
         assert_eq!(count, want.to_string(), "the {state} card");
     }
+    // Triage first: the failed node heads the list, the unresponsive one
+    // comes before the quiet ones, the unchanged node comes last.
+    let mut order = Vec::new();
+    for row in browser.find_all("tr.node").await {
+        order.push(row.attr("data-node").await.unwrap().unwrap_or_default());
+    }
+    assert_eq!(order.first().map(String::as_str), Some("db-1"), "{order:?}");
+    assert_eq!(order.last().map(String::as_str), Some("web-2"), "{order:?}");
+    let at = |node: &str| order.iter().position(|n| n == node).unwrap();
+    assert!(
+        at("old-1") < at("web-1"),
+        "unresponsive before changed: {order:?}"
+    );
     browser.find("svg#fleet-chart").await;
     browser.screenshot("overview").await;
+
+    // A heading sorts by its column, a second click the other way; a range
+    // link redraws the chart over that range and keeps the order.
+    browser
+        .click("#nodes th a.sort[href=\"/?sort=last_run\"]")
+        .await;
+    browser.find("#nodes th[aria-sort=ascending]").await;
+    let first = browser.find("tr.node").await;
+    assert_eq!(
+        first.attr("data-node").await.unwrap().as_deref(),
+        Some("old-1"),
+        "the oldest last run first"
+    );
+    browser
+        .click("#nodes th a.sort[href=\"/?sort=-last_run\"]")
+        .await;
+    browser.find("#nodes th[aria-sort=descending]").await;
+    browser
+        .click("#fleet-chart-range a[href=\"/?sort=-last_run&range=7d\"]")
+        .await;
+    browser.find("svg#fleet-chart[data-range=\"7d\"]").await;
+    assert_eq!(browser.path().await, "/?sort=-last_run&range=7d");
+    browser.screenshot("overview-sorted-7d").await;
+    browser.goto("/").await;
 
     // A count card is a link to the nodes in that state.
     browser
