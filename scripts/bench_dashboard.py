@@ -168,12 +168,28 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
             return expect("data-node rows", [n for n, _ in rows], want)
         return check
 
+    failed_nodes = [n for n, st in zip(names, fleet["state_of"]) if st == "failed"]
+
     def overview(body):
         cards = dict(CARD.findall(body))
         want = {s: str(fleet["node_states"].get(s, 0)) for s in
                 ("failed", "unresponsive", "noop_pending", "changed", "unchanged", "never_reported")}
         want["stale"] = str(fleet["stale"])
-        return expect("state counts", cards, want) or nodes(names[:page_size])(body)
+        cards = {k: v for k, v in cards.items() if k in want}
+        # Triage order: the failed nodes first, by name.
+        rows = [n for n, _ in NODE_ROW.findall(body)]
+        return (expect("state counts", cards, want)
+                or expect("failed rows first", rows[:len(failed_nodes[:page_size])],
+                          failed_nodes[:page_size])
+                or expect("rows", len(rows), min(page_size, len(names))))
+
+    def newest_first(body):
+        rows = [n for n, _ in NODE_ROW.findall(body)]
+        return expect("distinct rows", len(set(rows)), min(page_size, len(names)))
+
+    def chart(range_param):
+        return lambda body: (None if f'data-range="{range_param}"' in body
+                             else f"no chart over {range_param}")
 
     def history(want):
         return lambda body: expect("data-run-id rows", RUN_ROW.findall(body), want)
@@ -189,15 +205,17 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
         return expect("report ids", [r["id"] for r in json.loads(body)], ids[:runs_per_page])
 
     before = urllib.parse.quote(runs[mid]["finished_at"], safe="")
-    failed_nodes = [n for n, st in zip(names, fleet["state_of"]) if st == "failed"]
     table = [
         ("/", overview),
         ("/?state=failed", nodes(failed_nodes[:page_size], "failed")),
         ("/?q=web-0123", nodes([n for n in names if "web-0123" in n][:page_size])),
         ("/?fact=os.id%3Ddebian", nodes(debian[:page_size])),
         ("/?role=debian", nodes(debian[:page_size])),
-        (f"/?after={probe}", nodes(names[probe_at + 1:probe_at + 1 + page_size])),
+        (f"/?sort=name&after={probe}", nodes(names[probe_at + 1:probe_at + 1 + page_size])),
+        ("/?sort=-last_run", newest_first),
+        ("/?range=14d", chart("14d")),
         (f"/nodes/{probe}", history(ids[:runs_per_page])),
+        (f"/nodes/{probe}?range=14d", chart("14d")),
         (f"/nodes/{probe}?before={before}", history(ids[mid + 1:mid + 1 + runs_per_page])),
         (f"/runs/{run_id}", run_page),
         (f"/api/v1/nodes/{probe}/reports", api),

@@ -30,6 +30,7 @@ mod certificates;
 mod chart;
 mod cluster;
 mod events;
+mod export;
 mod format;
 mod forms;
 pub mod login;

@@ -477,6 +477,46 @@ async fn the_overview_lists_what_needs_an_operator_first_and_sorts_by_any_column
     assert_eq!(oldest.first().map(String::as_str), Some("f-silent"));
     let by_state = node_names(&cx.page("/?sort=state").await);
     assert_eq!(by_state[0], "e-failed");
+    // Every match as a download, in the page's order.
+    let (status, headers, body) = cx
+        .send(
+            Request::get("/?sort=-last_run&format=csv")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(
+        headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"nodes.csv\""
+    );
+    let csv = String::from_utf8_lossy(&body);
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("name,state,stale,compile_error,corrective")
+    );
+    let names: Vec<&str> = lines.map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(names, newest, "{csv}");
+    let (status, _, body) = cx
+        .send(
+            Request::get("/?state=corrective&format=json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows[0]["name"], "d-repaired", "{rows:#}");
+    assert_eq!(rows[0]["corrective"], 1);
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    let (status, _, _) = cx
+        .send(Request::get("/?format=xml").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     // A sort that does not exist is said, and triage is kept.
     let bad = cx.page("/?sort=size").await;
     assert!(bad.contains("unknown sort `size`"), "{bad}");

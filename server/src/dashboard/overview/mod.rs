@@ -1,143 +1,26 @@
-//! `GET /`: the fleet at a glance: nodes per state, runs per hour, the nodes
-//! (filtered, a page at a time), and what each environment serves.
+//! `GET /`: the fleet at a glance, triage first: the state cards, the nodes
+//! (filtered, in the order asked for, a page at a time; `query.rs` reads
+//! the query string, `download.rs` gives every match as JSON or CSV), the
+//! runs over a chosen range, and what each environment serves.
 
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use serde::Deserialize;
+
+mod download;
+mod query;
 
 use super::page::{page, sign_in_first};
-use super::{chart, format};
+use super::{chart, export, format};
 use crate::auth::Caller;
 use crate::error::AppError;
-use crate::fleet::{
-    self, Cursor, Filter, FilterText, NodeLine, NodeState, Sort, SortKey, StateFilter, urlencode,
-};
+use crate::fleet::{self, NodeLine, NodeState, Sort, StateFilter, urlencode};
 use crate::routes::operator::environments_view;
 use crate::state::AppState;
+use query::{Heading, Params, headings};
 
 /// Nodes per page.
 pub(super) const PAGE_SIZE: u32 = 100;
-
-/// The query string, as typed into the filter form (empty means unset).
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Params {
-    #[serde(flatten)]
-    filter: FilterText,
-    /// `KEY` or `-KEY` (descending); triage order when empty.
-    #[serde(default)]
-    sort: String,
-    /// The chart's range (`6h`, `24h`, `7d`, `14d`).
-    #[serde(default)]
-    range: String,
-    #[serde(default)]
-    after: String,
-}
-
-/// What the query string asks for once read: each part that cannot be used
-/// is left at its default and said in `errors`.
-struct Asked {
-    filter: Filter,
-    sort: Sort,
-    range: chart::Range,
-    after: Option<Cursor>,
-    errors: Vec<String>,
-}
-
-impl Params {
-    /// The filter (the same parse as the node API's), the order, the
-    /// chart's range and the page.
-    fn read(&self) -> Asked {
-        let (filter, filter_error) = self.filter.parse();
-        let mut errors: Vec<String> = filter_error.into_iter().collect();
-        let sort = match self.sort.trim() {
-            "" => Sort::default(),
-            text => Sort::parse(text).unwrap_or_else(|| {
-                let keys: Vec<&str> = SortKey::ALL.iter().map(|k| k.as_str()).collect();
-                errors.push(format!(
-                    "unknown sort `{text}`: one of {}, `-` first for descending",
-                    keys.join(", ")
-                ));
-                Sort::default()
-            }),
-        };
-        let range = chart::Range::parse(&self.range).unwrap_or_else(|e| {
-            errors.push(e);
-            chart::RANGES[1]
-        });
-        let after = match self.after.trim() {
-            "" => None,
-            text => sort.parse_cursor(text).map_or_else(
-                |e| {
-                    errors.push(format!("{e}; showing the first page"));
-                    None
-                },
-                Some,
-            ),
-        };
-        Asked {
-            filter,
-            sort,
-            range,
-            after,
-            errors,
-        }
-    }
-
-    /// This query string with the order, the range and the page replaced
-    /// (the defaults are left out).
-    fn href_with(&self, sort: &str, range: &str, after: Option<&str>) -> String {
-        let sort = Some(sort).filter(|s| *s != Sort::default().as_param());
-        let range = Some(range).filter(|r| *r != chart::RANGES[1].param);
-        let query = self.filter.query(&[
-            ("sort", sort.unwrap_or_default()),
-            ("range", range.unwrap_or_default()),
-            ("after", after.unwrap_or_default()),
-        ]);
-        if query.is_empty() {
-            "/".to_owned()
-        } else {
-            format!("/?{query}")
-        }
-    }
-
-    /// This query string with `after` replaced (`None`: the first page).
-    fn href(&self, asked: &Asked, after: Option<&str>) -> String {
-        self.href_with(&asked.sort.as_param(), asked.range.param, after)
-    }
-}
-
-/// A column heading of the node table: a link that sorts by it (the other
-/// way when it is the order already).
-struct Heading {
-    label: &'static str,
-    href: String,
-    /// `ascending`/`descending` on the column the list is sorted by.
-    aria_sort: &'static str,
-}
-
-fn headings(params: &Params, asked: &Asked) -> Vec<Heading> {
-    [
-        (SortKey::Name, "node"),
-        (SortKey::State, "state"),
-        (SortKey::Environment, "environment"),
-        (SortKey::Roles, "roles"),
-        (SortKey::LastRun, "last run"),
-        (SortKey::Duration, "duration"),
-        (SortKey::Commit, "commit"),
-    ]
-    .into_iter()
-    .map(|(key, label)| Heading {
-        label,
-        href: params.href_with(&asked.sort.toggled(key).as_param(), asked.range.param, None),
-        aria_sort: match (asked.sort.key == key, asked.sort.descending) {
-            (false, _) => "none",
-            (true, false) => "ascending",
-            (true, true) => "descending",
-        },
-    })
-    .collect()
-}
 
 struct Card {
     state: &'static str,
@@ -213,7 +96,7 @@ struct Row {
 /// What the page says of a commit: its subject, author and time (read from
 /// the mirror), and its forge link.
 struct Commits<'a> {
-    known: std::collections::HashMap<String, crate::git::CommitInfo>,
+    pub(super) known: std::collections::HashMap<String, crate::git::CommitInfo>,
     config: &'a crate::config::Config,
 }
 
@@ -303,6 +186,8 @@ struct Overview<'a> {
     chart: String,
     headings: Vec<Heading>,
     triage: bool,
+    json_href: String,
+    csv_href: String,
     page_summary: String,
     nodes: Vec<Row>,
     paged: bool,
@@ -431,6 +316,8 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
             &timeline,
         ),
         headings: headings(params, &asked),
+        json_href: params.download_href(&asked, "json"),
+        csv_href: params.download_href(&asked, "csv"),
         triage: asked.sort == Sort::default(),
         page_summary: page_summary(&nodes, paged),
         nodes: nodes
@@ -466,76 +353,8 @@ pub(super) async fn show(
     if let Some(login) = sign_in_first(&caller) {
         return Ok(login);
     }
-    build(&state, &params).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bad_fact_filter_is_explained_and_ignored() {
-        let params = Params {
-            filter: FilterText {
-                fact: "os.id".into(),
-                q: " web ".into(),
-                ..FilterText::default()
-            },
-            ..Params::default()
-        };
-        let asked = params.read();
-        assert!(asked.filter.fact.is_none());
-        assert_eq!(asked.filter.name.as_deref(), Some("web"));
-        assert!(asked.errors[0].contains("KEY=VALUE"));
-    }
-
-    #[test]
-    fn paging_links_keep_the_filters() {
-        let params = Params {
-            filter: FilterText {
-                state: "failed".into(),
-                fact: "os.id=debian 12".into(),
-                ..FilterText::default()
-            },
-            ..Params::default()
-        };
-        let asked = params.read();
-        assert_eq!(
-            params.href(&asked, Some("[0,\"web-100\"]")),
-            "/?state=failed&fact=os.id%3Ddebian%2012&after=%5B0%2C%22web-100%22%5D"
-        );
-        assert_eq!(Params::default().href(&Params::default().read(), None), "/");
-    }
-
-    #[test]
-    fn sorting_and_ranges_are_kept_and_bad_ones_explained() {
-        let params = Params {
-            sort: "-last_run".into(),
-            range: "7d".into(),
-            after: "web-1".into(),
-            ..Params::default()
-        };
-        let asked = params.read();
-        assert_eq!(asked.sort.as_param(), "-last_run");
-        assert_eq!(asked.range.param, "7d");
-        assert!(asked.after.is_none(), "a name is no cursor of this order");
-        assert!(
-            asked.errors[0].contains("does not fit"),
-            "{:?}",
-            asked.errors
-        );
-        assert_eq!(params.href(&asked, None), "/?sort=-last_run&range=7d");
-        let names = headings(&params, &asked);
-        assert_eq!(names[4].aria_sort, "descending");
-        assert_eq!(names[4].href, "/?sort=last_run&range=7d");
-        assert_eq!(names[0].href, "/?sort=name&range=7d");
-        let bad = Params {
-            sort: "size".into(),
-            range: "1y".into(),
-            ..Params::default()
-        }
-        .read();
-        assert_eq!(bad.sort, Sort::default());
-        assert_eq!(bad.errors.len(), 2, "{:?}", bad.errors);
+    match export::Format::parse(&params.format)? {
+        export::Format::Html => build(&state, &params).await,
+        format => download::export(&state, &params.read(), format).await,
     }
 }

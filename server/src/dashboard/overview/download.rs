@@ -1,0 +1,83 @@
+//! The overview's list as a download: every node the filter matches (not
+//! one page), in the order asked for, as JSON or CSV.
+
+use axum::response::Response;
+use serde::Serialize;
+
+use super::super::export;
+use super::Commits;
+use super::query::Asked;
+use crate::error::AppError;
+use crate::fleet::{self, Cursor, NodeLine};
+use crate::state::AppState;
+
+/// A node as the list's download gives it.
+#[derive(Serialize)]
+struct NodeExport {
+    name: String,
+    state: &'static str,
+    stale: bool,
+    compile_error: bool,
+    corrective: i64,
+    cordoned: bool,
+    environment: Option<String>,
+    roles: Vec<String>,
+    last_run_at: Option<String>,
+    last_run_id: Option<String>,
+    duration_ms: Option<f64>,
+    commit: Option<String>,
+    commit_subject: Option<String>,
+}
+
+/// Every node the filter matches, in the order asked for, as a download.
+pub(super) async fn export(
+    state: &AppState,
+    asked: &Asked,
+    format: export::Format,
+) -> Result<Response, AppError> {
+    let ctx = state.fleet_context();
+    let mut lines: Vec<NodeLine> = Vec::new();
+    let mut after: Option<Cursor> = None;
+    loop {
+        let page = fleet::page(
+            &state.db,
+            &ctx,
+            &asked.filter,
+            asked.sort,
+            after.as_ref(),
+            1000,
+        )
+        .await?;
+        lines.extend(page.nodes);
+        match page.next_after {
+            Some(next) if lines.len() < export::MAX_ROWS => {
+                after = Some(asked.sort.parse_cursor(&next).map_err(AppError::Internal)?);
+            }
+            _ => break,
+        }
+    }
+    let commits = Commits::of(state, &lines).await;
+    let rows: Vec<NodeExport> = lines
+        .into_iter()
+        .map(|n| NodeExport {
+            state: n.state.as_str(),
+            stale: n.stale,
+            compile_error: n.has_compile_error,
+            corrective: n.corrective,
+            cordoned: n.cordoned,
+            environment: n.environment,
+            roles: n.roles,
+            last_run_at: n.last_run_at,
+            last_run_id: n.last_run_id,
+            duration_ms: n.last_duration_ms,
+            commit_subject: n
+                .last_commit
+                .as_deref()
+                .and_then(|c| commits.known.get(c))
+                .map(|i| i.subject.clone()),
+            commit: n.last_commit,
+            name: n.name,
+        })
+        .collect();
+    export::download(format, "nodes", &rows)
+}
