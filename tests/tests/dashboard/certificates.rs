@@ -16,21 +16,7 @@ use crate::{Fleet, runtime};
 /// Asks for a certificate for `node` without the enrollment token: it
 /// waits. Its key's fingerprint.
 fn request_without_token(fleet: &Fleet, node: &str) -> String {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).unwrap();
-    let mut subject = rcgen::DistinguishedName::new();
-    subject.push(rcgen::DnType::CommonName, node);
-    params.distinguished_name = subject;
-    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-    let (status, body) = fleet
-        .server
-        .request_as(
-            &Credential::None,
-            "POST",
-            &format!("/api/v1/certificate_requests/{node}"),
-            Some(csr.as_bytes()),
-        )
-        .unwrap();
+    let (_, status, body) = fleet.request_certificate(node, &Credential::None);
     assert_eq!(status, 202, "{node} waits for an operator: {body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
     answer["fingerprint"].as_str().unwrap().to_owned()

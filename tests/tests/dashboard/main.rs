@@ -94,25 +94,38 @@ impl Fleet {
         self.tmp.path().join("managed").join(node).join(name)
     }
 
-    /// Enrolls `node` with a key and CSR of its own, as an agent would,
-    /// without running one (so the node has no report yet).
-    pub fn enroll(&self, node: &str) -> Credential {
+    /// Sends a certificate request for `node` with a new key, as an agent
+    /// would, with `credential` (the enrollment token, or none); the key,
+    /// and the answer's status and body.
+    pub fn request_certificate(
+        &self,
+        node: &str,
+        credential: &Credential,
+    ) -> (rcgen::KeyPair, u16, String) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).unwrap();
         let mut subject = rcgen::DistinguishedName::new();
         subject.push(rcgen::DnType::CommonName, node);
         params.distinguished_name = subject;
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let token = fs_err::read_to_string(self.server.enrollment_token_file()).unwrap();
         let (status, body) = self
             .server
             .request_as(
-                &Credential::Token(token.trim().to_owned()),
+                credential,
                 "POST",
                 &format!("/api/v1/certificate_requests/{node}"),
                 Some(csr.as_bytes()),
             )
             .unwrap();
+        (key, status, body)
+    }
+
+    /// Enrolls `node` with a key and CSR of its own, as an agent would,
+    /// without running one (so the node has no report yet).
+    pub fn enroll(&self, node: &str) -> Credential {
+        let token = fs_err::read_to_string(self.server.enrollment_token_file()).unwrap();
+        let credential = Credential::Token(token.trim().to_owned());
+        let (key, status, body) = self.request_certificate(node, &credential);
         assert_eq!(status, 200, "enrolling {node}: {body}");
         let answer: Value = serde_json::from_str(&body).unwrap();
         let dir = self.tmp.path().join(format!("identity-{node}"));
