@@ -29,6 +29,7 @@ mod apps;
 mod certificates;
 mod chart;
 mod cluster;
+mod commit;
 mod events;
 mod export;
 mod format;

@@ -215,7 +215,7 @@ pub(super) async fn page_of(
         requested_environment: node.requested_environment.clone(),
         catalog_version: format::or_dash(node.catalog_version.as_deref()),
         commit: format::or_dash(node.commit.as_deref()),
-        commit_said: commit_said(&state, node.commit.as_deref()).await,
+        commit_said: super::commit::said(&state, node.commit.as_deref()).await,
         commit_href: node
             .commit
             .as_deref()
@@ -263,30 +263,6 @@ pub(super) async fn page_of(
         name,
     };
     page(&view)
-}
-
-/// `subject (author, time)` of a commit, when the mirror has it.
-pub(super) async fn commit_said(state: &AppState, commit: Option<&str>) -> String {
-    let Some(commit) = commit else {
-        return String::new();
-    };
-    let head = state
-        .snapshots
-        .list()
-        .into_iter()
-        .find(|s| s.commit == commit)
-        .and_then(|snap| snap.info.clone());
-    let info = match head {
-        Some(info) => Some(info),
-        None => state
-            .snapshots
-            .commits
-            .describe([commit])
-            .await
-            .remove(commit),
-    };
-    info.map(|i| format!("{} ({}, {})", i.subject, i.author, format::when(&i.time)))
-        .unwrap_or_default()
 }
 
 /// `&range=...` when the page was asked for a range, so paging keeps it.

@@ -13,12 +13,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 
+use super::commit::CommitView;
 use super::forms::{self, session_id, token};
 use super::page::{page, sign_in_first};
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::fleet::urlencode;
-use crate::rollout::control::short;
 use crate::rollout::view::{self, Request};
 use crate::state::AppState;
 
@@ -37,12 +37,12 @@ struct StageView {
 
 struct EnvRollout {
     environment: String,
-    commit: String,
+    commit: CommitView,
     staged: bool,
     /// `none` before the leader first saw the environment.
     state: String,
-    from: String,
-    to: String,
+    from: Option<CommitView>,
+    to: Option<CommitView>,
     stage: String,
     reason: String,
     request: Option<String>,
@@ -72,11 +72,11 @@ pub(super) async fn show(
         let status = view::status(&state, &env).await?;
         let mut shown = EnvRollout {
             environment: env.clone(),
-            commit: short(&status.commit).to_owned(),
+            commit: CommitView::of(&state, &status.commit).await,
             staged: status.staged,
             state: "none".into(),
-            from: String::new(),
-            to: String::new(),
+            from: None,
+            to: None,
             stage: String::new(),
             reason: String::new(),
             request: None,
@@ -87,8 +87,8 @@ pub(super) async fn show(
         if let Some(r) = &status.rollout {
             let current = usize::try_from(r.stage).unwrap_or(0);
             shown.state.clone_from(&r.state);
-            shown.from = short(&r.from_commit).to_owned();
-            shown.to = short(&r.to_commit).to_owned();
+            shown.from = Some(CommitView::of(&state, &r.from_commit).await);
+            shown.to = Some(CommitView::of(&state, &r.to_commit).await);
             shown.stage = if r.stages.is_empty() || r.state == "done" {
                 String::new()
             } else {

@@ -160,7 +160,7 @@ pub(super) async fn page_of(
         duration: format::duration_ms(duration.as_secs_f64() * 1000.0),
         environment: report.environment.clone(),
         commit: report.commit.clone(),
-        commit_said: super::node::commit_said(&state, Some(&report.commit)).await,
+        commit_said: super::commit::said(&state, Some(&report.commit)).await,
         commit_href: state.config.commit_link(&report.commit),
         catalog_version: report.catalog_version.clone(),
         agent_version: format::or_dash(
