@@ -178,7 +178,7 @@ pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
     let mut q = Sql::new(
         "SELECT state, COUNT(*), SUM(stale),
            SUM(CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END),
-           SUM(CASE WHEN COALESCE(last_corrective, 0) > 0 AND last_status = 'changed' THEN 1 ELSE 0 END)
+           SUM(CASE WHEN state = 'changed' AND COALESCE(last_corrective, 0) > 0 THEN 1 ELSE 0 END)
          FROM (SELECT *, ",
     );
     ctx.push_columns(&mut q);
@@ -195,11 +195,9 @@ pub async fn counts(db: &Db, ctx: &Context) -> Result<Counts, DbError> {
         if let Some(state) = NodeState::parse(&state) {
             counts.by_state.insert(state, n);
         }
-        if state == NodeState::Changed.as_str() {
-            counts.corrective += sum(4)?;
-        }
         counts.stale += sum(2)?;
         counts.compile_error += sum(3)?;
+        counts.corrective += sum(4)?;
         counts.total += n;
     }
     Ok(counts)
@@ -300,7 +298,7 @@ pub async fn page(
         sort.push_after(&mut q, after);
     }
     sort.push_order(&mut q);
-    q.bind(i64::from(limit) + 1);
+    q.push(" LIMIT ").bind(i64::from(limit) + 1);
     let mut rows = q.rows(db).await?;
     let next_after = if rows.len() > limit as usize {
         rows.truncate(limit as usize);

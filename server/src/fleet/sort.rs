@@ -149,9 +149,7 @@ impl Sort {
 
     pub(super) fn push_order(self, q: &mut Sql) {
         let dir = if self.descending { "DESC" } else { "ASC" };
-        q.push(" ORDER BY sort_key ")
-            .push(dir)
-            .push(", name ASC LIMIT ");
+        q.push(" ORDER BY sort_key ").push(dir).push(", name ASC");
     }
 
     /// Where a page that ends with `row` continues.
