@@ -98,6 +98,29 @@ impl Range {
     }
 }
 
+/// A link to one of the chart's ranges.
+pub(super) struct RangeLink {
+    pub label: &'static str,
+    pub href: String,
+    pub selected: bool,
+}
+
+/// The range links of a page whose other parameters are `query` (`k=v&...`,
+/// or empty): each keeps them.
+pub(super) fn range_links(path: &str, query: &str, chosen: Range) -> Vec<RangeLink> {
+    RANGES
+        .into_iter()
+        .map(|r| {
+            let sep = if query.is_empty() { "" } else { "&" };
+            RangeLink {
+                label: r.label,
+                href: format!("{path}?{query}{sep}range={}", r.param),
+                selected: r == chosen,
+            }
+        })
+        .collect()
+}
+
 /// The runs of one time slot by status, and their durations.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Slot {

@@ -33,29 +33,6 @@ pub(super) struct Params {
     range: String,
 }
 
-/// A link to one of the chart's ranges.
-pub(super) struct RangeLink {
-    pub label: &'static str,
-    pub href: String,
-    pub selected: bool,
-}
-
-/// The range links of a page whose other parameters are `query` (`k=v&...`,
-/// or empty): each keeps them.
-pub(super) fn range_links(path: &str, query: &str, chosen: chart::Range) -> Vec<RangeLink> {
-    chart::RANGES
-        .into_iter()
-        .map(|r| {
-            let sep = if query.is_empty() { "" } else { "&" };
-            RangeLink {
-                label: r.label,
-                href: format!("{path}?{query}{sep}range={}", r.param),
-                selected: r == chosen,
-            }
-        })
-        .collect()
-}
-
 /// The node's runs in the chart's range, placed at their times.
 async fn node_timeline(
     state: &AppState,
@@ -134,7 +111,7 @@ struct NodePage {
     runs_summary: String,
     chart: String,
     chart_range: &'static str,
-    range_links: Vec<RangeLink>,
+    range_links: Vec<chart::RangeLink>,
     runs: Vec<RunRow>,
     paged: bool,
     newest_href: String,
@@ -242,7 +219,7 @@ pub(super) async fn page_of(
             &node_timeline(&state, &name, range, now).await?,
         ),
         chart_range: range.label,
-        range_links: range_links(
+        range_links: chart::range_links(
             &format!("/nodes/{}", urlencode(&name)),
             &if before.is_some() {
                 format!("before={}", urlencode(params.before.trim()))

@@ -182,7 +182,7 @@ struct Overview<'a> {
     cards: Vec<Card>,
     total_nodes: i64,
     chart_range: &'static str,
-    range_links: Vec<super::node::RangeLink>,
+    range_links: Vec<chart::RangeLink>,
     chart: String,
     headings: Vec<Heading>,
     triage: bool,
@@ -304,7 +304,7 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
         chart_range: asked.range.label,
         range_links: chart::RANGES
             .into_iter()
-            .map(|r| super::node::RangeLink {
+            .map(|r| chart::RangeLink {
                 label: r.label,
                 href: params.href_with(&asked.sort.as_param(), r.param, None),
                 selected: r == asked.range,
