@@ -30,6 +30,7 @@ pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod retention;
+pub mod runs;
 pub mod rollout;
 pub mod routes;
 pub mod served;
