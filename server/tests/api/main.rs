@@ -15,6 +15,7 @@ mod metrics;
 mod node_list;
 mod openapi;
 mod pins;
+mod reports;
 mod rollout;
 mod routes;
 mod run_scope;
