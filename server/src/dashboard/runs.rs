@@ -54,6 +54,7 @@ impl Params {
     fn href(&self, path: &str, after: Option<&str>) -> String {
         let query = self.query.query(&[
             ("range", &self.range),
+            ("limit", &self.query.limit),
             ("after", after.unwrap_or_default()),
         ]);
         if query.is_empty() {

@@ -27,7 +27,10 @@ use crate::state::AppState;
     security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])),
     params(RunsQuery),
     responses(
-        (status = 200, description = "Newest first (`format=csv`: text/csv, columns run_id, node, environment, status, noop, finished_at, duration_ms, resources, changed, failed, skipped, commit, catalog_version, cached_catalog)", body = RunPage),
+        (status = 200, description = "Newest first (`format=csv`: text/csv, columns run_id, node, environment, status, noop, finished_at, duration_ms, resources, changed, failed, skipped, commit, catalog_version, cached_catalog)", content(
+            (RunPage = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 400, description = "A filter that cannot be used; the message names the parameter", body = crate::openapi::wire::ErrorBody),
         crate::openapi::OperatorOnly,
         crate::openapi::Internal,
@@ -63,7 +66,10 @@ pub async fn list(
     security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])),
     params(RunsQuery),
     responses(
-        (status = 200, description = "Newest first (`format=csv`: text/csv, columns finished_at, node, run_id, environment, resource, status, corrective, summary)", body = EventPage),
+        (status = 200, description = "Newest first (`format=csv`: text/csv, columns finished_at, node, run_id, environment, resource, status, corrective, summary)", content(
+            (EventPage = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 400, description = "A filter that cannot be used; the message names the parameter", body = crate::openapi::wire::ErrorBody),
         crate::openapi::OperatorOnly,
         crate::openapi::Internal,

@@ -47,6 +47,7 @@ pub struct RunsQuery {
     pub until: String,
     /// The `next_after` of the previous page, with the same filters.
     #[serde(default)]
+    #[param(example = "1764590400000000.42")]
     pub after: String,
     /// How many (default 100, at most 1000).
     #[serde(default)]
@@ -54,7 +55,7 @@ pub struct RunsQuery {
     pub limit: String,
     /// `json` (the default; as a download when given) or `csv`.
     #[serde(default)]
-    #[param(example = "csv", pattern = "^(json|csv)?$")]
+    #[param(example = "json", pattern = "^(json|csv)?$")]
     pub format: String,
 }
 

@@ -19,6 +19,7 @@ mod reports;
 mod rollout;
 mod routes;
 mod run_scope;
+mod runs_pages;
 mod session;
 mod shed;
 mod skew;
