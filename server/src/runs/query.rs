@@ -169,9 +169,10 @@ fn push_common(q: &mut Sql, filter: &RunFilter, of: &str, key: &str) {
         }
         Some(NodeMatch::Prefix(prefix)) => {
             let chars = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
-            q.push(&format!(" AND substr({of}.node, 1, "))
+            // The cast: PostgreSQL's substr takes an integer, not a bigint.
+            q.push(&format!(" AND substr({of}.node, 1, CAST("))
                 .bind(chars)
-                .push(") = ")
+                .push(" AS INTEGER)) = ")
                 .bind(prefix.clone());
         }
         None => {}
