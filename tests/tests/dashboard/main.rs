@@ -3,6 +3,7 @@
 
 mod apps;
 mod markup;
+mod runs;
 mod walkthrough;
 
 use std::path::PathBuf;
