@@ -1,6 +1,7 @@
 //! The runs and events lists as CSV (RFC 4180): a header line, then one
 //! line per row, every field quoted when it holds a comma, a quote or a
-//! line break, lines ending in CRLF.
+//! line break, lines ending in CRLF; a field starting with `=`, `+`, `-`
+//! or `@` is prefixed with `'` so a spreadsheet does not run it.
 
 use crate::db::ReportSummary;
 
@@ -88,12 +89,19 @@ fn line<'a>(fields: impl Iterator<Item = &'a str>) -> String {
     out
 }
 
-/// A field, quoted (its quotes doubled) when it must be.
+/// A field, quoted (its quotes doubled) when it must be; one a
+/// spreadsheet would read as a formula (`=`, `+`, `-`, `@` first) is
+/// prefixed with `'`, as the node list's CSV does.
 fn field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_owned()
+        text
     }
 }
 
@@ -107,6 +115,8 @@ mod tests {
         assert_eq!(field("a,b"), "\"a,b\"");
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(field("=cmd|' /C calc'!A0"), "'=cmd|' /C calc'!A0");
+        assert_eq!(field("-1,2"), "\"'-1,2\"");
         assert_eq!(line(["x", "y,z"].into_iter()), "x,\"y,z\"\r\n");
     }
 }
