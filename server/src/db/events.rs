@@ -104,6 +104,13 @@ pub(super) async fn insert(
     Ok(())
 }
 
+/// How many events are stored (what `drover-seed` checks its fleet by).
+pub async fn stored(db: &super::Db) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM report_events")
+        .fetch_one(db.reads())
+        .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,18 +216,12 @@ pub fn time(name: &str, s: &str, now: jiff::Timestamp) -> Result<i64, String> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t.as_microsecond());
     }
-    let age = s
-        .len()
-        .checked_sub(1)
-        .and_then(|end| {
-            let n: i64 = s[..end].parse().ok().filter(|n| *n >= 0)?;
-            let unit: i64 = match &s[end..] {
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => return None,
-            };
-            n.checked_mul(unit)?.checked_mul(1_000_000)
+    let age = [('m', 60), ('h', 3600), ('d', 86_400)]
+        .into_iter()
+        .find_map(|(suffix, secs)| Some((s.strip_suffix(suffix)?, secs)))
+        .and_then(|(n, secs): (&str, i64)| {
+            let n: i64 = n.parse().ok().filter(|n| *n >= 0)?;
+            n.checked_mul(secs)?.checked_mul(1_000_000)
         })
         .ok_or_else(|| {
             format!(

@@ -290,3 +290,46 @@ async fn retention_and_purge_delete_the_events_with_their_reports() {
     assert_eq!(cx.ids("/api/v1/reports/events").await, ["new"]);
     cx.stop().await;
 }
+
+/// The rows of `report_events`, but their summaries, in a stable order.
+async fn event_keys(cx: &TestContext) -> Vec<(String, String, String, i64, i64)> {
+    sqlx::query_as(
+        "SELECT run_id, resource, status, corrective, finished_at_us FROM report_events
+         ORDER BY run_id, resource",
+    )
+    .fetch_all(cx.db.reads())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_migration_fills_the_events_of_reports_stored_before_it_as_inserts_do() {
+    let cx = TestContext::directory().await;
+    fleet(&cx).await;
+    let written = event_keys(&cx).await;
+    assert_eq!(written.len(), 4);
+    // The migration's INSERT ... SELECT over the stored bodies, run again
+    // on an emptied table, gives the rows the report inserts wrote.
+    let migration = match cx.db.backend() {
+        drover_server::db::Backend::Sqlite => {
+            include_str!("../../migrations/sqlite/0013_report_events.sql")
+        }
+        drover_server::db::Backend::Postgres => {
+            include_str!("../../migrations/postgres/0009_report_events.sql")
+        }
+    };
+    let backfill = &migration[migration.find("INSERT").unwrap()..];
+    let backfill = backfill.to_owned();
+    cx.db
+        .write(move |conn| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM report_events").execute(&mut *conn).await?;
+                sqlx::query(&backfill).execute(&mut *conn).await?;
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(event_keys(&cx).await, written);
+    cx.stop().await;
+}
