@@ -89,7 +89,13 @@ struct Form {
 }
 
 impl Form {
-    fn new(action: &'static str, list: List, params: &Params, api: &str, error: Option<String>) -> Form {
+    fn new(
+        action: &'static str,
+        list: List,
+        params: &Params,
+        api: &str,
+        error: Option<String>,
+    ) -> Form {
         let statuses: &[&'static str] = match list {
             List::Runs => &["changed", "noop", "unchanged", "failed"],
             List::Events => &["changed", "noop", "failed", "skipped"],

@@ -46,7 +46,11 @@ pub async fn list(
     let (filter, format) = parse(&query, List::Runs)?;
     let page = runs::runs(&state.db, &filter).await?;
     Ok(match format {
-        Format::Csv => download("runs.csv", "text/csv; charset=utf-8", runs::runs_csv(&page.runs)),
+        Format::Csv => download(
+            "runs.csv",
+            "text/csv; charset=utf-8",
+            runs::runs_csv(&page.runs),
+        ),
         Format::JsonFile => download("runs.json", "application/json", json(&page)?),
         Format::Json => Json(page).into_response(),
     })

@@ -88,9 +88,7 @@ impl FromRow<'_, AnyRow> for EventLine {
 fn page<T>(mut rows: Vec<Keyed<T>>, limit: u32) -> (Vec<T>, Option<String>) {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next = more
-        .then(|| rows.last().map(|r| r.cursor.text()))
-        .flatten();
+    let next = more.then(|| rows.last().map(|r| r.cursor.text())).flatten();
     (rows.into_iter().map(|r| r.item).collect(), next)
 }
 
@@ -182,7 +180,8 @@ fn push_common(q: &mut Sql, filter: &RunFilter, of: &str, key: &str) {
             .bind(env.clone());
     }
     if let Some(since) = filter.since_us {
-        q.push(&format!(" AND {key}.finished_at_us >= ")).bind(since);
+        q.push(&format!(" AND {key}.finished_at_us >= "))
+            .bind(since);
     }
     if let Some(until) = filter.until_us {
         q.push(&format!(" AND {key}.finished_at_us < ")).bind(until);

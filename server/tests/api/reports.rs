@@ -41,15 +41,28 @@ impl TestContext {
         let (status, _, body) = self
             .post(&format!("/api/v1/nodes/{node}/reports"), report.to_string())
             .await;
-        assert!(status.is_success(), "{status} {}", String::from_utf8_lossy(&body));
+        assert!(
+            status.is_success(),
+            "{status} {}",
+            String::from_utf8_lossy(&body)
+        );
     }
 
     /// The `run_id`s of `GET uri`'s runs (or events), in order.
     async fn ids(&self, uri: &str) -> Vec<String> {
         let page = self.get_json(uri).await;
-        let list = page["runs"].as_array().or(page["events"].as_array()).unwrap();
+        let list = page["runs"]
+            .as_array()
+            .or(page["events"].as_array())
+            .unwrap();
         list.iter()
-            .map(|r| r["id"].as_str().or(r["run_id"].as_str()).unwrap().to_owned())
+            .map(|r| {
+                r["id"]
+                    .as_str()
+                    .or(r["run_id"].as_str())
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -65,12 +78,40 @@ impl TestContext {
 async fn fleet(cx: &TestContext) {
     let motd = "file:/etc/motd";
     let runs = [
-        run("web-1", "w1-a", "2025-03-01T10:00:00Z", &[(motd, "changed", false)]),
-        run("web-1", "w1-b", "2025-03-02T10:00:00Z", &[(motd, "changed", true), ("package:nginx", "unchanged", false)]),
-        run("web-2", "w2-a", "2025-03-03T10:00:00Z", &[("package:nginx", "failed", false)]),
-        run("db-1", "d1-a", "2025-03-04T10:00:00Z", &[("package:postgresql", "unchanged", false)]),
+        run(
+            "web-1",
+            "w1-a",
+            "2025-03-01T10:00:00Z",
+            &[(motd, "changed", false)],
+        ),
+        run(
+            "web-1",
+            "w1-b",
+            "2025-03-02T10:00:00Z",
+            &[
+                (motd, "changed", true),
+                ("package:nginx", "unchanged", false),
+            ],
+        ),
+        run(
+            "web-2",
+            "w2-a",
+            "2025-03-03T10:00:00Z",
+            &[("package:nginx", "failed", false)],
+        ),
+        run(
+            "db-1",
+            "d1-a",
+            "2025-03-04T10:00:00Z",
+            &[("package:postgresql", "unchanged", false)],
+        ),
         {
-            let mut r = run("db-1", "d1-b", "2025-03-05T10:00:00Z", &[(motd, "noop", false)]);
+            let mut r = run(
+                "db-1",
+                "d1-b",
+                "2025-03-05T10:00:00Z",
+                &[(motd, "noop", false)],
+            );
             r["noop"] = json!(true);
             r["environment"] = json!("staging");
             r
@@ -99,11 +140,21 @@ async fn runs_filter_by_status_node_environment_resource_corrective_and_time() {
         // Unchanged is no event: w1-b left nginx alone.
         ("resource=package:nginx", &["w2-a"]),
         ("corrective=true", &["w1-b"]),
-        ("since=2025-03-02T10:00:00Z&until=2025-03-04T10:00:00Z", &["w2-a", "w1-b"]),
-        ("resource=file:/etc/motd&node=web-*&since=2025-03-02T00:00:00Z", &["w1-b"]),
+        (
+            "since=2025-03-02T10:00:00Z&until=2025-03-04T10:00:00Z",
+            &["w2-a", "w1-b"],
+        ),
+        (
+            "resource=file:/etc/motd&node=web-*&since=2025-03-02T00:00:00Z",
+            &["w1-b"],
+        ),
     ];
     for (query, expected) in cases {
-        assert_eq!(cx.ids(&format!("/api/v1/reports?{query}")).await, expected, "{query}");
+        assert_eq!(
+            cx.ids(&format!("/api/v1/reports?{query}")).await,
+            expected,
+            "{query}"
+        );
     }
     // A relative time counts back from now: these runs are all older.
     assert!(cx.ids("/api/v1/reports?since=24h").await.is_empty());
@@ -135,8 +186,14 @@ async fn events_list_each_resource_that_did_not_stay_unchanged() {
         ("status=failed", &["w2-a"]),
         ("corrective=1", &["w1-b"]),
         ("node=db-1", &["d1-b"]),
-        ("environment=production&resource=file:/etc/motd", &["w1-b", "w1-a"]),
-        ("resource=file:/etc/motd&until=2025-03-02T00:00:00Z", &["w1-a"]),
+        (
+            "environment=production&resource=file:/etc/motd",
+            &["w1-b", "w1-a"],
+        ),
+        (
+            "resource=file:/etc/motd&until=2025-03-02T00:00:00Z",
+            &["w1-a"],
+        ),
     ];
     for (query, expected) in cases {
         let uri = format!("/api/v1/reports/events?{query}");
@@ -155,11 +212,17 @@ async fn every_page(cx: &TestContext, uri: &str) -> (Vec<String>, usize) {
         };
         let page = cx.get_json(&page_uri).await;
         pages += 1;
-        let list = page["runs"].as_array().or(page["events"].as_array()).unwrap();
-        ids.extend(
-            list.iter()
-                .map(|r| r["id"].as_str().or(r["run_id"].as_str()).unwrap().to_owned()),
-        );
+        let list = page["runs"]
+            .as_array()
+            .or(page["events"].as_array())
+            .unwrap();
+        ids.extend(list.iter().map(|r| {
+            r["id"]
+                .as_str()
+                .or(r["run_id"].as_str())
+                .unwrap()
+                .to_owned()
+        }));
         match page["next_after"].as_str() {
             Some(next) => after = Some(next.to_owned()),
             None => return (ids, pages),
@@ -173,10 +236,19 @@ async fn keyset_pages_have_no_duplicates_or_gaps_among_equal_times() {
     // Seven runs finished at the same microsecond, two later.
     let mut expected = Vec::new();
     for i in 0..9 {
-        let at = if i < 7 { "2025-05-01T00:00:00Z" } else { "2025-05-02T00:00:00Z" };
+        let at = if i < 7 {
+            "2025-05-01T00:00:00Z"
+        } else {
+            "2025-05-02T00:00:00Z"
+        };
         let id = format!("r{i}");
-        cx.post_run(&run(&format!("n{i}"), &id, at, &[("file:/etc/motd", "changed", false)]))
-            .await;
+        cx.post_run(&run(
+            &format!("n{i}"),
+            &id,
+            at,
+            &[("file:/etc/motd", "changed", false)],
+        ))
+        .await;
         expected.push(id);
     }
     let (runs, pages) = every_page(&cx, "/api/v1/reports?limit=2").await;
@@ -210,10 +282,16 @@ async fn a_bad_filter_is_refused_naming_its_parameter() {
         let (status, body) = cx.get(&format!("/api/v1/reports?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         let error: Value = serde_json::from_slice(&body).unwrap();
-        assert!(error["error"].as_str().unwrap().contains(name), "{query}: {error}");
+        assert!(
+            error["error"].as_str().unwrap().contains(name),
+            "{query}: {error}"
+        );
     }
     // Events take a resource's statuses, skipped among them.
-    assert_eq!(cx.get("/api/v1/reports/events?status=skipped").await.0, StatusCode::OK);
+    assert_eq!(
+        cx.get("/api/v1/reports/events?status=skipped").await.0,
+        StatusCode::OK
+    );
     let (status, _) = cx.get("/api/v1/reports/events?status=unchanged").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     cx.stop().await;
@@ -232,10 +310,14 @@ async fn lists_download_as_quoted_csv_and_as_json() {
             cx.send(req).await
         }
     };
-    let (status, headers, body) = get("/api/v1/reports/events?resource=file:/etc/motd&format=csv").await;
+    let (status, headers, body) =
+        get("/api/v1/reports/events?resource=file:/etc/motd&format=csv").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
-    assert_eq!(headers["content-disposition"], "attachment; filename=\"changes.csv\"");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"changes.csv\""
+    );
     let text = String::from_utf8(body.to_vec()).unwrap();
     let lines: Vec<&str> = text.split_terminator("\r\n").collect();
     assert_eq!(
@@ -249,15 +331,27 @@ async fn lists_download_as_quoted_csv_and_as_json() {
     );
     let (status, headers, body) = get("/api/v1/reports?status=failed&format=csv").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers["content-disposition"], "attachment; filename=\"runs.csv\"");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"runs.csv\""
+    );
     let text = String::from_utf8(body.to_vec()).unwrap();
     let lines: Vec<&str> = text.split_terminator("\r\n").collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with("run_id,node,environment,status,noop,finished_at,"), "{text}");
-    assert!(lines[1].starts_with("w2-a,web-2,production,failed,false,2025-03-03T10:00:00Z,"), "{text}");
+    assert!(
+        lines[0].starts_with("run_id,node,environment,status,noop,finished_at,"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("w2-a,web-2,production,failed,false,2025-03-03T10:00:00Z,"),
+        "{text}"
+    );
     let (status, headers, body) = get("/api/v1/reports?node=db-1&format=json").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers["content-disposition"], "attachment; filename=\"runs.json\"");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"runs.json\""
+    );
     let page: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(page["runs"].as_array().unwrap().len(), 2);
     cx.stop().await;
@@ -270,7 +364,8 @@ async fn retention_and_purge_delete_the_events_with_their_reports() {
     let new = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
     let motd = ("file:/etc/motd", "changed", false);
     let nginx = ("package:nginx", "failed", false);
-    cx.post_run(&run("web-1", "old", &old, &[motd, nginx])).await;
+    cx.post_run(&run("web-1", "old", &old, &[motd, nginx]))
+        .await;
     cx.post_run(&run("web-1", "new", &new, &[motd])).await;
     cx.post_run(&run("db-1", "db", &new, &[motd, nginx])).await;
     assert_eq!(cx.event_rows().await, 5);
@@ -285,7 +380,11 @@ async fn retention_and_purge_delete_the_events_with_their_reports() {
     assert_eq!(cx.event_rows().await, 3);
     assert_eq!(cx.ids("/api/v1/reports/events?node=web-1").await, ["new"]);
 
-    assert!(drover_server::db::lifecycle::purge(&cx.db, "db-1").await.unwrap());
+    assert!(
+        drover_server::db::lifecycle::purge(&cx.db, "db-1")
+            .await
+            .unwrap()
+    );
     assert_eq!(cx.event_rows().await, 1);
     assert_eq!(cx.ids("/api/v1/reports/events").await, ["new"]);
     cx.stop().await;
@@ -323,7 +422,9 @@ async fn the_migration_fills_the_events_of_reports_stored_before_it_as_inserts_d
     cx.db
         .write(move |conn| {
             Box::pin(async move {
-                sqlx::query("DELETE FROM report_events").execute(&mut *conn).await?;
+                sqlx::query("DELETE FROM report_events")
+                    .execute(&mut *conn)
+                    .await?;
                 sqlx::query(&backfill).execute(&mut *conn).await?;
                 Ok(())
             })

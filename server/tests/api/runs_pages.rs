@@ -38,14 +38,20 @@ async fn the_runs_and_changes_pages_filter_page_and_export() {
     }
     for i in 0..3 {
         let node = format!("web-{i}");
-        let report = run(&node, &format!("r{i}"), &format!("2025-06-0{}T00:00:00Z", i + 1), "file:/etc/motd");
+        let report = run(
+            &node,
+            &format!("r{i}"),
+            &format!("2025-06-0{}T00:00:00Z", i + 1),
+            "file:/etc/motd",
+        );
         let (status, _, _) = cx
             .post(&format!("/api/v1/nodes/{node}/reports"), report.to_string())
             .await;
         assert!(status.is_success());
     }
     let other = run("db-1", "d1", "2025-06-09T00:00:00Z", "package:nginx");
-    cx.post("/api/v1/nodes/db-1/reports", other.to_string()).await;
+    cx.post("/api/v1/nodes/db-1/reports", other.to_string())
+        .await;
 
     let (status, html) = page(&cx, "/runs?resource=file%3A%2Fetc%2Fmotd").await;
     assert_eq!(status, StatusCode::OK);
@@ -84,10 +90,16 @@ async fn the_runs_and_changes_pages_filter_page_and_export() {
 
     let (status, html) = page(&cx, "/changes?resource=file:/etc/motd&range=7d").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("No change matches."), "these changes are older than 7 days");
+    assert!(
+        html.contains("No change matches."),
+        "these changes are older than 7 days"
+    );
     let (_, html) = page(&cx, "/changes?resource=file:/etc/motd").await;
     assert_eq!(html.matches("<tr class=\"change\"").count(), 3, "{html}");
-    assert!(html.contains("bold") && !html.contains("<b>bold"), "escaped: {html}");
+    assert!(
+        html.contains("bold") && !html.contains("<b>bold"),
+        "escaped: {html}"
+    );
     assert!(html.contains("corrective</span>"));
 
     let (status, html) = page(&cx, "/runs?since=yesterday").await;

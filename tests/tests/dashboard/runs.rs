@@ -74,7 +74,9 @@ fn an_operator_finds_the_runs_that_touched_a_file_and_its_changes() {
         let field = browser.find("#filters input[name=resource]").await;
         field.send_keys("file:/etc/motd").await.unwrap();
         browser.click("#filters button").await;
-        browser.find("input[name=resource][value='file:/etc/motd']").await;
+        browser
+            .find("input[name=resource][value='file:/etc/motd']")
+            .await;
         let links: Vec<String> = {
             let mut hrefs = Vec::new();
             for a in browser.find_all("tr.run a.run-link").await {
@@ -88,24 +90,37 @@ fn an_operator_finds_the_runs_that_touched_a_file_and_its_changes() {
         let range = browser.find("#filters select[name=range]").await;
         range.select_by_value("24h").await.unwrap();
         browser.click("#filters button").await;
-        browser.find("select[name=range] option[value='24h'][selected]").await;
+        browser
+            .find("select[name=range] option[value='24h'][selected]")
+            .await;
         assert_eq!(rows(&browser, "tr.run", "data-node").await, ["web-1"]);
         let path = browser.path().await;
-        assert!(path.contains("range=24h") && path.contains("resource=file"), "{path}");
+        assert!(
+            path.contains("range=24h") && path.contains("resource=file"),
+            "{path}"
+        );
         browser.screenshot("runs").await;
 
         // Every change to the file, from the changes page.
         browser.goto("/changes?resource=file%3A%2Fetc%2Fmotd").await;
         browser.find("table#changes").await;
-        assert_eq!(rows(&browser, "tr.change", "data-node").await, ["web-1", "web-2"]);
+        assert_eq!(
+            rows(&browser, "tr.change", "data-node").await,
+            ["web-1", "web-2"]
+        );
         assert_eq!(
             rows(&browser, "tr.change", "data-resource").await,
             ["file:/etc/motd", "file:/etc/motd"]
         );
         let text = browser.text("table#changes").await;
-        assert!(text.contains("content: old → new") && text.contains("corrective"), "{text}");
+        assert!(
+            text.contains("content: old → new") && text.contains("corrective"),
+            "{text}"
+        );
         browser.screenshot("changes").await;
-        browser.click("tr.change[data-node='web-2'] a.run-link").await;
+        browser
+            .click("tr.change[data-node='web-2'] a.run-link")
+            .await;
         browser.find("article#run[data-run-id='web-2-old']").await;
         browser.close().await;
     });
