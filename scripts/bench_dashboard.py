@@ -212,6 +212,18 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
             return None
         return check
 
+    def changes_any(body):
+        return None if CHANGE_ROW.findall(body) else "no change rows"
+
+    def csv_rows(want):
+        def check(body):
+            lines = body.split("\r\n")
+            rows = len(lines) - 2  # the header, and after the last CRLF
+            if not lines[0].startswith("finished_at,node,run_id,") or not 1 <= rows <= want:
+                return f"{rows} CSV rows (1 to {want} expected), header {lines[0][:60]!r}"
+            return None
+        return check
+
     def api_runs(body):
         page = json.loads(body)
         if not page["runs"] or page["next_after"] is None:
@@ -237,10 +249,19 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
         ("/runs?status=failed&range=24h", fleet_runs("failed")),
         ("/changes?resource=" + SITE_CONF_Q + "&range=24h", changes(SITE_CONF)),
         ("/api/v1/reports?resource=file%3A%2Fetc%2Fmotd&since=24h", api_runs),
+        ("/runs?corrective=true", fleet_runs(at_least=page_size)),
+        # The 100 nodes named like the probe but its last two digits.
+        (f"/runs?node={probe[:-2]}%2A&range=7d", fleet_runs(at_least=page_size)),
+        ("/changes", changes_any),
+        ("/changes?status=failed&range=24h", changes_any),
+        ("/api/v1/reports/events?resource=" + SITE_CONF_Q + "&since=24h&limit=1000&format=csv",
+         csv_rows(1000)),
     ]
     # Shorter names for the table: the mid timestamp and the run id vary.
     label = {f"/nodes/{probe}?before={before}": f"/nodes/{probe}?before=MID",
-             f"/runs/{run_id}": f"/runs/RUN_ID ({run_status})"}
+             f"/runs/{run_id}": f"/runs/RUN_ID ({run_status})",
+             "/api/v1/reports/events?resource=" + SITE_CONF_Q + "&since=24h&limit=1000&format=csv":
+             "/api/v1/reports/events?resource=SITE_CONF&since=24h&limit=1000&format=csv"}
     return [(label.get(path, path), path, check) for path, check in table]
 
 
