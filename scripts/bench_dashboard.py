@@ -31,6 +31,10 @@ import urllib.parse
 
 TARGET_MS = 200.0
 
+# A resource the seeded runs change often (drover-seed's `change`).
+SITE_CONF = "file:/etc/nginx/conf.d/site.conf"
+SITE_CONF_Q = urllib.parse.quote(SITE_CONF, safe="")
+
 
 def seeder(release):
     """The release drover-seed, which `scripts/bench` builds with the other
@@ -139,6 +143,8 @@ class Client:
 
 NODE_ROW = re.compile(r'<tr class="node" data-node="([^"]+)" data-state="([^"]+)"')
 RUN_ROW = re.compile(r'<tr class="run" data-run-id="([^"]+)"')
+FLEET_RUN_ROW = re.compile(r'<tr class="run" data-node="([^"]+)" data-status="([^"]+)"')
+CHANGE_ROW = re.compile(r'<tr class="change" data-node="[^"]+" data-resource="([^"]+)" data-status="([^"]+)"')
 CARD = re.compile(r'data-state="(\w+)" href="/\?state=\w+"><span class="count">(\d+)</span>')
 
 
@@ -204,6 +210,42 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
     def api(body):
         return expect("report ids", [r["id"] for r in json.loads(body)], ids[:runs_per_page])
 
+    def fleet_runs(status=None, at_least=1):
+        def check(body):
+            rows = FLEET_RUN_ROW.findall(body)
+            if not at_least <= len(rows) <= page_size:
+                return f"{len(rows)} run rows, expected {at_least} to {page_size}"
+            if status and any(s != status for _, s in rows):
+                return f"a run that is not `{status}`: {rows[:3]}"
+            return None
+        return check
+
+    def changes(resource):
+        def check(body):
+            rows = CHANGE_ROW.findall(body)
+            if not rows or any(r != resource for r, _ in rows):
+                return f"rows of other resources, or none: {rows[:3]}"
+            return None
+        return check
+
+    def changes_any(body):
+        return None if CHANGE_ROW.findall(body) else "no change rows"
+
+    def csv_rows(want):
+        def check(body):
+            lines = body.split("\r\n")
+            rows = len(lines) - 2  # the header, and after the last CRLF
+            if not lines[0].startswith("finished_at,node,run_id,") or not 1 <= rows <= want:
+                return f"{rows} CSV rows (1 to {want} expected), header {lines[0][:60]!r}"
+            return None
+        return check
+
+    def api_runs(body):
+        page = json.loads(body)
+        if not page["runs"] or page["next_after"] is None:
+            return f"{len(page['runs'])} runs, next_after {page['next_after']!r}"
+        return None
+
     before = urllib.parse.quote(runs[mid]["finished_at"], safe="")
     table = [
         ("/", overview),
@@ -219,10 +261,25 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
         (f"/nodes/{probe}?before={before}", history(ids[mid + 1:mid + 1 + runs_per_page])),
         (f"/runs/{run_id}", run_page),
         (f"/api/v1/nodes/{probe}/reports", api),
+        # Fleet-wide runs and changes (issue 23).
+        ("/runs", fleet_runs(at_least=page_size)),
+        ("/runs?resource=file%3A%2Fetc%2Fmotd", fleet_runs(at_least=page_size)),
+        ("/runs?status=failed&range=24h", fleet_runs("failed")),
+        ("/changes?resource=" + SITE_CONF_Q + "&range=24h", changes(SITE_CONF)),
+        ("/api/v1/reports?resource=file%3A%2Fetc%2Fmotd&since=24h", api_runs),
+        ("/runs?corrective=true", fleet_runs(at_least=page_size)),
+        # The 100 nodes named like the probe but its last two digits.
+        (f"/runs?node={probe[:-2]}%2A&range=7d", fleet_runs(at_least=page_size)),
+        ("/changes", changes_any),
+        ("/changes?status=failed&range=24h", changes_any),
+        ("/api/v1/reports/events?resource=" + SITE_CONF_Q + "&since=24h&limit=1000&format=csv",
+         csv_rows(1000)),
     ]
     # Shorter names for the table: the mid timestamp and the run id vary.
     label = {f"/nodes/{probe}?before={before}": f"/nodes/{probe}?before=MID",
-             f"/runs/{run_id}": f"/runs/RUN_ID ({run_status})"}
+             f"/runs/{run_id}": f"/runs/RUN_ID ({run_status})",
+             "/api/v1/reports/events?resource=" + SITE_CONF_Q + "&since=24h&limit=1000&format=csv":
+             "/api/v1/reports/events?resource=SITE_CONF&since=24h&limit=1000&format=csv"}
     return [(label.get(path, path), path, check) for path, check in table]
 
 
@@ -344,7 +401,9 @@ def run(top, release, nodes, reports, requests):
           f"{rss_kib / 1024:.1f} MiB after the requests")
     verdicts = {}
     if nodes == 10_000 and reports == 1_000_000:
-        for label, path in (("overview /", "/"), (f"node page /nodes/{probe}", f"/nodes/{probe}")):
+        fleet_wide = [(label, label) for label in results if label.startswith(("/runs?", "/changes", "/api/v1/reports"))]
+        for label, path in [("overview /", "/"), (f"node page /nodes/{probe}", f"/nodes/{probe}"),
+                            ("runs /runs", "/runs")] + fleet_wide:
             p95 = results[path]["p95_ms"]
             verdicts[path] = p95 < TARGET_MS
             print(f"target {label} < {TARGET_MS:.0f} ms (p95): {p95:.1f} ms, "

@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod retention;
 pub mod rollout;
 pub mod routes;
+pub mod runs;
 pub mod served;
 pub mod session;
 pub mod shed;

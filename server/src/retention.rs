@@ -1,10 +1,12 @@
 //! Report retention: reports older than `report_retention_days` are deleted
 //! in the background, in small batches so that report inserts never wait
-//! long behind a big delete. The leader's work: each batch is a write as
+//! long behind a big delete; their resource events (`report_events`)
+//! with them. The leader's work: each batch is a write as
 //! leader (see `crate::cluster`).
 
 use std::time::Duration;
 
+use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
@@ -17,27 +19,16 @@ const BATCH: i64 = 5_000;
 pub const EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes every report that finished before `cutoff_us` (µs since the
-/// epoch), and the chart's hourly counts before it; returns the reports deleted.
+/// epoch), its resource events, and the chart's hourly counts before it;
+/// returns the reports deleted.
 pub async fn prune(cluster: &Cluster, cutoff_us: i64) -> Result<u64, DbError> {
     let mut deleted = 0;
     loop {
-        let n = cluster
-            .write_as_leader(move |conn| {
-                Box::pin(async move {
-                    let done = sqlx::query(
-                        "DELETE FROM reports WHERE id IN
-                           (SELECT id FROM reports WHERE finished_at_us < $1 LIMIT $2)",
-                    )
-                    .bind(cutoff_us)
-                    .bind(BATCH)
-                    .execute(conn)
-                    .await?;
-                    Ok(done.rows_affected())
-                })
-            })
+        let (events, reports) = cluster
+            .write_as_leader(move |conn| Box::pin(prune_batch(conn, cutoff_us)))
             .await?;
-        deleted += n;
-        if n < BATCH as u64 {
+        deleted += reports;
+        if events < BATCH as u64 && reports < BATCH as u64 {
             break;
         }
         // Each batch is one write: inserts queued meanwhile go in between.
@@ -54,6 +45,25 @@ pub async fn prune(cluster: &Cluster, cutoff_us: i64) -> Result<u64, DbError> {
         })
         .await?;
     Ok(deleted)
+}
+
+/// Deletes up to [`BATCH`] resource events and [`BATCH`] reports that
+/// finished before `cutoff_us` (an event's time is its report's); how many
+/// of each.
+async fn prune_batch(conn: &mut AnyConnection, cutoff_us: i64) -> Result<(u64, u64), DbError> {
+    let mut deleted = [0; 2];
+    for (n, table) in ["report_events", "reports"].into_iter().enumerate() {
+        deleted[n] = sqlx::query(&format!(
+            "DELETE FROM {table} WHERE id IN
+               (SELECT id FROM {table} WHERE finished_at_us < $1 LIMIT $2)"
+        ))
+        .bind(cutoff_us)
+        .bind(BATCH)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok((deleted[0], deleted[1]))
 }
 
 /// Prunes at start and then every [`EVERY`] until `shutdown`.

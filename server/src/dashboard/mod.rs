@@ -3,6 +3,7 @@
 //! (server-sent events), and the sign-in form.
 //!
 //! Pages: `/` the fleet, `/nodes/{name}` one node, `/runs/{run_id}` one run,
+//! `/runs` and `/changes` every node's runs and resource events (`runs.rs`),
 //! `/apps` the apps and the fleet's capacity, `/apps/{name}` one app with
 //! the scheduler's decisions, `/rollouts` each environment's staged
 //! rollout (`rollouts.rs`), `/events` the live feed, `/static/*` the
@@ -43,6 +44,7 @@ mod page;
 mod palette;
 mod rollouts;
 mod run;
+mod runs;
 
 use axum::Router;
 use axum::http::header;
@@ -58,6 +60,8 @@ pub fn router() -> Router<AppState> {
         .route("/nodes/{name}", get(node::page_of))
         .route("/nodes/{name}/{action}", post(maintenance::act))
         .route("/runs/{id}", get(run::page_of))
+        .route("/runs", get(runs::list))
+        .route("/changes", get(runs::changes))
         .route("/apps", get(apps::show))
         .route("/apps/{name}", get(apps::page_of))
         .route("/certificates", get(certificates::show))

@@ -91,7 +91,8 @@ pub async fn runs_requested(db: &Db) -> Result<Vec<String>, DbError> {
     )
 }
 
-/// Deletes every row of `node`: the node, its last catalog, its reports,
+/// Deletes every row of `node`: the node, its last catalog, its reports
+/// and their resource events,
 /// replica states, heartbeat and drain. Whether the server knew it.
 pub async fn purge(db: &Db, node: &str) -> Result<bool, DbError> {
     let node = node.to_owned();
@@ -99,6 +100,8 @@ pub async fn purge(db: &Db, node: &str) -> Result<bool, DbError> {
         Box::pin(async move {
             for table in [
                 "DELETE FROM catalogs WHERE node = $1",
+                "DELETE FROM report_events WHERE report_id IN
+                   (SELECT id FROM reports WHERE node = $1)",
                 "DELETE FROM reports WHERE node = $1",
                 "DELETE FROM replica_states WHERE node = $1",
                 "DELETE FROM node_liveness WHERE node = $1",

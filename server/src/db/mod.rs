@@ -13,6 +13,7 @@ use sqlx::AnyPool;
 
 pub mod apps;
 pub mod drains;
+pub mod events;
 pub mod files;
 mod health;
 pub mod lease;

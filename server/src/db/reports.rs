@@ -66,6 +66,8 @@ struct ReportRow {
     /// (container, state, since) of each replica the node holds; written
     /// only by a noop-free report that is the node's newest.
     replicas: Option<Vec<(String, String, Option<String>)>>,
+    /// Its resources not unchanged, for `report_events`.
+    events: Vec<super::events::EventRow>,
 }
 
 impl ReportRow {
@@ -112,6 +114,7 @@ impl ReportRow {
                     })
                     .collect()
             }),
+            events: super::events::rows(report),
         }
     }
 }
@@ -121,12 +124,12 @@ async fn insert_row(
     row: ReportRow,
     body: String,
 ) -> Result<bool, DbError> {
-    let inserted = sqlx::query(
+    let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO reports (run_key, run_id, node, environment, commit_id, status, noop,
            started_at, finished_at, finished_at_us, catalog_version, cached_catalog,
            resources, changed, failed, skipped, received_at, body, duration_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING RETURNING id",
     )
     // Unique per node (migration 0007): another node's run_id is news here.
     .bind(serde_json::to_string(&[&row.node, &row.run_id])?)
@@ -148,13 +151,19 @@ async fn insert_row(
     .bind(&row.received_at)
     .bind(body)
     .bind(row.duration_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(report_id) = inserted else {
         return Ok(false);
-    }
+    };
+    let of = super::events::Of {
+        report_id,
+        run_id: &row.run_id,
+        node: &row.node,
+        environment: &row.environment,
+        finished_us: row.finished_us,
+    };
+    super::events::insert(conn, &of, &row.events).await?;
     let newest = sqlx::query(
         "INSERT INTO nodes (name, last_status, last_run_at, last_run_at_us, last_run_id,
            last_noop, last_cached_catalog, last_environment, last_commit, last_catalog_version,

@@ -8,6 +8,7 @@ pub mod meta;
 pub mod node;
 pub mod operator;
 pub mod rollout;
+pub mod runs;
 pub mod watch;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enroll::submit).layer(csr_limit))
         .routes(routes!(enroll::status))
         .routes(routes!(operator::report))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::events))
         .routes(routes!(operator::environments))
         .routes(routes!(operator::cluster))
         .routes(routes!(apps::list))

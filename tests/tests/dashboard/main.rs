@@ -4,6 +4,7 @@
 mod apps;
 mod certificates;
 mod markup;
+mod runs;
 mod walkthrough;
 
 use std::path::PathBuf;

@@ -109,6 +109,18 @@ fn every_route_answers_every_caller_as_designed() {
         ),
         (
             "GET",
+            "/api/v1/reports?resource=file:/etc/motd",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
+            "GET",
+            "/api/v1/reports/events?since=24h&format=csv",
+            None,
+            [S(401), S(403), S(403), Refused, S(200), S(200)],
+        ),
+        (
+            "GET",
             "/api/v1/environments",
             None,
             [S(401), S(403), S(403), Refused, S(200), S(200)],

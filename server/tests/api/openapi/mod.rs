@@ -18,7 +18,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The routes of the contract (spec/interfaces.md and enrollment).
-const ROUTES: [(&str, &str); 30] = [
+const ROUTES: [(&str, &str); 32] = [
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{name}"),
     ("post", "/api/v1/nodes/{name}/catalog"),
@@ -28,6 +28,8 @@ const ROUTES: [(&str, &str); 30] = [
     ("get", "/api/v1/nodes/{name}/reports"),
     ("post", "/api/v1/nodes/{name}/certificate"),
     ("get", "/api/v1/reports/{id}"),
+    ("get", "/api/v1/reports"),
+    ("get", "/api/v1/reports/events"),
     ("get", "/api/v1/environments"),
     ("get", "/api/v1/cluster"),
     ("get", "/api/v1/apps"),

@@ -1,7 +1,8 @@
 //! What the seeded fleet must look like, read back through the server's own
 //! queries (`fleet::counts`, `fleet::page`, `fleet::fleet_history`,
 //! `db::reports`): the state the dashboard will compute for each node, its
-//! last run being its newest report, the chart counting every report, and
+//! last run being its newest report, the chart counting every report, a
+//! resource event for every resource a report did not leave unchanged, and
 //! the probe node's history. Seeding fails loudly when they disagree.
 
 use std::collections::BTreeMap;
@@ -167,6 +168,16 @@ pub(crate) async fn check(db: &Db, fleet: &Fleet) -> Result<()> {
         wrong.push(format!(
             "the chart counts {charted} runs of {} reports",
             fleet.reports
+        ));
+    }
+
+    // One resource event per resource a report did not leave unchanged,
+    // written by the server's report insert (the fleet-wide lists).
+    let events = db::events::stored(db).await?;
+    if u64::try_from(events).ok() != Some(fleet.runs.events) {
+        wrong.push(format!(
+            "{events} resource events are stored, the reports hold {}",
+            fleet.runs.events
         ));
     }
 

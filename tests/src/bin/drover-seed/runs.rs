@@ -82,6 +82,9 @@ pub(crate) struct Runs {
     moved_us: [i64; 3],
     pub(crate) statuses: BTreeMap<&'static str, u64>,
     pub(crate) body_bytes: u64,
+    /// Resources not unchanged, over every report: the `report_events`
+    /// rows the server's insert must write.
+    pub(crate) events: u64,
 }
 
 impl Runs {
@@ -96,6 +99,7 @@ impl Runs {
             moved_us: [0, now_us - 9 * DAY_US, now_us - 2 * DAY_US],
             statuses: BTreeMap::new(),
             body_bytes: 0,
+            events: 0,
         }
     }
 
@@ -145,6 +149,7 @@ impl Runs {
         };
         let resources = resources(rng, ids, kind, noop, name, os);
         let counts = ResourceCounts::of(&resources);
+        self.events += counts.total - counts.unchanged;
         let status = Report::summarize(&resources);
         let span_s = match kind {
             Kind::Unchanged => (0.6, 2.5),
