@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod dashboard;
 pub mod db;
 pub mod error;
+pub mod export;
 pub mod fleet;
 pub mod gate;
 pub mod gc;

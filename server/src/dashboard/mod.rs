@@ -32,7 +32,6 @@ mod chart;
 mod cluster;
 mod commit;
 mod events;
-mod export;
 mod format;
 mod forms;
 pub mod login;

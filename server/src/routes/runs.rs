@@ -49,7 +49,7 @@ pub async fn list(
         Format::Csv => download(
             "runs.csv",
             "text/csv; charset=utf-8",
-            runs::runs_csv(&page.runs),
+            runs::runs_csv(&page.runs)?,
         ),
         Format::JsonFile => download("runs.json", "application/json", json(&page)?),
         Format::Json => Json(page).into_response(),
@@ -92,7 +92,7 @@ pub async fn events(
         Format::Csv => download(
             "changes.csv",
             "text/csv; charset=utf-8",
-            runs::events_csv(&page.events),
+            runs::events_csv(&page.events)?,
         ),
         Format::JsonFile => download("changes.json", "application/json", json(&page)?),
         Format::Json => Json(page).into_response(),

@@ -1,9 +1,9 @@
-//! The runs and events lists as CSV (RFC 4180): a header line, then one
-//! line per row, every field quoted when it holds a comma, a quote or a
-//! line break, lines ending in CRLF; a field starting with `=`, `+`, `-`
-//! or `@` is prefixed with `'` so a spreadsheet does not run it.
+//! The runs and events lists as CSV: their chosen columns, written by
+//! [`crate::export::csv_table`] (RFC 4180, CRLF lines, formula-like cells
+//! defused).
 
 use crate::db::ReportSummary;
+use crate::error::AppError;
 
 use super::EventLine;
 
@@ -37,7 +37,7 @@ const EVENT_COLUMNS: [&str; 8] = [
     "summary",
 ];
 
-pub fn runs_csv(runs: &[ReportSummary]) -> String {
+pub fn runs_csv(runs: &[ReportSummary]) -> Result<String, AppError> {
     let rows = runs.iter().map(|r| {
         vec![
             r.id.clone(),
@@ -56,10 +56,10 @@ pub fn runs_csv(runs: &[ReportSummary]) -> String {
             r.cached_catalog.clone(),
         ]
     });
-    table(&RUN_COLUMNS, rows)
+    crate::export::csv_table(&RUN_COLUMNS, rows)
 }
 
-pub fn events_csv(events: &[EventLine]) -> String {
+pub fn events_csv(events: &[EventLine]) -> Result<String, AppError> {
     let rows = events.iter().map(|e| {
         vec![
             e.finished_at.clone(),
@@ -72,51 +72,5 @@ pub fn events_csv(events: &[EventLine]) -> String {
             e.summary.clone(),
         ]
     });
-    table(&EVENT_COLUMNS, rows)
-}
-
-fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
-    let mut out = line(header.iter().copied());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str)));
-    }
-    out
-}
-
-fn line<'a>(fields: impl Iterator<Item = &'a str>) -> String {
-    let mut out = fields.map(field).collect::<Vec<_>>().join(",");
-    out.push_str("\r\n");
-    out
-}
-
-/// A field, quoted (its quotes doubled) when it must be; one a
-/// spreadsheet would read as a formula (`=`, `+`, `-`, `@` first) is
-/// prefixed with `'`, as the node list's CSV does.
-fn field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fields_are_quoted_only_when_they_must_be() {
-        assert_eq!(field("file:/etc/motd"), "file:/etc/motd");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(field("two\nlines"), "\"two\nlines\"");
-        assert_eq!(field("=cmd|' /C calc'!A0"), "'=cmd|' /C calc'!A0");
-        assert_eq!(field("-1,2"), "\"'-1,2\"");
-        assert_eq!(line(["x", "y,z"].into_iter()), "x,\"y,z\"\r\n");
-    }
+    crate::export::csv_table(&EVENT_COLUMNS, rows)
 }

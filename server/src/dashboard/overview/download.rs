@@ -4,10 +4,10 @@
 use axum::response::Response;
 use serde::Serialize;
 
-use super::super::export;
 use super::Commits;
 use super::query::Asked;
 use crate::error::AppError;
+use crate::export;
 use crate::fleet::{self, Cursor, NodeLine};
 use crate::state::AppState;
 

@@ -11,9 +11,10 @@ mod download;
 mod query;
 
 use super::page::{page, sign_in_first};
-use super::{chart, export, format};
+use super::{chart, format};
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::export;
 use crate::fleet::{self, NodeLine, NodeState, Sort, StateFilter, urlencode};
 use crate::routes::operator::environments_view;
 use crate::state::AppState;

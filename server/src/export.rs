@@ -1,9 +1,10 @@
-//! Downloads of the dashboard's filtered lists: the same query string with
-//! `format=json` or `format=csv` answers every matching row (not one page)
-//! as a file. CSV comes from the rows' JSON form, one column per field
-//! (lists joined by spaces), quoted by the `csv` crate; a cell a
-//! spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is
-//! prefixed with `'`, since node names, facts and messages come from nodes.
+//! Lists as files to save: JSON, or CSV (RFC 4180, CRLF lines) written by
+//! the `csv` crate, for the dashboard's node list and the fleet-wide runs
+//! and events. CSV comes either from the rows' JSON form, one column per
+//! field (lists joined by spaces), or from chosen columns ([`csv_table`]);
+//! either way a cell a spreadsheet would run as a formula (`=`, `+`, `-`,
+//! `@` first) is prefixed with `'`, since node names, facts and messages
+//! come from nodes.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -13,18 +14,18 @@ use serde_json::Value;
 use crate::error::AppError;
 
 /// Rows a download holds at most.
-pub(super) const MAX_ROWS: usize = 100_000;
+pub const MAX_ROWS: usize = 100_000;
 
 /// What the `format` parameter asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Format {
+pub enum Format {
     Html,
     Json,
     Csv,
 }
 
 impl Format {
-    pub(super) fn parse(text: &str) -> Result<Format, AppError> {
+    pub fn parse(text: &str) -> Result<Format, AppError> {
         match text.trim() {
             "" | "html" => Ok(Format::Html),
             "json" => Ok(Format::Json),
@@ -37,7 +38,7 @@ impl Format {
 }
 
 /// `rows` as `NAME.json` or `NAME.csv`, to be saved.
-pub(super) fn download<T: Serialize>(
+pub fn download<T: Serialize>(
     format: Format,
     name: &str,
     rows: &[T],
@@ -69,11 +70,6 @@ pub(super) fn download<T: Serialize>(
 /// A header of the first row's field names, then a record per row.
 fn csv_of<T: Serialize>(rows: &[T]) -> Result<String, AppError> {
     let fail = |e: &dyn std::fmt::Display| AppError::Internal(format!("rows as CSV: {e}"));
-    let values: Vec<Value> = rows
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<_, _>>()
-        .map_err(|e| fail(&e))?;
     let columns = match rows.first() {
         Some(first) => {
             let text = serde_json::to_string(first).map_err(|e| fail(&e))?;
@@ -83,10 +79,30 @@ fn csv_of<T: Serialize>(rows: &[T]) -> Result<String, AppError> {
         }
         None => Vec::new(),
     };
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(&columns).map_err(|e| fail(&e))?;
-    for row in &values {
-        out.write_record(columns.iter().map(|c| cell(&row[c])))
+    let values: Vec<Value> = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(&e))?;
+    let header: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let records = values
+        .iter()
+        .map(|row| columns.iter().map(|c| text_of(&row[c])).collect());
+    csv_table(&header, records)
+}
+
+/// `header`, then each record, as CSV; formula-like cells defused.
+pub fn csv_table(
+    header: &[&str],
+    records: impl Iterator<Item = Vec<String>>,
+) -> Result<String, AppError> {
+    let fail = |e: &dyn std::fmt::Display| AppError::Internal(format!("rows as CSV: {e}"));
+    let mut out = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    out.write_record(header).map_err(|e| fail(&e))?;
+    for record in records {
+        out.write_record(record.iter().map(|cell| defuse(cell)))
             .map_err(|e| fail(&e))?;
     }
     let bytes = out.into_inner().map_err(|e| fail(&e))?;
@@ -120,17 +136,22 @@ impl<'de> serde::Deserialize<'de> for Fields {
     }
 }
 
-fn cell(value: &Value) -> String {
-    let text = match value {
+/// A JSON value as one cell.
+fn text_of(value: &Value) -> String {
+    match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(" "),
+        Value::Array(items) => items.iter().map(text_of).collect::<Vec<_>>().join(" "),
         other => other.to_string(),
-    };
+    }
+}
+
+/// A cell a spreadsheet would run as a formula, prefixed with `'`.
+fn defuse(text: &str) -> String {
     if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {
-        text
+        text.to_owned()
     }
 }
 
@@ -174,6 +195,21 @@ mod tests {
             vec!["web-1", "base web", "1.5", "a \"quoted\", line\nbreak"]
         );
         assert_eq!(records[1], vec!["'=HYPERLINK(\"x\")", "", "", "'-1"]);
+    }
+
+    #[test]
+    fn chosen_columns_are_quoted_only_when_they_must_be() {
+        let records = [
+            ["file:/etc/motd", "a,b"],
+            ["say \"hi\"", "two\nlines"],
+            ["=cmd|' /C calc'!A0", "-1,2"],
+        ]
+        .map(|r| r.map(str::to_owned).to_vec());
+        assert_eq!(
+            csv_table(&["a", "b"], records.into_iter()).unwrap(),
+            "a,b\r\nfile:/etc/motd,\"a,b\"\r\n\"say \"\"hi\"\"\",\"two\nlines\"\r\n\
+             '=cmd|' /C calc'!A0,\"'-1,2\"\r\n"
+        );
     }
 
     #[test]
