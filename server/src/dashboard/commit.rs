@@ -3,7 +3,10 @@
 //! other commit from the mirror through `crate::commits`) and its forge
 //! link when `commit_url` is set.
 
+use std::collections::HashMap;
+
 use super::format;
+use crate::git::CommitInfo;
 use crate::state::AppState;
 
 pub(super) struct CommitView {
@@ -23,26 +26,59 @@ impl CommitView {
     }
 }
 
+/// What the mirror says of each of `commits`: the environments' heads
+/// from their snapshots, any other commit through the commit book.
+pub(super) async fn infos<'a>(
+    state: &AppState,
+    commits: impl IntoIterator<Item = &'a str>,
+) -> HashMap<String, CommitInfo> {
+    let mut known = HashMap::new();
+    let mut others = Vec::new();
+    let heads = state.snapshots.list();
+    for commit in commits {
+        match heads
+            .iter()
+            .find(|s| s.commit == commit)
+            .and_then(|s| s.info.as_ref())
+        {
+            Some(info) => {
+                known.insert(commit.to_owned(), info.clone());
+            }
+            None => others.push(commit),
+        }
+    }
+    known.extend(state.snapshots.commits.describe(others).await);
+    known
+}
+
+/// `subject (author, time)` of each of `commits` the mirror has.
+pub(super) async fn said_of_all<'a>(
+    state: &AppState,
+    commits: impl IntoIterator<Item = &'a str>,
+) -> HashMap<String, String> {
+    infos(state, commits)
+        .await
+        .into_iter()
+        .map(|(commit, info)| (commit, text(&info)))
+        .collect()
+}
+
+pub(super) fn text(info: &CommitInfo) -> String {
+    format!(
+        "{} ({}, {})",
+        info.subject,
+        info.author,
+        format::when(&info.time)
+    )
+}
+
 /// `subject (author, time)` of a commit, when the mirror has it.
 pub(super) async fn said(state: &AppState, commit: Option<&str>) -> String {
     let Some(commit) = commit else {
         return String::new();
     };
-    let head = state
-        .snapshots
-        .list()
-        .into_iter()
-        .find(|s| s.commit == commit)
-        .and_then(|snap| snap.info.clone());
-    let info = match head {
-        Some(info) => Some(info),
-        None => state
-            .snapshots
-            .commits
-            .describe([commit])
-            .await
-            .remove(commit),
-    };
-    info.map(|i| format!("{} ({}, {})", i.subject, i.author, format::when(&i.time)))
+    said_of_all(state, [commit])
+        .await
+        .remove(commit)
         .unwrap_or_default()
 }

@@ -159,11 +159,21 @@ struct RunRow {
     failed: i64,
     resources: i64,
     commit: String,
+    /// `subject (author, time)` when the mirror has the commit.
+    commit_said: String,
+    commit_href: Option<String>,
 }
 
 impl RunRow {
-    fn new(r: ReportSummary, now: jiff::Timestamp) -> RunRow {
+    fn new(
+        r: ReportSummary,
+        now: jiff::Timestamp,
+        said: &std::collections::HashMap<String, String>,
+        config: &crate::config::Config,
+    ) -> RunRow {
         RunRow {
+            commit_said: said.get(&r.commit).cloned().unwrap_or_default(),
+            commit_href: config.commit_link(&r.commit),
             href: format!("/runs/{}", urlencode(&r.id)),
             node_href: format!("/nodes/{}", urlencode(&r.node)),
             finished_ago: format::ago(&r.finished_at, now),
@@ -247,9 +257,13 @@ pub(super) async fn list(
         Err(error) => (Vec::new(), None, Some(error)),
     };
     let status = status_of(error.as_ref());
+    let said = super::commit::said_of_all(&state, rows.iter().map(|r| r.commit.as_str())).await;
     let view = RunsPage {
         form: Form::new("/runs", List::Runs, &params, "/api/v1/reports", error),
-        runs: rows.into_iter().map(|r| RunRow::new(r, now)).collect(),
+        runs: rows
+            .into_iter()
+            .map(|r| RunRow::new(r, now, &said, &state.config))
+            .collect(),
         first_href: first(&params, "/runs"),
         next_href: next.map(|a| params.href("/runs", Some(&a))),
     };

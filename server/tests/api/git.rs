@@ -246,7 +246,7 @@ async fn a_commit_shows_its_subject_author_time_and_forge_link() {
         envs["environments"][0]["commit_subject"],
         "Say welcome back"
     );
-    for page in ["/", "/nodes/web-1", "/runs/r1"] {
+    for page in ["/", "/nodes/web-1", "/runs/r1", "/runs"] {
         let (status, body) = cx.get(page).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let html = String::from_utf8_lossy(&body);

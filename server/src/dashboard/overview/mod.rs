@@ -104,28 +104,19 @@ struct Commits<'a> {
 impl Commits<'_> {
     /// The environments' heads, and the commits the listed nodes ran.
     async fn of<'a>(state: &'a AppState, nodes: &[NodeLine]) -> Commits<'a> {
-        let mut known: std::collections::HashMap<String, crate::git::CommitInfo> = state
-            .snapshots
-            .list()
-            .iter()
-            .filter_map(|snap| Some((snap.commit.clone(), snap.info.clone()?)))
-            .collect();
-        let others: Vec<&str> = nodes
-            .iter()
-            .filter_map(|n| n.last_commit.as_deref())
-            .filter(|c| !known.contains_key(*c))
-            .collect();
-        known.extend(state.snapshots.commits.describe(others).await);
+        let heads = state.snapshots.list();
+        let ran = nodes.iter().filter_map(|n| n.last_commit.as_deref());
+        let commits = heads.iter().map(|s| s.commit.as_str()).chain(ran);
         Commits {
-            known,
+            known: super::commit::infos(state, commits).await,
             config: &state.config,
         }
     }
 
     fn title(&self, commit: &str) -> String {
-        self.known.get(commit).map_or_else(String::new, |i| {
-            format!("{} ({}, {})", i.subject, i.author, format::when(&i.time))
-        })
+        self.known
+            .get(commit)
+            .map_or_else(String::new, super::commit::text)
     }
 }
 
