@@ -1,0 +1,226 @@
+//! Where a commit's apps would run against the fleet of an environment:
+//! the pure scheduler (`drover_catalog::schedule`) run on a repository's
+//! apps and policy, the environment's known nodes and its current
+//! placements, and nothing applied. `drover-server plan` prints every
+//! replica's fate; `drover-server diff` and the dashboard's impact page
+//! show the ones that change (placed, moved with the reason the replica
+//! could not stay, removed, newly pending).
+
+use std::collections::HashSet;
+
+use drover_catalog::Repository;
+use drover_catalog::schedule::{self, Explain, Health, NodeState, Placement, Schedule};
+use serde::Serialize;
+
+use crate::apps::control;
+use crate::db::apps::{FleetNode, PlacementRow};
+
+/// What becomes of one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// It keeps its node.
+    Stays,
+    /// It had no node and gets one.
+    Placed,
+    /// It leaves its node for another.
+    Moved,
+    /// Its app is gone or scaled down.
+    Removed,
+    /// No node can take it.
+    Pending,
+}
+
+/// One replica's fate, as `plan` prints it and `diff` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ReplicaMove {
+    pub app: String,
+    pub replica: u32,
+    pub fate: Fate,
+    /// The node it runs on now (stays, moved, removed).
+    pub from: Option<String>,
+    /// The node it would run on (stays, placed, moved).
+    pub to: Option<String>,
+    /// Why it moved (why it cannot stay on `from`), or why it is pending.
+    pub reason: Option<String>,
+    /// Whether this is a change: a replica that stays, or one pending
+    /// before and after, is none.
+    pub changes: bool,
+}
+
+/// The scheduler's answer for a commit, with what it was asked.
+#[derive(Debug)]
+pub struct Plan {
+    /// The environment's nodes the scheduler saw.
+    pub nodes: Vec<NodeState>,
+    pub schedule: Schedule,
+    /// Every replica's fate, by app and replica.
+    pub replicas: Vec<ReplicaMove>,
+}
+
+impl Plan {
+    /// Whether any placement would change.
+    pub fn changes(&self) -> bool {
+        self.replicas.iter().any(|r| r.changes)
+    }
+}
+
+/// The current placements of `against`, and the replicas pending there.
+pub struct Current {
+    pub placements: Vec<Placement>,
+    pub pending: HashSet<(String, u32)>,
+}
+
+impl Current {
+    /// From the stored rows (the control loop's).
+    pub fn stored(rows: &[PlacementRow], against: &str) -> Current {
+        let rows = rows.iter().filter(|r| r.environment == against);
+        Current {
+            placements: rows.clone().filter_map(PlacementRow::placement).collect(),
+            pending: rows
+                .filter(|r| r.node.is_none())
+                .map(|r| (r.app.clone(), r.replica))
+                .collect(),
+        }
+    }
+
+    /// What `repo` would place from scratch on `nodes` at `commit` (when
+    /// no placements are stored: the target's own schedule is the baseline
+    /// a branch is compared with).
+    pub fn scheduled(repo: &Repository, nodes: &[NodeState], commit: &str) -> Current {
+        let planned = schedule::schedule(
+            repo.policy(),
+            &repo.app_demands(),
+            nodes,
+            &[],
+            commit,
+            Explain::Top(0),
+        );
+        Current {
+            pending: planned
+                .decisions
+                .iter()
+                .filter(|d| d.node.is_none())
+                .map(|d| (d.app.clone(), d.replica))
+                .collect(),
+            placements: planned.placements,
+        }
+    }
+}
+
+/// The nodes of `fleet` served `against` (a node that was never served is
+/// taken as of `against`), as the scheduler sees them at `now_us`.
+pub fn members(
+    repo: &Repository,
+    fleet: &[FleetNode],
+    against: &str,
+    now_us: i64,
+) -> Vec<NodeState> {
+    let members: Vec<&FleetNode> = fleet
+        .iter()
+        .filter(|n| n.environment.as_deref().unwrap_or(against) == against)
+        .collect();
+    control::node_states(repo, &members, now_us, 0)
+}
+
+/// Runs the scheduler on `repo`'s apps at `commit` against `nodes` and
+/// `current`, and says what becomes of each replica.
+pub fn plan(repo: &Repository, nodes: Vec<NodeState>, current: &Current, commit: &str) -> Plan {
+    let planned = schedule::schedule(
+        repo.policy(),
+        &repo.app_demands(),
+        &nodes,
+        &current.placements,
+        commit,
+        Explain::Top(3),
+    );
+    let mut replicas = fates(&planned, current, &nodes);
+    replicas.sort();
+    Plan {
+        nodes,
+        schedule: planned,
+        replicas,
+    }
+}
+
+fn fates(planned: &Schedule, current: &Current, nodes: &[NodeState]) -> Vec<ReplicaMove> {
+    let before = |app: &str, replica: u32| {
+        current
+            .placements
+            .iter()
+            .find(|c| c.app == app && c.replica == replica)
+    };
+    let mut out = Vec::new();
+    for p in &planned.placements {
+        let fate = match before(&p.app, p.replica) {
+            Some(b) if b.node == p.node && b.id == p.id => {
+                replica(p.app.clone(), p.replica, Fate::Stays, Some(&b.node))
+            }
+            Some(b) => ReplicaMove {
+                reason: Some(why_moved(b, &p.spec_hash, nodes)),
+                ..replica(p.app.clone(), p.replica, Fate::Moved, Some(&b.node))
+            },
+            None => replica(p.app.clone(), p.replica, Fate::Placed, None),
+        };
+        out.push(ReplicaMove {
+            to: Some(p.node.clone()),
+            ..fate
+        });
+    }
+    for d in planned.decisions.iter().filter(|d| d.node.is_none()) {
+        let from = before(&d.app, d.replica).map(|b| b.node.as_str());
+        out.push(ReplicaMove {
+            reason: Some(d.reason.clone().unwrap_or_else(|| "no node fits".into())),
+            changes: !current.pending.contains(&(d.app.clone(), d.replica)),
+            ..replica(d.app.clone(), d.replica, Fate::Pending, from)
+        });
+    }
+    for c in &current.placements {
+        let kept = planned
+            .placements
+            .iter()
+            .any(|p| p.app == c.app && p.replica == c.replica);
+        let pending = planned
+            .decisions
+            .iter()
+            .any(|d| d.app == c.app && d.replica == c.replica);
+        if !kept && !pending {
+            out.push(replica(
+                c.app.clone(),
+                c.replica,
+                Fate::Removed,
+                Some(&c.node),
+            ));
+        }
+    }
+    out
+}
+
+fn replica(app: String, replica: u32, fate: Fate, from: Option<&str>) -> ReplicaMove {
+    ReplicaMove {
+        app,
+        replica,
+        fate,
+        from: from.map(str::to_owned),
+        to: None,
+        reason: None,
+        changes: fate != Fate::Stays,
+    }
+}
+
+/// Why the scheduler did not keep `was` where it runs: the node is gone,
+/// lost, the app's spec changed, or the node no longer passes a predicate
+/// for a running replica (selector, taints, room, ports).
+fn why_moved(was: &Placement, spec_hash: &str, nodes: &[NodeState]) -> String {
+    match nodes.iter().find(|n| n.name == was.node) {
+        None => format!("{} is not a known node of the environment", was.node),
+        Some(n) if n.health == Health::Lost => format!("{} is lost", was.node),
+        Some(_) if was.spec_hash != spec_hash => {
+            format!("the app's spec changed and {} no longer fits it", was.node)
+        }
+        Some(_) => format!(
+            "{} no longer fits it (selector, taints, room or host ports)",
+            was.node
+        ),
+    }
+}
