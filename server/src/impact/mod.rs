@@ -14,6 +14,7 @@
 //! time, and caches the answer).
 
 pub mod placements;
+pub mod served;
 
 use drover_catalog::{CatalogDiff, CompileRequest, Compiled, Facts, Repository, diff_catalogs};
 use serde::Serialize;
