@@ -2,6 +2,7 @@
 //! to a real server that holds reports from several nodes, and reads it.
 
 mod apps;
+mod impact;
 mod markup;
 mod walkthrough;
 
