@@ -224,3 +224,89 @@ fn why_moved(was: &Placement, spec_hash: &str, nodes: &[NodeState]) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use drover_catalog::RepoFiles;
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: i64 = 1_000_000_000_000;
+
+    fn repo(app: &str) -> Repository {
+        let mut files = RepoFiles::new();
+        let nodes = "[[node]]\nmatch = \"*\"\nroles = [\"host\"]\n";
+        files.insert("nodes.toml".into(), nodes.as_bytes().into());
+        files.insert("roles/host.toml".into(), b"\n".to_vec().into());
+        files.insert("apps/web.toml".into(), app.as_bytes().into());
+        Repository::parse(files).unwrap()
+    }
+
+    fn node(name: &str, seen_at_us: i64) -> FleetNode {
+        let facts = json!({"processors": {"count": 2}, "memory": {"total_bytes": 4_u64 << 30}});
+        FleetNode {
+            name: name.into(),
+            environment: Some("main".into()),
+            facts: facts.as_object().unwrap().clone(),
+            cordoned: false,
+            last_status: None,
+            seen_at_us,
+        }
+    }
+
+    fn web(replicas: u32) -> String {
+        format!(
+            "replicas = {replicas}\nimage = \"busybox:1\"\nrequests = {{ memory = \"64MiB\" }}\n"
+        )
+    }
+
+    #[test]
+    fn the_same_apps_move_nothing_and_a_lost_node_moves_its_replica_with_why() {
+        let repo = repo(&web(2));
+        let fleet = [node("a", NOW), node("b", NOW), node("c", NOW)];
+        let nodes = members(&repo, &fleet, "main", NOW);
+        let current = Current::scheduled(&repo, &nodes, "c1");
+        assert_eq!(current.placements.len(), 2);
+        let same = plan(&repo, nodes, &current, "c2");
+        assert!(!same.changes(), "{:?}", same.replicas);
+        assert!(same.replicas.iter().all(|r| r.fate == Fate::Stays));
+
+        // The node of replica 0 falls silent: it moves, and says why.
+        let gone = current.placements[0].node.clone();
+        let fleet: Vec<FleetNode> = fleet
+            .iter()
+            .map(|n| node(&n.name, if n.name == gone { 1 } else { NOW }))
+            .collect();
+        let moved = plan(&repo, members(&repo, &fleet, "main", NOW), &current, "c2");
+        let changes: Vec<&ReplicaMove> = moved.replicas.iter().filter(|r| r.changes).collect();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].fate, Fate::Moved);
+        assert_eq!(changes[0].replica, 0);
+        assert_eq!(changes[0].from.as_deref(), Some(gone.as_str()));
+        assert_eq!(
+            changes[0].reason.as_deref(),
+            Some(&*format!("{gone} is lost"))
+        );
+    }
+
+    #[test]
+    fn scaling_down_removes_and_a_replica_pending_before_and_after_is_no_change() {
+        let fleet = [node("a", NOW)];
+        let two = repo(&web(2));
+        let nodes = members(&two, &fleet, "main", NOW);
+        // One node, distinct hosts: replica 1 is pending from the start.
+        let current = Current::scheduled(&two, &nodes, "c1");
+        assert_eq!(current.placements.len(), 1);
+        assert!(current.pending.contains(&("web".to_owned(), 1)));
+        let again = plan(&two, nodes.clone(), &current, "c2");
+        assert!(!again.changes(), "{:?}", again.replicas);
+
+        let none = repo(&web(0));
+        let down = plan(&none, nodes, &current, "c2");
+        assert_eq!(down.replicas.len(), 1);
+        assert_eq!(down.replicas[0].fate, Fate::Removed);
+        assert_eq!(down.replicas[0].from.as_deref(), Some("a"));
+        assert!(down.changes());
+    }
+}

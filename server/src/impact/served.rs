@@ -7,10 +7,14 @@
 //! pool (the async runtime keeps serving), one at a time in this process
 //! (a second request waits for the first, then usually finds its answer
 //! cached), and the last few answers are kept by (branch commit, target
-//! commit, digest of the facts and placements read), so a reload costs a
-//! read of the facts and no compile.
+//! commit) with a digest of the facts, fleet and placements they were
+//! computed from. Within [`FRESH`] of being computed or checked, an answer
+//! is given for its commits without reading the database (a reload costs
+//! nothing); after it, the inputs are read again and the answer is kept if
+//! their digest is the same (a read, no compile), else computed anew.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -23,11 +27,24 @@ use drover_catalog::Facts;
 
 /// Answers kept.
 const KEPT: usize = 8;
+/// How long an answer is given for its commits without reading its inputs.
+pub const FRESH: Duration = Duration::from_secs(60);
 
 /// One analysis at a time.
 static RUNNING: Semaphore = Semaphore::const_new(1);
 /// The last answers, newest last.
-static ANSWERS: Mutex<Vec<(String, Arc<Impact>)>> = Mutex::new(Vec::new());
+static ANSWERS: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+
+struct Kept {
+    /// `SERVER BRANCH BRANCH_COMMIT TARGET TARGET_COMMIT` (this server's
+    /// id: tests run several servers in one process).
+    commits: String,
+    /// The digest of the facts, fleet and placements it was computed from.
+    inputs: String,
+    /// When it was computed, or its inputs last found the same.
+    checked: Instant,
+    impact: Arc<Impact>,
+}
 
 /// What the server says of `branch` merged into `against`.
 #[derive(Debug, Clone)]
@@ -63,18 +80,28 @@ pub async fn impact_of(state: &AppState, branch: &str, against: &str) -> Result<
         (Ok(n), Ok(o)) => (n, o),
         (Err(unparsed), _) | (_, Err(unparsed)) => return Ok(unparsed),
     };
-    let nodes = stored_facts(state).await?;
-    let fleet = crate::db::apps::fleet(&state.db).await?;
-    let rows = crate::db::apps::placements(&state.db).await?;
-    let key = key(&new.commit, &old.commit, &nodes, &fleet, &rows);
-    if let Some(hit) = cached(&key) {
+    let commits = format!(
+        "{} {branch} {} {against} {}",
+        state.cluster.id(),
+        new.commit,
+        old.commit
+    );
+    if let Some(hit) = fresh(&commits) {
         return Ok(Answer::Done(hit));
     }
     let _turn = RUNNING
         .acquire()
         .await
         .map_err(|e| AppError::Internal(format!("the impact analysis is closed: {e}")))?;
-    if let Some(hit) = cached(&key) {
+    // The request this one waited for may have answered it.
+    if let Some(hit) = fresh(&commits) {
+        return Ok(Answer::Done(hit));
+    }
+    let nodes = stored_facts(state).await?;
+    let fleet = crate::db::apps::fleet(&state.db).await?;
+    let rows = crate::db::apps::placements(&state.db).await?;
+    let inputs = digest(&nodes, &fleet, &rows);
+    if let Some(hit) = same_inputs(&commits, &inputs) {
         return Ok(Answer::Done(hit));
     }
     let (branch, against) = (branch.to_owned(), against.to_owned());
@@ -102,7 +129,12 @@ pub async fn impact_of(state: &AppState, branch: &str, against: &str) -> Result<
     .await
     .map_err(|e| AppError::Internal(format!("the impact analysis failed: {e}")))?;
     let impact = Arc::new(impact);
-    keep(key, impact.clone());
+    keep(Kept {
+        commits,
+        inputs,
+        checked: Instant::now(),
+        impact: impact.clone(),
+    });
     Ok(Answer::Done(impact))
 }
 
@@ -119,21 +151,12 @@ async fn stored_facts(state: &AppState) -> Result<Vec<(String, Facts)>, AppError
     Ok(nodes)
 }
 
-/// What an answer depends on: both commits, every node's facts, the
-/// fleet's environments, cordons and last runs, and the placements (a node's liveness moves every few seconds and is left out:
-/// a node lost since is seen after the answer is dropped, or a restart).
-fn key(
-    new: &str,
-    old: &str,
-    nodes: &[(String, Facts)],
-    fleet: &[FleetNode],
-    rows: &[PlacementRow],
-) -> String {
+/// What an answer depends on besides its commits: every node's facts,
+/// the fleet's environments, cordons and last runs, and the placements (a
+/// node's liveness moves every few seconds and is left out: a node lost
+/// since is seen once the answer is computed again).
+fn digest(nodes: &[(String, Facts)], fleet: &[FleetNode], rows: &[PlacementRow]) -> String {
     let mut h = Sha256::new();
-    for part in [new, old] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
     for (name, facts) in nodes {
         h.update(name.as_bytes());
         h.update([0]);
@@ -161,21 +184,32 @@ fn key(
     hex::encode(h.finalize())
 }
 
-fn answers() -> std::sync::MutexGuard<'static, Vec<(String, Arc<Impact>)>> {
+fn answers() -> std::sync::MutexGuard<'static, Vec<Kept>> {
     ANSWERS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn cached(key: &str) -> Option<Arc<Impact>> {
+/// The answer for `commits` computed or checked within [`FRESH`].
+fn fresh(commits: &str) -> Option<Arc<Impact>> {
     answers()
         .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, i)| i.clone())
+        .find(|k| k.commits == commits && k.checked.elapsed() < FRESH)
+        .map(|k| k.impact.clone())
 }
 
-fn keep(key: String, impact: Arc<Impact>) {
+/// The answer for `commits` computed from the same inputs (checked anew).
+fn same_inputs(commits: &str, inputs: &str) -> Option<Arc<Impact>> {
     let mut kept = answers();
-    kept.retain(|(k, _)| *k != key);
-    kept.push((key, impact));
+    let k = kept
+        .iter_mut()
+        .find(|k| k.commits == commits && k.inputs == inputs)?;
+    k.checked = Instant::now();
+    Some(k.impact.clone())
+}
+
+fn keep(new: Kept) {
+    let mut kept = answers();
+    kept.retain(|k| k.commits != new.commits);
+    kept.push(new);
     let over = kept.len().saturating_sub(KEPT);
     kept.drain(..over);
 }
