@@ -33,8 +33,9 @@ fn an_operator_sees_what_a_branch_would_change_before_merging_it() {
         browser
             .click("tr.environment[data-environment=\"listen-9090\"] form.impact-link button")
             .await;
-        assert_eq!(browser.path().await, "/impact?env=listen-9090");
+        // The form's submission loads the page: wait for it, then look.
         browser.find("#counts").await;
+        assert_eq!(browser.path().await, "/impact?env=listen-9090");
         let changed = browser.text("#impact-changed .count").await;
         assert_eq!(changed, "2", "{}", browser.page_text().await);
         assert_eq!(browser.text("#impact-broken .count").await, "0");
@@ -70,8 +71,12 @@ fn an_operator_sees_what_a_branch_would_change_before_merging_it() {
             .await;
         assert_eq!(selected, "listen-9090");
         browser.click("header.top nav a[href=\"/impact\"]").await;
+        browser.find("#impact-choose").await;
         assert_eq!(browser.path().await, "/impact");
-        browser.find("form.impact-form").await;
+        assert!(
+            browser.find_all("#counts").await.is_empty(),
+            "the form alone"
+        );
         browser.close().await;
     });
 }
