@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use drover_catalog::Repository;
-use drover_catalog::schedule::{self, Explain, Health, NodeState, Placement, Schedule};
+use drover_catalog::schedule::{self, Explain, NodeState, NotKept, Placement, Schedule};
 use serde::Serialize;
 
 use crate::apps::control;
@@ -126,15 +126,18 @@ pub fn members(
 /// Runs the scheduler on `repo`'s apps at `commit` against `nodes` and
 /// `current`, and says what becomes of each replica.
 pub fn plan(repo: &Repository, nodes: Vec<NodeState>, current: &Current, commit: &str) -> Plan {
+    let apps = repo.app_demands();
     let planned = schedule::schedule(
         repo.policy(),
-        &repo.app_demands(),
+        &apps,
         &nodes,
         &current.placements,
         commit,
         Explain::Top(3),
     );
-    let mut replicas = fates(&planned, current, &nodes);
+    let why: Vec<(Placement, NotKept)> =
+        schedule::not_kept(repo.policy(), &apps, &nodes, &current.placements);
+    let mut replicas = fates(&planned, current, &why);
     replicas.sort();
     Plan {
         nodes,
@@ -143,7 +146,7 @@ pub fn plan(repo: &Repository, nodes: Vec<NodeState>, current: &Current, commit:
     }
 }
 
-fn fates(planned: &Schedule, current: &Current, nodes: &[NodeState]) -> Vec<ReplicaMove> {
+fn fates(planned: &Schedule, current: &Current, why: &[(Placement, NotKept)]) -> Vec<ReplicaMove> {
     let before = |app: &str, replica: u32| {
         current
             .placements
@@ -157,7 +160,7 @@ fn fates(planned: &Schedule, current: &Current, nodes: &[NodeState]) -> Vec<Repl
                 replica(p.app.clone(), p.replica, Fate::Stays, Some(&b.node))
             }
             Some(b) => ReplicaMove {
-                reason: Some(why_moved(b, &p.spec_hash, nodes)),
+                reason: Some(why_moved(b, why)),
                 ..replica(p.app.clone(), p.replica, Fate::Moved, Some(&b.node))
             },
             None => replica(p.app.clone(), p.replica, Fate::Placed, None),
@@ -208,20 +211,25 @@ fn replica(app: String, replica: u32, fate: Fate, from: Option<&str>) -> Replica
     }
 }
 
-/// Why the scheduler did not keep `was` where it runs: the node is gone,
-/// lost, the app's spec changed, or the node no longer passes a predicate
-/// for a running replica (selector, taints, room, ports).
-fn why_moved(was: &Placement, spec_hash: &str, nodes: &[NodeState]) -> String {
-    match nodes.iter().find(|n| n.name == was.node) {
-        None => format!("{} is not a known node of the environment", was.node),
-        Some(n) if n.health == Health::Lost => format!("{} is lost", was.node),
-        Some(_) if was.spec_hash != spec_hash => {
-            format!("the app's spec changed and {} no longer fits it", was.node)
+/// Why the scheduler did not keep `was` on its node, as it says it: the
+/// node is gone, the app's spec changed, or the predicate that refuses the
+/// node for a running replica (`web-1 refused by selector: didn't match
+/// the app's selector`, `... by ready: lost`).
+fn why_moved(was: &Placement, why: &[(Placement, NotKept)]) -> String {
+    match why.iter().find(|(p, _)| p == was).map(|(_, why)| why) {
+        Some(NotKept::UnknownNode) => {
+            format!("{} is not a known node of the environment", was.node)
         }
-        Some(_) => format!(
-            "{} no longer fits it (selector, taints, room or host ports)",
-            was.node
-        ),
+        Some(NotKept::SpecChanged) => "the app's spec changed: placed again".to_owned(),
+        Some(NotKept::Refused(r)) => {
+            format!(
+                "{} refused by {}: {}",
+                was.node,
+                r.predicate.name(),
+                r.reason
+            )
+        }
+        None => format!("{} was not kept", was.node),
     }
 }
 
@@ -286,7 +294,7 @@ mod tests {
         assert_eq!(changes[0].from.as_deref(), Some(gone.as_str()));
         assert_eq!(
             changes[0].reason.as_deref(),
-            Some(&*format!("{gone} is lost"))
+            Some(&*format!("{gone} refused by ready: lost"))
         );
     }
 

@@ -222,7 +222,11 @@ fn a_branch_that_changes_an_app_moves_exactly_its_replicas() {
             out.stdout
         );
         assert!(line.contains(" to db-"), "{}", out.stdout);
-        assert!(line.contains("no longer fits"), "{}", out.stdout);
+        assert!(
+            line.ends_with("refused by selector: didn't match the app's selector"),
+            "{}",
+            out.stdout
+        );
     }
     let json = Command::new(bin("drover-server"))
         .args([
