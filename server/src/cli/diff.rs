@@ -73,9 +73,12 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
         Err(_) => return Ok(1),
     };
     let old = parse(target.tree.files, &against)?;
+    // The fleet and placements are read only when there are apps to place.
+    let has_apps = old.apps().next().is_some() || new.apps().next().is_some();
     let stored = match &args.facts_dir {
         Some(_) => None,
-        None => Some(super::apps::stored_fleet(&args.store)?),
+        None if has_apps => Some(super::apps::stored_fleet(&args.store)?),
+        None => Some(Default::default()),
     };
     let impact = impact::analyse(&Question {
         branch: &args.env,
