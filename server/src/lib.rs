@@ -28,6 +28,7 @@ pub mod fleet;
 pub mod gate;
 pub mod gc;
 pub mod git;
+pub mod impact;
 pub mod live;
 pub mod metrics;
 pub mod openapi;

@@ -11,7 +11,8 @@
 //!
 //! Modules: `policy` (the default and `[scheduler]`), `fleet` (the indexed
 //! state a call works on), `predicates` and `priorities` (filter and
-//! score), `place` ([`schedule`] itself), `capacity` (capacity from facts
+//! score), `keep` (which current placements stay, and why not), `place`
+//! ([`schedule`] itself), `capacity` (capacity from facts
 //! and the packing view).
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 mod capacity;
 mod fleet;
+mod keep;
 mod place;
 mod policy;
 mod predicates;
@@ -28,6 +30,7 @@ mod priorities;
 mod tests;
 
 pub use capacity::{capacity_from_facts, packing_lower_bound, usage};
+pub use keep::{NotKept, not_kept};
 pub use place::{schedule, schedule_holding};
 #[allow(
     unused_imports,

@@ -62,31 +62,15 @@ pub fn schedule_holding(
 ) -> Schedule {
     let mut fleet = Fleet::new(policy, apps, nodes);
 
-    // The replica each current placement stands for; of two for one
-    // replica, the first given. Scaled-down and removed apps drop out.
-    let mut previous: BTreeMap<(usize, u32), &Placement> = BTreeMap::new();
-    for p in current {
-        let Some(&app) = fleet.app_ix.get(p.app.as_str()) else {
-            continue;
-        };
-        if p.replica < fleet.apps[app].replicas {
-            previous.entry((app, p.replica)).or_insert(p);
-        }
-    }
-
-    let mut kept = Vec::new();
-    let mut placed: BTreeMap<(usize, u32), ()> = BTreeMap::new();
-    for (&(app, replica), p) in &previous {
-        let node = fleet.node_ix.get(p.node.as_str()).copied();
-        let keep = node.filter(|&n| {
-            p.spec_hash == fleet.apps[app].spec_hash && fleet.refusal(app, n, Mode::Keep).is_none()
-        });
-        if let Some(n) = keep {
-            fleet.add(app, n);
-            kept.push((*p).clone());
-            placed.insert((app, replica), ());
-        }
-    }
+    let super::keep::Kept {
+        previous,
+        mut kept,
+        not_kept: _,
+    } = super::keep::keep(&mut fleet, current);
+    let placed: BTreeMap<(usize, u32), ()> = kept
+        .iter()
+        .map(|p| ((fleet.app_ix[p.app.as_str()], p.replica), ()))
+        .collect();
 
     for hold in held {
         let app = fleet.app_ix.get(hold.app.as_str()).copied();

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use drover_catalog::schedule::{self, Decision, Explain, Placement, Verdict};
+use drover_catalog::schedule::{Decision, Verdict};
 
 use super::client::{ServerArgs, encode, get};
-use crate::apps::control;
 use crate::apps::update::short;
 use crate::apps::view::AppStatus;
-use crate::db::apps::PlacementRow;
+use crate::db::apps::{FleetNode, PlacementRow};
+use crate::impact::placements::{self, Fate};
 
 #[derive(Debug, Args)]
 pub struct AppsArgs {
@@ -234,16 +234,45 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             eprintln!("app `{name}` does not parse: it would not be placed");
         }
     }
-    let config = args.store.server_config()?;
-    let against = args
-        .against
-        .clone()
-        .or_else(|| config.default_environment.clone())
-        .unwrap_or_else(|| local.environment.clone());
+    let against = match &args.against {
+        Some(env) => env.clone(),
+        None => args
+            .store
+            .server_config()?
+            .default_environment
+            .unwrap_or_else(|| local.environment.clone()),
+    };
+    let (fleet, rows) = stored_fleet(&args.store)?;
+    let now = jiff::Timestamp::now().as_microsecond();
+    let nodes = placements::members(&repo, &fleet, &against, now);
+    let current = placements::Current::stored(&rows, &against);
+    println!(
+        "plan of `{}` at {} against the {} node(s) of `{against}`:",
+        local.environment,
+        local.commit,
+        nodes.len()
+    );
+    let plan = placements::plan(&repo, nodes, &current, &local.commit);
+    print_plan(&plan);
+    Ok(if broken {
+        1
+    } else if plan.changes() {
+        2
+    } else {
+        0
+    })
+}
+
+/// The fleet and every placement, from the server's database (opened as
+/// the server opens it).
+pub(super) fn stored_fleet(
+    store: &super::StoreArgs,
+) -> anyhow::Result<(Vec<FleetNode>, Vec<PlacementRow>)> {
+    let config = store.server_config()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (fleet, rows) = runtime.block_on(async {
+    runtime.block_on(async {
         let db = crate::db::open_with(
             &config.database_url,
             crate::db::OpenOptions { quick_check: false },
@@ -253,98 +282,24 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
             crate::db::apps::fleet(&db).await?,
             crate::db::apps::placements(&db).await?,
         ))
-    })?;
-    let members: Vec<&crate::db::apps::FleetNode> = fleet
-        .iter()
-        .filter(|n| n.environment.as_deref().unwrap_or(&against) == against)
-        .collect();
-    let now = jiff::Timestamp::now().as_microsecond();
-    let nodes = control::node_states(&repo, &members, now, 0);
-    let current: Vec<Placement> = rows
-        .iter()
-        .filter(|r| r.environment == against)
-        .filter_map(PlacementRow::placement)
-        .collect();
-    let planned = schedule::schedule(
-        repo.policy(),
-        &repo.app_demands(),
-        &nodes,
-        &current,
-        &local.commit,
-        Explain::Top(3),
-    );
-    println!(
-        "plan of `{}` at {} against the {} node(s) of `{against}`:",
-        local.environment,
-        local.commit,
-        nodes.len()
-    );
-    let pending_before: std::collections::HashSet<(String, u32)> = rows
-        .iter()
-        .filter(|r| r.environment == against && r.node.is_none())
-        .map(|r| (r.app.clone(), r.replica))
-        .collect();
-    let changed = print_plan(&planned, &current, &pending_before);
-    Ok(if broken {
-        1
-    } else if changed {
-        2
-    } else {
-        0
     })
 }
 
-/// Prints each replica's fate; whether any placement would change (a
-/// replica pending before and after is no change).
-fn print_plan(
-    planned: &schedule::Schedule,
-    current: &[Placement],
-    pending_before: &std::collections::HashSet<(String, u32)>,
-) -> bool {
-    let mut changed = false;
-    let mut lines: Vec<(String, u32, String)> = Vec::new();
-    for p in &planned.placements {
-        let before = current
-            .iter()
-            .find(|c| c.app == p.app && c.replica == p.replica);
-        let what = match before {
-            Some(b) if b.node == p.node && b.id == p.id => format!("stays on {}", p.node),
-            Some(b) => {
-                changed = true;
-                format!("moves from {} to {}", b.node, p.node)
-            }
-            None => {
-                changed = true;
-                format!("placed on {}", p.node)
-            }
+/// Prints each replica's fate (a replica pending before and after is no
+/// change), by app and replica.
+fn print_plan(plan: &placements::Plan) {
+    for r in &plan.replicas {
+        let node = |n: &Option<String>| n.clone().unwrap_or_default();
+        let what = match r.fate {
+            Fate::Stays => format!("stays on {}", node(&r.to)),
+            Fate::Placed => format!("placed on {}", node(&r.to)),
+            Fate::Moved => format!("moves from {} to {}", node(&r.from), node(&r.to)),
+            Fate::Removed => format!("removed from {}", node(&r.from)),
+            Fate::Pending => format!("pending: {}", r.reason.as_deref().unwrap_or("no node fits")),
         };
-        lines.push((p.app.clone(), p.replica, what));
+        println!("  {}#{}: {what}", r.app, r.replica);
     }
-    for d in planned.decisions.iter().filter(|d| d.node.is_none()) {
-        changed |= !pending_before.contains(&(d.app.clone(), d.replica));
-        let reason = d.reason.as_deref().unwrap_or("no node fits");
-        lines.push((d.app.clone(), d.replica, format!("pending: {reason}")));
-    }
-    for c in current {
-        let kept = planned
-            .placements
-            .iter()
-            .any(|p| p.app == c.app && p.replica == c.replica);
-        let pending = planned
-            .decisions
-            .iter()
-            .any(|d| d.app == c.app && d.replica == c.replica);
-        if !kept && !pending {
-            changed = true;
-            lines.push((c.app.clone(), c.replica, format!("removed from {}", c.node)));
-        }
-    }
-    lines.sort();
-    for (app, replica, what) in &lines {
-        println!("  {app}#{replica}: {what}");
-    }
-    if lines.is_empty() {
+    if plan.replicas.is_empty() {
         println!("  no apps");
     }
-    changed
 }

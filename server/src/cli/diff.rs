@@ -6,17 +6,22 @@
 //! diffs (sensitive values as hashes), and the nodes the branch does not
 //! compile for with their errors. Both compiles use the target's
 //! environment name, as the nodes will run the branch once merged.
-//! Compiles run on every core. Exit 0 nothing changes, 2 catalogs change,
-//! 1 the branch does not compile for some node (or another error).
+//! Compiles run on every core. With apps, the replicas whose placement
+//! would change follow (placed, moved with the reason, removed, pending),
+//! against the stored placements (with `--facts-dir`: against the target's
+//! own schedule on those nodes). The analysis is `crate::impact`'s; this
+//! prints it. Exit 0 nothing changes, 2 catalogs or placements change, 1
+//! the branch does not compile for some node (or another error).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use drover_catalog::{CatalogDiff, CompileRequest, Compiled, Facts, Repository, diff_catalogs};
-use serde::Serialize;
+use drover_catalog::Repository;
 
 use super::{facts_files, load_local, print_diagnostics, stored_facts};
+use crate::impact::placements::Fate;
+use crate::impact::{self, Fleet, Impact, Question, Side};
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -38,27 +43,6 @@ pub struct DiffArgs {
     /// Where the stored facts are
     #[command(flatten)]
     pub store: super::StoreArgs,
-}
-
-/// What the branch does to one node.
-#[derive(Debug, Serialize)]
-pub(super) struct NodeImpact {
-    pub node: String,
-    /// The branch's errors for this node (`file:line:col: message`).
-    pub errors: Vec<String>,
-    /// The target did not compile for it either (its errors).
-    pub errors_before: Vec<String>,
-    pub diff: CatalogDiff,
-}
-
-/// The whole analysis.
-#[derive(Debug, Serialize)]
-pub(super) struct Impact {
-    pub branch: String,
-    pub against: String,
-    pub nodes: usize,
-    /// Only the nodes the branch changes or breaks.
-    pub impacts: Vec<NodeImpact>,
 }
 
 pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
@@ -89,95 +73,37 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
         Err(_) => return Ok(1),
     };
     let old = parse(target.tree.files, &against)?;
-    let impacts = analyse(
-        &old,
-        &new,
-        &nodes,
-        &against,
-        (&target.commit, &branch.commit),
-    );
-    let impact = Impact {
-        branch: args.env.clone(),
-        against,
-        nodes: nodes.len(),
-        impacts,
+    // The fleet and placements are read only when there are apps to place.
+    let has_apps = old.apps().next().is_some() || new.apps().next().is_some();
+    let stored = match &args.facts_dir {
+        Some(_) => None,
+        None if has_apps => Some(super::apps::stored_fleet(&args.store)?),
+        None => Some(Default::default()),
     };
+    let impact = impact::analyse(&Question {
+        branch: &args.env,
+        against: &against,
+        old: Side {
+            repo: &old,
+            commit: &target.commit,
+        },
+        new: Side {
+            repo: &new,
+            commit: &branch.commit,
+        },
+        nodes: &nodes,
+        fleet: match &stored {
+            Some((fleet, rows)) => Fleet::Stored { fleet, rows },
+            None => Fleet::Facts,
+        },
+        now_us: jiff::Timestamp::now().as_microsecond(),
+    });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&impact)?);
     } else {
         print!("{}", render(&impact));
     }
-    let broken = impact.impacts.iter().any(|i| !i.errors.is_empty());
-    Ok(match (broken, impact.impacts.is_empty()) {
-        (true, _) => 1,
-        (false, false) => 2,
-        (false, true) => 0,
-    })
-}
-
-/// Compiles every node from both repositories, on every core.
-fn analyse(
-    old: &Repository,
-    new: &Repository,
-    nodes: &[(String, Facts)],
-    environment: &str,
-    (old_commit, new_commit): (&str, &str),
-) -> Vec<NodeImpact> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = nodes.len().div_ceil(threads).max(1);
-    let compile = |repo: &Repository, node: &str, facts: &Facts, commit: &str| {
-        repo.compile(&CompileRequest {
-            node,
-            facts,
-            environment,
-            commit,
-        })
-        .map_err(|d| d.0.iter().map(ToString::to_string).collect::<Vec<_>>())
-    };
-    let one = |(node, facts): &(String, Facts)| -> Option<NodeImpact> {
-        let before: Result<Compiled, Vec<String>> = compile(old, node, facts, old_commit);
-        let after = compile(new, node, facts, new_commit);
-        let impact = |errors, errors_before, diff| NodeImpact {
-            node: node.clone(),
-            errors,
-            errors_before,
-            diff,
-        };
-        match (before, after) {
-            (Ok(b), Ok(a)) => {
-                let diff = diff_catalogs(&b, &a);
-                (!diff.is_empty()).then(|| impact(Vec::new(), Vec::new(), diff))
-            }
-            (before, Err(errors)) => Some(impact(
-                errors,
-                before.err().unwrap_or_default(),
-                CatalogDiff::default(),
-            )),
-            // Fixed by the branch: everything is new to it.
-            (Err(errors_before), Ok(a)) => {
-                let diff = CatalogDiff {
-                    added: a
-                        .catalog
-                        .resources
-                        .iter()
-                        .map(|r| r.id.to_string())
-                        .collect(),
-                    ..CatalogDiff::default()
-                };
-                Some(impact(Vec::new(), errors_before, diff))
-            }
-        }
-    };
-    std::thread::scope(|s| {
-        let workers: Vec<_> = nodes
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().filter_map(one).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    })
+    Ok(impact.exit_code())
 }
 
 /// The analysis as an operator reads it.
@@ -227,10 +153,41 @@ pub(crate) fn render(impact: &Impact) -> String {
             }
         }
     }
+    render_moves(&mut out, impact);
     let _ = writeln!(
         out,
-        "{changed} of {} node(s) change and {broken} do not compile on {} (against {})",
-        impact.nodes, impact.branch, impact.against
+        "{changed} of {} node(s) change and {broken} do not compile on {} (against {}){}",
+        impact.nodes,
+        impact.branch,
+        impact.against,
+        match impact.placements.len() {
+            0 => String::new(),
+            n => format!("; {n} replica placement(s) change"),
+        }
     );
     out
+}
+
+/// The replicas whose placement would change, app by app.
+fn render_moves(out: &mut String, impact: &Impact) {
+    if impact.placements.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "placements of `{}` that would change:", impact.against);
+    for r in &impact.placements {
+        let node = |n: &Option<String>| n.clone().unwrap_or_default();
+        let what = match r.fate {
+            Fate::Stays => format!("stays on {}", node(&r.to)),
+            Fate::Placed => format!("placed on {}", node(&r.to)),
+            Fate::Moved => format!("moves from {} to {}", node(&r.from), node(&r.to)),
+            Fate::Removed => format!("removed from {}", node(&r.from)),
+            Fate::Pending => "pending".to_owned(),
+        };
+        let reason = r
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {}#{}: {what}{reason}", r.app, r.replica);
+    }
 }

@@ -34,6 +34,7 @@ mod commit;
 mod events;
 mod format;
 mod forms;
+mod impact;
 pub mod login;
 mod maintenance;
 mod node;
@@ -67,6 +68,7 @@ pub fn router() -> Router<AppState> {
         .route("/certificates/{name}/{action}", post(certificates::act))
         .route("/rollouts", get(rollouts::show))
         .route("/rollouts/{env}/{action}", post(rollouts::act))
+        .route("/impact", get(impact::show))
         .route("/events", get(events::stream))
         .route("/static/dashboard.css", get(stylesheet))
         .route("/static/dashboard.js", get(script))

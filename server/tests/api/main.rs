@@ -10,6 +10,7 @@ mod dashboard;
 mod dashboard_actions;
 mod git;
 mod hook;
+mod impact;
 mod lifecycle;
 mod metrics;
 mod node_list;

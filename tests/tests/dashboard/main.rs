@@ -3,6 +3,7 @@
 
 mod apps;
 mod certificates;
+mod impact;
 mod markup;
 mod runs;
 mod walkthrough;

@@ -135,3 +135,121 @@ fn a_branch_changes_exactly_the_nodes_that_render_what_it_touches() {
         broken.stdout
     );
 }
+
+/// An app on the web nodes: two replicas of 64 MiB.
+const SHOP: &str = "replicas = 2\nimage = \"busybox:1\"\n\
+                    requests = { memory = \"64MiB\" }\nselector = { roles = [\"web\"] }\n";
+
+/// The placement lines of `diff`'s text (`  APP#N: ...`).
+fn moves(out: &Output) -> Vec<String> {
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with("  shop#"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_branch_that_changes_an_app_moves_exactly_its_replicas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = GitRepo::init(&tmp.path().join("site"));
+    repo.write(
+        "nodes.toml",
+        "[[node]]\nmatch = \"web-*\"\nroles = [\"web\"]\n\n[[node]]\nmatch = \"db-*\"\nroles = [\"db\"]\n",
+    )
+    .write("roles/web.toml", "[[file]]\npath = \"/etc/motd\"\ncontent = \"web\\n\"\n")
+    .write("roles/db.toml", "[[file]]\npath = \"/etc/motd\"\ncontent = \"db\\n\"\n")
+    .write("apps/shop.toml", SHOP);
+    repo.commit("main");
+    let facts = tmp.path().join("facts");
+    fs_err::create_dir_all(&facts).unwrap();
+    for node in ["web-1", "web-2", "web-3", "db-1", "db-2"] {
+        fs_err::write(
+            facts.join(format!("{node}.json")),
+            r#"{"processors": {"count": 2}, "memory": {"total_bytes": 4294967296}}"#,
+        )
+        .unwrap();
+    }
+
+    // A change that touches no app: no placement moves.
+    repo.git(&["checkout", "-q", "-b", "motd"]);
+    repo.write(
+        "roles/db.toml",
+        "[[file]]\npath = \"/etc/motd\"\ncontent = \"database\\n\"\n",
+    );
+    repo.commit("a new motd on db nodes");
+    let out = diff(&repo, &facts, "motd");
+    out.expect_code(2);
+    assert!(moves(&out).is_empty(), "{}", out.stdout);
+    assert!(!out.stdout.contains("placements of"), "{}", out.stdout);
+
+    // One more replica: exactly one placed, on the one web node left.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["checkout", "-q", "-b", "scale"]);
+    repo.write(
+        "apps/shop.toml",
+        &SHOP.replace("replicas = 2", "replicas = 3"),
+    );
+    repo.commit("three shops");
+    let out = diff(&repo, &facts, "scale");
+    out.expect_code(2);
+    let lines = moves(&out);
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    assert!(
+        lines[0].starts_with("  shop#2: placed on web-"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("0 of 5 node(s) change and 0 do not compile on scale (against main); 1 replica placement(s) change"),
+        "{}",
+        out.stdout
+    );
+
+    // The selector moves to the db nodes: both replicas move, with why.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["checkout", "-q", "-b", "to-db"]);
+    repo.write("apps/shop.toml", &SHOP.replace("[\"web\"]", "[\"db\"]"));
+    repo.commit("shop on the db nodes");
+    let out = diff(&repo, &facts, "to-db");
+    out.expect_code(2);
+    let lines = moves(&out);
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("  shop#{i}: moves from web-")),
+            "{}",
+            out.stdout
+        );
+        assert!(line.contains(" to db-"), "{}", out.stdout);
+        assert!(
+            line.ends_with("refused by selector: didn't match the app's selector"),
+            "{}",
+            out.stdout
+        );
+    }
+    let json = Command::new(bin("drover-server"))
+        .args([
+            "diff",
+            "--json",
+            "--env",
+            "to-db",
+            "--against",
+            "main",
+            "--repo",
+        ])
+        .arg(&repo.path)
+        .arg("--facts-dir")
+        .arg(&facts)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let placements = json["placements"].as_array().unwrap();
+    assert_eq!(placements.len(), 2, "{json:#}");
+    assert_eq!(placements[0]["fate"], "moved");
+    assert_eq!(placements[0]["app"], "shop");
+    assert!(
+        placements[0]["to"].as_str().unwrap().starts_with("db-"),
+        "{json:#}"
+    );
+}
