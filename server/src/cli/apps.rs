@@ -268,19 +268,10 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<u8> {
 pub(super) fn stored_fleet(
     store: &super::StoreArgs,
 ) -> anyhow::Result<(Vec<FleetNode>, Vec<PlacementRow>)> {
-    let config = store.server_config()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let db = crate::db::open_with(
-            &config.database_url,
-            crate::db::OpenOptions { quick_check: false },
-        )
-        .await?;
+    store.read(async |db| {
         anyhow::Ok((
-            crate::db::apps::fleet(&db).await?,
-            crate::db::apps::placements(&db).await?,
+            crate::db::apps::fleet(db).await?,
+            crate::db::apps::placements(db).await?,
         ))
     })
 }
@@ -289,13 +280,9 @@ pub(super) fn stored_fleet(
 /// change), by app and replica.
 fn print_plan(plan: &placements::Plan) {
     for r in &plan.replicas {
-        let node = |n: &Option<String>| n.clone().unwrap_or_default();
         let what = match r.fate {
-            Fate::Stays => format!("stays on {}", node(&r.to)),
-            Fate::Placed => format!("placed on {}", node(&r.to)),
-            Fate::Moved => format!("moves from {} to {}", node(&r.from), node(&r.to)),
-            Fate::Removed => format!("removed from {}", node(&r.from)),
             Fate::Pending => format!("pending: {}", r.reason.as_deref().unwrap_or("no node fits")),
+            _ => r.what(),
         };
         println!("  {}#{}: {what}", r.app, r.replica);
     }

@@ -20,7 +20,6 @@ use clap::Args;
 use drover_catalog::Repository;
 
 use super::{facts_files, load_local, print_diagnostics, stored_facts};
-use crate::impact::placements::Fate;
 use crate::impact::{self, Fleet, Impact, Question, Side};
 
 #[derive(Debug, Args)]
@@ -175,14 +174,7 @@ fn render_moves(out: &mut String, impact: &Impact) {
     }
     let _ = writeln!(out, "placements of `{}` that would change:", impact.against);
     for r in &impact.placements {
-        let node = |n: &Option<String>| n.clone().unwrap_or_default();
-        let what = match r.fate {
-            Fate::Stays => format!("stays on {}", node(&r.to)),
-            Fate::Placed => format!("placed on {}", node(&r.to)),
-            Fate::Moved => format!("moves from {} to {}", node(&r.from), node(&r.to)),
-            Fate::Removed => format!("removed from {}", node(&r.from)),
-            Fate::Pending => "pending".to_owned(),
-        };
+        let what = r.what();
         let reason = r
             .reason
             .as_deref()

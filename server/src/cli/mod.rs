@@ -189,6 +189,35 @@ impl StoreArgs {
     pub(crate) fn server_config(&self) -> anyhow::Result<crate::config::Config> {
         server_config(&self.config, &self.data_dir, &self.database)
     }
+
+    /// Runs `read` on the server's database, opened as the server opens it
+    /// (an SQLite file that is not there is an error, not a new database).
+    pub(crate) fn read<T>(
+        &self,
+        read: impl AsyncFnOnce(&crate::db::Db) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let config = self.server_config()?;
+        if let Some(path) = config.database_url.strip_prefix("sqlite://") {
+            let path = Path::new(path.split('?').next().unwrap_or(path));
+            if !path.exists() {
+                bail!(
+                    "no server database at {}\nhint: this reads a server's stored fleet: pass its --data-dir, --database or --config",
+                    path.display()
+                );
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let db = crate::db::open_with(
+                &config.database_url,
+                crate::db::OpenOptions { quick_check: false },
+            )
+            .await?;
+            read(&db).await
+        })
+    }
 }
 
 /// `drover-server ca ...`: exit 0, or an error (exit 1).
@@ -504,29 +533,11 @@ fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
 
 /// Every node a server's database knows, with the facts it last sent.
 pub(crate) fn stored_facts(store: &StoreArgs) -> anyhow::Result<Vec<(String, Facts)>> {
-    let config = store.server_config()?;
-    if let Some(path) = config.database_url.strip_prefix("sqlite://") {
-        let path = Path::new(path.split('?').next().unwrap_or(path));
-        if !path.exists() {
-            bail!(
-                "no server database at {}\nhint: --fleet reads the fleet of a server: pass its --data-dir, --database or --config",
-                path.display()
-            );
-        }
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let db = crate::db::open_with(
-            &config.database_url,
-            crate::db::OpenOptions { quick_check: false },
-        )
-        .await?;
+    store.read(async |db| {
         let mut nodes = Vec::new();
         let mut after = String::new();
         loop {
-            let page = crate::db::known_nodes(&db, &after, 1000).await?;
+            let page = crate::db::known_nodes(db, &after, 1000).await?;
             let Some(last) = page.last() else { break };
             after = last.name.clone();
             nodes.extend(page.into_iter().map(|n| (n.name, n.facts)));

@@ -48,6 +48,21 @@ pub struct ReplicaMove {
     pub changes: bool,
 }
 
+impl ReplicaMove {
+    /// `stays on N`, `placed on N`, `moves from A to B`, `removed from A`
+    /// or `pending`: its fate, without the reason.
+    pub fn what(&self) -> String {
+        let node = |n: &Option<String>| n.clone().unwrap_or_default();
+        match self.fate {
+            Fate::Stays => format!("stays on {}", node(&self.to)),
+            Fate::Placed => format!("placed on {}", node(&self.to)),
+            Fate::Moved => format!("moves from {} to {}", node(&self.from), node(&self.to)),
+            Fate::Removed => format!("removed from {}", node(&self.from)),
+            Fate::Pending => "pending".to_owned(),
+        }
+    }
+}
+
 /// The scheduler's answer for a commit, with what it was asked.
 #[derive(Debug)]
 pub struct Plan {

@@ -45,15 +45,7 @@ pub async fn list(
     let Query(query) = query?;
     let (filter, format) = parse(&query, List::Runs)?;
     let page = runs::runs(&state.db, &filter).await?;
-    Ok(match format {
-        Format::Csv => download(
-            "runs.csv",
-            "text/csv; charset=utf-8",
-            runs::runs_csv(&page.runs)?,
-        ),
-        Format::JsonFile => download("runs.json", "application/json", json(&page)?),
-        Format::Json => Json(page).into_response(),
-    })
+    answer(format, "runs", &page, || runs::runs_csv(&page.runs))
 }
 
 /// Resource events across the fleet
@@ -88,15 +80,7 @@ pub async fn events(
     let Query(query) = query?;
     let (filter, format) = parse(&query, List::Events)?;
     let page = runs::events(&state.db, &filter).await?;
-    Ok(match format {
-        Format::Csv => download(
-            "changes.csv",
-            "text/csv; charset=utf-8",
-            runs::events_csv(&page.events)?,
-        ),
-        Format::JsonFile => download("changes.json", "application/json", json(&page)?),
-        Format::Json => Json(page).into_response(),
-    })
+    answer(format, "changes", &page, || runs::events_csv(&page.events))
 }
 
 /// The filter and the format, or a 400 naming the parameter.
@@ -106,6 +90,20 @@ fn parse(query: &RunsQuery, list: List) -> Result<(runs::RunFilter, Format), App
         .map_err(AppError::BadRequest)?;
     let format = query.format().map_err(AppError::BadRequest)?;
     Ok((filter, format))
+}
+
+/// A page as `format` asks: JSON shown, or `NAME.json` / `NAME.csv` to save.
+fn answer<P: serde::Serialize>(
+    format: Format,
+    name: &str,
+    page: &P,
+    csv: impl FnOnce() -> Result<String, AppError>,
+) -> Result<Response, AppError> {
+    Ok(match format {
+        Format::Csv => download(&format!("{name}.csv"), "text/csv; charset=utf-8", csv()?),
+        Format::JsonFile => download(&format!("{name}.json"), "application/json", json(page)?),
+        Format::Json => Json(page).into_response(),
+    })
 }
 
 fn json(value: &impl serde::Serialize) -> Result<String, AppError> {
