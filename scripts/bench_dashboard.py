@@ -189,6 +189,17 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
                           failed_nodes[:page_size])
                 or expect("rows", len(rows), min(page_size, len(names))))
 
+    def matching(want):
+        """A full page of distinct nodes, each among `want` (the triage
+        order within them is the server's to choose)."""
+        allowed = set(want)
+        def check(body):
+            rows = [n for n, _ in NODE_ROW.findall(body)]
+            stray = [n for n in rows if n not in allowed]
+            return (expect("rows of other nodes", stray[:3], [])
+                    or expect("distinct rows", len(set(rows)), min(page_size, len(want))))
+        return check
+
     def newest_first(body):
         rows = [n for n, _ in NODE_ROW.findall(body)]
         return expect("distinct rows", len(set(rows)), min(page_size, len(names)))
@@ -240,6 +251,8 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
             return None
         return check
 
+    download = "/api/v1/reports/events?resource=" + SITE_CONF_Q + "&since=24h&format=csv"
+
     def api_runs(body):
         page = json.loads(body)
         if not page["runs"] or page["next_after"] is None:
@@ -250,9 +263,9 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
     table = [
         ("/", overview),
         ("/?state=failed", nodes(failed_nodes[:page_size], "failed")),
-        ("/?q=web-0123", nodes([n for n in names if "web-0123" in n][:page_size])),
-        ("/?fact=os.id%3Ddebian", nodes(debian[:page_size])),
-        ("/?role=debian", nodes(debian[:page_size])),
+        ("/?q=web-0123", matching([n for n in names if "web-0123" in n])),
+        ("/?fact=os.id%3Ddebian", matching(debian)),
+        ("/?role=debian&sort=name", nodes(debian[:page_size])),
         (f"/?sort=name&after={probe}", nodes(names[probe_at + 1:probe_at + 1 + page_size])),
         ("/?sort=-last_run", newest_first),
         ("/?range=14d", chart("14d")),
@@ -272,14 +285,13 @@ def routes(fleet, probe, page_size=100, runs_per_page=50):
         (f"/runs?node={probe[:-2]}%2A&range=7d", fleet_runs(at_least=page_size)),
         ("/changes", changes_any),
         ("/changes?status=failed&range=24h", changes_any),
-        ("/api/v1/reports/events?resource=" + SITE_CONF_Q + "&since=24h&limit=1000&format=csv",
-         csv_rows(1000)),
+        # A download: every match, not one page.
+        (download, csv_rows(100_000)),
     ]
     # Shorter names for the table: the mid timestamp and the run id vary.
     label = {f"/nodes/{probe}?before={before}": f"/nodes/{probe}?before=MID",
              f"/runs/{run_id}": f"/runs/RUN_ID ({run_status})",
-             "/api/v1/reports/events?resource=" + SITE_CONF_Q + "&since=24h&limit=1000&format=csv":
-             "/api/v1/reports/events?resource=SITE_CONF&since=24h&limit=1000&format=csv"}
+             download: "/api/v1/reports/events?resource=SITE_CONF&since=24h&format=csv"}
     return [(label.get(path, path), path, check) for path, check in table]
 
 

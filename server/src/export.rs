@@ -43,28 +43,41 @@ pub fn download<T: Serialize>(
     name: &str,
     rows: &[T],
 ) -> Result<Response, AppError> {
-    let (content_type, extension, body) = match format {
-        Format::Csv => ("text/csv; charset=utf-8", "csv", csv_of(rows)?),
-        Format::Json | Format::Html => (
-            "application/json",
-            "json",
-            serde_json::to_string_pretty(rows)
-                .map_err(|e| AppError::Internal(format!("rows as JSON: {e}")))?,
-        ),
-    };
-    Ok((
+    Ok(match format {
+        Format::Csv => file(&format!("{name}.csv"), CSV, csv_of(rows)?),
+        Format::Json | Format::Html => file(&format!("{name}.json"), JSON, json_text(rows)?),
+    })
+}
+
+/// The content types of the two kinds of download.
+pub const CSV: &str = "text/csv; charset=utf-8";
+pub const JSON: &str = "application/json";
+
+/// `value` as pretty JSON.
+pub fn json_text(value: &(impl Serialize + ?Sized)) -> Result<String, AppError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| AppError::Internal(format!("rows as JSON: {e}")))
+}
+
+/// `body` as a file named `file_name` to be saved: never cached, never
+/// sniffed into another type.
+pub fn file(file_name: &str, content_type: &'static str, body: String) -> Response {
+    (
         [
             (header::CONTENT_TYPE, content_type.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}.{extension}\""),
+                format!(
+                    "attachment; filename=\"{}\"",
+                    file_name.replace(['"', '\\'], "_")
+                ),
             ),
             (header::CACHE_CONTROL, "no-store".to_owned()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// A header of the first row's field names, then a record per row.

@@ -35,17 +35,30 @@ pub(super) fn encode(text: &str) -> String {
 
 /// GETs `path` from the server as an operator; the body of a 200.
 pub(super) fn get(args: &ServerArgs, path: &str) -> anyhow::Result<String> {
-    request(args, reqwest::Method::GET, path, None)
+    Ok(request(args, reqwest::Method::GET, path, None)?.body)
+}
+
+/// GETs a page of a list: its body, and the path of the next page when
+/// its `Link: <PATH>; rel="next"` header names one.
+pub(super) fn get_page(args: &ServerArgs, path: &str) -> anyhow::Result<(String, Option<String>)> {
+    let answer = request(args, reqwest::Method::GET, path, None)?;
+    Ok((answer.body, answer.next))
 }
 
 /// POSTs `body` (JSON) to `path` as an operator; the body of a 200.
 pub(super) fn post(args: &ServerArgs, path: &str, body: &str) -> anyhow::Result<String> {
-    request(args, reqwest::Method::POST, path, Some(body.to_owned()))
+    Ok(request(args, reqwest::Method::POST, path, Some(body.to_owned()))?.body)
 }
 
 /// DELETEs `path` as an operator; the body of a 200.
 pub(super) fn delete(args: &ServerArgs, path: &str) -> anyhow::Result<String> {
-    request(args, reqwest::Method::DELETE, path, None)
+    Ok(request(args, reqwest::Method::DELETE, path, None)?.body)
+}
+
+/// A 200's body and the path its `Link` header names as the next page.
+struct Answer {
+    body: String,
+    next: Option<String>,
 }
 
 fn request(
@@ -53,7 +66,7 @@ fn request(
     method: reqwest::Method,
     path: &str,
     body: Option<String>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Answer> {
     let config = super::server_config(&args.config, &args.data_dir, &None)?;
     let insecure = args.insecure_http || config.insecure_http;
     let base = match &args.server {
@@ -100,6 +113,11 @@ fn request(
             .await
             .with_context(|| format!("cannot reach the server at {base}\nhint: pass --server URL (and --insecure-http for a plain-HTTP development server)"))?;
         let status = response.status();
+        let next = response
+            .headers()
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_of);
         let body = response.text().await?;
         if !status.is_success() {
             let message = serde_json::from_str::<serde_json::Value>(&body)
@@ -108,8 +126,15 @@ fn request(
                 .unwrap_or(body);
             bail!("the server answered {status}: {message}");
         }
-        Ok(body)
+        Ok(Answer { body, next })
     })
+}
+
+/// `PATH` of `<PATH>; rel="next"`.
+fn next_of(link: &str) -> Option<String> {
+    let (target, params) = link.split_once(';')?;
+    let path = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+    (params.trim() == "rel=\"next\"" && path.starts_with('/')).then(|| path.to_owned())
 }
 
 /// Trusts the server's CA (DATA_DIR/ca/ca.crt.pem) and nothing else.
@@ -130,4 +155,20 @@ fn tls(data_dir: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_header_names_the_next_page_on_the_same_server_only() {
+        assert_eq!(
+            next_of("</api/v1/nodes?limit=2&after=web-1>; rel=\"next\"").as_deref(),
+            Some("/api/v1/nodes?limit=2&after=web-1")
+        );
+        assert_eq!(next_of("<https://elsewhere/x>; rel=\"next\""), None);
+        assert_eq!(next_of("</x>; rel=\"prev\""), None);
+        assert_eq!(next_of("garbage"), None);
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::client::{ServerArgs, delete, encode, get, post};
+use super::client::{ServerArgs, delete, encode, get, get_page, post};
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {
@@ -86,6 +86,9 @@ pub struct ListFilter {
     /// Only nodes whose name contains this
     #[arg(long, value_name = "TEXT")]
     name: Option<String>,
+    /// Order: name (the default), triage, state, environment, roles, last_run, duration or commit; -KEY for descending
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    sort: Option<String>,
 }
 
 impl ListFilter {
@@ -97,6 +100,7 @@ impl ListFilter {
             ("environment", &self.environment),
             ("fact", &self.fact),
             ("q", &self.name),
+            ("sort", &self.sort),
         ]
         .into_iter()
         .filter_map(|(key, value)| Some(format!("&{key}={}", encode(value.as_ref()?))))
@@ -187,28 +191,16 @@ fn said(answer: &str) -> anyhow::Result<u8> {
 /// How many nodes a page of `node list` asks for.
 const PAGE: usize = 1000;
 
-/// Every node (of `state`), a page at a time.
+/// Every node the filter matches, a page at a time (each page's `Link`
+/// header names the next).
 fn list(server: &ServerArgs, filter: &ListFilter, json: bool) -> anyhow::Result<u8> {
     let mut nodes: Vec<Value> = Vec::new();
-    let mut after = String::new();
-    loop {
-        let path = format!(
-            "/api/v1/nodes?limit={PAGE}&after={}{}",
-            encode(&after),
-            filter.query()
-        );
-        let page: Vec<Value> =
-            serde_json::from_str(&get(server, &path)?).context("the server's answer")?;
-        let full = page.len() == PAGE;
-        after = page
-            .last()
-            .and_then(|n| n["name"].as_str())
-            .unwrap_or_default()
-            .to_owned();
+    let mut next = Some(format!("/api/v1/nodes?limit={PAGE}{}", filter.query()));
+    while let Some(path) = next {
+        let (body, after) = get_page(server, &path)?;
+        let page: Vec<Value> = serde_json::from_str(&body).context("the server's answer")?;
         nodes.extend(page);
-        if !full {
-            break;
-        }
+        next = after;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&nodes)?);

@@ -102,9 +102,7 @@ impl Form {
         };
         let q = &params.query;
         let export = |format| {
-            let query = params
-                .effective()
-                .query(&[("limit", &runs::MAX_LIMIT.to_string()), ("format", format)]);
+            let query = params.effective().query(&[("format", format)]);
             format!("{api}?{query}")
         };
         let range = if params.range.is_empty() && !(q.since.is_empty() && q.until.is_empty()) {
@@ -339,7 +337,7 @@ mod tests {
         let form = Form::new("/runs", List::Runs, &params, "/api/v1/reports", None);
         assert_eq!(
             form.csv_href,
-            "/api/v1/reports?resource=file%3A%2Fetc%2Fmotd&since=24h&limit=1000&format=csv"
+            "/api/v1/reports?resource=file%3A%2Fetc%2Fmotd&since=24h&format=csv"
         );
         assert!(form.ranges.iter().any(|r| r.value == "24h" && r.selected));
     }

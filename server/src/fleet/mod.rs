@@ -264,16 +264,6 @@ pub struct NodePage {
     pub next_after: Option<String>,
 }
 
-/// Keeps the first `limit` of `rows` (asked for with one more, `LIMIT
-/// limit + 1`) and, when there were more, the name to continue after.
-fn keep_page<T>(rows: &mut Vec<T>, limit: u32, name: impl Fn(&T) -> &String) -> Option<String> {
-    if rows.len() <= limit as usize {
-        return None;
-    }
-    rows.truncate(limit as usize);
-    rows.last().map(|row| name(row).clone())
-}
-
 /// Up to `limit` nodes matching `filter` in `sort` order, after `after`.
 pub async fn page(
     db: &Db,
@@ -283,31 +273,16 @@ pub async fn page(
     after: Option<&Cursor>,
     limit: u32,
 ) -> Result<NodePage, DbError> {
-    let mut q = Sql::new(
-        "SELECT name, environment, roles, last_run_at, last_run_id, last_duration_ms,
-           catalog_version, last_commit, CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END AS has_error,
-           cordoned, last_corrective, state, stale, sort_key
-         FROM (SELECT *",
-    );
-    sort.push_column(&mut q);
-    q.push(" FROM (SELECT *, ");
-    ctx.push_columns(&mut q);
-    q.push(" FROM nodes WHERE deactivated_at IS NULL) AS s) AS n WHERE 1 = 1");
-    filter.push(&mut q, db.backend());
-    if let Some(after) = after {
-        sort.push_after(&mut q, after);
-    }
-    sort.push_order(&mut q);
-    q.push(" LIMIT ").bind(i64::from(limit) + 1);
-    let mut rows = q.rows(db).await?;
-    let next_after = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|row| sort.cursor_of(row).map(|c| c.to_param(sort)))
-            .transpose()?
-    } else {
-        None
+    let columns = "name, environment, roles, last_run_at, last_run_id, last_duration_ms,
+        catalog_version, last_commit, CASE WHEN compile_error IS NULL THEN 0 ELSE 1 END AS has_error,
+        cordoned, last_corrective, state, stale";
+    let ordered = Ordered {
+        filter,
+        sort,
+        after,
+        limit,
     };
+    let (rows, next_after) = ordered.rows(db, ctx, columns).await?;
     let nodes = rows
         .iter()
         .map(NodeLine::from_row)
@@ -322,6 +297,49 @@ pub async fn page(
         total,
         next_after,
     })
+}
+
+/// A page of the node list as asked for: which nodes, in what order, from
+/// where, how many.
+struct Ordered<'a> {
+    filter: &'a Filter,
+    sort: Sort,
+    after: Option<&'a Cursor>,
+    limit: u32,
+}
+
+impl Ordered<'_> {
+    /// `columns` (over the node's row and `Context::push_columns`) of the
+    /// page's rows, and the `after` parameter of the next when there are
+    /// more.
+    async fn rows(
+        &self,
+        db: &Db,
+        ctx: &Context,
+        columns: &str,
+    ) -> Result<(Vec<AnyRow>, Option<String>), DbError> {
+        let mut q = Sql::new(format!("SELECT {columns}, sort_key FROM (SELECT *"));
+        self.sort.push_column(&mut q);
+        q.push(" FROM (SELECT *, ");
+        ctx.push_columns(&mut q);
+        q.push(" FROM nodes WHERE deactivated_at IS NULL) AS s) AS n WHERE 1 = 1");
+        self.filter.push(&mut q, db.backend());
+        if let Some(after) = self.after {
+            self.sort.push_after(&mut q, after);
+        }
+        self.sort.push_order(&mut q);
+        q.push(" LIMIT ").bind(i64::from(self.limit) + 1);
+        let mut rows = q.rows(db).await?;
+        if rows.len() <= self.limit as usize {
+            return Ok((rows, None));
+        }
+        rows.truncate(self.limit as usize);
+        let next = rows
+            .last()
+            .map(|row| self.sort.cursor_of(row).map(|c| c.to_param(self.sort)))
+            .transpose()?;
+        Ok((rows, next))
+    }
 }
 
 /// A node's own state, for its page.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 use sqlx::any::AnyRow;
 
-use super::{Context, Filter, NodeState};
+use super::{Context, Cursor, Filter, NodeState, Sort};
 use crate::db::{self, Db, DbError, NODE_COLUMNS, NodeRow, Sql};
 
 /// A node as `GET /api/v1/nodes` shows it: its row, and what the dashboard
@@ -34,25 +34,28 @@ impl FromRow<'_, AnyRow> for NodeStatus {
     }
 }
 
-/// Up to `limit` nodes matching `filter`, in name order after `after`, and
-/// the name to continue after when there are more.
+/// Up to `limit` nodes matching `filter` in `sort` order after `after`, and
+/// the `after` parameter to continue with when there are more.
 pub async fn node_statuses(
     db: &Db,
     ctx: &Context,
     filter: &Filter,
-    after: Option<&str>,
+    sort: Sort,
+    after: Option<&Cursor>,
     limit: u32,
 ) -> Result<(Vec<NodeStatus>, Option<String>), DbError> {
-    let mut q = select(ctx);
-    // A deactivated node leaves the lists until it checks in again.
-    q.push(" AND deactivated_at IS NULL");
-    filter.push(&mut q, db.backend());
-    if let Some(after) = after {
-        q.push(" AND name > ").bind(after.to_owned());
-    }
-    q.push(" ORDER BY name LIMIT ").bind(i64::from(limit) + 1);
-    let mut nodes: Vec<NodeStatus> = q.fetch_all(db).await?;
-    let next = super::keep_page(&mut nodes, limit, |n| &n.node.name);
+    let ordered = super::Ordered {
+        filter,
+        sort,
+        after,
+        limit,
+    };
+    let columns = format!("{NODE_COLUMNS}, state, stale, last_noop");
+    let (rows, next) = ordered.rows(db, ctx, &columns).await?;
+    let nodes = rows
+        .iter()
+        .map(NodeStatus::from_row)
+        .collect::<Result<_, _>>()?;
     Ok((nodes, next))
 }
 

@@ -18,8 +18,9 @@ use crate::state::AppState;
 ///
 /// A node is known from its first catalog request or report. Each comes
 /// with the state the dashboard gives it. Filtered as the dashboard's form
-/// filters, in name order, at most `limit` (default and most 1000); a
-/// `Link: <...>; rel="next"` header gives the next page.
+/// filters, in name order unless `sort` names another (the dashboard's
+/// columns, `-` first for descending), at most `limit` (default and most
+/// 1000); a `Link: <...>; rel="next"` header gives the next page.
 #[utoipa::path(
     get,
     path = "/api/v1/nodes",
@@ -28,8 +29,8 @@ use crate::state::AppState;
     security(("operator_certificate" = []), ("operator_token" = []), ("operator_cookie" = [])),
     params(fleet::FilterText, PageQuery),
     responses(
-        (status = 200, description = "By name", body = [fleet::NodeStatus], headers(
-            ("Link" = String, description = "`<...?after=NAME>; rel=\"next\"` when there are more"),
+        (status = 200, description = "By name, or as `sort` asks", body = [fleet::NodeStatus], headers(
+            ("Link" = String, description = "`<...?after=CURSOR>; rel=\"next\"` when there are more (in name order the cursor is the last name)"),
         )),
         (status = 400, description = "A filter that cannot be used", body = crate::openapi::wire::ErrorBody),
         crate::openapi::OperatorOnly,
@@ -50,17 +51,34 @@ pub async fn nodes(
         return Err(AppError::BadRequest(error));
     }
     let limit = page.limit.unwrap_or(MAX_NODES).clamp(1, MAX_NODES);
+    let sort = match page.sort.as_deref().map(str::trim) {
+        None | Some("") => BY_NAME,
+        Some(text) => fleet::Sort::parse(text).ok_or_else(|| {
+            let keys: Vec<&str> = fleet::SortKey::ALL.iter().map(|k| k.as_str()).collect();
+            AppError::BadRequest(format!(
+                "unknown `sort` `{text}`: one of {}, `-` first for descending",
+                keys.join(", ")
+            ))
+        })?,
+    };
+    let after = page
+        .after
+        .as_deref()
+        .map(|a| sort.parse_cursor(a))
+        .transpose()
+        .map_err(|e| AppError::BadRequest(format!("invalid `after`: {e}")))?;
     let (nodes, next) = fleet::node_statuses(
         &state.db,
         &state.fleet_context(),
         &filter,
-        page.after.as_deref(),
+        sort,
+        after.as_ref(),
         limit,
     )
     .await?;
     let mut answer = Json(nodes).into_response();
     if let Some(next) = next {
-        let link = next_link(&text, limit, &next);
+        let link = next_link(&text, sort, limit, &next);
         if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
             answer.headers_mut().insert(header::LINK, value);
         }
@@ -77,14 +95,34 @@ pub struct PageQuery {
     /// How many nodes (default and at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// Only nodes whose name sorts after this (the `Link` header's).
+    /// Only nodes after this in the order asked for (the `Link` header's;
+    /// in name order, a name).
     #[param(example = "web-0")]
     after: Option<String>,
+    /// `name` (the default), `triage`, `state`, `environment`, `roles`,
+    /// `last_run`, `duration` or `commit`; `-` first for descending.
+    #[param(example = "-name")]
+    sort: Option<String>,
 }
 
-/// The next page's URL: the same filters, `after` the last name.
-fn next_link(text: &fleet::FilterText, limit: u32, after: &str) -> String {
-    let query = text.query(&[("limit", &limit.to_string()), ("after", after)]);
+/// The node list's order unless `sort` names another.
+const BY_NAME: fleet::Sort = fleet::Sort {
+    key: fleet::SortKey::Name,
+    descending: false,
+};
+
+/// The next page's URL: the same filters and order, `after` the last row.
+fn next_link(text: &fleet::FilterText, sort: fleet::Sort, limit: u32, after: &str) -> String {
+    let sort = if sort == BY_NAME {
+        String::new()
+    } else {
+        sort.as_param()
+    };
+    let query = text.query(&[
+        ("sort", &sort),
+        ("limit", &limit.to_string()),
+        ("after", after),
+    ]);
     format!("</api/v1/nodes?{query}>; rel=\"next\"")
 }
 

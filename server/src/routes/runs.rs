@@ -5,11 +5,12 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::export;
 use crate::runs::{self, EventPage, Format, List, RunPage, RunsQuery};
 use crate::state::AppState;
 
@@ -18,7 +19,8 @@ use crate::state::AppState;
 /// Every node's runs, newest first (by when they finished, never later than
 /// the server received them), filtered, a page at a time: give the answer's
 /// `next_after` as `after` (with the same filters) for the next page.
-/// `format=csv` downloads the page as CSV, `format=json` as a JSON file.
+/// `format=csv` downloads every match (at most `limit`, at most 100,000)
+/// as CSV, `format=json` as a JSON file.
 #[utoipa::path(
     get,
     path = "/api/v1/reports",
@@ -45,7 +47,9 @@ pub async fn list(
     let Query(query) = query?;
     let (filter, format) = parse(&query, List::Runs)?;
     let page = runs::runs(&state.db, &filter).await?;
-    answer(format, "runs", &page, || runs::runs_csv(&page.runs))
+    answer(format, "runs", &page, page.next_after.as_deref(), || {
+        runs::runs_csv(&page.runs)
+    })
 }
 
 /// Resource events across the fleet
@@ -80,7 +84,9 @@ pub async fn events(
     let Query(query) = query?;
     let (filter, format) = parse(&query, List::Events)?;
     let page = runs::events(&state.db, &filter).await?;
-    answer(format, "changes", &page, || runs::events_csv(&page.events))
+    answer(format, "changes", &page, page.next_after.as_deref(), || {
+        runs::events_csv(&page.events)
+    })
 }
 
 /// The filter and the format, or a 400 naming the parameter.
@@ -92,31 +98,32 @@ fn parse(query: &RunsQuery, list: List) -> Result<(runs::RunFilter, Format), App
     Ok((filter, format))
 }
 
-/// A page as `format` asks: JSON shown, or `NAME.json` / `NAME.csv` to save.
+/// A page as `format` asks: JSON shown, or `NAME.json` / `NAME.csv` to
+/// save; a CSV download cut by its limit names where the rest begins in
+/// `Drover-Next-After` (the JSON file holds `next_after`).
 fn answer<P: serde::Serialize>(
     format: Format,
     name: &str,
     page: &P,
+    next_after: Option<&str>,
     csv: impl FnOnce() -> Result<String, AppError>,
 ) -> Result<Response, AppError> {
     Ok(match format {
-        Format::Csv => download(&format!("{name}.csv"), "text/csv; charset=utf-8", csv()?),
-        Format::JsonFile => download(&format!("{name}.json"), "application/json", json(page)?),
+        Format::Csv => {
+            let mut response = export::file(&format!("{name}.csv"), export::CSV, csv()?);
+            if let Some(value) = next_after.and_then(|n| HeaderValue::from_str(n).ok()) {
+                response.headers_mut().insert(NEXT_AFTER, value);
+            }
+            response
+        }
+        Format::JsonFile => export::file(
+            &format!("{name}.json"),
+            export::JSON,
+            export::json_text(page)?,
+        ),
         Format::Json => Json(page).into_response(),
     })
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String, AppError> {
-    serde_json::to_string(value).map_err(|e| AppError::Internal(format!("cannot write JSON: {e}")))
-}
-
-/// `body` as a file to save, named `name`.
-fn download(name: &str, content_type: &'static str, body: String) -> Response {
-    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
-    }
-    response
-}
+/// Where a cut CSV download's rest begins: give it as `after`.
+const NEXT_AFTER: HeaderName = HeaderName::from_static("drover-next-after");

@@ -49,11 +49,15 @@ pub struct RunsQuery {
     #[serde(default)]
     #[param(example = "1764590400000000.42")]
     pub after: String,
-    /// How many (default 100, at most 1000).
+    /// How many: a page holds 100 unless told, at most 1000; a download
+    /// (`format` given) every match unless told, at most 100000.
     #[serde(default)]
     #[param(example = "100", pattern = "^[0-9]*$")]
     pub limit: String,
-    /// `json` (the default; as a download when given) or `csv`.
+    /// `json` (the default; as a download when given) or `csv`. A download
+    /// holds every match from `after` on (at most `limit`, at most 100000);
+    /// its `next_after` (JSON) or `Drover-Next-After` header (CSV) says
+    /// where the rest begins when that cap cut it.
     #[serde(default)]
     #[param(example = "json", pattern = "^(json|csv)?$")]
     pub format: String,
@@ -92,6 +96,8 @@ pub struct RunFilter {
 /// Rows per page unless `limit` says otherwise, and the most it may say.
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
+/// Rows a download holds unless `limit` says fewer.
+const MAX_DOWNLOAD: u32 = crate::export::MAX_ROWS as u32;
 
 /// How an answer is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +113,10 @@ impl RunsQuery {
     /// The filter for `list` at `now`, or the first part that cannot be
     /// used, naming its parameter.
     pub fn parse(&self, list: List, now: jiff::Timestamp) -> Result<RunFilter, String> {
+        let (default_limit, max_limit) = match self.format()? {
+            Format::Json => (DEFAULT_LIMIT, MAX_LIMIT),
+            Format::JsonFile | Format::Csv => (MAX_DOWNLOAD, MAX_DOWNLOAD),
+        };
         Ok(RunFilter {
             status: set(&self.status).map(|s| status(list, s)).transpose()?,
             node: set(&self.node).map(node),
@@ -122,7 +132,7 @@ impl RunsQuery {
             after: set(&self.after)
                 .map(|a| Cursor::parse(a).ok_or_else(|| format!("invalid `after` cursor `{a}`")))
                 .transpose()?,
-            limit: limit(&self.limit)?,
+            limit: limit(&self.limit, default_limit, max_limit)?,
         })
     }
 
@@ -201,13 +211,13 @@ fn flag(name: &str, s: &str) -> Result<bool, String> {
     }
 }
 
-fn limit(s: &str) -> Result<u32, String> {
+fn limit(s: &str, default: u32, max: u32) -> Result<u32, String> {
     let Some(s) = set(s) else {
-        return Ok(DEFAULT_LIMIT);
+        return Ok(default);
     };
     match s.parse::<u32>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(format!("invalid `limit` `{s}`: 1 to {MAX_LIMIT}")),
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("invalid `limit` `{s}`: 1 to {max}")),
     }
 }
 
@@ -270,6 +280,8 @@ mod tests {
             ("after=x", "`after`"),
             ("limit=0", "`limit`"),
             ("limit=1001", "`limit`"),
+            ("limit=100001&format=csv", "`limit`"),
+            ("format=xml", "`format`"),
         ] {
             let q = query(text);
             let error = q.parse(List::Runs, now()).unwrap_err();
@@ -286,6 +298,10 @@ mod tests {
         let f = q.parse(List::Runs, now()).unwrap();
         assert_eq!(f.node, Some(NodeMatch::Prefix("web-".into())));
         assert_eq!(f.limit, DEFAULT_LIMIT);
+        let download = query("format=csv").parse(List::Runs, now()).unwrap();
+        assert_eq!(download.limit, MAX_DOWNLOAD);
+        let capped = query("format=json&limit=5000").parse(List::Runs, now());
+        assert_eq!(capped.unwrap().limit, 5000);
         assert_eq!(
             q.query(&[("after", "5.6")]),
             "node=web-%2A&resource=file%3A%2Fetc%2Fmotd&since=24h&after=5.6"

@@ -1,13 +1,14 @@
 //! The runs and events queries: the filter's conditions over `reports`
 //! (alias `r`) and `report_events` (alias `e`), newest first by
 //! `(finished_at_us, id)`, one row more than the page to know whether
-//! another follows.
+//! another follows. A limit above a page (a download) is read a page at a
+//! time by keyset, so no one query sorts more than a page.
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
-use super::{Cursor, NodeMatch, RunFilter};
+use super::{Cursor, MAX_LIMIT, NodeMatch, RunFilter};
 use crate::db::{Db, DbError, ReportSummary, Sql};
 
 /// A page of runs.
@@ -84,12 +85,29 @@ impl FromRow<'_, AnyRow> for EventLine {
     }
 }
 
-/// Keeps the page of `rows` (asked with one more) and the cursor after it.
-fn page<T>(mut rows: Vec<Keyed<T>>, limit: u32) -> (Vec<T>, Option<String>) {
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next = more.then(|| rows.last().map(|r| r.cursor.text())).flatten();
-    (rows.into_iter().map(|r| r.item).collect(), next)
+/// The first `filter.limit` rows from `filter.after` on, read by `fetch`
+/// (which asks for one row more than its filter's limit) at most
+/// [`MAX_LIMIT`] at a time, and the cursor after them when more follow.
+async fn walk<T, F, Fut>(filter: &RunFilter, fetch: F) -> Result<(Vec<T>, Option<String>), DbError>
+where
+    F: Fn(RunFilter) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Keyed<T>>, DbError>>,
+{
+    let wanted = filter.limit as usize;
+    let mut items = Vec::new();
+    let mut chunk = filter.clone();
+    loop {
+        chunk.limit = u32::try_from(wanted - items.len()).map_or(MAX_LIMIT, |n| n.min(MAX_LIMIT));
+        let mut rows = fetch(chunk.clone()).await?;
+        let more = rows.len() > chunk.limit as usize;
+        rows.truncate(chunk.limit as usize);
+        let last = rows.last().map(|r| r.cursor);
+        items.extend(rows.into_iter().map(|r| r.item));
+        match last.filter(|_| more) {
+            Some(next) if items.len() < wanted => chunk.after = Some(next),
+            next => return Ok((items, next.map(Cursor::text))),
+        }
+    }
 }
 
 const RUN_COLUMNS: &str = "r.run_id, r.node, r.environment, r.commit_id, r.catalog_version,
@@ -98,6 +116,19 @@ const RUN_COLUMNS: &str = "r.run_id, r.node, r.environment, r.commit_id, r.catal
 
 /// Runs matching `filter`, newest first.
 pub async fn runs(db: &Db, filter: &RunFilter) -> Result<RunPage, DbError> {
+    let (runs, next_after) = walk(filter, |chunk| runs_chunk(db, chunk)).await?;
+    Ok(RunPage { runs, next_after })
+}
+
+/// Resource events matching `filter`, newest first.
+pub async fn events(db: &Db, filter: &RunFilter) -> Result<EventPage, DbError> {
+    let (events, next_after) = walk(filter, |chunk| events_chunk(db, chunk)).await?;
+    Ok(EventPage { events, next_after })
+}
+
+/// At most `filter.limit + 1` runs.
+async fn runs_chunk(db: &Db, filter: RunFilter) -> Result<Vec<Keyed<ReportSummary>>, DbError> {
+    let filter = &filter;
     let mut q = Sql::new("SELECT ");
     // A resource filter walks that resource's events (one per run at most).
     let key = if let Some(resource) = &filter.resource {
@@ -131,13 +162,12 @@ pub async fn runs(db: &Db, filter: &RunFilter) -> Result<RunPage, DbError> {
         None => &mut q,
     };
     push_common(&mut q, filter, "r", key);
-    let rows: Vec<Keyed<ReportSummary>> = q.fetch_all(db).await?;
-    let (runs, next_after) = page(rows, filter.limit);
-    Ok(RunPage { runs, next_after })
+    q.fetch_all(db).await
 }
 
-/// Resource events matching `filter`, newest first.
-pub async fn events(db: &Db, filter: &RunFilter) -> Result<EventPage, DbError> {
+/// At most `filter.limit + 1` events.
+async fn events_chunk(db: &Db, filter: RunFilter) -> Result<Vec<Keyed<EventLine>>, DbError> {
+    let filter = &filter;
     let mut q = Sql::new(
         "SELECT e.finished_at_us AS key_us, e.id AS key_id, e.node, e.run_id, e.environment,
            e.resource, e.status, e.corrective, e.finished_at_us, e.summary
@@ -153,9 +183,7 @@ pub async fn events(db: &Db, filter: &RunFilter) -> Result<EventPage, DbError> {
         q.push(" AND e.corrective = 1");
     }
     push_common(&mut q, filter, "e", "e");
-    let rows: Vec<Keyed<EventLine>> = q.fetch_all(db).await?;
-    let (events, next_after) = page(rows, filter.limit);
-    Ok(EventPage { events, next_after })
+    q.fetch_all(db).await
 }
 
 /// The node, environment, time range and cursor conditions (on table
@@ -200,4 +228,72 @@ fn push_common(q: &mut Sql, filter: &RunFilter, of: &str, key: &str) {
         " ORDER BY {key}.finished_at_us DESC, {key}.id DESC LIMIT "
     ))
     .bind(i64::from(filter.limit) + 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` rows, newest first, three to a microsecond.
+    fn rows(n: i64) -> Vec<Keyed<i64>> {
+        (0..n)
+            .rev()
+            .map(|id| Keyed {
+                cursor: Cursor { us: id / 3, id },
+                item: id,
+            })
+            .collect()
+    }
+
+    /// What a query would answer: the rows after the cursor, `limit + 1`.
+    async fn fetch(all: &[Keyed<i64>], filter: RunFilter) -> Result<Vec<Keyed<i64>>, DbError> {
+        let after = |r: &&Keyed<i64>| {
+            filter
+                .after
+                .is_none_or(|a| (r.cursor.us, r.cursor.id) < (a.us, a.id))
+        };
+        Ok(all
+            .iter()
+            .filter(after)
+            .take(filter.limit as usize + 1)
+            .map(|r| Keyed {
+                cursor: r.cursor,
+                item: r.item,
+            })
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn a_long_list_is_read_a_page_at_a_time_without_gaps() {
+        let all = rows(2_500);
+        let asked = std::sync::Mutex::new(Vec::new());
+        let read = |filter: RunFilter| {
+            asked.lock().unwrap().push(filter.limit);
+            fetch(&all, filter)
+        };
+        let everything = RunFilter {
+            limit: 100_000,
+            ..RunFilter::default()
+        };
+        let (items, next) = walk(&everything, read).await.unwrap();
+        assert_eq!(items, (0..2_500).rev().collect::<Vec<_>>());
+        assert_eq!(next, None);
+        assert!(asked.lock().unwrap().iter().all(|l| *l <= MAX_LIMIT));
+
+        let cut = RunFilter {
+            limit: 2_100,
+            ..RunFilter::default()
+        };
+        let (items, next) = walk(&cut, |f| fetch(&all, f)).await.unwrap();
+        assert_eq!(items.len(), 2_100);
+        assert_eq!(items.last(), Some(&400));
+        let rest = RunFilter {
+            after: Cursor::parse(&next.unwrap()),
+            limit: 1_000,
+            ..RunFilter::default()
+        };
+        let (items, next) = walk(&rest, |f| fetch(&all, f)).await.unwrap();
+        assert_eq!(items, (0..400).rev().collect::<Vec<_>>());
+        assert_eq!(next, None);
+    }
 }

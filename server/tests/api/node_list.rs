@@ -91,3 +91,66 @@ async fn the_node_list_filters_by_state_and_a_never_compiled_node_is_failed() {
     );
     cx.stop().await;
 }
+
+/// The names of every page from `uri` on, following the `Link` headers.
+async fn every_page(cx: &super::TestContext, uri: &str) -> Vec<String> {
+    let (mut names_seen, mut next) = (Vec::new(), Some(uri.to_owned()));
+    while let Some(uri) = next.take() {
+        let req = axum::http::Request::get(&uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (status, headers, body) = cx.send(req).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        names_seen.extend(names(&page).into_iter().map(str::to_owned));
+        next = headers.get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+    }
+    names_seen
+}
+
+#[tokio::test]
+async fn the_node_list_sorts_by_any_column_and_pages_in_that_order() {
+    let cx = TestContext::directory().await;
+    // Finished 60, 180, 30 and 120 seconds ago.
+    for (node, status, ago) in [
+        ("a-1", "changed", 60),
+        ("b-1", "failed", 180),
+        ("c-1", "unchanged", 30),
+        ("d-1", "failed", 120),
+    ] {
+        assert_eq!(cx.catalog(node).await.0, StatusCode::OK);
+        let at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(ago);
+        let run = report(node, &format!("{node}-r"), status, &at.to_string());
+        let (status, _, _) = cx
+            .post(&format!("/api/v1/nodes/{node}/reports"), run.to_string())
+            .await;
+        assert!(status.is_success(), "{status}");
+    }
+    assert_eq!(
+        every_page(&cx, "/api/v1/nodes?sort=-last_run&limit=1").await,
+        ["c-1", "a-1", "d-1", "b-1"]
+    );
+    assert_eq!(
+        every_page(&cx, "/api/v1/nodes?sort=last_run&limit=3").await,
+        ["b-1", "d-1", "a-1", "c-1"]
+    );
+    // Triage: the failed first, ties by name; filters hold across pages.
+    assert_eq!(
+        every_page(&cx, "/api/v1/nodes?sort=triage&limit=1").await,
+        ["b-1", "d-1", "a-1", "c-1"]
+    );
+    assert_eq!(
+        every_page(&cx, "/api/v1/nodes?sort=-name&state=failed&limit=1").await,
+        ["d-1", "b-1"]
+    );
+    for (query, says) in [("sort=age", "`sort`"), ("sort=triage&after=b-1", "`after`")] {
+        let (status, body) = cx.get(&format!("/api/v1/nodes?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(says), "{query}: {body}");
+    }
+    cx.stop().await;
+}

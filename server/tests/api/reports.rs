@@ -230,11 +230,10 @@ async fn every_page(cx: &TestContext, uri: &str) -> (Vec<String>, usize) {
     }
 }
 
-#[tokio::test]
-async fn keyset_pages_have_no_duplicates_or_gaps_among_equal_times() {
-    let cx = TestContext::directory().await;
-    // Seven runs finished at the same microsecond, two later.
-    let mut expected = Vec::new();
+/// Nine runs, each changing /etc/motd: seven finished at the same
+/// microsecond, two later; their ids, oldest first.
+async fn nine_runs(cx: &TestContext) -> Vec<String> {
+    let mut ids = Vec::new();
     for i in 0..9 {
         let at = if i < 7 {
             "2025-05-01T00:00:00Z"
@@ -249,8 +248,15 @@ async fn keyset_pages_have_no_duplicates_or_gaps_among_equal_times() {
             &[("file:/etc/motd", "changed", false)],
         ))
         .await;
-        expected.push(id);
+        ids.push(id);
     }
+    ids
+}
+
+#[tokio::test]
+async fn keyset_pages_have_no_duplicates_or_gaps_among_equal_times() {
+    let cx = TestContext::directory().await;
+    let expected = nine_runs(&cx).await;
     let (runs, pages) = every_page(&cx, "/api/v1/reports?limit=2").await;
     let (by_resource, _) = every_page(&cx, "/api/v1/reports?resource=file:/etc/motd&limit=3").await;
     let (events, _) = every_page(&cx, "/api/v1/reports/events?limit=4").await;
@@ -354,6 +360,55 @@ async fn lists_download_as_quoted_csv_and_as_json() {
     );
     let page: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(page["runs"].as_array().unwrap().len(), 2);
+    cx.stop().await;
+}
+
+/// The CSV's run ids (its first column) and its `Drover-Next-After`.
+async fn csv_ids(cx: &TestContext, uri: &str) -> (Vec<String>, Option<String>) {
+    let req = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, body) = cx.send(req).await;
+    assert_eq!(status, StatusCode::OK, "{uri}");
+    let mut reader = csv::Reader::from_reader(&body[..]);
+    let ids = reader.records().map(|r| r.unwrap()[0].to_owned()).collect();
+    let next = headers
+        .get("drover-next-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (ids, next)
+}
+
+#[tokio::test]
+async fn a_download_holds_every_match_and_says_where_a_cut_one_goes_on() {
+    let cx = TestContext::directory().await;
+    let mut expected = nine_runs(&cx).await;
+    expected.sort();
+    // No limit: every match, not one page (a page would be 100 here, but
+    // the same holds past the 1,000 a page can hold: see runs::query).
+    let (all, next) = csv_ids(&cx, "/api/v1/reports?format=csv").await;
+    assert_eq!(next, None, "nothing cut");
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected);
+    // A limit cuts it; the header says where the rest begins.
+    let (first, next) = csv_ids(&cx, "/api/v1/reports?format=csv&limit=4").await;
+    assert_eq!(first, all[..4]);
+    let next = next.expect("a cut download names where it goes on");
+    let (rest, last) = csv_ids(&cx, &format!("/api/v1/reports?format=csv&after={next}")).await;
+    assert_eq!((rest.as_slice(), last), (&all[4..], None));
+    // Events and JSON files alike; a download may ask for more than a page.
+    let page = cx
+        .get_json("/api/v1/reports/events?format=json&limit=5000")
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 9);
+    assert!(page["next_after"].is_null());
+    let page = cx
+        .get_json("/api/v1/reports/events?format=json&limit=2")
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert!(page["next_after"].is_string());
+    let (status, _) = cx.get("/api/v1/reports?format=csv&limit=100001").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     cx.stop().await;
 }
 

@@ -59,9 +59,7 @@ async fn the_runs_and_changes_pages_filter_page_and_export() {
     assert!(!html.contains("data-node=\"db-1\""));
     assert!(html.contains("href=\"/runs/r2\"") && html.contains("href=\"/nodes/web-2\""));
     assert!(
-        html.contains(
-            "href=\"/api/v1/reports?resource=file%3A%2Fetc%2Fmotd&limit=1000&format=csv\""
-        ),
+        html.contains("href=\"/api/v1/reports?resource=file%3A%2Fetc%2Fmotd&format=csv\""),
         "{html}"
     );
 

@@ -120,6 +120,11 @@ fn a_deactivated_node_leaves_the_lists_until_it_checks_in_again() {
     assert_eq!(status, 200);
     agent.run(&[]).expect_code(0);
     assert_eq!(listed(&fleet), ["web-1", "web-2"]);
+    // Any column either way: newest run first is web-1's second.
+    let by_run = operator(&fleet, &["node", "list", "--sort", "-last_run"]);
+    by_run.expect_code(0);
+    let at = |name: &str| by_run.stdout.find(&format!("{name} ")).unwrap();
+    assert!(at("web-1") < at("web-2"), "{}", by_run.stdout);
     let json = operator(&fleet, &["node", "list", "--json", "--state", "unchanged"]);
     json.expect_code(0);
     let nodes: Value = serde_json::from_str(&json.stdout).unwrap();
