@@ -73,7 +73,7 @@ impl RunRow {
     fn new(r: &ReportSummary, now: jiff::Timestamp) -> RunRow {
         RunRow {
             id: r.id.clone(),
-            href: format!("/runs/{}", urlencode(&r.id)),
+            href: super::run::href(&r.node, &r.id),
             status: r.status.clone(),
             noop: r.noop,
             cached: r.cached_catalog == "on_failure",

@@ -1,5 +1,7 @@
-//! `GET /runs/{run_id}`: one run, every resource with its events, diff and
-//! error. Unchanged resources are folded away unless asked for (`?all=1`).
+//! `GET /runs/{run_id}?node=NAME`: one run, every resource with its events,
+//! diff and error. Unchanged resources are folded away unless asked for
+//! (`&all=1`). Run ids are unique per node only, so every link names the
+//! node ([`href`]); without `node`, the first stored run of that id is shown.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -20,6 +22,14 @@ use crate::state::AppState;
 pub(super) struct Params {
     #[serde(default)]
     all: String,
+    /// Whose run: run ids are unique per node only.
+    #[serde(default)]
+    node: String,
+}
+
+/// The page of `node`'s run `run_id`.
+pub(super) fn href(node: &str, run_id: &str) -> String {
+    format!("/runs/{}?node={}", urlencode(run_id), urlencode(node))
 }
 
 struct EventRow {
@@ -122,7 +132,7 @@ struct RunPage {
     resources: Vec<ResourceView>,
 }
 
-/// `GET /runs/{run_id}?all=1`.
+/// `GET /runs/{run_id}?node=NAME&all=1`.
 pub(super) async fn page_of(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,9 +142,11 @@ pub(super) async fn page_of(
     if let Some(login) = sign_in_first(&caller) {
         return Ok(login);
     }
-    let Some((stored_node, body)) = db::report_body(&state.db, &id, None).await? else {
+    let of = Some(params.node.as_str()).filter(|n| !n.is_empty());
+    let Some((stored_node, body)) = db::report_body(&state.db, &id, of).await? else {
+        let whose = of.map_or_else(String::new, |node| format!(" of node `{node}`"));
         return Ok(super::page::not_found(&format!(
-            "No report has the run id `{id}` (reports older than report_retention_days are deleted)."
+            "No report{whose} has the run id `{id}` (reports older than report_retention_days are deleted)."
         )));
     };
     let report: Report = serde_json::from_str(&body)
@@ -144,7 +156,7 @@ pub(super) async fn page_of(
         .resources
         .iter()
         .partition(|r| show_all || r.status != ResourceStatus::Unchanged);
-    let href = format!("/runs/{}", urlencode(&id));
+    let href = href(&stored_node, &id);
     let received_at = db::report_received_at(&state.db, &stored_node, &id)
         .await?
         .unwrap_or_default();
@@ -173,7 +185,7 @@ pub(super) async fn page_of(
         error: report.error.clone(),
         show_all,
         hidden: hidden.len(),
-        all_href: format!("{href}?all=1"),
+        all_href: format!("{href}&all=1"),
         changes_href: href,
         resources: shown.into_iter().map(ResourceView::new).collect(),
         node: report.node,

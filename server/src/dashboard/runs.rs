@@ -172,7 +172,7 @@ impl RunRow {
         RunRow {
             commit_said: said.get(&r.commit).cloned().unwrap_or_default(),
             commit_href: config.commit_link(&r.commit),
-            href: format!("/runs/{}", urlencode(&r.id)),
+            href: super::run::href(&r.node, &r.id),
             node_href: format!("/nodes/{}", urlencode(&r.node)),
             finished_ago: format::ago(&r.finished_at, now),
             finished_at: format::when(&r.finished_at),
@@ -214,7 +214,7 @@ struct EventRow {
 impl EventRow {
     fn new(e: EventLine, now: jiff::Timestamp) -> EventRow {
         EventRow {
-            href: format!("/runs/{}", urlencode(&e.run_id)),
+            href: super::run::href(&e.node, &e.run_id),
             node_href: format!("/nodes/{}", urlencode(&e.node)),
             resource_href: format!("/changes?resource={}", urlencode(&e.resource)),
             finished_ago: format::ago(&e.finished_at, now),

@@ -48,5 +48,28 @@ async fn another_nodes_run_id_gets_the_answer_of_a_fresh_one() {
     assert_eq!(db1.as_array().unwrap().len(), 1);
     let web1 = cx.get_json("/api/v1/nodes/web-1/reports").await;
     assert_eq!(web1.as_array().unwrap().len(), 2);
+
+    // The dashboard links each run with its node, and shows that node's.
+    let node_page = String::from_utf8(cx.get("/nodes/web-1").await.1.to_vec()).unwrap();
+    assert!(
+        node_page.contains("href=\"/runs/run-db-1?node=web-1\""),
+        "{node_page}"
+    );
+    for node in ["db-1", "web-1"] {
+        let (status, page) = cx.get(&format!("/runs/run-db-1?node={node}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let page = String::from_utf8(page.to_vec()).unwrap();
+        assert!(
+            page.contains(&format!("href=\"/nodes/{node}\"")),
+            "{node}: {page}"
+        );
+        assert!(
+            page.contains(&format!("href=\"/runs/run-db-1?node={node}&#38;all=1\"")),
+            "{node}: {page}"
+        );
+    }
+    let (status, page) = cx.get("/runs/run-db-1?node=nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&page).contains("of node `nobody`"));
     cx.stop().await;
 }

@@ -57,7 +57,9 @@ async fn the_runs_and_changes_pages_filter_page_and_export() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(html.matches("<tr class=\"run\"").count(), 3, "{html}");
     assert!(!html.contains("data-node=\"db-1\""));
-    assert!(html.contains("href=\"/runs/r2\"") && html.contains("href=\"/nodes/web-2\""));
+    assert!(
+        html.contains("href=\"/runs/r2?node=web-2\"") && html.contains("href=\"/nodes/web-2\"")
+    );
     assert!(
         html.contains("href=\"/api/v1/reports?resource=file%3A%2Fetc%2Fmotd&format=csv\""),
         "{html}"

@@ -84,7 +84,13 @@ fn an_operator_finds_the_runs_that_touched_a_file_and_its_changes() {
             }
             hrefs
         };
-        assert_eq!(links, ["/runs/web-1-recent", "/runs/web-2-old"]);
+        assert_eq!(
+            links,
+            [
+                "/runs/web-1-recent?node=web-1",
+                "/runs/web-2-old?node=web-2"
+            ]
+        );
 
         // Then the last 24 hours only.
         let range = browser.find("#filters select[name=range]").await;

@@ -213,7 +213,7 @@ async fn failed_run(browser: &mut Browser, fleet: &Fleet) {
         Some("failed")
     );
     let run_id = run.attr("data-run-id").await.unwrap().expect("a run id");
-    assert_eq!(browser.path().await, format!("/runs/{run_id}"));
+    assert_eq!(browser.path().await, format!("/runs/{run_id}?node=db-1"));
 
     let exec = format!("section.resource[data-resource-id=\"{FAILING_EXEC}\"]");
     let section = browser.find(&exec).await;

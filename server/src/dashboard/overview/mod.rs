@@ -137,7 +137,7 @@ impl Row {
             last_run_href: n
                 .last_run_id
                 .as_deref()
-                .map(|id| format!("/runs/{}", urlencode(id))),
+                .map(|id| super::run::href(&n.name, id)),
             last_run_at: format::when(last_run_at),
             last_run_ago: format::ago(last_run_at, now),
             duration: n
