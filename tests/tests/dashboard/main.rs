@@ -17,6 +17,9 @@ use tempfile::TempDir;
 /// Nodes whose last report is older than this many seconds are `unresponsive`.
 pub const UNRESPONSIVE_AFTER_SECS: i64 = 3600;
 
+/// The forge's page of a commit, as the server is configured.
+pub const COMMIT_URL: &str = "https://git.example.com/ops/site/commit/{commit}";
+
 /// The failing exec every `db-*` node gets, and what it prints before failing.
 pub const FAILING_EXEC: &str = "exec:migrate";
 
@@ -71,7 +74,9 @@ impl Fleet {
             &repo.path,
             &tmp.path().join("server"),
             "127.0.0.1:0",
-            &format!("unresponsive_after_secs = {UNRESPONSIVE_AFTER_SECS}\n"),
+            &format!(
+                "unresponsive_after_secs = {UNRESPONSIVE_AFTER_SECS}\ncommit_url = \"{COMMIT_URL}\"\n"
+            ),
             &[],
         );
         Fleet {

@@ -8,7 +8,7 @@ use drover_tests::browser::Browser;
 use serde_json::json;
 
 use crate::markup::start_tags;
-use crate::{FAILING_EXEC, Fleet, runtime};
+use crate::{COMMIT_URL, FAILING_EXEC, Fleet, runtime};
 
 /// How long a report may take to reach an open page over `/events`.
 const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -198,6 +198,14 @@ async fn failed_run(browser: &mut Browser, fleet: &Fleet) {
     assert!(
         said.contains("(drover tests, "),
         "the commit's author: {said}"
+    );
+    // The commit links to the forge's page of it.
+    let link = browser
+        .find("#node-info dd[data-field=\"commit\"] a.commit-link")
+        .await;
+    assert_eq!(
+        link.attr("href").await.unwrap(),
+        Some(COMMIT_URL.replace("{commit}", &fleet.commit))
     );
     browser.find("svg#node-chart").await;
     let runs = browser.find_all("#runs tr.run").await;
