@@ -6,7 +6,7 @@
 //! `@` first) is prefixed with `'`, since node names, facts and messages
 //! come from nodes.
 
-use axum::http::header;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -47,6 +47,18 @@ pub fn download<T: Serialize>(
         Format::Csv => file(&format!("{name}.csv"), CSV, csv_of(rows)?),
         Format::Json | Format::Html => file(&format!("{name}.json"), JSON, json_text(rows)?),
     })
+}
+
+/// Where a download its cap cut goes on: give it as `after`, with the same
+/// filters.
+pub const NEXT_AFTER: HeaderName = HeaderName::from_static("drover-next-after");
+
+/// `response` with [`NEXT_AFTER`] when `next` says the download was cut.
+pub fn cut_at(mut response: Response, next: Option<&str>) -> Response {
+    if let Some(value) = next.and_then(|n| HeaderValue::from_str(n).ok()) {
+        response.headers_mut().insert(NEXT_AFTER, value);
+    }
+    response
 }
 
 /// The content types of the two kinds of download.

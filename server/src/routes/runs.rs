@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Caller;
@@ -109,13 +108,10 @@ fn answer<P: serde::Serialize>(
     csv: impl FnOnce() -> Result<String, AppError>,
 ) -> Result<Response, AppError> {
     Ok(match format {
-        Format::Csv => {
-            let mut response = export::file(&format!("{name}.csv"), export::CSV, csv()?);
-            if let Some(value) = next_after.and_then(|n| HeaderValue::from_str(n).ok()) {
-                response.headers_mut().insert(NEXT_AFTER, value);
-            }
-            response
-        }
+        Format::Csv => export::cut_at(
+            export::file(&format!("{name}.csv"), export::CSV, csv()?),
+            next_after,
+        ),
         Format::JsonFile => export::file(
             &format!("{name}.json"),
             export::JSON,
@@ -124,6 +120,3 @@ fn answer<P: serde::Serialize>(
         Format::Json => Json(page).into_response(),
     })
 }
-
-/// Where a cut CSV download's rest begins: give it as `after`.
-const NEXT_AFTER: HeaderName = HeaderName::from_static("drover-next-after");

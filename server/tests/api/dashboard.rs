@@ -513,10 +513,43 @@ async fn the_overview_lists_what_needs_an_operator_first_and_sorts_by_any_column
     assert_eq!(rows[0]["name"], "d-repaired", "{rows:#}");
     assert_eq!(rows[0]["corrective"], 1);
     assert_eq!(rows.as_array().unwrap().len(), 1);
-    let (status, _, _) = cx
-        .send(Request::get("/?format=xml").body(Body::empty()).unwrap())
+    // A filter or order that cannot be used refuses the download, rather
+    // than giving the whole fleet.
+    for uri in [
+        "/?format=xml",
+        "/?sort=size&format=csv",
+        "/?state=bogus&format=json",
+    ] {
+        let (status, _, _) = cx
+            .send(Request::get(uri).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+    }
+    // From `after` on, as the pages go.
+    let after = &newest[1];
+    let (status, _, body) = cx
+        .send(
+            Request::get(format!("/?sort=name&format=json&after={after}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::OK);
+    let rows: Value = serde_json::from_slice(&body).unwrap();
+    let mut by_name = newest.clone();
+    by_name.sort();
+    let rest: Vec<&str> = by_name
+        .iter()
+        .filter(|n| *n > after)
+        .map(String::as_str)
+        .collect();
+    let got: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, rest);
     // A sort that does not exist is said, and triage is kept.
     let bad = cx.page("/?sort=size").await;
     assert!(bad.contains("unknown sort `size`"), "{bad}");

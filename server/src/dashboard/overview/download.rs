@@ -1,5 +1,7 @@
 //! The overview's list as a download: every node the filter matches (not
-//! one page), in the order asked for, as JSON or CSV.
+//! one page), in the order asked for, as JSON or CSV; past
+//! `export::MAX_ROWS` nodes, cut there with `Drover-Next-After` naming
+//! where the rest begins.
 
 use axum::response::Response;
 use serde::Serialize;
@@ -29,16 +31,21 @@ struct NodeExport {
     commit_subject: Option<String>,
 }
 
-/// Every node the filter matches, in the order asked for, as a download.
+/// Every node the filter matches from `after` on, in the order asked for,
+/// as a download; a filter that cannot be used is a 400, not the whole
+/// fleet.
 pub(super) async fn export(
     state: &AppState,
     asked: &Asked,
     format: export::Format,
 ) -> Result<Response, AppError> {
+    if !asked.errors.is_empty() {
+        return Err(AppError::BadRequest(asked.errors.join("; ")));
+    }
     let ctx = state.fleet_context();
     let mut lines: Vec<NodeLine> = Vec::new();
-    let mut after: Option<Cursor> = None;
-    loop {
+    let mut after: Option<Cursor> = asked.after.clone();
+    let cut = loop {
         let page = fleet::page(
             &state.db,
             &ctx,
@@ -53,9 +60,9 @@ pub(super) async fn export(
             Some(next) if lines.len() < export::MAX_ROWS => {
                 after = Some(asked.sort.parse_cursor(&next).map_err(AppError::Internal)?);
             }
-            _ => break,
+            next => break next,
         }
-    }
+    };
     let commits = Commits::of(state, &lines).await;
     let rows: Vec<NodeExport> = lines
         .into_iter()
@@ -79,5 +86,8 @@ pub(super) async fn export(
             name: n.name,
         })
         .collect();
-    export::download(format, "nodes", &rows)
+    Ok(export::cut_at(
+        export::download(format, "nodes", &rows)?,
+        cut.as_deref(),
+    ))
 }
