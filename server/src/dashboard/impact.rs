@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::fleet::urlencode;
 use crate::impact::Impact;
 use crate::impact::placements::Fate;
-use crate::impact::served::{Answer, impact_of};
+use crate::impact::served::{Answer, Done, impact_of};
 use crate::state::AppState;
 
 /// Changed nodes shown in full; the rest are counted (`diff --json` has all).
@@ -88,6 +88,8 @@ struct Analysis {
     /// Changed nodes not shown.
     more: usize,
     moves: Vec<MoveView>,
+    /// When the fleet's facts and placements it stands on were read.
+    read_at: String,
 }
 
 #[derive(Template)]
@@ -136,7 +138,7 @@ pub(super) async fn show(
         return render(StatusCode::OK, &page);
     }
     match impact_of(&state, &params.env, &against).await {
-        Ok(Answer::Done(impact)) => page.analysis = Some(view(&impact)),
+        Ok(Answer::Done(done)) => page.analysis = Some(view(&done)),
         Ok(Answer::Unparsed {
             environment,
             errors,
@@ -150,7 +152,8 @@ pub(super) async fn show(
     render(StatusCode::OK, &page)
 }
 
-fn view(impact: &Impact) -> Analysis {
+fn view(done: &Done) -> Analysis {
+    let impact: &Impact = &done.impact;
     let href = |node: &str| format!("/nodes/{}", urlencode(node));
     let broken = impact
         .impacts
@@ -210,6 +213,7 @@ fn view(impact: &Impact) -> Analysis {
         shown,
         more: changed.len().saturating_sub(SHOWN),
         moves: impact.placements.iter().map(move_view).collect(),
+        read_at: super::format::when(&done.read_at.to_string()),
     }
 }
 

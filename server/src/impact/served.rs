@@ -43,18 +43,28 @@ struct Kept {
     inputs: String,
     /// When it was computed, or its inputs last found the same.
     checked: Instant,
+    /// The same moment by the clock, for the page to say.
+    read_at: jiff::Timestamp,
     impact: Arc<Impact>,
 }
 
 /// What the server says of `branch` merged into `against`.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    Done(Arc<Impact>),
+    Done(Done),
     /// A side does not parse: which, and its diagnostics.
     Unparsed {
         environment: String,
         errors: Vec<String>,
     },
+}
+
+/// An analysis, and when the facts, fleet and placements it stands on were
+/// read (up to [`FRESH`] ago: a new node or new facts show after that).
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub impact: Arc<Impact>,
+    pub read_at: jiff::Timestamp,
 }
 
 /// The analysis of `branch` against `against` (both environments this
@@ -87,7 +97,7 @@ pub async fn impact_of(state: &AppState, branch: &str, against: &str) -> Result<
         old.commit
     );
     if let Some(hit) = fresh(&commits) {
-        return Ok(Answer::Done(hit));
+        return Ok(hit);
     }
     let _turn = RUNNING
         .acquire()
@@ -95,17 +105,18 @@ pub async fn impact_of(state: &AppState, branch: &str, against: &str) -> Result<
         .map_err(|e| AppError::Internal(format!("the impact analysis is closed: {e}")))?;
     // The request this one waited for may have answered it.
     if let Some(hit) = fresh(&commits) {
-        return Ok(Answer::Done(hit));
+        return Ok(hit);
     }
     let nodes = stored_facts(state).await?;
     let fleet = crate::db::apps::fleet(&state.db).await?;
     let rows = crate::db::apps::placements(&state.db).await?;
     let inputs = digest(&nodes, &fleet, &rows);
     if let Some(hit) = same_inputs(&commits, &inputs) {
-        return Ok(Answer::Done(hit));
+        return Ok(hit);
     }
     let (branch, against) = (branch.to_owned(), against.to_owned());
-    let now_us = jiff::Timestamp::now().as_microsecond();
+    let read_at = jiff::Timestamp::now();
+    let now_us = read_at.as_microsecond();
     let impact = tokio::task::spawn_blocking(move || {
         analyse(&Question {
             branch: &branch,
@@ -133,9 +144,10 @@ pub async fn impact_of(state: &AppState, branch: &str, against: &str) -> Result<
         commits,
         inputs,
         checked: Instant::now(),
+        read_at,
         impact: impact.clone(),
     });
-    Ok(Answer::Done(impact))
+    Ok(Answer::Done(Done { impact, read_at }))
 }
 
 /// Every node the database knows, with the facts it last sent.
@@ -189,21 +201,31 @@ fn answers() -> std::sync::MutexGuard<'static, Vec<Kept>> {
 }
 
 /// The answer for `commits` computed or checked within [`FRESH`].
-fn fresh(commits: &str) -> Option<Arc<Impact>> {
+fn fresh(commits: &str) -> Option<Answer> {
     answers()
         .iter()
         .find(|k| k.commits == commits && k.checked.elapsed() < FRESH)
-        .map(|k| k.impact.clone())
+        .map(Kept::answer)
 }
 
 /// The answer for `commits` computed from the same inputs (checked anew).
-fn same_inputs(commits: &str, inputs: &str) -> Option<Arc<Impact>> {
+fn same_inputs(commits: &str, inputs: &str) -> Option<Answer> {
     let mut kept = answers();
     let k = kept
         .iter_mut()
         .find(|k| k.commits == commits && k.inputs == inputs)?;
     k.checked = Instant::now();
-    Some(k.impact.clone())
+    k.read_at = jiff::Timestamp::now();
+    Some(k.answer())
+}
+
+impl Kept {
+    fn answer(&self) -> Answer {
+        Answer::Done(Done {
+            impact: self.impact.clone(),
+            read_at: self.read_at,
+        })
+    }
 }
 
 fn keep(new: Kept) {

@@ -106,8 +106,21 @@ async fn page(cx: &TestContext, uri: &str) -> (StatusCode, String) {
 #[tokio::test]
 async fn a_changed_template_changes_exactly_the_nodes_that_render_it() {
     let cx = fleet().await;
+    let before = jiff::Timestamp::now();
     let (status, html) = page(&cx, "/impact?env=motd&against=main").await;
     assert_eq!(status, StatusCode::OK, "{html}");
+    // It says when it read the fleet it stands on: during this request.
+    let read_at = html
+        .split_once("<time id=\"impact-read-at\">")
+        .and_then(|(_, rest)| rest.split_once("</time>"))
+        .map(|(at, _)| at.replace(" UTC", "Z").replace(' ', "T"))
+        .expect("the time the fleet was read");
+    let read_at: jiff::Timestamp = read_at.parse().unwrap();
+    let whole_seconds = jiff::SignedDuration::from_secs(1);
+    assert!(
+        before - whole_seconds <= read_at && read_at <= jiff::Timestamp::now(),
+        "{read_at}"
+    );
     for node in ["web-1", "web-2"] {
         assert!(
             html.contains(&format!("class=\"impact-node\" data-node=\"{node}\"")),
@@ -136,7 +149,7 @@ async fn a_changed_template_changes_exactly_the_nodes_that_render_it() {
     // The form offers every branch, the asked ones chosen.
     assert!(html.contains("<option value=\"motd\" selected>"), "{html}");
     assert!(html.contains("<option value=\"to-db\">"), "{html}");
-    // Again: the same answer (from the cache).
+    // Again: the same answer (from the cache, the fleet as then read).
     let (_, again) = page(&cx, "/impact?env=motd&against=main").await;
     assert_eq!(again, html);
     // Against itself: nothing changes.
