@@ -1,6 +1,7 @@
 //! Which current placements [`schedule`](super::schedule) keeps, and why it
-//! does not keep the others: the first step of every schedule, and what
-//! `drover-server diff` and `plan` say of a replica that moves.
+//! does not keep the others (its answer's `not_kept`): the first step of
+//! every schedule, and what `drover-server diff` and `plan` say of a
+//! replica that moves.
 //!
 //! Current placements are judged app by app (by name), replica by index,
 //! each against the usage of those kept before it, in the lenient
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::fleet::Fleet;
 use super::predicates::Mode;
-use super::{AppDemand, NodeState, Placement, Policy, Refusal};
+use super::{Placement, Refusal};
 
 /// Why a current placement was not kept.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,26 +77,22 @@ pub(super) fn keep<'c>(fleet: &mut Fleet<'_>, current: &'c [Placement]) -> Kept<
     }
 }
 
-/// Why each of the `current` placements that [`schedule`](super::schedule)
-/// would not keep on `nodes` is not kept, in the order it judges them.
-pub fn not_kept(
-    policy: &Policy,
-    apps: &[AppDemand],
-    nodes: &[NodeState],
-    current: &[Placement],
-) -> Vec<(Placement, NotKept)> {
-    let mut fleet = Fleet::new(policy, apps, nodes);
-    keep(&mut fleet, current)
-        .not_kept
-        .into_iter()
-        .map(|(p, why)| (p.clone(), why))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::{Health, Predicate, Resources, Selector};
+    use crate::schedule::{
+        AppDemand, Explain, Health, NodeState, Policy, Predicate, Resources, Selector,
+    };
+
+    /// What a schedule says it did not keep of `current`.
+    fn not_kept(
+        policy: &Policy,
+        apps: &[AppDemand],
+        nodes: &[NodeState],
+        current: &[Placement],
+    ) -> Vec<(Placement, NotKept)> {
+        crate::schedule::schedule(policy, apps, nodes, current, "c1", Explain::Top(0)).not_kept
+    }
 
     fn node(name: &str, roles: &[&str], health: Health) -> NodeState {
         NodeState {

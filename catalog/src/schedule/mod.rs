@@ -30,7 +30,7 @@ mod priorities;
 mod tests;
 
 pub use capacity::{capacity_from_facts, packing_lower_bound, usage};
-pub use keep::{NotKept, not_kept};
+pub use keep::NotKept;
 pub use place::{schedule, schedule_holding};
 #[allow(
     unused_imports,
@@ -231,4 +231,8 @@ pub struct Schedule {
     /// One per replica that was placed anew or is pending in this call;
     /// kept replicas have none (their decision is the one that placed them).
     pub decisions: Vec<Decision>,
+    /// The current placements it did not keep, with why (what `plan` and
+    /// `diff` say of a replica that moves); not part of the wire form.
+    #[serde(skip)]
+    pub not_kept: Vec<(Placement, NotKept)>,
 }

@@ -65,7 +65,7 @@ pub fn schedule_holding(
     let super::keep::Kept {
         previous,
         mut kept,
-        not_kept: _,
+        not_kept,
     } = super::keep::keep(&mut fleet, current);
     let placed: BTreeMap<(usize, u32), ()> = kept
         .iter()
@@ -144,6 +144,10 @@ pub fn schedule_holding(
     Schedule {
         placements: kept,
         decisions,
+        not_kept: not_kept
+            .into_iter()
+            .map(|(p, why)| (p.clone(), why))
+            .collect(),
     }
 }
 

@@ -108,18 +108,14 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<u8> {
 /// The analysis as an operator reads it.
 pub(crate) fn render(impact: &Impact) -> String {
     let mut out = String::new();
-    let mut changed = 0;
-    let mut broken = 0;
     for i in &impact.impacts {
         if !i.errors.is_empty() {
-            broken += 1;
             let _ = writeln!(out, "{}: does not compile on {}:", i.node, impact.branch);
             for e in &i.errors {
                 let _ = writeln!(out, "  {e}");
             }
             continue;
         }
-        changed += 1;
         let d = &i.diff;
         let _ = writeln!(
             out,
@@ -155,8 +151,10 @@ pub(crate) fn render(impact: &Impact) -> String {
     render_moves(&mut out, impact);
     let _ = writeln!(
         out,
-        "{changed} of {} node(s) change and {broken} do not compile on {} (against {}){}",
+        "{} of {} node(s) change and {} do not compile on {} (against {}){}",
+        impact.changed(),
         impact.nodes,
+        impact.broken(),
         impact.branch,
         impact.against,
         match impact.placements.len() {

@@ -533,17 +533,7 @@ fn fleet_facts(args: &CheckArgs) -> anyhow::Result<Vec<(String, Facts)>> {
 
 /// Every node a server's database knows, with the facts it last sent.
 pub(crate) fn stored_facts(store: &StoreArgs) -> anyhow::Result<Vec<(String, Facts)>> {
-    store.read(async |db| {
-        let mut nodes = Vec::new();
-        let mut after = String::new();
-        loop {
-            let page = crate::db::known_nodes(db, &after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.name.clone();
-            nodes.extend(page.into_iter().map(|n| (n.name, n.facts)));
-        }
-        Ok(nodes)
-    })
+    store.read(async |db| Ok(crate::db::known_facts(db).await?))
 }
 
 /// `drover-server check`: exit 0 clean, 1 with every error on stderr.

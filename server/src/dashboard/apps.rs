@@ -12,10 +12,9 @@ use drover_catalog::schedule::{Decision, Verdict};
 use serde::Deserialize;
 
 use super::format;
-use super::page::{page, render, sign_in_first};
+use super::page::{SignedIn, page, render};
 use crate::apps::update::short;
 use crate::apps::view::{self, AppStatus, Capacity, Quantities, ReplicaStatus};
-use crate::auth::Caller;
 use crate::error::AppError;
 use crate::fleet::urlencode;
 use crate::state::AppState;
@@ -312,12 +311,9 @@ struct AppsPage {
 /// `GET /apps?environment=`.
 pub(super) async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let environment = params.environment();
     let now = jiff::Timestamp::now();
     let apps = view::apps(&state, environment, None, false).await?;
@@ -473,13 +469,10 @@ struct AppPage {
 /// `GET /apps/{name}?environment=`.
 pub(super) async fn page_of(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     Path(name): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let now = jiff::Timestamp::now();
     let apps = view::apps(&state, params.environment(), Some(&name), true).await?;
     let view = AppPage {

@@ -12,8 +12,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::forms::{self, token};
-use super::page::{page, sign_in_first};
-use crate::auth::Caller;
+use super::page::{SignedIn, page};
 use crate::error::AppError;
 use crate::fleet::urlencode;
 use crate::state::AppState;
@@ -54,12 +53,9 @@ struct CertificatesPage {
 /// `GET /certificates`.
 pub(super) async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let pki = state.pki.clone();
     let listing = tokio::task::spawn_blocking(move || pki.listing())
         .await

@@ -15,8 +15,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::page::{render, sign_in_first};
-use crate::auth::Caller;
+use super::page::{SignedIn, render};
 use crate::error::AppError;
 use crate::fleet::urlencode;
 use crate::impact::Impact;
@@ -106,12 +105,9 @@ struct ImpactPage {
 
 pub(super) async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let names = state.snapshots.names();
     let against = if params.against.is_empty() {
         state.snapshots.default_environment()

@@ -9,9 +9,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::maintenance::MaintenanceView;
-use super::page::{page, sign_in_first};
+use super::page::{SignedIn, page};
 use super::{chart, format};
-use crate::auth::Caller;
 use crate::db::{self, ReportSummary};
 use crate::error::AppError;
 use crate::fleet;
@@ -123,14 +122,11 @@ struct NodePage {
 /// `GET /nodes/{name}?before=RFC3339`.
 pub(super) async fn page_of(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     headers: HeaderMap,
     Path(name): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let before = match params.before.trim() {
         "" => None,
         text => Some(text.parse::<jiff::Timestamp>().map_err(|e| {
@@ -153,14 +149,10 @@ pub(super) async fn page_of(
     let history = db::reports(&state.db, &name, RUNS + 1, before).await?;
     let more = history.len() > RUNS as usize;
     let runs: Vec<&ReportSummary> = history.iter().take(RUNS as usize).collect();
-    let older_href = more.then(|| runs.last()).flatten().map(|r| {
-        format!(
-            "/nodes/{}?before={}{}",
-            urlencode(&name),
-            urlencode(&r.finished_at),
-            keep_range(&params.range)
-        )
-    });
+    let older_href = more
+        .then(|| runs.last())
+        .flatten()
+        .map(|r| node_href(&name, &r.finished_at, &params.range));
     let environment_head = node
         .environment
         .as_ref()
@@ -230,11 +222,7 @@ pub(super) async fn page_of(
         ),
         runs: runs.iter().map(|r| RunRow::new(r, now)).collect(),
         paged: before.is_some(),
-        newest_href: format!(
-            "/nodes/{}{}",
-            urlencode(&name),
-            keep_range(&params.range).replacen('&', "?", 1)
-        ),
+        newest_href: node_href(&name, "", &params.range),
         older_href,
         facts: flatten_facts(&node.facts),
         name,
@@ -242,11 +230,19 @@ pub(super) async fn page_of(
     page(&view)
 }
 
-/// `&range=...` when the page was asked for a range, so paging keeps it.
-fn keep_range(range: &str) -> String {
-    match range.trim() {
-        "" => String::new(),
-        r => format!("&range={}", urlencode(r)),
+/// The node page of `name` from `before` on (empty: the newest runs), its
+/// chart over `range` (empty: the default), so paging keeps the range.
+fn node_href(name: &str, before: &str, range: &str) -> String {
+    let query: Vec<String> = [("before", before), ("range", range.trim())]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect();
+    let path = format!("/nodes/{}", urlencode(name));
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
     }
 }
 

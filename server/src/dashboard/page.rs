@@ -3,23 +3,36 @@
 //! or a redirect to `/login` for a browser without a credential.
 
 use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use crate::auth::Caller;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Scripts and styles from this server only; no inline script can run.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// A page is for operators: a browser without a credential is sent to
-/// `/login` (the redirect to answer with, if so).
-pub(super) fn sign_in_first(caller: &Caller) -> Option<Response> {
-    caller
-        .require_operator()
-        .is_err()
-        .then(|| Redirect::to("/login").into_response())
+/// An operator on a page. A caller who is none (a browser without a
+/// credential) is sent to `/login`; a credential that is wrong is refused
+/// as the API refuses it.
+pub(super) struct SignedIn;
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<SignedIn, Response> {
+        let caller = Caller::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match caller.require_operator() {
+            Ok(_) => Ok(SignedIn),
+            Err(_) => Err(Redirect::to("/login").into_response()),
+        }
+    }
 }
 
 /// Renders a template as a page: no caching (it shows fleet data), no

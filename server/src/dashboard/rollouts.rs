@@ -15,8 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::commit::CommitView;
 use super::forms::{self, session_id, token};
-use super::page::{page, sign_in_first};
-use crate::auth::Caller;
+use super::page::{SignedIn, page};
 use crate::error::AppError;
 use crate::fleet::urlencode;
 use crate::rollout::view::{self, Request};
@@ -61,12 +60,9 @@ struct RolloutsPage {
 
 pub(super) async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let mut rollouts = Vec::new();
     for env in state.snapshots.names() {
         let status = view::status(&state, &env).await?;

@@ -11,8 +11,7 @@ use drover_catalog::report::{CachedCatalog, ResourceReport, ResourceStatus};
 use serde::Deserialize;
 
 use super::format;
-use super::page::{page, sign_in_first};
-use crate::auth::Caller;
+use super::page::{SignedIn, page};
 use crate::db;
 use crate::error::AppError;
 use crate::fleet::urlencode;
@@ -135,13 +134,10 @@ struct RunPage {
 /// `GET /runs/{run_id}?node=NAME&all=1`.
 pub(super) async fn page_of(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     Path(id): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let of = Some(params.node.as_str()).filter(|n| !n.is_empty());
     let Some((stored_node, body)) = db::report_body(&state.db, &id, of).await? else {
         let whose = of.map_or_else(String::new, |node| format!(" of node `{node}`"));

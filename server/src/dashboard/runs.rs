@@ -12,9 +12,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::format;
-use super::page::{render, sign_in_first};
-use crate::auth::Caller;
+use super::page::{SignedIn, render};
+use super::{chart, format};
 use crate::db::ReportSummary;
 use crate::error::AppError;
 use crate::fleet::urlencode;
@@ -22,19 +21,13 @@ use crate::runs::{self, EventLine, List, RunsQuery};
 use crate::state::AppState;
 
 /// The time ranges the form offers, as `since` ages.
-const RANGES: [(&str, &str); 4] = [
-    ("6h", "last 6 hours"),
-    ("24h", "last 24 hours"),
-    ("7d", "last 7 days"),
-    ("14d", "last 14 days"),
-];
-
 /// The query string: the API's filter, and the form's time range.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Params {
     #[serde(flatten)]
     query: RunsQuery,
-    /// One of [`RANGES`], `custom` (since/until as typed), or empty.
+    /// One of the charts' ranges (`chart::RANGES`: an age back from now),
+    /// `custom` (since/until as typed), or empty.
     #[serde(default)]
     range: String,
 }
@@ -43,7 +36,7 @@ impl Params {
     /// The filter the list is read with: a preset range is its `since`.
     fn effective(&self) -> RunsQuery {
         let mut query = self.query.clone();
-        if RANGES.iter().any(|(value, _)| *value == self.range) {
+        if chart::RANGES.iter().any(|r| r.param == self.range) {
             query.since = self.range.clone();
             query.until = String::new();
         }
@@ -67,7 +60,7 @@ impl Params {
 
 struct SelectOption {
     value: &'static str,
-    label: &'static str,
+    label: String,
     selected: bool,
 }
 
@@ -116,14 +109,14 @@ impl Form {
                 .iter()
                 .map(|s| SelectOption {
                     value: s,
-                    label: s,
+                    label: (*s).to_owned(),
                     selected: q.status.trim() == *s,
                 })
                 .collect(),
-            ranges: RANGES
+            ranges: chart::RANGES
                 .iter()
-                .copied()
-                .chain([("custom", "custom since/until")])
+                .map(|r| (r.param, format!("last {}", r.label)))
+                .chain([("custom", "custom since/until".to_owned())])
                 .map(|(value, label)| SelectOption {
                     value,
                     label,
@@ -240,12 +233,9 @@ struct ChangesPage {
 /// `GET /runs?status=&node=&environment=&resource=&corrective=&range=&since=&until=&after=`.
 pub(super) async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let now = jiff::Timestamp::now();
     let (rows, next, error) = match params.effective().parse(List::Runs, now) {
         Ok(filter) => {
@@ -271,12 +261,9 @@ pub(super) async fn list(
 /// `GET /changes`, with the filters of `/runs`.
 pub(super) async fn changes(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     let now = jiff::Timestamp::now();
     let (rows, next, error) = match params.effective().parse(List::Events, now) {
         Ok(filter) => {

@@ -30,7 +30,7 @@ mod writer;
 
 pub(crate) use nodes::NODE_COLUMNS;
 pub use nodes::{
-    Answer, CompileError, KnownNode, NodeRow, content, known_nodes, last_good, node,
+    Answer, CompileError, KnownNode, NodeRow, content, known_facts, known_nodes, last_good, node,
     record_catalog_request, record_catalog_request_at, set_compile_error, store_contents,
 };
 pub use reports::{

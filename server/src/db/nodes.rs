@@ -113,6 +113,21 @@ pub async fn known_nodes(db: &Db, after: &str, limit: u32) -> Result<Vec<KnownNo
     .await?)
 }
 
+/// Every node that has sent facts, with them, in name order (read a page
+/// of 1,000 at a time): what `diff` and the impact page compile with.
+pub async fn known_facts(db: &Db) -> Result<Vec<(String, Facts)>, DbError> {
+    let mut nodes = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = known_nodes(db, &after, 1000).await?;
+        let Some(last) = page.last() else {
+            return Ok(nodes);
+        };
+        after = last.name.clone();
+        nodes.extend(page.into_iter().map(|n| (n.name, n.facts)));
+    }
+}
+
 /// How a catalog request ended, as far as the database keeps it.
 #[derive(Debug, Clone, Copy)]
 pub enum Answer<'a> {

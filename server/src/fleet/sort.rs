@@ -106,14 +106,23 @@ impl Default for Sort {
 }
 
 impl Sort {
-    /// `KEY` or `-KEY`; `None` for anything else.
-    pub fn parse(text: &str) -> Option<Sort> {
+    /// `KEY` or `-KEY`; anything else is an error naming the keys.
+    pub fn parse(text: &str) -> Result<Sort, String> {
         let (descending, name) = match text.trim().strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, text.trim()),
         };
-        let key = SortKey::ALL.into_iter().find(|k| k.as_str() == name)?;
-        Some(Sort { key, descending })
+        match SortKey::ALL.into_iter().find(|k| k.as_str() == name) {
+            Some(key) => Ok(Sort { key, descending }),
+            None => {
+                let keys: Vec<&str> = SortKey::ALL.iter().map(|k| k.as_str()).collect();
+                Err(format!(
+                    "unknown sort `{}`: `sort` is one of {}, `-` first for descending",
+                    text.trim(),
+                    keys.join(", ")
+                ))
+            }
+        }
     }
 
     /// As `parse` reads it.
@@ -237,11 +246,15 @@ mod tests {
         for key in SortKey::ALL {
             for descending in [false, true] {
                 let sort = Sort { key, descending };
-                assert_eq!(Sort::parse(&sort.as_param()), Some(sort));
+                assert_eq!(Sort::parse(&sort.as_param()), Ok(sort));
             }
         }
-        assert_eq!(Sort::parse("bogus"), None);
-        assert_eq!(Sort::parse("--name"), None);
+        assert!(
+            Sort::parse("bogus")
+                .unwrap_err()
+                .contains("unknown sort `bogus`")
+        );
+        assert!(Sort::parse("--name").is_err());
     }
 
     #[test]

@@ -150,9 +150,7 @@ pub fn plan(repo: &Repository, nodes: Vec<NodeState>, current: &Current, commit:
         commit,
         Explain::Top(3),
     );
-    let why: Vec<(Placement, NotKept)> =
-        schedule::not_kept(repo.policy(), &apps, &nodes, &current.placements);
-    let mut replicas = fates(&planned, current, &why);
+    let mut replicas = fates(&planned, current);
     replicas.sort();
     Plan {
         nodes,
@@ -161,7 +159,7 @@ pub fn plan(repo: &Repository, nodes: Vec<NodeState>, current: &Current, commit:
     }
 }
 
-fn fates(planned: &Schedule, current: &Current, why: &[(Placement, NotKept)]) -> Vec<ReplicaMove> {
+fn fates(planned: &Schedule, current: &Current) -> Vec<ReplicaMove> {
     let before = |app: &str, replica: u32| {
         current
             .placements
@@ -175,7 +173,7 @@ fn fates(planned: &Schedule, current: &Current, why: &[(Placement, NotKept)]) ->
                 replica(p.app.clone(), p.replica, Fate::Stays, Some(&b.node))
             }
             Some(b) => ReplicaMove {
-                reason: Some(why_moved(b, why)),
+                reason: Some(why_moved(b, &planned.not_kept)),
                 ..replica(p.app.clone(), p.replica, Fate::Moved, Some(&b.node))
             },
             None => replica(p.app.clone(), p.replica, Fate::Placed, None),

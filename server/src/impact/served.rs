@@ -107,7 +107,7 @@ pub async fn impact_of(state: &AppState, branch: &str, against: &str) -> Result<
     if let Some(hit) = fresh(&commits) {
         return Ok(hit);
     }
-    let nodes = stored_facts(state).await?;
+    let nodes = crate::db::known_facts(&state.db).await?;
     let fleet = crate::db::apps::fleet(&state.db).await?;
     let rows = crate::db::apps::placements(&state.db).await?;
     let inputs = digest(&nodes, &fleet, &rows);
@@ -150,19 +150,6 @@ pub async fn impact_of(state: &AppState, branch: &str, against: &str) -> Result<
     Ok(Answer::Done(Done { impact, read_at }))
 }
 
-/// Every node the database knows, with the facts it last sent.
-async fn stored_facts(state: &AppState) -> Result<Vec<(String, Facts)>, AppError> {
-    let mut nodes = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = crate::db::known_nodes(&state.db, &after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.name.clone();
-        nodes.extend(page.into_iter().map(|n| (n.name, n.facts)));
-    }
-    Ok(nodes)
-}
-
 /// What an answer depends on besides its commits: every node's facts,
 /// the fleet's environments, cordons and last runs, and the placements (a
 /// node's liveness moves every few seconds and is left out: a node lost
@@ -172,11 +159,8 @@ fn digest(nodes: &[(String, Facts)], fleet: &[FleetNode], rows: &[PlacementRow])
     for (name, facts) in nodes {
         h.update(name.as_bytes());
         h.update([0]);
-        h.update(
-            serde_json::Value::Object(facts.clone())
-                .to_string()
-                .as_bytes(),
-        );
+        // A map of JSON values always serialises.
+        h.update(serde_json::to_vec(facts).unwrap_or_default());
         h.update([0]);
     }
     for n in fleet {

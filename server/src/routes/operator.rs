@@ -53,13 +53,7 @@ pub async fn nodes(
     let limit = page.limit.unwrap_or(MAX_NODES).clamp(1, MAX_NODES);
     let sort = match page.sort.as_deref().map(str::trim) {
         None | Some("") => BY_NAME,
-        Some(text) => fleet::Sort::parse(text).ok_or_else(|| {
-            let keys: Vec<&str> = fleet::SortKey::ALL.iter().map(|k| k.as_str()).collect();
-            AppError::BadRequest(format!(
-                "unknown `sort` `{text}`: one of {}, `-` first for descending",
-                keys.join(", ")
-            ))
-        })?,
+        Some(text) => fleet::Sort::parse(text).map_err(AppError::BadRequest)?,
     };
     let after = page
         .after

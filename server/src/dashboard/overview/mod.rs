@@ -10,9 +10,8 @@ use axum::response::Response;
 mod download;
 mod query;
 
-use super::page::{page, sign_in_first};
+use super::page::{SignedIn, page};
 use super::{chart, format};
-use crate::auth::Caller;
 use crate::error::AppError;
 use crate::export;
 use crate::fleet::{self, NodeLine, NodeState, Sort, StateFilter, urlencode};
@@ -97,7 +96,7 @@ struct Row {
 /// What the page says of a commit: its subject, author and time (read from
 /// the mirror), and its forge link.
 struct Commits<'a> {
-    pub(super) known: std::collections::HashMap<String, crate::git::CommitInfo>,
+    known: std::collections::HashMap<String, crate::git::CommitInfo>,
     config: &'a crate::config::Config,
 }
 
@@ -211,7 +210,7 @@ fn page_summary(nodes: &fleet::NodePage, paged: bool) -> String {
     }
 }
 
-fn env_rows(envs: &crate::routes::operator::Environments) -> Vec<EnvRow> {
+fn env_rows(envs: &crate::routes::operator::Environments, commits: &Commits<'_>) -> Vec<EnvRow> {
     envs.environments
         .iter()
         .map(|env| {
@@ -227,12 +226,7 @@ fn env_rows(envs: &crate::routes::operator::Environments) -> Vec<EnvRow> {
             EnvRow {
                 name: env.name.clone(),
                 commit: env.commit.clone(),
-                commit_said: match (&env.commit_subject, &env.commit_author, &env.commit_time) {
-                    (Some(subject), Some(author), Some(time)) => {
-                        format!("{subject} ({author}, {})", format::when(time))
-                    }
-                    _ => String::new(),
-                },
+                commit_said: commits.title(&env.commit),
                 commit_href: env.commit_url.clone(),
                 errors,
             }
@@ -330,21 +324,18 @@ async fn build(state: &AppState, params: &Params) -> Result<Response, AppError> 
             .refreshed_at
             .map_or_else(|| "never".to_owned(), |t| format::when(&t.to_string())),
         refresh_error: envs.refresh_error.clone(),
-        environments: env_rows(&envs),
+        environments: env_rows(&envs, &commits),
         cluster,
     };
     page(&view)
 }
 
-/// `GET /?q=&state=&role=&environment=&fact=&after=`.
+/// `GET /?q=&state=&role=&environment=&fact=&sort=&range=&after=&format=`.
 pub(super) async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    _: SignedIn,
     Query(params): Query<Params>,
 ) -> Result<Response, AppError> {
-    if let Some(login) = sign_in_first(&caller) {
-        return Ok(login);
-    }
     match export::Format::parse(&params.format)? {
         export::Format::Html => build(&state, &params).await,
         format => download::export(&state, &params.read(), format).await,

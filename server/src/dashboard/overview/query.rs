@@ -43,12 +43,8 @@ impl Params {
         let mut errors: Vec<String> = filter_error.into_iter().collect();
         let sort = match self.sort.trim() {
             "" => Sort::default(),
-            text => Sort::parse(text).unwrap_or_else(|| {
-                let keys: Vec<&str> = SortKey::ALL.iter().map(|k| k.as_str()).collect();
-                errors.push(format!(
-                    "unknown sort `{text}`: one of {}, `-` first for descending",
-                    keys.join(", ")
-                ));
+            text => Sort::parse(text).unwrap_or_else(|e| {
+                errors.push(e);
                 Sort::default()
             }),
         };
@@ -78,10 +74,9 @@ impl Params {
     /// This query string with the order, the range and the page replaced
     /// (the defaults are left out).
     pub(super) fn href_with(&self, sort: &str, range: &str, after: Option<&str>) -> String {
-        let sort = Some(sort).filter(|s| *s != Sort::default().as_param());
         let range = Some(range).filter(|r| *r != chart::RANGES[1].param);
         let query = self.filter.query(&[
-            ("sort", sort.unwrap_or_default()),
+            ("sort", link_sort(sort)),
             ("range", range.unwrap_or_default()),
             ("after", after.unwrap_or_default()),
         ]);
@@ -100,11 +95,19 @@ impl Params {
     /// The download of this list (every page) as `json` or `csv`.
     pub(super) fn download_href(&self, asked: &Asked, format: &str) -> String {
         let sort = asked.sort.as_param();
-        let sort = Some(sort.as_str()).filter(|s| *s != Sort::default().as_param());
         let query = self
             .filter
-            .query(&[("sort", sort.unwrap_or_default()), ("format", format)]);
+            .query(&[("sort", link_sort(&sort)), ("format", format)]);
         format!("/?{query}")
+    }
+}
+
+/// `sort` as a link gives it: left out when it is the default order.
+fn link_sort(sort: &str) -> &str {
+    if sort == Sort::default().as_param() {
+        ""
+    } else {
+        sort
     }
 }
 
