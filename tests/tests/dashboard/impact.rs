@@ -33,8 +33,10 @@ fn an_operator_sees_what_a_branch_would_change_before_merging_it() {
         browser
             .click("tr.environment[data-environment=\"listen-9090\"] form.impact-link button")
             .await;
-        // The form's submission loads the page: wait for it, then look.
-        browser.find("#counts").await;
+        // The form's submission loads the page: wait for it (the overview
+        // has `#counts` too, so an element only the impact page has), then
+        // look.
+        browser.find("#impact-changed").await;
         assert_eq!(browser.path().await, "/impact?env=listen-9090");
         let changed = browser.text("#impact-changed .count").await;
         assert_eq!(changed, "2", "{}", browser.page_text().await);
