@@ -170,6 +170,29 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
     }
 
+    /// Clicks the link or button matching `css` that loads a page, and
+    /// waits until that page has replaced this one: what is looked up next
+    /// is never found on the page being left (which may have it too).
+    pub async fn follow(&self, css: &str) {
+        self.js("window.droverLeaving = true; return null").await;
+        self.click(css).await;
+        let arrived = "return window.droverLeaving !== true && document.readyState === 'complete'";
+        let deadline = Instant::now() + WAIT;
+        // While the new page loads, a script may find no page to run in.
+        while !matches!(
+            self.client.execute(arrived, Vec::new()).await,
+            Ok(Value::Bool(true))
+        ) {
+            if Instant::now() > deadline {
+                panic!(
+                    "`{css}` loaded no page within {WAIT:?}; still on {}",
+                    self.path().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Runs `script` in the page (a function body: `return` gives the value).
     pub async fn js(&self, script: &str) -> Value {
         self.client

@@ -113,7 +113,7 @@ fn an_operator_sees_where_replicas_run_why_one_waits_and_how_full_the_fleet_is()
     runtime().block_on(async {
         let mut browser = Browser::open(&fleet.server, "apps").await;
         sign_in(&browser, &fleet.server.operator_token()).await;
-        browser.click("header.top nav a[href=\"/apps\"]").await;
+        browser.follow("header.top nav a[href=\"/apps\"]").await;
         assert_eq!(browser.path().await, "/apps");
         apps_page(&mut browser, &web_nodes).await;
         decision_page(&mut browser, &web_nodes).await;
@@ -185,7 +185,7 @@ async fn apps_page(browser: &mut Browser, web_nodes: &BTreeSet<String>) {
 /// node first and marked, every node of the fleet in the table.
 async fn decision_page(browser: &mut Browser, web_nodes: &BTreeSet<String>) {
     browser
-        .click("section.app[data-app=\"web\"] a.app-link")
+        .follow("section.app[data-app=\"web\"] a.app-link")
         .await;
     assert_eq!(browser.text("#app-name").await, "web");
     assert_eq!(browser.path().await, "/apps/web?environment=main");
@@ -238,7 +238,7 @@ async fn maintenance(browser: &mut Browser, fleet: &Fleet, node: &str) {
     browser.find("#maintenance[data-cordoned=\"false\"]").await;
     assert!(browser.find_all("#maintenance-badge").await.is_empty());
 
-    browser.click("#maintenance button#cordon").await;
+    browser.follow("#maintenance button#cordon").await;
     let badge = browser.text("h1 #maintenance-badge").await;
     assert_eq!(badge, "in maintenance");
     assert_eq!(browser.path().await, format!("/nodes/{node}"));
@@ -251,7 +251,7 @@ async fn maintenance(browser: &mut Browser, fleet: &Fleet, node: &str) {
         .find("#maintenance input[name=\"deadline_secs\"]")
         .await;
     deadline.send_keys("900").await.unwrap();
-    browser.click("#maintenance button#drain").await;
+    browser.follow("#maintenance button#drain").await;
     browser
         .find("#maintenance[data-drain-state=\"draining\"]")
         .await;
@@ -270,7 +270,7 @@ async fn maintenance(browser: &mut Browser, fleet: &Fleet, node: &str) {
     assert!(api["drain"]["deadline_at_us"].is_i64(), "{api:#}");
     browser.screenshot("node-draining").await;
 
-    browser.click("#maintenance button#uncordon").await;
+    browser.follow("#maintenance button#uncordon").await;
     browser.find("#maintenance[data-cordoned=\"false\"]").await;
     assert!(browser.find_all("#maintenance-badge").await.is_empty());
     let api = node_api(fleet, node);

@@ -89,7 +89,7 @@ fn an_operator_signs_a_waiting_node_from_the_page_and_a_forged_post_signs_nothin
         browser.find("tr.request[data-name=\"new-2\"]").await;
 
         // The operator's own click signs new-1 and only it.
-        browser.click(&format!("{row} button.sign")).await;
+        browser.follow(&format!("{row} button.sign")).await;
         browser.find("tr.request[data-name=\"new-2\"]").await;
         assert_eq!(browser.path().await, "/certificates");
         assert!(

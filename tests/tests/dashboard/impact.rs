@@ -31,7 +31,7 @@ fn an_operator_sees_what_a_branch_would_change_before_merging_it() {
         let mut browser = Browser::open(&fleet.server, "impact").await;
         sign_in(&browser, &fleet.server.operator_token()).await;
         browser
-            .click("tr.environment[data-environment=\"listen-9090\"] form.impact-link button")
+            .follow("tr.environment[data-environment=\"listen-9090\"] form.impact-link button")
             .await;
         // The form's submission loads the page: wait for it (the overview
         // has `#counts` too, so an element only the impact page has), then
@@ -72,7 +72,7 @@ fn an_operator_sees_what_a_branch_would_change_before_merging_it() {
             .js("return document.querySelector('select[name=env]').value")
             .await;
         assert_eq!(selected, "listen-9090");
-        browser.click("header.top nav a[href=\"/impact\"]").await;
+        browser.follow("header.top nav a[href=\"/impact\"]").await;
         browser.find("#impact-choose").await;
         assert_eq!(browser.path().await, "/impact");
         assert!(

@@ -66,14 +66,14 @@ fn an_operator_finds_the_runs_that_touched_a_file_and_its_changes() {
     runtime().block_on(async {
         let mut browser = Browser::open(&fleet.server, "runs").await;
         sign_in(&browser, &fleet.server.operator_token()).await;
-        browser.click("nav.fleet-wide a[href='/runs']").await;
+        browser.follow("nav.fleet-wide a[href='/runs']").await;
         browser.find("table#runs").await;
         assert_eq!(rows(&browser, "tr.run", "data-node").await.len(), 4);
 
         // Filtered by the resource, typed into the form.
         let field = browser.find("#filters input[name=resource]").await;
         field.send_keys("file:/etc/motd").await.unwrap();
-        browser.click("#filters button").await;
+        browser.follow("#filters button").await;
         browser
             .find("input[name=resource][value='file:/etc/motd']")
             .await;
@@ -95,7 +95,7 @@ fn an_operator_finds_the_runs_that_touched_a_file_and_its_changes() {
         // Then the last 24 hours only.
         let range = browser.find("#filters select[name=range]").await;
         range.select_by_value("24h").await.unwrap();
-        browser.click("#filters button").await;
+        browser.follow("#filters button").await;
         browser
             .find("select[name=range] option[value='24h'][selected]")
             .await;
@@ -125,7 +125,7 @@ fn an_operator_finds_the_runs_that_touched_a_file_and_its_changes() {
         );
         browser.screenshot("changes").await;
         browser
-            .click("tr.change[data-node='web-2'] a.run-link")
+            .follow("tr.change[data-node='web-2'] a.run-link")
             .await;
         browser.find("article#run[data-run-id='web-2-old']").await;
         browser.close().await;

@@ -88,7 +88,7 @@ pub(crate) async fn sign_in(browser: &Browser, token: &str) {
     assert_eq!(browser.path().await, "/login");
     let field = browser.find("input[name=token]").await;
     field.send_keys(token).await.unwrap();
-    browser.click("form button").await;
+    browser.follow("form button").await;
     browser.find("form#filters").await;
     assert_eq!(browser.path().await, "/");
     let cookies = browser.js("return document.cookie").await;
@@ -142,7 +142,7 @@ async fn overview(browser: &mut Browser, states: &BTreeMap<&str, &str>) {
     // A heading sorts by its column, a second click the other way; a range
     // link redraws the chart over that range and keeps the order.
     browser
-        .click("#nodes th a.sort[href=\"/?sort=last_run\"]")
+        .follow("#nodes th a.sort[href=\"/?sort=last_run\"]")
         .await;
     browser.find("#nodes th[aria-sort=ascending]").await;
     let first = browser.find("tr.node").await;
@@ -152,11 +152,11 @@ async fn overview(browser: &mut Browser, states: &BTreeMap<&str, &str>) {
         "the oldest last run first"
     );
     browser
-        .click("#nodes th a.sort[href=\"/?sort=-last_run\"]")
+        .follow("#nodes th a.sort[href=\"/?sort=-last_run\"]")
         .await;
     browser.find("#nodes th[aria-sort=descending]").await;
     browser
-        .click("#fleet-chart-range a[href=\"/?sort=-last_run&range=7d\"]")
+        .follow("#fleet-chart-range a[href=\"/?sort=-last_run&range=7d\"]")
         .await;
     browser.find("svg#fleet-chart[data-range=\"7d\"]").await;
     assert_eq!(browser.path().await, "/?sort=-last_run&range=7d");
@@ -165,7 +165,7 @@ async fn overview(browser: &mut Browser, states: &BTreeMap<&str, &str>) {
 
     // A count card is a link to the nodes in that state.
     browser
-        .click("#counts a.state-count[data-state=\"failed\"]")
+        .follow("#counts a.state-count[data-state=\"failed\"]")
         .await;
     browser.find("form#filters").await;
     assert_eq!(browser.path().await, "/?state=failed");
@@ -181,7 +181,7 @@ async fn overview(browser: &mut Browser, states: &BTreeMap<&str, &str>) {
 /// error and the file's diff.
 async fn failed_run(browser: &mut Browser, fleet: &Fleet) {
     browser
-        .click("tr.node[data-node=\"db-1\"] a.node-link")
+        .follow("tr.node[data-node=\"db-1\"] a.node-link")
         .await;
     assert_eq!(browser.text("#node-name").await, "db-1");
     assert_eq!(browser.path().await, "/nodes/db-1");
@@ -213,7 +213,7 @@ async fn failed_run(browser: &mut Browser, fleet: &Fleet) {
     browser.screenshot("node-page").await;
 
     browser
-        .click("#runs tr.run[data-status=\"failed\"] a.run-link")
+        .follow("#runs tr.run[data-status=\"failed\"] a.run-link")
         .await;
     let run = browser.find("article#run").await;
     assert_eq!(
